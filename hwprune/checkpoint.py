@@ -1,0 +1,67 @@
+"""Pruned-model checkpoints: plan + state_dict, no pickled classes.
+
+Loading rebuilds the base network from the plan's model id, applies the plan (so the module
+structure is recreated by the same code path that pruned it) and loads the weights with
+``weights_only=True``. A round trip gives identical outputs.
+"""
+from __future__ import annotations
+
+import io
+import os
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import ModelLoadError
+from .jsonio import atomic_write_bytes
+
+CKPT_FORMAT = "hwprune-checkpoint"
+CKPT_VERSION = 1
+
+
+def save_checkpoint(path: str, model: nn.Module, plan, meta: dict[str, Any] | None = None) -> None:
+    """Write ``{format, version, plan, meta, state_dict}`` atomically with torch.save."""
+    buf = io.BytesIO()
+    torch.save({
+        "format": CKPT_FORMAT,
+        "version": CKPT_VERSION,
+        "plan": plan.to_dict(),
+        "meta": dict(meta or {}),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+    }, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _read(path: str) -> dict[str, Any] | None:
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:
+        return None
+    return obj if isinstance(obj, dict) and obj.get("format") == CKPT_FORMAT else None
+
+
+def is_checkpoint(path: str) -> bool:
+    return path.endswith((".pt", ".pth")) and os.path.isfile(path) and _read(path) is not None
+
+
+def load_checkpoint(path: str):
+    """Rebuild the pruned model saved at ``path``; returns a :class:`LoadedModel`."""
+    from .models import LoadedModel, build_model
+    from .plan import PruningPlan, apply
+
+    obj = _read(path)
+    if obj is None:
+        raise ModelLoadError(f"{path!r} is not an hwprune checkpoint (save one with `hwprune prune`)")
+    if obj.get("version") != CKPT_VERSION:
+        raise ModelLoadError(f"checkpoint {path!r} has version {obj.get('version')}; this hwprune reads {CKPT_VERSION}")
+    plan = PruningPlan.from_dict(obj["plan"])
+    base, _ = build_model(plan.model_id["spec"], plan.model_id.get("kwargs"))
+    model = apply(base, plan, inplace=True)
+    try:
+        model.load_state_dict(obj["state_dict"], strict=True)
+    except RuntimeError as e:
+        raise ModelLoadError(f"checkpoint {path!r} weights do not fit its plan: {e}") from e
+    model.eval()
+    return LoadedModel(model=model, model_id=plan.model_id, input_size=int(plan.input_shape[-1]),
+                       plan=plan, meta=obj.get("meta", {}))

@@ -1,0 +1,55 @@
+"""``hwprune inspect``: list a model's channel groups and where its FLOPs are."""
+from __future__ import annotations
+
+import json
+
+import torch
+
+from ..counting import per_module_flops, summarize
+from ..graph import ChannelGraph
+from ..models import torchvision_classifiers
+from ..zoo import ZOO
+from .common import add_grid_args, add_model_args, load_from_args
+
+
+def register(sub) -> None:
+    p = sub.add_parser("inspect", help="print a model's channel groups (name, width, FLOPs share)",
+                       description="Trace a model and print every group of coupled channels: the layers "
+                                   "that must be cut together, their width and their share of the FLOPs.")
+    add_model_args(p, default="tiny_resnet")
+    add_grid_args(p)
+    p.add_argument("--json", metavar="FILE", help="also write the groups as JSON")
+    p.add_argument("--list", action="store_true", help="list the built-in and torchvision model names and exit")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    if args.list:
+        print("built-in:    " + " ".join(ZOO))
+        print("torchvision: " + " ".join(torchvision_classifiers()))
+        return 0
+    loaded = load_from_args(args)
+    size = args.input_size or loaded.input_size
+    x = torch.randn(args.batch, 3, size, size)
+    graph = ChannelGraph(loaded.model, x, ignore=args.ignore)
+    flops = per_module_flops(loaded.model, x)
+    total = sum(flops.values()) or 1
+    s = summarize(loaded.model, x)
+    print(f"{loaded.model_id['spec']}: input {list(x.shape)}, {s['flops'] / 1e9:.3f} GFLOPs, "
+          f"{s['params'] / 1e6:.3f} M params, {len(graph.groups)} channel groups "
+          f"({len(graph.prunable)} prunable)")
+    rows = []
+    print(f"{'group':<44} {'kind':<9} {'width':>6} {'layers':>6} {'FLOPs%':>7}  widths on grid")
+    for g in graph.groups:
+        share = 100.0 * sum(flops.get(m, 0) for m in g.layers) / total
+        ws = g.candidate_widths(args.align, args.min_width)
+        grid = f"{ws[0]}..{ws[-1]} ({len(ws)})" if g.prunable else f"frozen: {g.reason}"
+        print(f"{g.name:<44} {g.kind:<9} {g.width:>6} {len(g.layers):>6} {share:>6.1f}%  {grid}")
+        rows.append({"name": g.name, "kind": g.kind, "width": g.width, "blocks": g.blocks, "layers": g.layers,
+                     "flops_share": share / 100, "prunable": g.prunable, "candidate_widths": ws})
+    if args.json:
+        from ..jsonio import write_json
+
+        write_json(args.json, {"model": loaded.model_id, "input_shape": list(x.shape), "summary": s, "groups": rows})
+        print(f"wrote {args.json}")
+    return 0

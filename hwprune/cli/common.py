@@ -1,0 +1,30 @@
+"""Reusable argument groups (the Polygraphy pattern) shared by the commands."""
+from __future__ import annotations
+
+import argparse
+
+from ..models import LoadedModel, load_model
+
+
+def add_model_args(p: argparse.ArgumentParser, default: str | None = None) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument("--model", default=default, required=default is None,
+                   help="torchvision name (resnet50), built-in (tiny_resnet), 'pkg.module:factory', "
+                        "'path/file.py:factory', or an hwprune checkpoint (.pt)")
+    g.add_argument("--weights", help="local state_dict file to load into the model (no downloads)")
+    g.add_argument("--num-classes", type=int, help="classifier outputs, passed to the model factory")
+    g.add_argument("--input-size", type=int, help="square input resolution (default: the model's own, e.g. 224)")
+    g.add_argument("--batch", type=int, default=1, help="batch size to trace/profile with (default 1)")
+
+
+def add_grid_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("channel grid")
+    g.add_argument("--align", type=int, default=8, help="widths are multiples of this (default 8: tensor cores, SIMD)")
+    g.add_argument("--min-width", type=int, default=8, help="no group is cut below this many channels (default 8)")
+    g.add_argument("--ignore", action="append", default=[], metavar="MODULE",
+                   help="module name whose channels stay untouched (repeatable)")
+
+
+def load_from_args(args) -> LoadedModel:
+    kwargs = {"num_classes": args.num_classes} if args.num_classes else None
+    return load_model(args.model, weights=args.weights, kwargs=kwargs)

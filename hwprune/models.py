@@ -1,0 +1,152 @@
+"""Resolve ``--model`` specs into modules, without any hub download.
+
+A spec is one of:
+- a built-in name from :mod:`hwprune.zoo` (``tiny_resnet``);
+- a torchvision classification model name (``resnet50``), built with random init;
+- ``package.module:factory`` or ``path/to/file.py:factory`` for a user's own network;
+- a saved hwprune checkpoint (``.pt`` written by :func:`hwprune.checkpoint.save_checkpoint`).
+
+The resolved model carries a ``model_id`` (spec + constructor kwargs) that is stored in plans and
+checkpoints so the same base network can be rebuilt later.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import ModelLoadError
+from .zoo import ZOO
+
+# torchvision models whose defaults need adjusting for pruning/export: the auxiliary heads of
+# GoogLeNet/Inception are not traced in eval mode, so their input channels could not follow a cut.
+_TV_KWARGS: dict[str, dict[str, Any]] = {
+    "googlenet": {"aux_logits": False, "init_weights": False},
+    "inception_v3": {"aux_logits": False, "init_weights": False},
+}
+_TV_INPUT_SIZE = {"inception_v3": 299}
+
+
+@dataclass
+class LoadedModel:
+    model: nn.Module
+    model_id: dict[str, Any]
+    input_size: int
+    plan: Any = None  # PruningPlan when loaded from a pruned checkpoint
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def torchvision_classifiers() -> list[str]:
+    import torchvision
+
+    return sorted(torchvision.models.list_models(module=torchvision.models))
+
+
+def _load_factory(spec: str):
+    target, _, attr = spec.rpartition(":")
+    if not target or not attr:
+        raise ModelLoadError(f"model spec {spec!r} is not 'module:factory' or 'file.py:factory'")
+    if target.endswith(".py"):
+        path = os.path.abspath(target)
+        if not os.path.isfile(path):
+            raise ModelLoadError(f"model file {target!r} does not exist; give a path to a .py file")
+        mod_name = "hwprune_user_" + os.path.splitext(os.path.basename(path))[0]
+        s = importlib.util.spec_from_file_location(mod_name, path)
+        module = importlib.util.module_from_spec(s)
+        try:
+            s.loader.exec_module(module)
+        except Exception as e:
+            raise ModelLoadError(f"importing {target!r} failed: {type(e).__name__}: {e}") from e
+    else:
+        try:
+            module = importlib.import_module(target)
+        except Exception as e:
+            raise ModelLoadError(f"cannot import module {target!r} for model spec {spec!r}: {e}") from e
+    if not hasattr(module, attr):
+        raise ModelLoadError(f"{target!r} has no attribute {attr!r} (model spec {spec!r})")
+    return getattr(module, attr)
+
+
+def build_model(spec: str, kwargs: dict[str, Any] | None = None) -> tuple[nn.Module, int]:
+    """Build the *unpruned* base network for ``spec``; returns (module, default input size)."""
+    kwargs = dict(kwargs or {})
+    if spec in ZOO:
+        factory, size = ZOO[spec]
+        return factory(**kwargs), size
+    if ":" in spec and not os.path.exists(spec):
+        factory = _load_factory(spec)
+        try:
+            model = factory(**kwargs)
+        except Exception as e:
+            raise ModelLoadError(f"factory {spec!r} failed: {type(e).__name__}: {e}") from e
+        if not isinstance(model, nn.Module):
+            raise ModelLoadError(f"factory {spec!r} returned {type(model).__name__}, not an nn.Module")
+        return model, 224
+    names = torchvision_classifiers()
+    if spec in names:
+        import torchvision
+
+        kw = {**_TV_KWARGS.get(spec, {}), **kwargs}
+        try:
+            model = torchvision.models.get_model(spec, weights=None, **kw)
+        except Exception as e:
+            raise ModelLoadError(f"building torchvision model {spec!r} failed: {e}") from e
+        return model, _TV_INPUT_SIZE.get(spec, 224)
+    import difflib
+
+    close = difflib.get_close_matches(spec, names + list(ZOO), n=3)
+    hint = f" Did you mean {', '.join(close)}?" if close else ""
+    raise ModelLoadError(
+        f"unknown model {spec!r}.{hint} Use a torchvision classifier name (see `hwprune inspect --list`), "
+        "a built-in (tiny_resnet, tiny_vit), 'module:factory', 'file.py:factory' or an hwprune checkpoint."
+    )
+
+
+def load_state_dict_file(model: nn.Module, path: str) -> None:
+    """Load user weights: a state_dict, or a dict holding one under 'state_dict'/'model'."""
+    if not os.path.isfile(path):
+        raise ModelLoadError(f"weights file {path!r} does not exist")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ModelLoadError(f"cannot read weights {path!r}: {e}. Save them with torch.save(model.state_dict(), path).") from e
+    if isinstance(obj, dict):
+        for key in ("state_dict", "model", "model_state_dict"):
+            if key in obj and isinstance(obj[key], dict):
+                obj = obj[key]
+                break
+    if not isinstance(obj, dict):
+        raise ModelLoadError(f"weights file {path!r} holds {type(obj).__name__}, not a state_dict")
+    sd = {k.removeprefix("module."): v for k, v in obj.items()}
+    try:
+        missing, unexpected = model.load_state_dict(sd, strict=False)
+    except RuntimeError as e:  # shape mismatches
+        first = str(e).strip().splitlines()[1:2]
+        raise ModelLoadError(f"weights {path!r} do not fit the model: {first[0].strip() if first else e}. "
+                             "Check --model and --num-classes.") from None
+    if missing or unexpected:
+        raise ModelLoadError(
+            f"weights {path!r} do not fit the model: {len(missing)} missing keys (e.g. {missing[:3]}), "
+            f"{len(unexpected)} unexpected (e.g. {unexpected[:3]}). Check --model and --num-classes."
+        )
+
+
+def load_model(spec: str, weights: str | None = None, kwargs: dict[str, Any] | None = None) -> LoadedModel:
+    """Resolve a spec (see module doc) into a :class:`LoadedModel` in eval mode."""
+    from .checkpoint import is_checkpoint, load_checkpoint
+
+    if os.path.isfile(spec) and is_checkpoint(spec):
+        loaded = load_checkpoint(spec)
+        if weights:
+            load_state_dict_file(loaded.model, weights)
+        return loaded
+    model, size = build_model(spec, kwargs)
+    if weights:
+        load_state_dict_file(model, weights)
+    model.eval()
+    return LoadedModel(model=model, model_id={"spec": spec, "kwargs": dict(kwargs or {})}, input_size=size)

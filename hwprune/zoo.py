@@ -1,0 +1,64 @@
+"""Small built-in networks for demos and tests (random init; no downloads).
+
+``tiny_resnet`` is the embedded default of ``hwprune run``: a CIFAR-style ResNet with basic
+blocks, small enough to train on the synthetic data in a minute or two on 2 CPU cores and wide
+enough (up to 128 channels) that pruning it changes measured latency.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.relu = nn.ReLU(inplace=True)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + self.shortcut(x))
+
+
+class TinyResNet(nn.Module):
+    """ResNet-style CNN for 32x32 inputs: stem + 3 stages of ``depth`` basic blocks each."""
+
+    def __init__(self, num_classes: int = 10, width: int = 32, depth: int = 2):
+        super().__init__()
+        widths = (width, 2 * width, 4 * width)
+        self.stem = nn.Sequential(nn.Conv2d(3, widths[0], 3, 1, 1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True))
+        layers, cin = [], widths[0]
+        for i, w in enumerate(widths):
+            for j in range(depth):
+                layers.append(BasicBlock(cin, w, stride=2 if (i > 0 and j == 0) else 1))
+                cin = w
+        self.layers = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(cin, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(self.pool(self.layers(self.stem(x))), 1))
+
+
+def tiny_resnet(num_classes: int = 10, width: int = 32, depth: int = 2) -> nn.Module:
+    return TinyResNet(num_classes=num_classes, width=width, depth=depth)
+
+
+def tiny_vit(num_classes: int = 10, image_size: int = 32) -> nn.Module:
+    """A 2-layer torchvision ViT for 32x32 inputs (patch 8, 4 heads, dim 64)."""
+    from torchvision.models.vision_transformer import VisionTransformer
+
+    return VisionTransformer(image_size=image_size, patch_size=8, num_layers=2, num_heads=4,
+                             hidden_dim=64, mlp_dim=128, num_classes=num_classes)
+
+
+#: name -> (factory, default input size)
+ZOO = {"tiny_resnet": (tiny_resnet, 32), "tiny_vit": (tiny_vit, 32)}

@@ -1,0 +1,64 @@
+import pytest
+import torch
+from torch import nn
+
+from hwprune.errors import PlanMismatchError, UnsupportedModelError
+from hwprune.graph import ChannelGraph, keep_top
+from hwprune.models import load_model
+from hwprune.zoo import tiny_resnet, tiny_vit
+
+
+def test_resnet_groups_couple_residual_channels():
+    m = tiny_resnet().eval()
+    g = ChannelGraph(m, torch.randn(1, 3, 32, 32))
+    names = {gr.name: gr for gr in g.groups}
+    # the stem output is summed with every block of stage 1: one residual group spans them
+    stem = names["stem.0"]
+    assert stem.kind == "residual"
+    assert {"layers.0.conv2", "layers.1.conv2", "layers.2.conv1"} <= set(stem.layers)
+    # the classifier's outputs are never a group
+    assert all("fc" != gr.name for gr in g.groups)
+    # inner block convs are independent groups
+    assert names["layers.0.conv1"].kind == "conv" and names["layers.0.conv1"].width == 32
+
+
+def test_candidate_widths_respect_align_and_min_width():
+    m = tiny_resnet().eval()
+    g = ChannelGraph(m, torch.randn(1, 3, 32, 32)).group("layers.4.conv1")  # width 128
+    ws = g.candidate_widths(align=16, min_width=32)
+    assert ws[0] == 32 and ws[-1] == 128 and all(w % 16 == 0 for w in ws)
+    assert g.snap(70, align=16, min_width=32) == 64
+    assert g.snap(72, align=16, min_width=32) == 80  # tie goes up
+    assert g.snap(3, align=16, min_width=32) == 32
+
+
+def test_vit_embed_group_keeps_heads_equal():
+    m = tiny_vit().eval()
+    g = ChannelGraph(m, torch.randn(1, 3, 32, 32))
+    embed = [gr for gr in g.groups if gr.kind == "embed"]
+    assert len(embed) == 1 and embed[0].blocks == 4 and embed[0].width == 64
+    assert all(w % 4 == 0 for w in embed[0].candidate_widths(align=8))
+    with pytest.raises(PlanMismatchError, match="attention heads"):
+        g.prune_({embed[0].name: list(range(10))})  # 10 channels, all in heads 0-1
+
+
+def test_keep_top_per_block():
+    scores = torch.tensor([5.0, 6, 2, 9, 0, 3, 7, 4])
+    assert keep_top(scores, 4) == [0, 1, 3, 6]
+    assert keep_top(scores, 4, blocks=2) == [1, 3, 6, 7]
+
+
+def test_custom_parameter_owner_is_named():
+    class Scale(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.gain = nn.Parameter(torch.ones(1, 8, 1, 1))
+
+        def forward(self, x):
+            return x * self.gain
+
+    m = nn.Sequential(nn.Conv2d(3, 8, 3), Scale(), nn.Conv2d(8, 4, 3))
+    with pytest.raises(UnsupportedModelError, match=r"'1' of type Scale.*--ignore 1"):
+        ChannelGraph(m, torch.randn(1, 3, 16, 16))
+    # freezing it is the documented way out
+    ChannelGraph(m, torch.randn(1, 3, 16, 16), ignore=["1"])
