@@ -205,6 +205,25 @@ class ChannelGraph:
     def module(self, name: str) -> nn.Module:
         return self.model.get_submodule(name)
 
+    def layer_groups(self) -> dict[str, tuple[ChannelGroup | None, ChannelGroup | None]]:
+        """Per member layer: (group controlling its input channels, group controlling its outputs).
+
+        This is what cost models need: a conv's cost depends on both. Attention layers take
+        input and output width from the same (embedding) group; depthwise convs list only 'out'.
+        """
+        res: dict[str, tuple[ChannelGroup | None, ChannelGroup | None]] = {}
+        for g in self.groups:
+            for m in g.members:
+                gin, gout = res.get(m.module, (None, None))
+                if m.type == "MultiheadAttention":
+                    gin = gout = g
+                elif m.side == "in":
+                    gin = g
+                else:
+                    gout = g
+                res[m.module] = (gin, gout)
+        return res
+
     # ------------------------------------------------------------------ mutation
     def prune_(self, kept: Mapping[str, Sequence[int]]) -> nn.Module:
         """Remove every channel not in ``kept[group]``, in place; returns the (now smaller) model."""

@@ -1,0 +1,55 @@
+"""ONNX Runtime sessions configured the way a deployment would run them, with fixed threads."""
+from __future__ import annotations
+
+import os
+import platform
+
+import numpy as np
+
+
+def make_session(model_path_or_bytes, threads: int = 2, opt_level: str = "all", provider: str = "CPUExecutionProvider"):
+    """An InferenceSession with ``threads`` intra-op threads, 1 inter-op thread, sequential
+    execution and the given graph optimisation level ('all' = what deployment uses)."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = int(threads)
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = {
+        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }[opt_level]
+    so.log_severity_level = 3
+    return ort.InferenceSession(model_path_or_bytes, sess_options=so, providers=[provider])
+
+
+def random_feed(session, batch: int | None = None, seed: int = 0) -> dict[str, np.ndarray]:
+    """Random float32 inputs matching the session's input shapes (symbolic batch -> ``batch``)."""
+    rng = np.random.default_rng(seed)
+    feed = {}
+    for inp in session.get_inputs():
+        shape = [d if isinstance(d, int) else (batch or 1) for d in inp.shape]
+        if batch is not None and shape:
+            shape[0] = batch
+        feed[inp.name] = rng.standard_normal(shape).astype(np.float32)
+    return feed
+
+
+def cpu_fingerprint() -> dict:
+    """What identifies this host for a latency table: CPU model, cores, runtime versions."""
+    import onnxruntime as ort
+
+    model = platform.processor() or ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {"cpu": model, "cores": os.cpu_count(), "machine": platform.machine(), "system": platform.system(),
+            "python": platform.python_version(), "onnxruntime": ort.__version__, "numpy": np.__version__}
