@@ -1,21 +1,38 @@
-"""ONNX export with a parity check against PyTorch.
+"""ONNX / TensorRT export with a parity check against PyTorch.
 
 The TorchScript-based exporter is tried first (fast, mature for CNNs/ViTs); the dynamo exporter
 is the fallback. Files are written atomically: a failed export or a parity miss leaves nothing.
+
+Parity is checked on several random inputs (and, with a dynamic batch axis, at several batch
+sizes), comparing ONNX Runtime's output with eager PyTorch. A reference output that is constant
+(e.g. torchvision's ViT zero-initialises its classifier head, so an untrained ViT outputs exactly
+0 for every input) would make any comparison pass trivially; such a check is flagged
+``degenerate`` and repeated on a probe copy whose all-zero parameters were re-randomised, so the
+exported *graph* is still verified.
+
+:func:`mask_2to4_` applies 2:4 semi-structured magnitude masks (NVIDIA Ampere sparse tensor
+cores; Mishra et al. 2021, "Accelerating Sparse Deep Neural Networks") before a ``--sparse``
+TensorRT build.
 """
 from __future__ import annotations
 
+import copy
 import io
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from .errors import ExportError
+from .errors import BackendUnavailableError, ConfigError, ExportError
 from .jsonio import atomic_write_bytes
+
+FORMATS = ("onnx", "tensorrt")
+TRT_INSTALL_HINT = ("install it with `pip install 'hwprune[tensorrt]'` (TensorRT >= 10 and pycuda) on a machine "
+                    "with an NVIDIA GPU and CUDA driver")
 
 
 @dataclass
@@ -23,9 +40,23 @@ class Parity:
     max_abs: float
     max_rel: float
     ok: bool
+    inputs: int = 1
+    batches: tuple[int, ...] = ()
+    degenerate: bool = False  # the reference output was constant: this comparison alone proves nothing
+    note: str = ""
 
     def __str__(self) -> str:
-        return f"max |err| {self.max_abs:.2e}, max rel err {self.max_rel:.2e} ({'ok' if self.ok else 'MISMATCH'})"
+        s = f"max |err| {self.max_abs:.2e}, max rel err {self.max_rel:.2e} ({'ok' if self.ok else 'MISMATCH'})"
+        if self.inputs > 1 or self.batches:
+            s += f" over {self.inputs} random input(s)" + (f", batch {','.join(map(str, self.batches))}"
+                                                           if self.batches else "")
+        if self.note:
+            s += f"; {self.note}"
+        return s
+
+    def to_dict(self) -> dict:
+        return {"max_abs": self.max_abs, "max_rel": self.max_rel, "ok": self.ok, "inputs": self.inputs,
+                "batches": list(self.batches), "degenerate": self.degenerate, "note": self.note}
 
 
 def onnx_bytes(model: nn.Module, x: torch.Tensor, opset: int = 17, dynamic_batch: bool = False) -> bytes:
@@ -60,37 +91,281 @@ def onnx_bytes(model: nn.Module, x: torch.Tensor, opset: int = 17, dynamic_batch
     raise ExportError(f"ONNX export of {type(model).__name__} failed: " + " | ".join(errors))
 
 
+def _reference(model: nn.Module, x: torch.Tensor) -> np.ndarray:
+    # The eager inference path a user runs (no_grad: MultiheadAttention takes its fused fast path,
+    # the exporter traced the slow path -- both are the same maths, so they must agree to ~1e-6).
+    with torch.no_grad():
+        out = model.eval()(x)
+    if isinstance(out, (tuple, list)):
+        out = out[0]
+    return out.float().cpu().numpy()
+
+
+def _is_constant(a: np.ndarray) -> bool:
+    return a.size == 0 or float(a.max() - a.min()) == 0.0
+
+
 def check_parity(model: nn.Module, data: bytes, x: torch.Tensor, threads: int = 2,
                  atol: float = 1e-3, rtol: float = 1e-3) -> Parity:
     """Run the ONNX bytes in ONNX Runtime and compare with PyTorch on ``x``."""
+    return check_parity_many(model, data, [x], threads=threads, atol=atol, rtol=rtol)
+
+
+def check_parity_many(model: nn.Module, data: bytes, inputs: Sequence[torch.Tensor], threads: int = 2,
+                      atol: float = 1e-3, rtol: float = 1e-3) -> Parity:
+    """Compare ORT with PyTorch on every input; the worst error decides. ``ok`` means
+    ``max|err| <= atol + rtol * max|ref|`` on every input."""
     from hwprune_deploy.ort import make_session
 
     sess = make_session(data, threads=threads)
+    name = sess.get_inputs()[0].name
+    worst_abs, worst_rel, ok, degenerate = 0.0, 0.0, True, True
+    for x in inputs:
+        ref = _reference(model, x)
+        got = sess.run(None, {name: x.detach().cpu().numpy().astype(np.float32)})[0]
+        if got.shape != ref.shape:
+            raise ExportError(f"ONNX output shape {got.shape} differs from PyTorch {ref.shape} "
+                              f"for input shape {tuple(x.shape)}")
+        diff = np.abs(got.astype(np.float64) - ref)
+        max_abs = float(diff.max()) if diff.size else 0.0
+        if not np.all(np.isfinite(got)) and np.all(np.isfinite(ref)):
+            max_abs = float("inf")
+        scale = float(np.abs(ref).max()) if ref.size else 0.0
+        worst_abs = max(worst_abs, max_abs)
+        worst_rel = max(worst_rel, max_abs / (scale or 1.0))
+        ok = ok and bool(max_abs <= atol + rtol * scale)
+        degenerate = degenerate and _is_constant(ref)
+    batches = tuple(sorted({int(x.shape[0]) for x in inputs}))
+    return Parity(worst_abs, worst_rel, ok, inputs=len(inputs), batches=batches, degenerate=degenerate,
+                  note="reference output is constant (all-zero head?)" if degenerate else "")
+
+
+def parity_inputs(x: torch.Tensor, samples: int = 3, batches: Sequence[int] = (), seed: int = 0) -> list[torch.Tensor]:
+    """``samples`` random inputs shaped like ``x`` (first one is ``x`` itself), plus one per
+    extra batch size in ``batches`` (for a dynamic batch axis)."""
+    g = torch.Generator().manual_seed(seed)
+    out = [x] + [torch.randn(x.shape, generator=g) for _ in range(max(0, samples - 1))]
+    for b in batches:
+        if b != x.shape[0]:
+            out.append(torch.randn((b, *x.shape[1:]), generator=g))
+    return out
+
+
+def _probe_copy(model: nn.Module, seed: int = 0) -> tuple[nn.Module, int]:
+    """Copy of ``model`` with every all-zero parameter re-randomised (zero-init heads, layer scales)."""
+    probe = copy.deepcopy(model).eval()
+    g = torch.Generator().manual_seed(seed)
+    n = 0
     with torch.no_grad():
-        ref = model.eval()(x).float().numpy()
-    got = sess.run(None, {sess.get_inputs()[0].name: x.numpy().astype(np.float32)})[0]
-    if got.shape != ref.shape:
-        raise ExportError(f"ONNX output shape {got.shape} differs from PyTorch {ref.shape}")
-    diff = np.abs(got - ref)
-    max_abs = float(diff.max()) if diff.size else 0.0
-    scale = float(np.abs(ref).max()) or 1.0
-    return Parity(max_abs, max_abs / scale, bool(max_abs <= atol + rtol * scale))
+        for p in probe.parameters():
+            if p.numel() and not bool(p.any()):
+                p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+                n += 1
+    return probe, n
+
+
+def verify_onnx(model: nn.Module, data: bytes, inputs: Sequence[torch.Tensor], opset: int = 17,
+                dynamic_batch: bool = False, threads: int = 2, atol: float = 1e-3, rtol: float = 1e-3) -> Parity:
+    """Parity on ``inputs``; when the reference is constant, re-check the graph on a probe copy."""
+    parity = check_parity_many(model, data, inputs, threads=threads, atol=atol, rtol=rtol)
+    if parity.ok and parity.degenerate:
+        probe, n = _probe_copy(model)
+        if n:
+            pdata = onnx_bytes(probe, inputs[0], opset=opset, dynamic_batch=dynamic_batch)
+            pp = check_parity_many(probe, pdata, inputs, threads=threads, atol=atol, rtol=rtol)
+            note = (f"reference output is constant; graph verified on a copy with {n} all-zero parameter(s) "
+                    f"re-randomised: max |err| {pp.max_abs:.2e}, max rel {pp.max_rel:.2e}")
+            return Parity(pp.max_abs, pp.max_rel, pp.ok, inputs=pp.inputs, batches=pp.batches,
+                          degenerate=True, note=note)
+    return parity
 
 
 def export_onnx(model: nn.Module, x: torch.Tensor, path: str, opset: int = 17, dynamic_batch: bool = False,
-                check: bool = True, atol: float = 1e-3, rtol: float = 1e-3) -> Parity | None:
-    """Export, run onnx.checker and the ORT parity check, then write ``path`` atomically."""
+                check: bool = True, atol: float = 1e-3, rtol: float = 1e-3, samples: int = 1,
+                parity_batches: Sequence[int] = ()) -> Parity | None:
+    """Export, run onnx.checker and the ORT parity check, then write ``path`` atomically.
+
+    ``samples`` random inputs shaped like ``x`` are compared (``x`` first); with ``dynamic_batch``
+    the batch sizes in ``parity_batches`` are checked too."""
+    data = onnx_bytes(model, x, opset=opset, dynamic_batch=dynamic_batch)
+    check_onnx(data)
+    parity = None
+    if check:
+        inputs = parity_inputs(x, samples, parity_batches if dynamic_batch else ())
+        parity = verify_onnx(model, data, inputs, opset=opset, dynamic_batch=dynamic_batch, atol=atol, rtol=rtol)
+        if not parity.ok:
+            raise ExportError(f"ONNX Runtime output diverges from PyTorch: {parity} (tolerance atol {atol:g}, "
+                              f"rtol {rtol:g}); nothing was written to {path!r}. Look for ops that behave "
+                              "differently when traced (data-dependent Python control flow, custom autograd "
+                              "functions) or raise --atol/--rtol if the difference is numerical noise")
+    atomic_write_bytes(path, data)
+    return parity
+
+
+def check_onnx(data: bytes) -> None:
     import onnx
 
-    data = onnx_bytes(model, x, opset=opset, dynamic_batch=dynamic_batch)
     try:
         onnx.checker.check_model(onnx.load_from_string(data))
     except Exception as e:
         raise ExportError(f"onnx.checker rejected the export: {e}") from e
-    parity = None
-    if check:
-        parity = check_parity(model, data, x, atol=atol, rtol=rtol)
-        if not parity.ok:
-            raise ExportError(f"ONNX Runtime output diverges from PyTorch: {parity}; nothing was written to {path!r}")
-    atomic_write_bytes(path, data)
-    return parity
+
+
+# --------------------------------------------------------------------------------------- 2:4 masks
+
+def _nm_mask(w2d: torch.Tensor, n: int = 2, m: int = 4) -> torch.Tensor:
+    """Mask keeping the ``n`` largest-magnitude of every ``m`` consecutive entries along dim 1."""
+    rows, cols = w2d.shape
+    blocks = w2d.abs().reshape(rows, cols // m, m)
+    idx = blocks.topk(m - n, dim=-1, largest=False).indices  # the ones to zero
+    mask = torch.ones_like(blocks, dtype=torch.bool)
+    mask.scatter_(-1, idx, False)
+    return mask.reshape(rows, cols)
+
+
+def mask_2to4_(model: nn.Module, min_in: int = 4) -> dict[str, int]:
+    """Zero the 2 smallest-magnitude weights of every 4 consecutive *input* weights, in place.
+
+    Linear (out, in): groups along ``in``. Conv2d (out, in/groups, kh, kw): groups along the input
+    channels at each kernel position (the reduction dimension the sparse tensor cores use).
+    Layers whose input width is not a multiple of 4 (or depthwise convs) are left dense.
+    Returns {layer: number of zeroed weights}.
+    """
+    done: dict[str, int] = {}
+    with torch.no_grad():
+        for name, mod in model.named_modules():
+            if isinstance(mod, nn.Linear):
+                w = mod.weight
+                if w.shape[1] % 4 or w.shape[1] < min_in:
+                    continue
+                mask = _nm_mask(w.detach())
+                w.mul_(mask)
+            elif isinstance(mod, nn.Conv2d):
+                w = mod.weight  # (out, cin_g, kh, kw)
+                cin = w.shape[1]
+                if cin % 4 or cin < min_in:
+                    continue
+                wt = w.detach().permute(0, 2, 3, 1).reshape(-1, cin)
+                mask = _nm_mask(wt).reshape(w.shape[0], w.shape[2], w.shape[3], cin).permute(0, 3, 1, 2)
+                w.mul_(mask)
+            else:
+                continue
+            done[name] = int(w.numel() // 2)
+    return done
+
+
+# ---------------------------------------------------------------------------- config + one verb
+
+@dataclass
+class ExportConfig:
+    """How to export. ``batch`` is the traced batch; with ``dynamic_batch`` parity is also
+    checked at ``parity_batches``. TensorRT options need ``format='tensorrt'``."""
+
+    format: str = "onnx"
+    opset: int = 17
+    dynamic_batch: bool = False
+    batch: int = 1
+    input_size: Optional[int] = None
+    atol: float = 1e-3
+    rtol: float = 1e-3
+    samples: int = 3
+    parity_batches: tuple[int, ...] = (1, 4)
+    fp16: bool = False
+    int8: bool = False
+    calib_data: Optional[str] = None
+    calib_batches: int = 8
+    sparse: bool = False
+    workspace_mb: int = 1024
+    max_batch: int = 32
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.format not in FORMATS:
+            raise ConfigError(f"export format {self.format!r} is not one of {', '.join(FORMATS)}")
+        if not 7 <= self.opset <= 21:
+            raise ConfigError(f"opset {self.opset} is out of range; use 13..21 (17 is the default)")
+        if self.batch < 1 or self.samples < 1:
+            raise ConfigError(f"batch {self.batch} and samples {self.samples} must be >= 1")
+        if self.atol < 0 or self.rtol < 0:
+            raise ConfigError(f"tolerances must be >= 0 (got atol {self.atol}, rtol {self.rtol})")
+        if self.format == "onnx" and (self.fp16 or self.int8 or self.sparse):
+            raise ConfigError("--fp16/--int8/--sparse apply to TensorRT engines; add --format tensorrt")
+        if self.int8 and not self.calib_data:
+            raise ConfigError("--int8 needs --calib-data (synthetic, imagefolder:PATH, ...) for calibration")
+        self.parity_batches = tuple(int(b) for b in self.parity_batches)
+
+
+@dataclass
+class ExportResult:
+    path: str
+    format: str
+    parity: Optional[Parity]
+    onnx_path: Optional[str] = None
+    sparse_layers: int = 0
+    info: dict = field(default_factory=dict)
+
+
+def _trt():
+    """The device-side TensorRT module, or a BackendUnavailableError saying how to get it."""
+    try:
+        from hwprune_deploy import trt
+    except ImportError as e:  # pragma: no cover - deploy/trt.py ships with hwprune
+        raise BackendUnavailableError(f"TensorRT support is missing ({e}); {TRT_INSTALL_HINT}") from e
+    err = trt.unavailable_reason()
+    if err:
+        raise BackendUnavailableError(f"TensorRT engine build needs TensorRT and a CUDA GPU: {err}; {TRT_INSTALL_HINT}")
+    return trt
+
+
+def export(model: nn.Module, path: str, config: ExportConfig, input_size: int = 224, calib=None) -> ExportResult:
+    """Export ``model`` to ``path`` per ``config``; nothing is written unless every check passes.
+
+    TensorRT: the ONNX is exported (dynamic batch), parity-checked in ORT, then built into a
+    serialized engine by :mod:`hwprune_deploy.trt` (fp16/int8/sparse flags); with ``sparse`` the
+    2:4 masks are applied to a copy of the model first. The ONNX is kept next to the engine.
+    """
+    size = config.input_size or input_size
+    x = torch.randn(config.batch, 3, size, size, generator=torch.Generator().manual_seed(config.seed))
+    if config.format == "onnx":
+        parity = export_onnx(model, x, path, opset=config.opset, dynamic_batch=config.dynamic_batch, atol=config.atol,
+                             rtol=config.rtol, samples=config.samples, parity_batches=config.parity_batches)
+        return ExportResult(path=path, format="onnx", parity=parity)
+    trt = _trt()  # fail before any work when TensorRT is absent
+    sparse_layers = 0
+    if config.sparse:
+        model = copy.deepcopy(model).eval()
+        sparse_layers = len(mask_2to4_(model))
+    onnx_path = os.path.splitext(path)[0] + ".onnx"
+    data = onnx_bytes(model, x, opset=config.opset, dynamic_batch=True)
+    check_onnx(data)
+    parity = verify_onnx(model, data, parity_inputs(x, config.samples, config.parity_batches), opset=config.opset,
+                         dynamic_batch=True, atol=config.atol, rtol=config.rtol)
+    if not parity.ok:
+        raise ExportError(f"ONNX Runtime output diverges from PyTorch: {parity}; no engine was built")
+    calib_arrays = None
+    if config.int8:
+        calib_arrays = [b.numpy().astype(np.float32) for b in _calib_batches(calib, config)]
+    try:
+        engine = trt.build_engine(data, input_shape=(3, size, size), min_batch=1, opt_batch=config.batch,
+                                  max_batch=max(config.max_batch, config.batch), fp16=config.fp16, int8=config.int8,
+                                  sparse=config.sparse, calib_batches=calib_arrays, workspace_mb=config.workspace_mb)
+    except trt.EngineBuildError as e:
+        raise ExportError(f"TensorRT engine build failed: {e}; nothing was written to {path!r}") from e
+    atomic_write_bytes(path, engine)
+    atomic_write_bytes(onnx_path, data)
+    return ExportResult(path=path, format="tensorrt", parity=parity, onnx_path=onnx_path, sparse_layers=sparse_layers,
+                        info={"fp16": config.fp16, "int8": config.int8, "sparse": config.sparse})
+
+
+def _calib_batches(calib, config: ExportConfig):
+    if calib is None:
+        raise ConfigError("--int8 needs calibration data: pass --calib-data")
+    out = []
+    for batch in calib:
+        xb = batch[0] if isinstance(batch, (tuple, list)) else batch
+        out.append(xb.detach().float().cpu())
+        if len(out) >= config.calib_batches:
+            break
+    if not out:
+        raise ConfigError(f"calibration data {config.calib_data!r} yielded no batches")
+    return out
