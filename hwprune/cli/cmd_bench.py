@@ -1,13 +1,47 @@
-"""``hwprune bench``: measure latency and throughput side by side (placeholder until issue #5 lands)."""
+"""``hwprune bench``: latency and throughput of one or two models, measured side by side."""
 from __future__ import annotations
 
-from ..errors import HwpruneError
+from ..bench import BENCH_BACKENDS, BenchConfig, bench, format_bench
+from ..errors import ConfigError
+from ..jsonio import write_json
+from ..models import load_model
 
 
 def register(sub) -> None:
-    p = sub.add_parser("bench", help="measure latency and throughput side by side")
+    p = sub.add_parser("bench", help="measure latency and throughput side by side",
+                       description="Measure latency (median, p90) and throughput per batch size; with two "
+                                   "--model the repeats are interleaved and the speedup of B over A printed; "
+                                   "with --table the table's prediction is shown next to the measurement.")
+    p.add_argument("--model", action="append", required=True, metavar="SPEC",
+                   help="model A (the reference), then optionally model B: a checkpoint, zoo or torchvision name")
+    p.add_argument("--weights", action="append", default=[], metavar="FILE",
+                   help="state_dict for the corresponding --model (in order)")
+    p.add_argument("--backend", default="ort-cpu", choices=BENCH_BACKENDS, help="where to run (default ort-cpu)")
+    p.add_argument("--threads", type=int, default=2, help="intra-op threads for CPU backends (default 2)")
+    p.add_argument("--batch", default="1", help="comma-separated batch sizes, e.g. 1,8,32 (default 1)")
+    p.add_argument("--input-size", type=int, help="square input resolution (default: the model's own)")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "fp16"], help="GPU backends only")
+    p.add_argument("--repeats", type=int, default=20, help="timed repeats per model and batch (default 20)")
+    p.add_argument("--warmup", type=int, default=5, help="warm-up calls (default 5)")
+    p.add_argument("--table", help="latency table: print predicted latency next to the measurement")
+    p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    raise HwpruneError("'hwprune bench' is not implemented yet (issue #5)")
+    config = BenchConfig(backend=args.backend, threads=args.threads, batches=args.batch, input_size=args.input_size,
+                         warmup=args.warmup, repeats=args.repeats, precision=args.precision)
+    if len(args.model) > 2:
+        raise ConfigError(f"bench compares at most two models (A and B); got {len(args.model)} --model")
+    if len(args.weights) > len(args.model):
+        raise ConfigError("more --weights than --model; give one --weights per --model, in order")
+    models = {}
+    for i, spec in enumerate(args.model):
+        label = spec if spec not in models else f"{spec} ({'AB'[i]})"
+        models[label] = load_model(spec, weights=args.weights[i] if i < len(args.weights) else None)
+    res = bench(models, config, table=args.table)
+    print(format_bench(res))
+    if args.json:
+        write_json(args.json, res)
+        print(f"wrote {args.json}")
+    return 0

@@ -1,0 +1,268 @@
+"""Benchmark models side by side: latency (median, p10/p90) and throughput per batch size.
+
+All models are measured in one run with their repeats interleaved
+(:meth:`hwprune.backends.Backend.measure_many`), so a noisy neighbour or a clock change hits
+baseline and pruned alike and the speedup ratio stays fair (DESIGN.md, measurement discipline).
+With a latency table, each model's latency is also *predicted* from the table (at the table's
+batch size), so a report can put measured speedup next to predicted.
+
+    res = bench({"baseline": load_model("tiny_resnet"), "pruned": load_model("out/pruned.pt")},
+                BenchConfig(backend="ort-cpu", threads=2, batches=(1, 8)), table="t.json")
+    res["speedup"]["1"]  # baseline median / pruned median at batch 1
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional, Sequence
+
+import torch
+
+from hwprune_deploy.timing import Protocol, Timing
+
+from .errors import BackendUnavailableError, ConfigError, HwpruneError
+from .models import LoadedModel
+
+BENCH_BACKENDS = ("ort-cpu", "torch-cpu", "torch-cuda", "tensorrt")
+
+
+def parse_batches(spec: str | Sequence[int] | int) -> tuple[int, ...]:
+    """'1,8,32' -> (1, 8, 32); a non-integer or non-positive entry is a ConfigError naming it."""
+    if isinstance(spec, int):
+        items = [spec]
+    elif isinstance(spec, str):
+        items = [s.strip() for s in spec.split(",")]
+    else:
+        items = list(spec)
+    out = []
+    for s in items:
+        try:
+            if isinstance(s, float) or (isinstance(s, str) and not s.lstrip("+").isdigit()):
+                raise ValueError
+            b = int(s)
+        except (TypeError, ValueError):
+            raise ConfigError(f"batch size {s!r} in batch list {spec!r} is not an integer; "
+                              "give comma-separated positive integers, e.g. --batch 1,8,32") from None
+        if b < 1:
+            raise ConfigError(f"batch size {b} in batch list {spec!r} must be >= 1")
+        out.append(b)
+    if not out:
+        raise ConfigError(f"batch list {spec!r} is empty; e.g. --batch 1,8,32")
+    return tuple(dict.fromkeys(out))
+
+
+@dataclass
+class BenchConfig:
+    backend: str = "ort-cpu"
+    threads: int = 2
+    batches: tuple[int, ...] = (1,)
+    input_size: Optional[int] = None
+    warmup: int = 5
+    repeats: int = 20
+    min_repeat_ms: float = 20.0
+    precision: str = "fp32"
+    seed: int = 0
+
+    def __post_init__(self):
+        self.batches = parse_batches(self.batches)
+        if self.backend not in BENCH_BACKENDS:
+            raise ConfigError(f"backend {self.backend!r} is not one of {', '.join(BENCH_BACKENDS)}")
+        if self.threads < 1:
+            raise ConfigError(f"threads {self.threads} must be >= 1")
+        if self.repeats < 3 or self.warmup < 0:
+            raise ConfigError(f"repeats {self.repeats} must be >= 3 and warmup {self.warmup} >= 0")
+
+    @property
+    def protocol(self) -> Protocol:
+        return Protocol(warmup=self.warmup, repeats=self.repeats, min_repeat_ms=self.min_repeat_ms)
+
+
+# ------------------------------------------------------------------------------------ backends
+
+class _TrtBench:
+    """TensorRT through :mod:`hwprune_deploy.trt` when no ``tensorrt`` backend is registered:
+    one engine per model (dynamic batch profile), timed with CUDA events, repeats interleaved."""
+
+    name = "tensorrt"
+
+    def __init__(self, config: BenchConfig):
+        from .export import _trt
+
+        self.trt = _trt()
+        self.config = config
+        self.engines: dict[int, bytes] = {}
+
+    def measure_many(self, models: Mapping[str, torch.nn.Module], x: torch.Tensor) -> dict[str, Timing]:
+        from hwprune_deploy.timing import summarize_ms
+
+        from .export import onnx_bytes
+
+        b, size = int(x.shape[0]), int(x.shape[-1])
+        runners = {}
+        for k, m in models.items():
+            data = onnx_bytes(m, x, dynamic_batch=True)
+            eng = self.trt.build_engine(data, input_shape=(3, size, size), opt_batch=b, max_batch=b,
+                                        fp16=self.config.precision == "fp16")
+            runners[k] = self.trt.EngineRunner(eng, batch=b)
+        p = self.config.protocol
+        one = Protocol(warmup=0, repeats=1, min_repeat_ms=p.min_repeat_ms)
+        for r in runners.values():
+            r.time_events(Protocol(warmup=p.warmup, repeats=1, min_repeat_ms=p.min_repeat_ms))
+        samples: dict[str, list[float]] = {k: [] for k in runners}
+        for _ in range(p.repeats):
+            for k, r in runners.items():
+                samples[k].append(r.time_events(one).median_ms)
+        return {k: summarize_ms(s) for k, s in samples.items()}
+
+    def fingerprint(self) -> dict:
+        return self.trt.gpu_fingerprint()
+
+
+def make_bench_backend(config: BenchConfig):
+    """A registered backend (``hwprune.backends``), or the TensorRT fallback; clear errors otherwise."""
+    from .backends import BACKENDS, get_backend
+
+    if config.backend in BACKENDS:
+        kw: dict[str, Any] = {"threads": config.threads}
+        if config.precision != "fp32":
+            kw["precision"] = config.precision
+        be = get_backend(config.backend, **kw)
+        be.protocol = config.protocol
+        return be
+    if config.backend == "tensorrt":
+        return _TrtBench(config)
+    if config.backend == "torch-cuda":
+        if not torch.cuda.is_available():
+            raise BackendUnavailableError("backend 'torch-cuda' needs a CUDA GPU and a CUDA build of PyTorch; "
+                                          "none is visible here -- use --backend ort-cpu or torch-cpu")
+    raise BackendUnavailableError(f"backend {config.backend!r} is not available in this installation "
+                                  f"(registered: {', '.join(BACKENDS.list())})")
+
+
+# ------------------------------------------------------------------------------------ prediction
+
+def base_graph(loaded: LoadedModel, x: torch.Tensor):
+    """(channel graph of the *unpruned* network, widths of ``loaded``) -- a table knows base models."""
+    from .graph import ChannelGraph
+    from .models import build_model
+
+    if loaded.plan is None:
+        return ChannelGraph(loaded.model, x), {}
+    base, _ = build_model(loaded.plan.model_id["spec"], loaded.plan.model_id.get("kwargs"))
+    return ChannelGraph(base.eval(), x, ignore=loaded.plan.ignore), dict(loaded.plan.widths)
+
+
+def predict_ms(table, loaded: LoadedModel, input_size: int) -> tuple[Optional[float], str]:
+    """Table prediction at the table's batch size; (None, why) when the table cannot predict it."""
+    try:
+        x = torch.randn(int(getattr(table, "batch", 1)), 3, input_size, input_size)
+        graph, widths = base_graph(loaded, x)
+        return float(table.cost_model(graph).predict(widths)), ""
+    except HwpruneError as e:
+        return None, str(e)
+    except Exception as e:  # a table API still in flux must not kill a measurement
+        return None, f"{type(e).__name__}: {e}"
+
+
+def load_table(table):
+    if table is None or not isinstance(table, str):
+        return table
+    try:
+        from .latency import LatencyTable
+    except ImportError:
+        print("hwprune bench: latency tables are not available in this build; skipping predictions", file=sys.stderr)
+        return None
+    return LatencyTable.load(table)
+
+
+# ------------------------------------------------------------------------------------ the verb
+
+def bench(models: Mapping[str, LoadedModel], config: BenchConfig, table=None, progress: bool = True) -> dict:
+    """Measure ``models`` side by side at every batch size; the first model is the reference
+    ("A") for speedups. Returns a JSON-able dict (rows, speedup per batch, predictions)."""
+    if not models:
+        raise ConfigError("bench needs at least one --model")
+    labels = list(models)
+    sizes = {k: config.input_size or m.input_size for k, m in models.items()}
+    if len(set(sizes.values())) > 1:
+        raise ConfigError(f"models have different input sizes {sizes}; pass --input-size to bench them together")
+    size = next(iter(sizes.values()))
+    backend = make_bench_backend(config)
+    table = load_table(table)
+    from .counting import summarize
+
+    x1 = torch.randn(1, 3, size, size)
+    info = {k: {"model_id": m.model_id, "pruned": m.plan is not None, **summarize(m.model, x1)} for k, m in models.items()}
+    predicted: dict[str, Optional[float]] = {}
+    notes = []
+    if table is not None:
+        for k, m in models.items():
+            predicted[k], why = predict_ms(table, m, size)
+            if why:
+                notes.append(f"{k}: no prediction ({why})")
+    rows, speedup = [], {}
+    bar = _bar(len(config.batches), progress)
+    for b in config.batches:
+        x = torch.randn(b, 3, size, size, generator=torch.Generator().manual_seed(config.seed))
+        timings = backend.measure_many({k: m.model.eval() for k, m in models.items()}, x)
+        for k in labels:
+            t = timings[k]
+            row = {"batch": b, "model": k, **t.to_dict(), "throughput": b * 1000.0 / t.median_ms}
+            if table is not None and b == int(getattr(table, "batch", -1)) and predicted.get(k) is not None:
+                row["predicted_ms"] = predicted[k]
+            rows.append(row)
+        if len(labels) > 1:
+            speedup[str(b)] = timings[labels[0]].median_ms / timings[labels[1]].median_ms
+        bar.update(1)
+    bar.close()
+    out = {"format": "hwprune-bench", "version": 1, "backend": config.backend, "threads": config.threads,
+           "precision": config.precision, "input_size": size, "batches": list(config.batches),
+           "protocol": config.protocol.to_dict(), "fingerprint": backend.fingerprint(), "models": info,
+           "labels": labels, "rows": rows, "speedup": speedup}
+    if table is not None:
+        out["table"] = {"path": getattr(table, "path", None), "batch": getattr(table, "batch", None),
+                        "predicted_ms": predicted, "notes": notes}
+        a, b2 = (predicted.get(labels[0]), predicted.get(labels[1])) if len(labels) > 1 else (None, None)
+        if a and b2:
+            out["predicted_speedup"] = a / b2
+    return out
+
+
+def format_bench(res: dict) -> str:
+    """A plain-text table of a :func:`bench` result."""
+    lines = [f"backend {res['backend']} ({res['threads']} threads, {res['precision']}), input "
+             f"{res['input_size']}x{res['input_size']}, median of {res['protocol']['repeats']} interleaved repeats"]
+    has_pred = any("predicted_ms" in r for r in res["rows"])
+    w = max(len(k) for k in res["labels"])
+    head = f"{'batch':>5}  {'model':<{w}}  {'median ms':>10}  {'p90 ms':>9}  {'img/s':>9}"
+    lines.append(head + (f"  {'predicted ms':>12}" if has_pred else ""))
+    for r in res["rows"]:
+        s = f"{r['batch']:>5}  {r['model']:<{w}}  {r['median_ms']:>10.3f}  {r['p90_ms']:>9.3f}  {r['throughput']:>9.1f}"
+        if has_pred:
+            s += f"  {r['predicted_ms']:>12.3f}" if "predicted_ms" in r else f"  {'':>12}"
+        lines.append(s)
+    if res["speedup"]:
+        a, b = res["labels"][:2]
+        sp = ", ".join(f"batch {k}: {v:.2f}x" for k, v in res["speedup"].items())
+        lines.append(f"speedup {b} vs {a} (measured): {sp}")
+    if "predicted_speedup" in res:
+        lines.append(f"speedup predicted by the table (batch {res['table']['batch']}): {res['predicted_speedup']:.2f}x")
+    for n in (res.get("table") or {}).get("notes", []):
+        lines.append(f"note: {n}")
+    return "\n".join(lines)
+
+
+class _NoBar:
+    def update(self, n=1):
+        pass
+
+    def close(self):
+        pass
+
+
+def _bar(total: int, progress: bool):
+    if not progress or total < 2:
+        return _NoBar()
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="bench", unit="batch", file=sys.stderr, leave=False)
