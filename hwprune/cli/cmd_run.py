@@ -1,13 +1,70 @@
-"""``hwprune run``: profile, prune, export, bench and report in one go (placeholder until issue #5 lands)."""
+"""``hwprune run``: profile, prune, export, bench and report in one go (embedded default demo)."""
 from __future__ import annotations
 
-from ..errors import HwpruneError
+from ..pipeline import RunConfig, run_pipeline
 
 
 def register(sub) -> None:
-    p = sub.add_parser("run", help="profile, prune, export, bench and report in one go")
+    d = RunConfig()
+    p = sub.add_parser("run", help="profile, prune, export, bench and report in one go",
+                       description="The whole path in one command: profile the device (or reuse a matching "
+                                   "table from latency_tables/), prune to the budget, fine-tune if asked, export "
+                                   "ONNX, bench baseline vs pruned side by side, write report.md/report.json/PNGs. "
+                                   "With no arguments: tiny_resnet trained on synthetic data, ONNX Runtime CPU with "
+                                   "2 threads, --budget 0.5x.")
+    p.add_argument("--model", default=d.model, help=f"model spec (default {d.model}, trained on the synthetic data)")
+    p.add_argument("--weights", help="state_dict for --model (no downloads)")
+    p.add_argument("--num-classes", type=int, help="classifier outputs, passed to the model factory")
+    p.add_argument("--data", default=d.data, help="synthetic (default), imagefolder:PATH, cifar10:PATH, module:function")
+    p.add_argument("--budget", default=d.budget, help="latency budget: 0.5x (default), 12ms, 2.0speedup, 50%%flops")
+    p.add_argument("--strategy", help="width search (default: halp if available, else netadapt)")
+    p.add_argument("--criterion", default=d.criterion, help="channel importance criterion (default l1)")
+    p.add_argument("--backend", default=d.backend, help="ort-cpu (default), torch-cpu, torch-cuda, tensorrt")
+    p.add_argument("--threads", type=int, default=d.threads, help="CPU threads (default 2)")
+    p.add_argument("--table", help="latency table to use (default: reuse a matching one or profile)")
+    p.add_argument("--finetune-epochs", type=int, default=0, help="fine-tune the pruned model for E epochs")
+    p.add_argument("--train-epochs", type=int, help="epochs to train the default model (default: trainer's own)")
+    p.add_argument("--batch", default="1,8", help="batch sizes to bench (default 1,8)")
+    p.add_argument("--input-size", type=int, help="square input resolution (default: the model's own)")
+    p.add_argument("--align", type=int, default=d.align, help="channel widths are multiples of this (default 8)")
+    p.add_argument("--min-width", type=int, default=d.min_width, help="narrowest group width (default 8)")
+    p.add_argument("--out", default=d.out, help=f"output folder (default {d.out})")
+    p.add_argument("--quick", action="store_true", help="smaller everything (CI smoke run, ~1 minute)")
+    p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    raise HwpruneError("'hwprune run' is not implemented yet (issue #5)")
+    config = RunConfig(model=args.model, weights=args.weights, data=args.data, budget=args.budget,
+                       strategy=args.strategy, criterion=args.criterion, backend=args.backend, threads=args.threads,
+                       table=args.table, finetune_epochs=args.finetune_epochs, train_epochs=args.train_epochs,
+                       batches=args.batch, input_size=args.input_size, num_classes=args.num_classes,
+                       align=args.align, min_width=args.min_width, out=args.out, quick=args.quick, seed=args.seed,
+                       progress=not args.no_progress)
+    rep = run_pipeline(config)
+    print(summary_lines(rep))
+    return 0
+
+
+def summary_lines(rep: dict) -> str:
+    L = []
+    acc = rep.get("accuracy") or {}
+    L.append(f"model {rep['model'].get('spec')}, strategy {rep.get('strategy')}, budget {rep.get('budget')}, "
+             f"backend {rep['backend']['name']} ({rep['backend']['threads']} threads)")
+    L.append(f"FLOPs {rep['flops']['reduction']:.2f}x fewer, params {rep['params']['reduction']:.2f}x fewer")
+    if acc.get("before") is not None:
+        after = acc.get("after_finetune", acc.get("after"))
+        L.append(f"top-1 {100 * acc['before']:.1f}% -> {100 * after:.1f}%"
+                 + (f" ({100 * acc['after']:.1f}% before fine-tune)" if "after_finetune" in acc else ""))
+    for b, v in (rep.get("latency") or {}).items():
+        L.append(f"batch {b}: {v['baseline']['median_ms']:.3f} -> {v['pruned']['median_ms']:.3f} ms, "
+                 f"{v.get('speedup', 0):.2f}x measured speedup")
+    p = rep.get("predicted") or {}
+    if p.get("speedup"):
+        L.append(f"table predicted {p['speedup']:.2f}x at batch {p['batch']} (measured {p['measured_speedup']:.2f}x)")
+    for n in rep.get("notes", []):
+        L.append(f"note: {n}")
+    L.append(f"took {rep.get('total_seconds', 0):.0f} s")
+    L.append(f"report: {rep['files']['report_md']}")
+    return "\n".join(L)

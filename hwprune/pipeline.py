@@ -1,0 +1,432 @@
+"""``hwprune run``: the whole path in one command.
+
+    profile (or reuse a matching table) -> prune to the budget -> fine-tune (optional)
+    -> export ONNX (parity-checked) -> bench baseline vs pruned side by side -> report
+
+With no arguments it runs the embedded default: ``tiny_resnet`` trained on the project's
+synthetic data (see :mod:`hwprune.data`), ONNX Runtime on the CPU with 2 threads, ``--budget 0.5x``
+with a latency-aware strategy (HALP knapsack if available, else NetAdapt), and writes
+``report.md`` + ``report.json`` + PNGs into ``--out``.
+
+Nothing here invents numbers: every latency in the report is measured (interleaved, baseline vs
+pruned in one run) or explicitly labelled a table prediction. When a component is missing from
+this installation, the step that needs it degrades in a named way (e.g. ``uniform-bisect``:
+uniform width ratio found by bisection on *measured* latency) and the report says so.
+"""
+from __future__ import annotations
+
+import dataclasses
+import glob
+import os
+import shlex
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import torch
+
+from .errors import ConfigError, HwpruneError
+from .models import LoadedModel, load_model
+
+PREFERRED_STRATEGIES = ("halp", "netadapt")
+FALLBACK_STRATEGY = "uniform-bisect"
+TABLE_DIR = "latency_tables"
+
+
+@dataclass
+class RunConfig:
+    """Every knob of ``hwprune run``; the defaults are the embedded demo."""
+
+    model: str = "tiny_resnet"
+    weights: Optional[str] = None
+    data: str = "synthetic"
+    budget: str = "0.5x"
+    strategy: Optional[str] = None  # None: the first available of PREFERRED_STRATEGIES
+    criterion: str = "l1"
+    backend: str = "ort-cpu"
+    threads: int = 2
+    table: Optional[str] = None  # None: reuse a matching table from latency_tables/ or profile one
+    finetune_epochs: int = 0
+    train_epochs: Optional[int] = None  # default-model training (None: the trainer's default)
+    batches: tuple[int, ...] = (1, 8)
+    input_size: Optional[int] = None
+    num_classes: Optional[int] = None
+    align: int = 8
+    min_width: int = 8
+    out: str = "hwprune_run"
+    quick: bool = False
+    seed: int = 0
+    progress: bool = True
+
+    def __post_init__(self):
+        from .bench import parse_batches
+        from .budget import parse_budget
+
+        parse_budget(self.budget)
+        self.batches = parse_batches(self.batches)
+        if self.threads < 1:
+            raise ConfigError(f"threads {self.threads} must be >= 1")
+        if self.finetune_epochs < 0:
+            raise ConfigError(f"finetune-epochs {self.finetune_epochs} must be >= 0")
+        if self.train_epochs is not None and self.train_epochs < 1:
+            raise ConfigError(f"train-epochs {self.train_epochs} must be >= 1")
+
+    @property
+    def is_default_model(self) -> bool:
+        return self.model == "tiny_resnet" and not self.weights and self.data == "synthetic"
+
+
+@dataclass
+class Run:
+    """Mutable state of one pipeline run: timings per step and plain-words notes."""
+
+    config: RunConfig
+    steps: list[dict] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    t0: float = field(default_factory=time.perf_counter)
+
+    def step(self, name: str):
+        run = self
+
+        class _Step:
+            def __enter__(self):
+                self.t = time.perf_counter()
+                self.detail = ""
+                print(f"[hwprune run] {name} ...", file=sys.stderr, flush=True)
+                return self
+
+            def __exit__(self, et, ev, tb):
+                dt = time.perf_counter() - self.t
+                if et is None:
+                    run.steps.append({"name": name, "seconds": dt, "detail": self.detail})
+                    print(f"[hwprune run] {name}: {self.detail} ({dt:.1f} s)", file=sys.stderr, flush=True)
+                return False
+
+        return _Step()
+
+    def note(self, text: str) -> None:
+        self.notes.append(text)
+        print(f"[hwprune run] note: {text}", file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------------------ sizes
+
+def sizes(config: RunConfig) -> dict[str, Any]:
+    """Scale of everything: the full default vs ``--quick`` (CI)."""
+    if config.quick:
+        return {"n_train": 1024, "n_val": 256, "calib_size": 64, "batch_size": 64, "train_epochs": 2,
+                "model_kwargs": {"width": 16, "depth": 1}, "repeats": 7, "warmup": 2, "min_repeat_ms": 5.0,
+                "profile": {"points_per_axis": 2, "max_points_per_axis": 2, "calib_variants": 2},
+                "strategy_options": {"netadapt_iterations": 4, "amc_episodes": 4, "evo_pop": 8, "evo_gens": 2},
+                "bisect_steps": 4}
+    return {"n_train": 5000, "n_val": 1000, "calib_size": 256, "batch_size": 64, "train_epochs": None,
+            "model_kwargs": {}, "repeats": 20, "warmup": 5, "min_repeat_ms": 20.0, "profile": {},
+            "strategy_options": {}, "bisect_steps": 7}
+
+
+# ------------------------------------------------------------------------------ steps
+
+def load_data(config: RunConfig, input_size: int):
+    from .data import make_data
+
+    s = sizes(config)
+    return make_data(config.data, input_size=input_size, batch_size=s["batch_size"], seed=config.seed,
+                     n_train=s["n_train"], n_val=s["n_val"], calib_size=s["calib_size"])
+
+
+def make_eval(data, run: Run):
+    """The project's evaluator (top-1 on the held-out split), or a plain top-1 loop if absent."""
+    try:
+        from .evaluate import make_evaluator
+    except ImportError:
+        run.note("hwprune.evaluate is not available: accuracy uses a plain top-1 loop over the validation split "
+                 "(no adaptive-BN recalibration)")
+        return lambda model: top1(model, data.val)
+    return _call_flexible(make_evaluator, data=data, kind="adaptive-bn", calib=data.calib, val=data.val)
+
+
+def top1(model: torch.nn.Module, loader) -> float:
+    model.eval()
+    correct = total = 0
+    with torch.no_grad():
+        for x, y in loader:
+            correct += int((model(x).argmax(1) == y).sum())
+            total += int(y.numel())
+    return correct / max(total, 1)
+
+
+def _call_flexible(fn, **kwargs):
+    """Call ``fn`` with the keyword arguments its signature accepts (APIs landing in parallel)."""
+    import inspect
+
+    sig = inspect.signature(fn)
+    if any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values()):
+        return fn(**kwargs)
+    return fn(**{k: v for k, v in kwargs.items() if k in sig.parameters})
+
+
+def get_model(config: RunConfig, run: Run, data_factory) -> tuple[LoadedModel, Any]:
+    """The model to prune and its data. Default: tiny_resnet trained on synthetic data."""
+    s = sizes(config)
+    kwargs = {}
+    if config.num_classes:
+        kwargs["num_classes"] = config.num_classes
+    if config.model == "tiny_resnet" and config.quick:
+        kwargs.update(s["model_kwargs"])
+    loaded = load_model(config.model, weights=config.weights, kwargs=kwargs or None)
+    data = data_factory(config.input_size or loaded.input_size)
+    if config.is_default_model:
+        epochs = config.train_epochs or s["train_epochs"]
+        try:
+            from . import train
+        except ImportError:
+            train = None
+        if train is not None and hasattr(train, "train_default_model"):
+            model = _call_flexible(getattr(train, "load_default_model", None) or train.train_default_model,
+                                   data=data, epochs=epochs, quick=config.quick, kwargs=kwargs, seed=config.seed,
+                                   progress=config.progress, **({} if epochs is None else {"epochs": epochs}))
+            if isinstance(model, LoadedModel):
+                loaded = model
+            else:
+                loaded.model.load_state_dict(model.state_dict())
+        else:
+            run.note("hwprune.train is not available: the default model is trained here with plain SGD "
+                     f"({epochs or 8} epochs)")
+            _fallback_train(loaded.model, data.train, epochs or 8, config.seed)
+        loaded.model.eval()
+    elif not config.weights and loaded.plan is None:
+        run.note(f"model {config.model!r} has random weights (no --weights): accuracy figures are meaningless; "
+                 "latency figures are still real")
+    return loaded, data
+
+
+def _fallback_train(model: torch.nn.Module, loader, epochs: int, seed: int) -> None:
+    torch.manual_seed(seed)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4, nesterov=True)
+    steps = epochs * len(loader)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.1, total_steps=max(steps, 1))
+    model.train()
+    for _ in range(epochs):
+        for x, y in loader:
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+            sched.step()
+    model.eval()
+
+
+def find_table(config: RunConfig, loaded: LoadedModel, input_size: int, folders=(TABLE_DIR,)) -> Optional[str]:
+    """A table in ``folders`` measured here (same fingerprint) for this backend that covers the model."""
+    import warnings
+
+    try:
+        from .graph import ChannelGraph
+        from .latency import LatencyTable
+    except ImportError:
+        return None
+    for folder in folders:
+        for path in sorted(glob.glob(os.path.join(folder, "*.json"))):
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    t = LatencyTable.load(path, check_device=False)
+                if t.backend != config.backend or t.precision != "fp32" or t.batch != 1:
+                    continue
+                if int(t.device.get("threads", config.threads)) != config.threads or t.check_device():
+                    continue
+                x = torch.randn(t.batch, 3, input_size, input_size)
+                if t.covers(ChannelGraph(loaded.model, x)):
+                    return path
+            except Exception:
+                continue
+    return None
+
+
+def get_table(config: RunConfig, run: Run, loaded: LoadedModel, input_size: int) -> Optional[str]:
+    if config.table:
+        return config.table
+    found = find_table(config, loaded, input_size, folders=(TABLE_DIR, config.out))
+    if found:
+        run.note(f"reusing latency table {found} (same device fingerprint, covers this model)")
+        return found
+    try:
+        from .latency import ProfileConfig, profile
+    except ImportError:
+        run.note("hwprune.latency is not available: no latency table, no predicted latency")
+        return None
+    pc = {f.name for f in dataclasses.fields(ProfileConfig)}
+    kw = {"backend": config.backend, "threads": config.threads, "batch": 1, "input_size": input_size,
+          "align": config.align, "min_width": config.min_width, "out": os.path.join(config.out, "latency_table.json"),
+          **sizes(config)["profile"]}
+    return profile(loaded, ProfileConfig(**{k: v for k, v in kw.items() if k in pc}), progress=config.progress)
+
+
+def choose_strategy(config: RunConfig, run: Run) -> str:
+    from .strategies import STRATEGIES
+
+    if config.strategy:
+        if config.strategy == FALLBACK_STRATEGY:
+            return config.strategy
+        STRATEGIES.get(config.strategy)  # typo -> ConfigError-style suggestion
+        return config.strategy
+    for name in PREFERRED_STRATEGIES:
+        if name in STRATEGIES:
+            return name
+    run.note(f"no latency-aware strategy ({', '.join(PREFERRED_STRATEGIES)}) is installed: falling back to "
+             f"'{FALLBACK_STRATEGY}' (uniform width ratio, bisection on measured latency)")
+    return FALLBACK_STRATEGY
+
+
+def prune_step(config: RunConfig, run: Run, loaded: LoadedModel, data, table: Optional[str], evaluator, strategy: str,
+               input_size: int):
+    from .prune import PruneConfig, prune
+
+    fields = {f.name for f in dataclasses.fields(PruneConfig)}
+    s = sizes(config)
+    if strategy == FALLBACK_STRATEGY or "budget" not in fields:
+        return bisect_uniform(config, run, loaded, input_size)
+    kw = {"strategy": strategy, "budget": config.budget, "criterion": config.criterion, "align": config.align,
+          "min_width": config.min_width, "input_size": input_size, "seed": config.seed, "backend": config.backend,
+          "threads": config.threads, "finetune_epochs": config.finetune_epochs, "progress": config.progress,
+          "options": dict(s["strategy_options"])}
+    pcfg = PruneConfig(**{k: v for k, v in kw.items() if k in fields})
+    return _call_flexible(prune, loaded=loaded, config=pcfg, calib=data.calib, table=table, evaluator=evaluator,
+                          data=data)
+
+
+def bisect_uniform(config: RunConfig, run: Run, loaded: LoadedModel, input_size: int):
+    """Degraded search: the uniform ratio whose *measured* latency meets a relative budget."""
+    from .backends import get_backend
+    from .budget import parse_budget
+    from .prune import PruneConfig, prune
+
+    budget = parse_budget(config.budget)
+    frac = budget.fraction() if budget.is_latency else None
+    if frac is None:
+        raise ConfigError(f"the '{FALLBACK_STRATEGY}' fallback only handles relative latency budgets "
+                          f"(0.5x, 2speedup), not {config.budget!r}")
+    s = sizes(config)
+    be = get_backend(config.backend, threads=config.threads)
+    from hwprune_deploy.timing import Protocol
+
+    be.protocol = Protocol(warmup=s["warmup"], repeats=s["repeats"], min_repeat_ms=s["min_repeat_ms"])
+    x = torch.randn(1, 3, input_size, input_size)
+    lo, hi, best = 0.0, 0.95, None
+    for _ in range(s["bisect_steps"]):
+        mid = (lo + hi) / 2
+        res = prune(loaded, PruneConfig(strategy="uniform", ratio=mid, criterion=config.criterion, align=config.align,
+                                        min_width=config.min_width, input_size=input_size, seed=config.seed))
+        t = be.measure_many({"baseline": loaded.model, "pruned": res.model}, x)
+        got = t["pruned"].median_ms / t["baseline"].median_ms
+        if got <= frac:
+            best, hi = (res, mid, got), mid
+        else:
+            lo = mid
+    if best is None:
+        raise HwpruneError(f"uniform pruning up to ratio {hi:.2f} did not reach {config.budget} by measurement")
+    res, ratio, got = best
+    res.report["config"]["budget"] = config.budget
+    res.report["config"]["strategy"] = FALLBACK_STRATEGY
+    res.report["fallback"] = {"ratio": ratio, "measured_fraction": got}
+    return res
+
+
+# ------------------------------------------------------------------------------ the verb
+
+def run_pipeline(config: RunConfig) -> dict:
+    """Run every step; returns the report dict (``files`` says where report.md went)."""
+    from .bench import BenchConfig, bench, load_table
+    from .checkpoint import save_checkpoint
+    from .export import export_onnx
+    from .jsonio import write_json
+    from .report import table_breakdown, write_report
+
+    run = Run(config)
+    os.makedirs(config.out, exist_ok=True)
+    s = sizes(config)
+    with run.step("model + data") as st:
+        loaded, data = get_model(config, run, lambda size: load_data(config, size))
+        size = config.input_size or loaded.input_size
+        evaluator = make_eval(data, run)
+        acc_before = float(evaluator(loaded.model))
+        st.detail = f"{loaded.model_id['spec']} @ {size}x{size}, top-1 {100 * acc_before:.1f}% on {config.data} val"
+    with run.step("latency table") as st:
+        table = get_table(config, run, loaded, size)
+        st.detail = f"{table}" if table else "none"
+    with run.step("prune") as st:
+        strategy = choose_strategy(config, run)
+        res = prune_step(config, run, loaded, data, table, evaluator, strategy, size)
+        st.detail = f"{strategy}, budget {config.budget}: FLOPs {res.report.get('flops_reduction', 0):.2f}x fewer"
+    pruned = res.model.eval()
+    acc = {"before": acc_before, "split": f"{config.data} val"}
+    rep_acc = res.report.get("accuracy") or {}
+    if config.finetune_epochs and not (rep_acc.get("after_finetune") is not None):
+        with run.step("fine-tune") as st:
+            try:
+                from .train import finetune
+            except ImportError:
+                finetune = None
+            if finetune is None:
+                run.note("hwprune.train.finetune is not available: fine-tuning with plain SGD")
+                acc["after"] = float(evaluator(pruned))
+                _fallback_train(pruned, data.train, config.finetune_epochs, config.seed)
+            else:
+                acc["after"] = float(evaluator(pruned))
+                _call_flexible(finetune, model=pruned, data=data, epochs=config.finetune_epochs, seed=config.seed,
+                               teacher=loaded.model, progress=config.progress)
+            pruned.eval()
+            acc["after_finetune"] = float(evaluator(pruned))
+            st.detail = f"{config.finetune_epochs} epoch(s): top-1 {100 * acc['after']:.1f}% -> {100 * acc['after_finetune']:.1f}%"
+    else:
+        acc["after"] = float(evaluator(pruned)) if rep_acc.get("after") is None else float(rep_acc["after"])
+        if rep_acc.get("after_finetune") is not None:
+            acc["after_finetune"] = float(rep_acc["after_finetune"])
+    with run.step("save + export ONNX") as st:
+        save_checkpoint(os.path.join(config.out, "pruned.pt"), pruned, res.plan, meta={"accuracy": acc})
+        res.plan.save(os.path.join(config.out, "plan.json"))
+        write_json(os.path.join(config.out, "prune_report.json"), res.report)
+        x = torch.randn(1, 3, size, size)
+        p_base = export_onnx(loaded.model, x, os.path.join(config.out, "baseline.onnx"), dynamic_batch=True,
+                             samples=2, parity_batches=config.batches)
+        p_pruned = export_onnx(pruned, x, os.path.join(config.out, "pruned.onnx"), dynamic_batch=True, samples=2,
+                               parity_batches=config.batches)
+        st.detail = f"parity baseline {p_base.max_abs:.1e}, pruned {p_pruned.max_abs:.1e} (max |err| vs PyTorch)"
+    with run.step("bench") as st:
+        bcfg = BenchConfig(backend=config.backend, threads=config.threads, batches=config.batches, input_size=size,
+                           warmup=s["warmup"], repeats=s["repeats"], min_repeat_ms=s["min_repeat_ms"], seed=config.seed)
+        pruned_loaded = LoadedModel(pruned, loaded.model_id, size, plan=res.plan)
+        tbl = load_table(table) if table else None
+        b = bench({"baseline": loaded, "pruned": pruned_loaded}, bcfg, table=tbl, progress=config.progress)
+        write_json(os.path.join(config.out, "bench.json"), b)
+        st.detail = ", ".join(f"batch {k}: {v:.2f}x" for k, v in b["speedup"].items()) + " measured"
+        if "predicted_speedup" in b:
+            st.detail += f"; {b['predicted_speedup']:.2f}x predicted"
+    with run.step("report") as st:
+        breakdown = table_breakdown(tbl, loaded, res.plan, size) if tbl is not None else None
+        extra = {"run": {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(config).items()},
+                 "parity": {"baseline": p_base.to_dict(), "pruned": p_pruned.to_dict()},
+                 "notes": run.notes, "bench": b,
+                 "steps": run.steps + [{"name": "report", "seconds": 0.0, "detail": ""}],
+                 "total_seconds": time.perf_counter() - run.t0, "commands": [command_line(config)]}
+        rep = write_report(config.out, res.report, b, breakdown=breakdown, accuracy=acc, extra=extra)
+        st.detail = rep["files"]["report_md"]
+    return rep
+
+
+def command_line(config: RunConfig) -> str:
+    """The ``hwprune run`` command that reproduces ``config`` (non-default flags only)."""
+    d = RunConfig()
+    parts = ["hwprune", "run"]
+    for f in dataclasses.fields(RunConfig):
+        v, dv = getattr(config, f.name), getattr(d, f.name)
+        if f.name == "progress" or v == dv or (isinstance(v, tuple) and list(v) == list(dv)):
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if isinstance(v, bool):
+            parts.append(flag)
+        elif f.name == "batches":
+            parts += ["--batch", ",".join(map(str, v))]
+        else:
+            parts += [flag, shlex.quote(str(v))]
+    return " ".join(parts)
