@@ -1,0 +1,150 @@
+"""Micro-models: one unit at one (cin, cout) point, as ONNX (for ORT / TensorRT) or nn.Module.
+
+The ONNX graphs are written directly with ``onnx.helper`` (no torch export per point: a table
+has hundreds of points). Weights are a short random pattern repeated: dense kernels do not look
+at values, and a repeated pattern compresses ~100x in a bundle zip, so a bundle for ResNet-50
+stays small. BatchNorm is already folded (a bias), exactly as the runtime sees the real model.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .units import UnitFamily
+
+OPSET = 17
+_PATTERN = np.random.default_rng(0).standard_normal(997).astype(np.float32) * 0.05
+
+
+def pattern_array(shape, dtype=np.float32) -> np.ndarray:
+    n = int(np.prod(shape)) if len(shape) else 1
+    return np.resize(_PATTERN, n).reshape(shape).astype(dtype)
+
+
+def _act_nodes(helper, act: str, src: str, dst: str, inits: list) -> list:
+    from onnx import numpy_helper
+
+    if act == "relu":
+        return [helper.make_node("Relu", [src], [dst])]
+    if act == "relu6":
+        inits += [numpy_helper.from_array(np.array(0.0, np.float32), "clip_min"),
+                  numpy_helper.from_array(np.array(6.0, np.float32), "clip_max")]
+        return [helper.make_node("Clip", [src, "clip_min", "clip_max"], [dst])]
+    if act == "hardswish":
+        return [helper.make_node("HardSwish", [src], [dst])]
+    if act == "sigmoid":
+        return [helper.make_node("Sigmoid", [src], [dst])]
+    return [helper.make_node("Identity", [src], [dst])]
+
+
+def unit_onnx(fam: UnitFamily, cin: int, cout: int, sparse24: bool = False) -> bytes:
+    """ONNX bytes of ``fam`` at (cin, cout). ``sparse24``: weights carry a 2:4 pattern along the
+    input-channel axis (2 of every 4 zero) so TensorRT's sparse-weights flag can pick sparse kernels."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    b = fam.batch
+    inits, nodes = [], []
+    if fam.kind in ("conv", "dwconv"):
+        groups = cin if fam.kind == "dwconv" else fam.groups
+        if fam.kind == "dwconv":
+            cout = cin
+        oh, ow = fam.out_hw()
+        w = pattern_array((cout, cin // groups, *fam.kernel))
+        if sparse24:
+            w = w.reshape(cout, -1)
+            w[:, 1::4] = 0
+            w[:, 2::4] = 0
+            w = w.reshape(cout, cin // groups, *fam.kernel)
+        inits += [numpy_helper.from_array(w, "W"), numpy_helper.from_array(pattern_array((cout,)), "B")]
+        inputs = [helper.make_tensor_value_info("X", TensorProto.FLOAT, [b, cin, fam.h, fam.w])]
+        nodes.append(helper.make_node("Conv", ["X", "W", "B"], ["C"], kernel_shape=list(fam.kernel),
+                                      strides=list(fam.stride), pads=[*fam.padding, *fam.padding],
+                                      dilations=list(fam.dilation), group=groups))
+        out_shape = [b, cout, oh, ow]
+    elif fam.kind == "linear":
+        w = pattern_array((cin, cout))
+        if sparse24:
+            w[1::4, :] = 0
+            w[2::4, :] = 0
+        inits += [numpy_helper.from_array(w, "W"), numpy_helper.from_array(pattern_array((cout,)), "B")]
+        if fam.h == 1:
+            inputs = [helper.make_tensor_value_info("X", TensorProto.FLOAT, [b, cin])]
+            nodes.append(helper.make_node("Gemm", ["X", "W", "B"], ["C"]))
+            out_shape = [b, cout]
+        else:
+            inputs = [helper.make_tensor_value_info("X", TensorProto.FLOAT, [b, fam.h, cin])]
+            nodes += [helper.make_node("MatMul", ["X", "W"], ["M"]), helper.make_node("Add", ["M", "B"], ["C"])]
+            out_shape = [b, fam.h, cout]
+    else:
+        raise ValueError(f"unknown unit kind {fam.kind!r}")
+    src = "C"
+    if fam.add:
+        inputs.append(helper.make_tensor_value_info("R", TensorProto.FLOAT, out_shape))
+        nodes.append(helper.make_node("Add", ["C", "R"], ["S"]))
+        src = "S"
+    nodes += _act_nodes(helper, fam.act, src, "Y", inits)
+    graph = helper.make_graph(nodes, "unit", inputs, [helper.make_tensor_value_info("Y", TensorProto.FLOAT, out_shape)],
+                              initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="hwprune")
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+def overhead_onnx() -> bytes:
+    """A trivial model (Relu on 8 floats): its time is the runtime's fixed cost per ``run`` call,
+    which every micro-model pays but the real network pays once (it is subtracted from units)."""
+    from onnx import TensorProto, helper
+
+    g = helper.make_graph([helper.make_node("Relu", ["X"], ["Y"])], "overhead",
+                          [helper.make_tensor_value_info("X", TensorProto.FLOAT, [1, 8])],
+                          [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [1, 8])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="hwprune")
+    m.ir_version = 8
+    return m.SerializeToString()
+
+
+def patternize_onnx(data: bytes) -> bytes:
+    """Replace large float initializers of an ONNX model by the repeated pattern (same shapes),
+    so a full model in a bundle compresses; latency does not depend on the values."""
+    import onnx
+    from onnx import numpy_helper
+
+    m = onnx.load_from_string(data)
+    for i, t in enumerate(m.graph.initializer):
+        if t.data_type == onnx.TensorProto.FLOAT and int(np.prod(t.dims)) > 1024:
+            m.graph.initializer[i].CopyFrom(numpy_helper.from_array(pattern_array(tuple(t.dims)), t.name))
+    return m.SerializeToString()
+
+
+def unit_module(fam: UnitFamily, cin: int, cout: int):
+    """The same unit as an ``nn.Module`` (for the torch backends); returns (module, inputs)."""
+    import torch
+    from torch import nn
+
+    acts = {"relu": nn.ReLU(), "relu6": nn.ReLU6(), "hardswish": nn.Hardswish(), "sigmoid": nn.Sigmoid(),
+            "none": nn.Identity()}
+    b = fam.batch
+    if fam.kind in ("conv", "dwconv"):
+        groups = cin if fam.kind == "dwconv" else fam.groups
+        if fam.kind == "dwconv":
+            cout = cin
+        op = nn.Conv2d(cin, cout, fam.kernel, fam.stride, fam.padding, fam.dilation, groups=groups)
+        x = torch.randn(b, cin, fam.h, fam.w)
+        oh, ow = fam.out_hw()
+        r = torch.randn(b, cout, oh, ow)
+    else:
+        op = nn.Linear(cin, cout)
+        x = torch.randn(b, cin) if fam.h == 1 else torch.randn(b, fam.h, cin)
+        r = torch.randn(b, cout) if fam.h == 1 else torch.randn(b, fam.h, cout)
+    act = acts[fam.act]
+
+    class Unit(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.op, self.act = op, act
+
+        def forward(self, x, r=None):
+            y = self.op(x)
+            return self.act(y + r if r is not None else y)
+
+    return Unit().eval(), ((x, r) if fam.add else (x,))

@@ -1,0 +1,276 @@
+"""The latency table: a versioned JSON file of measured unit latencies + per-model remainders.
+
+Layout (format ``hwprune-latency-table``, version 1)::
+
+    device        fingerprint of the machine and runtime (CPU model, cores, ORT/numpy versions, threads)
+    backend, precision, batch, protocol (warm-up, repeats, statistic, spread)
+    families      {signature: {spec, cins, couts, points {"cin,cout": ms}, iqr {...}, measured_at {...}}}
+    models        {model key: {spec, input_shape, units [...], full_ms, units_full_ms, remainder_ms,
+                               calibration {a, b, points}, profile_seconds}}
+    in_progress   set while a profile is running; a killed profile resumes from it (--resume)
+
+``predict(widths) = a * sum(unit(cin, cout)) + b``: with no calibration a = 1 and b = the
+remainder (stem pooling, classifier reshapes, layout reorders), measured once end to end at full
+width; with calibration, (a, b) are fitted on a few extra pruned variants measured end to end
+(never the validation set), which absorbs per-unit overhead the micro-models do not share with
+the full network (input/output reorders, cache warmth).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+import warnings
+from dataclasses import dataclass
+from typing import Mapping, Optional
+
+from ..errors import TableError
+from ..jsonio import write_json
+from .sampling import bilinear, interp1
+from .units import UnitFamily, UnitUse, extract_units, model_key
+
+TABLE_FORMAT = "hwprune-latency-table"
+TABLE_VERSION = 1
+
+
+class TableMismatchWarning(UserWarning):
+    """The table was measured on another device or runtime; its numbers may not apply here."""
+
+
+def _pk(cin: int, cout: int) -> str:
+    return f"{int(cin)},{int(cout)}"
+
+
+@dataclass
+class Family:
+    spec: UnitFamily
+    cins: list[int]
+    couts: list[int]
+    points: dict[str, float]
+    iqr: dict[str, float]
+    measured_at: dict[str, float]
+
+    def has(self, cin: int, cout: int) -> bool:
+        return _pk(cin, cout) in self.points
+
+    def value(self, cin: int, cout: int) -> float:
+        try:
+            return self.points[_pk(cin, cout)]
+        except KeyError:
+            raise TableError(f"unit {self.spec.key} has no measurement at cin={cin}, cout={cout}; "
+                             "the table is incomplete -- re-run `hwprune profile --resume`") from None
+
+    def grid_complete(self) -> bool:
+        if self.spec.tied:
+            return all(self.has(c, c) for c in self.cins)
+        return all(self.has(a, b) for a in self.cins for b in self.couts)
+
+    def predict(self, cin: float, cout: float) -> float:
+        """Interpolated latency (ms) at (cin, cout); exact on measured grid points."""
+        if self.spec.tied:
+            return interp1(self.cins, [self.value(c, c) for c in self.cins], cin)
+        return bilinear(self.cins, self.couts, self.value, cin, cout)
+
+    def to_dict(self) -> dict:
+        return {"spec": self.spec.to_dict(), "cins": self.cins, "couts": self.couts, "points": self.points,
+                "iqr": self.iqr, "measured_at": self.measured_at}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Family":
+        return cls(UnitFamily.from_dict(d["spec"]), [int(v) for v in d["cins"]], [int(v) for v in d["couts"]],
+                   {k: float(v) for k, v in d["points"].items()}, dict(d.get("iqr", {})),
+                   dict(d.get("measured_at", {})))
+
+
+class LatencyTable:
+    """Measured unit latencies for one (device, backend, precision, batch)."""
+
+    def __init__(self, device: dict, backend: str, precision: str = "fp32", batch: int = 1,
+                 protocol: Optional[dict] = None):
+        self.device = dict(device)
+        self.backend, self.precision, self.batch = backend, precision, int(batch)
+        self.protocol = dict(protocol or {})
+        self.families: dict[str, Family] = {}
+        self.models: dict[str, dict] = {}
+        self.in_progress: Optional[dict] = None
+        self.history: list[dict] = []
+        self.path: Optional[str] = None
+
+    # ------------------------------------------------------------------ file I/O
+    def to_dict(self) -> dict:
+        return {"format": TABLE_FORMAT, "version": TABLE_VERSION, "device": self.device, "backend": self.backend,
+                "precision": self.precision, "batch": self.batch, "protocol": self.protocol,
+                "in_progress": self.in_progress, "history": self.history,
+                "models": self.models, "families": {k: f.to_dict() for k, f in self.families.items()}}
+
+    def save(self, path: str) -> None:
+        """Atomic: write a temp file, fsync, rename; a reader or a kill never sees half a table."""
+        write_json(path, self.to_dict())
+        self.path = path
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str = "<dict>") -> "LatencyTable":
+        if not isinstance(d, dict) or d.get("format") != TABLE_FORMAT:
+            raise TableError(f"{source} is not an hwprune latency table (format={d.get('format') if isinstance(d, dict) else None!r}); "
+                             "make one with `hwprune profile --model M`")
+        if d.get("version") != TABLE_VERSION:
+            raise TableError(f"{source} has table version {d.get('version')!r}; this hwprune reads version {TABLE_VERSION}. "
+                             "Re-profile the device with `hwprune profile`.")
+        try:
+            t = cls(d["device"], d["backend"], d.get("precision", "fp32"), d.get("batch", 1), d.get("protocol"))
+            t.families = {k: Family.from_dict(f) for k, f in d["families"].items()}
+            t.models = dict(d.get("models", {}))
+            t.in_progress = d.get("in_progress")
+            t.history = list(d.get("history", []))
+        except (KeyError, TypeError, ValueError) as e:
+            raise TableError(f"{source} is a damaged latency table ({type(e).__name__}: {e}); "
+                             "delete it and re-run `hwprune profile`") from None
+        return t
+
+    @classmethod
+    def load(cls, path: str, check_device: bool = True) -> "LatencyTable":
+        """Read and validate a table; warns loudly when it was measured on another device/runtime."""
+        if not os.path.isfile(path):
+            raise TableError(f"latency table {path!r} does not exist; make it with `hwprune profile --model M` "
+                             "or pick one from latency_tables/")
+        try:
+            with open(path) as f:
+                d = json.load(f)
+        except (OSError, UnicodeDecodeError, ValueError) as e:
+            raise TableError(f"latency table {path!r} is corrupted or truncated ({e}); "
+                             "delete it and re-run `hwprune profile` (or `--resume` an interrupted one)") from None
+        t = cls.from_dict(d, source=f"latency table {path!r}")
+        t.path = path
+        if check_device:
+            t.check_device()
+        return t
+
+    def check_device(self, current: Optional[dict] = None) -> list[str]:
+        """Fields of the recorded fingerprint that differ from this machine's (and warn if any)."""
+        if current is None:
+            from ..backends import get_backend
+
+            try:
+                current = get_backend(self.backend, threads=int(self.device.get("threads", 2))).fingerprint()
+            except Exception:
+                return []
+        keys = ("cpu", "cores", "machine", "gpu", "driver", "onnxruntime", "tensorrt", "torch", "cuda", "threads")
+        diff = [f"{k}: table {self.device.get(k)!r} vs here {current.get(k)!r}" for k in keys
+                if k in self.device and k in current and self.device.get(k) != current.get(k)]
+        if diff:
+            warnings.warn("LATENCY TABLE FROM ANOTHER DEVICE/RUNTIME -- its numbers may not hold here ("
+                          + "; ".join(diff) + "). Re-profile this machine with `hwprune profile` for "
+                          "trustworthy budgets.", TableMismatchWarning, stacklevel=2)
+        return diff
+
+    # ------------------------------------------------------------------ queries
+    def family(self, spec: UnitFamily) -> Optional[Family]:
+        return self.families.get(spec.key)
+
+    def record_for(self, graph) -> dict:
+        key = model_key(graph)
+        rec = self.models.get(key)
+        if rec is None:
+            shape = "x".join(map(str, graph.example_input.shape))
+            known = ", ".join(f"{r.get('spec')} @ {'x'.join(map(str, r.get('input_shape', [])))}"
+                              for r in self.models.values()) or "none"
+            raise TableError(f"table {self.path or ''} has no profile of this model at input {shape} "
+                             f"(it holds: {known}). Add it with `hwprune profile --model <M> --input-size "
+                             f"{graph.example_input.shape[-1]} --batch {graph.example_input.shape[0]} "
+                             f"--backend {self.backend} --out {self.path or '<table>'}`.")
+        return rec
+
+    def missing_units(self, graph) -> list[str]:
+        """Unit signatures ``graph`` needs that the table lacks (or covers only partly)."""
+        missing = []
+        for u in extract_units(graph, dtype=self.precision, fuse=False):
+            fam = self._family_by_shape(u.family)
+            if fam is None:
+                missing.append(u.family.key)
+                continue
+            if u.cin > max(fam.cins) or (not fam.spec.tied and u.cout > max(fam.couts)):
+                missing.append(f"{u.family.key} (needs cin={u.cin}, cout={u.cout})")
+        return missing
+
+    def _family_by_shape(self, spec: UnitFamily) -> Optional[Family]:
+        """Find a family ignoring fused ops (used when the ONNX fusion pass is skipped)."""
+        if spec.key in self.families:
+            return self.families[spec.key]
+        for f in self.families.values():
+            s = f.spec
+            if (s.kind, s.h, s.w, s.kernel, s.stride, s.padding, s.dilation, s.groups, s.batch, s.dtype) == \
+                    (spec.kind, spec.h, spec.w, spec.kernel, spec.stride, spec.padding, spec.dilation, spec.groups,
+                     spec.batch, spec.dtype):
+                return f
+        return None
+
+    def covers(self, graph) -> bool:
+        try:
+            self.record_for(graph)
+        except TableError:
+            return False
+        return not self.missing_units(graph)
+
+    def cost_model(self, graph) -> "TableCostModel":
+        """A :class:`hwprune.cost.CostModel` in ms for ``graph`` (raises TableError if not covered)."""
+        rec = self.record_for(graph)
+        units = []
+        for u in rec["units"]:
+            fam = self.families.get(u["family"])
+            if fam is None or not fam.grid_complete():
+                raise TableError(f"table {self.path or ''} lacks unit {u['family']} for layer {u['layer']}; "
+                                 f"re-run `hwprune profile --model {rec.get('spec')} --resume --out {self.path or '<table>'}`")
+            units.append((UnitUse(u["layer"], fam.spec, u["cin"], u["cout"], u["gin"], u["gout"]), fam))
+        return TableCostModel(units, rec)
+
+
+class TableCostModel:
+    """``predict(widths) -> ms`` from the table: sum of interpolated units, scaled and offset by the
+    model's calibration (or plus its measured remainder). Widths missing from the dict are full."""
+
+    unit = "ms"
+
+    def __init__(self, units: list[tuple[UnitUse, Family]], record: dict):
+        self.units = units
+        self.record = record
+        cal = record.get("calibration") or {}
+        self.a = float(cal.get("a", 1.0))
+        self.b = float(cal.get("b", record.get("remainder_ms", 0.0)))
+
+    def unit_costs(self, widths: Mapping[str, int]) -> dict[str, float]:
+        """Per layer: interpolated unit latency (ms, before calibration)."""
+        return {u.layer: fam.predict(*u.widths(widths)) for u, fam in self.units}
+
+    def units_sum(self, widths: Mapping[str, int]) -> float:
+        return float(sum(fam.predict(*u.widths(widths)) for u, fam in self.units))
+
+    def predict(self, widths: Mapping[str, int]) -> float:
+        return self.a * self.units_sum(widths) + self.b
+
+    def marginal(self, widths: Mapping[str, int], group: str, new_width: int) -> float:
+        """HALP-style latency delta (ms) of moving ``group`` to ``new_width``, read off the table
+        (staircase included), everything else held at ``widths``."""
+        w2 = dict(widths)
+        w2[group] = new_width
+        touched = [(u, f) for u, f in self.units if group in (u.gin, u.gout)]
+        return self.a * float(sum(f.predict(*u.widths(w2)) - f.predict(*u.widths(widths)) for u, f in touched))
+
+
+def default_table_name(device: dict, backend: str, precision: str, batch: int) -> str:
+    """``<device>-<backend>-<precision>-b<batch>.json`` with a filesystem-safe device slug."""
+    name = device.get("gpu") or device.get("cpu") or "device"
+    slug = "".join(c.lower() if c.isalnum() else "-" for c in name)
+    while "--" in slug:
+        slug = slug.replace("--", "-")
+    cores = device.get("cores")
+    slug = slug.strip("-") + (f"-{cores}c" if cores and not device.get("gpu") else "")
+    return f"{slug}-{backend}-{precision}-b{batch}.json"
+
+
+def now() -> float:
+    return round(time.time(), 3)
+
+
+def isfinite(v: float) -> bool:
+    return isinstance(v, (int, float)) and math.isfinite(v)
