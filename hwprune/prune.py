@@ -1,23 +1,31 @@
-"""The ``prune`` verb: search widths with a strategy, pick channels with a criterion, cut.
+"""The ``prune`` verb: search widths with a strategy, pick channels with a criterion, cut, check.
 
     result = prune(loaded_model, PruneConfig(strategy="uniform", ratio=0.5))
+    result = prune(loaded, PruneConfig(strategy="netadapt", budget="0.5x", backend="ort-cpu"),
+                   calib=data.calib, table="latency_tables/....json", evaluator=make_evaluator(...))
     result.model      # smaller dense nn.Module
     result.plan       # PruningPlan (JSON-able)
     result.report     # dict written to report.json by the CLI
+
+With a latency budget the search spends the latency table's cost model; afterwards the pruned
+model is measured end to end on the backend, side by side with the unpruned one (the closed
+loop): a result that misses the budget by more than ``tolerance`` re-runs the strategy with a
+target scaled by budget/measured, and says so plainly if it still misses.
 """
 from __future__ import annotations
 
 import random
+import sys
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 import numpy as np
 import torch
 from torch import nn
 
 from .counting import summarize
-from .errors import ConfigError
+from .errors import BudgetError, ConfigError
 from .graph import ChannelGraph, ChannelGroup, keep_top
 from .importance import get_criterion
 from .models import LoadedModel
@@ -26,7 +34,11 @@ from .plan import PruningPlan, apply
 
 @dataclass
 class PruneConfig:
-    """What to prune and how. Validated on construction so bad values fail before any work."""
+    """What to prune and how. Validated on construction so bad values fail before any work.
+
+    ``options`` holds strategy knobs (``amc_episodes``, ``netadapt_decay``, ``evo_pop``, ...);
+    each strategy documents its own and ignores the others.
+    """
 
     strategy: str = "uniform"
     ratio: Optional[float] = None
@@ -39,6 +51,14 @@ class PruneConfig:
     seed: int = 0
     budget: Optional[str] = None
     options: dict[str, Any] = field(default_factory=dict)
+    backend: Optional[str] = None  # closed loop: measure the result on this backend
+    threads: int = 2
+    closed_loop_rounds: int = 3  # re-searches with a tightened target at most this many times
+    tolerance: float = 0.03  # measured latency may exceed the budget by this fraction
+    finetune_epochs: int = 0
+    finetune_lr: float = 0.01
+    distill: bool = False
+    progress: bool = True
 
     def __post_init__(self):
         if self.ratio is not None and not (0.0 <= self.ratio < 1.0):
@@ -49,12 +69,31 @@ class PruneConfig:
             raise ConfigError(f"min-width {self.min_width} must be >= 1")
         if self.batch < 1:
             raise ConfigError(f"batch {self.batch} must be >= 1")
+        if self.budget is not None:
+            from .budget import parse_budget
+
+            parse_budget(self.budget)  # malformed -> ConfigError now, not after loading the model
+            if self.ratio is not None:
+                raise ConfigError("give either --ratio or --budget, not both")
+        if self.threads < 1:
+            raise ConfigError(f"threads {self.threads} must be >= 1")
+        if self.closed_loop_rounds < 0:
+            raise ConfigError(f"closed-loop rounds {self.closed_loop_rounds} must be >= 0")
+        if not (0 <= self.tolerance < 1):
+            raise ConfigError(f"tolerance {self.tolerance} must be a fraction in [0, 1), e.g. 0.03")
+        if self.finetune_epochs < 0:
+            raise ConfigError(f"finetune-epochs {self.finetune_epochs} must be >= 0")
         self.ignore = tuple(self.ignore)
+        self.options = dict(self.options)
 
 
 @dataclass
 class SearchContext:
-    """Everything a strategy may consult; scores are computed lazily and cached per group."""
+    """Everything a strategy may consult; scores are computed lazily and cached per group.
+
+    With a budget: ``cost`` (a CostModel), ``target`` (in ``cost.unit``), ``baseline_cost``.
+    ``artifacts`` collects extra outputs a strategy wants kept (Pareto front, curves).
+    """
 
     model: nn.Module
     graph: ChannelGraph
@@ -65,6 +104,13 @@ class SearchContext:
     evaluator: Any = None
     model_id: dict[str, Any] = field(default_factory=dict)
     _scores: dict[str, torch.Tensor] = field(default_factory=dict)
+    cost: Any = None
+    target: Optional[float] = None
+    baseline_cost: Optional[float] = None
+    budget: Any = None
+    artifacts: dict[str, Any] = field(default_factory=dict)
+    evaluations: int = 0
+    _acc_cache: dict[tuple, float] = field(default_factory=dict)
 
     def scores(self, group: ChannelGroup) -> torch.Tensor:
         if group.name not in self._scores:
@@ -83,12 +129,68 @@ class SearchContext:
                            widths_before={g.name: g.width for g in self.graph.groups},
                            provenance=dict(provenance or {}), ignore=list(self.config.ignore))
 
+    # ------------------------------------------------------------------ helpers for strategies
+    def option(self, name: str, default: Any) -> Any:
+        v = self.config.options.get(name)
+        return default if v is None else type(default)(v) if default is not None else v
+
+    def grid(self, group: ChannelGroup) -> list[int]:
+        return group.candidate_widths(self.config.align, self.config.min_width)
+
+    def predict(self, widths: dict[str, int]) -> float:
+        return float(self.cost.predict(widths))
+
+    def meets(self, widths: dict[str, int]) -> bool:
+        return self.target is None or self.predict(widths) <= self.target * (1 + 1e-9)
+
+    def need_budget(self, name: str) -> None:
+        if self.target is None:
+            raise ConfigError(f"strategy {name!r} needs --budget (e.g. 0.5x, 12ms, 50%flops)")
+
+    def build(self, widths: dict[str, int]) -> nn.Module:
+        return apply(self.model, self.plan_for(widths))
+
+    def evaluate(self, widths: dict[str, int], reconstruct: bool = False, finetune_steps: int = 0) -> float:
+        """Accuracy of the model pruned to ``widths`` (cached); optionally least-squares reconstruction
+        of the kept weights on the calibration batches, or a few fine-tune steps, before evaluation."""
+        if self.evaluator is None:
+            raise ConfigError(f"strategy {self.config.strategy!r} evaluates candidates and needs an evaluator: "
+                              "pass --data synthetic (or imagefolder:PATH ...) and --evaluator adaptive-bn")
+        key = (tuple(sorted((k, int(v)) for k, v in widths.items())), reconstruct, finetune_steps)
+        if key not in self._acc_cache:
+            model = self.build(widths)
+            if reconstruct:
+                reconstruct_model(model, self.model, self.calib)
+            if finetune_steps:
+                from .strategies._common import short_finetune
+
+                short_finetune(model, self.calib, finetune_steps, seed=self.config.seed)
+            self._acc_cache[key] = float(self.evaluator(model))
+            self.evaluations += 1
+        return self._acc_cache[key]
+
+    def bar(self, total: int, desc: str):
+        from tqdm import tqdm
+
+        return tqdm(total=total, desc=desc, file=sys.stderr, disable=not self.config.progress, leave=True,
+                    dynamic_ncols=True)
+
+
+def reconstruct_model(pruned: nn.Module, original: nn.Module, calib, max_batches: int = 4) -> None:
+    """Least-squares weight reconstruction (EAPruning / He et al. 2017), from hwprune.evaluate."""
+    if calib is None:
+        raise ConfigError("reconstruction needs calibration data: pass --data")
+    from .evaluate import reconstruct_
+
+    reconstruct_(pruned, original, calib, max_batches)
+
 
 @dataclass
 class PruneResult:
     model: nn.Module
     plan: PruningPlan
     report: dict[str, Any]
+    artifacts: dict[str, Any] = field(default_factory=dict)
 
 
 def seed_everything(seed: int) -> None:
@@ -101,12 +203,44 @@ def make_context(loaded: LoadedModel, config: PruneConfig, calib=None, table=Non
     size = config.input_size or loaded.input_size
     x = torch.randn(config.batch, 3, size, size, generator=torch.Generator().manual_seed(config.seed))
     graph = ChannelGraph(loaded.model, x, ignore=config.ignore)
-    return SearchContext(model=loaded.model, graph=graph, example_input=x, config=config, calib=calib,
-                         table=table, evaluator=evaluator, model_id=loaded.model_id)
+    ctx = SearchContext(model=loaded.model, graph=graph, example_input=x, config=config, calib=calib,
+                        table=table, evaluator=evaluator, model_id=loaded.model_id)
+    if config.budget is not None:
+        from .budget import cost_model_for, parse_budget, resolve
+
+        ctx.budget = parse_budget(config.budget)
+        ctx.cost = cost_model_for(ctx.budget, graph, x, table)
+        r = resolve(ctx.budget, ctx.cost, graph, config.align, config.min_width)
+        ctx.baseline_cost, ctx.target = r["baseline"], r["target"]
+        ctx.artifacts["smallest_cost"] = r["smallest"]
+    else:
+        from .cost import FlopsCostModel
+
+        ctx.cost = FlopsCostModel(graph, x)
+        ctx.baseline_cost = ctx.predict({})
+    return ctx
 
 
-def prune(loaded: LoadedModel, config: PruneConfig, calib=None, table=None, evaluator=None) -> PruneResult:
-    """Search widths, select channels, physically remove them; returns model, plan and report."""
+def _search(strategy: Callable, ctx: SearchContext) -> dict[str, int]:
+    seed_everything(ctx.config.seed)
+    widths = {k: int(v) for k, v in strategy(ctx).items()}
+    if ctx.target is not None and not ctx.meets(widths):
+        raise BudgetError(f"strategy {ctx.config.strategy!r} returned widths predicted at {ctx.predict(widths):.4g} "
+                          f"{ctx.cost.unit}, over the target {ctx.target:.4g}; this is a bug in the strategy")
+    return widths
+
+
+def _measure(config: PruneConfig, models: dict[str, nn.Module], x: torch.Tensor) -> dict[str, Any]:
+    from .backends import get_backend
+
+    backend = get_backend(config.backend, threads=config.threads)
+    return backend.measure_many(models, x)
+
+
+def prune(loaded: LoadedModel, config: PruneConfig, calib=None, table=None, evaluator=None,
+          data=None) -> PruneResult:
+    """Search widths, select channels, physically remove them, check by measurement; returns
+    model, plan and report. ``data`` (a DataBundle) is only needed for ``finetune_epochs``."""
     from .strategies import STRATEGIES
 
     strategy = STRATEGIES.get(config.strategy)
@@ -116,16 +250,53 @@ def prune(loaded: LoadedModel, config: PruneConfig, calib=None, table=None, eval
     seed_everything(config.seed)
     t0 = time.perf_counter()
     ctx = make_context(loaded, config, calib, table, evaluator)
-    widths = strategy(ctx)
-    plan = ctx.plan_for(widths, provenance={"strategy": config.strategy, "criterion": config.criterion,
-                                            "ratio": config.ratio, "budget": config.budget, "seed": config.seed,
-                                            "align": config.align, "min_width": config.min_width})
-    pruned = apply(loaded.model, plan)
-    search_s = time.perf_counter() - t0
     x = ctx.example_input
+    original_target = ctx.target
+    widths = _search(strategy, ctx)
+    search_s = time.perf_counter() - t0
+    closed_loop: list[dict[str, Any]] = []
+    measured = None
+    pruned = None
+    while True:
+        plan = ctx.plan_for(widths, provenance={
+            "strategy": config.strategy, "criterion": config.criterion, "ratio": config.ratio,
+            "budget": config.budget, "seed": config.seed, "align": config.align, "min_width": config.min_width,
+            "table": getattr(table, "path", table if isinstance(table, str) else None),
+            "target": ctx.target, "unit": ctx.cost.unit})
+        pruned = apply(loaded.model, plan)
+        if not config.backend:
+            break
+        measured = _measure(config, {"baseline": loaded.model, "pruned": pruned}, x)
+        base_ms, got_ms = measured["baseline"].median_ms, measured["pruned"].median_ms
+        step = {"round": len(closed_loop), "target": ctx.target, "predicted": ctx.predict(widths),
+                "baseline_ms": base_ms, "measured_ms": got_ms}
+        if ctx.budget is None or not ctx.budget.is_latency:
+            closed_loop.append(step)
+            break
+        frac = ctx.budget.fraction()
+        goal_ms = frac * base_ms if frac is not None else ctx.budget.value
+        step["goal_ms"] = goal_ms
+        closed_loop.append(step)
+        if got_ms <= goal_ms * (1 + config.tolerance) or len(closed_loop) > config.closed_loop_rounds:
+            break
+        new_target = ctx.target * goal_ms / got_ms
+        if new_target < ctx.artifacts["smallest_cost"]:
+            step["note"] = "tightened target below the smallest reachable cost; stopped"
+            break
+        print(f"closed loop: measured {got_ms:.3f} ms > budget {goal_ms:.3f} ms (+{100 * config.tolerance:.0f}%); "
+              f"re-searching with the table target tightened {ctx.target:.3f} -> {new_target:.3f} ms",
+              file=sys.stderr)
+        ctx.target = new_target
+        t1 = time.perf_counter()
+        widths = _search(strategy, ctx)
+        search_s += time.perf_counter() - t1
     before, after = summarize(loaded.model, x), summarize(pruned, x)
-    report = {
+    report: dict[str, Any] = {
         "model": loaded.model_id,
+        "strategy": config.strategy,
+        "seed": config.seed,
+        "budget": ctx.budget.to_dict() if ctx.budget is not None else None,
+        "table": plan.provenance.get("table"),
         "input_shape": list(x.shape),
         "config": {k: v for k, v in asdict(config).items()},
         "before": before,
@@ -134,5 +305,46 @@ def prune(loaded: LoadedModel, config: PruneConfig, calib=None, table=None, eval
         "params_reduction": before["params"] / max(after["params"], 1),
         "widths": {g.name: {"before": g.width, "after": widths.get(g.name, g.width)} for g in ctx.graph.groups},
         "search_seconds": search_s,
+        "evaluations": ctx.evaluations,
     }
-    return PruneResult(model=pruned, plan=plan, report=report)
+    cost = {"unit": ctx.cost.unit, "baseline": ctx.baseline_cost, "predicted": ctx.predict(widths),
+            "target": original_target, "final_target": ctx.target}
+    report["cost"] = cost
+    if ctx.cost.unit == "ms":
+        report["latency"] = {"baseline_predicted_ms": ctx.baseline_cost, "predicted_ms": cost["predicted"],
+                             "speedup_predicted": ctx.baseline_cost / max(cost["predicted"], 1e-12)}
+    if measured is not None:
+        b, p = measured["baseline"], measured["pruned"]
+        lat = report.setdefault("latency", {})
+        lat.update({"backend": config.backend, "threads": config.threads,
+                    "baseline_ms": b.median_ms, "baseline_p10_ms": b.p10_ms, "baseline_p90_ms": b.p90_ms,
+                    "measured_ms": p.median_ms, "measured_p10_ms": p.p10_ms, "measured_p90_ms": p.p90_ms,
+                    "speedup_measured": b.median_ms / max(p.median_ms, 1e-12)})
+        report["closed_loop"] = closed_loop
+        if ctx.budget is not None and ctx.budget.is_latency:
+            goal = closed_loop[-1]["goal_ms"]
+            met = p.median_ms <= goal * (1 + config.tolerance)
+            lat["budget_ms"] = goal
+            lat["met_budget"] = met
+            report["verdict"] = (f"measured {p.median_ms:.3f} ms meets the budget {goal:.3f} ms (+{100 * config.tolerance:.0f}% tolerance)"
+                                 if met else
+                                 f"MISSED: measured {p.median_ms:.3f} ms is over the budget {goal:.3f} ms by "
+                                 f"{100 * (p.median_ms / goal - 1):.1f}% after {len(closed_loop)} measurement round(s); "
+                                 "lower the budget, re-profile the table on a quiet machine, or raise --closed-loop-rounds")
+    if evaluator is not None:
+        acc = report["accuracy"] = {"before": float(evaluator(loaded.model)), "after": float(evaluator(pruned))}
+    if config.finetune_epochs:
+        if data is None:
+            raise ConfigError("--finetune-epochs needs training data: pass --data synthetic (or imagefolder:PATH ...)")
+        from .train import train
+
+        t1 = time.perf_counter()
+        train(pruned, data, epochs=config.finetune_epochs, lr=config.finetune_lr,
+              teacher=loaded.model if config.distill else None)
+        pruned.eval()
+        report["finetune"] = {"epochs": config.finetune_epochs, "lr": config.finetune_lr, "distill": config.distill,
+                              "seconds": time.perf_counter() - t1}
+        if evaluator is not None:
+            acc["after_finetune"] = float(evaluator(pruned))
+    report["artifacts"] = sorted(k for k in ctx.artifacts if k != "smallest_cost")
+    return PruneResult(model=pruned, plan=plan, report=report, artifacts=ctx.artifacts)

@@ -1,7 +1,9 @@
-"""``hwprune prune``: search widths, cut channels, write plan + checkpoint + report.json."""
+"""``hwprune prune``: search widths (ratio or budget), cut channels, check by measurement, write
+plan + checkpoint + report.json (+ pareto.json and PNGs)."""
 from __future__ import annotations
 
 import os
+import sys
 
 from ..checkpoint import save_checkpoint
 from ..importance import list_criteria
@@ -12,32 +14,191 @@ from .common import add_grid_args, add_model_args, load_from_args
 
 
 def register(sub) -> None:
-    p = sub.add_parser("prune", help="prune a model (uniform ratio now; latency budgets with --table)",
-                       description="Prune channels and write OUT/plan.json, OUT/pruned.pt (plan + weights) "
-                                   "and OUT/report.json (FLOPs, params, widths).")
+    p = sub.add_parser("prune", help="prune a model to a latency/FLOPs budget (or a uniform ratio)",
+                       description="Prune channels and write OUT/plan.json, OUT/pruned.pt (plan + weights) and "
+                                   "OUT/report.json (budget, predicted and measured latency, FLOPs, params, "
+                                   "accuracy, widths). Example: hwprune prune --model tiny_resnet --budget 0.5x "
+                                   "--strategy netadapt --data synthetic --evaluator adaptive-bn --out out/p")
     add_model_args(p, default="tiny_resnet")
     add_grid_args(p)
     p.add_argument("--strategy", default="uniform", help=f"width search ({', '.join(list_strategies())})")
     p.add_argument("--ratio", type=float, help="fraction of channels to remove per group (uniform), e.g. 0.5")
+    p.add_argument("--budget", help="12ms, 0.5x (of unpruned latency), 2.0speedup, 50%%flops, 30%%params, 1.2gflops")
+    p.add_argument("--table", help="latency table JSON (default: reuse a matching one from latency_tables/ or profile)")
     p.add_argument("--criterion", default="l1", help=f"which channels to keep ({', '.join(list_criteria())})")
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same plan)")
     p.add_argument("--out", default="out/prune", help="output folder (default out/prune)")
+    g = p.add_argument_group("evaluation")
+    g.add_argument("--data", help="synthetic | imagefolder:PATH | cifar10:PATH | module:function")
+    g.add_argument("--evaluator", default="adaptive-bn", help="accuracy | adaptive-bn | reconstruct | finetune")
+    g.add_argument("--data-batch", type=int, default=64, help="batch size of the data loaders (default 64)")
+    g = p.add_argument_group("closed loop (measurement)")
+    g.add_argument("--backend", default=None, help="measure the result on this backend (default ort-cpu for latency "
+                                                  "budgets; 'none' to skip)")
+    g.add_argument("--threads", type=int, default=2, help="backend threads (default 2)")
+    g.add_argument("--closed-loop-rounds", type=int, default=3, help="re-searches when the measurement misses (default 3)")
+    g.add_argument("--tolerance", type=float, default=0.03, help="allowed measured overshoot (default 0.03)")
+    g = p.add_argument_group("fine-tune")
+    g.add_argument("--finetune-epochs", type=int, default=0, help="fine-tune the result for E epochs (needs --data)")
+    g.add_argument("--finetune-lr", type=float, default=0.01)
+    g.add_argument("--distill", action="store_true", help="distil from the unpruned model while fine-tuning")
+    g = p.add_argument_group("strategy options")
+    g.add_argument("--amc-episodes", type=int, help="AMC episodes (default 40)")
+    g.add_argument("--evo-pop", type=int, help="evolution population (default 16)")
+    g.add_argument("--evo-gens", type=int, help="evolution generations (default 8)")
+    g.add_argument("--netadapt-initial", type=float, help="NetAdapt first decrement, fraction of baseline (0.04)")
+    g.add_argument("--netadapt-decay", type=float, help="NetAdapt decrement decay per iteration (0.96)")
+    g.add_argument("--netadapt-ft-steps", type=int, help="NetAdapt short fine-tune steps per proposal (0)")
+    g.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="any other strategy option")
+    p.add_argument("--plot", action="store_true", help="write widths.png (and pareto.png for evolution)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
 
+def _options(args) -> dict:
+    from ..errors import ConfigError
+
+    opts = {}
+    for k in ("amc_episodes", "evo_pop", "evo_gens", "netadapt_initial", "netadapt_decay", "netadapt_ft_steps"):
+        v = getattr(args, k)
+        if v is not None:
+            opts[k] = v
+    for kv in args.option:
+        if "=" not in kv:
+            raise ConfigError(f"--option {kv!r}: write KEY=VALUE, e.g. --option halp_steps=6")
+        k, v = kv.split("=", 1)
+        try:
+            v = float(v) if "." in v or "e" in v else int(v)
+        except ValueError:
+            pass
+        opts[k.strip()] = v
+    return opts
+
+
+def find_or_profile_table(loaded, config: PruneConfig, folder: str = "latency_tables") -> tuple[str, str]:
+    """A table in ``folder`` for this backend/threads/batch that covers the model, else profile one.
+    Returns (path, 'reused' | 'profiled')."""
+    import glob
+
+    import torch
+
+    from ..graph import ChannelGraph
+    from ..latency import LatencyTable, ProfileConfig, profile
+
+    size = config.input_size or loaded.input_size
+    graph = ChannelGraph(loaded.model, torch.randn(config.batch, 3, size, size), ignore=config.ignore)
+    backend = config.backend or "ort-cpu"
+    for path in sorted(glob.glob(os.path.join(folder, "*.json"))):
+        try:
+            t = LatencyTable.load(path, check_device=False)
+        except Exception:
+            continue
+        if (t.backend, t.batch, int(t.device.get("threads", config.threads))) != (backend, config.batch, config.threads):
+            continue
+        if not t.check_device() and t.covers(graph):
+            return path, "reused"
+    path = profile(loaded, ProfileConfig(backend=backend, threads=config.threads, batch=config.batch,
+                                         input_size=size, align=config.align, min_width=config.min_width,
+                                         ignore=config.ignore))
+    return path, "profiled"
+
+
+def make_evaluation(args, loaded, size: int):
+    """(data bundle, evaluator, words saying what it is)."""
+    if not args.data:
+        return None, None, None
+    from ..data import make_data
+
+    data = make_data(args.data, input_size=size, batch_size=args.data_batch, seed=args.seed)
+    try:
+        from ..evaluate import make_evaluator
+    except ImportError:
+        return data, _plain_top1(data.val), "plain top-1 on the validation split (hwprune.evaluate not available)"
+    return data, make_evaluator(args.evaluator, data), f"{args.evaluator} on {args.data}"
+
+
+def _plain_top1(loader):
+    import torch
+
+    def evaluate(model) -> float:
+        model.eval()
+        right = total = 0
+        with torch.no_grad():
+            for xb, yb in loader:
+                right += int((model(xb).argmax(1) == yb).sum())
+                total += len(yb)
+        return right / max(total, 1)
+
+    return evaluate
+
+
 def run(args) -> int:
+    from ..budget import parse_budget
+
+    budget = parse_budget(args.budget) if args.budget else None
+    backend = args.backend
+    if backend is None and budget is not None and budget.is_latency:
+        backend = "ort-cpu"
+    if backend in ("none", ""):
+        backend = None
     config = PruneConfig(strategy=args.strategy, ratio=args.ratio, criterion=args.criterion, align=args.align,
                          min_width=args.min_width, batch=args.batch, input_size=args.input_size,
-                         ignore=tuple(args.ignore), seed=args.seed)
+                         ignore=tuple(args.ignore), seed=args.seed, budget=args.budget, options=_options(args),
+                         backend=backend, threads=args.threads, closed_loop_rounds=args.closed_loop_rounds,
+                         tolerance=args.tolerance, finetune_epochs=args.finetune_epochs,
+                         finetune_lr=args.finetune_lr, distill=args.distill, progress=not args.quiet)
     loaded = load_from_args(args)
-    result = prune(loaded, config)
+    size = args.input_size or loaded.input_size
+    table = args.table
+    if budget is not None and budget.is_latency and table is None:
+        table, how = find_or_profile_table(loaded, config)
+        print(f"latency table: {how} {table}", file=sys.stderr)
+    data, evaluator, eval_words = make_evaluation(args, loaded, size)
+    if evaluator is None and args.strategy in ("sensitivity", "netadapt", "amc", "evolution"):
+        import torch
+
+        from ..strategies._common import fidelity_evaluator
+
+        evaluator = fidelity_evaluator(loaded.model, torch.randn(1, 3, size, size), seed=args.seed)
+        eval_words = "no --data: logit fidelity to the unpruned model on random inputs (a stand-in, not accuracy)"
+    if eval_words:
+        print(f"evaluator: {eval_words}", file=sys.stderr)
+    result = prune(loaded, config, calib=data.calib if data is not None else None, table=table,
+                   evaluator=evaluator, data=data)
     os.makedirs(args.out, exist_ok=True)
+    r = result.report
+    r["evaluator"] = eval_words
     result.plan.save(os.path.join(args.out, "plan.json"))
     save_checkpoint(os.path.join(args.out, "pruned.pt"), result.model, result.plan)
-    write_json(os.path.join(args.out, "report.json"), result.report)
-    r = result.report
+    written = ["plan.json", "pruned.pt", "report.json"]
+    if "pareto" in result.artifacts:
+        write_json(os.path.join(args.out, "pareto.json"), result.artifacts["pareto"])
+        written.append("pareto.json")
+    if args.plot:
+        from ..search_plots import plot_pareto, plot_width_profile
+
+        plot_width_profile(r, os.path.join(args.out, "widths.png"))
+        written.append("widths.png")
+        if "pareto" in result.artifacts:
+            plot_pareto(result.artifacts["pareto"], os.path.join(args.out, "pareto.png"))
+            written.append("pareto.png")
+    write_json(os.path.join(args.out, "report.json"), r)
     print(f"pruned {loaded.model_id['spec']} with {args.strategy}: "
           f"FLOPs {r['before']['flops'] / 1e9:.3f} -> {r['after']['flops'] / 1e9:.3f} G ({r['flops_reduction']:.2f}x), "
           f"params {r['before']['params'] / 1e6:.2f} -> {r['after']['params'] / 1e6:.2f} M")
-    print(f"wrote {args.out}/plan.json, {args.out}/pruned.pt, {args.out}/report.json")
-    return 0
+    lat = r.get("latency", {})
+    if "predicted_ms" in lat:
+        print(f"latency predicted {lat['baseline_predicted_ms']:.3f} -> {lat['predicted_ms']:.3f} ms "
+              f"({lat['speedup_predicted']:.2f}x, table {r.get('table')})")
+    if "measured_ms" in lat:
+        print(f"latency measured on {lat['backend']} ({lat['threads']} threads): {lat['baseline_ms']:.3f} -> "
+              f"{lat['measured_ms']:.3f} ms [p10 {lat['measured_p10_ms']:.3f}, p90 {lat['measured_p90_ms']:.3f}] "
+              f"({lat['speedup_measured']:.2f}x)")
+    if "verdict" in r:
+        print(r["verdict"])
+    if "accuracy" in r:
+        a = r["accuracy"]
+        print(f"accuracy {a['before']:.4f} -> {a['after']:.4f}"
+              + (f" -> {a['after_finetune']:.4f} after fine-tune" if "after_finetune" in a else ""))
+    print(f"wrote {', '.join(os.path.join(args.out, w) for w in written)}")
+    return 0 if r.get("latency", {}).get("met_budget", True) else 3

@@ -16,4 +16,4 @@ def list_strategies() -> list[str]:
     return STRATEGIES.list()
 
 
-from . import uniform  # noqa: E402,F401
+from . import amc, evolution, global_threshold, halp, netadapt, sensitivity, uniform  # noqa: E402,F401

@@ -1,0 +1,103 @@
+"""Helpers shared by the strategies: grid moves, stand-in evaluators, short fine-tunes."""
+from __future__ import annotations
+
+import itertools
+from typing import Callable, Iterable, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def lower(grid: list[int], width: int) -> Optional[int]:
+    """The next grid width below ``width`` (None at the bottom)."""
+    below = [w for w in grid if w < width]
+    return below[-1] if below else None
+
+
+def snap_down(grid: list[int], width: float) -> int:
+    """Largest grid width <= ``width`` (the smallest grid width if none)."""
+    ok = [w for w in grid if w <= width + 1e-9]
+    return ok[-1] if ok else grid[0]
+
+
+def repair(ctx, widths: dict[str, int]) -> dict[str, int]:
+    """Safety net: step groups down the grid (cheapest accuracy proxy: largest cost saving per
+    removed channel) until the prediction meets the target. Strategies call it after rounding."""
+    widths = dict(widths)
+    while not ctx.meets(widths):
+        best, best_gain = None, 0.0
+        cur = ctx.predict(widths)
+        for g in ctx.graph.prunable:
+            w = widths.get(g.name, g.width)
+            nw = lower(ctx.grid(g), w)
+            if nw is None:
+                continue
+            gain = (cur - ctx.predict({**widths, g.name: nw})) / (w - nw)
+            if best is None or gain > best_gain:
+                best, best_gain = (g.name, nw), gain
+        if best is None:
+            break
+        widths[best[0]] = best[1]
+    return widths
+
+
+def fidelity_evaluator(original: nn.Module, example_input: torch.Tensor, n: int = 64,
+                       seed: int = 0) -> Callable[[nn.Module], float]:
+    """A data-free stand-in evaluator: how well the pruned model reproduces the unpruned model's
+    logits on fixed random inputs, ``exp(-relative MSE)`` in (0, 1] (1 = identical).
+
+    For tests and quick demos without a dataset; real runs use ``hwprune.evaluate.make_evaluator``
+    with held-out data (top-1 accuracy).
+    """
+    gen = torch.Generator().manual_seed(seed)
+    xs = torch.randn(n, *example_input.shape[1:], generator=gen)
+    original.eval()
+    with torch.no_grad():
+        ref = original(xs)
+    scale = float(((ref - ref.mean(0)) ** 2).mean()) or 1.0
+
+    def evaluate(model: nn.Module) -> float:
+        model.eval()
+        with torch.no_grad():
+            return float(torch.exp(-((model(xs) - ref) ** 2).mean() / scale))
+
+    return evaluate
+
+
+def short_finetune(model: nn.Module, loader: Iterable, steps: int, lr: float = 0.01, seed: int = 0) -> nn.Module:
+    """``steps`` SGD steps of cross-entropy on ``loader`` batches (NetAdapt's short-term fine-tune)."""
+    if loader is None:
+        return model
+    torch.manual_seed(seed)
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
+    model.train()
+    batches = itertools.cycle(list(itertools.islice(iter(loader), steps)))
+    for _ in range(steps):
+        xb, yb = next(batches)[:2]
+        opt.zero_grad()
+        F.cross_entropy(model(xb), yb).backward()
+        opt.step()
+    model.eval()
+    return model
+
+
+def importance(ctx, name: str, group) -> torch.Tensor:
+    """Scores from criterion ``name`` when it is registered and its data is there, else the
+    configured criterion (recorded in ``ctx.artifacts['criterion_used']``)."""
+    from ..importance import CRITERIA
+
+    used = ctx.config.criterion
+    if name in CRITERIA and ctx.calib is not None:
+        key = f"{name}:{group.name}"
+        cache = ctx.artifacts.setdefault("_scores", {})
+        if key not in cache:
+            try:
+                cache[key] = CRITERIA.get(name)(ctx.graph, group, ctx.calib).detach().float().cpu()
+            except Exception:
+                cache[key] = None
+        if cache[key] is not None:
+            ctx.artifacts["criterion_used"] = name
+            return cache[key]
+    ctx.artifacts.setdefault("criterion_used", used)
+    return ctx.scores(group)

@@ -1,0 +1,112 @@
+"""Evolutionary multi-objective search over per-group widths (EAPruning)."""
+from __future__ import annotations
+
+import numpy as np
+
+from . import STRATEGIES
+
+
+def dominates(a, b) -> bool:
+    """``a`` Pareto-dominates ``b`` (all objectives minimised): no worse in all, better in one."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    return bool(np.all(a <= b) and np.any(a < b))
+
+
+def pareto_front(points) -> list[int]:
+    """Indices of the non-dominated points (duplicates keep their first occurrence)."""
+    pts = [tuple(map(float, p)) for p in points]
+    keep, seen = [], set()
+    for i, p in enumerate(pts):
+        if p in seen:
+            continue
+        if not any(dominates(q, p) for j, q in enumerate(pts) if j != i):
+            keep.append(i)
+            seen.add(p)
+    return keep
+
+
+def choose_for_budget(front: list[dict], target: float) -> dict | None:
+    """The most accurate front member meeting the budget (ties: the cheaper)."""
+    ok = [m for m in front if m["cost"] <= target * (1 + 1e-9)]
+    return min(ok, key=lambda m: (m["error"], m["cost"])) if ok else None
+
+
+@STRATEGIES.register("evolution")
+def evolution(ctx) -> dict[str, int]:
+    """EAPruning (Li et al., 'EAPruning: Evolutionary Pruning for Vision Transformers and CNNs',
+    BMVC 2022; arXiv 2210.00181): NSGA-III (Deb & Jain 2014, via pymoo) over channel *numbers*
+    (one integer per group: an index into its width grid), two objectives minimised: evaluator error
+    of the sub-network after least-squares weight reconstruction on calibration batches (instead of
+    fine-tuning; ``evo_reconstruct``, on when calibration data is given) and its latency on the
+    table. The whole Pareto front is kept (``ctx.artifacts['pareto']`` -> out/pareto.json) and the
+    most accurate member meeting the budget is returned. The initial population holds the uniform
+    solution for the budget, so a budget-meeting member always exists. Options: ``evo_pop`` (16),
+    ``evo_gens`` (8).
+    """
+    from pymoo.algorithms.moo.nsga3 import NSGA3
+    from pymoo.core.problem import Problem
+    from pymoo.operators.crossover.sbx import SBX
+    from pymoo.operators.mutation.pm import PM
+    from pymoo.operators.repair.rounding import RoundingRepair
+    from pymoo.util.ref_dirs import get_reference_directions
+
+    from .uniform import uniform
+
+    ctx.need_budget("evolution")
+    pop = max(4, ctx.option("evo_pop", 16))
+    gens = max(1, ctx.option("evo_gens", 8))
+    recon = bool(ctx.option("evo_reconstruct", 1)) and ctx.calib is not None
+    groups = ctx.graph.prunable
+    grids = [ctx.grid(g) for g in groups]
+    archive: dict[tuple, dict] = {}
+
+    def decode(idx) -> dict[str, int]:
+        return {g.name: grid[int(np.clip(round(float(i)), 0, len(grid) - 1))] for g, grid, i in zip(groups, grids, idx)}
+
+    def score(idx) -> tuple[float, float]:
+        widths = decode(idx)
+        key = tuple(widths[g.name] for g in groups)
+        if key not in archive:
+            err = 1.0 - ctx.evaluate(widths, reconstruct=recon)
+            archive[key] = {"widths": widths, "error": err, "cost": ctx.predict(widths)}
+        m = archive[key]
+        return m["error"], m["cost"]
+
+    class WidthProblem(Problem):
+        def __init__(self):
+            super().__init__(n_var=len(groups), n_obj=2, xl=np.zeros(len(groups)),
+                             xu=np.array([len(g) - 1 for g in grids], dtype=float), vtype=int)
+
+        def _evaluate(self, X, out, *args, **kwargs):
+            out["F"] = np.array([score(x) for x in X])
+
+    rng = np.random.default_rng(ctx.config.seed)
+    uni = uniform(ctx)
+    seeds = [[grid.index(uni[g.name]) for g, grid in zip(groups, grids)]]
+    while len(seeds) < pop:
+        seeds.append([int(rng.integers(0, len(grid))) for grid in grids])
+    ref = get_reference_directions("das-dennis", 2, n_partitions=pop - 1)
+    algo = NSGA3(ref_dirs=ref, pop_size=pop, sampling=np.array(seeds, dtype=float),
+                 crossover=SBX(prob=0.9, eta=15, vtype=float, repair=RoundingRepair()),
+                 mutation=PM(eta=20, vtype=float, repair=RoundingRepair()), eliminate_duplicates=True)
+    algo.setup(WidthProblem(), termination=("n_gen", gens), seed=ctx.config.seed, verbose=False)
+    bar = ctx.bar(gens, "evolution")
+    while algo.has_next():
+        algo.next()
+        members = list(archive.values())
+        best = choose_for_budget(members, ctx.target)
+        bar.update(1)
+        bar.set_postfix_str(f"gen {algo.n_gen - 1}: {len(archive)} evaluated, best in budget acc "
+                            f"{1 - best['error']:.4f} pred {best['cost']:.4g}/{ctx.target:.4g} {ctx.cost.unit}"
+                            if best else f"gen {algo.n_gen - 1}: none in budget yet")
+    bar.close()
+    members = list(archive.values())
+    front = [members[i] for i in pareto_front([(m["error"], m["cost"]) for m in members])]
+    front.sort(key=lambda m: m["cost"])
+    chosen = choose_for_budget(front, ctx.target)
+    for m in front:
+        m["meets_budget"] = m["cost"] <= ctx.target * (1 + 1e-9)
+        m["chosen"] = m is chosen
+    ctx.artifacts["pareto"] = {"objectives": ["error", ctx.cost.unit], "target": ctx.target,
+                               "reconstruct": recon, "evaluated": len(members), "front": front}
+    return dict(chosen["widths"])

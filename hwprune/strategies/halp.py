@@ -1,0 +1,119 @@
+"""HALP: latency-saliency knapsack."""
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import torch
+
+from . import STRATEGIES
+from ._common import importance, repair
+
+
+def knapsack_mc(values: list[list[float]], costs: list[list[int]], capacity: int) -> tuple[float, list[int]]:
+    """Exact multiple-choice knapsack by dynamic programming over integer costs.
+
+    ``values[i][j]``, ``costs[i][j]``: option ``j`` of item ``i`` (exactly one option per item).
+    Returns (best total value, chosen option per item); value -inf and [] if infeasible.
+    """
+    NEG = -np.inf
+    dp = np.full(capacity + 1, NEG)
+    dp[0] = 0.0
+    choice = []
+    for vals, cs in zip(values, costs):
+        new = np.full(capacity + 1, NEG)
+        arg = np.full(capacity + 1, -1, dtype=np.int64)
+        for j, (v, c) in enumerate(zip(vals, cs)):
+            if c > capacity:
+                continue
+            shifted = np.full(capacity + 1, NEG)
+            shifted[c:] = dp[:capacity + 1 - c] + v
+            better = shifted > new
+            new[better] = shifted[better]
+            arg[better] = j
+        dp = new
+        choice.append(arg)
+    best_cap = int(np.argmax(dp))
+    if not np.isfinite(dp[best_cap]):
+        return float("-inf"), []
+    picks, cap = [], best_cap
+    for i in range(len(values) - 1, -1, -1):
+        j = int(choice[i][cap])
+        picks.append(j)
+        cap -= costs[i][j]
+    return float(dp[best_cap]), picks[::-1]
+
+
+def knapsack_brute(values, costs, capacity):
+    """Exhaustive reference for tests."""
+    best, pick = float("-inf"), []
+    for combo in itertools.product(*[range(len(v)) for v in values]):
+        c = sum(costs[i][j] for i, j in enumerate(combo))
+        if c <= capacity:
+            v = sum(values[i][j] for i, j in enumerate(combo))
+            if v > best:
+                best, pick = v, list(combo)
+    return best, pick
+
+
+def kept_value(scores: torch.Tensor, widths: list[int], blocks: int = 1) -> list[float]:
+    """HALP's augmented knapsack value: keeping ``k`` channels keeps the top-``k`` importances
+    (a layer keeps its most important channels first), so value(k) = sum of the k largest."""
+    s = scores.float().clamp_min(0).sort(descending=True).values
+    c = torch.cat([torch.zeros(1), s.cumsum(0)])
+    return [float(c[min(k, len(s))]) for k in widths]
+
+
+@STRATEGIES.register("halp")
+def halp(ctx) -> dict[str, int]:
+    """Shen et al., 'Structural Pruning via Latency-Saliency Knapsack' (HALP, NeurIPS 2022).
+
+    Per channel a Taylor importance (|w * dL/dw| summed over the group's coupled layers; falls back
+    to the configured criterion without calibration data), normalised per network. Per group and
+    candidate width, the latency cost is read off the table's marginal deltas with the
+    neighbouring groups at their current widths (the latency staircase is kept, not linearised).
+    Maximise kept importance under the latency budget as a multiple-choice knapsack, solved exactly
+    by DP on latency discretised into ``halp_bins`` bins (rounded up, so the answer is feasible on the
+    discretised costs). As in HALP, the budget is approached in ``halp_steps`` progressively tighter
+    steps, re-reading the marginal costs at the current widths each time; widths only shrink.
+    """
+    ctx.need_budget("halp")
+    bins = ctx.option("halp_bins", 2000)
+    steps = ctx.option("halp_steps", 4)
+    groups = ctx.graph.prunable
+    scores = {g.name: importance(ctx, "taylor", g) for g in groups}
+    total = sum(float(s.clamp_min(0).sum()) for s in scores.values()) or 1.0
+    widths = {g.name: g.width for g in groups}
+    bar = ctx.bar(steps, "halp")
+    for step in range(1, steps + 1):
+        goal = ctx.baseline_cost + (ctx.target - ctx.baseline_cost) * step / steps
+        cur = ctx.predict(widths)
+        options, values, costs_f = [], [], []
+        for g in groups:
+            ws = [w for w in ctx.grid(g) if w <= widths[g.name]]
+            options.append(ws)
+            values.append(kept_value(scores[g.name] / total, ws, g.blocks))
+            # marginal latency of this group at width w, relative to its minimum (>= 0)
+            c = [ctx.predict({**widths, g.name: w}) for w in ws]
+            costs_f.append([ci - c[0] for ci in c])
+        base = cur - sum(cf[ws.index(widths[g.name])] for cf, ws, g in zip(costs_f, options, groups))
+        span = max(max(max(cf) for cf in costs_f), 1e-12)
+        scale = bins / (span * len(groups))
+        costs = [[max(0, int(np.ceil(c * scale - 1e-9))) for c in cf] for cf in costs_f]
+        floor = {g.name: o[0] for g, o in zip(groups, options)}
+        extra = 0.0  # the separable approximation can under-count; tighten until the table agrees
+        for _ in range(30):
+            cap = int(np.floor((goal - base - extra) * scale))
+            val, picks = knapsack_mc(values, costs, cap) if cap >= 0 else (float("-inf"), [])
+            new = {g.name: o[p] for g, o, p in zip(groups, options, picks)} if picks else floor
+            over = ctx.predict(new) - goal
+            if over <= 1e-9 * abs(goal) or not picks:
+                break
+            extra += over + 0.5 / scale
+        widths = new
+        kept = sum(v[o.index(widths[g.name])] for g, v, o in zip(groups, values, options))
+        bar.update(1)
+        bar.set_postfix_str(f"step {step}: kept importance {kept:.3f}, pred {ctx.predict(widths):.4g}/"
+                            f"{goal:.4g} {ctx.cost.unit}")
+    bar.close()
+    return repair(ctx, widths)

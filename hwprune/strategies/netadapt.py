@@ -1,0 +1,78 @@
+"""NetAdapt: iterative, per-iteration latency decrement, one layer at a time."""
+from __future__ import annotations
+
+from . import STRATEGIES
+from ._common import repair
+
+
+def decrement_schedule(baseline: float, initial: float, decay: float, iteration: int) -> float:
+    """Latency to remove in ``iteration`` (0-based): ``initial * baseline * decay**iteration``
+    (NetAdapt Sec. 3.2: 'the resource reduction schedule ... decays over iterations')."""
+    return initial * baseline * decay ** iteration
+
+
+def iteration_target(current: float, final: float, baseline: float, initial: float, decay: float,
+                     iteration: int) -> float:
+    """This iteration's constraint: current minus the scheduled decrement, never below the budget."""
+    return max(current - decrement_schedule(baseline, initial, decay, iteration), final)
+
+
+def largest_meeting(ctx, widths: dict[str, int], group, target: float):
+    """NetAdapt's per-layer proposal: the largest grid width below the current one whose
+    predicted cost (table) meets ``target``; None if even the minimum does not."""
+    cur = widths[group.name]
+    for w in reversed([w for w in ctx.grid(group) if w < cur]):
+        if ctx.predict({**widths, group.name: w}) <= target:
+            return w
+    return None
+
+
+@STRATEGIES.register("netadapt")
+def netadapt(ctx) -> dict[str, int]:
+    """Yang et al., 'NetAdapt: Platform-Aware Neural Network Adaptation for Mobile Applications'
+    (ECCV 2018), Algorithm 1, with the latency lookup table as the empirical measurement.
+
+    Each iteration sets a constraint = current latency minus a decrement from a decaying schedule
+    (``netadapt_initial`` fraction of the baseline, decay ``netadapt_decay``); every group proposes
+    the largest grid width meeting it (from the table); proposals are evaluated (the configured
+    evaluator, e.g. adaptive-BN, after ``netadapt_ft_steps`` short fine-tune steps) and the most
+    accurate one is kept. Repeats until the budget is met. A group that cannot meet the constraint
+    alone proposes its minimum width (so progress never stalls).
+    """
+    ctx.need_budget("netadapt")
+    initial = ctx.option("netadapt_initial", 0.04)
+    decay = ctx.option("netadapt_decay", 0.96)
+    ft_steps = ctx.option("netadapt_ft_steps", 0)
+    baseline, final = ctx.baseline_cost, ctx.target
+    widths = {g.name: g.width for g in ctx.graph.prunable}
+    history = []
+    bar = ctx.bar(0, "netadapt")
+    it = 0
+    while not ctx.meets(widths):
+        cur = ctx.predict(widths)
+        target = iteration_target(cur, final, baseline, initial, decay, it)
+        proposals = {}
+        for g in ctx.graph.prunable:
+            w = largest_meeting(ctx, widths, g, target)
+            if w is None:
+                below = [v for v in ctx.grid(g) if v < widths[g.name]]
+                w = below[0] if below else None
+            if w is not None:
+                proposals[g.name] = w
+        if not proposals:
+            break
+        scored = []
+        for name, w in proposals.items():
+            cand = {**widths, name: w}
+            meets = ctx.predict(cand) <= target
+            scored.append((meets, ctx.evaluate(cand, finetune_steps=ft_steps), -ctx.predict(cand), name, w))
+        meets, acc, neg_cost, name, w = max(scored)
+        widths[name] = w
+        history.append({"iteration": it, "target": target, "group": name, "width": w, "accuracy": acc,
+                        "predicted": -neg_cost})
+        bar.update(1)
+        bar.set_postfix_str(f"it {it}: {name}->{w} acc {acc:.4f} pred {-neg_cost:.4g}/{final:.4g} {ctx.cost.unit}")
+        it += 1
+    bar.close()
+    ctx.artifacts["netadapt_history"] = history
+    return repair(ctx, widths)

@@ -1,0 +1,64 @@
+"""Sensitivity analysis: per-group accuracy-vs-width curves, then a greedy allocation."""
+from __future__ import annotations
+
+import numpy as np
+
+from . import STRATEGIES
+from ._common import lower, repair
+
+
+def curve_points(grid: list[int], n: int) -> list[int]:
+    """``n`` widths spread over the grid (always the smallest and the full width)."""
+    if len(grid) <= n:
+        return list(grid)
+    idx = np.unique(np.round(np.linspace(0, len(grid) - 1, n)).astype(int))
+    return [grid[i] for i in idx]
+
+
+def interp_acc(curve: dict[int, float], width: int) -> float:
+    ws = sorted(curve)
+    return float(np.interp(width, ws, [curve[w] for w in ws]))
+
+
+@STRATEGIES.register("sensitivity")
+def sensitivity(ctx) -> dict[str, int]:
+    """Li et al., 'Pruning Filters for Efficient ConvNets' (ICLR 2017), Sec. 3.3: prune each group
+    alone to several widths and record accuracy (the sensitivity curve), then allocate.
+
+    Allocation: start at full width and repeatedly step the group whose next grid step costs the
+    least interpolated accuracy per unit of cost saved (ms on the table), until the budget is met.
+    Options: ``sens_points`` (widths per curve, default 5).
+    """
+    ctx.need_budget("sensitivity")
+    n = ctx.option("sens_points", 5)
+    groups = ctx.graph.prunable
+    base_acc = ctx.evaluate({})
+    curves: dict[str, dict[int, float]] = {}
+    bar = ctx.bar(len(groups), "sensitivity")
+    for g in groups:
+        pts = curve_points(ctx.grid(g), n)
+        curves[g.name] = {w: (ctx.evaluate({g.name: w}) if w < g.width else base_acc) for w in pts}
+        worst = min(curves[g.name].values())
+        bar.set_postfix_str(f"{g.name}: acc@min {worst:.3f} (full {base_acc:.3f})")
+        bar.update(1)
+    bar.close()
+    ctx.artifacts["sensitivity_curves"] = {k: {str(w): a for w, a in v.items()} for k, v in curves.items()}
+    widths = {g.name: g.width for g in groups}
+    while not ctx.meets(widths):
+        cur = ctx.predict(widths)
+        best, best_rate = None, None
+        for g in groups:
+            nw = lower(ctx.grid(g), widths[g.name])
+            if nw is None:
+                continue
+            saved = cur - ctx.predict({**widths, g.name: nw})
+            if saved <= 0:
+                continue
+            drop = interp_acc(curves[g.name], widths[g.name]) - interp_acc(curves[g.name], nw)
+            rate = (max(drop, 0.0) / saved, -saved)  # ties (flat curves): the bigger saving first
+            if best is None or rate < best_rate:
+                best, best_rate = (g.name, nw), rate
+        if best is None:
+            break
+        widths[best[0]] = best[1]
+    return repair(ctx, widths)
