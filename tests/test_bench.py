@@ -1,0 +1,81 @@
+"""Bench: side-by-side ORT measurement of pruned ResNet/ViT, batch-list errors."""
+import json
+import os
+
+import pytest
+import torch
+
+from hwprune.bench import BenchConfig, bench, format_bench, parse_batches
+from hwprune.errors import BackendUnavailableError, ConfigError
+from hwprune.export import export_onnx
+from hwprune.models import LoadedModel, load_model
+from hwprune.prune import PruneConfig, prune
+
+FAST = dict(warmup=1, repeats=3, min_repeat_ms=1.0)
+
+
+@pytest.mark.parametrize("spec", ["tiny_resnet", "tiny_vit"])
+def test_export_and_bench_pruned_model_in_ort(tmp_path, spec):
+    """Done-means: a pruned ResNet and a pruned ViT export to ONNX with parity and bench in ORT."""
+    base = load_model(spec)
+    if spec == "tiny_vit":
+        torch.nn.init.normal_(base.model.heads.head.weight, std=0.5)
+    res = prune(base, PruneConfig(ratio=0.5))
+    parity = export_onnx(res.model, torch.randn(1, 3, 32, 32), str(tmp_path / "p.onnx"), dynamic_batch=True,
+                         parity_batches=(2,))
+    assert parity.ok and not parity.degenerate
+    pruned = LoadedModel(res.model, base.model_id, 32, plan=res.plan)
+    out = bench({"baseline": base, "pruned": pruned}, BenchConfig(backend="ort-cpu", threads=1, batches=(1, 2), **FAST),
+                progress=False)
+    assert out["labels"] == ["baseline", "pruned"] and set(out["speedup"]) == {"1", "2"}
+    assert len(out["rows"]) == 4
+    for r in out["rows"]:
+        assert r["median_ms"] > 0 and r["p90_ms"] >= r["p10_ms"]
+        assert r["throughput"] == pytest.approx(r["batch"] * 1000 / r["median_ms"])
+        assert r["repeats"] == 3
+    for b in ("1", "2"):
+        rows = {r["model"]: r for r in out["rows"] if str(r["batch"]) == b}
+        assert out["speedup"][b] == pytest.approx(rows["baseline"]["median_ms"] / rows["pruned"]["median_ms"])
+    assert out["models"]["pruned"]["flops"] < out["models"]["baseline"]["flops"]
+    text = format_bench(out)
+    assert "speedup pruned vs baseline" in text and "img/s" in text
+    json.dumps(out)
+
+
+@pytest.mark.parametrize("bad, name", [("1,x", "'x'"), ("1.5", "'1.5'"), ("8,,32", "''"), ("0", "0")])
+def test_batch_list_errors_name_the_value(bad, name):
+    with pytest.raises(ConfigError) as e:
+        parse_batches(bad)
+    assert name in str(e.value) and "batch" in str(e.value)
+
+
+def test_parse_batches_ok():
+    assert parse_batches("1, 8,32") == (1, 8, 32) and parse_batches(4) == (4,)
+
+
+def test_cli_bench_bad_batch_is_clear_and_writes_nothing(tmp_path, cli):
+    out = tmp_path / "b.json"
+    proc = cli("bench", "--model", "tiny_resnet", "--batch", "1,eight", "--json", str(out), check=False)
+    assert proc.returncode == 2 and "'eight'" in proc.stderr and "Traceback" not in proc.stderr
+    assert not out.exists()
+
+
+def test_cli_bench_two_models(tmp_path, cli):
+    cli("prune", "--model", "tiny_resnet", "--ratio", "0.5", "--out", str(tmp_path / "p"))
+    out = tmp_path / "b.json"
+    proc = cli("bench", "--model", "tiny_resnet", "--model", str(tmp_path / "p" / "pruned.pt"), "--batch", "1,2",
+               "--repeats", "3", "--warmup", "1", "--threads", "1", "--json", str(out))
+    assert "speedup" in proc.stdout and "median ms" in proc.stdout
+    res = json.loads(out.read_text())
+    assert set(res["speedup"]) == {"1", "2"} and res["models"][res["labels"][1]]["pruned"]
+
+
+def test_unavailable_gpu_backends_are_clear():
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    for name in ("torch-cuda", "tensorrt"):
+        from hwprune.backends import BACKENDS
+
+        cfg = BenchConfig(backend=name, **FAST)
+        with pytest.raises(BackendUnavailableError):
+            bench({"a": load_model("tiny_resnet")}, cfg, progress=False)
