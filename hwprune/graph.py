@@ -7,6 +7,8 @@ expose it as our own :class:`ChannelGroup`; nothing outside this module imports 
 """
 from __future__ import annotations
 
+import contextlib
+import importlib
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -23,6 +25,178 @@ _SUPPORTED_LEAVES = (
     nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.LayerNorm, nn.GroupNorm, nn.InstanceNorm2d,
     nn.PReLU, nn.Embedding, nn.LSTM,
 )
+
+
+# Attention units whose internals (windowing, relative position tables, head reshapes) the tracer
+# cannot follow. While tracing they are replaced by an opaque stand-in (one autograd edge from input
+# to output), and pruned by :class:`_AttentionUnitPruner`: the unit's input width, inner q/k/v width
+# and output width are one coupled group split into ``heads`` equal blocks (head_dim shrinks; the
+# number of heads and the per-head position tables stay). type name -> (qkv linear, output linear,
+# heads attribute, head-dim attribute or None).
+_ATTENTION_UNITS = {
+    "ShiftedWindowAttention": ("qkv", "proj", "num_heads", None),  # Swin
+    "ShiftedWindowAttentionV2": ("qkv", "proj", "num_heads", None),  # Swin v2
+    "RelativePositionalMultiHeadAttention": ("to_qkv", "merge", "n_heads", "head_dim"),  # MaxViT
+}
+# Swin's patch merging concatenates four strided spatial slices of its input on the channel axis
+# (LayerNorm(4C) -> Linear(4C, 2C)); the tracer misreads the spatial slices, so it is a stand-in
+# unit too: input width C (cut in all four copies) and output width 2C are separate groups.
+_MERGE_UNITS = ("PatchMerging", "PatchMergingV2")
+# Functions that permute channels across a concatenation (ShuffleNet's channel shuffle). Channels
+# that flow through one are interleaved, so their coupling is not a plain index map: the groups
+# they touch are frozen (with a reason) and the convolutions inside each branch stay prunable.
+_CHANNEL_MIXERS = ("torchvision.models.shufflenetv2:channel_shuffle",)
+
+
+class _OpaqueUnit(torch.autograd.Function):
+    """Tracing stand-in: computes the real output, exposes one autograd edge input -> output."""
+
+    @staticmethod
+    def forward(ctx, x, fn):
+        return fn(x).clone()
+
+    @staticmethod
+    def backward(ctx, grad):  # never run: the graph is only walked, not differentiated
+        return None, None
+
+
+class _ChannelMixer(_OpaqueUnit):
+    """Tracing stand-in for a channel-permuting function; its grad_fn name marks the groups it touches."""
+
+
+@contextlib.contextmanager
+def _tracing_stand_ins(model: nn.Module):
+    """Swap attention units and channel mixers for their stand-ins during tracing only."""
+    patched_mods, patched_fns = [], []
+    for mod in model.modules():
+        if type(mod).__name__ in _ATTENTION_UNITS or type(mod).__name__ in _MERGE_UNITS:
+            real = mod.forward
+            mod.forward = lambda x, _real=real: _OpaqueUnit.apply(x, _real)
+            patched_mods.append(mod)
+    for spec in _CHANNEL_MIXERS:
+        mod_name, fn_name = spec.split(":")
+        try:
+            owner = importlib.import_module(mod_name)
+        except ImportError:
+            continue
+        real = getattr(owner, fn_name)
+        setattr(owner, fn_name, lambda x, *a, _real=real, **k: _ChannelMixer.apply(x, lambda t: _real(t, *a, **k)))
+        patched_fns.append((owner, fn_name, real))
+    try:
+        yield
+    finally:
+        for mod in patched_mods:
+            del mod.forward
+        for owner, fn_name, real in patched_fns:
+            setattr(owner, fn_name, real)
+
+
+def _is_grouped_conv(mod: nn.Module) -> bool:
+    """A grouped (not depthwise) convolution: channels are cut per conv group."""
+    return isinstance(mod, nn.Conv2d) and 1 < mod.groups < mod.in_channels
+
+
+def _prune_grouped_conv_in(layer: nn.Conv2d, idxs: Sequence[int]) -> nn.Conv2d:
+    """Remove input channels of a grouped conv, each conv group keeping its own local indices.
+
+    (Torch-Pruning's conv pruner keeps the first group's indices for every group, which is only
+    right when the same local channels go in every group.) Requires equal counts per group.
+    """
+    g, per = layer.groups, layer.in_channels // layer.groups
+    drop = set(int(i) for i in idxs)
+    local = [[i - b * per for i in range(b * per, (b + 1) * per) if i not in drop] for b in range(g)]
+    if len({len(k) for k in local}) != 1:
+        raise PlanMismatchError(f"grouped conv with {g} groups must keep the same number of input channels per group")
+    rows = layer.out_channels // g
+    w = layer.weight.data
+    layer.weight = nn.Parameter(torch.cat([w[b * rows:(b + 1) * rows][:, local[b]] for b in range(g)], 0))
+    layer.in_channels = g * len(local[0])
+    return layer
+
+
+class _GroupedConvIn:
+    """Stands in for a Torch-Pruning dependency that cuts a grouped conv's input channels."""
+
+    def __init__(self, dep):
+        self.dep, self.target = dep, dep.target
+
+    def __call__(self, idxs):
+        return _prune_grouped_conv_in(self.target.module, [int(getattr(i, "idx", i)) for i in idxs])
+
+
+def _attention_unit_pruner():
+    """A Torch-Pruning pruner for :data:`_ATTENTION_UNITS` (input, inner and output width coupled)."""
+    import torch_pruning as tp
+
+    class _AttentionUnitPruner(tp.pruner.function.BasePruningFunc):
+        def prune_out_channels(self, layer, idxs):
+            qkv_n, out_n, heads_n, hd_n = _ATTENTION_UNITS[type(layer).__name__]
+            qkv, out = getattr(layer, qkv_n), getattr(layer, out_n)
+            d = out.out_features
+            keep = sorted(set(range(d)) - set(int(i) for i in idxs))
+            rows = torch.tensor(keep + [d + i for i in keep] + [2 * d + i for i in keep])
+            k = torch.tensor(keep)
+            qkv.weight = nn.Parameter(qkv.weight.data[rows][:, k])
+            if qkv.bias is not None:
+                qkv.bias = nn.Parameter(qkv.bias.data[rows])
+            qkv.in_features, qkv.out_features = len(keep), 3 * len(keep)
+            out.weight = nn.Parameter(out.weight.data[k][:, k])
+            if out.bias is not None:
+                out.bias = nn.Parameter(out.bias.data[k])
+            out.in_features = out.out_features = len(keep)
+            if hd_n:
+                setattr(layer, hd_n, len(keep) // getattr(layer, heads_n))
+            return layer
+
+        prune_in_channels = prune_out_channels  # one coupled width (Torch-Pruning's intra-layer rule)
+
+        def get_out_channels(self, layer):
+            return getattr(layer, _ATTENTION_UNITS[type(layer).__name__][1]).out_features
+
+        get_in_channels = get_out_channels
+
+    return _AttentionUnitPruner()
+
+
+def _patch_merging_pruner():
+    """A Torch-Pruning pruner for Swin's PatchMerging (v1: norm on 4C input; v2: norm on 2C output)."""
+    import torch_pruning as tp
+
+    def _cut(param, idx, dim):
+        return nn.Parameter(torch.index_select(param.data, dim, torch.tensor(idx)))
+
+    class _PatchMergingPruner(tp.pruner.function.BasePruningFunc):
+        def prune_in_channels(self, layer, idxs):
+            red, c = layer.reduction, layer.reduction.in_features // 4
+            keep = sorted(set(range(c)) - set(int(i) for i in idxs))
+            cols = [j * c + i for j in range(4) for i in keep]
+            red.weight = _cut(red.weight, cols, 1)
+            red.in_features = len(cols)
+            if type(layer).__name__ == "PatchMerging":
+                layer.norm.weight, layer.norm.bias = _cut(layer.norm.weight, cols, 0), _cut(layer.norm.bias, cols, 0)
+                layer.norm.normalized_shape = (len(cols),)
+            layer.dim = len(keep)
+            return layer
+
+        def prune_out_channels(self, layer, idxs):
+            red = layer.reduction
+            keep = sorted(set(range(red.out_features)) - set(int(i) for i in idxs))
+            red.weight = _cut(red.weight, keep, 0)
+            if red.bias is not None:
+                red.bias = _cut(red.bias, keep, 0)
+            red.out_features = len(keep)
+            if type(layer).__name__ == "PatchMergingV2":
+                layer.norm.weight, layer.norm.bias = _cut(layer.norm.weight, keep, 0), _cut(layer.norm.bias, keep, 0)
+                layer.norm.normalized_shape = (len(keep),)
+            return layer
+
+        def get_in_channels(self, layer):
+            return layer.reduction.in_features // 4
+
+        def get_out_channels(self, layer):
+            return layer.reduction.out_features
+
+    return _PatchMergingPruner()
 
 
 @dataclass(frozen=True)
@@ -110,16 +284,22 @@ class ChannelGraph:
         _leaf_type_check(model, ignore)
         was_training = model.training
         model.eval()
+        units = {type(m) for m in model.modules() if type(m).__name__ in _ATTENTION_UNITS}
+        merges = {type(m) for m in model.modules() if type(m).__name__ in _MERGE_UNITS}
+        custom = {**({t: _attention_unit_pruner() for t in units} if units else {}),
+                  **({t: _patch_merging_pruner() for t in merges} if merges else {})}
         try:
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), _tracing_stand_ins(model):
                 warnings.simplefilter("ignore")
-                self._dg = tp.DependencyGraph().build_dependency(model, example_inputs=example_input)
+                self._dg = tp.DependencyGraph().build_dependency(
+                    model, example_inputs=example_input, customized_pruners=custom)
         except Exception as e:
             raise UnsupportedModelError(
                 f"tracing {type(model).__name__} for channel coupling failed: {type(e).__name__}: {e}"
             ) from e
         finally:
             model.train(was_training)
+        self._uncertain_splits = self._repair_splits(tp)
         output_layer = self._output_layer()
         ignored_mods = [model.get_submodule(n) for n in ignore] + ([output_layer] if output_layer is not None else [])
         ignored_mods = list(dict.fromkeys(ignored_mods))
@@ -135,6 +315,34 @@ class ChannelGraph:
         self._stale = False
 
     # ------------------------------------------------------------------ construction helpers
+    def _repair_splits(self, tp) -> set:
+        """Give ``chunk``/``split`` nodes their real channel sizes; returns the repaired nodes.
+
+        On recent PyTorch, SplitBackward saves ``_saved_self_sym_sizes`` (not ``_saved_self_sizes``),
+        so Torch-Pruning falls back to inferring split sizes from the consumers and gets them wrong
+        (e.g. ShuffleNetV2's ``x.chunk(2, dim=1)``). Which consumer took which chunk is not recorded,
+        so groups through a repaired split are frozen (see ``_describe``).
+        """
+        from torch_pruning.dependency import index_mapping
+
+        repaired = set()
+        for node in self._dg.module2node.values():
+            gf = node.grad_fn
+            size, dim = getattr(gf, "_saved_split_size", None), getattr(gf, "_saved_dim", None)
+            sizes = getattr(gf, "_saved_self_sym_sizes", None)
+            if node.type != tp.ops.OPTYPE.SPLIT or not size or dim != 1 or not sizes:
+                continue
+            total = int(sizes[1])
+            chs = [min(int(size), total - i * int(size)) for i in range(-(-total // int(size)))]
+            if len(chs) != len(node.outputs):
+                continue
+            node.module.split_sizes = chs
+            node.module.offsets = [sum(chs[:i]) for i in range(len(chs) + 1)]
+            repaired.add(node.module)
+        if repaired:
+            index_mapping.update_index_mapping(self._dg)
+        return repaired
+
     def _output_layer(self) -> nn.Module | None:
         """The last Conv/Linear executed: its output channels are the model's outputs."""
         order: list[nn.Module] = []
@@ -149,7 +357,8 @@ class ChannelGraph:
         return order[-1] if order else None
 
     def _describe(self, g, ignored_mods) -> ChannelGroup | None:
-        members, types, blocks, has_add = [], set(), 1, False
+        members, types, blocks, has_add, frozen = [], set(), 1, False, ""
+        width = len(g[0].idxs)
         for item in g:
             dep = item.dep
             mod = dep.target.module
@@ -162,15 +371,25 @@ class ChannelGraph:
                 types.add(type(mod))
                 if isinstance(mod, nn.MultiheadAttention):
                     blocks = math.lcm(blocks, mod.num_heads)
+                if type(mod).__name__ in _ATTENTION_UNITS:
+                    types.add(nn.MultiheadAttention)
+                    blocks = math.lcm(blocks, getattr(mod, _ATTENTION_UNITS[type(mod).__name__][2]))
                 if isinstance(mod, nn.Conv2d) and mod.groups > 1 and mod.groups == mod.in_channels:
                     types.add("dw")
+                if _is_grouped_conv(mod):
+                    blocks = math.lcm(blocks, mod.groups)
+                    if [int(getattr(i, "idx", i)) for i in item.idxs] != list(range(width)):
+                        frozen = frozen or f"grouped conv {self._name_of[mod]!r} is reached through an index map"
             elif "Add" in str(dep.target):
                 has_add = True
+            elif mod in self._uncertain_splits:
+                frozen = frozen or "channels pass through a chunk/split whose consumer order is not recorded"
+            elif "_ChannelMixer" in str(dep.target) or "_ChannelMixer" in repr(getattr(mod, "type", "")):
+                frozen = frozen or "channels pass through a channel shuffle (interleaved across concat halves)"
         if not members:
             return None
         root = g[0].dep.target.module
         name = self._name_of[root]
-        width = len(g[0].idxs)
         if nn.MultiheadAttention in types:
             kind = "embed"
         elif has_add:
@@ -182,9 +401,12 @@ class ChannelGraph:
         else:
             kind = "conv"
         members = tuple(dict.fromkeys(members))
-        prunable = width > 1 and width % blocks == 0
+        if not frozen and width % blocks:
+            frozen = f"width {width} does not split into {blocks} equal blocks (heads / conv groups)"
+        if not frozen and width <= 1:
+            frozen = "width 1"
         return ChannelGroup(name=name, width=width, kind=kind, members=members, blocks=blocks,
-                            prunable=prunable, reason="" if prunable else "width not divisible into blocks")
+                            prunable=not frozen, reason=frozen)
 
     # ------------------------------------------------------------------ queries
     def group(self, name: str) -> ChannelGroup:
@@ -215,7 +437,7 @@ class ChannelGraph:
         for g in self.groups:
             for m in g.members:
                 gin, gout = res.get(m.module, (None, None))
-                if m.type == "MultiheadAttention":
+                if m.type == "MultiheadAttention" or m.type in _ATTENTION_UNITS:
                     gin = gout = g
                 elif m.side == "in":
                     gin = g
@@ -248,7 +470,12 @@ class ChannelGraph:
                 continue
             if not g.prunable:
                 raise PlanMismatchError(f"group {name!r} cannot be pruned ({g.reason})")
-            self.tp_group(name, remove).prune()
+            group = self.tp_group(name, remove)
+            for k, item in enumerate(group):
+                dep = item.dep
+                if _is_grouped_conv(dep.target.module) and dep.handler in self._dg._in_channel_pruning_fn:
+                    group[k] = type(item)(dep=_GroupedConvIn(dep), idxs=item.idxs)
+            group.prune()
         self._stale = True
         fix_width_attributes(self.model)
         return self.model

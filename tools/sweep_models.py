@@ -1,0 +1,199 @@
+"""Sweep: prune every torchvision classifier 50% (uniform, l1), run it, export it, check ONNX Runtime.
+
+For each model: build (random init), trace channel groups, prune 50% uniform with the l1 criterion,
+run the pruned model forward (output shape must match the original), export to ONNX with
+:func:`hwprune.export.export_onnx` and check ONNX Runtime against PyTorch. Each model runs in its
+own subprocess (memory is returned between models; a crash is a failure row, not a dead sweep).
+
+    nice -n 15 python tools/sweep_models.py --input-size 64 --json sweep.json --markdown docs/models.md
+    nice -n 15 python tools/sweep_models.py --models resnet18,swin_t --input-size 64
+
+Input sizes: ``--input-size`` for every model, except where the architecture fixes it: MaxViT is
+built for 224 (its partition grid is fixed at construction), Inception v3 needs at least 75, and
+ViTs are built with ``image_size`` set to the sweep size rounded up to their patch size (same
+architecture, a shorter position embedding) unless ``--native-vit`` asks for 224.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MD_BEGIN, MD_END = "<!-- sweep:begin -->", "<!-- sweep:end -->"
+
+
+def sweep_setting(name: str, size: int, native_vit: bool = False) -> tuple[int, dict]:
+    """(input size, constructor kwargs) used for ``name`` at sweep size ``size``."""
+    if name.startswith("maxvit"):
+        return 224, {}
+    if name.startswith("inception"):
+        return max(size, 75), {}
+    if name.startswith("vit_"):
+        if native_vit:
+            return 224, {}
+        patch = int(name.rsplit("_", 1)[-1])
+        s = -(-size // patch) * patch
+        return s, {"image_size": s}
+    return size, {}
+
+
+def check_one(name: str, size: int, kwargs: dict, ratio: float = 0.5, criterion: str = "l1") -> dict:
+    """Prune one model and check forward, shape, ONNX export and ORT parity; returns a result row."""
+    import torch
+
+    from hwprune.counting import summarize
+    from hwprune.export import export_onnx
+    from hwprune.models import load_model
+    from hwprune.prune import PruneConfig, make_context, prune
+
+    torch.set_num_threads(int(os.environ.get("SWEEP_THREADS", "2")))
+    row: dict = {"model": name, "input_size": size, "kwargs": kwargs, "status": "fail", "stage": "build", "error": ""}
+    t0 = time.perf_counter()
+    try:
+        loaded = load_model(name, kwargs=kwargs or None)
+        row["stage"] = "graph"
+        cfg = PruneConfig(strategy="uniform", ratio=ratio, criterion=criterion, input_size=size)
+        row["stage"] = "prune"
+        res = prune(loaded, cfg)
+        graph = make_context(loaded, cfg).graph
+        row["groups"] = len(graph.groups)
+        row["prunable"] = len(graph.prunable)
+        row["frozen"] = {g.name: g.reason for g in graph.groups if not g.prunable}
+        x = torch.randn(1, 3, size, size)
+        b, a = summarize(loaded.model, x), summarize(res.model, x)
+        row.update(flops_before=b["flops"], flops_after=a["flops"], params_before=b["params"], params_after=a["params"])
+        row["stage"] = "forward"
+        with torch.no_grad():
+            y0, y1 = loaded.model(x), res.model(x)
+        if tuple(y0.shape) != tuple(y1.shape):
+            raise RuntimeError(f"output shape {tuple(y1.shape)} != original {tuple(y0.shape)}")
+        if not torch.isfinite(y1).all():
+            raise RuntimeError("pruned model output is not finite")
+        row["stage"] = "onnx"
+        with tempfile.TemporaryDirectory() as d:
+            parity = export_onnx(res.model, x, os.path.join(d, "m.onnx"))
+        row["parity_max_abs"] = parity.max_abs
+        row["status"], row["stage"] = "ok", "done"
+    except Exception as e:  # a row per failure, with where and why
+        row["error"] = f"{type(e).__name__}: {str(e)[:400]}"
+        row["traceback"] = traceback.format_exc()[-2000:]
+    row["seconds"] = round(time.perf_counter() - t0, 1)
+    return row
+
+
+def _run_isolated(name: str, size: int, kwargs: dict, timeout: int) -> dict:
+    cmd = [sys.executable, os.path.abspath(__file__), "--_one", name, "--_size", str(size),
+           "--_kwargs", json.dumps(kwargs)]
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    except subprocess.TimeoutExpired:
+        return {"model": name, "input_size": size, "kwargs": kwargs, "status": "fail", "stage": "timeout",
+                "error": f"timed out after {timeout} s"}
+    for line in reversed(p.stdout.splitlines()):
+        if line.startswith("{"):
+            return json.loads(line)
+    return {"model": name, "input_size": size, "kwargs": kwargs, "status": "fail", "stage": "crash",
+            "error": f"worker exited {p.returncode}: {p.stderr.strip()[-400:]}"}
+
+
+def _fmt_m(v) -> str:
+    return "-" if v is None else f"{v / 1e6:.1f}"
+
+
+def _fmt_g(v) -> str:
+    return "-" if v is None else f"{v / 1e9:.2f}"
+
+
+def markdown_table(rows: list[dict]) -> str:
+    ok = sum(r["status"] == "ok" for r in rows)
+    lines = [f"**{ok} / {len(rows)} models pass** (50% uniform, l1; forward, output shape, ONNX export, "
+             "ONNX Runtime parity).", "",
+             "| model | input | groups | prunable | GFLOPs before → after | M params before → after | status | note |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        note = r.get("error", "") if r["status"] != "ok" else ""
+        frozen = r.get("frozen") or {}
+        if r["status"] == "ok" and frozen:
+            reasons = sorted({v.split(":")[0] for v in frozen.values()})
+            note = f"{len(frozen)} frozen ({'; '.join(reasons)})"
+        size = f"{r['input_size']}" + (" (image_size)" if r.get("kwargs", {}).get("image_size") else "")
+        note = note.replace("|", "/").replace("\n", " ")
+        lines.append(f"| {r['model']} | {size} | {r.get('groups', '-')} | {r.get('prunable', '-')} | "
+                     f"{_fmt_g(r.get('flops_before'))} → {_fmt_g(r.get('flops_after'))} | "
+                     f"{_fmt_m(r.get('params_before'))} → {_fmt_m(r.get('params_after'))} | {r['status']} | {note} |")
+    return "\n".join(lines)
+
+
+def write_markdown_section(path: str, table: str) -> None:
+    """Replace the text between the sweep markers in ``path`` (create the section if missing)."""
+    text = open(path).read() if os.path.exists(path) else ""
+    block = f"{MD_BEGIN}\n{table}\n{MD_END}"
+    if MD_BEGIN in text and MD_END in text:
+        text = re.sub(re.escape(MD_BEGIN) + ".*?" + re.escape(MD_END), lambda _: block, text, flags=re.S)
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    from hwprune.jsonio import atomic_write_bytes
+
+    atomic_write_bytes(path, text.encode())
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--models", help="comma-separated names (default: every torchvision classifier)")
+    ap.add_argument("--skip", default="", help="comma-separated names to leave out")
+    ap.add_argument("--input-size", type=int, default=64)
+    ap.add_argument("--native-vit", action="store_true", help="ViTs at 224 instead of image_size=input size")
+    ap.add_argument("--timeout", type=int, default=1800, help="seconds per model")
+    ap.add_argument("--json", help="write the rows as JSON (merged with rows already in the file)")
+    ap.add_argument("--markdown", help="replace the sweep section of this markdown file with the table")
+    ap.add_argument("--_one", help=argparse.SUPPRESS)
+    ap.add_argument("--_size", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--_kwargs", default="{}", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+
+    if args._one:
+        print(json.dumps(check_one(args._one, args._size, json.loads(args._kwargs))))
+        return 0
+
+    from tqdm import tqdm
+
+    from hwprune.models import torchvision_classifiers
+
+    names = args.models.split(",") if args.models else torchvision_classifiers()
+    names = [n for n in names if n not in set(args.skip.split(","))]
+    rows = []
+    print(f"{'model':<22} {'input':>5} {'groups':>6} {'prun':>5} {'GFLOPs':>15} {'Mparams':>15} {'status':<6} error",
+          flush=True)
+    for name in tqdm(names, desc="sweep", file=sys.stderr):
+        size, kw = sweep_setting(name, args.input_size, args.native_vit)
+        r = _run_isolated(name, size, kw, args.timeout)
+        rows.append(r)
+        print(f"{name:<22} {size:>5} {r.get('groups', '-'):>6} {r.get('prunable', '-'):>5} "
+              f"{_fmt_g(r.get('flops_before')):>7}->{_fmt_g(r.get('flops_after')):<7} "
+              f"{_fmt_m(r.get('params_before')):>7}->{_fmt_m(r.get('params_after')):<7} "
+              f"{r['status']:<6} {r.get('error', '')[:200]}", flush=True)
+    ok = sum(r["status"] == "ok" for r in rows)
+    print(f"\n{ok} / {len(rows)} ok")
+    if args.json:
+        from hwprune.jsonio import write_json
+
+        merged = {}
+        if os.path.exists(args.json):
+            merged = {r["model"]: r for r in json.load(open(args.json))}
+        merged.update({r["model"]: r for r in rows})
+        write_json(args.json, sorted(merged.values(), key=lambda r: r["model"]))
+        rows = sorted(merged.values(), key=lambda r: r["model"])
+    if args.markdown:
+        write_markdown_section(args.markdown, markdown_table(rows))
+    return 0 if ok == len(rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
