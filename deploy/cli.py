@@ -35,6 +35,8 @@ def main(argv=None) -> int:
     m.add_argument("--out", required=True, help="result JSON to write")
     m.add_argument("--threads", type=int, default=2, help="intra-op threads (default 2)")
     m.add_argument("--backend", default="ort-cpu", choices=["ort-cpu", "tensorrt"])
+    m.add_argument("--repeats", type=int, help="repeats per model (default: the house protocol)")
+    m.add_argument("--min-repeat-ms", type=float, help="shortest repeat in ms (default: the house protocol)")
     m.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     if args.command != "measure":
@@ -43,10 +45,14 @@ def main(argv=None) -> int:
     if not os.path.isfile(args.bundle):
         print(f"hwprune-deploy: error: bundle {args.bundle!r} does not exist", file=sys.stderr)
         return 2
-    from .runner import measure_bundle
+    from dataclasses import replace
 
+    from .runner import MODEL_PROTOCOL, UNIT_PROTOCOL, measure_bundle
+
+    over = {k: v for k, v in (("repeats", args.repeats), ("min_repeat_ms", args.min_repeat_ms)) if v is not None}
     try:
-        res = measure_bundle(args.bundle, threads=args.threads, backend=args.backend, progress=not args.no_progress)
+        res = measure_bundle(args.bundle, threads=args.threads, backend=args.backend, progress=not args.no_progress,
+                             unit_protocol=replace(UNIT_PROTOCOL, **over), model_protocol=replace(MODEL_PROTOCOL, **over))
     except (KeyError, ValueError, OSError) as e:
         print(f"hwprune-deploy: error: cannot measure {args.bundle!r}: {e}", file=sys.stderr)
         return 2

@@ -1,13 +1,88 @@
-"""``hwprune profile``: build a per-layer latency table on a device (placeholder until issue #3 lands)."""
+"""``hwprune profile``: measure a model's units on a device into a latency table (issue #3)."""
 from __future__ import annotations
 
-from ..errors import HwpruneError
+import os
+import time
+
+from .common import add_grid_args, add_model_args, load_from_args
 
 
 def register(sub) -> None:
-    p = sub.add_parser("profile", help="build a per-layer latency table on a device")
+    p = sub.add_parser("profile", help="build a per-layer latency table on a device",
+                       description="Measure the fused units (conv+bn+act, conv+bn+add+act, depthwise, linear) of a "
+                                   "model on a backend into a latency table (default latency_tables/<device>-<backend>-"
+                                   "<precision>-b<batch>.json; an existing table is extended). With --bundle, write "
+                                   "ONNX micro-models for a device without PyTorch instead; read its result back "
+                                   "with --from-bundle-result.")
+    add_model_args(p, default="")
+    add_grid_args(p)
+    g = p.add_argument_group("profiling")
+    g.add_argument("--backend", default="ort-cpu",
+                   help="ort-cpu | torch-cpu | torch-cuda | tensorrt | tensorrt-sparse (default ort-cpu)")
+    g.add_argument("--threads", type=int, default=2, help="intra-op threads, pinned and recorded (default 2)")
+    g.add_argument("--precision", default="fp32", help="fp32 | fp16 | bf16 | int8 (GPU backends)")
+    g.add_argument("--out", help="table file to write/extend (default: latency_tables/<device>-<backend>-...json)")
+    g.add_argument("--resume", action="store_true", help="continue an interrupted profile (finished units are kept)")
+    g.add_argument("--calib-variants", type=int, default=6,
+                   help="extra random pruned variants measured end to end to calibrate the table (default 6)")
+    g.add_argument("--plot", metavar="DIR", help="write latency-vs-width PNGs (the staircase) per unit to DIR")
+    g.add_argument("--bundle", metavar="ZIP", help="write a device bundle (ONNX micro-models + manifest) instead")
+    g.add_argument("--from-bundle-result", metavar="JSON", help="read a `hwprune-deploy measure` result into a table")
+    g.add_argument("--quick", action="store_true",
+                   help="coarse, fast profile (2-3 points per axis, short protocol) for smoke tests")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    raise HwpruneError("'hwprune profile' is not implemented yet (issue #3)")
+    from ..errors import ConfigError
+    from ..latency import ProfileConfig, profile
+
+    t0 = time.perf_counter()
+    if args.from_bundle_result:
+        from ..latency.bundle import read_bundle_result
+
+        path = read_bundle_result(args.from_bundle_result, out=args.out)
+        print(f"latency table written to {path} (from {args.from_bundle_result})")
+        _maybe_plot(args, path)
+        return 0
+    if not args.model:
+        raise ConfigError("--model is required (e.g. --model resnet50), unless --from-bundle-result is given")
+    make = ProfileConfig.quick if args.quick else ProfileConfig
+    config = make(backend=args.backend, threads=args.threads, batch=args.batch, input_size=args.input_size,
+                           precision=args.precision, align=args.align, min_width=args.min_width, out=args.out,
+                           resume=args.resume, ignore=tuple(args.ignore),
+                  **({} if args.quick else {"calib_variants": args.calib_variants}))
+    loaded = load_from_args(args)
+    if args.bundle:
+        from ..latency.bundle import write_bundle
+
+        man = write_bundle(loaded, config, args.bundle, points_per_axis=2 if args.quick else 6)
+        n = sum(len(f["points"]) for f in man["families"].values())
+        print(f"bundle written to {args.bundle}: {len(man['families'])} units, {n} micro-models, "
+              f"{len(man['models'])} whole models ({time.perf_counter() - t0:.1f} s)")
+        print(f"on the device: python -m hwprune_deploy.cli measure {os.path.basename(args.bundle)} --out result.json "
+              f"--threads {args.threads}")
+        print("then here:     hwprune profile --from-bundle-result result.json")
+        return 0
+    path = profile(loaded, config, progress=not args.no_progress)
+    dt = time.perf_counter() - t0
+    from ..latency import LatencyTable
+
+    t = LatencyTable.load(path, check_device=False)
+    rec = [r for r in t.models.values() if r.get("spec") == loaded.model_id.get("spec")][-1]
+    print(f"latency table written to {path}")
+    print(f"profiled {rec['spec']} at {'x'.join(map(str, rec['input_shape']))} on {t.backend} "
+          f"({args.threads} threads) in {dt:.1f} s: {len(rec['units'])} units, {rec.get('points_measured', 0)} points "
+          f"measured; full model {rec['full_ms']:.3f} ms, units {rec['units_full_ms']:.3f} ms, "
+          f"calibration a={rec['calibration']['a']:.3f} b={rec['calibration']['b']:.3f} ms")
+    _maybe_plot(args, path)
+    return 0
+
+
+def _maybe_plot(args, path: str) -> None:
+    if args.plot:
+        from ..latency.plots import plot_table
+
+        files = plot_table(path, args.plot)
+        print(f"wrote {len(files)} plots to {args.plot}")

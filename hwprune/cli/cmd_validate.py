@@ -1,13 +1,43 @@
-"""``hwprune validate``: check a latency table against end-to-end measurements (placeholder until issue #3 lands)."""
+"""``hwprune validate``: predicted vs measured latency on random pruned variants (issue #3)."""
 from __future__ import annotations
 
-from ..errors import HwpruneError
+from .common import add_model_args, load_from_args
 
 
 def register(sub) -> None:
-    p = sub.add_parser("validate", help="check a latency table against end-to-end measurements")
+    p = sub.add_parser("validate", help="check a latency table against measured pruned variants",
+                       description="Draw N random pruned variants of the model, predict each from the table, "
+                                   "measure each end to end on the table's backend, and print the errors.")
+    add_model_args(p)
+    p.add_argument("--table", required=True, help="latency table JSON (from `hwprune profile`)")
+    p.add_argument("--samples", type=int, default=30, help="random variants to draw (default 30)")
+    p.add_argument("--seed", type=int, default=0, help="random seed of the variants (default 0)")
+    p.add_argument("--align", type=int, default=8, help="width grid (default 8)")
+    p.add_argument("--min-width", type=int, default=8, help="smallest width per group (default 8)")
+    p.add_argument("--json", help="write the full result (per-variant widths and errors) here")
+    p.add_argument("--plot", metavar="DIR", help="write a predicted-vs-measured scatter PNG to DIR")
+    p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    raise HwpruneError("'hwprune validate' is not implemented yet (issue #3)")
+    from ..jsonio import write_json
+    from ..latency import validate
+
+    loaded = load_from_args(args)
+    r = validate(loaded, args.table, samples=args.samples, seed=args.seed, align=args.align,
+                 min_width=args.min_width, progress=not args.no_progress, input_size=args.input_size)
+    print(f"{'variant':>7} {'predicted ms':>13} {'measured ms':>12} {'error':>8}")
+    for v in r.variants:
+        print(f"{v['index']:>7} {v['predicted_ms']:>13.3f} {v['measured_ms']:>12.3f} {100 * v['error']:>7.1f}%")
+    print(f"{r.model} on {r.backend}, {len(r.variants)} variants: median |error| {100 * r.median_abs_error:.1f}%, "
+          f"within +-5%: {100 * r.share_within(0.05):.0f}%, within +-10%: {100 * r.share_within(0.10):.0f}%, "
+          f"max |error| {100 * r.max_abs_error:.1f}%")
+    if args.json:
+        write_json(args.json, r.to_dict())
+        print(f"wrote {args.json}")
+    if args.plot:
+        from ..latency.plots import plot_validation
+
+        print(f"wrote {plot_validation(r.to_dict(), args.plot)}")
+    return 0

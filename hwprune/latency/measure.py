@@ -26,8 +26,11 @@ ONNX_BACKENDS = ("ort-cpu", "tensorrt", "tensorrt-sparse")
 class Measurer:
     """Times units and models on one backend with the house protocol."""
 
-    def __init__(self, backend: str, threads: int = 2, precision: str = "fp32"):
+    def __init__(self, backend: str, threads: int = 2, precision: str = "fp32", unit_protocol=None,
+                 model_protocol=None):
         self.backend, self.threads, self.precision = backend, threads, precision
+        self.unit_protocol = unit_protocol or UNIT_PROTOCOL
+        self.model_protocol = model_protocol or MODEL_PROTOCOL
         if backend == "ort-cpu":
             if precision != "fp32":
                 raise ConfigError(f"precision {precision!r} is not supported on ort-cpu; use fp32")
@@ -58,29 +61,28 @@ class Measurer:
             return 0.0
         from hwprune_deploy.runner import timing_ms
 
-        return timing_ms(measure_onnx_set({"o": overhead_onnx()}, self.factory, UNIT_PROTOCOL)["o"])
+        return timing_ms(measure_onnx_set({"o": overhead_onnx()}, self.factory, self.unit_protocol)["o"])
 
     def units(self, fam: UnitFamily, points: list[tuple[int, int]]) -> dict[tuple[int, int], Timing]:
         """Interleaved timing of ``fam`` at each (cin, cout) point."""
         if self.factory is not None:
             models = {f"{a},{b}": unit_onnx(fam, a, b, sparse24=self.sparse) for a, b in points}
-            t = measure_onnx_set(models, self.factory, UNIT_PROTOCOL)
+            t = measure_onnx_set(models, self.factory, self.unit_protocol)
             return {p: t[f"{p[0]},{p[1]}"] for p in points}
         fns = {}
         for a, b in points:
             mod, inputs = unit_module(fam, a, b)
             fns[(a, b)] = self.torch_backend.runner(mod, inputs if len(inputs) > 1 else inputs[0])
-        proto = UNIT_PROTOCOL
-        return measure_interleaved(fns, proto)
+        return measure_interleaved(fns, self.unit_protocol)
 
     def models(self, models: Mapping[str, torch.nn.Module], x: torch.Tensor) -> dict[str, Timing]:
         """Interleaved end-to-end timing of whole models (as deployed: ONNX for ORT/TensorRT)."""
         if self.factory is not None:
             from ..export import onnx_bytes
 
-            return measure_onnx_set({k: onnx_bytes(m, x) for k, m in models.items()}, self.factory, MODEL_PROTOCOL,
+            return measure_onnx_set({k: onnx_bytes(m, x) for k, m in models.items()}, self.factory, self.model_protocol,
                                     chunk=6)
-        return measure_interleaved({k: self.torch_backend.runner(m, x) for k, m in models.items()}, MODEL_PROTOCOL)
+        return measure_interleaved({k: self.torch_backend.runner(m, x) for k, m in models.items()}, self.model_protocol)
 
 
 def random_widths(groups, rng: np.random.Generator, align: int, min_width: int) -> dict[str, int]:

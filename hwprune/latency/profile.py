@@ -22,7 +22,8 @@ import torch
 from ..errors import ConfigError, TableError
 from ..graph import ChannelGraph
 from ..models import LoadedModel
-from hwprune_deploy.runner import timing_ms
+from hwprune_deploy.runner import MODEL_PROTOCOL, UNIT_PROTOCOL, timing_ms
+from hwprune_deploy.timing import Protocol
 
 from .measure import Measurer, build_variant, random_widths
 from .sampling import midpoints, needs_refinement, spread_points
@@ -54,7 +55,18 @@ class ProfileConfig:
     calib_seed: int = 10_000
     ignore: tuple[str, ...] = ()
     checkpoint_every: int = 1  # families between atomic checkpoints
+    unit_protocol: Optional[Protocol] = None  # default hwprune_deploy.runner.UNIT_PROTOCOL
+    model_protocol: Optional[Protocol] = None  # default hwprune_deploy.runner.MODEL_PROTOCOL
     options: dict = field(default_factory=dict)
+
+    @classmethod
+    def quick(cls, **kw) -> "ProfileConfig":
+        """A coarse, fast profile (tests, smoke runs): 2-3 points per axis, short protocol."""
+        base = dict(points_per_axis=2, max_points_per_axis=3, calib_variants=0,
+                    unit_protocol=Protocol(warmup=1, repeats=3, min_repeat_ms=0.2, statistic="p10"),
+                    model_protocol=Protocol(warmup=1, repeats=3, min_repeat_ms=0.5, statistic="p10"))
+        base.update(kw)
+        return cls(**base)
 
     def __post_init__(self):
         if self.backend not in BACKEND_CHOICES:
@@ -188,7 +200,7 @@ def _measure_family(table: LatencyTable, fam_spec, cands: tuple[set, set], meas:
 def profile(loaded: LoadedModel, config: ProfileConfig, progress: bool = True) -> str:
     """Profile ``loaded`` into a table (extending an existing one); returns the table path."""
     t_start = time.perf_counter()
-    meas = Measurer(config.backend, config.threads, config.precision)
+    meas = Measurer(config.backend, config.threads, config.precision, config.unit_protocol, config.model_protocol)
     fp = meas.fingerprint()
     path = config.out or os.path.join(TABLE_DIR, default_table_name(fp, config.backend, config.precision, config.batch))
     x = example_input(loaded, config)
@@ -205,11 +217,9 @@ def profile(loaded: LoadedModel, config: ProfileConfig, progress: bool = True) -
             raise TableError(f"table {path!r} holds an interrupted profile of {table.in_progress.get('spec')!r}; "
                              "continue it with --resume (finished units are kept) or delete the file")
     else:
-        from hwprune_deploy.runner import MODEL_PROTOCOL, UNIT_PROTOCOL
-
         table = LatencyTable(fp, config.backend, config.precision, config.batch,
-                             {"unit": {**UNIT_PROTOCOL.to_dict(), "interleaved": "per family"},
-                              "model": MODEL_PROTOCOL.to_dict(), "statistic": "median",
+                             {"unit": {**(config.unit_protocol or UNIT_PROTOCOL).to_dict(), "interleaved": "per family"},
+                              "model": (config.model_protocol or MODEL_PROTOCOL).to_dict(), "statistic": "p10",
                               "spread": "iqr per point", "align": config.align, "min_width": config.min_width})
     prior_seconds = float((table.in_progress or {}).get("seconds", 0.0)) if config.resume else 0.0
     table.in_progress = {"spec": spec, "model_key": key, "seconds": prior_seconds}

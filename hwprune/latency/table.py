@@ -214,7 +214,9 @@ class LatencyTable:
 
     def cost_model(self, graph) -> "TableCostModel":
         """A :class:`hwprune.cost.CostModel` in ms for ``graph`` (raises TableError if not covered)."""
-        rec = self.record_for(graph)
+        return self.cost_model_for_record(self.record_for(graph))
+
+    def cost_model_for_record(self, rec: dict) -> "TableCostModel":
         units = []
         for u in rec["units"]:
             fam = self.families.get(u["family"])

@@ -56,7 +56,7 @@ class ValidationResult:
 
 def validate(loaded: LoadedModel, table_path: str, samples: int = 30, seed: int = 0, align: int = 8,
              min_width: int = 8, progress: bool = True, input_size: Optional[int] = None, threads: Optional[int] = None,
-             chunk: int = 5) -> ValidationResult:
+             chunk: int = 5, protocol=None) -> ValidationResult:
     """Predict vs measure ``samples`` random pruned variants of ``loaded`` (see module doc)."""
     import time
 
@@ -71,7 +71,8 @@ def validate(loaded: LoadedModel, table_path: str, samples: int = 30, seed: int 
     x = torch.randn(table.batch, 3, input_size, input_size, generator=torch.Generator().manual_seed(0))
     graph = ChannelGraph(loaded.model, x)
     cm = table.cost_model(graph)
-    meas = Measurer(table.backend, threads or int(table.device.get("threads", 2)), table.precision)
+    meas = Measurer(table.backend, threads or int(table.device.get("threads", 2)), table.precision,
+                    model_protocol=protocol)
     rng = np.random.default_rng(seed)
     widths = [random_widths(graph.groups, rng, align, min_width) for _ in range(samples)]
     res = ValidationResult(str(spec), table_path, table.backend, list(x.shape))

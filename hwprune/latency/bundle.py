@@ -1,0 +1,141 @@
+"""Profiling a device that has no PyTorch: write a bundle, measure it there, read it back.
+
+    hwprune profile --model resnet50 --bundle rn50.zip            # host (torch)
+    hwprune-deploy measure rn50.zip --out result.json --threads 2  # device (numpy + onnxruntime)
+    hwprune profile --from-bundle-result result.json               # host: -> latency_tables/...
+
+The bundle holds every unit micro-model at its grid points (ONNX), a trivial model for the
+runtime's per-call overhead, the full model and a few calibration variants (weights replaced by
+a repeated pattern, so the zip compresses), and a manifest saying what each file is. There is no
+round trip to the device, so the grid cannot be refined adaptively: a denser fixed grid is used.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+import zipfile
+
+import numpy as np
+
+from ..errors import TableError
+from ..graph import ChannelGraph
+from ..jsonio import atomic_write_bytes
+from ..models import LoadedModel
+from .micro import overhead_onnx, patternize_onnx, unit_onnx
+from .profile import TABLE_DIR, ProfileConfig, axis_candidates, example_input, fit_calibration
+from .sampling import spread_points
+from .table import Family, LatencyTable, default_table_name, now
+from .units import extract_units, model_key
+
+BUNDLE_FORMAT = "hwprune-bundle"
+
+
+def write_bundle(loaded: LoadedModel, config: ProfileConfig, path: str, points_per_axis: int = 6) -> dict:
+    """Write ``path`` (zip); returns the manifest."""
+    from ..export import onnx_bytes
+    from .measure import build_variant, random_widths
+
+    x = example_input(loaded, config)
+    graph = ChannelGraph(loaded.model, x, ignore=config.ignore)
+    units = extract_units(graph, dtype=config.precision)
+    cands = axis_candidates(units, graph, config)
+    files: dict[str, bytes] = {}
+    families = {}
+    sparse = config.backend.endswith("sparse")
+    for u in units:
+        fk = u.family.key
+        if fk in families:
+            continue
+        cin_c, cout_c = sorted(cands[fk][0]), sorted(cands[fk][1])
+        if u.family.tied:
+            cins = couts = spread_points(sorted(set(cin_c) | set(cout_c)), points_per_axis)
+            pts = [(c, c) for c in cins]
+        else:
+            cins, couts = spread_points(cin_c, points_per_axis), spread_points(cout_c, points_per_axis)
+            pts = [(a, b) for a in cins for b in couts]
+        plist = []
+        for i, (a, b) in enumerate(pts):
+            name = f"units/{len(families):03d}/{a}x{b}.onnx"
+            files[name] = unit_onnx(u.family, a, b, sparse24=sparse)
+            plist.append({"cin": a, "cout": b, "file": name})
+        families[fk] = {"spec": u.family.to_dict(), "cins": cins, "couts": couts, "points": plist}
+    rng = np.random.default_rng(config.calib_seed)
+    variants = {"full": {}}
+    for i in range(config.calib_variants):
+        variants[f"calib{i}"] = random_widths(graph.groups, rng, config.align, config.min_width)
+    models = {"overhead": {"file": "models/overhead.onnx", "role": "overhead"}}
+    files["models/overhead.onnx"] = overhead_onnx()
+    for k, w in variants.items():
+        m = loaded.model if not w else build_variant(loaded.model, x, w)
+        files[f"models/{k}.onnx"] = patternize_onnx(onnx_bytes(m, x))
+        models[k] = {"file": f"models/{k}.onnx", "role": "full" if k == "full" else "calibration", "widths": w}
+    manifest = {"format": BUNDLE_FORMAT, "version": 1, "backend": config.backend, "precision": config.precision,
+                "batch": config.batch, "threads": config.threads, "align": config.align,
+                "min_width": config.min_width, "created": now(), "families": families, "models": models,
+                "model": {"spec": loaded.model_id.get("spec"), "model_id": loaded.model_id, "model_key": model_key(graph),
+                          "input_shape": list(x.shape), "units": [u.to_dict() for u in units]}}
+    tmp = path + ".partial"
+    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("manifest.json", json.dumps(manifest, indent=1))
+        for name, data in files.items():
+            zf.writestr(name, data)
+    os.replace(tmp, path)
+    return manifest
+
+
+def read_bundle_result(result_path: str, out: str | None = None) -> str:
+    """Turn a device-side result file into (or into an extension of) a latency table; returns its path."""
+    try:
+        with open(result_path) as f:
+            res = json.load(f)
+        manifest, results, fp = res["manifest"], res["results"], res["fingerprint"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise TableError(f"{result_path!r} is not a readable bundle result ({e}); produce it with "
+                         "`hwprune-deploy measure bundle.zip --out result.json`") from None
+    if res.get("format") != "hwprune-bundle-result":
+        raise TableError(f"{result_path!r} is not an hwprune bundle result (format={res.get('format')!r})")
+    backend, precision, batch = manifest["backend"], manifest["precision"], manifest["batch"]
+    path = out or os.path.join(TABLE_DIR, default_table_name(fp, backend, precision, batch))
+    if os.path.exists(path):
+        table = LatencyTable.load(path, check_device=False)
+        if table.device.get("cpu") != fp.get("cpu") or table.device.get("gpu") != fp.get("gpu"):
+            raise TableError(f"table {path!r} was measured on another device; pass a different --out")
+    else:
+        table = LatencyTable(fp, backend, precision, batch,
+                             {"unit": res["unit_protocol"], "model": res["model_protocol"], "statistic": "p10",
+                              "interleaved": "per family", "source": "bundle", "align": manifest["align"],
+                              "min_width": manifest["min_width"]})
+    stat = lambda t: float(t["p10_ms"])  # noqa: E731  (the runner's statistic)
+    overhead = stat(results[manifest["models"]["overhead"]["file"]])
+    for fk, fd in manifest["families"].items():
+        fam = table.families.get(fk)
+        from .units import UnitFamily
+
+        if fam is None:
+            fam = table.families[fk] = Family(UnitFamily.from_dict(fd["spec"]), [], [], {}, {}, {})
+        for p in fd["points"]:
+            k = f"{p['cin']},{p['cout']}"
+            if k not in fam.points:
+                t = results[p["file"]]
+                fam.points[k], fam.iqr[k], fam.measured_at[k] = max(stat(t) - overhead, 1e-4), float(t["iqr_ms"]), now()
+        fam.cins = sorted(set(fam.cins) | set(fd["cins"]))
+        fam.couts = sorted(set(fam.couts) | set(fd["couts"]))
+        if not fam.grid_complete():  # a grid merged from different bundles: keep only the bundle's axes
+            fam.cins, fam.couts = list(fd["cins"]), list(fd["couts"])
+    mi = manifest["model"]
+    rec = {"spec": mi["spec"], "model_id": mi["model_id"], "input_shape": mi["input_shape"], "units": mi["units"]}
+    table.models[mi["model_key"]] = rec
+    cm = table.cost_model_for_record(rec)
+    cm.a, cm.b = 1.0, 0.0
+    variants = {k: m.get("widths", {}) for k, m in manifest["models"].items() if m["role"] != "overhead"}
+    sums = {k: cm.units_sum(w) for k, w in variants.items()}
+    measured = {k: stat(results[manifest["models"][k]["file"]]) for k in variants}
+    rec.update(full_ms=measured["full"], units_full_ms=sums["full"], remainder_ms=measured["full"] - sums["full"],
+               run_overhead_ms=overhead, profile_seconds=round(float(res.get("seconds", 0.0)), 1),
+               source="bundle")
+    rec["calibration"] = fit_calibration(sums, measured)
+    table.history.append({"spec": mi["spec"], "model_key": mi["model_key"], "seconds": rec["profile_seconds"],
+                          "when": now(), "source": "bundle"})
+    table.save(path)
+    return path

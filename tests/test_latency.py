@@ -1,0 +1,172 @@
+"""Latency tables: real ORT measurements of a tiny model, file round trip, errors, cost model."""
+import json
+import os
+import warnings
+
+import pytest
+import torch
+
+from hwprune.errors import TableError
+from hwprune.graph import ChannelGraph
+from hwprune.latency import LatencyTable, ProfileConfig, TableMismatchWarning, profile, validate
+from hwprune.latency.sampling import bilinear, interp1, spread_points
+from hwprune.latency.table import Family
+from hwprune.latency.units import UnitFamily, extract_units
+from hwprune.models import load_model
+
+TINY = {"width": 8, "depth": 1}
+
+
+def tiny():
+    return load_model("tiny_resnet", kwargs=TINY)
+
+
+@pytest.fixture(scope="module")
+def table_path(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("lat") / "t.json")
+    return profile(tiny(), ProfileConfig.quick(input_size=16, out=out, calib_variants=2), progress=False)
+
+
+def graph_of(loaded, size=16):
+    return ChannelGraph(loaded.model, torch.randn(1, 3, size, size))
+
+
+def test_interpolation_exact_on_grid_points():
+    fam = Family(UnitFamily("conv", 8, 8), [8, 24, 64], [16, 32], {}, {}, {})
+    vals = {}
+    for i, a in enumerate(fam.cins):
+        for j, b in enumerate(fam.couts):
+            vals[(a, b)] = 0.1 + i * 0.7 + j * 0.3 + (0.05 if (i, j) == (1, 1) else 0.0)  # a staircase bump
+            fam.points[f"{a},{b}"] = vals[(a, b)]
+    for (a, b), v in vals.items():
+        assert fam.predict(a, b) == pytest.approx(v, abs=1e-12)
+    mid = fam.predict(16, 24)  # between grid points: inside the four neighbours' range
+    corners = [vals[(8, 16)], vals[(8, 32)], vals[(24, 16)], vals[(24, 32)]]
+    assert min(corners) <= mid <= max(corners)
+    assert interp1([8, 16], [1.0, 3.0], 12) == pytest.approx(2.0)
+    assert bilinear([8], [8], lambda a, b: 5.0, 8, 8) == 5.0
+    assert spread_points(range(8, 72, 8), 4) == [8, 24, 48, 64]
+
+
+def test_units_are_fused_and_keyed_by_shape():
+    loaded = tiny()
+    units = extract_units(graph_of(loaded))
+    keys = {u.family.key for u in units}
+    assert any(k.startswith("conv+add+relu") for k in keys), keys  # residual add fused into the conv unit
+    assert any(k.startswith("conv+relu") for k in keys)
+    assert any(u.family.kind == "linear" for u in units)
+    assert all(u.gin or u.gout for u in units if u.family.kind == "conv" and u.cin > 3)
+
+
+def test_profile_table_round_trip_and_cost_model(table_path, tmp_path):
+    t = LatencyTable.load(table_path)
+    assert t.in_progress is None and t.backend == "ort-cpu" and t.device.get("threads") == 2
+    rec = next(iter(t.models.values()))
+    assert rec["profile_seconds"] > 0 and rec["full_ms"] > 0 and "calibration" in rec
+    assert t.history and t.history[-1]["seconds"] > 0
+    t.save(str(tmp_path / "copy.json"))
+    assert LatencyTable.load(str(tmp_path / "copy.json")).to_dict() == t.to_dict()
+
+    graph = graph_of(tiny())
+    assert t.covers(graph)
+    cm = t.cost_model(graph)
+    assert cm.unit == "ms"
+    full = cm.predict({})
+    assert full == pytest.approx(cm.a * cm.units_sum({}) + cm.b)
+    small = {g.name: g.candidate_widths(8, 8)[0] for g in graph.prunable}
+    assert cm.units_sum(small) <= cm.units_sum({})  # fewer channels, fewer unit ms
+    g0 = graph.prunable[0]
+    assert cm.marginal({}, g0.name, 8) == pytest.approx(cm.predict({g0.name: 8}) - full)
+
+
+def test_table_error_for_uncovered_model(table_path):
+    t = LatencyTable.load(table_path)
+    other = graph_of(load_model("tiny_resnet", kwargs={"width": 16, "depth": 1}))
+    assert not t.covers(other)
+    with pytest.raises(TableError, match="hwprune profile"):
+        t.cost_model(other)
+
+
+def test_second_model_extends_table_and_reuses_units(table_path, tmp_path):
+    import shutil
+
+    path = str(tmp_path / "ext.json")
+    shutil.copy(table_path, path)
+    before = LatencyTable.load(path)
+    n_before = {k: dict(f.measured_at) for k, f in before.families.items()}
+    profile(load_model("tiny_resnet", kwargs={"width": 8, "depth": 2}), ProfileConfig.quick(input_size=16, out=path),
+            progress=False)
+    after = LatencyTable.load(path)
+    assert len(after.models) == 2
+    for k, stamps in n_before.items():  # shared units were not measured again
+        for p, ts in stamps.items():
+            assert after.families[k].measured_at[p] == ts
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "version", "not-a-table", "missing-key"])
+def test_corrupted_tables_raise_table_error(table_path, tmp_path, damage):
+    text = open(table_path).read()
+    p = tmp_path / "bad.json"
+    if damage == "truncated":
+        p.write_text(text[: len(text) // 2])
+    elif damage == "garbage":
+        p.write_bytes(b"\x00\xff not json")
+    else:
+        d = json.loads(text)
+        if damage == "version":
+            d["version"] = 99
+        elif damage == "not-a-table":
+            d = {"format": "hwprune-plan"}
+        else:
+            del d["families"]
+        p.write_text(json.dumps(d))
+    with pytest.raises(TableError) as e:
+        LatencyTable.load(str(p))
+    assert str(p) in str(e.value) and "hwprune profile" in str(e.value)
+    with pytest.raises(TableError, match="does not exist"):
+        LatencyTable.load(str(tmp_path / "nope.json"))
+
+
+def test_fingerprint_mismatch_warns_loudly(table_path, tmp_path):
+    d = json.loads(open(table_path).read())
+    d["device"]["cpu"] = "Imaginary CPU 9000"
+    d["device"]["onnxruntime"] = "0.0.1"
+    p = tmp_path / "other.json"
+    p.write_text(json.dumps(d))
+    with pytest.warns(TableMismatchWarning, match="ANOTHER DEVICE.*Imaginary CPU 9000"):
+        LatencyTable.load(str(p))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        LatencyTable.load(table_path)  # same machine: silent
+
+
+def test_atomic_save_leaves_no_partial_file(table_path, tmp_path):
+    t = LatencyTable.load(table_path)
+    target = tmp_path / "atomic.json"
+    t.save(str(target))
+    assert not [f for f in os.listdir(tmp_path) if f.startswith(".tmp-")]
+    assert LatencyTable.load(str(target)).to_dict() == t.to_dict()
+
+
+def test_validate_reports_errors(table_path):
+    from hwprune_deploy.timing import Protocol
+
+    r = validate(tiny(), table_path, samples=3, seed=1, progress=False,
+                 protocol=Protocol(warmup=1, repeats=3, min_repeat_ms=0.5))
+    d = r.to_dict()
+    assert d["samples"] == 3 and len(d["variants"]) == 3
+    for v in d["variants"]:
+        assert v["measured_ms"] > 0 and v["predicted_ms"] == pytest.approx(v["predicted_ms"])
+        assert v["error"] == pytest.approx((v["predicted_ms"] - v["measured_ms"]) / v["measured_ms"])
+    assert 0 <= d["within_5pct"] <= d["within_10pct"] <= 1
+
+
+def test_config_validation():
+    from hwprune.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="ort-cpux"):
+        ProfileConfig(backend="ort-cpux")
+    with pytest.raises(ConfigError, match="threads 0"):
+        ProfileConfig(threads=0)
+    with pytest.raises(ConfigError, match="precision"):
+        ProfileConfig(precision="fp8")
