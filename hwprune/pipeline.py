@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import glob
+import importlib.util
 import os
 import shlex
 import sys
@@ -26,7 +27,8 @@ from typing import Any, Optional
 
 import torch
 
-from .errors import ConfigError, HwpruneError
+from .budget import parse_budget
+from .errors import BudgetError, ConfigError, HwpruneError
 from .models import LoadedModel, load_model
 
 PREFERRED_STRATEGIES = ("halp", "netadapt")
@@ -61,7 +63,6 @@ class RunConfig:
 
     def __post_init__(self):
         from .bench import parse_batches
-        from .budget import parse_budget
 
         parse_budget(self.budget)
         self.batches = parse_batches(self.batches)
@@ -115,8 +116,8 @@ class Run:
 def sizes(config: RunConfig) -> dict[str, Any]:
     """Scale of everything: the full default vs ``--quick`` (CI)."""
     if config.quick:
-        return {"n_train": 1024, "n_val": 256, "calib_size": 64, "batch_size": 64, "train_epochs": 2,
-                "model_kwargs": {"width": 16, "depth": 1}, "repeats": 7, "warmup": 2, "min_repeat_ms": 5.0,
+        return {"n_train": 512, "n_val": 256, "calib_size": 64, "batch_size": 64, "train_epochs": 2,
+                "model_kwargs": {"width": 32, "depth": 1}, "repeats": 7, "warmup": 2, "min_repeat_ms": 5.0,
                 "profile": {"points_per_axis": 2, "max_points_per_axis": 2, "calib_variants": 2},
                 "strategy_options": {"netadapt_iterations": 4, "amc_episodes": 4, "evo_pop": 8, "evo_gens": 2},
                 "bisect_steps": 4}
@@ -192,8 +193,8 @@ def get_model(config: RunConfig, run: Run, data_factory) -> tuple[LoadedModel, A
                 loaded.model.load_state_dict(model.state_dict())
         else:
             run.note("hwprune.train is not available: the default model is trained here with plain SGD "
-                     f"({epochs or 8} epochs)")
-            _fallback_train(loaded.model, data.train, epochs or 8, config.seed)
+                     f"({epochs or 4} epochs)")
+            _fallback_train(loaded.model, data.train, epochs or 4, config.seed)
         loaded.model.eval()
     elif not config.weights and loaded.plan is None:
         run.note(f"model {config.model!r} has random weights (no --weights): accuracy figures are meaningless; "
@@ -288,17 +289,31 @@ def prune_step(config: RunConfig, run: Run, loaded: LoadedModel, data, table: Op
         return bisect_uniform(config, run, loaded, input_size)
     kw = {"strategy": strategy, "budget": config.budget, "criterion": config.criterion, "align": config.align,
           "min_width": config.min_width, "input_size": input_size, "seed": config.seed, "backend": config.backend,
-          "threads": config.threads, "finetune_epochs": config.finetune_epochs, "progress": config.progress,
+          "threads": config.threads, "progress": config.progress,
+          # fine-tuning inside prune() needs hwprune.train; otherwise the run's own fine-tune step does it
+          "finetune_epochs": config.finetune_epochs if importlib.util.find_spec("hwprune.train") else 0,
           "options": dict(s["strategy_options"])}
     pcfg = PruneConfig(**{k: v for k, v in kw.items() if k in fields})
-    return _call_flexible(prune, loaded=loaded, config=pcfg, calib=data.calib, table=table, evaluator=evaluator,
-                          data=data)
+    try:
+        return _call_flexible(prune, loaded=loaded, config=pcfg, calib=data.calib, table=table, evaluator=evaluator,
+                              data=data)
+    except BudgetError as e:
+        budget = parse_budget(config.budget)
+        if not (budget.is_latency and budget.fraction() is not None and table is not None):
+            raise
+        # The table says the budget is out of reach, but a table is a model of the device; when
+        # its fixed remainder was measured under load it can be pessimistic. Ask the device.
+        run.note(f"the latency table says budget {config.budget} is unreachable ({e}); falling back to "
+                 f"'{FALLBACK_STRATEGY}' (bisection on measured latency) to check on the device itself")
+        res = bisect_uniform(config, run, loaded, input_size)
+        if config.finetune_epochs:
+            run.note("fine-tuning after the fallback search is done by the run's fine-tune step")
+        return res
 
 
 def bisect_uniform(config: RunConfig, run: Run, loaded: LoadedModel, input_size: int):
     """Degraded search: the uniform ratio whose *measured* latency meets a relative budget."""
     from .backends import get_backend
-    from .budget import parse_budget
     from .prune import PruneConfig, prune
 
     budget = parse_budget(config.budget)

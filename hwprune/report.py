@@ -277,6 +277,9 @@ def to_markdown(rep: Mapping[str, Any], figures: list[str]) -> str:
     L.append(f"Strategy **{rep.get('strategy')}**" + (f", budget **{rep['budget']}**" if rep.get("budget") else "")
              + (f"; measured on **{be.get('name')}** ({be.get('threads')} threads, {be.get('precision')})" if be else "")
              + (f", input {rep['input_shape']}" if rep.get("input_shape") else "") + ".")
+    verdict = (rep.get("prune") or {}).get("verdict")
+    if verdict:
+        L += ["", f"Budget check by measurement (prune's closed loop): {verdict}."]
     for n in rep.get("notes", []) or []:
         L += ["", f"> {n}"]
     L += ["", "## Summary", "", "| | baseline | pruned | change |", "|---|---:|---:|---:|"]
