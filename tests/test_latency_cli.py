@@ -1,0 +1,99 @@
+"""The profile/validate CLI for real: kill and resume, device bundles measured without torch, plots."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from hwprune.latency import LatencyTable
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+TINY = ["--model", "tiny_resnet", "--input-size", "16"]
+
+
+def test_kill_and_resume_keeps_finished_units(cli, tmp_path):
+    out = tmp_path / "t.json"
+    args = [sys.executable, "-m", "hwprune", "profile", *TINY, "--quick", "--no-progress", "--out", str(out)]
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    try:
+        deadline = time.time() + 300
+        while not out.exists() and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.02)
+        assert out.exists(), "no checkpoint was written"
+        proc.send_signal(signal.SIGKILL)  # hard kill: no cleanup handler runs
+    finally:
+        proc.wait(timeout=60)
+    partial = LatencyTable.load(str(out))  # the checkpoint is a complete, loadable file
+    assert partial.in_progress is not None and partial.in_progress["spec"] == "tiny_resnet"
+    stamps = {k: dict(f.measured_at) for k, f in partial.families.items()}
+    assert stamps
+    # without --resume the interrupted profile is not silently overwritten
+    p = cli("profile", *TINY, "--quick", "--no-progress", "--out", str(out), check=False)
+    assert p.returncode == 2 and "--resume" in p.stderr
+    p = cli("profile", *TINY, "--quick", "--no-progress", "--out", str(out), "--resume")
+    assert "latency table written to" in p.stdout
+    done = LatencyTable.load(str(out))
+    assert done.in_progress is None and len(done.models) == 1
+    for k, s in stamps.items():  # finished units were not measured again
+        for pt, ts in s.items():
+            assert done.families[k].measured_at[pt] == ts
+    assert done.history[-1]["resumed"] is True
+
+
+def test_bundle_measured_without_torch_and_read_back(cli, tmp_path):
+    bundle = tmp_path / "b.zip"
+    p = cli("profile", *TINY, "--quick", "--bundle", str(bundle))
+    assert bundle.exists() and "hwprune_deploy.cli measure" in p.stdout
+    result = tmp_path / "result.json"
+    code = ("import sys\n"
+            "from hwprune_deploy.cli import main\n"
+            f"rc = main(['measure', {str(bundle)!r}, '--out', {str(result)!r}, '--threads', '2', "
+            "'--repeats', '3', '--min-repeat-ms', '0.5', '--no-progress'])\n"
+            "assert 'torch' not in sys.modules, 'device runner imported torch'\n"
+            "sys.exit(rc)\n")
+    env = dict(os.environ)
+    run = subprocess.run([sys.executable, "-c", code], cwd=str(tmp_path), capture_output=True, text=True,
+                         timeout=300, env=env)
+    assert run.returncode == 0, run.stderr
+    res = json.loads(result.read_text())
+    assert res["format"] == "hwprune-bundle-result" and all(v["p10_ms"] > 0 for v in res["results"].values())
+    table = tmp_path / "from_bundle.json"
+    p = cli("profile", "--from-bundle-result", str(result), "--out", str(table))
+    assert str(table) in p.stdout
+    t = LatencyTable.load(str(table))
+    rec = next(iter(t.models.values()))
+    assert rec["source"] == "bundle" and rec["full_ms"] > 0
+    # the table read back is a working cost model for the model
+    import torch
+
+    from hwprune.graph import ChannelGraph
+    from hwprune.models import load_model
+
+    loaded = load_model("tiny_resnet")
+    g = ChannelGraph(loaded.model, torch.randn(1, 3, 16, 16))
+    assert t.cost_model(g).predict({}) > 0
+
+
+def test_validate_cli_prints_errors_and_plots(cli, tmp_path):
+    table = tmp_path / "t.json"
+    p = cli("profile", *TINY, "--quick", "--no-progress", "--out", str(table), "--plot", str(tmp_path / "plots"))
+    assert "latency table written to" in p.stdout and "plots" in p.stdout
+    p = cli("validate", *TINY, "--table", str(table), "--samples", "2", "--no-progress",
+            "--json", str(tmp_path / "v.json"), "--plot", str(tmp_path / "plots"))
+    assert "median |error|" in p.stdout and "within +-5%" in p.stdout
+    d = json.loads((tmp_path / "v.json").read_text())
+    assert d["samples"] == 2
+    pngs = [f for f in os.listdir(tmp_path / "plots") if f.endswith(".png")]
+    assert any(f.startswith("unit_") for f in pngs) and any(f.startswith("validate_") for f in pngs)
+
+
+def test_profile_errors_are_clear(cli, tmp_path):
+    p = cli("profile", *TINY, "--backend", "ort-gpu", check=False)
+    assert p.returncode == 2 and "ort-gpu" in p.stderr and "Traceback" not in p.stderr
+    p = cli("validate", *TINY, "--table", str(tmp_path / "missing.json"), check=False)
+    assert p.returncode == 2 and "does not exist" in p.stderr
