@@ -88,11 +88,21 @@ def check_one(name: str, size: int, kwargs: dict, ratio: float = 0.5, criterion:
     return row
 
 
-def _run_isolated(name: str, size: int, kwargs: dict, timeout: int) -> dict:
+def _limit_memory(gb: float):
+    def _set():
+        import resource
+
+        lim = int(gb * 2**30)
+        resource.setrlimit(resource.RLIMIT_AS, (lim, lim))
+    return _set
+
+
+def _run_isolated(name: str, size: int, kwargs: dict, timeout: int, mem_gb: float = 12.0) -> dict:
     cmd = [sys.executable, os.path.abspath(__file__), "--_one", name, "--_size", str(size),
            "--_kwargs", json.dumps(kwargs)]
     try:
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT,
+                           preexec_fn=_limit_memory(mem_gb) if mem_gb > 0 else None)
     except subprocess.TimeoutExpired:
         return {"model": name, "input_size": size, "kwargs": kwargs, "status": "fail", "stage": "timeout",
                 "error": f"timed out after {timeout} s"}
@@ -151,6 +161,7 @@ def main(argv=None) -> int:
     ap.add_argument("--input-size", type=int, default=64)
     ap.add_argument("--native-vit", action="store_true", help="ViTs at 224 instead of image_size=input size")
     ap.add_argument("--timeout", type=int, default=1800, help="seconds per model")
+    ap.add_argument("--mem-gb", type=float, default=12.0, help="address-space cap per model worker (0: none)")
     ap.add_argument("--json", help="write the rows as JSON (merged with rows already in the file)")
     ap.add_argument("--markdown", help="replace the sweep section of this markdown file with the table")
     ap.add_argument("--_one", help=argparse.SUPPRESS)
@@ -173,7 +184,7 @@ def main(argv=None) -> int:
           flush=True)
     for name in tqdm(names, desc="sweep", file=sys.stderr):
         size, kw = sweep_setting(name, args.input_size, args.native_vit)
-        r = _run_isolated(name, size, kw, args.timeout)
+        r = _run_isolated(name, size, kw, args.timeout, args.mem_gb)
         rows.append(r)
         print(f"{name:<22} {size:>5} {r.get('groups', '-'):>6} {r.get('prunable', '-'):>5} "
               f"{_fmt_g(r.get('flops_before')):>7}->{_fmt_g(r.get('flops_after')):<7} "
