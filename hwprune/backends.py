@@ -110,3 +110,176 @@ class TorchCpuBackend(Backend):
         from hwprune_deploy.ort import cpu_fingerprint
 
         return {**cpu_fingerprint(), "torch": torch.__version__, "threads": self.threads}
+
+
+def require_cuda() -> None:
+    """Raise BackendUnavailableError with the fix when no CUDA device is usable."""
+    if not torch.cuda.is_available():
+        raise BackendUnavailableError(
+            "backend 'torch-cuda' needs a CUDA GPU and a CUDA build of PyTorch; none is visible here "
+            f"(torch {torch.__version__}, cuda {torch.version.cuda}). Use --backend ort-cpu or torch-cpu, or run on a GPU box.")
+
+
+def require_tensorrt() -> None:
+    """Raise BackendUnavailableError naming what is missing (package, pycuda, device)."""
+    from hwprune_deploy.trt import unavailable_reason
+
+    why = unavailable_reason()
+    if why:
+        raise BackendUnavailableError(
+            f"backend 'tensorrt' is unavailable: {why}. Install it on a machine with an NVIDIA GPU "
+            "(pip install 'hwprune[tensorrt]'), or profile remotely: `hwprune profile --bundle b.zip`, then "
+            "`hwprune-deploy measure b.zip --backend tensorrt --out r.json` on the device.")
+
+
+@BACKENDS.register("torch-cuda")
+@dataclass
+class TorchCudaBackend(Backend):
+    """Eager PyTorch on a CUDA GPU, timed with CUDA events (device time, not host time).
+
+    ``precision``: fp32 | fp16 | bf16 (model and input cast); ``cuda_graphs``: capture one
+    inference in a CUDA graph and replay it (removes launch overhead, as a deployment would);
+    ``sparse24``: replace eligible Linear weights by 2:4 semi-structured sparse tensors
+    (``torch.sparse.to_sparse_semi_structured``; fp16/bf16, shapes multiple of 64) so the table can
+    hold dense and sparse variants side by side. UNTESTED ON HARDWARE in this repository's CI.
+    """
+
+    name: str = "torch-cuda"
+    cuda_graphs: bool = False
+    sparse24: bool = False
+
+    def _dtype(self):
+        return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[self.precision]
+
+    def runner(self, model: nn.Module, x) -> Callable[[], object]:
+        require_cuda()
+        dt = self._dtype()
+        model = model.eval().to("cuda", dt)
+        xs = tuple(t.to("cuda", dt) for t in (x if isinstance(x, tuple) else (x,)))
+        if self.sparse24:
+            _to_semi_structured(model)
+        if self.cuda_graphs:
+            with torch.inference_mode():
+                s = torch.cuda.Stream()
+                s.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(s):
+                    for _ in range(3):
+                        model(*xs)
+                torch.cuda.current_stream().wait_stream(s)
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph):
+                    model(*xs)
+            return graph.replay
+
+        def run():
+            with torch.inference_mode():
+                return model(*xs)
+
+        return run
+
+    def _time(self, fns: dict[str, Callable[[], object]]) -> dict[str, Timing]:
+        from hwprune_deploy.timing import summarize_ms
+
+        p = self.protocol
+        for fn in fns.values():
+            for _ in range(p.warmup):
+                fn()
+        torch.cuda.synchronize()
+        inner = 10
+        samples: dict[str, list[float]] = {k: [] for k in fns}
+        for _ in range(p.repeats):
+            for k, fn in fns.items():
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                for _ in range(inner):
+                    fn()
+                end.record()
+                end.synchronize()
+                samples[k].append(start.elapsed_time(end) / inner)
+        out = {}
+        for k, s in samples.items():
+            t = summarize_ms(s)
+            out[k] = Timing(t.median_ms, t.p10_ms, t.p90_ms, t.iqr_ms, t.repeats, inner)
+        return out
+
+    def measure(self, model: nn.Module, x) -> Timing:
+        return self._time({"m": self.runner(model, x)})["m"]
+
+    def measure_many(self, models: dict[str, nn.Module], x) -> dict[str, Timing]:
+        return self._time({k: self.runner(m, x) for k, m in models.items()})
+
+    def measure_fns(self, fns: dict[str, Callable[[], object]], protocol: Protocol | None = None) -> dict[str, Timing]:
+        return self._time(fns)
+
+    def fingerprint(self) -> dict:
+        require_cuda()
+        p = torch.cuda.get_device_properties(0)
+        return {"gpu": p.name, "compute_capability": f"{p.major}.{p.minor}", "cuda": torch.version.cuda,
+                "torch": torch.__version__, "precision": self.precision, "cuda_graphs": self.cuda_graphs,
+                "sparse24": self.sparse24}
+
+
+@BACKENDS.register("torch-cuda-sparse")
+@dataclass
+class TorchCudaSparseBackend(TorchCudaBackend):
+    """torch-cuda with 2:4 semi-structured sparse Linear weights (fp16 by default)."""
+
+    name: str = "torch-cuda-sparse"
+    precision: str = "fp16"
+    sparse24: bool = True
+
+
+def _to_semi_structured(model: nn.Module) -> None:
+    """Give eligible Linear layers a 2:4 pattern and swap in semi-structured sparse weights."""
+    from torch.sparse import to_sparse_semi_structured
+
+    for mod in model.modules():
+        if isinstance(mod, nn.Linear) and mod.in_features % 64 == 0 and mod.out_features % 64 == 0:
+            w = mod.weight.detach().clone()
+            mask = torch.zeros_like(w, dtype=torch.bool).view(-1, 4)
+            mask[:, :2] = True
+            w = w * mask.view_as(w)
+            mod.weight = nn.Parameter(to_sparse_semi_structured(w), requires_grad=False)
+
+
+@BACKENDS.register("tensorrt")
+@dataclass
+class TensorRTBackend(Backend):
+    """TensorRT engine per model/unit (fp32/fp16/int8 flags), timed with CUDA events via pycuda
+    (see :mod:`hwprune_deploy.trt`). Imported lazily; UNTESTED ON HARDWARE in this CI."""
+
+    name: str = "tensorrt"
+    sparse: bool = False
+
+    def runner(self, model: nn.Module, x) -> Callable[[], object]:
+        from .export import onnx_bytes
+
+        return self.runner_from_onnx(onnx_bytes(model, x), x)
+
+    def runner_from_onnx(self, data: bytes, x=None) -> Callable[[], object]:
+        require_tensorrt()
+        from hwprune_deploy.trt import TrtRunnerFactory
+
+        return TrtRunnerFactory(precision=self.precision, sparse=self.sparse)(data)
+
+    def measure(self, model: nn.Module, x) -> Timing:
+        return self.runner(model, x).time_events(self.protocol)
+
+    def measure_many(self, models: dict[str, nn.Module], x) -> dict[str, Timing]:
+        return {k: self.runner(m, x).time_events(self.protocol) for k, m in models.items()}
+
+    def fingerprint(self) -> dict:
+        require_tensorrt()
+        from hwprune_deploy.trt import TrtRunnerFactory
+
+        return TrtRunnerFactory(precision=self.precision, sparse=self.sparse).fingerprint()
+
+
+@BACKENDS.register("tensorrt-sparse")
+@dataclass
+class TensorRTSparseBackend(TensorRTBackend):
+    """TensorRT with the sparse-weights flag (2:4 sparse tensor cores) and fp16."""
+
+    name: str = "tensorrt-sparse"
+    precision: str = "fp16"
+    sparse: bool = True

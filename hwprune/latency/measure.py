@@ -44,7 +44,13 @@ class Measurer:
             self.factory = TrtRunnerFactory(precision=precision, sparse=backend.endswith("sparse"))
         else:
             self.factory = None
-            self.torch_backend = get_backend(backend, threads=threads, **({"precision": precision} if backend.startswith("torch-cuda") else {}))
+            if backend == "torch-cpu" and precision != "fp32":
+                raise ConfigError(f"precision {precision!r} is not supported on torch-cpu; use fp32")
+            self.torch_backend = get_backend(backend, threads=threads, precision=precision)
+            if backend.startswith("torch-cuda"):
+                from ..backends import require_cuda
+
+                require_cuda()
 
     @property
     def sparse(self) -> bool:
@@ -73,6 +79,8 @@ class Measurer:
         for a, b in points:
             mod, inputs = unit_module(fam, a, b)
             fns[(a, b)] = self.torch_backend.runner(mod, inputs if len(inputs) > 1 else inputs[0])
+        if hasattr(self.torch_backend, "measure_fns"):  # CUDA: device events
+            return self.torch_backend.measure_fns(fns, self.unit_protocol)
         return measure_interleaved(fns, self.unit_protocol)
 
     def models(self, models: Mapping[str, torch.nn.Module], x: torch.Tensor) -> dict[str, Timing]:
@@ -82,7 +90,10 @@ class Measurer:
 
             return measure_onnx_set({k: onnx_bytes(m, x) for k, m in models.items()}, self.factory, self.model_protocol,
                                     chunk=6)
-        return measure_interleaved({k: self.torch_backend.runner(m, x) for k, m in models.items()}, self.model_protocol)
+        fns = {k: self.torch_backend.runner(m, x) for k, m in models.items()}
+        if hasattr(self.torch_backend, "measure_fns"):
+            return self.torch_backend.measure_fns(fns, self.model_protocol)
+        return measure_interleaved(fns, self.model_protocol)
 
 
 def random_widths(groups, rng: np.random.Generator, align: int, min_width: int) -> dict[str, int]:

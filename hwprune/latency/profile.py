@@ -30,7 +30,7 @@ from .sampling import midpoints, needs_refinement, spread_points
 from .table import Family, LatencyTable, default_table_name, now
 from .units import UnitUse, extract_units, model_key
 
-BACKEND_CHOICES = ("ort-cpu", "torch-cpu", "torch-cuda", "tensorrt", "tensorrt-sparse")
+BACKEND_CHOICES = ("ort-cpu", "torch-cpu", "torch-cuda", "torch-cuda-sparse", "tensorrt", "tensorrt-sparse")
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 TABLE_DIR = "latency_tables"
 

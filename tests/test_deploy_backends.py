@@ -1,0 +1,65 @@
+"""Optional GPU backends: clear errors where absent, real runs where present (skip otherwise)."""
+import pytest
+import torch
+
+from hwprune.backends import get_backend, list_backends
+from hwprune.errors import BackendUnavailableError
+from hwprune.latency.micro import unit_module, unit_onnx
+from hwprune.latency.units import UnitFamily
+from hwprune_deploy.trt import unavailable_reason
+
+HAS_CUDA = torch.cuda.is_available()
+TRT_WHY = unavailable_reason()
+FAM = UnitFamily("conv", 16, 16, (3, 3), (1, 1), (1, 1), act="relu", add=True)
+
+
+def test_backends_registered():
+    assert {"ort-cpu", "torch-cpu", "torch-cuda", "torch-cuda-sparse", "tensorrt", "tensorrt-sparse"} <= set(list_backends())
+
+
+@pytest.mark.skipif(HAS_CUDA, reason="a GPU is present: the unavailable path does not apply")
+def test_torch_cuda_unavailable_is_clear():
+    b = get_backend("torch-cuda")
+    with pytest.raises(BackendUnavailableError, match="CUDA GPU"):
+        b.runner(torch.nn.Linear(4, 4), torch.randn(1, 4))
+
+
+@pytest.mark.skipif(not TRT_WHY, reason="TensorRT is installed: the unavailable path does not apply")
+def test_tensorrt_unavailable_is_clear():
+    from hwprune.latency import ProfileConfig, profile
+    from hwprune.models import load_model
+
+    with pytest.raises(BackendUnavailableError, match="hwprune-deploy measure"):
+        profile(load_model("tiny_resnet"), ProfileConfig.quick(backend="tensorrt"), progress=False)
+
+
+def test_unit_onnx_matches_torch_unit_semantics():
+    """The ONNX micro-model and the torch micro-module are the same computation shape-wise."""
+    from hwprune_deploy.ort import make_session, random_feed
+
+    sess = make_session(unit_onnx(FAM, 16, 24))
+    out = sess.run(None, random_feed(sess))[0]
+    mod, inputs = unit_module(FAM, 16, 24)
+    assert tuple(mod(*inputs).shape) == out.shape == (1, 24, 16, 16)
+    sp = make_session(unit_onnx(FAM, 16, 24, sparse24=True))
+    assert sp.run(None, random_feed(sp))[0].shape == out.shape
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
+@pytest.mark.parametrize("precision,graphs", [("fp32", False), ("fp16", True), ("bf16", False)])
+def test_torch_cuda_unit_timing(precision, graphs):
+    b = get_backend("torch-cuda", precision=precision, cuda_graphs=graphs)
+    mod, inputs = unit_module(FAM, 16, 24)
+    t = b.measure_fns({"u": b.runner(mod, inputs)})["u"]
+    assert t.median_ms > 0
+
+
+@pytest.mark.tensorrt
+@pytest.mark.skipif(bool(TRT_WHY), reason=f"TensorRT unavailable: {TRT_WHY}")
+@pytest.mark.parametrize("precision,sparse", [("fp32", False), ("fp16", True)])
+def test_tensorrt_unit_engine(precision, sparse):
+    from hwprune_deploy.trt import TrtRunnerFactory
+
+    runner = TrtRunnerFactory(precision=precision, sparse=sparse)(unit_onnx(FAM, 64, 64, sparse24=sparse))
+    runner()
