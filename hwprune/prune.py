@@ -276,6 +276,14 @@ def prune(loaded: LoadedModel, config: PruneConfig, calib=None, table=None, eval
         frac = ctx.budget.fraction()
         goal_ms = frac * base_ms if frac is not None else ctx.budget.value
         step["goal_ms"] = goal_ms
+        if got_ms > goal_ms * (1 + config.tolerance):
+            # confirm a miss with a second side-by-side measurement before acting on it, so one
+            # noisy neighbour does not shrink the model; the confirmation is what counts
+            step["unconfirmed_measured_ms"] = got_ms
+            measured = _measure(config, {"baseline": loaded.model, "pruned": pruned}, x)
+            base_ms, got_ms = measured["baseline"].median_ms, measured["pruned"].median_ms
+            goal_ms = frac * base_ms if frac is not None else ctx.budget.value
+            step.update(baseline_ms=base_ms, measured_ms=got_ms, goal_ms=goal_ms)
         closed_loop.append(step)
         if got_ms <= goal_ms * (1 + config.tolerance) or len(closed_loop) > config.closed_loop_rounds:
             break
