@@ -27,20 +27,21 @@ class OrtRunnerFactory:
 
     name = "ort-cpu"
 
-    def __init__(self, threads: int = 2, opt_level: str = "all"):
-        self.threads, self.opt_level = int(threads), opt_level
+    def __init__(self, threads: int = 2, opt_level: str = "all", spinning: bool = False):
+        self.threads, self.opt_level, self.spinning = int(threads), opt_level, spinning
 
     def __call__(self, data: bytes) -> Callable[[], object]:
         from .ort import make_session, random_feed
 
-        sess = make_session(data, threads=self.threads, opt_level=self.opt_level)
+        sess = make_session(data, threads=self.threads, opt_level=self.opt_level, spinning=self.spinning)
         feed = random_feed(sess)
         return lambda: sess.run(None, feed)
 
     def fingerprint(self) -> dict:
         from .ort import cpu_fingerprint
 
-        return {**cpu_fingerprint(), "threads": self.threads, "opt_level": self.opt_level}
+        return {**cpu_fingerprint(), "threads": self.threads, "opt_level": self.opt_level,
+                "spinning": self.spinning}
 
 
 def measure_onnx_set(models: Mapping[str, bytes], factory: Callable[[bytes], Callable[[], object]],

@@ -63,6 +63,7 @@ class OrtCpuBackend(Backend):
 
     name: str = "ort-cpu"
     opt_level: str = "all"
+    spinning: bool | None = None  # None: ORT default; latency tables time with False (see make_session)
 
     def runner(self, model: nn.Module, x: torch.Tensor) -> Callable[[], object]:
         from .export import onnx_bytes
@@ -74,14 +75,17 @@ class OrtCpuBackend(Backend):
 
         from hwprune_deploy.ort import make_session
 
-        sess = make_session(data, threads=self.threads, opt_level=self.opt_level)
+        sess = make_session(data, threads=self.threads, opt_level=self.opt_level, spinning=self.spinning)
         feed = {sess.get_inputs()[0].name: x.detach().cpu().numpy().astype(np.float32)}
         return lambda: sess.run(None, feed)
 
     def fingerprint(self) -> dict:
         from hwprune_deploy.ort import cpu_fingerprint
 
-        return {**cpu_fingerprint(), "threads": self.threads, "opt_level": self.opt_level}
+        fp = {**cpu_fingerprint(), "threads": self.threads, "opt_level": self.opt_level}
+        if self.spinning is not None:
+            fp["spinning"] = self.spinning
+        return fp
 
 
 @BACKENDS.register("torch-cpu")
