@@ -25,7 +25,7 @@ class CostModel(Protocol):
 def layer_scales(graph: ChannelGraph, widths: Mapping[str, int]) -> dict[str, tuple[float, float, bool]]:
     """Per layer: (input keep fraction, output keep fraction, depthwise?) under ``widths``."""
     out = {}
-    for layer, (gin, gout) in graph.layer_groups().items():
+    for layer, (gin, gout) in graph.layer_groups(expand_units=True).items():
         fin = widths.get(gin.name, gin.width) / gin.width if gin else 1.0
         fout = widths.get(gout.name, gout.width) / gout.width if gout else 1.0
         mod = graph.module(layer)

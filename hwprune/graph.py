@@ -385,7 +385,7 @@ class ChannelGraph:
             elif mod in self._uncertain_splits:
                 frozen = frozen or "channels pass through a chunk/split whose consumer order is not recorded"
             elif "_ChannelMixer" in str(dep.target) or "_ChannelMixer" in repr(getattr(mod, "type", "")):
-                frozen = frozen or "channels pass through a channel shuffle (interleaved across concat halves)"
+                frozen = "channels pass through a channel shuffle (interleaved across concat halves)"
         if not members:
             return None
         root = g[0].dep.target.module
@@ -427,11 +427,15 @@ class ChannelGraph:
     def module(self, name: str) -> nn.Module:
         return self.model.get_submodule(name)
 
-    def layer_groups(self) -> dict[str, tuple[ChannelGroup | None, ChannelGroup | None]]:
+    def layer_groups(self, expand_units: bool = False) -> dict[str, tuple[ChannelGroup | None, ChannelGroup | None]]:
         """Per member layer: (group controlling its input channels, group controlling its outputs).
 
         This is what cost models need: a conv's cost depends on both. Attention layers take
         input and output width from the same (embedding) group; depthwise convs list only 'out'.
+        With ``expand_units``, composite members are listed by the leaf layers whose size the
+        group scales (MultiheadAttention adds its ``out_proj``; Swin/MaxViT attention units are
+        replaced by their q/k/v and output Linear layers, Swin patch merging by ``reduction``),
+        so FLOPs/parameter models that count leaf modules see every layer a cut shrinks.
         """
         res: dict[str, tuple[ChannelGroup | None, ChannelGroup | None]] = {}
         for g in self.groups:
@@ -444,6 +448,19 @@ class ChannelGraph:
                 else:
                     gout = g
                 res[m.module] = (gin, gout)
+        if expand_units:
+            for layer, (gin, gout) in list(res.items()):
+                mod, tname = self.module(layer), type(self.module(layer)).__name__
+                if isinstance(mod, nn.MultiheadAttention):
+                    res[f"{layer}.out_proj"] = (gin, gout)
+                elif tname in _ATTENTION_UNITS:
+                    del res[layer]  # its own parameters (per-head position tables) keep their size
+                    for child in _ATTENTION_UNITS[tname][:2]:
+                        res[f"{layer}.{child}"] = (gin, gout)
+                elif tname in _MERGE_UNITS:
+                    del res[layer]
+                    res[f"{layer}.reduction"] = (gin, gout)
+                    res[f"{layer}.norm"] = (gin, None) if tname == "PatchMerging" else (None, gout)
         return res
 
     # ------------------------------------------------------------------ mutation

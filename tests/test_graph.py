@@ -62,3 +62,24 @@ def test_custom_parameter_owner_is_named():
         ChannelGraph(m, torch.randn(1, 3, 16, 16))
     # freezing it is the documented way out
     ChannelGraph(m, torch.randn(1, 3, 16, 16), ignore=["1"])
+
+
+def test_params_cost_model_counts_attention_internals():
+    """Swin's q/k/v and output projections sit inside an attention unit: the params model must
+    scale them with the unit's group (and MultiheadAttention's out_proj with the embed group)."""
+    from torchvision.models.swin_transformer import SwinTransformer
+
+    from hwprune.cost import ParamsCostModel
+    from hwprune.counting import count_params
+    from hwprune.models import LoadedModel
+    from hwprune.prune import PruneConfig, make_context, prune
+
+    for model, size in ((SwinTransformer([4, 4], 32, [1, 1], [2, 4], [4, 4], stochastic_depth_prob=0.0), 32),
+                        (tiny_vit(), 32)):
+        loaded = LoadedModel(model.eval(), {"spec": "x", "kwargs": {}}, size)
+        cfg = PruneConfig(strategy="uniform", ratio=0.5, input_size=size)
+        graph = make_context(loaded, cfg).graph
+        assert any(k.endswith(("qkv", "out_proj")) for k in graph.layer_groups(expand_units=True))
+        res = prune(loaded, cfg)
+        predicted = ParamsCostModel(graph).predict(res.plan.widths)
+        assert abs(predicted / count_params(res.model) - 1) < 0.02
