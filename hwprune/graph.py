@@ -380,7 +380,7 @@ class ChannelGraph:
                     blocks = math.lcm(blocks, mod.groups)
                     if [int(getattr(i, "idx", i)) for i in item.idxs] != list(range(width)):
                         frozen = frozen or f"grouped conv {self._name_of[mod]!r} is reached through an index map"
-            elif "Add" in str(dep.target):
+            elif "(AddBackward" in str(dep.target):  # a sum (not the addmm inside a Linear)
                 has_add = True
             elif mod in self._uncertain_splits:
                 frozen = frozen or "channels pass through a chunk/split whose consumer order is not recorded"

@@ -51,7 +51,9 @@ def check_one(name: str, size: int, kwargs: dict, ratio: float = 0.5, criterion:
     from hwprune.counting import summarize
     from hwprune.export import export_onnx
     from hwprune.models import load_model
-    from hwprune.prune import PruneConfig, make_context, prune
+    from hwprune.plan import apply
+    from hwprune.prune import PruneConfig, make_context, seed_everything
+    from hwprune.strategies import STRATEGIES
 
     torch.set_num_threads(int(os.environ.get("SWEEP_THREADS", "2")))
     row: dict = {"model": name, "input_size": size, "kwargs": kwargs, "status": "fail", "stage": "build", "error": ""}
@@ -60,25 +62,30 @@ def check_one(name: str, size: int, kwargs: dict, ratio: float = 0.5, criterion:
         loaded = load_model(name, kwargs=kwargs or None)
         row["stage"] = "graph"
         cfg = PruneConfig(strategy="uniform", ratio=ratio, criterion=criterion, input_size=size)
-        row["stage"] = "prune"
-        res = prune(loaded, cfg)
-        graph = make_context(loaded, cfg).graph
+        # the steps of hwprune.prune.prune (search widths, pick channels, apply), keeping the
+        # graph for the table instead of tracing the model a second time
+        seed_everything(cfg.seed)
+        ctx = make_context(loaded, cfg)
+        graph = ctx.graph
         row["groups"] = len(graph.groups)
         row["prunable"] = len(graph.prunable)
         row["frozen"] = {g.name: g.reason for g in graph.groups if not g.prunable}
+        row["stage"] = "prune"
+        plan = ctx.plan_for(STRATEGIES.get(cfg.strategy)(ctx))
+        pruned = apply(loaded.model, plan)
         x = torch.randn(1, 3, size, size)
-        b, a = summarize(loaded.model, x), summarize(res.model, x)
+        b, a = summarize(loaded.model, x), summarize(pruned, x)
         row.update(flops_before=b["flops"], flops_after=a["flops"], params_before=b["params"], params_after=a["params"])
         row["stage"] = "forward"
         with torch.no_grad():
-            y0, y1 = loaded.model(x), res.model(x)
+            y0, y1 = loaded.model(x), pruned(x)
         if tuple(y0.shape) != tuple(y1.shape):
             raise RuntimeError(f"output shape {tuple(y1.shape)} != original {tuple(y0.shape)}")
         if not torch.isfinite(y1).all():
             raise RuntimeError("pruned model output is not finite")
         row["stage"] = "onnx"
         with tempfile.TemporaryDirectory() as d:
-            parity = export_onnx(res.model, x, os.path.join(d, "m.onnx"))
+            parity = export_onnx(pruned, x, os.path.join(d, "m.onnx"))
         row["parity_max_abs"] = parity.max_abs
         row["status"], row["stage"] = "ok", "done"
     except Exception as e:  # a row per failure, with where and why
@@ -180,6 +187,19 @@ def main(argv=None) -> int:
     names = args.models.split(",") if args.models else torchvision_classifiers()
     names = [n for n in names if n not in set(args.skip.split(","))]
     rows = []
+
+    def save(rows_now):
+        """Merge into --json after every model, so an interrupted sweep keeps what it measured."""
+        if not args.json:
+            return sorted(rows_now, key=lambda r: r["model"])
+        from hwprune.jsonio import write_json
+
+        merged = {r["model"]: r for r in json.load(open(args.json))} if os.path.exists(args.json) else {}
+        merged.update({r["model"]: r for r in rows_now})
+        out = sorted(merged.values(), key=lambda r: r["model"])
+        write_json(args.json, out)
+        return out
+
     print(f"{'model':<22} {'input':>5} {'groups':>6} {'prun':>5} {'GFLOPs':>15} {'Mparams':>15} {'status':<6} error",
           flush=True)
     for name in tqdm(names, desc="sweep", file=sys.stderr):
@@ -190,17 +210,10 @@ def main(argv=None) -> int:
               f"{_fmt_g(r.get('flops_before')):>7}->{_fmt_g(r.get('flops_after')):<7} "
               f"{_fmt_m(r.get('params_before')):>7}->{_fmt_m(r.get('params_after')):<7} "
               f"{r['status']:<6} {r.get('error', '')[:200]}", flush=True)
+        save(rows)
     ok = sum(r["status"] == "ok" for r in rows)
     print(f"\n{ok} / {len(rows)} ok")
-    if args.json:
-        from hwprune.jsonio import write_json
-
-        merged = {}
-        if os.path.exists(args.json):
-            merged = {r["model"]: r for r in json.load(open(args.json))}
-        merged.update({r["model"]: r for r in rows})
-        write_json(args.json, sorted(merged.values(), key=lambda r: r["model"]))
-        rows = sorted(merged.values(), key=lambda r: r["model"])
+    rows = save(rows)
     if args.markdown:
         write_markdown_section(args.markdown, markdown_table(rows))
     return 0 if ok == len(rows) else 1
