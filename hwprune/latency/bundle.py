@@ -24,7 +24,7 @@ from ..jsonio import atomic_write_bytes
 from ..models import LoadedModel
 from .micro import overhead_onnx, patternize_onnx, unit_onnx
 from .profile import TABLE_DIR, ProfileConfig, axis_candidates, example_input, fit_calibration
-from .sampling import spread_points
+from .sampling import monotone_envelope, spread_points
 from .table import Family, LatencyTable, default_table_name, now
 from .units import extract_units, model_key
 
@@ -123,6 +123,8 @@ def read_bundle_result(result_path: str, out: str | None = None) -> str:
         fam.couts = sorted(set(fam.couts) | set(fd["couts"]))
         if not fam.grid_complete():  # a grid merged from different bundles: keep only the bundle's axes
             fam.cins, fam.couts = list(fd["cins"]), list(fd["couts"])
+        for (a, b), v in monotone_envelope(fam.cins, fam.couts, fam.value, fam.spec.tied).items():
+            fam.points[f"{a},{b}"] = v
     mi = manifest["model"]
     rec = {"spec": mi["spec"], "model_id": mi["model_id"], "input_shape": mi["input_shape"], "units": mi["units"]}
     table.models[mi["model_key"]] = rec

@@ -69,3 +69,54 @@ def needs_refinement(axis: Sequence[int], vals: dict[int, float], probes: dict[i
         if abs(est - v) > tol * max(v, 1e-9):
             bad.append(p)
     return bad
+
+
+def monotone_envelope(xs: Sequence[int], ys: Sequence[int], value, tied: bool = False) -> dict[tuple[int, int], float]:
+    """Lower each point to the smallest value among points with at least as many channels.
+
+    A unit cannot get cheaper by adding channels, and measurement noise on a shared machine only
+    ever *adds* time, so a point above a point that dominates it in (cin, cout) is a noise spike;
+    the suffix minimum removes such spikes without touching a clean staircase."""
+    out: dict[tuple[int, int], float] = {}
+    if tied:
+        best = float("inf")
+        for x in reversed(list(xs)):
+            best = min(best, value(x, x))
+            out[(x, x)] = best
+        return out
+    for i in range(len(xs) - 1, -1, -1):
+        for j in range(len(ys) - 1, -1, -1):
+            v = value(xs[i], ys[j])
+            if i + 1 < len(xs):
+                v = min(v, out[(xs[i + 1], ys[j])])
+            if j + 1 < len(ys):
+                v = min(v, out[(xs[i], ys[j + 1])])
+            out[(xs[i], ys[j])] = v
+    return out
+
+
+def edge_spikes(xs: Sequence[int], ys: Sequence[int], value, tied: bool = False, factor: float = 1.25) -> list:
+    """Points on the far edges (largest cin or cout) that the envelope cannot correct: flagged
+    when above ``factor`` x the linear extrapolation of the two points before them."""
+    def extrap(axis, get):
+        if len(axis) < 3:
+            return None
+        a, b, c = axis[-3], axis[-2], axis[-1]
+        va, vb = get(a), get(b)
+        return vb + (vb - va) * (c - b) / (b - a)
+
+    out = []
+    if tied:
+        e = extrap(list(xs), lambda v: value(v, v))
+        if e is not None and value(xs[-1], xs[-1]) > factor * max(e, 1e-9):
+            out.append((xs[-1], xs[-1]))
+        return out
+    for y in ys:  # last cin, every cout
+        e = extrap(list(xs), lambda v: value(v, y))
+        if e is not None and value(xs[-1], y) > factor * max(e, 1e-9):
+            out.append((xs[-1], y))
+    for x in xs:  # last cout, every cin
+        e = extrap(list(ys), lambda v: value(x, v))
+        if e is not None and value(x, ys[-1]) > factor * max(e, 1e-9):
+            out.append((x, ys[-1]))
+    return list(dict.fromkeys(out))
