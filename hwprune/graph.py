@@ -69,7 +69,8 @@ def _tracing_stand_ins(model: nn.Module):
     """Swap attention units and channel mixers for their stand-ins during tracing only."""
     patched_mods, patched_fns = [], []
     for mod in model.modules():
-        if type(mod).__name__ in _ATTENTION_UNITS or type(mod).__name__ in _MERGE_UNITS:
+        if (type(mod).__name__ in _ATTENTION_UNITS or type(mod).__name__ in _MERGE_UNITS) \
+                and "forward" not in mod.__dict__:  # leave a user's per-instance forward alone
             real = mod.forward
             mod.forward = lambda x, _real=real: _OpaqueUnit.apply(x, _real)
             patched_mods.append(mod)
