@@ -151,7 +151,7 @@ def test_atomic_save_leaves_no_partial_file(table_path, tmp_path):
 def test_validate_reports_errors(table_path):
     from hwprune_deploy.timing import Protocol
 
-    r = validate(tiny(), table_path, samples=3, seed=1, progress=False,
+    r = validate(tiny(), table_path, samples=3, seed=1, progress=False, passes=1,
                  protocol=Protocol(warmup=1, repeats=3, min_repeat_ms=0.5))
     d = r.to_dict()
     assert d["samples"] == 3 and len(d["variants"]) == 3

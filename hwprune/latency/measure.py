@@ -83,17 +83,32 @@ class Measurer:
             return self.torch_backend.measure_fns(fns, self.unit_protocol)
         return measure_interleaved(fns, self.unit_protocol)
 
-    def models(self, models: Mapping[str, torch.nn.Module], x: torch.Tensor) -> dict[str, Timing]:
-        """Interleaved end-to-end timing of whole models (as deployed: ONNX for ORT/TensorRT)."""
+    def models(self, models: Mapping[str, torch.nn.Module], x: torch.Tensor, passes: int = 2) -> dict[str, Timing]:
+        """Interleaved end-to-end timing of whole models (as deployed: ONNX for ORT/TensorRT).
+        ``passes`` independent interleaved passes; per model the fastest pass counts (a burst of
+        load on a shared machine only ever adds time)."""
+        from hwprune_deploy.runner import timing_ms
+
         if self.factory is not None:
             from ..export import onnx_bytes
 
-            return measure_onnx_set({k: onnx_bytes(m, x) for k, m in models.items()}, self.factory, self.model_protocol,
-                                    chunk=6)
-        fns = {k: self.torch_backend.runner(m, x) for k, m in models.items()}
-        if hasattr(self.torch_backend, "measure_fns"):
-            return self.torch_backend.measure_fns(fns, self.model_protocol)
-        return measure_interleaved(fns, self.model_protocol)
+            data = {k: onnx_bytes(m, x) for k, m in models.items()}
+
+            def one():
+                return measure_onnx_set(data, self.factory, self.model_protocol, chunk=6)
+        else:
+            fns = {k: self.torch_backend.runner(m, x) for k, m in models.items()}
+
+            def one():
+                if hasattr(self.torch_backend, "measure_fns"):
+                    return self.torch_backend.measure_fns(fns, self.model_protocol)
+                return measure_interleaved(fns, self.model_protocol)
+        best: dict[str, Timing] = {}
+        for _ in range(max(1, passes)):
+            for k, t in one().items():
+                if k not in best or timing_ms(t) < timing_ms(best[k]):
+                    best[k] = t
+        return best
 
 
 def random_widths(groups, rng: np.random.Generator, align: int, min_width: int) -> dict[str, int]:

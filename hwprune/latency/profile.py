@@ -262,7 +262,7 @@ def profile(loaded: LoadedModel, config: ProfileConfig, progress: bool = True) -
     for i in range(config.calib_variants):
         variants[f"calib{i}"] = random_widths(graph.groups, rng, config.align, config.min_width)
     models = {k: (loaded.model if not w else build_variant(loaded.model, x, w)) for k, w in variants.items()}
-    timings = meas.models(models, x)
+    timings = meas.models(models, x, passes=config.passes)
     bar.step(1, "remainder + calibration")
     bar.close()
     rec = {"spec": spec, "model_id": loaded.model_id, "input_shape": list(x.shape),
@@ -290,7 +290,7 @@ def profile(loaded: LoadedModel, config: ProfileConfig, progress: bool = True) -
 def fit_calibration(sums: dict[str, float], measured: dict[str, float]) -> dict:
     """Least-squares ``measured = a * units_sum + b`` over full + calibration variants (the full
     model counted 3x: it anchors the unpruned end). Falls back to a=1, b=remainder when fewer than
-    two distinct points or a non-physical fit (a outside [0.3, 1.5])."""
+    two distinct points or a non-physical fit (a outside [0.25, 4])."""
     keys = list(sums)
     remainder = measured["full"] - sums["full"]
     if len(keys) < 3:
@@ -298,6 +298,6 @@ def fit_calibration(sums: dict[str, float], measured: dict[str, float]) -> dict:
     X = np.array([[sums[k], 1.0] for k in keys] + [[sums["full"], 1.0]] * 2)
     y = np.array([measured[k] for k in keys] + [measured["full"]] * 2)
     (a, b), *_ = np.linalg.lstsq(X, y, rcond=None)
-    if not (0.3 <= a <= 1.5):
+    if not (0.25 <= a <= 4.0):
         return {"a": 1.0, "b": remainder, "method": "remainder (fit rejected)"}
     return {"a": float(a), "b": float(b), "method": "least squares over full + calibration variants"}

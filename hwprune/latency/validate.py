@@ -56,7 +56,7 @@ class ValidationResult:
 
 def validate(loaded: LoadedModel, table_path: str, samples: int = 30, seed: int = 0, align: int = 8,
              min_width: int = 8, progress: bool = True, input_size: Optional[int] = None, threads: Optional[int] = None,
-             chunk: int = 5, protocol=None) -> ValidationResult:
+             chunk: int = 5, protocol=None, passes: int = 2) -> ValidationResult:
     """Predict vs measure ``samples`` random pruned variants of ``loaded`` (see module doc)."""
     import time
 
@@ -83,7 +83,7 @@ def validate(loaded: LoadedModel, table_path: str, samples: int = 30, seed: int 
         bar = tqdm(total=samples, desc=f"validating {spec}", unit="variant", dynamic_ncols=True)
     for i in range(0, samples, chunk):
         part = {f"v{j}": build_variant(loaded.model, x, widths[j]) for j in range(i, min(samples, i + chunk))}
-        timings = meas.models(part, x)
+        timings = meas.models(part, x, passes=passes)
         for name, t in timings.items():
             j = int(name[1:])
             pred = cm.predict(widths[j])
