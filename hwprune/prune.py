@@ -340,7 +340,10 @@ def prune(loaded: LoadedModel, config: PruneConfig, calib=None, table=None, eval
                                  f"{100 * (p.median_ms / goal - 1):.1f}% after {len(closed_loop)} measurement round(s); "
                                  "lower the budget, re-profile the table on a quiet machine, or raise --closed-loop-rounds")
     if evaluator is not None:
-        acc = report["accuracy"] = {"before": float(evaluator(loaded.model)), "after": float(evaluator(pruned))}
+        import copy  # an evaluator may recalibrate BN in place: never let it touch the user's model
+
+        acc = report["accuracy"] = {"before": float(evaluator(copy.deepcopy(loaded.model))),
+                                    "after": float(evaluator(pruned))}
     if config.finetune_epochs:
         if data is None:
             raise ConfigError("--finetune-epochs needs training data: pass --data synthetic (or imagefolder:PATH ...)")

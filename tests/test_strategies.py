@@ -15,8 +15,8 @@ from hwprune.strategies.evolution import choose_for_budget, dominates, pareto_fr
 from hwprune.strategies.halp import kept_value, knapsack_brute, knapsack_mc
 from hwprune.strategies.netadapt import decrement_schedule, iteration_target
 
-FAST = {"amc_episodes": 6, "amc_warmup": 3, "evo_pop": 6, "evo_gens": 2, "sens_points": 3,
-        "netadapt_initial": 0.15, "halp_steps": 2}
+FAST = {"amc_episodes": 4, "amc_warmup": 2, "evo_pop": 4, "evo_gens": 1, "sens_points": 3,
+        "netadapt_initial": 0.2, "halp_steps": 2}
 ALL = ["uniform", "global", "sensitivity", "netadapt", "amc", "halp", "evolution"]
 
 
@@ -158,8 +158,8 @@ def test_pareto_dominance():
 
 def test_cli_prune_budget_writes_report_and_plots(cli, tmp_path):
     out = tmp_path / "o"
-    p = cli("prune", "--model", "tiny_resnet", "--budget", "50%flops", "--strategy", "evolution", "--evo-pop", "6",
-            "--evo-gens", "2", "--out", str(out), "--plot", "--quiet", "--backend", "ort-cpu")
+    p = cli("prune", "--model", "tiny_resnet", "--budget", "50%flops", "--strategy", "evolution", "--evo-pop", "4",
+            "--evo-gens", "1", "--out", str(out), "--plot", "--quiet", "--backend", "ort-cpu")
     assert "FLOPs" in p.stdout
     r = json.loads((out / "report.json").read_text())
     for k in ("strategy", "budget", "before", "after", "widths", "search_seconds", "seed", "latency", "accuracy"):

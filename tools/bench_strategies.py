@@ -6,7 +6,7 @@ profiled unless --table), then for each seed: prune to --budget (0.5x) with unif
 FLOPs-targeted run (global magnitude pruning, the FLOPs budget bisected until the *measured*
 latency matches the latency-targeted runs' budget), netadapt, halp, amc and evolution; every result
 is measured side by side with the unpruned model (closed loop), evaluated (adaptive-BN top-1 on the
-held-out split), optionally fine-tuned (--finetune-epochs) and evaluated again.
+held-out split), briefly fine-tuned (--finetune-steps SGD steps, the same for all) and evaluated again.
 
 resnet18 mode: torchvision resnet18 at 224 (random weights: accuracy is not meaningful, the point is
 that every strategy meets 0.5x by measurement on the ORT table; the evaluator is the logit-fidelity
@@ -97,8 +97,22 @@ def make_evaluator(data):
         return adaptive_bn_top1(data.calib, data.val), "adaptive-BN top-1 (bench fallback)"
 
 
-def default_model(data, epochs: int, seed: int):
+def search_subset(data, batches: int):
+    """The same data with validation cut to its first ``batches`` batches: candidates are ranked
+    on this subset during the search (cheap), results are reported on the full held-out split."""
+    import dataclasses
+    import itertools
+
+    return dataclasses.replace(data, val=list(itertools.islice(iter(data.val), batches)))
+
+
+def default_model(data, epochs: int, seed: int, out: str):
     loaded = load_model("tiny_resnet")
+    cached = os.path.join(out, f"tiny_resnet_synthetic_{epochs}ep.pt")
+    if os.path.exists(cached):
+        loaded.model.load_state_dict(torch.load(cached))
+        loaded.model.eval()
+        return loaded, f"tiny_resnet trained {epochs} epochs on synthetic (cached {cached})"
     try:
         from hwprune.train import load_default_model
 
@@ -109,6 +123,7 @@ def default_model(data, epochs: int, seed: int):
     except (ImportError, AttributeError, FileNotFoundError, RuntimeError, TypeError) as e:
         log(f"hwprune.train default model unavailable ({type(e).__name__}); training {epochs} epochs here")
         train_plain(loaded.model, data.train, epochs, seed)
+        torch.save(loaded.model.state_dict(), cached)
         return loaded, f"tiny_resnet trained here, {epochs} epochs SGD on synthetic"
 
 
@@ -130,13 +145,24 @@ def get_table(loaded, args, size: int) -> str:
 # ------------------------------------------------------------------ runs
 def options(args) -> dict:
     if args.mode == "resnet18" or args.quick:
-        return {"amc_episodes": 12, "amc_warmup": 4, "evo_pop": 8, "evo_gens": 3, "netadapt_initial": 0.1,
+        return {"amc_episodes": 10, "amc_warmup": 4, "evo_pop": 8, "evo_gens": 2, "netadapt_initial": 0.12,
                 "halp_steps": 3, "sens_points": 3}
-    return {"amc_episodes": 30, "amc_warmup": 8, "evo_pop": 12, "evo_gens": 5, "netadapt_initial": 0.06,
+    return {"amc_episodes": 24, "amc_warmup": 8, "evo_pop": 10, "evo_gens": 4, "netadapt_initial": 0.08,
             "netadapt_decay": 0.96, "halp_steps": 4}
 
 
-def summarize_run(name: str, seed: int, res, evaluator, data, args, extra=None) -> dict:
+_ACC0: dict = {}
+
+
+def _acc_before(final_eval, model):
+    if final_eval is None:
+        return None
+    if id(model) not in _ACC0:
+        _ACC0[id(model)] = final_eval(model)
+    return _ACC0[id(model)]
+
+
+def summarize_run(name: str, seed: int, res, final_eval, data, args, extra=None) -> dict:
     r = res.report
     lat = r.get("latency", {})
     row = {"strategy": name, "seed": seed, "baseline_ms": lat.get("baseline_ms"), "measured_ms": lat.get("measured_ms"),
@@ -145,12 +171,16 @@ def summarize_run(name: str, seed: int, res, evaluator, data, args, extra=None) 
            "predicted_ms": lat.get("predicted_ms"), "met_budget": lat.get("met_budget"),
            "flops_ratio": r["after"]["flops"] / r["before"]["flops"],
            "params_ratio": r["after"]["params"] / r["before"]["params"],
-           "acc_before": r.get("accuracy", {}).get("before"), "acc_after": r.get("accuracy", {}).get("after"),
+           "acc_before": _acc_before(final_eval, res.original),
+           "acc_after": final_eval(res.model) if final_eval else r.get("accuracy", {}).get("after"),
+           "acc_search_subset": r.get("accuracy", {}).get("after"),
            "search_s": r["search_seconds"], "evaluations": r["evaluations"],
            "widths": {k: v["after"] for k, v in r["widths"].items()}, **(extra or {})}
-    if args.finetune_epochs and data is not None:
-        train_plain(res.model, data.train, args.finetune_epochs, seed, lr=0.02)
-        row["acc_finetuned"] = evaluator(res.model)
+    if args.finetune_steps and data is not None:
+        from hwprune.strategies._common import short_finetune
+
+        short_finetune(res.model, data.train, args.finetune_steps, lr=0.02, seed=seed)
+        row["acc_finetuned"] = final_eval(res.model)
     return row
 
 
@@ -202,14 +232,14 @@ def markdown(rows: list[dict], meta: dict) -> str:
     lines = [f"Budget {meta['budget']} on {meta['mode']} ({meta['model_note']}); evaluator: {meta['evaluator']}; "
              f"seeds {meta['seeds']}; backend ort-cpu, {meta['threads']} threads; table {meta['table']}.", "",
              "| strategy | measured latency / unpruned | met budget (+3%) | FLOPs kept | params kept | top-1 after prune"
-             + (" | top-1 after fine-tune" if meta.get("finetune_epochs") else "") + " | search s |",
-             "|---|---|---|---|---|---|" + ("---|" if meta.get("finetune_epochs") else "") + "---|"]
+             + (f" | top-1 after {meta.get('finetune_steps')}-step fine-tune" if meta.get("finetune_steps") else "") + " | search s |",
+             "|---|---|---|---|---|---|" + ("---|" if meta.get("finetune_steps") else "") + "---|"]
     for name, rs in by.items():
         met = sum(bool(r["met_budget"]) for r in rs)
         lines.append(f"| {name} | {ms([r['measured_ratio'] for r in rs])} | {met}/{len(rs)} | "
                      f"{ms([r['flops_ratio'] for r in rs])} | {ms([r['params_ratio'] for r in rs])} | "
                      f"{ms([r['acc_after'] for r in rs])}"
-                     + (f" | {ms([r.get('acc_finetuned') for r in rs])}" if meta.get("finetune_epochs") else "")
+                     + (f" | {ms([r.get('acc_finetuned') for r in rs])}" if meta.get("finetune_steps") else "")
                      + f" | {ms([r['search_s'] for r in rs])} |")
     acc0 = [r["acc_before"] for r in rows if r.get("acc_before") is not None]
     if acc0:
@@ -226,7 +256,8 @@ def main(argv=None) -> int:
     ap.add_argument("--table", help="latency table to use (default: profile into OUT)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--train-epochs", type=int, default=6)
-    ap.add_argument("--finetune-epochs", type=int, default=1, help="fine-tune each result (0: off)")
+    ap.add_argument("--finetune-steps", type=int, default=40, help="SGD steps of fine-tune per result (0: off)")
+    ap.add_argument("--search-val-batches", type=int, default=4, help="validation batches used to rank candidates")
     ap.add_argument("--flops-steps", type=int, default=6, help="bisection steps for the FLOPs-matched run")
     ap.add_argument("--min-width", type=int, default=8)
     ap.add_argument("--quick", action="store_true", help="fewer episodes/generations (smoke run)")
@@ -239,14 +270,17 @@ def main(argv=None) -> int:
 
         args.size = 32
         data = make_data("synthetic", input_size=32, batch_size=64, seed=0)
-        loaded, model_note = default_model(data, args.train_epochs, 0)
-        evaluator, ev_note = make_evaluator(data)
+        loaded, model_note = default_model(data, args.train_epochs, 0, args.out)
+        final_eval, ev_note = make_evaluator(data)
+        evaluator, _ = make_evaluator(search_subset(data, args.search_val_batches))
+        ev_note += f" (search on {args.search_val_batches} val batches, reported on the full val split)"
     else:
         from hwprune.strategies._common import fidelity_evaluator
 
         args.size = 224
-        args.finetune_epochs = 0
+        args.finetune_steps = 0
         data = None
+        final_eval = None
         loaded = load_model("resnet18")
         model_note = "torchvision resnet18, random weights (accuracy not meaningful)"
         evaluator = fidelity_evaluator(loaded.model, torch.randn(1, 3, 224, 224), n=8)
@@ -270,14 +304,15 @@ def main(argv=None) -> int:
                                                     min_width=args.min_width),
                                 calib=calib, table=table, evaluator=evaluator)
                     extra = {}
-            row = summarize_run(name, seed, res, evaluator, data, args, extra)
+            res.original = loaded.model
+            row = summarize_run(name, seed, res, final_eval, data, args, extra)
             rows.append(row)
             log(f"seed {seed} {name}: measured {row['measured_ratio']:.3f}x of unpruned (met {row['met_budget']}), "
                 f"top-1 {row['acc_after']:.4f}" + (f" -> {row['acc_finetuned']:.4f} fine-tuned" if 'acc_finetuned' in row else "")
                 + f", {time.perf_counter() - t0:.0f} s")
             meta = {"mode": args.mode, "budget": args.budget, "seeds": args.seeds, "threads": args.threads,
                     "table": table, "model_note": model_note, "evaluator": ev_note,
-                    "finetune_epochs": args.finetune_epochs, "seconds": time.perf_counter() - t_start}
+                    "finetune_steps": args.finetune_steps, "seconds": time.perf_counter() - t_start}
             write_json(os.path.join(args.out, "results.json"), {"meta": meta, "rows": rows})
             with open(os.path.join(args.out, "results.md"), "w") as f:
                 f.write(markdown(rows, meta))
