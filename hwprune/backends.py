@@ -63,7 +63,7 @@ class OrtCpuBackend(Backend):
 
     name: str = "ort-cpu"
     opt_level: str = "all"
-    spinning: bool | None = None  # None: ORT default; latency tables time with False (see make_session)
+    spinning: bool | None = False  # blocked workers, as latency tables time (see make_session); None = ORT default
 
     def runner(self, model: nn.Module, x: torch.Tensor) -> Callable[[], object]:
         from .export import onnx_bytes
