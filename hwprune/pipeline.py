@@ -144,7 +144,10 @@ def make_eval(data, run: Run):
         run.note("hwprune.evaluate is not available: accuracy uses a plain top-1 loop over the validation split "
                  "(no adaptive-BN recalibration)")
         return lambda model: top1(model, data.val)
-    return _call_flexible(make_evaluator, data=data, kind="adaptive-bn", calib=data.calib, val=data.val)
+    try:
+        return make_evaluator("adaptive-bn", data)
+    except TypeError:
+        return _call_flexible(make_evaluator, data=data, kind="adaptive-bn", name="adaptive-bn")
 
 
 def top1(model: torch.nn.Module, loader) -> float:
@@ -168,33 +171,24 @@ def _call_flexible(fn, **kwargs):
 
 
 def get_model(config: RunConfig, run: Run, data_factory) -> tuple[LoadedModel, Any]:
-    """The model to prune and its data. Default: tiny_resnet trained on synthetic data."""
+    """The model to prune and its data. Default: tiny_resnet trained on the synthetic data
+    (``hwprune.train.load_default_model()`` when available, else trained here and cached)."""
     s = sizes(config)
     kwargs = {}
     if config.num_classes:
         kwargs["num_classes"] = config.num_classes
-    if config.model == "tiny_resnet" and config.quick:
-        kwargs.update(s["model_kwargs"])
+    if config.is_default_model:
+        shipped = _shipped_default_model(run)
+        if shipped is not None:
+            return shipped, data_factory(shipped.input_size)
+        if config.quick:
+            kwargs.update(s["model_kwargs"])
     loaded = load_model(config.model, weights=config.weights, kwargs=kwargs or None)
     data = data_factory(config.input_size or loaded.input_size)
     if config.is_default_model:
-        epochs = config.train_epochs or s["train_epochs"]
-        try:
-            from . import train
-        except ImportError:
-            train = None
-        if train is not None and hasattr(train, "train_default_model"):
-            model = _call_flexible(getattr(train, "load_default_model", None) or train.train_default_model,
-                                   data=data, epochs=epochs, quick=config.quick, kwargs=kwargs, seed=config.seed,
-                                   progress=config.progress, **({} if epochs is None else {"epochs": epochs}))
-            if isinstance(model, LoadedModel):
-                loaded = model
-            else:
-                loaded.model.load_state_dict(model.state_dict())
-        else:
-            run.note("hwprune.train is not available: the default model is trained here with plain SGD "
-                     f"({epochs or 4} epochs)")
-            _fallback_train(loaded.model, data.train, epochs or 4, config.seed)
+        epochs = config.train_epochs or s["train_epochs"] or 3
+        trained = _train_default(loaded, data, epochs, config, run)
+        run.note(trained)
         loaded.model.eval()
     elif not config.weights and loaded.plan is None:
         run.note(f"model {config.model!r} has random weights (no --weights): accuracy figures are meaningless; "
@@ -202,18 +196,84 @@ def get_model(config: RunConfig, run: Run, data_factory) -> tuple[LoadedModel, A
     return loaded, data
 
 
-def _fallback_train(model: torch.nn.Module, loader, epochs: int, seed: int) -> None:
+def _shipped_default_model(run: Run) -> Optional[LoadedModel]:
+    try:
+        from .train import load_default_model
+    except ImportError:
+        return None
+    try:
+        m = load_default_model()
+    except Exception as e:  # no shipped/cached checkpoint: train below
+        run.note(f"hwprune.train.load_default_model() failed ({type(e).__name__}: {e}); training here")
+        return None
+    if isinstance(m, LoadedModel):
+        return m
+    base = load_model("tiny_resnet")
+    base.model.load_state_dict(m.state_dict())
+    base.model.eval()
+    return base
+
+
+def _cache_path(loaded: LoadedModel, data, epochs: int, config: RunConfig) -> str:
+    import hashlib
+    import json
+
+    from .data import synthetic_fingerprint
+
+    s = sizes(config)
+    key = json.dumps([loaded.model_id, epochs, s["n_train"], config.seed,
+                      synthetic_fingerprint(loaded.input_size, config.seed)], sort_keys=True, default=str)
+    root = os.environ.get("HWPRUNE_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "hwprune")
+    return os.path.join(root, f"default-{hashlib.sha1(key.encode()).hexdigest()[:12]}.pt")
+
+
+def _train_default(loaded: LoadedModel, data, epochs: int, config: RunConfig, run: Run) -> str:
+    """Train the default model (SGD, one-cycle) on the synthetic data; cache the weights so a
+    second ``hwprune run`` starts at once."""
+    import io
+
+    from .jsonio import atomic_write_bytes
+
+    try:
+        path = _cache_path(loaded, data, epochs, config)
+    except Exception:
+        path = None
+    if path and os.path.isfile(path):
+        try:
+            loaded.model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+            return f"default model: tiny_resnet weights from the cache {path} (trained earlier, {epochs} epochs)"
+        except Exception:
+            pass
+    _fallback_train(loaded.model, data.train, epochs, config.seed, progress=config.progress)
+    if path:
+        try:
+            buf = io.BytesIO()
+            torch.save(loaded.model.state_dict(), buf)
+            atomic_write_bytes(path, buf.getvalue())
+        except OSError:
+            pass
+    return (f"default model: tiny_resnet trained here for {epochs} epochs (SGD, one-cycle) on the synthetic data"
+            + (f"; cached in {path}" if path else ""))
+
+
+def _fallback_train(model: torch.nn.Module, loader, epochs: int, seed: int, progress: bool = False) -> None:
+    """Plain SGD with a one-cycle schedule (no hwprune.train needed)."""
+    from tqdm import tqdm
+
     torch.manual_seed(seed)
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4, nesterov=True)
     steps = epochs * len(loader)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.1, total_steps=max(steps, 1))
     model.train()
+    bar = tqdm(total=steps, desc="training", unit="step", file=sys.stderr, disable=not progress, leave=False)
     for _ in range(epochs):
         for x, y in loader:
+            bar.update(1)
             opt.zero_grad()
             torch.nn.functional.cross_entropy(model(x), y).backward()
             opt.step()
             sched.step()
+    bar.close()
     model.eval()
 
 

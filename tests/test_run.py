@@ -3,7 +3,8 @@ import json
 import os
 
 
-def test_run_quick_end_to_end(tmp_path, cli):
+def test_run_quick_end_to_end(tmp_path, cli, monkeypatch):
+    monkeypatch.setenv("HWPRUNE_CACHE", str(tmp_path / "cache"))  # the subprocess inherits it: hermetic
     out = tmp_path / "run"
     proc = cli("run", "--quick", "--out", str(out), "--batch", "1", "--no-progress", cwd=str(tmp_path))
     assert f"report: {out}/report.md" in proc.stdout
