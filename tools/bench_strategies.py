@@ -192,7 +192,7 @@ def flops_matched(loaded, args, seed, evaluator, table, ctx_kwargs) -> tuple:
 
     goal = parse_budget(args.budget).fraction()
     be = get_backend("ort-cpu", threads=args.threads)
-    lo, hi, best = 1.0, 80.0, None
+    lo, hi, best = 1.0, 100.0, None
     for _ in range(args.flops_steps):
         mid = (lo + hi) / 2
         res = prune(loaded, PruneConfig(strategy="global", budget=f"{mid:.2f}%flops", seed=seed, progress=False,
