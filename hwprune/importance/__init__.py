@@ -24,4 +24,4 @@ def get_criterion(name: str) -> Criterion:
     return CRITERIA.get(name)
 
 
-from . import magnitude  # noqa: E402,F401  (registers the built-in criteria)
+from . import data_driven, magnitude  # noqa: E402,F401  (registers the built-in criteria)
