@@ -49,7 +49,7 @@ class RunConfig:
     backend: str = "ort-cpu"
     threads: int = 2
     table: Optional[str] = None  # None: reuse a matching table from latency_tables/ or profile one
-    finetune_epochs: int = 0
+    finetune_epochs: int = 1  # the demo recovers accuracy with one epoch; 0 disables
     train_epochs: Optional[int] = None  # default-model training (None: the trainer's default)
     batches: tuple[int, ...] = (1, 8)
     input_size: Optional[int] = None

@@ -22,7 +22,8 @@ def register(sub) -> None:
     p.add_argument("--backend", default=d.backend, help="ort-cpu (default), torch-cpu, torch-cuda, tensorrt")
     p.add_argument("--threads", type=int, default=d.threads, help="CPU threads (default 2)")
     p.add_argument("--table", help="latency table to use (default: reuse a matching one or profile)")
-    p.add_argument("--finetune-epochs", type=int, default=0, help="fine-tune the pruned model for E epochs")
+    p.add_argument("--finetune-epochs", type=int, default=d.finetune_epochs,
+                   help=f"fine-tune the pruned model for E epochs (default {d.finetune_epochs}; 0: none)")
     p.add_argument("--train-epochs", type=int, help="epochs to train the default model (default: trainer's own)")
     p.add_argument("--batch", default="1,8", help="batch sizes to bench (default 1,8)")
     p.add_argument("--input-size", type=int, help="square input resolution (default: the model's own)")
