@@ -351,7 +351,7 @@ def prune(loaded: LoadedModel, config: PruneConfig, calib=None, table=None, eval
 
         t1 = time.perf_counter()
         train(pruned, data, epochs=config.finetune_epochs, lr=config.finetune_lr,
-              teacher=loaded.model if config.distill else None)
+              teacher=loaded.model if config.distill else None, seed=config.seed, progress=config.progress)
         pruned.eval()
         report["finetune"] = {"epochs": config.finetune_epochs, "lr": config.finetune_lr, "distill": config.distill,
                               "seconds": time.perf_counter() - t1}

@@ -114,7 +114,7 @@ def make_evaluation(args, loaded, size: int):
         from ..evaluate import make_evaluator
     except ImportError:
         return data, _plain_top1(data.val), "plain top-1 on the validation split (hwprune.evaluate not available)"
-    return data, make_evaluator(args.evaluator, data), f"{args.evaluator} on {args.data}"
+    return data, make_evaluator(args.evaluator, data, original=loaded.model), f"{args.evaluator} on {args.data}"
 
 
 def _plain_top1(loader):
