@@ -222,7 +222,9 @@ def summary_figure(rep: Mapping[str, Any], path: str) -> str:
     if rep.get("flops", {}).get("reduction"):
         bits.append(f"FLOPs {rep['flops']['reduction']:.2f}x fewer")
     if acc.get("before") is not None and acc.get("after") is not None:
-        bits.append(f"top-1 {100 * acc['before']:.1f}% -> {100 * acc['after']:.1f}%")
+        final = acc.get("after_finetune")
+        bits.append(f"top-1 {100 * acc['before']:.1f}% -> {100 * acc['after']:.1f}%"
+                    + (f" -> {100 * final:.1f}% fine-tuned" if final is not None else ""))
     if rep.get("backend"):
         bits.append(f"{rep['backend']['name']}, {rep['backend']['threads']} threads")
     fig.suptitle("hwprune: " + " | ".join(bits), fontsize=12)
