@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Callable, Iterable, Mapping
 
 from .timing import Protocol, Timing, measure_interleaved
+from .progress import bar as progress_bar
 
 #: protocol for unit points: cheap enough to sample hundreds of points, median of 9 repeats
 UNIT_PROTOCOL = Protocol(warmup=2, repeats=12, min_repeat_ms=2.0, statistic="p10")
@@ -88,7 +89,8 @@ def measure_bundle(path: str, threads: int = 2, backend: str = "ort-cpu", progre
         raise SystemExit(f"hwprune-deploy: backend {backend!r} is not available device-side (use ort-cpu or tensorrt)")
     t0 = time.perf_counter()
     families = manifest["families"]
-    bar = _bar(sum(len(f["points"]) for f in families.values()) + len(manifest.get("models", {})), progress)
+    bar = progress_bar(sum(len(f["points"]) for f in families.values()) + len(manifest.get("models", {})), progress,
+                       desc="measuring", unit="pt")
     results: dict[str, dict] = {}
     for fkey, fam in families.items():
         files = {p["file"]: read(p["file"]) for p in fam["points"]}
@@ -104,21 +106,3 @@ def measure_bundle(path: str, threads: int = 2, backend: str = "ort-cpu", progre
             "fingerprint": factory.fingerprint(), "unit_protocol": unit_protocol.to_dict(),
             "model_protocol": model_protocol.to_dict(), "seconds": time.perf_counter() - t0}
 
-
-class _NoBar:
-    def update(self, n=1):
-        pass
-
-    def close(self):
-        pass
-
-
-def _bar(total: int, progress: bool):
-    if not progress:
-        return _NoBar()
-    try:
-        from tqdm import tqdm
-
-        return tqdm(total=total, desc="measuring", unit="pt")
-    except ImportError:
-        return _NoBar()

@@ -19,6 +19,7 @@ from typing import Any, Mapping, Optional, Sequence
 import torch
 
 from hwprune_deploy.timing import Protocol, Timing
+from hwprune_deploy.progress import bar as progress_bar
 
 from .errors import BackendUnavailableError, ConfigError, HwpruneError
 from .models import LoadedModel
@@ -201,7 +202,7 @@ def bench(models: Mapping[str, LoadedModel], config: BenchConfig, table=None, pr
             if why:
                 notes.append(f"{k}: no prediction ({why})")
     rows, speedup = [], {}
-    bar = _bar(len(config.batches), progress)
+    bar = progress_bar(len(config.batches), progress, desc="bench", unit="batch", min_total=2)
     for b in config.batches:
         x = torch.randn(b, 3, size, size, generator=torch.Generator().manual_seed(config.seed))
         timings = backend.measure_many({k: m.model.eval() for k, m in models.items()}, x)
@@ -252,17 +253,3 @@ def format_bench(res: dict) -> str:
     return "\n".join(lines)
 
 
-class _NoBar:
-    def update(self, n=1):
-        pass
-
-    def close(self):
-        pass
-
-
-def _bar(total: int, progress: bool):
-    if not progress or total < 2:
-        return _NoBar()
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc="bench", unit="batch", file=sys.stderr, leave=False)
