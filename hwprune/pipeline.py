@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import glob
-import importlib.util
 import os
 import shlex
 import sys
@@ -137,37 +136,10 @@ def load_data(config: RunConfig, input_size: int):
 
 
 def make_eval(data, run: Run):
-    """The project's evaluator (top-1 on the held-out split), or a plain top-1 loop if absent."""
-    try:
-        from .evaluate import make_evaluator
-    except ImportError:
-        run.note("hwprune.evaluate is not available: accuracy uses a plain top-1 loop over the validation split "
-                 "(no adaptive-BN recalibration)")
-        return lambda model: top1(model, data.val)
-    try:
-        return make_evaluator("adaptive-bn", data)
-    except TypeError:
-        return _call_flexible(make_evaluator, data=data, kind="adaptive-bn", name="adaptive-bn")
+    """The project's evaluator: adaptive-BN recalibration (EagleEye), then top-1 on the held-out split."""
+    from .evaluate import make_evaluator
 
-
-def top1(model: torch.nn.Module, loader) -> float:
-    model.eval()
-    correct = total = 0
-    with torch.no_grad():
-        for x, y in loader:
-            correct += int((model(x).argmax(1) == y).sum())
-            total += int(y.numel())
-    return correct / max(total, 1)
-
-
-def _call_flexible(fn, **kwargs):
-    """Call ``fn`` with the keyword arguments its signature accepts (APIs landing in parallel)."""
-    import inspect
-
-    sig = inspect.signature(fn)
-    if any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values()):
-        return fn(**kwargs)
-    return fn(**{k: v for k, v in kwargs.items() if k in sig.parameters})
+    return make_evaluator("adaptive-bn", data)
 
 
 def get_model(config: RunConfig, run: Run, data_factory) -> tuple[LoadedModel, Any]:
@@ -197,10 +169,8 @@ def get_model(config: RunConfig, run: Run, data_factory) -> tuple[LoadedModel, A
 
 
 def _shipped_default_model(run: Run) -> Optional[LoadedModel]:
-    try:
-        from .train import load_default_model
-    except ImportError:
-        return None
+    from .train import load_default_model
+
     try:
         m = load_default_model()
     except Exception as e:  # no shipped/cached checkpoint: train below
@@ -281,11 +251,9 @@ def find_table(config: RunConfig, loaded: LoadedModel, input_size: int, folders=
     """A table in ``folders`` measured here (same fingerprint) for this backend that covers the model."""
     import warnings
 
-    try:
-        from .graph import ChannelGraph
-        from .latency import LatencyTable
-    except ImportError:
-        return None
+    from .graph import ChannelGraph
+    from .latency import LatencyTable
+
     for folder in folders:
         for path in sorted(glob.glob(os.path.join(folder, "*.json"))):
             try:
@@ -311,11 +279,8 @@ def get_table(config: RunConfig, run: Run, loaded: LoadedModel, input_size: int)
     if found:
         run.note(f"reusing latency table {found} (same device fingerprint, covers this model)")
         return found
-    try:
-        from .latency import ProfileConfig, profile
-    except ImportError:
-        run.note("hwprune.latency is not available: no latency table, no predicted latency")
-        return None
+    from .latency import ProfileConfig, profile
+
     pc = {f.name for f in dataclasses.fields(ProfileConfig)}
     kw = {"backend": config.backend, "threads": config.threads, "batch": 1, "input_size": input_size,
           "align": config.align, "min_width": config.min_width, "out": os.path.join(config.out, "latency_table.json"),
@@ -350,13 +315,11 @@ def prune_step(config: RunConfig, run: Run, loaded: LoadedModel, data, table: Op
     kw = {"strategy": strategy, "budget": config.budget, "criterion": config.criterion, "align": config.align,
           "min_width": config.min_width, "input_size": input_size, "seed": config.seed, "backend": config.backend,
           "threads": config.threads, "progress": config.progress,
-          # fine-tuning inside prune() needs hwprune.train; otherwise the run's own fine-tune step does it
-          "finetune_epochs": config.finetune_epochs if importlib.util.find_spec("hwprune.train") else 0,
+          "finetune_epochs": config.finetune_epochs,
           "options": dict(s["strategy_options"])}
     pcfg = PruneConfig(**{k: v for k, v in kw.items() if k in fields})
     try:
-        return _call_flexible(prune, loaded=loaded, config=pcfg, calib=data.calib, table=table, evaluator=evaluator,
-                              data=data)
+        return prune(loaded, pcfg, calib=data.calib, table=table, evaluator=evaluator, data=data)
     except BudgetError as e:
         budget = parse_budget(config.budget)
         if not (budget.is_latency and budget.fraction() is not None and table is not None):
@@ -438,18 +401,11 @@ def run_pipeline(config: RunConfig) -> dict:
     rep_acc = res.report.get("accuracy") or {}
     if config.finetune_epochs and not (rep_acc.get("after_finetune") is not None):
         with run.step("fine-tune") as st:
-            try:
-                from .train import finetune
-            except ImportError:
-                finetune = None
-            if finetune is None:
-                run.note("hwprune.train.finetune is not available: fine-tuning with plain SGD")
-                acc["after"] = float(evaluator(pruned))
-                _fallback_train(pruned, data.train, config.finetune_epochs, config.seed)
-            else:
-                acc["after"] = float(evaluator(pruned))
-                _call_flexible(finetune, model=pruned, data=data, epochs=config.finetune_epochs, seed=config.seed,
-                               teacher=loaded.model, progress=config.progress)
+            from .train import finetune
+
+            acc["after"] = float(evaluator(pruned))
+            finetune(pruned, data, epochs=config.finetune_epochs, seed=config.seed, teacher=loaded.model,
+                     progress=config.progress)
             pruned.eval()
             acc["after_finetune"] = float(evaluator(pruned))
             st.detail = f"{config.finetune_epochs} epoch(s): top-1 {100 * acc['after']:.1f}% -> {100 * acc['after_finetune']:.1f}%"

@@ -110,26 +110,9 @@ def make_evaluation(args, loaded, size: int):
     from ..data import make_data
 
     data = make_data(args.data, input_size=size, batch_size=args.data_batch, seed=args.seed)
-    try:
-        from ..evaluate import make_evaluator
-    except ImportError:
-        return data, _plain_top1(data.val), "plain top-1 on the validation split (hwprune.evaluate not available)"
+    from ..evaluate import make_evaluator
+
     return data, make_evaluator(args.evaluator, data, original=loaded.model), f"{args.evaluator} on {args.data}"
-
-
-def _plain_top1(loader):
-    import torch
-
-    def evaluate(model) -> float:
-        model.eval()
-        right = total = 0
-        with torch.no_grad():
-            for xb, yb in loader:
-                right += int((model(xb).argmax(1) == yb).sum())
-                total += len(yb)
-        return right / max(total, 1)
-
-    return evaluate
 
 
 def run(args) -> int:

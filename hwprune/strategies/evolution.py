@@ -56,12 +56,6 @@ def evolution(ctx) -> dict[str, int]:
     pop = max(4, ctx.option("evo_pop", 16))
     gens = max(1, ctx.option("evo_gens", 8))
     recon = bool(ctx.option("evo_reconstruct", 1)) and ctx.calib is not None
-    if recon:
-        try:
-            from ..evaluate import reconstruct_  # noqa: F401
-        except ImportError:
-            recon = False
-            ctx.artifacts["note"] = "hwprune.evaluate.reconstruct_ unavailable: candidates evaluated without reconstruction"
     groups = ctx.graph.prunable
     grids = [ctx.grid(g) for g in groups]
     archive: dict[tuple, dict] = {}
