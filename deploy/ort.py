@@ -8,14 +8,15 @@ import numpy as np
 
 
 def make_session(model_path_or_bytes, threads: int = 2, opt_level: str = "all", provider: str = "CPUExecutionProvider",
-                 spinning: bool | None = None):
+                 spinning: bool | None = None, profile_prefix: str | None = None):
     """An InferenceSession with ``threads`` intra-op threads, 1 inter-op thread, sequential
     execution and the given graph optimisation level ('all' = what deployment uses).
 
     ``spinning``: None keeps ORT's default (worker threads spin-wait between ops); False makes
     them block. Latency tables time with False: with several sessions alive (interleaved
     timing) or other processes on the cores, spinning workers steal the CPU from the session
-    being timed and measurements become meaningless (2-4x inflated, unstable)."""
+    being timed and measurements become meaningless (2-4x inflated, unstable).
+    ``profile_prefix``: turn ORT's per-node profiler on, writing to files with this prefix."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -29,6 +30,9 @@ def make_session(model_path_or_bytes, threads: int = 2, opt_level: str = "all", 
         "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
     }[opt_level]
     so.log_severity_level = 3
+    if profile_prefix:
+        so.enable_profiling = True
+        so.profile_file_prefix = profile_prefix
     if spinning is not None:
         so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     return ort.InferenceSession(model_path_or_bytes, sess_options=so, providers=[provider])

@@ -10,6 +10,7 @@ statistic is used for units, whole models and validation, so they stay comparabl
 """
 from __future__ import annotations
 
+import os
 from typing import Callable, Iterable, Mapping
 
 from .timing import Protocol, Timing, measure_interleaved
@@ -22,18 +23,36 @@ MODEL_PROTOCOL = Protocol(warmup=2, repeats=20, min_repeat_ms=10.0, statistic="p
 STATISTIC = "p10"
 
 
+#: ops that only change memory layout (ORT's NCHWc reorders). A micro-model pays them at its
+#: edges because its input/output are plain NCHW; inside a real network consecutive convs stay
+#: in the blocked layout and never run them, so unit kernel time leaves them out.
+LAYOUT_OPS = ("ReorderInput", "ReorderOutput")
+#: nodes named so are context in a micro-model (see hwprune.latency.micro.CONTEXT_PREFIX)
+CONTEXT_PREFIX = "ctx_"
+
+
 class OrtRunnerFactory:
     """Makes zero-arg callables from ONNX bytes: an ORT session with fixed threads and a random
-    feed (all inputs, including a residual input of a fused add)."""
+    feed (all inputs, including a residual input of a fused add).
+
+    ``kernel_time=True`` (how latency-table units are timed): the session runs with ORT's
+    profiler on, and :func:`measure_onnx_set` reports the summed kernel time of the unit's own
+    nodes per run -- not wall time, which would add the micro-model's layout reorders at its
+    edges and the per-``run`` session overhead, neither of which the unit costs inside a network
+    (on a 2-core EPYC they were 20-40% of a small 1x1 conv). Whole models are timed by wall clock.
+    """
 
     name = "ort-cpu"
 
-    def __init__(self, threads: int = 2, opt_level: str = "all", spinning: bool = False):
+    def __init__(self, threads: int = 2, opt_level: str = "all", spinning: bool = False, kernel_time: bool = False):
         self.threads, self.opt_level, self.spinning = int(threads), opt_level, spinning
+        self.kernel_time = kernel_time
 
     def __call__(self, data: bytes) -> Callable[[], object]:
         from .ort import make_session, random_feed
 
+        if self.kernel_time:
+            return _ProfiledRun(data, self.threads, self.opt_level, self.spinning)
         sess = make_session(data, threads=self.threads, opt_level=self.opt_level, spinning=self.spinning)
         feed = random_feed(sess)
         return lambda: sess.run(None, feed)
@@ -45,6 +64,62 @@ class OrtRunnerFactory:
                 "spinning": self.spinning}
 
 
+class _ProfiledRun:
+    """A session with ORT's profiler on; ``kernel_ms()`` gives per-run kernel time (ms) of every
+    node except :data:`LAYOUT_OPS` and context nodes (:data:`CONTEXT_PREFIX`), in run order."""
+
+    def __init__(self, data: bytes, threads: int, opt_level: str, spinning: bool):
+        import tempfile
+
+        from .ort import make_session, random_feed
+
+        self._dir = tempfile.mkdtemp(prefix="hwprune-prof-")
+        self.sess = make_session(data, threads=threads, opt_level=opt_level, spinning=spinning,
+                                 profile_prefix=os.path.join(self._dir, "p"))
+        self.feed = random_feed(self.sess)
+
+    def __call__(self):
+        return self.sess.run(None, self.feed)
+
+    def kernel_ms(self) -> list[float]:
+        import bisect
+        import json
+        import shutil
+
+        path = self.sess.end_profiling()
+        try:
+            with open(path) as f:
+                events = json.load(f)
+        finally:
+            shutil.rmtree(self._dir, ignore_errors=True)
+        runs = sorted(e["ts"] for e in events if e.get("cat") == "Session" and e.get("name") == "model_run")
+        per = [0.0] * len(runs)
+        for e in events:
+            name = e.get("name", "")
+            if (e.get("cat") == "Node" and name.endswith("_kernel_time") and not name.startswith(CONTEXT_PREFIX)
+                    and e.get("args", {}).get("op_name") not in LAYOUT_OPS):
+                i = bisect.bisect_right(runs, e["ts"]) - 1
+                if i >= 0:
+                    per[i] += e["dur"] / 1e3
+        return per
+
+
+def _kernel_timing(run: _ProfiledRun, wall: Timing) -> Timing:
+    """Re-summarise the last ``repeats x inner`` runs of ``run`` by kernel time, repeat by repeat
+    (the same grouping the wall-clock Timing used), so statistics stay comparable."""
+    import numpy as np
+
+    from .timing import summarize_ms
+
+    per = run.kernel_ms()
+    n = wall.repeats * wall.inner
+    if len(per) < n or n == 0:
+        raise ValueError(f"ORT profile holds {len(per)} runs, expected at least {n}")
+    reps = np.asarray(per[-n:]).reshape(wall.repeats, wall.inner).mean(axis=1)
+    t = summarize_ms(reps)
+    return Timing(t.median_ms, t.p10_ms, t.p90_ms, t.iqr_ms, wall.repeats, wall.inner)
+
+
 def measure_onnx_set(models: Mapping[str, bytes], factory: Callable[[bytes], Callable[[], object]],
                      protocol: Protocol = UNIT_PROTOCOL, chunk: int = 48) -> dict[str, Timing]:
     """Interleaved timing of several ONNX models (in chunks, to bound memory)."""
@@ -53,9 +128,20 @@ def measure_onnx_set(models: Mapping[str, bytes], factory: Callable[[bytes], Cal
     for i in range(0, len(keys), chunk):
         part = keys[i:i + chunk]
         fns = {k: factory(models[k]) for k in part}
-        out.update(measure_interleaved(fns, protocol))
+        timings = measure_interleaved(fns, protocol)
+        for k, fn in fns.items():
+            if isinstance(fn, _ProfiledRun):
+                timings[k] = _kernel_timing(fn, timings[k])
+        out.update(timings)
         del fns
     return out
+
+
+def unit_time(factory) -> str:
+    """What a unit's time means for this factory (recorded in tables and bundle results)."""
+    if getattr(factory, "kernel_time", False):
+        return "kernel: summed ORT profiler kernel time of the unit's nodes, layout reorders excluded"
+    return "wall: per-run wall clock minus the runtime's per-call overhead"
 
 
 def timing_ms(t: Timing) -> float:
@@ -81,10 +167,11 @@ def measure_bundle(path: str, threads: int = 2, backend: str = "ort-cpu", progre
     manifest, read = iter_bundle(path)
     if backend == "ort-cpu":
         factory = OrtRunnerFactory(threads)
+        unit_factory = OrtRunnerFactory(threads, kernel_time=True)
     elif backend == "tensorrt":
         from .trt import TrtRunnerFactory
 
-        factory = TrtRunnerFactory(precision=manifest.get("precision", "fp32"))
+        factory = unit_factory = TrtRunnerFactory(precision=manifest.get("precision", "fp32"))
     else:
         raise SystemExit(f"hwprune-deploy: backend {backend!r} is not available device-side (use ort-cpu or tensorrt)")
     t0 = time.perf_counter()
@@ -94,7 +181,7 @@ def measure_bundle(path: str, threads: int = 2, backend: str = "ort-cpu", progre
     results: dict[str, dict] = {}
     for fkey, fam in families.items():
         files = {p["file"]: read(p["file"]) for p in fam["points"]}
-        timings = measure_onnx_set(files, factory, unit_protocol)
+        timings = measure_onnx_set(files, unit_factory, unit_protocol)
         for p in fam["points"]:
             results[p["file"]] = timings[p["file"]].to_dict()
         bar.update(len(fam["points"]))
@@ -103,6 +190,7 @@ def measure_bundle(path: str, threads: int = 2, backend: str = "ort-cpu", progre
         bar.update(1)
     bar.close()
     return {"format": "hwprune-bundle-result", "version": 1, "manifest": manifest, "results": results,
-            "fingerprint": factory.fingerprint(), "unit_protocol": unit_protocol.to_dict(),
+            "fingerprint": factory.fingerprint(),
+            "unit_protocol": {**unit_protocol.to_dict(), "unit_time": unit_time(unit_factory)},
             "model_protocol": model_protocol.to_dict(), "seconds": time.perf_counter() - t0}
 

@@ -62,6 +62,7 @@ def test_bundle_measured_without_torch_and_read_back(cli, tmp_path):
     assert run.returncode == 0, run.stderr
     res = json.loads(result.read_text())
     assert res["format"] == "hwprune-bundle-result" and all(v["p10_ms"] > 0 for v in res["results"].values())
+    assert res["unit_protocol"]["unit_time"].startswith("kernel")  # units by ORT kernel time, device side too
     table = tmp_path / "from_bundle.json"
     p = cli("profile", "--from-bundle-result", str(result), "--out", str(table))
     assert str(table) in p.stdout

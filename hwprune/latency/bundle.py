@@ -57,7 +57,8 @@ def write_bundle(loaded: LoadedModel, config: ProfileConfig, path: str, points_p
         plist = []
         for i, (a, b) in enumerate(pts):
             name = f"units/{len(families):03d}/{a}x{b}.onnx"
-            files[name] = unit_onnx(u.family, a, b, sparse24=sparse)
+            files[name] = unit_onnx(u.family, a, b, sparse24=sparse,
+                                    residual_context=config.backend == "ort-cpu")
             plist.append({"cin": a, "cout": b, "file": name})
         families[fk] = {"spec": u.family.to_dict(), "cins": cins, "couts": couts, "points": plist}
     rng = np.random.default_rng(config.calib_seed)
@@ -108,6 +109,8 @@ def read_bundle_result(result_path: str, out: str | None = None) -> str:
                               "min_width": manifest["min_width"]})
     stat = lambda t: float(t["p10_ms"])  # noqa: E731  (the runner's statistic)
     overhead = stat(results[manifest["models"]["overhead"]["file"]])
+    if str(res["unit_protocol"].get("unit_time", "")).startswith("kernel"):
+        overhead = 0.0  # kernel time never includes the per-call overhead
     for fk, fd in manifest["families"].items():
         fam = table.families.get(fk)
         from .units import UnitFamily

@@ -36,9 +36,20 @@ def _act_nodes(helper, act: str, src: str, dst: str, inits: list) -> list:
     return [helper.make_node("Identity", [src], [dst])]
 
 
-def unit_onnx(fam: UnitFamily, cin: int, cout: int, sparse24: bool = False) -> bytes:
+#: name prefix of context nodes: in a micro-model only to put the unit in the state it runs in
+#: inside a network; kernel-time measurement leaves them out (hwprune_deploy.runner)
+CONTEXT_PREFIX = "ctx_"
+
+
+def unit_onnx(fam: UnitFamily, cin: int, cout: int, sparse24: bool = False, residual_context: bool = False) -> bytes:
     """ONNX bytes of ``fam`` at (cin, cout). ``sparse24``: weights carry a 2:4 pattern along the
-    input-channel axis (2 of every 4 zero) so TensorRT's sparse-weights flag can pick sparse kernels."""
+    input-channel axis (2 of every 4 zero) so TensorRT's sparse-weights flag can pick sparse kernels.
+
+    ``residual_context`` (ORT CPU): the residual of a fused add comes from a 1x1 depthwise conv
+    (node ``ctx_residual``), not straight from a graph input. In a network the residual is
+    another conv's output, already in ORT's blocked NCHWc layout, and ORT fuses the add into the
+    conv; with a plain graph input it does not, and the unit would be timed as conv + separate
+    NCHW add (35-45% too slow on mobilenet_v2's projection convs)."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -79,8 +90,16 @@ def unit_onnx(fam: UnitFamily, cin: int, cout: int, sparse24: bool = False) -> b
         raise ValueError(f"unknown unit kind {fam.kind!r}")
     src = "C"
     if fam.add:
-        inputs.append(helper.make_tensor_value_info("R", TensorProto.FLOAT, out_shape))
-        nodes.append(helper.make_node("Add", ["C", "R"], ["S"]))
+        if residual_context and fam.kind != "linear":
+            inputs.append(helper.make_tensor_value_info("R0", TensorProto.FLOAT, out_shape))
+            inits += [numpy_helper.from_array(np.ones((cout, 1, 1, 1), np.float32), "ctx_w")]
+            # node and output both carry the prefix: ORT renames converted nodes "<output>_nchwc"
+            res = CONTEXT_PREFIX + "residual"
+            nodes.append(helper.make_node("Conv", ["R0", "ctx_w"], [res], name=res, kernel_shape=[1, 1], group=cout))
+        else:
+            res = "R"
+            inputs.append(helper.make_tensor_value_info("R", TensorProto.FLOAT, out_shape))
+        nodes.append(helper.make_node("Add", ["C", res], ["S"]))
         src = "S"
     nodes += _act_nodes(helper, fam.act, src, "Y", inits)
     graph = helper.make_graph(nodes, "unit", inputs, [helper.make_tensor_value_info("Y", TensorProto.FLOAT, out_shape)],
