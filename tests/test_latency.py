@@ -156,9 +156,15 @@ def test_validate_reports_errors(table_path):
     d = r.to_dict()
     assert d["samples"] == 3 and len(d["variants"]) == 3
     for v in d["variants"]:
-        assert v["measured_ms"] > 0 and v["predicted_ms"] == pytest.approx(v["predicted_ms"])
-        assert v["error"] == pytest.approx((v["predicted_ms"] - v["measured_ms"]) / v["measured_ms"])
+        assert v["measured_ms"] > 0 and v["predicted_ms"] > 0
+        assert v["error_ms"] == pytest.approx((v["predicted_ms"] - v["measured_ms"]) / v["measured_ms"])
+        # primary metric: ratio to the unpruned model (predicted by the table, measured side by side)
+        assert v["predicted_ratio"] == pytest.approx(v["predicted_ms"] / d["predicted_full_ms"])
+        assert v["measured_ratio"] == pytest.approx(v["measured_ms"] / d["reference_ms"])
+        assert v["error"] == pytest.approx((v["predicted_ratio"] - v["measured_ratio"]) / v["measured_ratio"])
+        assert v["predicted_ratio"] < 1.0  # pruned variants are predicted faster than the full model
     assert 0 <= d["within_5pct"] <= d["within_10pct"] <= 1
+    assert 0 <= d["absolute_ms"]["within_5pct"] <= d["absolute_ms"]["within_10pct"] <= 1
 
 
 def test_config_validation():

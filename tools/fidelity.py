@@ -59,6 +59,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", help="table file (default: latency_tables/<device>-ort-cpu-fp32-b1.json)")
     ap.add_argument("--report-dir", default=os.path.join(ROOT, "latency_tables"))
     ap.add_argument("--fresh", action="store_true", help="delete the table first (re-measure every unit)")
+    ap.add_argument("--validate-only", action="store_true", help="reuse the table as it is; only validate")
     ap.add_argument("--plot", help="also write staircase and scatter PNGs to this folder")
     args = ap.parse_args(argv)
 
@@ -83,8 +84,17 @@ def main(argv=None) -> int:
                 os.unlink(p)
         load0 = loadavg()
         t0 = time.perf_counter()
-        table_path = profile(load_model(spec), cfg, progress=True)
-        prof_s = time.perf_counter() - t0
+        if args.validate_only:
+            from hwprune.latency.measure import Measurer
+            from hwprune.latency.table import default_table_name
+
+            table_path = table_path or os.path.join(TABLE_DIR, default_table_name(
+                Measurer("ort-cpu", args.threads).fingerprint(), "ort-cpu", "fp32", 1))
+            prof_s = [m for m in LatencyTable.load(table_path, check_device=False).models.values()
+                      if m["spec"] == spec][-1]["profile_seconds"]
+        else:
+            table_path = profile(load_model(spec), cfg, progress=True)
+            prof_s = time.perf_counter() - t0
         t1 = time.perf_counter()
         r = validate(load_model(spec), table_path, samples=args.samples, seed=0, threads=args.threads,
                      input_size=args.input_size, progress=True)
@@ -97,6 +107,7 @@ def main(argv=None) -> int:
                "median_abs_error": d["median_abs_error"], "within_5pct": d["within_5pct"],
                "within_10pct": d["within_10pct"], "max_abs_error": d["max_abs_error"],
                "meets_target": d["within_5pct"] >= 0.95 and d["within_10pct"] == 1.0,
+               "absolute_ms": d["absolute_ms"], "reference_ms": d["reference_ms"],
                "loadavg_before": load0, "loadavg_after": loadavg(), "variants": d["variants"]}
         results.append(row)
         print(f"{spec}: profile {prof_s:.0f} s, median |err| {100 * d['median_abs_error']:.1f}%, "
@@ -124,28 +135,38 @@ def main(argv=None) -> int:
     return 0
 
 
-PROTOCOL = ("Units: every Conv2d/Linear with the ops ORT fuses into it (BN folded, activation, residual add), as "
-            "ONNX micro-models at ORT_ENABLE_ALL, 1 inter-op + N intra-op threads; per unit the (cin, cout) plane is "
+PROTOCOL = ("Units: every Conv2d/Linear with the ops ORT fuses into it (BN folded, activation, residual add; the "
+            "residual comes from a context conv so ORT fuses the add as it does in the network), as ONNX "
+            "micro-models at ORT_ENABLE_ALL, 1 inter-op + N intra-op threads; per unit the (cin, cout) plane is "
             "sampled at 4 grid widths per axis, refined to <= 6 where a probe midpoint is > 5% off the "
             "interpolation; points of a unit are timed interleaved (2 warm-up, 12 repeats of >= 2 ms, 10th "
-            "percentile; the per-run overhead of an empty session is subtracted). Whole model at full width and "
-            "6 calibration variants (seed stream 10000, disjoint from validation) timed interleaved (20 repeats of "
-            ">= 10 ms, 10th percentile); prediction = a * sum(units) + b fitted on them. Validation: N variants "
-            "(seed 0), per group a width on the align-8 grid around a random global keep ratio in [0.25, 1], "
-            "channels really removed, exported to ONNX, timed interleaved in chunks of 5 with the model protocol.")
+            "percentile) by kernel time: ORT's profiler, the unit's own nodes only (the micro-model's NCHWc "
+            "layout reorders, context conv and per-run session overhead left out). Whole model at full width and "
+            "10 calibration variants (seed stream 10000, disjoint from validation) timed by wall clock, interleaved "
+            "(20 repeats of >= 10 ms, 10th percentile); prediction = a * sum(units) + b, a Theil-Sen line through "
+            "them. Validation: N variants (seed 0), per group a width on the align-8 grid around a random global "
+            "keep ratio in [0.25, 1], channels really removed, exported to ONNX, timed by wall clock in >= 2 "
+            "passes (different orders, chunks of 5 plus the unpruned model as a side-by-side reference that "
+            "rescales each chunk; repeated while a variant's two fastest passes differ by > 3%), fastest pass.")
 
 
 def markdown(s: dict) -> str:
     lines = [f"# Latency-table fidelity ({s['backend']}, {s['threads']} threads, batch {s['batch']})", "",
              f"Device: {s['device'].get('cpu')} ({s['device'].get('cores')} cores), onnxruntime "
              f"{s['device'].get('onnxruntime')}. Table: `{s['table']}`. Total time {s['total_seconds']:.0f} s.", "",
+             "Error of the predicted latency *ratio* to the unpruned model (what a `0.5x` budget spends) against "
+             "the measured ratio, the unpruned model timed side by side with each variant; the last two columns "
+             "compare milliseconds, which also carry the machine's own drift between profiling and validation "
+             "(full: table's unpruned latency -> unpruned measured during validation).", "",
              "| model | input | profile (s) | units | points | full (ms) | median abs err | within 5% | within 10% | "
-             "max abs err | load avg (1/5/15 min) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "max abs err | ms: median abs err / within 5% | load avg (1/5/15 min) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in s["results"]:
         lines.append(f"| {r['model']} | {r['input_size']} | {r['profile_seconds']:.0f} | {r['units']} | "
-                     f"{r['points_measured']} | {r['full_ms']:.2f} | {100 * r['median_abs_error']:.1f}% | "
+                     f"{r['points_measured']} | {r['full_ms']:.2f} -> {r['reference_ms']:.2f} | "
+                     f"{100 * r['median_abs_error']:.1f}% | "
                      f"{100 * r['within_5pct']:.0f}% | {100 * r['within_10pct']:.0f}% | {100 * r['max_abs_error']:.1f}% | "
+                     f"{100 * r['absolute_ms']['median_abs_error']:.1f}% / {100 * r['absolute_ms']['within_5pct']:.0f}% | "
                      f"{'/'.join(map(str, r['loadavg_after']))} |")
     lines += ["", f"Protocol: {s['protocol_text']}", "",
               "Reproduce: `python tools/fidelity.py` (add `--fresh` to re-measure every unit).", ""]

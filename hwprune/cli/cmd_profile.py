@@ -23,8 +23,8 @@ def register(sub) -> None:
     g.add_argument("--precision", default="fp32", help="fp32 | fp16 | bf16 | int8 (GPU backends)")
     g.add_argument("--out", help="table file to write/extend (default: latency_tables/<device>-<backend>-...json)")
     g.add_argument("--resume", action="store_true", help="continue an interrupted profile (finished units are kept)")
-    g.add_argument("--calib-variants", type=int, default=6,
-                   help="extra random pruned variants measured end to end to calibrate the table (default 6)")
+    g.add_argument("--calib-variants", type=int, default=10,
+                   help="extra random pruned variants measured end to end to calibrate the table (default 10)")
     g.add_argument("--plot", metavar="DIR", help="write latency-vs-width PNGs (the staircase) per unit to DIR")
     g.add_argument("--bundle", metavar="ZIP", help="write a device bundle (ONNX micro-models + manifest) instead")
     g.add_argument("--from-bundle-result", metavar="JSON", help="read a `hwprune-deploy measure` result into a table")

@@ -27,12 +27,18 @@ def run(args) -> int:
     loaded = load_from_args(args)
     r = validate(loaded, args.table, samples=args.samples, seed=args.seed, align=args.align,
                  min_width=args.min_width, progress=not args.no_progress, input_size=args.input_size)
-    print(f"{'variant':>7} {'predicted ms':>13} {'measured ms':>12} {'error':>8}")
+    print(f"{'variant':>7} {'predicted':>10} {'measured':>9} {'error':>7}   {'predicted ms':>12} {'measured ms':>11} "
+          f"{'error':>7}")
     for v in r.variants:
-        print(f"{v['index']:>7} {v['predicted_ms']:>13.3f} {v['measured_ms']:>12.3f} {100 * v['error']:>7.1f}%")
-    print(f"{r.model} on {r.backend}, {len(r.variants)} variants: median |error| {100 * r.median_abs_error:.1f}%, "
-          f"within +-5%: {100 * r.share_within(0.05):.0f}%, within +-10%: {100 * r.share_within(0.10):.0f}%, "
-          f"max |error| {100 * r.max_abs_error:.1f}%")
+        print(f"{v['index']:>7} {v['predicted_ratio']:>9.3f}x {v['measured_ratio']:>8.3f}x {100 * v['error']:>6.1f}%   "
+              f"{v['predicted_ms']:>12.3f} {v['measured_ms']:>11.3f} {100 * v['error_ms']:>6.1f}%")
+    ab = r.summary("error_ms")
+    print(f"{r.model} on {r.backend}, {len(r.variants)} variants (latency as a ratio to the unpruned model, timed "
+          f"side by side): median |error| {100 * r.median_abs_error:.1f}%, within +-5%: {100 * r.share_within(0.05):.0f}%, "
+          f"within +-10%: {100 * r.share_within(0.10):.0f}%, max |error| {100 * r.max_abs_error:.1f}%")
+    print(f"  in ms (unpruned: predicted {r.predicted_full_ms:.3f}, measured now {r.reference_ms:.3f}): median |error| "
+          f"{100 * ab['median_abs_error']:.1f}%, within +-5%: {100 * ab['within_5pct']:.0f}%, within +-10%: "
+          f"{100 * ab['within_10pct']:.0f}%, max |error| {100 * ab['max_abs_error']:.1f}%")
     if args.json:
         write_json(args.json, r.to_dict())
         print(f"wrote {args.json}")

@@ -7,12 +7,12 @@ Also: random pruned variants (for calibration and validation) built by really re
 from __future__ import annotations
 
 import copy
-from typing import Mapping
+from typing import Mapping, Optional
 
 import numpy as np
 import torch
 
-from hwprune_deploy.runner import MODEL_PROTOCOL, UNIT_PROTOCOL, OrtRunnerFactory, measure_onnx_set
+from hwprune_deploy.runner import MODEL_PROTOCOL, UNIT_PROTOCOL, OrtRunnerFactory, measure_onnx_set, timing_ms
 from hwprune_deploy.timing import Timing, measure_interleaved
 
 from ..backends import get_backend
@@ -35,6 +35,7 @@ class Measurer:
             if precision != "fp32":
                 raise ConfigError(f"precision {precision!r} is not supported on ort-cpu; use fp32")
             self.factory = OrtRunnerFactory(threads)
+            self.unit_factory = OrtRunnerFactory(threads, kernel_time=True)  # units: kernel time
         elif backend.startswith("tensorrt"):
             from hwprune_deploy.trt import TrtRunnerFactory
 
@@ -42,8 +43,9 @@ class Measurer:
 
             require_tensorrt()
             self.factory = TrtRunnerFactory(precision=precision, sparse=backend.endswith("sparse"))
+            self.unit_factory = self.factory
         else:
-            self.factory = None
+            self.factory = self.unit_factory = None
             if backend == "torch-cpu" and precision != "fp32":
                 raise ConfigError(f"precision {precision!r} is not supported on torch-cpu; use fp32")
             self.torch_backend = get_backend(backend, threads=threads, precision=precision)
@@ -62,18 +64,19 @@ class Measurer:
         return self.torch_backend.fingerprint()
 
     def overhead(self) -> float:
-        """Fixed per-call cost of the runtime (ms), subtracted from unit points; 0 for torch."""
-        if self.factory is None:
+        """Fixed per-call cost of the runtime (ms), subtracted from unit points; 0 for torch and
+        for units timed by kernel time (ORT), which never include it."""
+        if self.factory is None or getattr(self.unit_factory, "kernel_time", False):
             return 0.0
-        from hwprune_deploy.runner import timing_ms
 
         return timing_ms(measure_onnx_set({"o": overhead_onnx()}, self.factory, self.unit_protocol)["o"])
 
     def units(self, fam: UnitFamily, points: list[tuple[int, int]]) -> dict[tuple[int, int], Timing]:
         """Interleaved timing of ``fam`` at each (cin, cout) point."""
         if self.factory is not None:
-            models = {f"{a},{b}": unit_onnx(fam, a, b, sparse24=self.sparse) for a, b in points}
-            t = measure_onnx_set(models, self.factory, self.unit_protocol)
+            models = {f"{a},{b}": unit_onnx(fam, a, b, sparse24=self.sparse,
+                                                  residual_context=self.backend == "ort-cpu") for a, b in points}
+            t = measure_onnx_set(models, self.unit_factory, self.unit_protocol)
             return {p: t[f"{p[0]},{p[1]}"] for p in points}
         fns = {}
         for a, b in points:
@@ -83,32 +86,99 @@ class Measurer:
             return self.torch_backend.measure_fns(fns, self.unit_protocol)
         return measure_interleaved(fns, self.unit_protocol)
 
-    def models(self, models: Mapping[str, torch.nn.Module], x: torch.Tensor, passes: int = 2) -> dict[str, Timing]:
-        """Interleaved end-to-end timing of whole models (as deployed: ONNX for ORT/TensorRT).
-        ``passes`` independent interleaved passes; per model the fastest pass counts (a burst of
-        load on a shared machine only ever adds time)."""
-        from hwprune_deploy.runner import timing_ms
-
+    def prepare(self, model: torch.nn.Module, x: torch.Tensor):
+        """What :meth:`models` needs of one model, so the caller can free the module: ONNX bytes
+        for ONNX backends (as deployed), the module itself for torch backends."""
         if self.factory is not None:
             from ..export import onnx_bytes
 
-            data = {k: onnx_bytes(m, x) for k, m in models.items()}
+            return onnx_bytes(model, x)
+        return model
 
-            def one():
-                return measure_onnx_set(data, self.factory, self.model_protocol, chunk=6)
-        else:
-            fns = {k: self.torch_backend.runner(m, x) for k, m in models.items()}
+    def models(self, models: Mapping[str, object], x: torch.Tensor, passes: int = 2, agree: float = 0.03,
+               max_passes: int = 5, chunk: int = 6, progress=None, reference: Optional[str] = None,
+               ref_tol: float = 0.02) -> dict[str, Timing]:
+        """End-to-end timing of whole models (modules, or what :meth:`prepare` returned).
 
-            def one():
-                if hasattr(self.torch_backend, "measure_fns"):
-                    return self.torch_backend.measure_fns(fns, self.model_protocol)
-                return measure_interleaved(fns, self.model_protocol)
-        best: dict[str, Timing] = {}
-        for _ in range(max(1, passes)):
-            for k, t in one().items():
-                if k not in best or timing_ms(t) < timing_ms(best[k]):
-                    best[k] = t
-        return best
+        Robust on a shared machine, where a burst of load only ever adds time and can last
+        seconds: ``passes`` full passes over all models, each pass in a different order and
+        interleaved in chunks of ``chunk``, so one burst cannot hit every pass of a model; then
+        models whose two fastest passes still disagree by more than ``agree`` are measured again
+        (up to ``max_passes``) until they agree. Per model the fastest pass counts. ``progress``
+        is called with the number of models just measured.
+
+        ``reference``: the key of a model timed in *every* chunk, side by side with the others.
+        A slowdown that lasts a whole chunk (a neighbour VM, a frequency drop) slows the reference
+        as much as the rest, so a chunk whose reference is more than ``ref_tol`` off the median
+        reference over all chunks is scaled by ``median / its reference`` -- ratios measured side
+        by side survive what absolute times do not. (The median, not the fastest reference: the
+        minimum of many noisy readings is biased low and would pull every model down with it.)"""
+        prepared = {k: (m if isinstance(m, (bytes, bytearray)) or not isinstance(m, torch.nn.Module)
+                        else self.prepare(m, x)) for k, m in models.items()}
+        if reference is not None and reference not in prepared:
+            raise ConfigError(f"reference {reference!r} is not one of the models to measure")
+        keys = [k for k in prepared if k != reference]
+        chunks: list[dict[str, Timing]] = []  # raw timings, chunk by chunk (each holds the reference)
+
+        def one_pass(subset: list[str], p: int):
+            order = subset[::-1] if p % 2 else subset
+            if p >= 2:  # later passes: rotate too, so chunks regroup
+                shift = (p * len(order)) // 3 % max(1, len(order))
+                order = order[shift:] + order[:shift]
+            for i in range(0, max(len(order), 1), chunk):  # no models but the reference: it alone
+                part = order[i:i + chunk] + ([reference] if reference is not None else [])
+                if not part:
+                    continue
+                if self.factory is not None:
+                    res = measure_onnx_set({k: prepared[k] for k in part}, self.factory, self.model_protocol,
+                                           chunk=len(part))
+                else:
+                    fns = {k: self.torch_backend.runner(prepared[k], x) for k in part}
+                    if hasattr(self.torch_backend, "measure_fns"):
+                        res = self.torch_backend.measure_fns(fns, self.model_protocol)
+                    else:
+                        res = measure_interleaved(fns, self.model_protocol)
+                chunks.append(res)
+                if progress is not None:
+                    progress(len(part) - (reference is not None))
+
+        def history() -> dict[str, list[Timing]]:
+            out: dict[str, list[Timing]] = {k: [] for k in prepared}
+            level = float(np.median([timing_ms(c[reference]) for c in chunks])) if reference is not None else None
+            for c in chunks:
+                f = 1.0
+                if reference is not None and abs(timing_ms(c[reference]) / level - 1) > ref_tol:
+                    f = level / timing_ms(c[reference])
+                for k, t in c.items():
+                    out[k].append(_scaled(t, f))
+            return out
+
+        passes = max(1, passes)
+        for p in range(passes):
+            one_pass(keys, p)
+        p = passes
+        while passes >= 2 and p < max_passes:
+            h = history()
+            todo = [k for k in keys if not passes_agree(h[k], agree)]
+            if not todo:
+                break
+            one_pass(todo, p)
+            p += 1
+        out = {k: min(v, key=timing_ms) for k, v in history().items() if k != reference}
+        if reference is not None:  # the reference is the level everything was scaled to: its median
+            refs = sorted((c[reference] for c in chunks), key=timing_ms)
+            out[reference] = refs[(len(refs) - 1) // 2]
+        return out
+
+
+def _scaled(t: Timing, f: float) -> Timing:
+    return Timing(t.median_ms * f, t.p10_ms * f, t.p90_ms * f, t.iqr_ms * f, t.repeats, t.inner)
+
+
+def passes_agree(history: list[Timing], tol: float) -> bool:
+    """Do the two fastest passes agree within ``tol`` (relative)? One pass never 'agrees'."""
+    v = sorted(timing_ms(t) for t in history)
+    return len(v) >= 2 and (v[1] - v[0]) <= tol * v[0]
 
 
 def random_widths(groups, rng: np.random.Generator, align: int, min_width: int) -> dict[str, int]:

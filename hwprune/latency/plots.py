@@ -45,11 +45,11 @@ def plot_table(table_path: str, out_dir: str, max_units: int = 40) -> list[str]:
 
 
 def plot_validation(result: dict, out_dir: str) -> str:
-    """Predicted vs measured scatter with the +-5% / +-10% bands."""
+    """Predicted vs measured scatter (latency ratio to the unpruned model) with +-5% / +-10% bands."""
     plt = _plt()
     os.makedirs(out_dir, exist_ok=True)
-    pred = [v["predicted_ms"] for v in result["variants"]]
-    meas = [v["measured_ms"] for v in result["variants"]]
+    pred = [v["predicted_ratio"] for v in result["variants"]]
+    meas = [v["measured_ratio"] for v in result["variants"]]
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
     lo, hi = min(pred + meas) * 0.9, max(pred + meas) * 1.1
     ax.plot([lo, hi], [lo, hi], "k-", lw=1)
@@ -57,8 +57,8 @@ def plot_validation(result: dict, out_dir: str) -> str:
         ax.plot([lo, hi], [lo * (1 + tol), hi * (1 + tol)], "k" + style, lw=0.8, label=f"+-{int(tol * 100)}%")
         ax.plot([lo, hi], [lo * (1 - tol), hi * (1 - tol)], "k" + style, lw=0.8)
     ax.scatter(meas, pred, s=14)
-    ax.set_xlabel("measured (ms)")
-    ax.set_ylabel("predicted (ms)")
+    ax.set_xlabel("measured latency / unpruned (side by side)")
+    ax.set_ylabel("predicted latency / unpruned (table)")
     ax.set_title(f"{result['model']}: median |err| {100 * result['median_abs_error']:.1f}%, "
                  f"{100 * result['within_5pct']:.0f}% within 5%", fontsize=8)
     ax.legend(fontsize=7)

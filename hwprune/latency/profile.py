@@ -22,7 +22,7 @@ import torch
 from ..errors import ConfigError, TableError
 from ..graph import ChannelGraph
 from ..models import LoadedModel
-from hwprune_deploy.runner import MODEL_PROTOCOL, UNIT_PROTOCOL, timing_ms
+from hwprune_deploy.runner import MODEL_PROTOCOL, UNIT_PROTOCOL, timing_ms, unit_time
 from hwprune_deploy.timing import Protocol
 
 from .measure import Measurer, build_variant, random_widths
@@ -52,7 +52,7 @@ class ProfileConfig:
     max_points_per_axis: int = 6  # refinement stops here
     refine_tol: float = 0.05  # refine an axis where a probe is off the interpolation by more than this
     passes: int = 2  # interleaved passes over a unit's points; the fastest counts
-    calib_variants: int = 6  # extra random variants (seed stream disjoint from validation) for (a, b)
+    calib_variants: int = 10  # extra random variants (seed stream disjoint from validation) for (a, b)
     calib_seed: int = 10_000
     ignore: tuple[str, ...] = ()
     checkpoint_every: int = 1  # families between atomic checkpoints
@@ -241,7 +241,8 @@ def profile(loaded: LoadedModel, config: ProfileConfig, progress: bool = True) -
                              "continue it with --resume (finished units are kept) or delete the file")
     else:
         table = LatencyTable(fp, config.backend, config.precision, config.batch,
-                             {"unit": {**(config.unit_protocol or UNIT_PROTOCOL).to_dict(), "interleaved": "per family"},
+                             {"unit": {**(config.unit_protocol or UNIT_PROTOCOL).to_dict(), "interleaved": "per family",
+                                       "unit_time": unit_time(meas.unit_factory) if meas.factory else "wall"},
                               "model": (config.model_protocol or MODEL_PROTOCOL).to_dict(), "statistic": "p10",
                               "spread": "iqr per point", "align": config.align, "min_width": config.min_width})
     prior_seconds = float((table.in_progress or {}).get("seconds", 0.0)) if config.resume else 0.0
@@ -261,8 +262,9 @@ def profile(loaded: LoadedModel, config: ProfileConfig, progress: bool = True) -
     variants = {"full": {}}
     for i in range(config.calib_variants):
         variants[f"calib{i}"] = random_widths(graph.groups, rng, config.align, config.min_width)
-    models = {k: (loaded.model if not w else build_variant(loaded.model, x, w)) for k, w in variants.items()}
-    timings = meas.models(models, x, passes=config.passes)
+    models = {k: meas.prepare(loaded.model if not w else build_variant(loaded.model, x, w), x)
+              for k, w in variants.items()}
+    timings = meas.models(models, x, passes=config.passes, reference="full", ref_tol=0.0)
     bar.step(1, "remainder + calibration")
     bar.close()
     rec = {"spec": spec, "model_id": loaded.model_id, "input_shape": list(x.shape),
@@ -288,16 +290,25 @@ def profile(loaded: LoadedModel, config: ProfileConfig, progress: bool = True) -
 
 
 def fit_calibration(sums: dict[str, float], measured: dict[str, float]) -> dict:
-    """Least-squares ``measured = a * units_sum + b`` over full + calibration variants (the full
-    model counted 3x: it anchors the unpruned end). Falls back to a=1, b=remainder when fewer than
-    two distinct points or a non-physical fit (a outside [0.25, 4])."""
+    """Robust line ``measured = a * units_sum + b`` over full + calibration variants.
+
+    Theil-Sen (median of pairwise slopes, then median intercept; Sen 1968): a variant caught by a
+    burst of load on a shared machine must not tilt the line, and least squares lets one such
+    point move the intercept by a millisecond. Falls back to a=1, b=remainder (full - units)
+    with fewer than three points or a non-physical slope (outside [0.5, 2])."""
     keys = list(sums)
     remainder = measured["full"] - sums["full"]
     if len(keys) < 3:
         return {"a": 1.0, "b": remainder, "method": "remainder"}
-    X = np.array([[sums[k], 1.0] for k in keys] + [[sums["full"], 1.0]] * 2)
-    y = np.array([measured[k] for k in keys] + [measured["full"]] * 2)
-    (a, b), *_ = np.linalg.lstsq(X, y, rcond=None)
-    if not (0.25 <= a <= 4.0):
+    x = np.array([sums[k] for k in keys])
+    y = np.array([measured[k] for k in keys])
+    span = x.max() - x.min()
+    slopes = [(y[j] - y[i]) / (x[j] - x[i]) for i in range(len(x)) for j in range(i + 1, len(x))
+              if abs(x[j] - x[i]) > 0.05 * span]
+    if not slopes or span <= 0:
+        return {"a": 1.0, "b": remainder, "method": "remainder (variants too alike)"}
+    a = float(np.median(slopes))
+    if not (0.5 <= a <= 2.0):
         return {"a": 1.0, "b": remainder, "method": "remainder (fit rejected)"}
-    return {"a": float(a), "b": float(b), "method": "least squares over full + calibration variants"}
+    b = float(np.median(y - a * x))
+    return {"a": a, "b": b, "method": "Theil-Sen over full + calibration variants"}
