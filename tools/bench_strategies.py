@@ -1,7 +1,7 @@
 """Benchmark: strategies pruned to the same *measured* latency, accuracy vs measured latency.
 
-tiny mode (default): tiny_resnet trained on the synthetic data (hwprune.train's default model when
-available, else a few epochs of SGD here), a latency table of this machine (ORT CPU, 2 threads;
+tiny mode (default): tiny_resnet trained on the synthetic data (the shipped default model,
+hwprune.train.load_default_model), a latency table of this machine (ORT CPU, 2 threads;
 profiled unless --table), then for each seed: prune to --budget (0.5x) with uniform, a
 FLOPs-targeted run (global magnitude pruning, the FLOPs budget bisected until the *measured*
 latency matches the latency-targeted runs' budget), netadapt, halp, amc and evolution; every result
@@ -45,56 +45,10 @@ def log(msg: str) -> None:
 
 
 # ------------------------------------------------------------------ model, data, evaluator
-def train_plain(model, loader, epochs: int, seed: int, lr: float = 0.1) -> None:
-    torch.manual_seed(seed)
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4, nesterov=True)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(1, epochs * len(loader)))
-    model.train()
-    for ep in range(epochs):
-        for x, y in loader:
-            opt.zero_grad()
-            torch.nn.functional.cross_entropy(model(x), y).backward()
-            opt.step()
-            sched.step()
-        log(f"  trained epoch {ep + 1}/{epochs}")
-    model.eval()
-
-
-def adaptive_bn_top1(calib, val, bn_batches: int = 4):
-    """EagleEye adaptive-BN evaluation: re-estimate BN statistics on a few calibration batches
-    (on a copy), then top-1 on the held-out split. Used when hwprune.evaluate is absent."""
-    import copy
-
-    def evaluate(model) -> float:
-        m = copy.deepcopy(model)
-        bns = [b for b in m.modules() if isinstance(b, torch.nn.modules.batchnorm._BatchNorm)]
-        for b in bns:
-            b.reset_running_stats()
-            b.momentum = None
-        m.train()
-        with torch.no_grad():
-            for i, (x, _) in enumerate(calib):
-                if i >= bn_batches:
-                    break
-                m(x)
-        m.eval()
-        right = total = 0
-        with torch.no_grad():
-            for x, y in val:
-                right += int((m(x).argmax(1) == y).sum())
-                total += len(y)
-        return right / max(total, 1)
-
-    return evaluate
-
-
 def make_evaluator(data):
-    try:
-        from hwprune.evaluate import make_evaluator as mk
+    from hwprune.evaluate import make_evaluator as mk
 
-        return mk("adaptive-bn", data), "hwprune.evaluate adaptive-bn"
-    except ImportError:
-        return adaptive_bn_top1(data.calib, data.val), "adaptive-BN top-1 (bench fallback)"
+    return mk("adaptive-bn", data), "adaptive-BN top-1 (EagleEye)"
 
 
 def search_subset(data, batches: int):
@@ -106,25 +60,14 @@ def search_subset(data, batches: int):
     return dataclasses.replace(data, val=list(itertools.islice(iter(data.val), batches)))
 
 
-def default_model(data, epochs: int, seed: int, out: str):
-    loaded = load_model("tiny_resnet")
-    cached = os.path.join(out, f"tiny_resnet_synthetic_{epochs}ep.pt")
-    if os.path.exists(cached):
-        loaded.model.load_state_dict(torch.load(cached))
-        loaded.model.eval()
-        return loaded, f"tiny_resnet trained {epochs} epochs on synthetic (cached {cached})"
-    try:
-        from hwprune.train import load_default_model
+def default_model():
+    """The shipped tiny_resnet trained on the synthetic data (hwprune/assets, tools/train_default.py)."""
+    from hwprune.train import load_default_model
 
-        m = load_default_model()
-        m = getattr(m, "model", m)
-        loaded.model.load_state_dict(m.state_dict())
-        return loaded, "hwprune.train.load_default_model()"
-    except (ImportError, AttributeError, FileNotFoundError, RuntimeError, TypeError) as e:
-        log(f"hwprune.train default model unavailable ({type(e).__name__}); training {epochs} epochs here")
-        train_plain(loaded.model, data.train, epochs, seed)
-        torch.save(loaded.model.state_dict(), cached)
-        return loaded, f"tiny_resnet trained here, {epochs} epochs SGD on synthetic"
+    loaded = load_model("tiny_resnet")
+    loaded.model.load_state_dict(load_default_model().state_dict())
+    loaded.model.eval()
+    return loaded, "tiny_resnet trained on the synthetic data (shipped weights, tools/train_default.py)"
 
 
 def get_table(loaded, args, size: int) -> str:
@@ -255,7 +198,6 @@ def main(argv=None) -> int:
     ap.add_argument("--strategies", default="uniform,flops,netadapt,halp,amc,evolution")
     ap.add_argument("--table", help="latency table to use (default: profile into OUT)")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--train-epochs", type=int, default=6)
     ap.add_argument("--finetune-steps", type=int, default=40, help="SGD steps of fine-tune per result (0: off)")
     ap.add_argument("--search-val-batches", type=int, default=4, help="validation batches used to rank candidates")
     ap.add_argument("--flops-steps", type=int, default=6, help="bisection steps for the FLOPs-matched run")
@@ -270,7 +212,7 @@ def main(argv=None) -> int:
 
         args.size = 32
         data = make_data("synthetic", input_size=32, batch_size=64, seed=0)
-        loaded, model_note = default_model(data, args.train_epochs, 0, args.out)
+        loaded, model_note = default_model()
         final_eval, ev_note = make_evaluator(data)
         evaluator, _ = make_evaluator(search_subset(data, args.search_val_batches))
         ev_note += f" (search on {args.search_val_batches} val batches, reported on the full val split)"
