@@ -174,7 +174,8 @@ def markdown(rows: list[dict], meta: dict) -> str:
 
     lines = [f"Budget {meta['budget']} on {meta['mode']} ({meta['model_note']}); evaluator: {meta['evaluator']}; "
              f"seeds {meta['seeds']}; backend ort-cpu, {meta['threads']} threads; table {meta['table']}.", "",
-             "| strategy | measured latency / unpruned | met budget (+3%) | FLOPs kept | params kept | top-1 after prune"
+             "| strategy | measured latency / unpruned | met budget (+3%) | FLOPs kept | params kept | "
+             + ("top-1 after prune" if meta["mode"] == "tiny" else "logit fidelity after prune (cosine)")
              + (f" | top-1 after {meta.get('finetune_steps')}-step fine-tune" if meta.get("finetune_steps") else "") + " | search s |",
              "|---|---|---|---|---|---|" + ("---|" if meta.get("finetune_steps") else "") + "---|"]
     for name, rs in by.items():
@@ -250,7 +251,7 @@ def main(argv=None) -> int:
             row = summarize_run(name, seed, res, final_eval, data, args, extra)
             rows.append(row)
             log(f"seed {seed} {name}: measured {row['measured_ratio']:.3f}x of unpruned (met {row['met_budget']}), "
-                f"top-1 {row['acc_after']:.4f}" + (f" -> {row['acc_finetuned']:.4f} fine-tuned" if 'acc_finetuned' in row else "")
+                f"{'top-1' if args.mode == 'tiny' else 'logit fidelity'} {row['acc_after']:.4f}" + (f" -> {row['acc_finetuned']:.4f} fine-tuned" if 'acc_finetuned' in row else "")
                 + f", {time.perf_counter() - t0:.0f} s")
             meta = {"mode": args.mode, "budget": args.budget, "seeds": args.seeds, "threads": args.threads,
                     "table": table, "model_note": model_note, "evaluator": ev_note,
