@@ -78,3 +78,28 @@ def test_models_with_reference_rank_real_models_and_keep_all_keys():
 
     with pytest.raises(ConfigError, match="reference 'nope'"):
         meas.models(models, torch.zeros(1), reference="nope")
+
+
+def test_units_fuse_the_add_where_ort_does(tmp_path):
+    """A block with a downsample has two convs feeding its Add; ORT fuses the add (+ReLU) into one
+    of them. The units must say the same as ORT's optimized graph, conv by conv."""
+    import torch
+
+    from hwprune.export import onnx_bytes
+    from hwprune.graph import ChannelGraph
+    from hwprune.latency.units import extract_units
+    from hwprune.models import load_model
+
+    loaded = load_model("tiny_resnet")
+    x = torch.randn(1, 3, 32, 32)
+    units = [u for u in extract_units(ChannelGraph(loaded.model, x)) if u.family.kind == "conv"]
+    optimized_ops(onnx_bytes(loaded.model.eval(), x), tmp_path)
+    convs = [n for n in onnx.load(str(tmp_path / "opt.onnx")).graph.node if n.op_type == "Conv"]
+    fused_add = sorted(n.name for n in convs if len(n.input) == 4)  # X, W, B, Sum: the add is fused
+    assert len(fused_add) == sum(u.family.add for u in units) > 0
+    shortcuts = [u for u in units if "shortcut" in u.layer]
+    assert shortcuts and not any(u.family.add or u.family.act != "none" for u in shortcuts)
+    for u in units:
+        if u.family.add:
+            parent, leaf = u.layer.rsplit(".", 1)  # ONNX names read /layers/layers.0/conv2/Conv_output_0...
+            assert any(f"{parent}/{leaf}/" in n for n in fused_add), (u.layer, fused_add)
