@@ -19,8 +19,6 @@ recalibration and reconstruction use it; evaluation never does).
 from __future__ import annotations
 
 import hashlib
-import importlib
-import importlib.util
 import inspect
 import os
 import pickle
@@ -32,6 +30,7 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler, Subset
 
 from .errors import ConfigError
+from .specs import load_attr
 
 SYNTHETIC_CLASSES = ("disk", "ring", "square", "frame", "triangle", "plus", "stripes", "checker",
                      "dumbbell", "half-disk")
@@ -277,24 +276,9 @@ def _cifar10(path: str, input_size: int, batch_size: int, seed: int, calib_size:
 # ---------------------------------------------------------------------------------------------
 # user function
 def _load_function(spec: str) -> Callable:
-    target, _, attr = spec.rpartition(":")
-    if target.endswith(".py"):
-        if not os.path.isfile(target):
-            raise ConfigError(f"data file {target!r} does not exist (data spec {spec!r}); give a path to a .py file")
-        s = importlib.util.spec_from_file_location("hwprune_userdata_" + os.path.basename(target)[:-3], target)
-        module = importlib.util.module_from_spec(s)
-        try:
-            s.loader.exec_module(module)
-        except Exception as e:
-            raise ConfigError(f"importing data file {target!r} failed: {type(e).__name__}: {e}") from e
-    else:
-        try:
-            module = importlib.import_module(target)
-        except Exception as e:
-            raise ConfigError(f"cannot import module {target!r} for data spec {spec!r}: {e}") from e
-    fn = getattr(module, attr, None)
+    fn = load_attr(spec, "data", ConfigError)
     if not callable(fn):
-        raise ConfigError(f"{target!r} has no function {attr!r} (data spec {spec!r})")
+        raise ConfigError(f"data spec {spec!r} names a {type(fn).__name__}, not a function")
     return fn
 
 

@@ -11,8 +11,6 @@ checkpoints so the same base network can be rebuilt later.
 """
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +19,7 @@ import torch
 from torch import nn
 
 from .errors import ModelLoadError
+from .specs import load_attr
 from .zoo import ZOO
 
 # torchvision models whose defaults need adjusting for pruning/export: the auxiliary heads of
@@ -47,31 +46,6 @@ def torchvision_classifiers() -> list[str]:
     return sorted(torchvision.models.list_models(module=torchvision.models))
 
 
-def _load_factory(spec: str):
-    target, _, attr = spec.rpartition(":")
-    if not target or not attr:
-        raise ModelLoadError(f"model spec {spec!r} is not 'module:factory' or 'file.py:factory'")
-    if target.endswith(".py"):
-        path = os.path.abspath(target)
-        if not os.path.isfile(path):
-            raise ModelLoadError(f"model file {target!r} does not exist; give a path to a .py file")
-        mod_name = "hwprune_user_" + os.path.splitext(os.path.basename(path))[0]
-        s = importlib.util.spec_from_file_location(mod_name, path)
-        module = importlib.util.module_from_spec(s)
-        try:
-            s.loader.exec_module(module)
-        except Exception as e:
-            raise ModelLoadError(f"importing {target!r} failed: {type(e).__name__}: {e}") from e
-    else:
-        try:
-            module = importlib.import_module(target)
-        except Exception as e:
-            raise ModelLoadError(f"cannot import module {target!r} for model spec {spec!r}: {e}") from e
-    if not hasattr(module, attr):
-        raise ModelLoadError(f"{target!r} has no attribute {attr!r} (model spec {spec!r})")
-    return getattr(module, attr)
-
-
 def build_model(spec: str, kwargs: dict[str, Any] | None = None) -> tuple[nn.Module, int]:
     """Build the *unpruned* base network for ``spec``; returns (module, default input size)."""
     kwargs = dict(kwargs or {})
@@ -79,7 +53,7 @@ def build_model(spec: str, kwargs: dict[str, Any] | None = None) -> tuple[nn.Mod
         factory, size = ZOO[spec]
         return factory(**kwargs), size
     if ":" in spec and not os.path.exists(spec):
-        factory = _load_factory(spec)
+        factory = load_attr(spec, "model", ModelLoadError)
         try:
             model = factory(**kwargs)
         except Exception as e:
