@@ -82,9 +82,13 @@ class Measurer:
         for a, b in points:
             mod, inputs = unit_module(fam, a, b)
             fns[(a, b)] = self.torch_backend.runner(mod, inputs if len(inputs) > 1 else inputs[0])
-        if hasattr(self.torch_backend, "measure_fns"):  # CUDA: device events
-            return self.torch_backend.measure_fns(fns, self.unit_protocol)
-        return measure_interleaved(fns, self.unit_protocol)
+        return self._measure_torch(fns, self.unit_protocol)
+
+    def _measure_torch(self, fns: dict, protocol) -> dict:
+        """Interleaved timing of torch callables: device events on CUDA, host clock otherwise."""
+        if hasattr(self.torch_backend, "measure_fns"):
+            return self.torch_backend.measure_fns(fns, protocol)
+        return measure_interleaved(fns, protocol)
 
     def prepare(self, model: torch.nn.Module, x: torch.Tensor):
         """What :meth:`models` needs of one model, so the caller can free the module: ONNX bytes
@@ -96,8 +100,7 @@ class Measurer:
         return model
 
     def models(self, models: Mapping[str, object], x: torch.Tensor, passes: int = 2, agree: float = 0.03,
-               max_passes: int = 5, chunk: int = 6, progress=None, reference: Optional[str] = None,
-               ref_tol: float = 0.02) -> dict[str, Timing]:
+               max_passes: int = 5, chunk: int = 6, progress=None, reference: Optional[str] = None) -> dict[str, Timing]:
         """End-to-end timing of whole models (modules, or what :meth:`prepare` returned).
 
         Robust on a shared machine, where a burst of load only ever adds time and can last
@@ -109,12 +112,12 @@ class Measurer:
 
         ``reference``: the key of a model timed in *every* chunk, side by side with the others.
         A slowdown that lasts a whole chunk (a neighbour VM, a frequency drop) slows the reference
-        as much as the rest, so a chunk whose reference is more than ``ref_tol`` off the median
-        reference over all chunks is scaled by ``median / its reference`` -- ratios measured side
-        by side survive what absolute times do not. (The median, not the fastest reference: the
-        minimum of many noisy readings is biased low and would pull every model down with it.)"""
-        prepared = {k: (m if isinstance(m, (bytes, bytearray)) or not isinstance(m, torch.nn.Module)
-                        else self.prepare(m, x)) for k, m in models.items()}
+        as much as the rest, so every chunk is scaled by ``median reference / its reference``:
+        each model's time is then its ratio to the reference, measured side by side, times one
+        level, and the reference returned is that level (the median chunk's reading). Ratios
+        measured side by side survive what absolute times do not. (The median, not the fastest
+        reading: the minimum of many noisy readings is biased low and would pull every model down.)"""
+        prepared = {k: self.prepare(m, x) if isinstance(m, torch.nn.Module) else m for k, m in models.items()}
         if reference is not None and reference not in prepared:
             raise ConfigError(f"reference {reference!r} is not one of the models to measure")
         keys = [k for k in prepared if k != reference]
@@ -133,22 +136,21 @@ class Measurer:
                     res = measure_onnx_set({k: prepared[k] for k in part}, self.factory, self.model_protocol,
                                            chunk=len(part))
                 else:
-                    fns = {k: self.torch_backend.runner(prepared[k], x) for k in part}
-                    if hasattr(self.torch_backend, "measure_fns"):
-                        res = self.torch_backend.measure_fns(fns, self.model_protocol)
-                    else:
-                        res = measure_interleaved(fns, self.model_protocol)
+                    res = self._measure_torch({k: self.torch_backend.runner(prepared[k], x) for k in part},
+                                              self.model_protocol)
                 chunks.append(res)
                 if progress is not None:
                     progress(len(part) - (reference is not None))
 
+        def level() -> Timing:  # the median chunk's reference reading
+            refs = sorted((c[reference] for c in chunks), key=timing_ms)
+            return refs[(len(refs) - 1) // 2]
+
         def history() -> dict[str, list[Timing]]:
             out: dict[str, list[Timing]] = {k: [] for k in prepared}
-            level = float(np.median([timing_ms(c[reference]) for c in chunks])) if reference is not None else None
+            ref_ms = timing_ms(level()) if reference is not None else None
             for c in chunks:
-                f = 1.0
-                if reference is not None and abs(timing_ms(c[reference]) / level - 1) > ref_tol:
-                    f = level / timing_ms(c[reference])
+                f = ref_ms / timing_ms(c[reference]) if reference is not None else 1.0
                 for k, t in c.items():
                     out[k].append(_scaled(t, f))
             return out
@@ -165,9 +167,8 @@ class Measurer:
             one_pass(todo, p)
             p += 1
         out = {k: min(v, key=timing_ms) for k, v in history().items() if k != reference}
-        if reference is not None:  # the reference is the level everything was scaled to: its median
-            refs = sorted((c[reference] for c in chunks), key=timing_ms)
-            out[reference] = refs[(len(refs) - 1) // 2]
+        if reference is not None:  # the level everything was scaled to
+            out[reference] = level()
         return out
 
 
