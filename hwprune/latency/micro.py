@@ -8,6 +8,9 @@ stays small. BatchNorm is already folded (a bias), exactly as the runtime sees t
 from __future__ import annotations
 
 import numpy as np
+# name prefix of context nodes: in a micro-model only to put the unit in the state it runs in
+# inside a network; the torch-free runner defines it and leaves such nodes out of kernel time
+from hwprune_deploy.runner import CONTEXT_PREFIX
 
 from .units import UnitFamily
 
@@ -36,9 +39,6 @@ def _act_nodes(helper, act: str, src: str, dst: str, inits: list) -> list:
     return [helper.make_node("Identity", [src], [dst])]
 
 
-#: name prefix of context nodes: in a micro-model only to put the unit in the state it runs in
-#: inside a network; kernel-time measurement leaves them out (hwprune_deploy.runner)
-CONTEXT_PREFIX = "ctx_"
 
 
 def unit_onnx(fam: UnitFamily, cin: int, cout: int, sparse24: bool = False, residual_context: bool = False) -> bytes:
