@@ -69,31 +69,26 @@ def main(argv=None) -> int:
     from hwprune.models import load_model
 
     os.chdir(ROOT)
-    results, t_all = [], time.perf_counter()
-    table_path = args.out
-    for i, spec in enumerate(args.models):
-        cfg = ProfileConfig(backend="ort-cpu", threads=args.threads, batch=1, input_size=args.input_size,
-                            out=table_path)
-        if args.fresh and i == 0:
-            from hwprune.latency.measure import Measurer
-            from hwprune.latency.table import default_table_name
+    if args.fresh and args.validate_only:
+        ap.error("--fresh re-measures the table and --validate-only reuses it: pass one of them")
+    from hwprune.latency.measure import Measurer
+    from hwprune.latency.table import default_table_name
 
-            p = table_path or os.path.join(TABLE_DIR, default_table_name(Measurer("ort-cpu", args.threads).fingerprint(),
-                                                                         "ort-cpu", "fp32", 1))
-            if os.path.exists(p):
-                os.unlink(p)
+    table_path = args.out or os.path.join(TABLE_DIR, default_table_name(
+        Measurer("ort-cpu", args.threads).fingerprint(), "ort-cpu", "fp32", 1))
+    if args.fresh and os.path.exists(table_path):
+        os.unlink(table_path)
+    results, t_all = [], time.perf_counter()
+    for spec in args.models:
         load0 = loadavg()
         t0 = time.perf_counter()
         if args.validate_only:
-            from hwprune.latency.measure import Measurer
-            from hwprune.latency.table import default_table_name
-
-            table_path = table_path or os.path.join(TABLE_DIR, default_table_name(
-                Measurer("ort-cpu", args.threads).fingerprint(), "ort-cpu", "fp32", 1))
             prof_s = [m for m in LatencyTable.load(table_path, check_device=False).models.values()
                       if m["spec"] == spec][-1]["profile_seconds"]
         else:
-            table_path = profile(load_model(spec), cfg, progress=True)
+            cfg = ProfileConfig(backend="ort-cpu", threads=args.threads, batch=1, input_size=args.input_size,
+                                out=table_path)
+            profile(load_model(spec), cfg, progress=True)
             prof_s = time.perf_counter() - t0
         t1 = time.perf_counter()
         r = validate(load_model(spec), table_path, samples=args.samples, seed=0, threads=args.threads,
