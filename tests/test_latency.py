@@ -24,7 +24,8 @@ def tiny():
 @pytest.fixture(scope="module")
 def table_path(tmp_path_factory):
     out = str(tmp_path_factory.mktemp("lat") / "t.json")
-    return profile(tiny(), ProfileConfig.quick(input_size=16, out=out, calib_variants=2), progress=False)
+    # align 8 explicitly: at the device's default (16 on AVX-512) this tiny net has 2 prunable groups
+    return profile(tiny(), ProfileConfig.quick(input_size=16, out=out, calib_variants=2, align=8), progress=False)
 
 
 def graph_of(loaded, size=16):
@@ -45,7 +46,35 @@ def test_interpolation_exact_on_grid_points():
     assert min(corners) <= mid <= max(corners)
     assert interp1([8, 16], [1.0, 3.0], 12) == pytest.approx(2.0)
     assert bilinear([8], [8], lambda a, b: 5.0, 8, 8) == 5.0
-    assert spread_points(range(8, 72, 8), 4) == [8, 24, 48, 64]
+    assert spread_points(range(8, 72, 8), 4) == [8, 16, 32, 64]  # log-spaced: dense where units are small
+    assert spread_points(range(8, 520, 8), 5) == [8, 24, 64, 184, 512]
+
+
+def test_axis_scans_reproduce_a_staircase_between_grid_points():
+    """Conv latency ~ alpha + beta * A(cin) * B(cout) with staircases A, B: with the two far-edge
+    scans in the table, interpolation between grid points is exact for that form; a plain
+    bilinear chord over the same grid is not (it is what over-predicted pruned ResNet-18)."""
+    def stair(c):  # output tiles of 16 above 32 channels, as ORT's NCHWc conv runs on AVX2
+        return c if c <= 32 else 16 * -(-c // 16)
+
+    def truth(a, b):
+        return 0.02 + 1e-4 * stair(a) * stair(b) + 3e-5 * stair(a)
+
+    widths = list(range(8, 136, 8))
+    grid_in, grid_out = spread_points(widths, 4), spread_points(widths, 4)
+    fam = Family(UnitFamily("conv", 28, 28), grid_in, grid_out, {}, {}, {})
+    plain = Family(UnitFamily("conv", 28, 28), grid_in, grid_out, {}, {}, {})
+    for a in grid_in:
+        for b in grid_out:
+            fam.points[f"{a},{b}"] = plain.points[f"{a},{b}"] = truth(a, b)
+    for c in widths:  # the scans along the far edges
+        fam.points[f"{c},{grid_out[-1]}"] = truth(c, grid_out[-1])
+        fam.points[f"{grid_in[-1]},{c}"] = truth(grid_in[-1], c)
+    fam.invalidate()
+    for a in widths:
+        for b in widths:
+            assert fam.predict(a, b) == pytest.approx(truth(a, b), rel=1e-9), (a, b)
+    assert max(abs(plain.predict(a, b) / truth(a, b) - 1) for a in widths for b in widths) > 0.05
 
 
 def test_units_are_fused_and_keyed_by_shape():
@@ -72,7 +101,8 @@ def test_profile_table_round_trip_and_cost_model(table_path, tmp_path):
     cm = t.cost_model(graph)
     assert cm.unit == "ms"
     full = cm.predict({})
-    assert full == pytest.approx(cm.a * cm.units_sum({}) + cm.b)
+    assert full == pytest.approx(cm.from_units(cm.units_sum({})))
+    assert t.protocol["align"] == 8
     small = {g.name: g.candidate_widths(8, 8)[0] for g in graph.prunable}
     assert cm.units_sum(small) <= cm.units_sum({})  # fewer channels, fewer unit ms
     g0 = graph.prunable[0]
@@ -165,6 +195,35 @@ def test_validate_reports_errors(table_path):
         assert v["predicted_ratio"] < 1.0  # pruned variants are predicted faster than the full model
     assert 0 <= d["within_5pct"] <= d["within_10pct"] <= 1
     assert 0 <= d["absolute_ms"]["within_5pct"] <= d["absolute_ms"]["within_10pct"] <= 1
+
+
+def test_calibration_curve_is_monotone_and_never_negative():
+    """The residual curve reproduces the calibration measurements, never predicts a bigger model
+    faster (searches read marginal costs off it) and stays positive below the lightest variant."""
+    from hwprune.latency.profile import fit_calibration
+    from hwprune.latency.table import TableCostModel
+
+    sums = {"full": 10.0, "v1": 2.0, "v2": 2.05, "v3": 2.1, "v4": 6.0, "v5": 8.0}
+    measured = {"full": 10.7, "v1": 1.5, "v2": 1.0, "v3": 1.2, "v4": 6.1, "v5": 8.6}
+    cal = fit_calibration(sums, measured)
+    cm = TableCostModel([], {"calibration": cal})
+    assert cm.from_units(10.0) == pytest.approx(10.7) and cm.from_units(6.0) == pytest.approx(6.1)
+    ys = [cm.from_units(0.01 + 0.06 * i) for i in range(200)]
+    assert all(b >= a - 1e-12 for a, b in zip(ys, ys[1:]))
+    assert min(ys) > 0
+
+
+def test_validate_draws_variants_on_the_tables_grid(table_path):
+    from hwprune_deploy.timing import Protocol
+
+    t = LatencyTable.load(table_path)
+    graph = graph_of(tiny())
+    full = {g.name: g.width for g in graph.prunable}
+    d = validate(tiny(), table_path, samples=2, seed=3, progress=False, passes=1,
+                 protocol=Protocol(warmup=1, repeats=2, min_repeat_ms=0.2)).to_dict()
+    align = t.protocol["align"]
+    for v in d["variants"]:
+        assert all(w % align == 0 or w == full[k] for k, w in v["widths"].items())
 
 
 def test_config_validation():

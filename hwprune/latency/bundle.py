@@ -7,7 +7,8 @@
 The bundle holds every unit micro-model at its grid points (ONNX), a trivial model for the
 runtime's per-call overhead, the full model and a few calibration variants (weights replaced by
 a repeated pattern, so the zip compresses), and a manifest saying what each file is. There is no
-round trip to the device, so the grid cannot be refined adaptively: a denser fixed grid is used.
+round trip to the device, so the grid cannot be refined adaptively: a denser fixed grid is used
+(log-spaced, plus the two far-edge scans every family has; see :class:`~hwprune.latency.table.Family`).
 """
 from __future__ import annotations
 
@@ -16,15 +17,13 @@ import os
 import time
 import zipfile
 
-import numpy as np
-
 from ..errors import TableError
 from ..graph import ChannelGraph
 from ..jsonio import atomic_write_bytes
 from ..models import LoadedModel
 from .micro import overhead_onnx, patternize_onnx, unit_onnx
 from .profile import TABLE_DIR, ProfileConfig, axis_candidates, example_input, fit_calibration
-from .sampling import monotone_envelope, spread_points
+from .sampling import monotone_envelope, spread_points, suffix_min
 from .table import Family, LatencyTable, default_table_name, now
 from .units import extract_units, model_key
 
@@ -34,7 +33,7 @@ BUNDLE_FORMAT = "hwprune-bundle"
 def write_bundle(loaded: LoadedModel, config: ProfileConfig, path: str, points_per_axis: int = 6) -> dict:
     """Write ``path`` (zip); returns the manifest."""
     from ..export import onnx_bytes
-    from .measure import build_variant, random_widths
+    from .measure import build_variant, calibration_widths
 
     x = example_input(loaded, config)
     graph = ChannelGraph(loaded.model, x, ignore=config.ignore)
@@ -48,12 +47,14 @@ def write_bundle(loaded: LoadedModel, config: ProfileConfig, path: str, points_p
         if fk in families:
             continue
         cin_c, cout_c = sorted(cands[fk][0]), sorted(cands[fk][1])
-        if u.family.tied:
-            cins = couts = spread_points(sorted(set(cin_c) | set(cout_c)), points_per_axis)
+        if u.family.tied:  # 1-D: every candidate on the diagonal
+            cins = couts = sorted(set(cin_c) | set(cout_c))
             pts = [(c, c) for c in cins]
-        else:
+        else:  # log-spaced grid + the two far-edge scans (see profile._measure_family)
             cins, couts = spread_points(cin_c, points_per_axis), spread_points(cout_c, points_per_axis)
             pts = [(a, b) for a in cins for b in couts]
+            pts += [(c, couts[-1]) for c in cin_c] + [(cins[-1], c) for c in cout_c]
+            pts = list(dict.fromkeys(pts))
         plist = []
         for i, (a, b) in enumerate(pts):
             name = f"units/{len(families):03d}/{a}x{b}.onnx"
@@ -61,10 +62,10 @@ def write_bundle(loaded: LoadedModel, config: ProfileConfig, path: str, points_p
                                     residual_context=config.backend == "ort-cpu")
             plist.append({"cin": a, "cout": b, "file": name})
         families[fk] = {"spec": u.family.to_dict(), "cins": cins, "couts": couts, "points": plist}
-    rng = np.random.default_rng(config.calib_seed)
     variants = {"full": {}}
-    for i in range(config.calib_variants):
-        variants[f"calib{i}"] = random_widths(graph.groups, rng, config.align, config.min_width)
+    for i, w in enumerate(calibration_widths(graph.groups, config.calib_variants, config.calib_seed, config.align,
+                                             config.min_width)):
+        variants[f"calib{i}"] = w
     models = {"overhead": {"file": "models/overhead.onnx", "role": "overhead"}}
     files["models/overhead.onnx"] = overhead_onnx()
     for k, w in variants.items():
@@ -128,6 +129,12 @@ def read_bundle_result(result_path: str, out: str | None = None) -> str:
             fam.cins, fam.couts = list(fd["cins"]), list(fd["couts"])
         for (a, b), v in monotone_envelope(fam.cins, fam.couts, fam.value, fam.spec.tied).items():
             fam.points[f"{a},{b}"] = v
+        if not fam.spec.tied:  # the scans: suffix minimum along each far edge
+            fam.invalidate()
+            for curve, key in zip(fam.curves(), (lambda c: f"{c},{fam.couts[-1]}", lambda c: f"{fam.cins[-1]},{c}")):
+                for c, v in suffix_min(curve).items():
+                    fam.points[key(c)] = min(v, fam.points[key(c)])
+        fam.invalidate()
     mi = manifest["model"]
     rec = {"spec": mi["spec"], "model_id": mi["model_id"], "input_shape": mi["input_shape"], "units": mi["units"]}
     table.models[mi["model_key"]] = rec

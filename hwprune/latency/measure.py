@@ -182,16 +182,30 @@ def passes_agree(history: list[Timing], tol: float) -> bool:
     return len(v) >= 2 and (v[1] - v[0]) <= tol * v[0]
 
 
-def random_widths(groups, rng: np.random.Generator, align: int, min_width: int) -> dict[str, int]:
-    """A random pruned variant: a global keep ratio in [0.25, 1], then per group a jitter of
-    +-0.2 around it, snapped to the align grid. Spans the range a search visits."""
-    r = rng.uniform(0.25, 1.0)
+def random_widths(groups, rng: np.random.Generator, align: int, min_width: int,
+                  ratio: Optional[float] = None) -> dict[str, int]:
+    """A random pruned variant: a global keep ratio (``ratio``, or uniform in [0.25, 1]), then
+    per group a jitter of +-0.2 around it, snapped to the align grid. Spans the range a search
+    visits."""
+    r = rng.uniform(0.25, 1.0) if ratio is None else float(ratio)
     out = {}
     for g in groups:
         if not g.prunable:
             continue
         f = float(np.clip(r + rng.uniform(-0.2, 0.2), 0.05, 1.0))
         out[g.name] = int(g.snap(g.width * f, align, min_width))
+    return out
+
+
+def calibration_widths(groups, n: int, seed: int, align: int, min_width: int) -> list[dict[str, int]]:
+    """``n`` calibration variants whose global keep ratios are *stratified* over [0.25, 1]
+    (one per equal slice, jittered inside it), so the heavily pruned end -- where a fixed
+    offset matters most in relative terms -- is always represented, not left to chance."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        lo = 0.25 + 0.75 * i / n
+        out.append(random_widths(groups, rng, align, min_width, ratio=rng.uniform(lo, lo + 0.75 / n)))
     return out
 
 

@@ -25,8 +25,8 @@ from ..models import LoadedModel
 from hwprune_deploy.runner import MODEL_PROTOCOL, UNIT_PROTOCOL, timing_ms, unit_time
 from hwprune_deploy.timing import Protocol
 
-from .measure import Measurer, build_variant, random_widths
-from .sampling import edge_spikes, midpoints, monotone_envelope, needs_refinement, spread_points
+from .measure import Measurer, build_variant, calibration_widths
+from .sampling import edge_spikes, midpoints, monotone_envelope, spread_points, suffix_min
 from .table import Family, LatencyTable, default_table_name, now
 from .units import UnitUse, extract_units, model_key
 
@@ -140,7 +140,20 @@ class _Progress:
 
 def _measure_family(table: LatencyTable, fam_spec, cands: tuple[set, set], meas: Measurer,
                     config: ProfileConfig, stats: dict) -> None:
-    """Sample, refine, and fill the grid of one family into the table (reusing what is there)."""
+    """Sample one family into the table (reusing what is there).
+
+    1. a product grid of ``points_per_axis`` widths per axis, spread in log width (dense where
+       units are small, see :func:`spread_points`);
+    2. the two axis scans: every candidate width along the far edges, ``(c, max cout)`` and
+       ``(max cin, c)`` -- 1-D, so cheap -- which give the staircase between grid points
+       (:class:`Family` interpolates in the scans' latency, not in width);
+    3. refinement along the *near* edge (smallest width of the other axis), where a unit is
+       least like the product form the scans assume (per-call floors at tiny widths): a probe
+       midpoint more than ``refine_tol`` off the prediction adds its width to the grid, up to
+       ``max_points_per_axis``;
+    4. noise: points well above the monotone envelope are re-measured once, then the envelope
+       (suffix minimum over points with more channels) is applied to the grid and the scans.
+    Depthwise (tied) families are 1-D: every candidate on the diagonal is measured."""
     cin_c, cout_c = sorted(cands[0]), sorted(cands[1])
     fam = table.families.get(fam_spec.key)
     if fam is None:
@@ -149,6 +162,7 @@ def _measure_family(table: LatencyTable, fam_spec, cands: tuple[set, set], meas:
     tied = fam_spec.tied
     if tied:
         cout_c = cin_c = sorted(set(cin_c) | set(cout_c))
+    fresh: set = set()
 
     def run(points, again: bool = False):
         points = [p for p in dict.fromkeys(points) if again or not fam.has(*p)]
@@ -166,58 +180,67 @@ def _measure_family(table: LatencyTable, fam_spec, cands: tuple[set, set], meas:
                 v = min(v, fam.points[k])
             fam.points[k], fam.iqr[k], fam.measured_at[k] = v, float(t.iqr_ms), now()
             fresh.add(p)
+        fam.invalidate()
         stats["measured"] += len(points)
 
-    fresh: set = set()
+    if tied:
+        fam.cins = fam.couts = sorted(set(fam.cins) | set(cin_c))
+        run([(c, c) for c in fam.cins])
+    else:
+        def axis_init(existing: list[int], cand: list[int]) -> list[int]:
+            pts = set(existing) | set(spread_points(cand, config.points_per_axis))
+            return sorted(v for v in pts if v <= max(cand) or v in existing)
 
-    def axis_init(existing: list[int], cand: list[int]) -> list[int]:
-        pts = set(existing) | set(spread_points(cand, config.points_per_axis))
-        return sorted(v for v in pts if v <= max(cand) or v in existing)
+        fam.cins, fam.couts = axis_init(fam.cins, cin_c), axis_init(fam.couts, cout_c)
+        far_in, far_out = fam.cins[-1], fam.couts[-1]
+        scans = [(c, far_out) for c in cin_c if c <= far_in] + [(far_in, c) for c in cout_c if c <= far_out]
+        run([(a, b) for a in fam.cins for b in fam.couts] + scans)
+        for axis_name in ("cin", "cout"):
+            cand = cin_c if axis_name == "cin" else cout_c
+            for _ in range(config.max_points_per_axis):
+                axis = fam.cins if axis_name == "cin" else fam.couts
+                room = config.max_points_per_axis - len(axis)
+                mids = midpoints(axis, cand)
+                if room <= 0 or not mids:
+                    break
+                near = fam.couts[0] if axis_name == "cin" else fam.cins[0]
 
-    cins = axis_init(fam.cins, cin_c)
-    couts = cins if tied else axis_init(fam.couts, cout_c)
-    # refinement along probe lines through the far edge of the other axis (strongest signal)
-    for axis_name in (("cin",) if tied else ("cin", "cout")):
-        for _ in range(config.max_points_per_axis):
-            axis, cand = (cins, cin_c) if axis_name == "cin" else (couts, cout_c)
-            if len(axis) >= config.max_points_per_axis:
-                break
-            mids = midpoints(axis, cand)
-            if not mids:
-                break
-            other = max(couts) if axis_name == "cin" else max(cins)
+                def pt(v):
+                    return (v, near) if axis_name == "cin" else (near, v)
 
-            def pt(v):
-                return (v, v) if tied else ((v, other) if axis_name == "cin" else (other, v))
+                run([pt(v) for v in mids])
+                off = {v: abs(fam.predict(*pt(v)) - fam.value(*pt(v))) / max(fam.value(*pt(v)), 1e-9) for v in mids}
+                bad = sorted((v for v in mids if off[v] > config.refine_tol), key=lambda v: -off[v])[:room]
+                if not bad:
+                    break
+                if axis_name == "cin":
+                    fam.cins = sorted(set(fam.cins) | set(bad))
+                else:
+                    fam.couts = sorted(set(fam.couts) | set(bad))
+                fam.invalidate()
+                run([(a, b) for a in fam.cins for b in fam.couts])
+    fam.invalidate()
 
-            run([pt(v) for v in axis + mids])
-            vals = {v: fam.points[f"{pt(v)[0]},{pt(v)[1]}"] for v in axis}
-            probes = {v: fam.points[f"{pt(v)[0]},{pt(v)[1]}"] for v in mids}
-            bad = needs_refinement(axis, vals, probes, config.refine_tol)
-            if not bad:
-                break
-            room = config.max_points_per_axis - len(axis)
-            bad = sorted(bad, key=lambda v: -abs(v))[:room]
-            axis = sorted(set(axis) | set(bad))
-            if axis_name == "cin":
-                cins = axis
-                if tied:
-                    couts = cins
-            else:
-                couts = axis
-    fam.cins, fam.couts = cins, (cins if tied else couts)
-    run([(c, c) for c in cins] if tied else [(a, b) for a in cins for b in fam.couts])
-    # spikes: points well above a point with more channels are re-measured once, then the
-    # monotone envelope (suffix minimum over dominating points) removes what noise is left
-    env = monotone_envelope(fam.cins, fam.couts, fam.value, tied)
+    def envelope() -> dict:
+        env = monotone_envelope(fam.cins, fam.couts, fam.value, tied)
+        if not tied:  # the scans: suffix minimum along each far edge
+            far_in, far_out = fam.cins[-1], fam.couts[-1]
+            cin_curve, cout_curve = fam.curves()
+            for curve, pt in ((cin_curve, lambda c: (c, far_out)), (cout_curve, lambda c: (far_in, c))):
+                for c, v in suffix_min(curve).items():
+                    env[pt(c)] = min(v, env.get(pt(c), v))
+        return env
+
+    env = envelope()
     spikes = [p for p, v in env.items() if fam.value(*p) > 1.15 * v]
     spikes += edge_spikes(fam.cins, fam.couts, fam.value, tied)
     spikes = [p for p in dict.fromkeys(spikes) if p in fresh]  # never re-measure reused entries
     if spikes:
         run(spikes, again=True)
-        env = monotone_envelope(fam.cins, fam.couts, fam.value, tied)
-    for (a, b), v in env.items():
-        fam.points[f"{a},{b}"] = v
+    for _ in range(2):  # grid envelope, scans, grid again (each step only lowers points)
+        for (a, b), v in envelope().items():
+            fam.points[f"{a},{b}"] = v
+        fam.invalidate()
 
 
 def profile(loaded: LoadedModel, config: ProfileConfig, progress: bool = True) -> str:
@@ -258,10 +281,10 @@ def profile(loaded: LoadedModel, config: ProfileConfig, progress: bool = True) -
             table.in_progress["seconds"] = prior_seconds + time.perf_counter() - t_start
             table.save(path)
     # remainder (full width) and calibration variants, measured side by side
-    rng = np.random.default_rng(config.calib_seed)
     variants = {"full": {}}
-    for i in range(config.calib_variants):
-        variants[f"calib{i}"] = random_widths(graph.groups, rng, config.align, config.min_width)
+    for i, w in enumerate(calibration_widths(graph.groups, config.calib_variants, config.calib_seed, config.align,
+                                             config.min_width)):
+        variants[f"calib{i}"] = w
     models = {k: meas.prepare(loaded.model if not w else build_variant(loaded.model, x, w), x)
               for k, w in variants.items()}
     timings = meas.models(models, x, passes=config.passes, reference="full")
@@ -289,19 +312,57 @@ def profile(loaded: LoadedModel, config: ProfileConfig, progress: bool = True) -
     return path
 
 
-def fit_calibration(sums: dict[str, float], measured: dict[str, float]) -> dict:
-    """Robust line ``measured = a * units_sum + b`` over full + calibration variants.
+def _nondecreasing(y: list[float]) -> list[float]:
+    """Pool-adjacent-violators: the closest nondecreasing sequence (least squares), so a bigger
+    units sum is never predicted faster -- searches read differences off this curve."""
+    blocks: list[list[float]] = []  # [mean, count]
+    for v in y:
+        blocks.append([v, 1.0])
+        while len(blocks) > 1 and blocks[-2][0] > blocks[-1][0]:
+            (m2, n2), (m1, n1) = blocks.pop(), blocks.pop()
+            blocks.append([(m1 * n1 + m2 * n2) / (n1 + n2), n1 + n2])
+    return [m for m, n in blocks for _ in range(int(n))]
 
-    Theil-Sen (median of pairwise slopes, then median intercept; Sen 1968): a variant caught by a
-    burst of load on a shared machine must not tilt the line, and least squares lets one such
-    point move the intercept by a millisecond. Falls back to a=1, b=remainder (full - units)
-    with fewer than three points or a non-physical slope (outside [0.5, 2])."""
+
+def fit_calibration(sums: dict[str, float], measured: dict[str, float]) -> dict:
+    """How a model's measured latency relates to the sum of its units, from the full model and
+    the calibration variants (never the validation set).
+
+    ``correction``: what the units miss -- per-call overhead, pooling/reshape glue, scheduling
+    between nodes, and the cache state of weights a network streams from DRAM that a micro-model
+    finds in cache -- as a curve of the residual ``measured - units_sum`` over ``units_sum``: a
+    running median of three neighbours (a variant caught by a burst of load on a shared machine
+    cannot bend it; the two ends are kept as measured -- a two-point median would drag the
+    lightest variant's residual towards its neighbour's), linear between them, flat above the
+    largest, shrinking to 0 below the smallest if negative. The residual is not a constant
+    fraction of the sum, and a single line through all variants cannot follow it at both ends
+    (with a line, resnet18's lightest variants were over-predicted by 5-6% on this CPU).
+    ``predict = units_sum + correction``, made nondecreasing in the units sum
+    (pool-adjacent-violators) so marginal costs keep their sign.
+
+    ``a, b``: the robust line ``measured = a * units_sum + b`` (Theil-Sen: median of pairwise
+    slopes, then median intercept; Sen 1968), kept for reports and for fewer than three points,
+    where the curve is not fitted. Falls back to a=1, b=remainder (full - units) with fewer than
+    three points or a non-physical slope (outside [0.5, 2])."""
     keys = list(sums)
     remainder = measured["full"] - sums["full"]
     if len(keys) < 3:
         return {"a": 1.0, "b": remainder, "method": "remainder"}
     x = np.array([sums[k] for k in keys])
     y = np.array([measured[k] for k in keys])
+    order = np.argsort(x)
+    xs, rs = x[order], (y - x)[order]
+    smooth = [float(np.median(rs[i - 1:i + 2])) if 0 < i < len(xs) - 1 else float(rs[i]) for i in range(len(xs))]
+    fitted = _nondecreasing([float(a + r) for a, r in zip(xs, smooth)])
+    ux: list[float] = []
+    ur: list[float] = []
+    for a, f in zip(xs, fitted):  # equal sums (identical variants) collapse to one knot
+        if ux and a - ux[-1] <= 1e-9:
+            continue
+        ux.append(float(a))
+        ur.append(f - float(a))
+    out = {"correction": {"units_ms": ux, "residual_ms": ur},
+           "method": "units + residual curve (running median of 3) over full + calibration variants"}
     span = x.max() - x.min()
     slopes = [(y[j] - y[i]) / (x[j] - x[i]) for i in range(len(x)) for j in range(i + 1, len(x))
               if abs(x[j] - x[i]) > 0.05 * span]
@@ -311,4 +372,4 @@ def fit_calibration(sums: dict[str, float], measured: dict[str, float]) -> dict:
     if not (0.5 <= a <= 2.0):
         return {"a": 1.0, "b": remainder, "method": "remainder (fit rejected)"}
     b = float(np.median(y - a * x))
-    return {"a": a, "b": b, "method": "Theil-Sen over full + calibration variants"}
+    return {"a": a, "b": b, **out}

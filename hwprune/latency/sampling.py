@@ -10,16 +10,28 @@ sampled where the curve bends). Marginal costs (HALP-style deltas) are read off 
 from __future__ import annotations
 
 import bisect
-from typing import Sequence
+import math
+from typing import Mapping, Optional, Sequence
 
 
 def spread_points(candidates: Sequence[int], n: int) -> list[int]:
-    """``n`` of the sorted ``candidates``, evenly spread by index, always with both ends."""
+    """``n`` of the sorted ``candidates``, spread evenly in *log* width, always with both ends.
+
+    Log spacing, because a unit's latency is not proportional to its width where the width is
+    small: below a few SIMD blocks a conv runs at a floor (thread dispatch, vector tails), then
+    grows linearly, so a chord from the narrowest width to a wide one over-predicts everything
+    in between. Heavily pruned models live exactly there, and their total is made of such small
+    units, so the narrow end needs the denser sampling; the wide end is close to linear."""
     c = sorted(set(int(v) for v in candidates))
     if len(c) <= n:
         return c
-    idx = {round(i * (len(c) - 1) / (n - 1)) for i in range(n)}
-    return [c[i] for i in sorted(idx)]
+    lo, hi = math.log(max(c[0], 1)), math.log(max(c[-1], 1))
+    chosen = {c[0], c[-1]}
+    for i in range(1, n - 1):
+        target = lo + (hi - lo) * i / (n - 1)
+        free = [v for v in c if v not in chosen]
+        chosen.add(min(free, key=lambda v: abs(math.log(max(v, 1)) - target)))
+    return sorted(chosen)
 
 
 def bracket(xs: Sequence[int], x: float) -> tuple[int, int, float]:
@@ -39,36 +51,53 @@ def interp1(xs: Sequence[int], vals: Sequence[float], x: float) -> float:
     return vals[i] * (1 - t) + vals[j] * t
 
 
-def bilinear(xs: Sequence[int], ys: Sequence[int], value, x: float, y: float) -> float:
-    """Bilinear interpolation of ``value(xi, yj)`` on the grid ``xs`` x ``ys`` (exact on it)."""
+def warped_t(curve: Optional[Mapping[int, float]], x0: int, x1: int, x: float, t: float) -> float:
+    """Where ``x`` sits between grid widths ``x0`` and ``x1``, measured in the latency of a 1-D
+    scan ``curve`` ({width: ms}) instead of in width; ``t`` (the linear weight) where the scan
+    does not cover the three widths or is flat between x0 and x1."""
+    if curve is None or x0 == x1:
+        return t
+    g0, g1 = curve.get(x0), curve.get(x1)
+    if g0 is None or g1 is None or g1 - g0 <= 1e-12 * max(abs(g1), 1e-12) or not (x0 <= x <= x1):
+        return t
+    gx = curve.get(x)
+    if gx is None:  # an off-grid width inside the scan: linear between the scan's neighbours
+        ks = list(curve)
+        j = bisect.bisect_left(ks, x)
+        if j == 0 or j >= len(ks):
+            return t
+        a, b = ks[j - 1], ks[j]
+        gx = curve[a] + (curve[b] - curve[a]) * (x - a) / (b - a)
+    return (gx - g0) / (g1 - g0)
+
+
+def bilinear(xs: Sequence[int], ys: Sequence[int], value, x: float, y: float,
+             warp_x: Optional[Mapping[int, float]] = None, warp_y: Optional[Mapping[int, float]] = None) -> float:
+    """Bilinear interpolation of ``value(xi, yj)`` on the grid ``xs`` x ``ys`` (exact on it).
+
+    ``warp_x`` / ``warp_y``: optional 1-D latency scans ({width: ms}) along each axis; the
+    interpolation weights then follow the scans (see :func:`warped_t`), which is exact for
+    ``value = alpha + beta * A(x) * B(y)`` whatever staircases A and B are."""
     i0, i1, tx = bracket(xs, x)
     j0, j1, ty = bracket(ys, y)
+    tx = warped_t(warp_x, xs[i0], xs[i1], x, tx)
+    ty = warped_t(warp_y, ys[j0], ys[j1], y, ty)
     v00, v01 = value(xs[i0], ys[j0]), value(xs[i0], ys[j1])
     v10, v11 = value(xs[i1], ys[j0]), value(xs[i1], ys[j1])
     return (v00 * (1 - tx) * (1 - ty) + v10 * tx * (1 - ty) + v01 * (1 - tx) * ty + v11 * tx * ty)
 
 
 def midpoints(axis: Sequence[int], candidates: Sequence[int]) -> list[int]:
-    """For each gap of ``axis`` with candidate widths inside, the candidate nearest its middle."""
+    """For each gap of ``axis`` with candidate widths inside, the candidate nearest its middle
+    in log width (the geometric mean; see :func:`spread_points`)."""
     cand = sorted(set(candidates))
     out = []
     for a, b in zip(axis, axis[1:]):
         inside = [c for c in cand if a < c < b]
         if inside:
-            out.append(min(inside, key=lambda c: abs(c - (a + b) / 2)))
+            mid = 0.5 * (math.log(max(a, 1)) + math.log(max(b, 1)))
+            out.append(min(inside, key=lambda c: abs(math.log(c) - mid)))
     return out
-
-
-def needs_refinement(axis: Sequence[int], vals: dict[int, float], probes: dict[int, float], tol: float) -> list[int]:
-    """Probe points whose measured value is off the interpolation of ``axis`` by more than ``tol``."""
-    xs = list(axis)
-    line = [vals[x] for x in xs]
-    bad = []
-    for p, v in probes.items():
-        est = interp1(xs, line, p)
-        if abs(est - v) > tol * max(v, 1e-9):
-            bad.append(p)
-    return bad
 
 
 def monotone_envelope(xs: Sequence[int], ys: Sequence[int], value, tied: bool = False) -> dict[tuple[int, int], float]:
@@ -93,6 +122,17 @@ def monotone_envelope(xs: Sequence[int], ys: Sequence[int], value, tied: bool = 
                 v = min(v, out[(xs[i], ys[j + 1])])
             out[(xs[i], ys[j])] = v
     return out
+
+
+def suffix_min(curve: Mapping[int, float]) -> dict[int, float]:
+    """A 1-D scan ({width: ms}) lowered to the smallest value at any larger width (see
+    :func:`monotone_envelope`)."""
+    out: dict[int, float] = {}
+    best = float("inf")
+    for k in sorted(curve, reverse=True):
+        best = min(best, curve[k])
+        out[k] = best
+    return dict(sorted(out.items()))
 
 
 def edge_spikes(xs: Sequence[int], ys: Sequence[int], value, tied: bool = False, factor: float = 1.25) -> list:

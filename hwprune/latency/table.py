@@ -6,14 +6,16 @@ Layout (format ``hwprune-latency-table``, version 1)::
     backend, precision, batch, protocol (warm-up, repeats, statistic, spread)
     families      {signature: {spec, cins, couts, points {"cin,cout": ms}, iqr {...}, measured_at {...}}}
     models        {model key: {spec, input_shape, units [...], full_ms, units_full_ms, remainder_ms,
-                               calibration {a, b, points}, profile_seconds}}
+                               calibration {a, b, correction {units_ms, residual_ms}, variants},
+                               profile_seconds}}
     in_progress   set while a profile is running; a killed profile resumes from it (--resume)
 
-``predict(widths) = a * sum(unit(cin, cout)) + b``: with no calibration a = 1 and b = the
-remainder (stem pooling, classifier reshapes, layout reorders), measured once end to end at full
-width; with calibration, (a, b) are fitted on a few extra pruned variants measured end to end
-(never the validation set), which absorbs per-unit overhead the micro-models do not share with
-the full network (input/output reorders, cache warmth).
+``predict(widths) = S + residual(S)`` with ``S = sum(unit(cin, cout))``, each unit interpolated
+between its measured points (scan-warped bilinear, see :class:`Family`). The residual curve is
+fitted on the full model and a few extra pruned variants measured end to end (never the
+validation set; see :func:`hwprune.latency.profile.fit_calibration`) and absorbs what the units
+do not share with the network (pooling and classifier glue, scheduling, cache state). Tables
+with fewer than three such points use ``a * S + b`` (a = 1, b = the remainder at full width).
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ import math
 import os
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Mapping, Optional
 
 from ..errors import TableError
@@ -44,12 +46,26 @@ def _pk(cin: int, cout: int) -> str:
 
 @dataclass
 class Family:
+    """One unit shape's measurements: a product grid ``cins x couts`` (sampled sparsely, log-spaced)
+    plus, where profiled, the two *axis scans* -- every grid width along the far edges,
+    ``(c, couts[-1])`` for all c and ``(cins[-1], c)`` for all c -- stored as ordinary points.
+
+    Prediction is bilinear on the grid, but in *warped* coordinates: the position of ``cin``
+    between its two grid neighbours is read off the cin scan's latency (and likewise cout), not
+    off the raw width. Conv latency on a SIMD machine is close to ``alpha + beta * A(cin) *
+    B(cout)`` with staircases A, B (vector blocks, output-channel tiles: on a 2-core EPYC a
+    56x56 conv with 40 output channels costs what 48 do); bilinear interpolation in (A, B) is
+    exact for that form, so the staircase between grid points comes from the scans instead of a
+    straight line -- the error that dominated heavily pruned variants (where every unit sits
+    between grid points). Without scans (older tables) the weight is the plain linear one."""
+
     spec: UnitFamily
     cins: list[int]
     couts: list[int]
     points: dict[str, float]
     iqr: dict[str, float]
     measured_at: dict[str, float]
+    _curves: Optional[tuple] = field(default=None, repr=False, compare=False)
 
     def has(self, cin: int, cout: int) -> bool:
         return _pk(cin, cout) in self.points
@@ -66,11 +82,34 @@ class Family:
             return all(self.has(c, c) for c in self.cins)
         return all(self.has(a, b) for a in self.cins for b in self.couts)
 
+    def invalidate(self) -> None:
+        """Forget cached scans (call after changing ``points``)."""
+        self._curves = None
+
+    def curves(self) -> tuple[dict[int, float], dict[int, float]]:
+        """(cin scan at cout = couts[-1], cout scan at cin = cins[-1]): {width: ms}, measured points only."""
+        if self._curves is None:
+            cin_c: dict[int, float] = {}
+            cout_c: dict[int, float] = {}
+            if self.cins and self.couts and not self.spec.tied:
+                far_in, far_out = self.cins[-1], self.couts[-1]
+                for k, v in self.points.items():
+                    a, b = (int(t) for t in k.split(","))
+                    if b == far_out:
+                        cin_c[a] = v
+                    if a == far_in:
+                        cout_c[b] = v
+            self._curves = ({k: cin_c[k] for k in sorted(cin_c)}, {k: cout_c[k] for k in sorted(cout_c)})
+        return self._curves
+
     def predict(self, cin: float, cout: float) -> float:
         """Interpolated latency (ms) at (cin, cout); exact on measured grid points."""
         if self.spec.tied:
             return interp1(self.cins, [self.value(c, c) for c in self.cins], cin)
-        return bilinear(self.cins, self.couts, self.value, cin, cout)
+        cin_curve, cout_curve = self.curves()
+        return bilinear(self.cins, self.couts, self.value, cin, cout,
+                        warp_x=cin_curve if len(cin_curve) > 2 else None,
+                        warp_y=cout_curve if len(cout_curve) > 2 else None)
 
     def to_dict(self) -> dict:
         return {"spec": self.spec.to_dict(), "cins": self.cins, "couts": self.couts, "points": self.points,
@@ -228,8 +267,9 @@ class LatencyTable:
 
 
 class TableCostModel:
-    """``predict(widths) -> ms`` from the table: sum of interpolated units, scaled and offset by the
-    model's calibration (or plus its measured remainder). Widths missing from the dict are full."""
+    """``predict(widths) -> ms`` from the table: sum of interpolated units plus the model's
+    calibration residual curve (or ``a * sum + b`` where it has none). Widths missing from the
+    dict are full."""
 
     unit = "ms"
 
@@ -239,6 +279,9 @@ class TableCostModel:
         cal = record.get("calibration") or {}
         self.a = float(cal.get("a", 1.0))
         self.b = float(cal.get("b", record.get("remainder_ms", 0.0)))
+        corr = cal.get("correction") or {}
+        xs, rs = corr.get("units_ms") or [], corr.get("residual_ms") or []
+        self.correction = (list(map(float, xs)), list(map(float, rs))) if len(xs) == len(rs) and len(xs) >= 3 else None
 
     def unit_costs(self, widths: Mapping[str, int]) -> dict[str, float]:
         """Per layer: interpolated unit latency (ms, before calibration)."""
@@ -247,8 +290,22 @@ class TableCostModel:
     def units_sum(self, widths: Mapping[str, int]) -> float:
         return float(sum(fam.predict(*u.widths(widths)) for u, fam in self.units))
 
+    def from_units(self, units_ms: float) -> float:
+        """Whole-model latency (ms) for a units sum: plus the residual curve where the record has
+        one (see :func:`hwprune.latency.profile.fit_calibration`), else ``a * sum + b``."""
+        if self.correction is None:
+            return self.a * units_ms + self.b
+        xs, rs = self.correction
+        if units_ms <= xs[0]:
+            # below the smallest calibration variant: an overhead (>= 0) stays constant, a
+            # shortfall shrinks with the model, so a prediction never turns negative
+            return units_ms + (rs[0] if rs[0] >= 0 else rs[0] * units_ms / xs[0])
+        if units_ms >= xs[-1]:
+            return units_ms + rs[-1]
+        return units_ms + interp1(xs, rs, units_ms)
+
     def predict(self, widths: Mapping[str, int]) -> float:
-        return self.a * self.units_sum(widths) + self.b
+        return self.from_units(self.units_sum(widths))
 
     def marginal(self, widths: Mapping[str, int], group: str, new_width: int) -> float:
         """HALP-style latency delta (ms) of moving ``group`` to ``new_width``, read off the table
@@ -256,7 +313,11 @@ class TableCostModel:
         w2 = dict(widths)
         w2[group] = new_width
         touched = [(u, f) for u, f in self.units if group in (u.gin, u.gout)]
-        return self.a * float(sum(f.predict(*u.widths(w2)) - f.predict(*u.widths(widths)) for u, f in touched))
+        delta = float(sum(f.predict(*u.widths(w2)) - f.predict(*u.widths(widths)) for u, f in touched))
+        if self.correction is None:
+            return self.a * delta
+        s = self.units_sum(widths)
+        return self.from_units(s + delta) - self.from_units(s)
 
 
 def default_table_name(device: dict, backend: str, precision: str, batch: int) -> str:
