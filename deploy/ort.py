@@ -50,6 +50,22 @@ def random_feed(session, batch: int | None = None, seed: int = 0) -> dict[str, n
     return feed
 
 
+def nchwc_block() -> int:
+    """Channel block of ONNX Runtime's NCHWc layout on this CPU (MLAS: 16 with AVX-512F, 8 with
+    AVX/AVX2; 0 where unknown, e.g. not x86 or no /proc/cpuinfo). A conv whose channel count is
+    not a multiple of it stays in plain NCHW and ORT inserts layout reorders around it, which is
+    why widths on this grid are the ones worth pruning to."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return 16 if "avx512f" in flags else 8 if ("avx2" in flags or "avx" in flags) else 0
+    except OSError:
+        pass
+    return 0
+
+
 def cpu_fingerprint() -> dict:
     """What identifies this host for a latency table: CPU model, cores, runtime versions."""
     import onnxruntime as ort
@@ -64,4 +80,5 @@ def cpu_fingerprint() -> dict:
     except OSError:
         pass
     return {"cpu": model, "cores": os.cpu_count(), "machine": platform.machine(), "system": platform.system(),
-            "python": platform.python_version(), "onnxruntime": ort.__version__, "numpy": np.__version__}
+            "python": platform.python_version(), "onnxruntime": ort.__version__, "numpy": np.__version__,
+            "nchwc_block": nchwc_block()}

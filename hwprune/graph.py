@@ -231,9 +231,12 @@ class ChannelGroup:
         return sorted({m.module for m in self.members})
 
     def step(self, align: int) -> int:
-        """Width granularity: a multiple of ``align`` and of ``blocks`` where the width allows."""
+        """Width granularity: a multiple of ``align`` and of ``blocks``. A group no wider than
+        one step is not pruned (its only grid width is its full width): a 16-channel group on a
+        16 grid stays 16 -- 8 would drop the layer out of a blocked SIMD layout (ORT's NCHWc on
+        AVX-512), which costs more in the network than the channels save."""
         s = math.lcm(max(1, align), self.blocks)
-        return s if s < self.width else self.blocks
+        return s if s < self.width else self.width
 
     def candidate_widths(self, align: int = 8, min_width: int = 8) -> list[int]:
         """Widths on the hardware grid, ascending; always includes the full width."""

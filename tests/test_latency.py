@@ -213,6 +213,31 @@ def test_calibration_curve_is_monotone_and_never_negative():
     assert min(ys) > 0
 
 
+def test_preferred_align_follows_the_cpu_layout_block():
+    from hwprune.latency.profile import preferred_align
+    from hwprune_deploy.ort import cpu_fingerprint, nchwc_block
+
+    assert preferred_align("ort-cpu", {"nchwc_block": 16}) == 16
+    assert preferred_align("ort-cpu", {"nchwc_block": 8}) == 8
+    assert preferred_align("ort-cpu", {}) == 8  # unknown CPU (or an older table): the common grid
+    assert preferred_align("torch-cuda", {"nchwc_block": 16}) == 8  # a CPU layout says nothing about a GPU
+    assert cpu_fingerprint()["nchwc_block"] == nchwc_block() in (0, 8, 16)
+
+
+def test_profile_defaults_to_the_devices_grid(tmp_path):
+    """No --align: the table is sampled on the device's grid (ORT's NCHWc block on this CPU), and
+    extending that table keeps its grid."""
+    from hwprune.latency.profile import preferred_align
+
+    out = str(tmp_path / "d.json")
+    profile(tiny(), ProfileConfig.quick(input_size=16, out=out), progress=False)
+    t = LatencyTable.load(out)
+    assert t.protocol["align"] == preferred_align("ort-cpu", t.device) >= 8
+    profile(load_model("tiny_resnet", kwargs={"width": 8, "depth": 2}), ProfileConfig.quick(input_size=16, out=out),
+            progress=False)
+    assert LatencyTable.load(out).protocol["align"] == t.protocol["align"]
+
+
 def test_validate_draws_variants_on_the_tables_grid(table_path):
     from hwprune_deploy.timing import Protocol
 

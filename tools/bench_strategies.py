@@ -82,7 +82,8 @@ def get_table(loaded, args, size: int) -> str:
     log(f"profiling {args.mode} into {path} (ort-cpu, {args.threads} threads)")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return profile(loaded, ProfileConfig(backend="ort-cpu", threads=args.threads, input_size=size, out=path))
+        # align 8: the grid the strategies search on (PruneConfig default), so the table holds their widths
+        return profile(loaded, ProfileConfig(backend="ort-cpu", threads=args.threads, input_size=size, out=path, align=8))
 
 
 # ------------------------------------------------------------------ runs

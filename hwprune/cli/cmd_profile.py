@@ -15,7 +15,10 @@ def register(sub) -> None:
                                    "ONNX micro-models for a device without PyTorch instead; read its result back "
                                    "with --from-bundle-result.")
     add_model_args(p, default="")
-    add_grid_args(p)
+    add_grid_args(p, align_default=None,
+                  align_help="sample widths that are multiples of this (default: the device's grid -- on ort-cpu "
+                             "the CPU's NCHWc channel block, 16 with AVX-512 and 8 with AVX2, since other widths "
+                             "leave ORT's blocked layout and pay reorders; 8 on GPUs)")
     g = p.add_argument_group("profiling")
     g.add_argument("--backend", default="ort-cpu",
                    help="ort-cpu | torch-cpu | torch-cuda | tensorrt | tensorrt-sparse (default ort-cpu)")
@@ -75,7 +78,8 @@ def run(args) -> int:
     print(f"profiled {rec['spec']} at {'x'.join(map(str, rec['input_shape']))} on {t.backend} "
           f"({args.threads} threads) in {dt:.1f} s: {len(rec['units'])} units, {rec.get('points_measured', 0)} points "
           f"measured; full model {rec['full_ms']:.3f} ms, units {rec['units_full_ms']:.3f} ms, "
-          f"calibration a={rec['calibration']['a']:.3f} b={rec['calibration']['b']:.3f} ms")
+          f"calibration a={rec['calibration']['a']:.3f} b={rec['calibration']['b']:.3f} ms"
+          + (" + residual curve" if rec["calibration"].get("correction") else ""))
     _maybe_plot(args, path)
     return 0
 

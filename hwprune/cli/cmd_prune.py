@@ -95,6 +95,8 @@ def find_or_profile_table(loaded, config: PruneConfig, folder: str = "latency_ta
             continue
         if (t.backend, t.batch, int(t.device.get("threads", config.threads))) != (backend, config.batch, config.threads):
             continue
+        if config.align % int(t.protocol.get("align") or 8):  # the table's grid must hold the search's widths
+            continue
         if not t.check_device() and t.covers(graph):
             return path, "reused"
     path = profile(loaded, ProfileConfig(backend=backend, threads=config.threads, batch=config.batch,

@@ -12,7 +12,8 @@ def register(sub) -> None:
     p.add_argument("--table", required=True, help="latency table JSON (from `hwprune profile`)")
     p.add_argument("--samples", type=int, default=30, help="random variants to draw (default 30)")
     p.add_argument("--seed", type=int, default=0, help="random seed of the variants (default 0)")
-    p.add_argument("--align", type=int, default=8, help="width grid (default 8)")
+    p.add_argument("--align", type=int, default=None,
+                   help="width grid of the variants (default: the grid the table was profiled on)")
     p.add_argument("--min-width", type=int, default=8, help="smallest width per group (default 8)")
     p.add_argument("--json", help="write the full result (per-variant widths and errors) here")
     p.add_argument("--plot", metavar="DIR", help="write a predicted-vs-measured scatter PNG to DIR")

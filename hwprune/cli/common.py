@@ -17,9 +17,10 @@ def add_model_args(p: argparse.ArgumentParser, default: str | None = None) -> No
     g.add_argument("--batch", type=int, default=1, help="batch size to trace/profile with (default 1)")
 
 
-def add_grid_args(p: argparse.ArgumentParser) -> None:
+def add_grid_args(p: argparse.ArgumentParser, align_default: int | None = 8, align_help: str | None = None) -> None:
     g = p.add_argument_group("channel grid")
-    g.add_argument("--align", type=int, default=8, help="widths are multiples of this (default 8: tensor cores, SIMD)")
+    g.add_argument("--align", type=int, default=align_default,
+                   help=align_help or "widths are multiples of this (default 8: tensor cores, SIMD)")
     g.add_argument("--min-width", type=int, default=8, help="no group is cut below this many channels (default 8)")
     g.add_argument("--ignore", action="append", default=[], metavar="MODULE",
                    help="module name whose channels stay untouched (repeatable)")

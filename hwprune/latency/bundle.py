@@ -35,6 +35,10 @@ def write_bundle(loaded: LoadedModel, config: ProfileConfig, path: str, points_p
     from ..export import onnx_bytes
     from .measure import build_variant, calibration_widths
 
+    if config.align is None:  # the device is elsewhere: its NCHWc block is unknown here; 8 suits AVX2 and GPUs
+        import dataclasses
+
+        config = dataclasses.replace(config, align=8)
     x = example_input(loaded, config)
     graph = ChannelGraph(loaded.model, x, ignore=config.ignore)
     units = extract_units(graph, dtype=config.precision)

@@ -44,7 +44,7 @@ class ProfileConfig:
     batch: int = 1
     input_size: Optional[int] = None
     precision: str = "fp32"
-    align: int = 8
+    align: Optional[int] = None  # None: the device's preferred grid (see preferred_align)
     min_width: int = 8
     out: Optional[str] = None
     resume: bool = False
@@ -84,7 +84,7 @@ class ProfileConfig:
             raise ConfigError(f"batch {self.batch} must be >= 1")
         if self.input_size is not None and self.input_size < 8:
             raise ConfigError(f"input size {self.input_size} is too small; use the model's resolution, e.g. 224")
-        if self.align < 1 or self.min_width < 1:
+        if (self.align is not None and self.align < 1) or self.min_width < 1:
             raise ConfigError(f"align {self.align} and min-width {self.min_width} must be >= 1")
         if not (2 <= self.points_per_axis <= self.max_points_per_axis):
             raise ConfigError(f"points_per_axis {self.points_per_axis} must be in [2, max_points_per_axis="
@@ -243,11 +243,28 @@ def _measure_family(table: LatencyTable, fam_spec, cands: tuple[set, set], meas:
         fam.invalidate()
 
 
+def preferred_align(backend: str, fingerprint: dict) -> int:
+    """The width grid a device rewards: on ``ort-cpu`` the CPU's NCHWc channel block (16 with
+    AVX-512, 8 with AVX2), since a width off that grid drops the conv out of ORT's blocked layout
+    and adds reorders a unit measured alone never shows; 8 elsewhere (fp16 tensor cores, SIMD)."""
+    block = int(fingerprint.get("nchwc_block") or 0) if backend == "ort-cpu" else 0
+    return max(8, block)
+
+
 def profile(loaded: LoadedModel, config: ProfileConfig, progress: bool = True) -> str:
-    """Profile ``loaded`` into a table (extending an existing one); returns the table path."""
+    """Profile ``loaded`` into a table (extending an existing one); returns the table path.
+    ``config.align`` None: the device's preferred grid (:func:`preferred_align`), or the grid an
+    existing table was profiled on."""
+    import dataclasses
+
     t_start = time.perf_counter()
     meas = Measurer(config.backend, config.threads, config.precision, config.unit_protocol, config.model_protocol)
     fp = meas.fingerprint()
+    if config.align is None:
+        path0 = config.out or os.path.join(TABLE_DIR, default_table_name(fp, config.backend, config.precision,
+                                                                         config.batch))
+        prior = LatencyTable.load(path0, check_device=False).protocol.get("align") if os.path.exists(path0) else None
+        config = dataclasses.replace(config, align=int(prior or preferred_align(config.backend, fp)))
     path = config.out or os.path.join(TABLE_DIR, default_table_name(fp, config.backend, config.precision, config.batch))
     x = example_input(loaded, config)
     graph = ChannelGraph(loaded.model, x, ignore=config.ignore)

@@ -73,7 +73,7 @@ class ValidationResult:
                 "seconds": self.seconds, "variants": self.variants}
 
 
-def validate(loaded: LoadedModel, table_path: str, samples: int = 30, seed: int = 0, align: int = 8,
+def validate(loaded: LoadedModel, table_path: str, samples: int = 30, seed: int = 0, align: Optional[int] = None,
              min_width: int = 8, progress: bool = True, input_size: Optional[int] = None, threads: Optional[int] = None,
              chunk: int = 5, protocol=None, passes: int = 2) -> ValidationResult:
     """Predict vs measure ``samples`` random pruned variants of ``loaded`` (see module doc)."""
@@ -83,6 +83,8 @@ def validate(loaded: LoadedModel, table_path: str, samples: int = 30, seed: int 
         raise ConfigError(f"samples {samples} must be >= 1")
     t0 = time.perf_counter()
     table = LatencyTable.load(table_path)
+    if align is None:  # the grid the table was profiled on
+        align = int(table.protocol.get("align") or 8)
     spec = loaded.model_id.get("spec")
     if input_size is None:  # the resolution this model was profiled at, if the table has it
         sizes = [r["input_shape"][-1] for r in table.models.values() if r.get("spec") == spec]
