@@ -88,6 +88,21 @@ class OrtCpuBackend(Backend):
         return fp
 
 
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """An eval-mode copy with every BatchNorm folded into the Conv/Linear before it, as ORT and
+    TensorRT do when they load a model (torch.fx's ``fuse`` pass), so eager PyTorch times the
+    network the latency units describe (conv with bias, no separate BN kernel). Models fx cannot
+    trace are timed as they are (eval mode); the caller's module is never changed."""
+    from torch.fx.experimental.optimization import fuse
+
+    if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        return model.eval()
+    try:
+        return fuse(model.eval())
+    except Exception:  # untraceable control flow: keep the eager model
+        return model.eval()
+
+
 @BACKENDS.register("torch-cpu")
 @dataclass
 class TorchCpuBackend(Backend):
@@ -96,7 +111,7 @@ class TorchCpuBackend(Backend):
     name: str = "torch-cpu"
 
     def runner(self, model: nn.Module, x: torch.Tensor) -> Callable[[], object]:
-        model = model.eval()
+        model = fold_batchnorm(model)
         threads = self.threads
 
         def run():
@@ -158,7 +173,7 @@ class TorchCudaBackend(Backend):
     def runner(self, model: nn.Module, x) -> Callable[[], object]:
         require_cuda()
         dt = self._dtype()
-        model = model.eval().to("cuda", dt)
+        model = fold_batchnorm(model).to("cuda", dt)
         xs = tuple(t.to("cuda", dt) for t in (x if isinstance(x, tuple) else (x,)))
         if self.sparse24:
             _to_semi_structured(model)

@@ -63,3 +63,62 @@ def test_tensorrt_unit_engine(precision, sparse):
 
     runner = TrtRunnerFactory(precision=precision, sparse=sparse)(unit_onnx(FAM, 64, 64, sparse24=sparse))
     runner()
+
+
+def test_torch_backends_time_the_bn_folded_network():
+    """Eager torch runs the model as a runtime would load it: BN folded into the conv (same
+    outputs, no BatchNorm left), the caller's module untouched."""
+    from hwprune.backends import fold_batchnorm
+    from hwprune.models import load_model
+
+    model = load_model("tiny_resnet").model.eval()
+    x = torch.randn(2, 3, 32, 32)
+    folded = fold_batchnorm(model)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    with torch.inference_mode():
+        torch.testing.assert_close(folded(x), model(x), rtol=1e-4, atol=1e-4)
+        out = get_backend("torch-cpu", threads=1).runner(model, x)()
+        torch.testing.assert_close(out, model(x), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
+def test_torch_cuda_profile_then_validate(tmp_path):
+    """The whole loop on a GPU: a torch-cuda table (CUDA-event timing) whose predictions are
+    checked against CUDA-event measurements of really pruned variants."""
+    from hwprune.latency import LatencyTable, ProfileConfig, profile, validate
+    from hwprune.models import load_model
+
+    path = profile(load_model("tiny_resnet"), ProfileConfig.quick(backend="torch-cuda", precision="fp16", batch=8,
+                                                                   input_size=32, out=str(tmp_path / "t.json"),
+                                                                   calib_variants=3), progress=False)
+    t = LatencyTable.load(path)
+    assert t.backend == "torch-cuda" and t.precision == "fp16" and t.device["gpu"]
+    d = validate(load_model("tiny_resnet"), path, samples=4, progress=False, passes=1).to_dict()
+    assert all(v["measured_ms"] > 0 and v["predicted_ms"] > 0 for v in d["variants"])
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
+def test_torch_cuda_sparse24_linear_computes_the_masked_product():
+    """torch-cuda-sparse really runs 2:4 semi-structured kernels: same result as the dense
+    product with the 2:4 mask applied, and the weight is a sparse semi-structured tensor."""
+    import copy
+
+    from torch.sparse import SparseSemiStructuredTensor
+
+    from hwprune.backends import _to_semi_structured
+
+    lin = torch.nn.Linear(256, 512).half().cuda().eval()
+    x = torch.randn(128, 256, dtype=torch.float16, device="cuda")
+    w = lin.weight.detach().clone().view(-1, 4)
+    w[:, 2:] = 0
+    ref = torch.nn.functional.linear(x, w.view_as(lin.weight), lin.bias)
+    sp = copy.deepcopy(lin)
+    _to_semi_structured(sp)
+    assert isinstance(sp.weight, SparseSemiStructuredTensor)
+    with torch.inference_mode():
+        torch.testing.assert_close(sp(x), ref, rtol=2e-2, atol=2e-2)
+    b = get_backend("torch-cuda-sparse")
+    assert b.measure(copy.deepcopy(lin), x).median_ms > 0
