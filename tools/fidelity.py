@@ -2,11 +2,13 @@
 
     python tools/fidelity.py                       # resnet18, resnet50, mobilenet_v2 @224, ORT CPU, 2 threads, b1
     python tools/fidelity.py --models resnet18 --input-size 112 --samples 10   # a quick look
+    python tools/fidelity.py --backend torch-cuda --precision fp16 --batch 32   # on a GPU box
 
 For each model: ``hwprune profile`` (into one shared table under latency_tables/, extended model
-by model; profiling time recorded in the table), then ``hwprune validate`` over N random pruned
+by model; profiling time recorded in the table; rows of models not re-run are kept in the report unless --fresh), then ``hwprune validate`` over N random pruned
 variants (seed 0; the profiler's calibration variants come from a disjoint seed stream). Writes
-latency_tables/fidelity.json and latency_tables/fidelity.md (per model: median |error|, share
+latency_tables/fidelity.json and latency_tables/fidelity.md (other backends:
+fidelity-<backend>-<precision>-b<batch>.json/.md) (per model: median |error|, share
 within +-5% / +-10%, max |error|, profiling and validation time, machine load) and refreshes
 latency_tables/manifest.json. Run it on a quiet machine: other processes inflate measurements.
 Target (issue #3): >= 95% of variants within +-5% and none beyond +-10%.
@@ -36,7 +38,7 @@ def write_manifest(table_dir: str) -> None:
 
     entries = []
     for f in sorted(os.listdir(table_dir)):
-        if not f.endswith(".json") or f in ("manifest.json", "fidelity.json"):
+        if not f.endswith(".json") or f == "manifest.json" or f.startswith("fidelity"):
             continue
         try:
             t = LatencyTable.load(os.path.join(table_dir, f), check_device=False)
@@ -56,6 +58,9 @@ def main(argv=None) -> int:
     ap.add_argument("--input-size", type=int, default=224)
     ap.add_argument("--samples", type=int, default=30)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--backend", default="ort-cpu", help="ort-cpu (default) | torch-cpu | torch-cuda | ...")
+    ap.add_argument("--precision", default="fp32", help="fp32 (default) | fp16 | bf16 (GPU backends)")
+    ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--out", help="table file (default: latency_tables/<device>-ort-cpu-fp32-b1.json)")
     ap.add_argument("--report-dir", default=os.path.join(ROOT, "latency_tables"))
     ap.add_argument("--fresh", action="store_true", help="delete the table first (re-measure every unit)")
@@ -75,10 +80,10 @@ def main(argv=None) -> int:
     from hwprune.latency.table import default_table_name
 
     table_path = args.out or os.path.join(TABLE_DIR, default_table_name(
-        Measurer("ort-cpu", args.threads).fingerprint(), "ort-cpu", "fp32", 1))
+        Measurer(args.backend, args.threads, args.precision).fingerprint(), args.backend, args.precision, args.batch))
     if args.fresh and os.path.exists(table_path):
         os.unlink(table_path)
-    results, t_all = [], time.perf_counter()
+    results = []
     for spec in args.models:
         load0 = loadavg()
         t0 = time.perf_counter()
@@ -86,8 +91,8 @@ def main(argv=None) -> int:
             prof_s = [m for m in LatencyTable.load(table_path, check_device=False).models.values()
                       if m["spec"] == spec][-1]["profile_seconds"]
         else:
-            cfg = ProfileConfig(backend="ort-cpu", threads=args.threads, batch=1, input_size=args.input_size,
-                                out=table_path)
+            cfg = ProfileConfig(backend=args.backend, threads=args.threads, batch=args.batch,
+                                precision=args.precision, input_size=args.input_size, out=table_path)
             profile(load_model(spec), cfg, progress=True)
             prof_s = time.perf_counter() - t0
         t1 = time.perf_counter()
@@ -117,13 +122,23 @@ def main(argv=None) -> int:
 
         plot_table(table_path, args.plot)
     table = LatencyTable.load(table_path, check_device=False)
-    summary = {"table": os.path.relpath(table_path, ROOT), "backend": "ort-cpu", "threads": args.threads, "batch": 1,
+    stem = "fidelity" if (args.backend, args.precision, args.batch) == ("ort-cpu", "fp32", 1) else \
+        f"fidelity-{args.backend}-{args.precision}-b{args.batch}"
+    report = os.path.join(args.report_dir, stem + ".json")
+    if not args.fresh and os.path.exists(report):  # keep the rows of models this run did not touch
+        with open(report) as f:
+            old = json.load(f)
+        if old.get("table") == os.path.relpath(table_path, ROOT) and old.get("samples") == args.samples:
+            done = {r["model"] for r in results}
+            results = [r for r in old.get("results", []) if r["model"] not in done] + results
+    summary = {"table": os.path.relpath(table_path, ROOT), "backend": args.backend, "precision": args.precision,
+               "threads": args.threads, "batch": args.batch, "align": table.protocol.get("align"),
                "device": table.device, "protocol": table.protocol, "samples": args.samples,
-               "total_seconds": round(time.perf_counter() - t_all, 1),
-               "protocol_text": PROTOCOL, "results": results}
+               "total_seconds": round(sum(r["profile_seconds"] + r["validate_seconds"] for r in results), 1),
+               "protocol_text": PROTOCOL if args.backend == "ort-cpu" else PROTOCOL_TORCH, "results": results}
     os.makedirs(args.report_dir, exist_ok=True)
-    write_json(os.path.join(args.report_dir, "fidelity.json"), summary)
-    with open(os.path.join(args.report_dir, "fidelity.md"), "w") as f:
+    write_json(report, summary)
+    with open(os.path.join(args.report_dir, stem + ".md"), "w") as f:
         f.write(markdown(summary))
     write_manifest(os.path.dirname(os.path.abspath(table_path)))
     print(markdown(summary))
@@ -132,23 +147,46 @@ def main(argv=None) -> int:
 
 PROTOCOL = ("Units: every Conv2d/Linear with the ops ORT fuses into it (BN folded, activation, residual add; the "
             "residual comes from a context conv so ORT fuses the add as it does in the network), as ONNX "
-            "micro-models at ORT_ENABLE_ALL, 1 inter-op + N intra-op threads; per unit the (cin, cout) plane is "
-            "sampled at 4 grid widths per axis, refined to <= 6 where a probe midpoint is > 5% off the "
-            "interpolation; points of a unit are timed interleaved (2 warm-up, 12 repeats of >= 2 ms, 10th "
-            "percentile) by kernel time: ORT's profiler, the unit's own nodes only (the micro-model's NCHWc "
-            "layout reorders, context conv and per-run session overhead left out). Whole model at full width and "
-            "10 calibration variants (seed stream 10000, disjoint from validation) timed by wall clock, interleaved "
-            "(20 repeats of >= 10 ms, 10th percentile); prediction = a * sum(units) + b, a Theil-Sen line through "
-            "them. Validation: N variants (seed 0), per group a width on the align-8 grid around a random global "
-            "keep ratio in [0.25, 1], channels really removed, exported to ONNX, timed by wall clock in >= 2 "
-            "passes (different orders, chunks of 5 plus the unpruned model as a side-by-side reference that "
-            "rescales each chunk; repeated while a variant's two fastest passes differ by > 3%), fastest pass.")
+            "micro-models at ORT_ENABLE_ALL, 1 inter-op + N intra-op threads. Widths on the device's grid: the "
+            "table's align (by default the CPU's NCHWc channel block: 16 with AVX-512, 8 with AVX2 -- other widths "
+            "drop a conv out of ORT's blocked layout and add reorders no unit shows). Per unit the (cin, cout) plane "
+            "is sampled at log-spaced grid widths (4 per axis, refined to <= 6 where a probe is > 5% off the "
+            "interpolation) plus full scans of every grid width along the far edges (cin at full cout, cout at full "
+            "cin); prediction between grid points is bilinear in scan-warped coordinates, so the staircase comes "
+            "from measurements. Points of a unit are timed interleaved (2 warm-up, 12 repeats of >= 2 ms, 10th "
+            "percentile) by kernel time: ORT's profiler, the unit's own nodes only (the micro-model's NCHWc layout "
+            "reorders, context conv and per-run session overhead left out). Whole model at full width and 10 "
+            "calibration variants (keep ratios stratified over [0.25, 1], seed stream 10000, disjoint from "
+            "validation) timed by wall clock, interleaved (20 repeats of >= 10 ms, 10th percentile); prediction = "
+            "sum(units) + a residual curve through them (running median of 3, made nondecreasing). Validation: N "
+            "variants (seed 0), per group a width on the table's grid around a random global keep ratio in "
+            "[0.25, 1], channels really removed, exported to ONNX, timed by wall clock in >= 2 passes (different "
+            "orders, chunks of 5 plus the unpruned model as a side-by-side reference that rescales each chunk; "
+            "repeated while a variant's two fastest passes differ by > 3%), fastest pass.")
+
+
+PROTOCOL_TORCH = ("Units: every Conv2d/Linear with its fused epilogue (bias = folded BN, activation, residual add) "
+                  "as an eager nn.Module in the table's precision; whole models run with BN folded (torch.fx fuse), "
+                  "as a runtime loads them. CUDA: device time between CUDA events around 10 back-to-back calls, "
+                  "points of a unit interleaved (2 warm-up, 12 repeats, 10th percentile); whole models and "
+                  "calibration variants likewise (20 repeats); prediction = units sum + residual curve through the "
+                  "full model and the calibration variants. Validation as for ort-cpu: N variants (seed 0), channels "
+                  "really removed, timed side by side with the unpruned model in chunks of 5, >= 2 passes.")
 
 
 def markdown(s: dict) -> str:
-    lines = [f"# Latency-table fidelity ({s['backend']}, {s['threads']} threads, batch {s['batch']})", "",
-             f"Device: {s['device'].get('cpu')} ({s['device'].get('cores')} cores), onnxruntime "
-             f"{s['device'].get('onnxruntime')}. Table: `{s['table']}`. Total time {s['total_seconds']:.0f} s.", "",
+    dev = s["device"]
+    if dev.get("gpu"):
+        where = (f"Device: {dev['gpu']} (compute {dev.get('compute_capability')}), CUDA {dev.get('cuda')}, "
+                 f"torch {dev.get('torch')}, {s.get('precision', 'fp32')}")
+        head = f"# Latency-table fidelity ({s['backend']}, {s.get('precision', 'fp32')}, batch {s['batch']})"
+    else:
+        where = f"Device: {dev.get('cpu')} ({dev.get('cores')} cores), onnxruntime {dev.get('onnxruntime')}"
+        head = f"# Latency-table fidelity ({s['backend']}, {s['threads']} threads, batch {s['batch']})"
+    flags = ("" if (s["backend"], s.get("precision", "fp32"), s["batch"]) == ("ort-cpu", "fp32", 1) else
+             f" --backend {s['backend']} --precision {s.get('precision', 'fp32')} --batch {s['batch']}")
+    lines = [head, "", f"{where}. Table: `{s['table']}`, widths on multiples of {s.get('align', 8)}. "
+             f"Total time {s['total_seconds']:.0f} s.", "",
              "Error of the predicted latency *ratio* to the unpruned model (what a `0.5x` budget spends) against "
              "the measured ratio, the unpruned model timed side by side with each variant; the last two columns "
              "compare milliseconds, which also carry the machine's own drift between profiling and validation "
@@ -164,7 +202,7 @@ def markdown(s: dict) -> str:
                      f"{100 * r['absolute_ms']['median_abs_error']:.1f}% / {100 * r['absolute_ms']['within_5pct']:.0f}% | "
                      f"{'/'.join(map(str, r['loadavg_after']))} |")
     lines += ["", f"Protocol: {s['protocol_text']}", "",
-              "Reproduce: `python tools/fidelity.py` (add `--fresh` to re-measure every unit).", ""]
+              f"Reproduce: `python tools/fidelity.py{flags}` (add `--fresh` to re-measure every unit).", ""]
     return "\n".join(lines)
 
 
