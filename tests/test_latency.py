@@ -224,6 +224,17 @@ def test_preferred_align_follows_the_cpu_layout_block():
     assert cpu_fingerprint()["nchwc_block"] == nchwc_block() in (0, 8, 16)
 
 
+def test_prune_cli_hints_at_the_cpu_grid():
+    from hwprune.cli.common import grid_hint
+    from hwprune_deploy.ort import nchwc_block
+
+    block = nchwc_block()
+    assert grid_hint("torch-cuda", 8) is None  # a CPU layout says nothing about a GPU
+    assert grid_hint("ort-cpu", 2 * max(block, 8)) is None  # on the grid: nothing to say
+    if block == 16:
+        assert "--align 16" in grid_hint("ort-cpu", 8)
+
+
 def test_profile_defaults_to_the_devices_grid(tmp_path):
     """No --align: the table is sampled on the device's grid (ORT's NCHWc block on this CPU), and
     extending that table keeps its grid."""

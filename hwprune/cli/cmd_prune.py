@@ -10,7 +10,7 @@ from ..importance import list_criteria
 from ..jsonio import write_json
 from ..prune import PruneConfig, prune
 from ..strategies import list_strategies
-from .common import add_grid_args, add_model_args, load_from_args
+from .common import add_grid_args, add_model_args, grid_hint, load_from_args
 
 
 def register(sub) -> None:
@@ -135,6 +135,8 @@ def run(args) -> int:
     loaded = load_from_args(args)
     size = args.input_size or loaded.input_size
     table = args.table
+    if budget is not None and budget.is_latency and (hint := grid_hint(config.backend, config.align)):
+        print(hint, file=sys.stderr)
     if budget is not None and budget.is_latency and table is None:
         table, how = find_or_profile_table(loaded, config)
         print(f"latency table: {how} {table}", file=sys.stderr)

@@ -1,6 +1,8 @@
 """``hwprune run``: profile, prune, export, bench and report in one go (embedded default demo)."""
 from __future__ import annotations
 
+import sys
+
 from ..pipeline import RunConfig, run_pipeline
 
 
@@ -43,6 +45,10 @@ def run(args) -> int:
                        batches=args.batch, input_size=args.input_size, num_classes=args.num_classes,
                        align=args.align, min_width=args.min_width, out=args.out, quick=args.quick, seed=args.seed,
                        progress=not args.no_progress)
+    from .common import grid_hint
+
+    if hint := grid_hint(config.backend, config.align):
+        print(hint, file=sys.stderr)
     rep = run_pipeline(config)
     print(summary_lines(rep))
     return 0

@@ -29,3 +29,17 @@ def add_grid_args(p: argparse.ArgumentParser, align_default: int | None = 8, ali
 def load_from_args(args) -> LoadedModel:
     kwargs = {"num_classes": args.num_classes} if args.num_classes else None
     return load_model(args.model, weights=args.weights, kwargs=kwargs)
+
+
+def grid_hint(backend: str | None, align: int) -> str | None:
+    """A one-line hint when ``align`` is off the CPU's ORT layout grid (None if it is on it)."""
+    if backend not in (None, "ort-cpu"):
+        return None
+    from hwprune_deploy.ort import nchwc_block
+
+    block = nchwc_block()
+    if block and align % block:
+        return (f"hint: this CPU runs ONNX Runtime convs in {block}-channel blocks (NCHWc); widths on --align "
+                f"{align} that are not multiples of {block} leave that layout and pay reorders -- pass --align "
+                f"{block} for widths the device rewards")
+    return None
