@@ -211,6 +211,12 @@ def test_calibration_curve_is_monotone_and_never_negative():
     ys = [cm.from_units(0.01 + 0.06 * i) for i in range(200)]
     assert all(b >= a - 1e-12 for a, b in zip(ys, ys[1:]))
     assert min(ys) > 0
+    # a launch-bound model (GPU): latency barely moves with the units, the line is rejected,
+    # the curve is kept and still reproduces the measurements
+    flat = fit_calibration({"full": 1.6, "v1": 1.3, "v2": 1.4, "v3": 1.5},
+                           {"full": 1.46, "v1": 1.44, "v2": 1.45, "v3": 1.455})
+    assert "line rejected" in flat["method"] and flat["a"] == 1.0
+    assert TableCostModel([], {"calibration": flat}).from_units(1.4) == pytest.approx(1.45)
 
 
 def test_preferred_align_follows_the_cpu_layout_block():

@@ -60,8 +60,8 @@ def main(argv=None) -> int:
     rows = []
     for a, b in shapes:
         torch.manual_seed(0)
-        m_dense, (x,) = unit_module(fam, a, b)
-        m_sparse, _ = unit_module(fam, a, b)
+        m_dense, (x,) = unit_module(fam, a, b, device="cuda")
+        m_sparse, _ = unit_module(fam, a, b, device="cuda")
         fns = {"dense": dense.runner(m_dense, x), "sparse24": sparse.runner(m_sparse, x)}
         t = dense.measure_fns(fns)  # both timed interleaved, CUDA events on the same stream
         flops = 2.0 * args.batch * args.tokens * a * b

@@ -79,8 +79,9 @@ class Measurer:
             t = measure_onnx_set(models, self.unit_factory, self.unit_protocol)
             return {p: t[f"{p[0]},{p[1]}"] for p in points}
         fns = {}
+        device = "cuda" if self.backend.startswith("torch-cuda") else None
         for a, b in points:
-            mod, inputs = unit_module(fam, a, b)
+            mod, inputs = unit_module(fam, a, b, device=device)
             fns[(a, b)] = self.torch_backend.runner(mod, inputs if len(inputs) > 1 else inputs[0])
         return self._measure_torch(fns, self.unit_protocol)
 

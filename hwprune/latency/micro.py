@@ -135,26 +135,29 @@ def patternize_onnx(data: bytes) -> bytes:
     return m.SerializeToString()
 
 
-def unit_module(fam: UnitFamily, cin: int, cout: int):
-    """The same unit as an ``nn.Module`` (for the torch backends); returns (module, inputs)."""
+def unit_module(fam: UnitFamily, cin: int, cout: int, device=None):
+    """The same unit as an ``nn.Module`` (for the torch backends); returns (module, inputs).
+    ``device``: where to build weights and inputs ("cuda" for GPU profiles: no host-side random
+    activations of batch 32 copied over per point)."""
     import torch
     from torch import nn
 
     acts = {"relu": nn.ReLU(), "relu6": nn.ReLU6(), "hardswish": nn.Hardswish(), "sigmoid": nn.Sigmoid(),
             "none": nn.Identity()}
     b = fam.batch
+    kw = {"device": device}
     if fam.kind in ("conv", "dwconv"):
         groups = cin if fam.kind == "dwconv" else fam.groups
         if fam.kind == "dwconv":
             cout = cin
-        op = nn.Conv2d(cin, cout, fam.kernel, fam.stride, fam.padding, fam.dilation, groups=groups)
-        x = torch.randn(b, cin, fam.h, fam.w)
+        op = nn.Conv2d(cin, cout, fam.kernel, fam.stride, fam.padding, fam.dilation, groups=groups, **kw)
+        x = torch.randn(b, cin, fam.h, fam.w, **kw)
         oh, ow = fam.out_hw()
-        r = torch.randn(b, cout, oh, ow)
+        r = torch.randn(b, cout, oh, ow, **kw)
     else:
-        op = nn.Linear(cin, cout)
-        x = torch.randn(b, cin) if fam.h == 1 else torch.randn(b, fam.h, cin)
-        r = torch.randn(b, cout) if fam.h == 1 else torch.randn(b, fam.h, cout)
+        op = nn.Linear(cin, cout, **kw)
+        x = torch.randn(b, cin, **kw) if fam.h == 1 else torch.randn(b, fam.h, cin, **kw)
+        r = torch.randn(b, cout, **kw) if fam.h == 1 else torch.randn(b, fam.h, cout, **kw)
     act = acts[fam.act]
 
     class Unit(nn.Module):

@@ -359,8 +359,8 @@ def fit_calibration(sums: dict[str, float], measured: dict[str, float]) -> dict:
 
     ``a, b``: the robust line ``measured = a * units_sum + b`` (Theil-Sen: median of pairwise
     slopes, then median intercept; Sen 1968), kept for reports and for fewer than three points,
-    where the curve is not fitted. Falls back to a=1, b=remainder (full - units) with fewer than
-    three points or a non-physical slope (outside [0.5, 2])."""
+    where the curve is not fitted. The line falls back to a=1, b=remainder (full - units) with
+    fewer than three points or a non-physical slope (outside [0.5, 2]); the curve is kept then."""
     keys = list(sums)
     remainder = measured["full"] - sums["full"]
     if len(keys) < 3:
@@ -383,10 +383,10 @@ def fit_calibration(sums: dict[str, float], measured: dict[str, float]) -> dict:
     span = x.max() - x.min()
     slopes = [(y[j] - y[i]) / (x[j] - x[i]) for i in range(len(x)) for j in range(i + 1, len(x))
               if abs(x[j] - x[i]) > 0.05 * span]
-    if not slopes:  # also when every variant has the same units sum
-        return {"a": 1.0, "b": remainder, "method": "remainder (variants too alike)"}
-    a = float(np.median(slopes))
-    if not (0.5 <= a <= 2.0):
-        return {"a": 1.0, "b": remainder, "method": "remainder (fit rejected)"}
-    b = float(np.median(y - a * x))
-    return {"a": a, "b": b, **out}
+    a = float(np.median(slopes)) if slopes else float("nan")  # no slopes: every variant has the same sum
+    if slopes and 0.5 <= a <= 2.0:
+        return {"a": a, "b": float(np.median(y - a * x)), **out}
+    why = "variants too alike" if not slopes else f"line rejected, slope {a:.2f}"
+    if len(ux) >= 3:  # the curve does not need the line: a launch-bound GPU model's slope is anything
+        return {"a": 1.0, "b": remainder, **out, "method": f"{out['method']} ({why})"}
+    return {"a": 1.0, "b": remainder, "method": f"remainder ({why})"}
