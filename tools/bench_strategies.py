@@ -34,6 +34,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from hwprune.jsonio import write_json  # noqa: E402
+from hwprune.latency import LatencyTable  # noqa: E402
 from hwprune.models import load_model  # noqa: E402
 from hwprune.prune import PruneConfig, prune  # noqa: E402
 
@@ -140,7 +141,7 @@ def flops_matched(loaded, args, seed, evaluator, table, ctx_kwargs) -> tuple:
     for _ in range(args.flops_steps):
         mid = (lo + hi) / 2
         res = prune(loaded, PruneConfig(strategy="global", budget=f"{mid:.2f}%flops", seed=seed, progress=False,
-                                        min_width=args.min_width), **ctx_kwargs)
+                                        min_width=args.min_width, align=args.align), **ctx_kwargs)
         t = be.measure_many({"baseline": loaded.model, "pruned": res.model}, torch.randn(1, 3, args.size, args.size))
         ratio = t["pruned"].median_ms / t["baseline"].median_ms
         if ratio <= goal * 1.03:
@@ -157,7 +158,8 @@ def flops_matched(loaded, args, seed, evaluator, table, ctx_kwargs) -> tuple:
     if table is not None:
         from hwprune.prune import make_context
 
-        ctx = make_context(loaded, PruneConfig(strategy="global", budget=args.budget, progress=False), table=table)
+        ctx = make_context(loaded, PruneConfig(strategy="global", budget=args.budget, progress=False, align=args.align),
+                           table=table)
         lat["predicted_ms"] = ctx.predict({k: v["after"] for k, v in res.report["widths"].items()})
     return res, pct
 
@@ -230,6 +232,8 @@ def main(argv=None) -> int:
         evaluator = fidelity_evaluator(loaded.model, torch.randn(1, 3, 224, 224), n=8)
         ev_note = "logit fidelity to the unpruned model (stand-in)"
     table = get_table(loaded, args, args.size)
+    # search on the table's grid: widths it has measured (16 on an AVX-512 CPU's committed table)
+    args.align = int(LatencyTable.load(table, check_device=False).protocol.get("align") or 8)
     calib = data.calib if data is not None else None
     rows = []
     names = [s.strip() for s in args.strategies.split(",") if s.strip()]
@@ -245,7 +249,7 @@ def main(argv=None) -> int:
                 else:
                     res = prune(loaded, PruneConfig(strategy=name, budget=args.budget, seed=seed, options=options(args),
                                                     backend="ort-cpu", threads=args.threads, progress=True,
-                                                    min_width=args.min_width),
+                                                    min_width=args.min_width, align=args.align),
                                 calib=calib, table=table, evaluator=evaluator)
                     extra = {}
             res.original = loaded.model
@@ -254,7 +258,7 @@ def main(argv=None) -> int:
             log(f"seed {seed} {name}: measured {row['measured_ratio']:.3f}x of unpruned (met {row['met_budget']}), "
                 f"{'top-1' if args.mode == 'tiny' else 'logit fidelity'} {row['acc_after']:.4f}" + (f" -> {row['acc_finetuned']:.4f} fine-tuned" if 'acc_finetuned' in row else "")
                 + f", {time.perf_counter() - t0:.0f} s")
-            meta = {"mode": args.mode, "budget": args.budget, "seeds": args.seeds, "threads": args.threads,
+            meta = {"mode": args.mode, "budget": args.budget, "seeds": args.seeds, "threads": args.threads, "align": args.align,
                     "table": table, "model_note": model_note, "evaluator": ev_note,
                     "finetune_steps": args.finetune_steps, "seconds": time.perf_counter() - t_start}
             write_json(os.path.join(args.out, "results.json"), {"meta": meta, "rows": rows})
