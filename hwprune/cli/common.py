@@ -31,6 +31,21 @@ def load_from_args(args) -> LoadedModel:
     return load_model(args.model, weights=args.weights, kwargs=kwargs)
 
 
+def resolve_align(align: int | None, backend: str | None) -> int:
+    """``--align`` as given, else the device's grid: on ``ort-cpu`` the CPU's NCHWc block (16 with
+    AVX-512; see :func:`hwprune.latency.profile.preferred_align`), 8 for other backends and for
+    budgets that are not latency (no device to ask)."""
+    if align is not None:
+        return align
+    if backend != "ort-cpu":
+        return 8
+    from hwprune_deploy.ort import cpu_fingerprint
+
+    from ..latency.profile import preferred_align
+
+    return preferred_align("ort-cpu", cpu_fingerprint())
+
+
 def grid_hint(backend: str | None, align: int) -> str | None:
     """A one-line hint when ``align`` is off the CPU's ORT layout grid (None if it is on it)."""
     if backend not in (None, "ort-cpu"):

@@ -329,6 +329,9 @@ def profile(loaded: LoadedModel, config: ProfileConfig, progress: bool = True) -
     return path
 
 
+MIN_SLOPE = 0.05  # d(predicted) / d(units sum) at least this; launch-bound GPU models sit near 0.15
+
+
 def _nondecreasing(y: list[float]) -> list[float]:
     """Pool-adjacent-violators: the closest nondecreasing sequence (least squares), so a bigger
     units sum is never predicted faster -- searches read differences off this curve."""
@@ -354,8 +357,8 @@ def fit_calibration(sums: dict[str, float], measured: dict[str, float]) -> dict:
     largest, shrinking to 0 below the smallest if negative. The residual is not a constant
     fraction of the sum, and a single line through all variants cannot follow it at both ends
     (with a line, resnet18's lightest variants were over-predicted by 5-6% on this CPU).
-    ``predict = units_sum + correction``, made nondecreasing in the units sum
-    (pool-adjacent-violators) so marginal costs keep their sign.
+    ``predict = units_sum + correction``, made to rise with the units sum (pool-adjacent-violators
+    on ``y - 0.05 x``) so marginal costs keep their sign and no pruned variant ties the full model.
 
     ``a, b``: the robust line ``measured = a * units_sum + b`` (Theil-Sen: median of pairwise
     slopes, then median intercept; Sen 1968), kept for reports and for fewer than three points,
@@ -370,7 +373,10 @@ def fit_calibration(sums: dict[str, float], measured: dict[str, float]) -> dict:
     order = np.argsort(x)
     xs, rs = x[order], (y - x)[order]
     smooth = [float(np.median(rs[i - 1:i + 2])) if 0 < i < len(xs) - 1 else float(rs[i]) for i in range(len(xs))]
-    fitted = _nondecreasing([float(a + r) for a, r in zip(xs, smooth)])
+    # rising at least MIN_SLOPE x as fast as the units sum: PAV on y - MIN_SLOPE * x, so a
+    # smaller model is always predicted (a little) faster, never tied with a bigger one
+    fitted = [z + MIN_SLOPE * float(a) for z, a in
+              zip(_nondecreasing([float(a + r - MIN_SLOPE * a) for a, r in zip(xs, smooth)]), xs)]
     ux: list[float] = []
     ur: list[float] = []
     for a, f in zip(xs, fitted):  # equal sums (identical variants) collapse to one knot
