@@ -158,7 +158,7 @@ PROTOCOL = ("Units: every Conv2d/Linear with the ops ORT fuses into it (BN folde
             "reorders, context conv and per-run session overhead left out). Whole model at full width and 10 "
             "calibration variants (keep ratios stratified over [0.25, 1], seed stream 10000, disjoint from "
             "validation) timed by wall clock, interleaved (20 repeats of >= 10 ms, 10th percentile); prediction = "
-            "sum(units) + a residual curve through them (running median of 3, made nondecreasing). Validation: N "
+            "sum(units) + a residual curve through them (running median of 3, rising with the sum). Validation: N "
             "variants (seed 0), per group a width on the table's grid around a random global keep ratio in "
             "[0.25, 1], channels really removed, exported to ONNX, timed by wall clock in >= 2 passes (different "
             "orders, chunks of 5 plus the unpruned model as a side-by-side reference that rescales each chunk; "
