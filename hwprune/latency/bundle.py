@@ -23,7 +23,7 @@ from ..jsonio import atomic_write_bytes
 from ..models import LoadedModel
 from .micro import overhead_onnx, patternize_onnx, unit_onnx
 from .profile import TABLE_DIR, ProfileConfig, axis_candidates, example_input, fit_calibration
-from .sampling import monotone_envelope, spread_points, suffix_min
+from .sampling import spread_points
 from .table import Family, LatencyTable, default_table_name, now
 from .units import extract_units, model_key
 
@@ -131,14 +131,8 @@ def read_bundle_result(result_path: str, out: str | None = None) -> str:
         fam.couts = sorted(set(fam.couts) | set(fd["couts"]))
         if not fam.grid_complete():  # a grid merged from different bundles: keep only the bundle's axes
             fam.cins, fam.couts = list(fd["cins"]), list(fd["couts"])
-        for (a, b), v in monotone_envelope(fam.cins, fam.couts, fam.value, fam.spec.tied).items():
-            fam.points[f"{a},{b}"] = v
-        if not fam.spec.tied:  # the scans: suffix minimum along each far edge
-            fam.invalidate()
-            for curve, key in zip(fam.curves(), (lambda c: f"{c},{fam.couts[-1]}", lambda c: f"{fam.cins[-1]},{c}")):
-                for c, v in suffix_min(curve).items():
-                    fam.points[key(c)] = min(v, fam.points[key(c)])
         fam.invalidate()
+        fam.lower_to_envelope()
     mi = manifest["model"]
     rec = {"spec": mi["spec"], "model_id": mi["model_id"], "input_shape": mi["input_shape"], "units": mi["units"]}
     table.models[mi["model_key"]] = rec

@@ -26,7 +26,7 @@ from hwprune_deploy.runner import MODEL_PROTOCOL, UNIT_PROTOCOL, timing_ms, unit
 from hwprune_deploy.timing import Protocol
 
 from .measure import Measurer, build_variant, calibration_widths
-from .sampling import edge_spikes, midpoints, monotone_envelope, spread_points, suffix_min
+from .sampling import edge_spikes, midpoints, spread_points
 from .table import Family, LatencyTable, default_table_name, now
 from .units import UnitUse, extract_units, model_key
 
@@ -219,28 +219,14 @@ def _measure_family(table: LatencyTable, fam_spec, cands: tuple[set, set], meas:
                     fam.couts = sorted(set(fam.couts) | set(bad))
                 fam.invalidate()
                 run([(a, b) for a in fam.cins for b in fam.couts])
-    fam.invalidate()
 
-    def envelope() -> dict:
-        env = monotone_envelope(fam.cins, fam.couts, fam.value, tied)
-        if not tied:  # the scans: suffix minimum along each far edge
-            far_in, far_out = fam.cins[-1], fam.couts[-1]
-            cin_curve, cout_curve = fam.curves()
-            for curve, pt in ((cin_curve, lambda c: (c, far_out)), (cout_curve, lambda c: (far_in, c))):
-                for c, v in suffix_min(curve).items():
-                    env[pt(c)] = min(v, env.get(pt(c), v))
-        return env
-
-    env = envelope()
+    env = fam.envelope()
     spikes = [p for p, v in env.items() if fam.value(*p) > 1.15 * v]
     spikes += edge_spikes(fam.cins, fam.couts, fam.value, tied)
     spikes = [p for p in dict.fromkeys(spikes) if p in fresh]  # never re-measure reused entries
     if spikes:
         run(spikes, again=True)
-    for _ in range(2):  # grid envelope, scans, grid again (each step only lowers points)
-        for (a, b), v in envelope().items():
-            fam.points[f"{a},{b}"] = v
-        fam.invalidate()
+    fam.lower_to_envelope()
 
 
 def preferred_align(backend: str, fingerprint: dict) -> int:
@@ -260,19 +246,17 @@ def profile(loaded: LoadedModel, config: ProfileConfig, progress: bool = True) -
     t_start = time.perf_counter()
     meas = Measurer(config.backend, config.threads, config.precision, config.unit_protocol, config.model_protocol)
     fp = meas.fingerprint()
-    if config.align is None:
-        path0 = config.out or os.path.join(TABLE_DIR, default_table_name(fp, config.backend, config.precision,
-                                                                         config.batch))
-        prior = LatencyTable.load(path0, check_device=False).protocol.get("align") if os.path.exists(path0) else None
-        config = dataclasses.replace(config, align=int(prior or preferred_align(config.backend, fp)))
     path = config.out or os.path.join(TABLE_DIR, default_table_name(fp, config.backend, config.precision, config.batch))
+    table = LatencyTable.load(path) if os.path.exists(path) else None
+    if config.align is None:
+        prior = table.protocol.get("align") if table is not None else None
+        config = dataclasses.replace(config, align=int(prior or preferred_align(config.backend, fp)))
     x = example_input(loaded, config)
     graph = ChannelGraph(loaded.model, x, ignore=config.ignore)
     units = extract_units(graph, dtype=config.precision)
     key = model_key(graph)
     spec = loaded.model_id.get("spec", "model")
-    if os.path.exists(path):
-        table = LatencyTable.load(path)
+    if table is not None:
         if (table.backend, table.precision, table.batch) != (config.backend, config.precision, config.batch):
             raise TableError(f"table {path!r} is for {table.backend}/{table.precision}/b{table.batch}, not "
                              f"{config.backend}/{config.precision}/b{config.batch}; pass a different --out")

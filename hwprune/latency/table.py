@@ -29,7 +29,7 @@ from typing import Mapping, Optional
 
 from ..errors import TableError
 from ..jsonio import write_json
-from .sampling import bilinear, interp1
+from .sampling import bilinear, interp1, monotone_envelope, suffix_min
 from .units import UnitFamily, UnitUse, extract_units, model_key
 
 TABLE_FORMAT = "hwprune-latency-table"
@@ -101,6 +101,27 @@ class Family:
                         cout_c[b] = v
             self._curves = ({k: cin_c[k] for k in sorted(cin_c)}, {k: cout_c[k] for k in sorted(cout_c)})
         return self._curves
+
+    def envelope(self) -> dict[tuple[int, int], float]:
+        """Each point's noise-free value: grid points lowered to the smallest value among points
+        with at least as many channels (:func:`~hwprune.latency.sampling.monotone_envelope`), the
+        far-edge scans to their suffix minimum."""
+        env = monotone_envelope(self.cins, self.couts, self.value, self.spec.tied)
+        if not self.spec.tied:
+            far_in, far_out = self.cins[-1], self.couts[-1]
+            cin_curve, cout_curve = self.curves()
+            for curve, pt in ((cin_curve, lambda c: (c, far_out)), (cout_curve, lambda c: (far_in, c))):
+                for c, v in suffix_min(curve).items():
+                    env[pt(c)] = min(v, env.get(pt(c), v))
+        return env
+
+    def lower_to_envelope(self, rounds: int = 2) -> None:
+        """Write :meth:`envelope` into the points, ``rounds`` times: lowering a scan point can
+        lower the grid again (each pass only lowers points)."""
+        for _ in range(rounds):
+            for (a, b), v in self.envelope().items():
+                self.points[_pk(a, b)] = v
+            self.invalidate()
 
     def predict(self, cin: float, cout: float) -> float:
         """Interpolated latency (ms) at (cin, cout); exact on measured grid points."""
@@ -320,15 +341,20 @@ class TableCostModel:
         return self.from_units(s + delta) - self.from_units(s)
 
 
-def default_table_name(device: dict, backend: str, precision: str, batch: int) -> str:
-    """``<device>-<backend>-<precision>-b<batch>.json`` with a filesystem-safe device slug."""
+def device_slug(device: dict) -> str:
+    """A filesystem-safe name of a fingerprinted device: the GPU's name, or the CPU's plus its
+    core count (``nvidia-h100-80gb-hbm3``, ``amd-epyc-2c``)."""
     name = device.get("gpu") or device.get("cpu") or "device"
     slug = "".join(c.lower() if c.isalnum() else "-" for c in name)
     while "--" in slug:
         slug = slug.replace("--", "-")
     cores = device.get("cores")
-    slug = slug.strip("-") + (f"-{cores}c" if cores and not device.get("gpu") else "")
-    return f"{slug}-{backend}-{precision}-b{batch}.json"
+    return slug.strip("-") + (f"-{cores}c" if cores and not device.get("gpu") else "")
+
+
+def default_table_name(device: dict, backend: str, precision: str, batch: int) -> str:
+    """``<device>-<backend>-<precision>-b<batch>.json`` (see :func:`device_slug`)."""
+    return f"{device_slug(device)}-{backend}-{precision}-b{batch}.json"
 
 
 def now() -> float:
