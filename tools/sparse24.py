@@ -41,6 +41,7 @@ def main(argv=None) -> int:
     from hwprune.errors import ConfigError
     from hwprune.jsonio import write_json
     from hwprune.latency.micro import unit_module
+    from hwprune.latency.table import device_slug
     from hwprune.latency.units import UnitFamily
     from hwprune_deploy.runner import UNIT_PROTOCOL, timing_ms
 
@@ -74,10 +75,7 @@ def main(argv=None) -> int:
         print(f"{a:>5} x {b:<5} dense {r['dense_ms']:.4f} ms ({r['dense_tflops']:.0f} TFLOP/s)  "
               f"2:4 {r['sparse24_ms']:.4f} ms  speedup {r['speedup']:.2f}x", flush=True)
     fp = dense.fingerprint()
-    slug = "".join(c.lower() if c.isalnum() else "-" for c in fp["gpu"]).strip("-")
-    while "--" in slug:
-        slug = slug.replace("--", "-")
-    stem = os.path.join(args.out_dir, f"sparse24-{slug}-{args.precision}-b{args.batch}")
+    stem = os.path.join(args.out_dir, f"sparse24-{device_slug(fp)}-{args.precision}-b{args.batch}")
     p = UNIT_PROTOCOL
     summary = {"device": fp, "precision": args.precision, "batch": args.batch, "tokens_per_image": args.tokens,
                "protocol": {"warmup": p.warmup, "repeats": p.repeats, "inner_calls": 10, "statistic": "p10",

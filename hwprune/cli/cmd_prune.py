@@ -10,7 +10,7 @@ from ..importance import list_criteria
 from ..jsonio import write_json
 from ..prune import PruneConfig, prune
 from ..strategies import list_strategies
-from .common import add_grid_args, add_model_args, grid_hint, load_from_args, resolve_align
+from .common import DEVICE_ALIGN_HELP, add_grid_args, add_model_args, grid_hint, load_from_args, resolve_align
 
 
 def register(sub) -> None:
@@ -20,9 +20,7 @@ def register(sub) -> None:
                                    "accuracy, widths). Example: hwprune prune --model tiny_resnet --budget 0.5x "
                                    "--strategy netadapt --data synthetic --evaluator adaptive-bn --out out/p")
     add_model_args(p, default="tiny_resnet")
-    add_grid_args(p, align_default=None, align_help="channel widths are multiples of this (default: on ort-cpu the CPU's NCHWc channel block -- 16 with "
-                        "AVX-512, 8 with AVX2 -- since other widths leave ORT's blocked layout and pay reorders; "
-                        "8 otherwise)")
+    add_grid_args(p, align_default=None, align_help=DEVICE_ALIGN_HELP)
     p.add_argument("--strategy", default="uniform", help=f"width search ({', '.join(list_strategies())})")
     p.add_argument("--ratio", type=float, help="fraction of channels to remove per group (uniform), e.g. 0.5")
     p.add_argument("--budget", help="12ms, 0.5x (of unpruned latency), 2.0speedup, 50%%flops, 30%%params, 1.2gflops")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 
 from ..pipeline import RunConfig, run_pipeline
-from .common import grid_hint, resolve_align
+from .common import DEVICE_ALIGN_HELP, grid_hint, resolve_align
 
 
 def register(sub) -> None:
@@ -30,9 +30,7 @@ def register(sub) -> None:
     p.add_argument("--train-epochs", type=int, help="epochs to train the default model (default: trainer's own)")
     p.add_argument("--batch", default="1,8", help="batch sizes to bench (default 1,8)")
     p.add_argument("--input-size", type=int, help="square input resolution (default: the model's own)")
-    p.add_argument("--align", type=int, default=None, help="channel widths are multiples of this (default: on ort-cpu the CPU's NCHWc channel block -- 16 with "
-                        "AVX-512, 8 with AVX2 -- since other widths leave ORT's blocked layout and pay reorders; "
-                        "8 otherwise)")
+    p.add_argument("--align", type=int, default=None, help=DEVICE_ALIGN_HELP)
     p.add_argument("--min-width", type=int, default=d.min_width, help="narrowest group width (default 8)")
     p.add_argument("--out", default=d.out, help=f"output folder (default {d.out})")
     p.add_argument("--quick", action="store_true", help="smaller everything (CI smoke run, ~1 minute)")
@@ -46,9 +44,8 @@ def run(args) -> int:
                        strategy=args.strategy, criterion=args.criterion, backend=args.backend, threads=args.threads,
                        table=args.table, finetune_epochs=args.finetune_epochs, train_epochs=args.train_epochs,
                        batches=args.batch, input_size=args.input_size, num_classes=args.num_classes,
-                       align=resolve_align(args.align, args.backend), min_width=args.min_width, out=args.out, quick=args.quick, seed=args.seed,
-                       progress=not args.no_progress)
-
+                       align=resolve_align(args.align, args.backend), min_width=args.min_width, out=args.out,
+                       quick=args.quick, seed=args.seed, progress=not args.no_progress)
     if hint := grid_hint(config.backend, config.align):
         print(hint, file=sys.stderr)
     rep = run_pipeline(config)

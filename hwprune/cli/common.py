@@ -17,6 +17,12 @@ def add_model_args(p: argparse.ArgumentParser, default: str | None = None) -> No
     g.add_argument("--batch", type=int, default=1, help="batch size to trace/profile with (default 1)")
 
 
+#: ``--align`` help of the commands that default it to the device's grid (:func:`resolve_align`)
+DEVICE_ALIGN_HELP = ("channel widths are multiples of this (default: on ort-cpu the CPU's NCHWc channel block -- 16 "
+                     "with AVX-512, 8 with AVX2 -- since other widths leave ORT's blocked layout and pay reorders; "
+                     "8 otherwise)")
+
+
 def add_grid_args(p: argparse.ArgumentParser, align_default: int | None = 8, align_help: str | None = None) -> None:
     g = p.add_argument_group("channel grid")
     g.add_argument("--align", type=int, default=align_default,
@@ -39,11 +45,11 @@ def resolve_align(align: int | None, backend: str | None) -> int:
         return align
     if backend != "ort-cpu":
         return 8
-    from hwprune_deploy.ort import cpu_fingerprint
+    from hwprune_deploy.ort import nchwc_block
 
     from ..latency.profile import preferred_align
 
-    return preferred_align("ort-cpu", cpu_fingerprint())
+    return preferred_align("ort-cpu", {"nchwc_block": nchwc_block()})
 
 
 def grid_hint(backend: str | None, align: int) -> str | None:
