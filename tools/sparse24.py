@@ -45,7 +45,6 @@ def main(argv=None) -> int:
     from hwprune.latency.units import UnitFamily
     from hwprune_deploy.runner import UNIT_PROTOCOL, timing_ms
 
-    require_cuda()
     shapes = []
     for s in args.shapes:
         try:
@@ -55,6 +54,7 @@ def main(argv=None) -> int:
         if a % 64 or b % 64:
             raise ConfigError(f"shape {s!r}: 2:4 semi-structured kernels need widths that are multiples of 64")
         shapes.append((a, b))
+    require_cuda()  # after the arguments, so a typo is reported even on a machine without a GPU
     dense = get_backend("torch-cuda", precision=args.precision, protocol=UNIT_PROTOCOL)
     sparse = get_backend("torch-cuda-sparse", precision=args.precision, protocol=UNIT_PROTOCOL)
     fam = UnitFamily("linear", args.tokens, 1, batch=args.batch, dtype=args.precision)
