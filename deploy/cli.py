@@ -38,9 +38,6 @@ def main(argv=None) -> int:
     m.add_argument("--repeats", type=int, help="repeats per model (default: the house protocol)")
     m.add_argument("--min-repeat-ms", type=float, help="shortest repeat in ms (default: the house protocol)")
     m.add_argument("--no-progress", action="store_true")
-    m.add_argument("--no-quiet-gate", action="store_true",
-                   help="time every repeat round, also while the host is in its slow state (by default, on ort-cpu, "
-                        "only rounds with a quiet probe before and after count; see hwprune_deploy.quiet)")
     args = p.parse_args(argv)
     if args.command != "measure":
         p.print_help()
@@ -55,8 +52,7 @@ def main(argv=None) -> int:
     over = {k: v for k, v in (("repeats", args.repeats), ("min_repeat_ms", args.min_repeat_ms)) if v is not None}
     try:
         res = measure_bundle(args.bundle, threads=args.threads, backend=args.backend, progress=not args.no_progress,
-                             unit_protocol=replace(UNIT_PROTOCOL, **over), model_protocol=replace(MODEL_PROTOCOL, **over),
-                             quiet_gate=not args.no_quiet_gate)
+                             unit_protocol=replace(UNIT_PROTOCOL, **over), model_protocol=replace(MODEL_PROTOCOL, **over))
     except (KeyError, ValueError, OSError) as e:
         print(f"hwprune-deploy: error: cannot measure {args.bundle!r}: {e}", file=sys.stderr)
         return 2

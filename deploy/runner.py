@@ -13,9 +13,8 @@ from __future__ import annotations
 import os
 from typing import Callable, Iterable, Mapping
 
-from .timing import Protocol, Timing, interleaved_rounds, summarize_ms
+from .timing import Protocol, Timing, measure_interleaved
 from .progress import bar as progress_bar
-from .quiet import gate_enabled, ort_gate
 
 #: protocol for unit points: cheap enough to sample hundreds of points, median of 9 repeats
 UNIT_PROTOCOL = Protocol(warmup=2, repeats=12, min_repeat_ms=2.0, statistic="p10")
@@ -105,36 +104,35 @@ class _ProfiledRun:
         return per
 
 
-def _kernel_timing(run: _ProfiledRun, inner: int, kept: list[bool]) -> Timing:
-    """Summarise the last ``len(kept) x inner`` runs of ``run`` (the timed rounds) by kernel
-    time, round by round as the wall clock grouped them, keeping the rounds in ``kept``."""
+def _kernel_timing(run: _ProfiledRun, wall: Timing) -> Timing:
+    """Re-summarise the last ``repeats x inner`` runs of ``run`` by kernel time, repeat by repeat
+    (the same grouping the wall-clock Timing used), so statistics stay comparable."""
     import numpy as np
 
+    from .timing import summarize_ms
+
     per = run.kernel_ms()
-    n = len(kept) * inner
+    n = wall.repeats * wall.inner
     if len(per) < n or n == 0:
         raise ValueError(f"ORT profile holds {len(per)} runs, expected at least {n}")
-    reps = np.asarray(per[-n:]).reshape(len(kept), inner).mean(axis=1)[np.asarray(kept, dtype=bool)]
+    reps = np.asarray(per[-n:]).reshape(wall.repeats, wall.inner).mean(axis=1)
     t = summarize_ms(reps)
-    return Timing(t.median_ms, t.p10_ms, t.p90_ms, t.iqr_ms, t.repeats, inner)
+    return Timing(t.median_ms, t.p10_ms, t.p90_ms, t.iqr_ms, wall.repeats, wall.inner)
 
 
 def measure_onnx_set(models: Mapping[str, bytes], factory: Callable[[bytes], Callable[[], object]],
-                     protocol: Protocol = UNIT_PROTOCOL, chunk: int = 48, gate=None) -> dict[str, Timing]:
-    """Interleaved timing of several ONNX models (in chunks, to bound memory); ``gate``: keep
-    only repeat rounds timed in the host's quiet state (:mod:`hwprune_deploy.quiet`)."""
+                     protocol: Protocol = UNIT_PROTOCOL, chunk: int = 48) -> dict[str, Timing]:
+    """Interleaved timing of several ONNX models (in chunks, to bound memory)."""
     keys = list(models)
     out: dict[str, Timing] = {}
     for i in range(0, len(keys), chunk):
         part = keys[i:i + chunk]
         fns = {k: factory(models[k]) for k in part}
-        samples, inners, kept = interleaved_rounds(fns, protocol, gate)
+        timings = measure_interleaved(fns, protocol)
         for k, fn in fns.items():
             if isinstance(fn, _ProfiledRun):
-                out[k] = _kernel_timing(fn, inners[k], kept)
-            else:
-                t = summarize_ms([v for v, q in zip(samples[k], kept) if q])
-                out[k] = Timing(t.median_ms, t.p10_ms, t.p90_ms, t.iqr_ms, t.repeats, inners[k])
+                timings[k] = _kernel_timing(fn, timings[k])
+        out.update(timings)
         del fns
     return out
 
@@ -162,21 +160,14 @@ def iter_bundle(path: str) -> tuple[dict, Callable[[str], bytes]]:
 
 
 def measure_bundle(path: str, threads: int = 2, backend: str = "ort-cpu", progress: bool = True,
-                   unit_protocol: Protocol = UNIT_PROTOCOL, model_protocol: Protocol = MODEL_PROTOCOL,
-                   quiet_gate: bool = True) -> dict:
-    """Measure every file a bundle names; returns the result document (manifest + timings).
-    ``quiet_gate``: on ort-cpu, keep only repeat rounds timed in the host's quiet state, probed
-    with the bundle's ``probe.onnx`` (:mod:`hwprune_deploy.quiet`; bundles without one are timed
-    ungated)."""
+                   unit_protocol: Protocol = UNIT_PROTOCOL, model_protocol: Protocol = MODEL_PROTOCOL) -> dict:
+    """Measure every file a bundle names; returns the result document (manifest + timings)."""
     import time
 
     manifest, read = iter_bundle(path)
-    gate = None
     if backend == "ort-cpu":
         factory = OrtRunnerFactory(threads)
         unit_factory = OrtRunnerFactory(threads, kernel_time=True)
-        if quiet_gate and manifest.get("probe") and gate_enabled():
-            gate = ort_gate(read(manifest["probe"]), threads)
     elif backend == "tensorrt":
         from .trt import TrtRunnerFactory
 
@@ -190,18 +181,16 @@ def measure_bundle(path: str, threads: int = 2, backend: str = "ort-cpu", progre
     results: dict[str, dict] = {}
     for fkey, fam in families.items():
         files = {p["file"]: read(p["file"]) for p in fam["points"]}
-        timings = measure_onnx_set(files, unit_factory, unit_protocol, gate=gate)
+        timings = measure_onnx_set(files, unit_factory, unit_protocol)
         for p in fam["points"]:
             results[p["file"]] = timings[p["file"]].to_dict()
         bar.update(len(fam["points"]))
     for mkey, m in manifest.get("models", {}).items():
-        results[m["file"]] = measure_onnx_set({m["file"]: read(m["file"])}, factory, model_protocol,
-                                              gate=gate)[m["file"]].to_dict()
+        results[m["file"]] = measure_onnx_set({m["file"]: read(m["file"])}, factory, model_protocol)[m["file"]].to_dict()
         bar.update(1)
     bar.close()
     return {"format": "hwprune-bundle-result", "version": 1, "manifest": manifest, "results": results,
             "fingerprint": factory.fingerprint(),
             "unit_protocol": {**unit_protocol.to_dict(), "unit_time": unit_time(unit_factory)},
-            "model_protocol": model_protocol.to_dict(), "seconds": time.perf_counter() - t0,
-            "quiet_gate": gate.summary() if gate is not None else None}
+            "model_protocol": model_protocol.to_dict(), "seconds": time.perf_counter() - t0}
 

@@ -63,13 +63,9 @@ def measure(fn: Callable[[], object], protocol: Protocol = Protocol()) -> Timing
     return Timing(t.median_ms, t.p10_ms, t.p90_ms, t.iqr_ms, t.repeats, inner)
 
 
-def interleaved_rounds(fns: dict[str, Callable[[], object]], protocol: Protocol = Protocol(),
-                       gate=None) -> tuple[dict[str, list[float]], dict[str, int], list[bool]]:
-    """The rounds behind :func:`measure_interleaved`: per callable, the per-call ms of every
-    round run (kept or not), the inner count, and which rounds were kept. With a ``gate``
-    (:class:`hwprune_deploy.quiet.QuietGate`) a round is kept only if the host was quiet just
-    before and just after it; rounds go on until ``protocol.repeats`` are kept (at most three
-    times that many in all; if fewer were kept then, every round counts)."""
+def measure_interleaved(fns: dict[str, Callable[[], object]], protocol: Protocol = Protocol()) -> dict[str, Timing]:
+    """Time several callables side by side: repeats alternate between them, so a noisy
+    neighbour or frequency change hits all of them alike and their ratio stays fair."""
     inners = {}
     for name, fn in fns.items():
         for _ in range(protocol.warmup):
@@ -79,35 +75,14 @@ def interleaved_rounds(fns: dict[str, Callable[[], object]], protocol: Protocol 
         once = max((time.perf_counter_ns() - t0) / 1e6, 1e-4)
         inners[name] = max(1, int(np.ceil(protocol.min_repeat_ms / once)))
     samples: dict[str, list[float]] = {k: [] for k in fns}
-    kept: list[bool] = []
-    if gate is not None:
-        gate.wait()
-    max_rounds = protocol.repeats * (3 if gate is not None else 1)
-    while sum(kept) < protocol.repeats and len(kept) < max_rounds:
+    for _ in range(protocol.repeats):
         for name, fn in fns.items():
             t0 = time.perf_counter_ns()
             for _ in range(inners[name]):
                 fn()
             samples[name].append((time.perf_counter_ns() - t0) / 1e6 / inners[name])
-        quiet = gate.quiet() if gate is not None else True
-        kept.append(quiet)  # quiet before it too: the first round waits, and so does any after a loud one
-        if gate is not None:
-            gate.record(quiet)
-            if not quiet:
-                gate.wait()
-    if sum(kept) < min(3, protocol.repeats):
-        kept = [True] * len(kept)
-    return samples, inners, kept
-
-
-def measure_interleaved(fns: dict[str, Callable[[], object]], protocol: Protocol = Protocol(),
-                        gate=None) -> dict[str, Timing]:
-    """Time several callables side by side: repeats alternate between them, so a noisy
-    neighbour or frequency change hits all of them alike and their ratio stays fair. ``gate``:
-    keep only rounds timed in the host's quiet state (see :func:`interleaved_rounds`)."""
-    samples, inners, kept = interleaved_rounds(fns, protocol, gate)
     out = {}
     for name, s in samples.items():
-        t = summarize_ms([v for v, k in zip(s, kept) if k])
+        t = summarize_ms(s)
         out[name] = Timing(t.median_ms, t.p10_ms, t.p90_ms, t.iqr_ms, t.repeats, inners[name])
     return out

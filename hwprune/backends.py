@@ -38,24 +38,11 @@ class Backend:
         return {}
 
     def measure(self, model: nn.Module, x: torch.Tensor) -> Timing:
-        return self.measure_many({"m": model}, x)["m"]
+        return measure(self.runner(model, x), self.protocol)
 
     def measure_many(self, models: dict[str, nn.Module], x: torch.Tensor) -> dict[str, Timing]:
-        """Side-by-side measurement (repeats interleaved across models; on host backends only
-        rounds timed in the host's quiet state count, see :meth:`quiet_gate`)."""
-        return measure_interleaved({k: self.runner(m, x) for k, m in models.items()}, self.protocol,
-                                   gate=self.quiet_gate())
-
-    def quiet_gate(self):
-        """The gate that keeps host (CPU) timings to the machine's quiet state
-        (:mod:`hwprune_deploy.quiet`); None on device-timed backends or with HWPRUNE_QUIET_GATE=0."""
-        from hwprune_deploy.quiet import gate_enabled, ort_gate
-
-        if self.name not in ("ort-cpu", "torch-cpu") or not gate_enabled():
-            return None
-        from .latency.micro import probe_onnx
-
-        return ort_gate(probe_onnx(), self.threads)
+        """Side-by-side measurement (repeats interleaved across models)."""
+        return measure_interleaved({k: self.runner(m, x) for k, m in models.items()}, self.protocol)
 
 
 BACKENDS: Registry[type] = Registry("backend")

@@ -6,9 +6,6 @@ import pytest
 import torch
 
 torch.set_num_threads(1)
-# the quiet gate (hwprune_deploy.quiet) waits at most this long for the host's quiet state in
-# tests (CLI subprocesses inherit it): tests check behaviour, not the figures the gate protects
-os.environ.setdefault("HWPRUNE_QUIET_MAX_WAIT", "5")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

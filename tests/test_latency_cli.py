@@ -63,14 +63,12 @@ def test_bundle_measured_without_torch_and_read_back(cli, tmp_path):
     res = json.loads(result.read_text())
     assert res["format"] == "hwprune-bundle-result" and all(v["p10_ms"] > 0 for v in res["results"].values())
     assert res["unit_protocol"]["unit_time"].startswith("kernel")  # units by ORT kernel time, device side too
-    gate = res["quiet_gate"]  # gated by the bundle's own probe, no torch needed for it
-    assert gate["rounds_kept"] >= 3 * len(res["manifest"]["models"]) and gate["level_ms"] > 0
     table = tmp_path / "from_bundle.json"
     p = cli("profile", "--from-bundle-result", str(result), "--out", str(table))
     assert str(table) in p.stdout
     t = LatencyTable.load(str(table))
     rec = next(iter(t.models.values()))
-    assert rec["source"] == "bundle" and rec["full_ms"] > 0 and rec["quiet_gate"] == gate
+    assert rec["source"] == "bundle" and rec["full_ms"] > 0
     # the table read back is a working cost model for the model
     import torch
 

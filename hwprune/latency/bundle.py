@@ -21,7 +21,7 @@ from ..errors import TableError
 from ..graph import ChannelGraph
 from ..jsonio import atomic_write_bytes
 from ..models import LoadedModel
-from .micro import overhead_onnx, patternize_onnx, probe_onnx, unit_onnx
+from .micro import overhead_onnx, patternize_onnx, unit_onnx
 from .profile import TABLE_DIR, ProfileConfig, axis_candidates, example_input, fit_calibration
 from .sampling import spread_points
 from .table import Family, LatencyTable, default_table_name, now
@@ -72,7 +72,6 @@ def write_bundle(loaded: LoadedModel, config: ProfileConfig, path: str, points_p
         variants[f"calib{i}"] = w
     models = {"overhead": {"file": "models/overhead.onnx", "role": "overhead"}}
     files["models/overhead.onnx"] = overhead_onnx()
-    files["probe.onnx"] = probe_onnx()  # the device-side quiet gate's probe (hwprune_deploy.quiet)
     for k, w in variants.items():
         m = loaded.model if not w else build_variant(loaded.model, x, w)
         files[f"models/{k}.onnx"] = patternize_onnx(onnx_bytes(m, x))
@@ -80,7 +79,6 @@ def write_bundle(loaded: LoadedModel, config: ProfileConfig, path: str, points_p
     manifest = {"format": BUNDLE_FORMAT, "version": 1, "backend": config.backend, "precision": config.precision,
                 "batch": config.batch, "threads": config.threads, "align": config.align,
                 "min_width": config.min_width, "created": now(), "families": families, "models": models,
-                "probe": "probe.onnx",
                 "model": {"spec": loaded.model_id.get("spec"), "model_id": loaded.model_id, "model_key": model_key(graph),
                           "input_shape": list(x.shape), "units": [u.to_dict() for u in units]}}
     tmp = path + ".partial"
@@ -146,8 +144,6 @@ def read_bundle_result(result_path: str, out: str | None = None) -> str:
     rec.update(full_ms=measured["full"], units_full_ms=sums["full"], remainder_ms=measured["full"] - sums["full"],
                run_overhead_ms=overhead, profile_seconds=round(float(res.get("seconds", 0.0)), 1),
                source="bundle")
-    if res.get("quiet_gate"):
-        rec["quiet_gate"] = res["quiet_gate"]
     rec["calibration"] = fit_calibration(sums, measured)
     table.history.append({"spec": mi["spec"], "model_key": mi["model_key"], "seconds": rec["profile_seconds"],
                           "when": now(), "source": "bundle"})

@@ -13,12 +13,11 @@ import numpy as np
 import torch
 
 from hwprune_deploy.runner import MODEL_PROTOCOL, UNIT_PROTOCOL, OrtRunnerFactory, measure_onnx_set, timing_ms
-from hwprune_deploy.quiet import gate_enabled, ort_gate
 from hwprune_deploy.timing import Timing, measure_interleaved
 
 from ..backends import get_backend
 from ..errors import ConfigError
-from .micro import overhead_onnx, probe_onnx, unit_onnx, unit_module
+from .micro import overhead_onnx, unit_onnx, unit_module
 from .units import UnitFamily
 
 ONNX_BACKENDS = ("ort-cpu", "tensorrt", "tensorrt-sparse")
@@ -28,14 +27,10 @@ class Measurer:
     """Times units and models on one backend with the house protocol."""
 
     def __init__(self, backend: str, threads: int = 2, precision: str = "fp32", unit_protocol=None,
-                 model_protocol=None, gate: bool = True):
+                 model_protocol=None):
         self.backend, self.threads, self.precision = backend, threads, precision
         self.unit_protocol = unit_protocol or UNIT_PROTOCOL
         self.model_protocol = model_protocol or MODEL_PROTOCOL
-        self.gate = None  # host backends: time only in the host's quiet state (hwprune_deploy.quiet)
-        if backend in ("ort-cpu", "torch-cpu") and gate and gate_enabled():
-            self.gate = ort_gate(probe_onnx(), threads)
-        self._gate_start = dict(self.gate.stats) if self.gate is not None else {}
         if backend == "ort-cpu":
             if precision != "fp32":
                 raise ConfigError(f"precision {precision!r} is not supported on ort-cpu; use fp32")
@@ -59,15 +54,6 @@ class Measurer:
 
                 require_cuda()
 
-    def gate_summary(self) -> Optional[dict]:
-        """The quiet gate's record for what this Measurer timed (None without a gate)."""
-        if self.gate is None:
-            return None
-        out = self.gate.summary()
-        for k, v in self._gate_start.items():
-            out[k] = round(out[k] - v, 1) if isinstance(v, float) else out[k] - v
-        return out
-
     @property
     def sparse(self) -> bool:
         return self.backend.endswith("sparse")
@@ -83,15 +69,14 @@ class Measurer:
         if self.factory is None or getattr(self.unit_factory, "kernel_time", False):
             return 0.0
 
-        return timing_ms(measure_onnx_set({"o": overhead_onnx()}, self.factory, self.unit_protocol,
-                                          gate=self.gate)["o"])
+        return timing_ms(measure_onnx_set({"o": overhead_onnx()}, self.factory, self.unit_protocol)["o"])
 
     def units(self, fam: UnitFamily, points: list[tuple[int, int]]) -> dict[tuple[int, int], Timing]:
         """Interleaved timing of ``fam`` at each (cin, cout) point."""
         if self.factory is not None:
             models = {f"{a},{b}": unit_onnx(fam, a, b, sparse24=self.sparse,
                                                   residual_context=self.backend == "ort-cpu") for a, b in points}
-            t = measure_onnx_set(models, self.unit_factory, self.unit_protocol, gate=self.gate)
+            t = measure_onnx_set(models, self.unit_factory, self.unit_protocol)
             return {p: t[f"{p[0]},{p[1]}"] for p in points}
         fns = {}
         device = "cuda" if self.backend.startswith("torch-cuda") else None
@@ -104,7 +89,7 @@ class Measurer:
         """Interleaved timing of torch callables: device events on CUDA, host clock otherwise."""
         if hasattr(self.torch_backend, "measure_fns"):
             return self.torch_backend.measure_fns(fns, protocol)
-        return measure_interleaved(fns, protocol, gate=self.gate)
+        return measure_interleaved(fns, protocol)
 
     def prepare(self, model: torch.nn.Module, x: torch.Tensor):
         """What :meth:`models` needs of one model, so the caller can free the module: ONNX bytes
@@ -150,7 +135,7 @@ class Measurer:
                     continue
                 if self.factory is not None:
                     res = measure_onnx_set({k: prepared[k] for k in part}, self.factory, self.model_protocol,
-                                           chunk=len(part), gate=self.gate)
+                                           chunk=len(part))
                 else:
                     res = self._measure_torch({k: self.torch_backend.runner(prepared[k], x) for k in part},
                                               self.model_protocol)

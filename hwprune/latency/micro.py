@@ -7,10 +7,7 @@ stays small. BatchNorm is already folded (a bias), exactly as the runtime sees t
 """
 from __future__ import annotations
 
-import functools
-
 import numpy as np
-
 # name prefix of context nodes: in a micro-model only to put the unit in the state it runs in
 # inside a network; the torch-free runner defines it and leaves such nodes out of kernel time
 from hwprune_deploy.runner import CONTEXT_PREFIX
@@ -120,29 +117,6 @@ def overhead_onnx() -> bytes:
     g = helper.make_graph([helper.make_node("Relu", ["X"], ["Y"])], "overhead",
                           [helper.make_tensor_value_info("X", TensorProto.FLOAT, [1, 8])],
                           [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [1, 8])])
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="hwprune")
-    m.ir_version = 8
-    return m.SerializeToString()
-
-
-@functools.lru_cache(maxsize=1)
-def probe_onnx(depth: int = 20, channels: int = 64, hw: int = 14) -> bytes:
-    """The quiet-gate probe (:mod:`hwprune_deploy.quiet`): ``depth`` 1x1 convs + ReLU on a small
-    map, so its time is mostly the per-op hand-off to the intra-op threads -- the cost that
-    switches level on a shared VM (about +30% for this chain in the slow level)."""
-    from onnx import TensorProto, helper, numpy_helper
-
-    nodes, inits, src = [], [], "X"
-    for i in range(depth):
-        inits += [numpy_helper.from_array(pattern_array((channels, channels, 1, 1)), f"W{i}"),
-                  numpy_helper.from_array(pattern_array((channels,)), f"B{i}")]
-        dst = "Y" if i == depth - 1 else f"A{i}"
-        nodes += [helper.make_node("Conv", [src, f"W{i}", f"B{i}"], [f"C{i}"], kernel_shape=[1, 1]),
-                  helper.make_node("Relu", [f"C{i}"], [dst])]
-        src = dst
-    shape = [1, channels, hw, hw]
-    g = helper.make_graph(nodes, "probe", [helper.make_tensor_value_info("X", TensorProto.FLOAT, shape)],
-                          [helper.make_tensor_value_info("Y", TensorProto.FLOAT, shape)], initializer=inits)
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="hwprune")
     m.ir_version = 8
     return m.SerializeToString()

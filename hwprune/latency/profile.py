@@ -22,7 +22,6 @@ import torch
 from ..errors import ConfigError, TableError
 from ..graph import ChannelGraph
 from ..models import LoadedModel
-from hwprune_deploy.quiet import QUIET_GATE_TEXT
 from hwprune_deploy.runner import MODEL_PROTOCOL, UNIT_PROTOCOL, timing_ms, unit_time
 from hwprune_deploy.timing import Protocol
 
@@ -269,8 +268,7 @@ def profile(loaded: LoadedModel, config: ProfileConfig, progress: bool = True) -
                              {"unit": {**(config.unit_protocol or UNIT_PROTOCOL).to_dict(), "interleaved": "per family",
                                        "unit_time": unit_time(meas.unit_factory) if meas.factory else "wall"},
                               "model": (config.model_protocol or MODEL_PROTOCOL).to_dict(), "statistic": "p10",
-                              "spread": "iqr per point", "align": config.align, "min_width": config.min_width,
-                              "quiet_gate": QUIET_GATE_TEXT if meas.gate is not None else None})
+                              "spread": "iqr per point", "align": config.align, "min_width": config.min_width})
     prior_seconds = float((table.in_progress or {}).get("seconds", 0.0)) if config.resume else 0.0
     table.in_progress = {"spec": spec, "model_key": key, "seconds": prior_seconds}
     cands = axis_candidates(units, graph, config)
@@ -308,8 +306,6 @@ def profile(loaded: LoadedModel, config: ProfileConfig, progress: bool = True) -
     rec["profile_seconds"] = round(seconds, 1)
     rec["points_measured"] = stats["measured"]
     rec["run_overhead_ms"] = stats["overhead_ms"]
-    if meas.gate is not None:  # how much of the machine's time was loud while this model was profiled
-        rec["quiet_gate"] = meas.gate_summary()
     table.history.append({"spec": spec, "model_key": key, "seconds": round(seconds, 1), "when": now(),
                           "points_measured": stats["measured"], "resumed": bool(config.resume and prior_seconds)})
     table.in_progress = None

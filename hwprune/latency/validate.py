@@ -41,7 +41,6 @@ class ValidationResult:
     seconds: float = 0.0
     reference_ms: float = float("nan")  # the unpruned model during validation (median over chunks)
     predicted_full_ms: float = float("nan")
-    quiet_gate: Optional[dict] = None  # the quiet gate's record while the variants were timed
 
     def _errs(self, key: str) -> np.ndarray:
         return np.array([v[key] for v in self.variants], dtype=float)
@@ -71,7 +70,7 @@ class ValidationResult:
                 "samples": len(self.variants), "metric": "latency ratio to the unpruned model, timed side by side",
                 **self.summary("error"), "absolute_ms": self.summary("error_ms"),
                 "reference_ms": self.reference_ms, "predicted_full_ms": self.predicted_full_ms,
-                "seconds": self.seconds, "quiet_gate": self.quiet_gate, "variants": self.variants}
+                "seconds": self.seconds, "variants": self.variants}
 
 
 def validate(loaded: LoadedModel, table_path: str, samples: int = 30, seed: int = 0, align: Optional[int] = None,
@@ -120,7 +119,6 @@ def validate(loaded: LoadedModel, table_path: str, samples: int = 30, seed: int 
     ref = timing_ms(timings.pop("reference"))
     pred_full = cm.predict({})
     res.reference_ms, res.predicted_full_ms = ref, pred_full
-    res.quiet_gate = meas.gate_summary()
     for name, t in timings.items():
         j = int(name[1:])
         pred = cm.predict(widths[j])
