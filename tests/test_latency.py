@@ -195,6 +195,17 @@ def test_validate_reports_errors(table_path):
         assert v["predicted_ratio"] < 1.0  # pruned variants are predicted faster than the full model
     assert 0 <= d["within_5pct"] <= d["within_10pct"] <= 1
     assert 0 <= d["absolute_ms"]["within_5pct"] <= d["absolute_ms"]["within_10pct"] <= 1
+    # recalibrated: the calibration variants were timed alongside and the residual curve re-fitted
+    rc = d["recalibrated"]
+    stored = next(iter(LatencyTable.load(table_path).models.values()))["calibration"]["variants"]
+    assert len(rc["calibration"]["variants"]) == len(stored) == 2  # the profiler's own calibration variants
+    assert all(c["measured_ms"] > 0 and 0 < c["units_ms"] for c in rc["calibration"]["variants"].values())
+    assert len(rc["calibration"]["correction"]["units_ms"]) >= 3
+    for v in d["variants"]:
+        assert v["error_recalibrated"] == pytest.approx(
+            (v["predicted_ratio_recalibrated"] - v["measured_ratio"]) / v["measured_ratio"])
+        assert 0 < v["predicted_ratio_recalibrated"] < 1.0
+    assert 0 <= rc["within_5pct"] <= rc["within_10pct"] <= 1
 
 
 def test_calibration_curve_is_monotone_and_never_negative():
@@ -261,8 +272,9 @@ def test_validate_draws_variants_on_the_tables_grid(table_path):
     t = LatencyTable.load(table_path)
     graph = graph_of(tiny())
     full = {g.name: g.width for g in graph.prunable}
-    d = validate(tiny(), table_path, samples=2, seed=3, progress=False, passes=1,
+    d = validate(tiny(), table_path, samples=2, seed=3, progress=False, passes=1, recalibrate=False,
                  protocol=Protocol(warmup=1, repeats=2, min_repeat_ms=0.2)).to_dict()
+    assert d["recalibrated"] is None and "error_recalibrated" not in d["variants"][0]
     align = t.protocol["align"]
     for v in d["variants"]:
         assert all(w % align == 0 or w == full[k] for k, w in v["widths"].items())

@@ -47,7 +47,7 @@ def test_kill_and_resume_keeps_finished_units(cli, tmp_path):
 
 def test_bundle_measured_without_torch_and_read_back(cli, tmp_path):
     bundle = tmp_path / "b.zip"
-    p = cli("profile", *TINY, "--quick", "--bundle", str(bundle))
+    p = cli("profile", *TINY, "--quick", "--calib-variants", "3", "--bundle", str(bundle))
     assert bundle.exists() and "hwprune_deploy.cli measure" in p.stdout
     result = tmp_path / "result.json"
     code = ("import sys\n"
@@ -78,6 +78,12 @@ def test_bundle_measured_without_torch_and_read_back(cli, tmp_path):
     loaded = load_model("tiny_resnet")
     g = ChannelGraph(loaded.model, torch.randn(1, 3, 16, 16))
     assert t.cost_model(g).predict({}) > 0
+    # validate can recalibrate it: the calibration variants it draws again are the bundle's own
+    from hwprune.latency.validate import calibration_set
+
+    shipped = [m["widths"] for m in res["manifest"]["models"].values() if m["role"] == "calibration"]
+    assert len(shipped) == 3 and calibration_set(t, g, 8, 8) == shipped
+    assert [v["widths"] for v in rec["calibration"]["variants"].values()] == shipped
 
 
 def test_validate_cli_prints_errors_and_plots(cli, tmp_path):
@@ -86,7 +92,7 @@ def test_validate_cli_prints_errors_and_plots(cli, tmp_path):
     assert "latency table written to" in p.stdout and "plots" in p.stdout
     p = cli("validate", *TINY, "--table", str(table), "--samples", "2", "--no-progress",
             "--json", str(tmp_path / "v.json"), "--plot", str(tmp_path / "plots"))
-    assert "median |error|" in p.stdout and "within +-5%" in p.stdout
+    assert "median |error|" in p.stdout and "within +-5%" in p.stdout and "recalibrated (residual curve" in p.stdout
     d = json.loads((tmp_path / "v.json").read_text())
     assert d["samples"] == 2
     pngs = [f for f in os.listdir(tmp_path / "plots") if f.endswith(".png")]
@@ -98,3 +104,21 @@ def test_profile_errors_are_clear(cli, tmp_path):
     assert p.returncode == 2 and "ort-gpu" in p.stderr and "Traceback" not in p.stderr
     p = cli("validate", *TINY, "--table", str(tmp_path / "missing.json"), check=False)
     assert p.returncode == 2 and "does not exist" in p.stderr
+
+
+def test_recalibrate_refits_the_curve_and_keeps_units(cli, tmp_path):
+    table = tmp_path / "t.json"
+    cli("profile", *TINY, "--quick", "--calib-variants", "3", "--no-progress", "--out", str(table))
+    before = json.loads(table.read_text())
+    p = cli("profile", *TINY, "--recalibrate", "--out", str(table))
+    assert "recalibrated tiny_resnet" in p.stdout and "3 calibration variants" in p.stdout
+    after = json.loads(table.read_text())
+    assert after["families"] == before["families"]  # units untouched
+    (rb,), (ra,) = before["models"].values(), after["models"].values()
+    widths = lambda r: [v["widths"] for v in r["calibration"]["variants"].values()]  # noqa: E731
+    assert widths(ra) == widths(rb) and len(widths(ra)) == 3  # the same variants, timed again
+    assert ra["recalibrated"]["seconds"] > 0 and after["history"][-1]["recalibrated"] is True
+    assert ra["full_ms"] > 0 and ra["calibration"]["variants"] != rb["calibration"]["variants"]  # new timings
+    missing = tmp_path / "none.json"
+    p = cli("profile", *TINY, "--recalibrate", "--out", str(missing), check=False)
+    assert p.returncode != 0 and "none.json" in p.stderr and "profile first" in p.stderr

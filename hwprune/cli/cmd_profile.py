@@ -26,11 +26,16 @@ def register(sub) -> None:
     g.add_argument("--precision", default="fp32", help="fp32 | fp16 | bf16 | int8 (GPU backends)")
     g.add_argument("--out", help="table file to write/extend (default: latency_tables/<device>-<backend>-...json)")
     g.add_argument("--resume", action="store_true", help="continue an interrupted profile (finished units are kept)")
-    g.add_argument("--calib-variants", type=int, default=10,
-                   help="extra random pruned variants measured end to end to calibrate the table (default 10)")
+    g.add_argument("--calib-variants", type=int, default=None,
+                   help="extra random pruned variants measured end to end to calibrate the table "
+                        "(default 10; 0 with --quick unless given)")
     g.add_argument("--plot", metavar="DIR", help="write latency-vs-width PNGs (the staircase) per unit to DIR")
     g.add_argument("--bundle", metavar="ZIP", help="write a device bundle (ONNX micro-models + manifest) instead")
     g.add_argument("--from-bundle-result", metavar="JSON", help="read a `hwprune-deploy measure` result into a table")
+    g.add_argument("--recalibrate", action="store_true",
+                   help="keep the table's units, re-time only the full model and its calibration variants and re-fit "
+                        "the residual curve (about 30 s for resnet50 on 2 cores): for a machine that may have drifted "
+                        "since it was profiled (`hwprune validate` prints the table's figures both ways)")
     g.add_argument("--quick", action="store_true",
                    help="coarse, fast profile (2-3 points per axis, short protocol) for smoke tests")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -51,11 +56,13 @@ def run(args) -> int:
         return 0
     if not args.model:
         raise ConfigError("--model is required (e.g. --model resnet50), unless --from-bundle-result is given")
+    if args.recalibrate:
+        return _recalibrate(args)
     make = ProfileConfig.quick if args.quick else ProfileConfig
     config = make(backend=args.backend, threads=args.threads, batch=args.batch, input_size=args.input_size,
                            precision=args.precision, align=args.align, min_width=args.min_width, out=args.out,
                            resume=args.resume, ignore=tuple(args.ignore),
-                  **({} if args.quick else {"calib_variants": args.calib_variants}))
+                  **({} if args.calib_variants is None else {"calib_variants": args.calib_variants}))
     loaded = load_from_args(args)
     if args.bundle:
         from ..latency.bundle import write_bundle
@@ -81,6 +88,31 @@ def run(args) -> int:
           f"calibration a={rec['calibration']['a']:.3f} b={rec['calibration']['b']:.3f} ms"
           + (" + residual curve" if rec["calibration"].get("correction") else ""))
     _maybe_plot(args, path)
+    return 0
+
+
+def _recalibrate(args) -> int:
+    from ..errors import ConfigError
+    from ..latency.measure import Measurer
+    from ..latency.profile import TABLE_DIR, recalibrate
+    from ..latency.table import default_table_name
+
+    path = args.out or os.path.join(TABLE_DIR, default_table_name(
+        Measurer(args.backend, args.threads, args.precision).fingerprint(), args.backend, args.precision, args.batch))
+    if not os.path.isfile(path):
+        raise ConfigError(f"--recalibrate needs an existing table, and {path!r} does not exist; profile first "
+                          f"(`hwprune profile --model {args.model}`) or pass the table with --out")
+    loaded = load_from_args(args)
+    r = recalibrate(loaded, path, threads=args.threads, input_size=args.input_size)
+    b, a = r["before"], r["after"]
+
+    def lightest(cal):  # the residual at the smallest calibration point: where drift shows most
+        c = (cal or {}).get("correction") or {}
+        return f"{c['residual_ms'][0]:+.3f} ms at {c['units_ms'][0]:.2f} ms of units" if c.get("units_ms") else "none"
+
+    print(f"recalibrated {loaded.model_id.get('spec')} in {path} ({r['variants']} calibration variants, "
+          f"{r['seconds']:.1f} s): full model {b['full_ms']:.3f} -> {a['full_ms']:.3f} ms; residual at the lightest "
+          f"variant {lightest(b['calibration'])} -> {lightest(a['calibration'])}")
     return 0
 
 

@@ -15,6 +15,10 @@ def register(sub) -> None:
     p.add_argument("--align", type=int, default=None,
                    help="width grid of the variants (default: the grid the table was profiled on)")
     p.add_argument("--min-width", type=int, default=8, help="smallest width per group (default 8)")
+    p.add_argument("--no-recalibrate", action="store_true",
+                   help="do not also re-fit the table's calibration from its calibration variants timed alongside "
+                        "(by default both figures are printed: the table as profiled, and recalibrated to the machine "
+                        "as it is now -- on a shared VM the machine drifts between profiling and validation)")
     p.add_argument("--json", help="write the full result (per-variant widths and errors) here")
     p.add_argument("--plot", metavar="DIR", help="write a predicted-vs-measured scatter PNG to DIR")
     p.add_argument("--no-progress", action="store_true")
@@ -27,12 +31,15 @@ def run(args) -> int:
 
     loaded = load_from_args(args)
     r = validate(loaded, args.table, samples=args.samples, seed=args.seed, align=args.align,
-                 min_width=args.min_width, progress=not args.no_progress, input_size=args.input_size)
+                 min_width=args.min_width, progress=not args.no_progress, input_size=args.input_size,
+                 recalibrate=not args.no_recalibrate)
+    rc = r.recalibration is not None
     print(f"{'variant':>7} {'predicted':>10} {'measured':>9} {'error':>7}   {'predicted ms':>12} {'measured ms':>11} "
-          f"{'error':>7}")
+          f"{'error':>7}" + (f"   {'recalibrated':>12} {'error':>7}" if rc else ""))
     for v in r.variants:
         print(f"{v['index']:>7} {v['predicted_ratio']:>9.3f}x {v['measured_ratio']:>8.3f}x {100 * v['error']:>6.1f}%   "
-              f"{v['predicted_ms']:>12.3f} {v['measured_ms']:>11.3f} {100 * v['error_ms']:>6.1f}%")
+              f"{v['predicted_ms']:>12.3f} {v['measured_ms']:>11.3f} {100 * v['error_ms']:>6.1f}%" +
+              (f"   {v['predicted_ratio_recalibrated']:>11.3f}x {100 * v['error_recalibrated']:>6.1f}%" if rc else ""))
     ab = r.summary("error_ms")
     print(f"{r.model} on {r.backend}, {len(r.variants)} variants (latency as a ratio to the unpruned model, timed "
           f"side by side): median |error| {100 * r.median_abs_error:.1f}%, within +-5%: {100 * r.share_within(0.05):.0f}%, "
@@ -40,6 +47,12 @@ def run(args) -> int:
     print(f"  in ms (unpruned: predicted {r.predicted_full_ms:.3f}, measured now {r.reference_ms:.3f}): median |error| "
           f"{100 * ab['median_abs_error']:.1f}%, within +-5%: {100 * ab['within_5pct']:.0f}%, within +-10%: "
           f"{100 * ab['within_10pct']:.0f}%, max |error| {100 * ab['max_abs_error']:.1f}%")
+    if rc:
+        q = r.summary("error_recalibrated")
+        print(f"  recalibrated (residual curve re-fitted from the table's {len(r.recalibration['variants'])} calibration "
+              f"variants timed alongside): median |error| {100 * q['median_abs_error']:.1f}%, within +-5%: "
+              f"{100 * q['within_5pct']:.0f}%, within +-10%: {100 * q['within_10pct']:.0f}%, max |error| "
+              f"{100 * q['max_abs_error']:.1f}%")
     if args.json:
         write_json(args.json, r.to_dict())
         print(f"wrote {args.json}")

@@ -22,7 +22,7 @@ from ..graph import ChannelGraph
 from ..jsonio import atomic_write_bytes
 from ..models import LoadedModel
 from .micro import overhead_onnx, patternize_onnx, unit_onnx
-from .profile import TABLE_DIR, ProfileConfig, axis_candidates, example_input, fit_calibration
+from .profile import TABLE_DIR, ProfileConfig, axis_candidates, calibration_variants, example_input, store_calibration
 from .sampling import spread_points
 from .table import Family, LatencyTable, default_table_name, now
 from .units import extract_units, model_key
@@ -33,7 +33,7 @@ BUNDLE_FORMAT = "hwprune-bundle"
 def write_bundle(loaded: LoadedModel, config: ProfileConfig, path: str, points_per_axis: int = 6) -> dict:
     """Write ``path`` (zip); returns the manifest."""
     from ..export import onnx_bytes
-    from .measure import build_variant, calibration_widths
+    from .measure import build_variant
 
     if config.align is None:  # the device is elsewhere: its NCHWc block is unknown here; 8 suits AVX2 and GPUs
         import dataclasses
@@ -66,10 +66,7 @@ def write_bundle(loaded: LoadedModel, config: ProfileConfig, path: str, points_p
                                     residual_context=config.backend == "ort-cpu")
             plist.append({"cin": a, "cout": b, "file": name})
         families[fk] = {"spec": u.family.to_dict(), "cins": cins, "couts": couts, "points": plist}
-    variants = {"full": {}}
-    for i, w in enumerate(calibration_widths(graph.groups, config.calib_variants, config.calib_seed, config.align,
-                                             config.min_width)):
-        variants[f"calib{i}"] = w
+    variants = calibration_variants(graph.groups, config)
     models = {"overhead": {"file": "models/overhead.onnx", "role": "overhead"}}
     files["models/overhead.onnx"] = overhead_onnx()
     for k, w in variants.items():
@@ -136,15 +133,9 @@ def read_bundle_result(result_path: str, out: str | None = None) -> str:
     mi = manifest["model"]
     rec = {"spec": mi["spec"], "model_id": mi["model_id"], "input_shape": mi["input_shape"], "units": mi["units"]}
     table.models[mi["model_key"]] = rec
-    cm = table.cost_model_for_record(rec)
-    cm.a, cm.b = 1.0, 0.0
     variants = {k: m.get("widths", {}) for k, m in manifest["models"].items() if m["role"] != "overhead"}
-    sums = {k: cm.units_sum(w) for k, w in variants.items()}
-    measured = {k: stat(results[manifest["models"][k]["file"]]) for k in variants}
-    rec.update(full_ms=measured["full"], units_full_ms=sums["full"], remainder_ms=measured["full"] - sums["full"],
-               run_overhead_ms=overhead, profile_seconds=round(float(res.get("seconds", 0.0)), 1),
-               source="bundle")
-    rec["calibration"] = fit_calibration(sums, measured)
+    store_calibration(table, rec, variants, {k: stat(results[manifest["models"][k]["file"]]) for k in variants})
+    rec.update(run_overhead_ms=overhead, profile_seconds=round(float(res.get("seconds", 0.0)), 1), source="bundle")
     table.history.append({"spec": mi["spec"], "model_key": mi["model_key"], "seconds": rec["profile_seconds"],
                           "when": now(), "source": "bundle"})
     table.save(path)

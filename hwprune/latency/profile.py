@@ -282,26 +282,14 @@ def profile(loaded: LoadedModel, config: ProfileConfig, progress: bool = True) -
             table.in_progress["seconds"] = prior_seconds + time.perf_counter() - t_start
             table.save(path)
     # remainder (full width) and calibration variants, measured side by side
-    variants = {"full": {}}
-    for i, w in enumerate(calibration_widths(graph.groups, config.calib_variants, config.calib_seed, config.align,
-                                             config.min_width)):
-        variants[f"calib{i}"] = w
-    models = {k: meas.prepare(loaded.model if not w else build_variant(loaded.model, x, w), x)
-              for k, w in variants.items()}
-    timings = meas.models(models, x, passes=config.passes, reference="full")
+    variants = calibration_variants(graph.groups, config)
+    timings = _time_variants(meas, loaded, x, variants, config.passes)
     bar.step(1, "remainder + calibration")
     bar.close()
     rec = {"spec": spec, "model_id": loaded.model_id, "input_shape": list(x.shape),
            "units": [u.to_dict() for u in units]}
     table.models[key] = rec
-    cm = table.cost_model(graph)
-    cm.a, cm.b = 1.0, 0.0
-    sums = {k: cm.units_sum(w) for k, w in variants.items()}
-    full_ms = timing_ms(timings["full"])
-    rec.update(full_ms=full_ms, units_full_ms=sums["full"], remainder_ms=full_ms - sums["full"])
-    rec["calibration"] = fit_calibration(sums, {k: timing_ms(t) for k, t in timings.items()})
-    rec["calibration"]["variants"] = {k: {"widths": w, "units_ms": sums[k], "measured_ms": timing_ms(timings[k])}
-                                      for k, w in variants.items() if k != "full"}
+    store_calibration(table, rec, variants, {k: timing_ms(t) for k, t in timings.items()})
     seconds = prior_seconds + time.perf_counter() - t_start
     rec["profile_seconds"] = round(seconds, 1)
     rec["points_measured"] = stats["measured"]
@@ -311,6 +299,71 @@ def profile(loaded: LoadedModel, config: ProfileConfig, progress: bool = True) -
     table.in_progress = None
     table.save(path)
     return path
+
+
+def calibration_variants(groups, config: ProfileConfig) -> dict[str, dict[str, int]]:
+    """``full`` (no pruning) plus ``calib<i>``: the widths whose whole-model times calibrate a
+    table (:func:`~hwprune.latency.measure.calibration_widths`; profile and bundles alike)."""
+    variants: dict[str, dict[str, int]] = {"full": {}}
+    for i, w in enumerate(calibration_widths(groups, config.calib_variants, config.calib_seed, config.align,
+                                             config.min_width)):
+        variants[f"calib{i}"] = w
+    return variants
+
+
+def _time_variants(meas: Measurer, loaded: LoadedModel, x: torch.Tensor, variants: dict, passes: int) -> dict:
+    models = {k: meas.prepare(loaded.model if not w else build_variant(loaded.model, x, w), x)
+              for k, w in variants.items()}
+    return meas.models(models, x, passes=passes, reference="full")
+
+
+def store_calibration(table: LatencyTable, rec: dict, variants: dict[str, dict[str, int]],
+                      measured: dict[str, float]) -> None:
+    """Fit ``rec``'s calibration (:func:`fit_calibration`) from whole-model times ``measured``
+    (ms, keys as ``variants``, ``full`` among them) against the table's units, and store it with
+    the full model's time and remainder."""
+    cm = table.cost_model_for_record(rec)
+    cm.a, cm.b, cm.correction = 1.0, 0.0, None
+    sums = {k: cm.units_sum(w) for k, w in variants.items()}
+    full_ms = measured["full"]
+    rec.update(full_ms=full_ms, units_full_ms=sums["full"], remainder_ms=full_ms - sums["full"])
+    rec["calibration"] = fit_calibration(sums, measured)
+    rec["calibration"]["variants"] = {k: {"widths": w, "units_ms": sums[k], "measured_ms": measured[k]}
+                                      for k, w in variants.items() if k != "full"}
+
+
+def recalibrate(loaded: LoadedModel, table_path: str, threads: Optional[int] = None, passes: int = 2,
+                input_size: Optional[int] = None) -> dict:
+    """Bring a table's calibration for ``loaded`` to the machine as it is now: re-time the full
+    model and the table's own calibration variants (side by side, as :func:`profile` does) and
+    re-fit the residual curve; units are kept. A shared machine drifts over hours, and not by a
+    common factor (see :func:`hwprune.latency.validate.validate`), so ~30 s of whole-model timing
+    before a search is cheaper than a fresh profile. Returns the calibration before and after."""
+    from .validate import calibration_set
+
+    t0 = time.perf_counter()
+    table = LatencyTable.load(table_path)
+    spec = loaded.model_id.get("spec")
+    if input_size is None:
+        sizes = [r["input_shape"][-1] for r in table.models.values() if r.get("spec") == spec]
+        input_size = sizes[0] if sizes else loaded.input_size
+    x = torch.randn(table.batch, 3, input_size, input_size, generator=torch.Generator().manual_seed(0))
+    graph = ChannelGraph(loaded.model, x)
+    rec = table.record_for(graph)
+    before = {k: rec.get(k) for k in ("full_ms", "remainder_ms")} | {"calibration": rec.get("calibration")}
+    widths = calibration_set(table, graph, int(table.protocol.get("align") or 8),
+                             int(table.protocol.get("min_width") or 8))
+    variants = {"full": {}, **{f"calib{i}": w for i, w in enumerate(widths)}}
+    meas = Measurer(table.backend, threads or int(table.device.get("threads", 2)), table.precision)
+    timings = _time_variants(meas, loaded, x, variants, passes)
+    store_calibration(table, rec, variants, {k: timing_ms(t) for k, t in timings.items()})
+    seconds = round(time.perf_counter() - t0, 1)
+    rec["recalibrated"] = {"when": now(), "seconds": seconds}
+    table.history.append({"spec": spec, "model_key": model_key(graph), "seconds": seconds, "when": now(),
+                          "recalibrated": True})
+    table.save(table_path)
+    return {"before": before, "after": {k: rec.get(k) for k in ("full_ms", "remainder_ms")} |
+            {"calibration": rec["calibration"]}, "seconds": seconds, "variants": len(widths)}
 
 
 MIN_SLOPE = 0.05  # d(predicted) / d(units sum) at least this; launch-bound GPU models sit near 0.15
