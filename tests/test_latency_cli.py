@@ -122,3 +122,15 @@ def test_recalibrate_refits_the_curve_and_keeps_units(cli, tmp_path):
     missing = tmp_path / "none.json"
     p = cli("profile", *TINY, "--recalibrate", "--out", str(missing), check=False)
     assert p.returncode != 0 and "none.json" in p.stderr and "profile first" in p.stderr
+
+
+def test_prune_recalibrates_a_given_table_before_searching(cli, tmp_path):
+    table = tmp_path / "t.json"
+    cli("profile", *TINY, "--quick", "--align", "8", "--calib-variants", "3", "--no-progress", "--out", str(table))
+    before = json.loads(table.read_text())
+    p = cli("prune", *TINY, "--budget", "0.8x", "--table", str(table), "--align", "8", "--recalibrate", "--quiet",
+            "--out", str(tmp_path / "p"))
+    assert "latency table recalibrated (3 calibration variants" in p.stderr
+    after = json.loads(table.read_text())
+    assert after["history"][-1]["recalibrated"] is True and after["families"] == before["families"]
+    assert (tmp_path / "p" / "plan.json").exists()

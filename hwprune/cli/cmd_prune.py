@@ -38,6 +38,10 @@ def register(sub) -> None:
     g.add_argument("--threads", type=int, default=2, help="backend threads (default 2)")
     g.add_argument("--closed-loop-rounds", type=int, default=3, help="re-searches when the measurement misses (default 3)")
     g.add_argument("--tolerance", type=float, default=0.03, help="allowed measured overshoot (default 0.03)")
+    g.add_argument("--recalibrate", action="store_true",
+                   help="before searching, re-time an existing table's full model and calibration variants and re-fit "
+                        "its residual curve (units kept; about 30 s for resnet50): for a table profiled hours ago on a "
+                        "machine that drifts (same as `hwprune profile --recalibrate`)")
     g = p.add_argument_group("fine-tune")
     g.add_argument("--finetune-epochs", type=int, default=0, help="fine-tune the result for E epochs (needs --data)")
     g.add_argument("--finetune-lr", type=float, default=0.01)
@@ -138,9 +142,16 @@ def run(args) -> int:
     table = args.table
     if budget is not None and budget.is_latency and (hint := grid_hint(config.backend, config.align)):
         print(hint, file=sys.stderr)
+    how = "given"
     if budget is not None and budget.is_latency and table is None:
         table, how = find_or_profile_table(loaded, config)
         print(f"latency table: {how} {table}", file=sys.stderr)
+    if args.recalibrate and table is not None and how != "profiled":  # a fresh profile is calibrated already
+        from ..latency.profile import recalibrate
+
+        rc = recalibrate(loaded, table, threads=args.threads, input_size=args.input_size)
+        print(f"latency table recalibrated ({rc['variants']} calibration variants, {rc['seconds']:.1f} s): unpruned "
+              f"{rc['before']['full_ms']:.3f} -> {rc['after']['full_ms']:.3f} ms", file=sys.stderr)
     data, evaluator, eval_words = make_evaluation(args, loaded, size)
     if evaluator is None and args.strategy in ("sensitivity", "netadapt", "amc", "evolution"):
         import torch
