@@ -44,6 +44,7 @@ class ValidationResult:
     seconds: float = 0.0
     reference_ms: float = float("nan")  # the unpruned model during validation (median over chunks)
     predicted_full_ms: float = float("nan")
+    measurement: Optional[dict] = None  # chunks, loud chunks, passes (see Measurer.models)
     recalibration: Optional[dict] = None  # the calibration re-fitted from this run's measurements
 
     def _errs(self, key: str) -> np.ndarray:
@@ -76,7 +77,7 @@ class ValidationResult:
                 "recalibrated": ({**self.summary("error_recalibrated"), "calibration": self.recalibration}
                                  if self.recalibration is not None else None),
                 "reference_ms": self.reference_ms, "predicted_full_ms": self.predicted_full_ms,
-                "seconds": self.seconds, "variants": self.variants}
+                "seconds": self.seconds, "measurement": self.measurement, "variants": self.variants}
 
 
 def calibration_set(table: LatencyTable, graph: ChannelGraph, align: int, min_width: int) -> list[dict[str, int]]:
@@ -152,6 +153,7 @@ def validate(loaded: LoadedModel, table_path: str, samples: int = 30, seed: int 
     timings = meas.models(prepared, x, passes=passes, chunk=chunk, reference="reference",
                           progress=(lambda n: bar.update(n)) if bar is not None else None)
     ref = timing_ms(timings.pop("reference"))
+    res.measurement = dict(meas.last_models)
     pred_full = cm.predict({})
     res.reference_ms, res.predicted_full_ms = ref, pred_full
     cal_ms = {name: timing_ms(timings.pop(name)) for name in [k for k in timings if k.startswith("c")]}
