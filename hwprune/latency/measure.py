@@ -106,8 +106,9 @@ class Measurer:
         """End-to-end timing of whole models (modules, or what :meth:`prepare` returned).
 
         Robust on a shared machine, where a burst of load only ever adds time and can last
-        seconds: ``passes`` full passes over all models, each pass in a different order and
-        interleaved in chunks of ``chunk``, so one burst cannot hit every pass of a model; then
+        seconds: ``passes`` full passes over all models, interleaved in chunks of ``chunk``, each
+        pass regrouped and every model's readings a whole pass apart, so one burst cannot hit every
+        pass of a model; then
         models whose two fastest passes still disagree by more than ``agree`` are measured again
         (up to ``max_passes``) until they agree. Per model the fastest pass counts. ``progress``
         is called with the number of models just measured.
@@ -135,10 +136,12 @@ class Measurer:
         chunks: list[dict[str, Timing]] = []  # raw timings, chunk by chunk (each holds the reference)
 
         def one_pass(subset: list[str], p: int):
-            order = subset[::-1] if p % 2 else subset
-            if p >= 2:  # later passes: rotate too, so chunks regroup
-                shift = (p * len(order)) // 3 % max(1, len(order))
-                order = order[shift:] + order[:shift]
+            # pass 1 keeps pass 0's order, shifted by half a chunk so chunks regroup: every model's
+            # two readings are then a whole pass apart (a reversed order timed the models at the
+            # end of pass 0 again seconds later, inside the same slow stretch of the machine)
+            shift = max(1, chunk // 2) if p == 1 else (p * len(subset)) // 3
+            shift %= max(1, len(subset))
+            order = subset[shift:] + subset[:shift]
             for i in range(0, max(len(order), 1), chunk):  # no models but the reference: it alone
                 part = order[i:i + chunk] + ([reference] if reference is not None else [])
                 if not part:
