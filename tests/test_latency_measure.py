@@ -124,17 +124,3 @@ def test_loud_chunks_count_only_where_nothing_quiet_was_measured():
     # without a reference nothing is dropped or scaled
     h, level, loud = combine_chunks(chunks, None)
     assert loud == 0 and level is None and [x.p10_ms for x in h["a"]] == [2.0, 2.6, 2.04]
-
-
-def test_side_by_side_readings_take_the_median_and_any_agreeing_pair():
-    from hwprune.latency.measure import median_reading, passes_agree
-    from hwprune_deploy.timing import Timing
-
-    def t(ms):
-        return Timing(ms, ms, ms, 0.0, 5, 1)
-
-    low_outlier = [t(0.90), t(1.00), t(1.01)]  # a ratio read against a slow reference: 10% low
-    assert passes_agree(low_outlier, 0.03)  # 1.00 and 1.01 agree: no need to measure again
-    assert median_reading(low_outlier).p10_ms == 1.00  # the outlier does not set the value
-    assert not passes_agree([t(1.0), t(1.1)], 0.03) and not passes_agree([t(1.0)], 0.03)
-    assert median_reading([t(1.0), t(1.1)]).p10_ms == 1.0

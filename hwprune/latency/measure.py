@@ -108,9 +108,10 @@ class Measurer:
         Robust on a shared machine, where a burst of load only ever adds time and can last
         seconds: ``passes`` full passes over all models, interleaved in chunks of ``chunk``, each
         pass regrouped and every model's readings a whole pass apart, so one burst cannot hit every
-        pass of a model; then models none of whose readings agree within ``agree`` are measured
-        again (up to ``max_passes``). Without a reference the fastest reading counts (see below
-        for with). ``progress`` is called with the number of models just measured.
+        pass of a model; then
+        models whose two fastest passes still disagree by more than ``agree`` are measured again
+        (up to ``max_passes``) until they agree. Per model the fastest pass counts. ``progress``
+        is called with the number of models just measured.
 
         ``reference``: the key of a model timed in *every* chunk, side by side with the others.
         A slowdown that lasts a whole chunk (a neighbour VM, a frequency drop) slows the reference
@@ -124,12 +125,10 @@ class Measurer:
         can get slower for seconds to minutes, and that adds far more to a small model than to the
         reference (mobilenet_v2 ran 16% slower in one such stretch; a 0.3x resnet18 13% against the
         full model's 3.5%), so rescaling cannot repair it. A chunk whose reference reads more than
-        ``ref_tol`` above the lower quartile of all chunks' reference readings is *loud*: its
-        readings count only for models that have no reading from a quiet chunk, and a model keeps
-        being re-measured (up to ``max_passes``) until two of its readings agree. With a reference
-        each model's time is the *median* of its readings (they are ratios, whose noise cuts both
-        ways; the fastest of five was 8-16% low for mobilenet_v2 on a noisy afternoon), without one
-        the fastest. ``self.last_models`` records chunks, loud chunks and passes of the last call."""
+        ``ref_tol`` above the fastest chunk's reference is *loud*: its readings count only for models
+        that have no reading from a quiet chunk, and a model keeps being re-measured (up to
+        ``max_passes``) until its two fastest quiet readings agree. ``self.last_models`` records
+        chunks, loud chunks and passes of the last call."""
         prepared = {k: self.prepare(m, x) if isinstance(m, torch.nn.Module) else m for k, m in models.items()}
         if reference is not None and reference not in prepared:
             raise ConfigError(f"reference {reference!r} is not one of the models to measure")
@@ -173,10 +172,7 @@ class Measurer:
             p += 1
         h, lvl, loud = combine_chunks(chunks, reference, ref_tol)
         self.last_models = {"chunks": len(chunks), "loud_chunks": loud, "passes": p}
-        # absolute times: noise only adds, the fastest reading counts; side-by-side ratios: noise
-        # in the reference cuts both ways and the fastest of 5 readings is biased low, the median counts
-        pick = (lambda v: min(v, key=timing_ms)) if reference is None else median_reading
-        out = {k: pick(v) for k, v in h.items() if k != reference}
+        out = {k: min(v, key=timing_ms) for k, v in h.items() if k != reference}
         if reference is not None:  # the level everything was scaled to
             out[reference] = lvl
         return out
@@ -186,15 +182,14 @@ def combine_chunks(chunks: list[dict[str, Timing]], reference: Optional[str], re
                    ) -> tuple[dict[str, list[Timing]], Optional[Timing], int]:
     """Per model, its readings over ``chunks`` (see :meth:`Measurer.models`): each chunk scaled by
     ``level / its reference reading``, where the level is the median reference reading over the
-    quiet chunks (reference within ``ref_tol`` of the lower quartile of all chunks'); a model's readings from
+    quiet chunks (reference within ``ref_tol`` of the fastest chunk's); a model's readings from
     loud chunks are kept only if it has none from quiet ones. Returns (readings, level, number of
     loud chunks); without a reference nothing is scaled or dropped."""
     keys = list(dict.fromkeys(k for c in chunks for k in c))
     if reference is None:
         return {k: [c[k] for c in chunks if k in c] for k in keys}, None, 0
     refs = [timing_ms(c[reference]) for c in chunks]
-    base = float(np.percentile(refs, 25))  # the machine's usual level now; one fast outlier is not it
-    quiet = [r <= base * (1 + ref_tol) for r in refs]
+    quiet = [r <= min(refs) * (1 + ref_tol) for r in refs]
     qrefs = sorted((c[reference] for c, q in zip(chunks, quiet) if q), key=timing_ms)
     level = qrefs[(len(qrefs) - 1) // 2]
     quiet_h: dict[str, list[Timing]] = {k: [] for k in keys}
@@ -211,18 +206,9 @@ def _scaled(t: Timing, f: float) -> Timing:
 
 
 def passes_agree(history: list[Timing], tol: float) -> bool:
-    """Do two readings agree within ``tol`` (relative)? One reading never 'agrees'. (Any two:
-    an outlier -- low as well as high, once readings are side-by-side ratios -- must not force
-    re-measuring while the rest agree.)"""
+    """Do the two fastest passes agree within ``tol`` (relative)? One pass never 'agrees'."""
     v = sorted(timing_ms(t) for t in history)
-    return any(b - a <= tol * a for a, b in zip(v, v[1:]))
-
-
-def median_reading(history: list[Timing]) -> Timing:
-    """The median reading (the lower middle one for an even count of 4 or more; the faster of
-    two)."""
-    v = sorted(history, key=timing_ms)
-    return v[(len(v) - 1) // 2]
+    return len(v) >= 2 and (v[1] - v[0]) <= tol * v[0]
 
 
 def random_widths(groups, rng: np.random.Generator, align: int, min_width: int,
