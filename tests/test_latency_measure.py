@@ -103,24 +103,3 @@ def test_units_fuse_the_add_where_ort_does(tmp_path):
         if u.family.add:
             parent, leaf = u.layer.rsplit(".", 1)  # ONNX names read /layers/layers.0/conv2/Conv_output_0...
             assert any(f"{parent}/{leaf}/" in n for n in fused_add), (u.layer, fused_add)
-
-
-def test_loud_chunks_count_only_where_nothing_quiet_was_measured():
-    from hwprune.latency.measure import combine_chunks
-    from hwprune_deploy.timing import Timing
-
-    def t(ms):
-        return Timing(ms, ms, ms, 0.0, 5, 1)
-
-    chunks = [{"a": t(2.0), "b": t(5.0), "ref": t(10.0)},
-              {"a": t(2.6), "b": t(6.0), "ref": t(11.0)},  # loud: the small model slowed 30%, the reference 10%
-              {"a": t(2.04), "c": t(3.0), "ref": t(10.2)},  # quiet, 2% slower: rescaled
-              {"d": t(4.8), "ref": t(12.0)}]  # loud, but d was measured nowhere else
-    h, level, loud = combine_chunks(chunks, "ref")
-    assert loud == 2 and level.p10_ms == 10.0
-    assert [x.p10_ms for x in h["a"]] == pytest.approx([2.0, 2.0])  # the loud 2.6 (2.36 rescaled) is dropped
-    assert [x.p10_ms for x in h["b"]] == pytest.approx([5.0])
-    assert [x.p10_ms for x in h["d"]] == pytest.approx([4.0])  # kept, rescaled, for want of a quiet one
-    # without a reference nothing is dropped or scaled
-    h, level, loud = combine_chunks(chunks, None)
-    assert loud == 0 and level is None and [x.p10_ms for x in h["a"]] == [2.0, 2.6, 2.04]

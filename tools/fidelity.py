@@ -165,8 +165,8 @@ PROTOCOL = ("Units: every Conv2d/Linear with the ops ORT fuses into it (BN folde
             "variants (seed 0), per group a width on the table's grid around a random global keep ratio in "
             "[0.25, 1], channels really removed, exported to ONNX, timed by wall clock in >= 2 passes a whole pass "
             "apart (chunks of 5 plus the unpruned model as a side-by-side reference that rescales each chunk; a chunk "
-            "whose reference reads > 4% above the lower quartile of all chunks' is loud and counts only for variants "
-            "with no quiet reading; measured again, up to 5 passes, until two readings agree within 3%), median "
+            "whose reference reads > 4% above the fastest chunk's is loud and counts only for variants with no quiet "
+            "reading; measured again, up to 5 passes, while the two fastest readings differ by > 3%), fastest "
             "reading. Calibration variants are timed the same way. The table's 10 calibration variants are timed "
             "spread among the validation variants for the recalibrated figures.")
 

@@ -101,14 +101,12 @@ class Measurer:
         return model
 
     def models(self, models: Mapping[str, object], x: torch.Tensor, passes: int = 2, agree: float = 0.03,
-               max_passes: int = 5, chunk: int = 6, progress=None, reference: Optional[str] = None,
-               ref_tol: float = 0.04) -> dict[str, Timing]:
+               max_passes: int = 5, chunk: int = 6, progress=None, reference: Optional[str] = None) -> dict[str, Timing]:
         """End-to-end timing of whole models (modules, or what :meth:`prepare` returned).
 
         Robust on a shared machine, where a burst of load only ever adds time and can last
-        seconds: ``passes`` full passes over all models, interleaved in chunks of ``chunk``, each
-        pass regrouped and every model's readings a whole pass apart, so one burst cannot hit every
-        pass of a model; then
+        seconds: ``passes`` full passes over all models, each pass in a different order and
+        interleaved in chunks of ``chunk``, so one burst cannot hit every pass of a model; then
         models whose two fastest passes still disagree by more than ``agree`` are measured again
         (up to ``max_passes``) until they agree. Per model the fastest pass counts. ``progress``
         is called with the number of models just measured.
@@ -119,16 +117,7 @@ class Measurer:
         each model's time is then its ratio to the reference, measured side by side, times one
         level, and the reference returned is that level (the median chunk's reading). Ratios
         measured side by side survive what absolute times do not. (The median, not the fastest
-        reading: the minimum of many noisy readings is biased low and would pull every model down.)
-
-        Loud chunks: a slowdown is not always a common factor. On a shared VM the thread hand-off
-        can get slower for seconds to minutes, and that adds far more to a small model than to the
-        reference (mobilenet_v2 ran 16% slower in one such stretch; a 0.3x resnet18 13% against the
-        full model's 3.5%), so rescaling cannot repair it. A chunk whose reference reads more than
-        ``ref_tol`` above the fastest chunk's reference is *loud*: its readings count only for models
-        that have no reading from a quiet chunk, and a model keeps being re-measured (up to
-        ``max_passes``) until its two fastest quiet readings agree. ``self.last_models`` records
-        chunks, loud chunks and passes of the last call."""
+        reading: the minimum of many noisy readings is biased low and would pull every model down.)"""
         prepared = {k: self.prepare(m, x) if isinstance(m, torch.nn.Module) else m for k, m in models.items()}
         if reference is not None and reference not in prepared:
             raise ConfigError(f"reference {reference!r} is not one of the models to measure")
@@ -136,12 +125,10 @@ class Measurer:
         chunks: list[dict[str, Timing]] = []  # raw timings, chunk by chunk (each holds the reference)
 
         def one_pass(subset: list[str], p: int):
-            # pass 1 keeps pass 0's order, shifted by half a chunk so chunks regroup: every model's
-            # two readings are then a whole pass apart (a reversed order timed the models at the
-            # end of pass 0 again seconds later, inside the same slow stretch of the machine)
-            shift = max(1, chunk // 2) if p == 1 else (p * len(subset)) // 3
-            shift %= max(1, len(subset))
-            order = subset[shift:] + subset[:shift]
+            order = subset[::-1] if p % 2 else subset
+            if p >= 2:  # later passes: rotate too, so chunks regroup
+                shift = (p * len(order)) // 3 % max(1, len(order))
+                order = order[shift:] + order[:shift]
             for i in range(0, max(len(order), 1), chunk):  # no models but the reference: it alone
                 part = order[i:i + chunk] + ([reference] if reference is not None else [])
                 if not part:
@@ -156,8 +143,18 @@ class Measurer:
                 if progress is not None:
                     progress(len(part) - (reference is not None))
 
+        def level() -> Timing:  # the median chunk's reference reading
+            refs = sorted((c[reference] for c in chunks), key=timing_ms)
+            return refs[(len(refs) - 1) // 2]
+
         def history() -> dict[str, list[Timing]]:
-            return combine_chunks(chunks, reference, ref_tol)[0]
+            out: dict[str, list[Timing]] = {k: [] for k in prepared}
+            ref_ms = timing_ms(level()) if reference is not None else None
+            for c in chunks:
+                f = ref_ms / timing_ms(c[reference]) if reference is not None else 1.0
+                for k, t in c.items():
+                    out[k].append(_scaled(t, f))
+            return out
 
         passes = max(1, passes)
         for p in range(passes):
@@ -170,35 +167,10 @@ class Measurer:
                 break
             one_pass(todo, p)
             p += 1
-        h, lvl, loud = combine_chunks(chunks, reference, ref_tol)
-        self.last_models = {"chunks": len(chunks), "loud_chunks": loud, "passes": p}
-        out = {k: min(v, key=timing_ms) for k, v in h.items() if k != reference}
+        out = {k: min(v, key=timing_ms) for k, v in history().items() if k != reference}
         if reference is not None:  # the level everything was scaled to
-            out[reference] = lvl
+            out[reference] = level()
         return out
-
-
-def combine_chunks(chunks: list[dict[str, Timing]], reference: Optional[str], ref_tol: float = 0.04
-                   ) -> tuple[dict[str, list[Timing]], Optional[Timing], int]:
-    """Per model, its readings over ``chunks`` (see :meth:`Measurer.models`): each chunk scaled by
-    ``level / its reference reading``, where the level is the median reference reading over the
-    quiet chunks (reference within ``ref_tol`` of the fastest chunk's); a model's readings from
-    loud chunks are kept only if it has none from quiet ones. Returns (readings, level, number of
-    loud chunks); without a reference nothing is scaled or dropped."""
-    keys = list(dict.fromkeys(k for c in chunks for k in c))
-    if reference is None:
-        return {k: [c[k] for c in chunks if k in c] for k in keys}, None, 0
-    refs = [timing_ms(c[reference]) for c in chunks]
-    quiet = [r <= min(refs) * (1 + ref_tol) for r in refs]
-    qrefs = sorted((c[reference] for c, q in zip(chunks, quiet) if q), key=timing_ms)
-    level = qrefs[(len(qrefs) - 1) // 2]
-    quiet_h: dict[str, list[Timing]] = {k: [] for k in keys}
-    loud_h: dict[str, list[Timing]] = {k: [] for k in keys}
-    for c, q, r in zip(chunks, quiet, refs):
-        f = timing_ms(level) / r
-        for k, t in c.items():
-            (quiet_h if q else loud_h)[k].append(_scaled(t, f))
-    return {k: quiet_h[k] or loud_h[k] for k in keys}, level, quiet.count(False)
 
 
 def _scaled(t: Timing, f: float) -> Timing:

@@ -290,7 +290,6 @@ def profile(loaded: LoadedModel, config: ProfileConfig, progress: bool = True) -
            "units": [u.to_dict() for u in units]}
     table.models[key] = rec
     store_calibration(table, rec, variants, {k: timing_ms(t) for k, t in timings.items()})
-    rec["calibration"]["measurement"] = dict(meas.last_models)
     seconds = prior_seconds + time.perf_counter() - t_start
     rec["profile_seconds"] = round(seconds, 1)
     rec["points_measured"] = stats["measured"]
@@ -358,7 +357,6 @@ def recalibrate(loaded: LoadedModel, table_path: str, threads: Optional[int] = N
     meas = Measurer(table.backend, threads or int(table.device.get("threads", 2)), table.precision)
     timings = _time_variants(meas, loaded, x, variants, passes)
     store_calibration(table, rec, variants, {k: timing_ms(t) for k, t in timings.items()})
-    rec["calibration"]["measurement"] = dict(meas.last_models)
     seconds = round(time.perf_counter() - t0, 1)
     rec["recalibrated"] = {"when": now(), "seconds": seconds}
     table.history.append({"spec": spec, "model_key": model_key(graph), "seconds": seconds, "when": now(),

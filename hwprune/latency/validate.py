@@ -165,7 +165,7 @@ def validate(loaded: LoadedModel, table_path: str, samples: int = 30, seed: int 
     timings = meas.models(prepared, x, passes=passes, chunk=chunk, reference="reference",
                           progress=(lambda n: bar.update(n)) if bar is not None else None)
     ref = timing_ms(timings.pop("reference"))
-    res.measurement = dict(meas.last_models)
+    res.measurement = getattr(meas, "last_models", None)
     pred_full = cm.predict({})
     res.reference_ms, res.predicted_full_ms = ref, pred_full
     cal_ms = {name: timing_ms(timings.pop(name)) for name in [k for k in timings if k.startswith("c")]}
