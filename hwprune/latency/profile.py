@@ -339,14 +339,13 @@ def recalibrate(loaded: LoadedModel, table_path: str, threads: Optional[int] = N
     re-fit the residual curve; units are kept. A shared machine drifts over hours, and not by a
     common factor (see :func:`hwprune.latency.validate.validate`), so ~30 s of whole-model timing
     before a search is cheaper than a fresh profile. Returns the calibration before and after."""
-    from .validate import calibration_set
+    from .validate import calibration_set, profiled_input_size
 
     t0 = time.perf_counter()
     table = LatencyTable.load(table_path)
     spec = loaded.model_id.get("spec")
     if input_size is None:
-        sizes = [r["input_shape"][-1] for r in table.models.values() if r.get("spec") == spec]
-        input_size = sizes[0] if sizes else loaded.input_size
+        input_size = profiled_input_size(table, loaded)
     x = torch.randn(table.batch, 3, input_size, input_size, generator=torch.Generator().manual_seed(0))
     graph = ChannelGraph(loaded.model, x)
     rec = table.record_for(graph)

@@ -44,7 +44,6 @@ class ValidationResult:
     seconds: float = 0.0
     reference_ms: float = float("nan")  # the unpruned model during validation (median over chunks)
     predicted_full_ms: float = float("nan")
-    measurement: Optional[dict] = None  # chunks, loud chunks, passes (see Measurer.models)
     recalibration: Optional[dict] = None  # the calibration re-fitted from this run's measurements
 
     def _errs(self, key: str) -> np.ndarray:
@@ -77,7 +76,7 @@ class ValidationResult:
                 "recalibrated": ({**self.summary("error_recalibrated"), "calibration": self.recalibration}
                                  if self.recalibration is not None else None),
                 "reference_ms": self.reference_ms, "predicted_full_ms": self.predicted_full_ms,
-                "seconds": self.seconds, "measurement": self.measurement, "variants": self.variants}
+                "seconds": self.seconds, "variants": self.variants}
 
 
 def spread_order(samples: int, calibration: int) -> list[str]:
@@ -91,9 +90,16 @@ def spread_order(samples: int, calibration: int) -> list[str]:
     return order + ["reference"]
 
 
+def profiled_input_size(table: LatencyTable, loaded: LoadedModel) -> int:
+    """The resolution ``loaded`` was profiled at in ``table`` (its own default if not there)."""
+    spec = loaded.model_id.get("spec")
+    sizes = [r["input_shape"][-1] for r in table.models.values() if r.get("spec") == spec]
+    return sizes[0] if sizes else loaded.input_size
+
+
 def calibration_set(table: LatencyTable, graph: ChannelGraph, align: int, min_width: int) -> list[dict[str, int]]:
-    """The widths of the table's calibration variants for this model: as the profiler stored
-    them, or (tables read back from a bundle store none) drawn again from the profiler's seed
+    """The widths of the table's calibration variants for this model: as profile or a bundle
+    read-back stored them, or (older tables store none) drawn again from the profiler's seed
     stream on the table's grid."""
     rec = table.record_for(graph)
     stored = (rec.get("calibration") or {}).get("variants") or {}
@@ -128,8 +134,7 @@ def validate(loaded: LoadedModel, table_path: str, samples: int = 30, seed: int 
         align = int(table.protocol.get("align") or 8)
     spec = loaded.model_id.get("spec")
     if input_size is None:  # the resolution this model was profiled at, if the table has it
-        sizes = [r["input_shape"][-1] for r in table.models.values() if r.get("spec") == spec]
-        input_size = sizes[0] if sizes else loaded.input_size
+        input_size = profiled_input_size(table, loaded)
     x = torch.randn(table.batch, 3, input_size, input_size, generator=torch.Generator().manual_seed(0))
     graph = ChannelGraph(loaded.model, x)
     cm = table.cost_model(graph)
@@ -165,7 +170,6 @@ def validate(loaded: LoadedModel, table_path: str, samples: int = 30, seed: int 
     timings = meas.models(prepared, x, passes=passes, chunk=chunk, reference="reference",
                           progress=(lambda n: bar.update(n)) if bar is not None else None)
     ref = timing_ms(timings.pop("reference"))
-    res.measurement = getattr(meas, "last_models", None)
     pred_full = cm.predict({})
     res.reference_ms, res.predicted_full_ms = ref, pred_full
     cal_ms = {name: timing_ms(timings.pop(name)) for name in [k for k in timings if k.startswith("c")]}
