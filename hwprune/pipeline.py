@@ -336,7 +336,6 @@ def prune_step(config: RunConfig, run: Run, loaded: LoadedModel, data, table: Op
 
 def bisect_uniform(config: RunConfig, run: Run, loaded: LoadedModel, input_size: int):
     """Degraded search: the uniform ratio whose *measured* latency meets a relative budget."""
-    from .backends import get_backend
     from .prune import PruneConfig, prune
 
     budget = parse_budget(config.budget)
@@ -345,18 +344,21 @@ def bisect_uniform(config: RunConfig, run: Run, loaded: LoadedModel, input_size:
         raise ConfigError(f"the '{FALLBACK_STRATEGY}' fallback only handles relative latency budgets "
                           f"(0.5x, 2speedup), not {config.budget!r}")
     s = sizes(config)
-    be = get_backend(config.backend, threads=config.threads)
+    from hwprune_deploy.runner import STATISTIC, timing_ms
     from hwprune_deploy.timing import Protocol
 
-    be.protocol = Protocol(warmup=s["warmup"], repeats=s["repeats"], min_repeat_ms=s["min_repeat_ms"])
+    from .latency.measure import measure_against_baseline
+
+    protocol = Protocol(warmup=s["warmup"], repeats=s["repeats"], min_repeat_ms=s["min_repeat_ms"], statistic=STATISTIC)
     x = torch.randn(1, 3, input_size, input_size)
     lo, hi, best = 0.0, 0.95, None
     for _ in range(s["bisect_steps"]):
         mid = (lo + hi) / 2
         res = prune(loaded, PruneConfig(strategy="uniform", ratio=mid, criterion=config.criterion, align=config.align,
                                         min_width=config.min_width, input_size=input_size, seed=config.seed))
-        t = be.measure_many({"baseline": loaded.model, "pruned": res.model}, x)
-        got = t["pruned"].median_ms / t["baseline"].median_ms
+        t = measure_against_baseline(config.backend, {"baseline": loaded.model, "pruned": res.model}, x,
+                                     config.threads, protocol=protocol)
+        got = timing_ms(t["pruned"]) / timing_ms(t["baseline"])
         if got <= frac:
             best, hi = (res, mid, got), mid
         else:

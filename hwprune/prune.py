@@ -24,6 +24,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from hwprune_deploy.runner import STATISTIC, timing_ms
+
 from .counting import summarize
 from .errors import BudgetError, ConfigError
 from .graph import ChannelGraph, ChannelGroup, keep_top
@@ -230,11 +232,35 @@ def _search(strategy: Callable, ctx: SearchContext) -> dict[str, int]:
     return widths
 
 
-def _measure(config: PruneConfig, models: dict[str, nn.Module], x: torch.Tensor) -> dict[str, Any]:
-    from .backends import get_backend
+def _measure(config: PruneConfig, models: dict[str, nn.Module], x: torch.Tensor, precision: str = "fp32") -> dict[str, Any]:
+    """Measure ``pruned`` against ``baseline`` the way the latency table was calibrated and is
+    validated (:meth:`hwprune.latency.measure.Measurer.models`): the unpruned model in every
+    chunk as the reference, passes repeated until the two fastest agree, the protocol statistic
+    (p10 of repeats). The closed loop then checks the budget with the very estimator the table's
+    calibration was fitted with; with a different one (an unfiltered median of interleaved
+    repeats) the two disagreed by several % on a busy 2-vCPU VM and the loop chased the gap.
+    Returns ``{"baseline": Timing, "pruned": Timing}``, ``baseline`` being the reference level."""
+    from .latency.measure import measure_against_baseline
 
-    backend = get_backend(config.backend, threads=config.threads)
-    return backend.measure_many(models, x)
+    return measure_against_baseline(config.backend, models, x, config.threads, precision)
+
+
+#: what the closed loop's milliseconds are (recorded in the report)
+MEASURE_STATISTIC = (f"{STATISTIC} of repeats, pruned and unpruned timed side by side in chunks; per model the fastest "
+                     "of >=2 passes that agree within 3%, each chunk scaled to the unpruned model's median level -- "
+                     "as the latency table's calibration and validation time whole models")
+
+
+def _measure_precision(config: PruneConfig, table) -> str:
+    """The precision to measure in: the table's, when it was profiled on the backend the closed
+    loop measures on (a torch-cuda fp16 table is checked in fp16), else fp32."""
+    if not config.backend or table is None or not hasattr(table, "precision") and not isinstance(table, str):
+        return "fp32"
+    if isinstance(table, str):
+        from .latency import LatencyTable
+
+        table = LatencyTable.load(table)
+    return table.precision if getattr(table, "backend", None) == config.backend else "fp32"
 
 
 def prune(loaded: LoadedModel, config: PruneConfig, calib=None, table=None, evaluator=None,
@@ -257,6 +283,7 @@ def prune(loaded: LoadedModel, config: PruneConfig, calib=None, table=None, eval
     closed_loop: list[dict[str, Any]] = []
     measured = None
     pruned = None
+    precision = _measure_precision(config, table)
     while True:
         plan = ctx.plan_for(widths, provenance={
             "strategy": config.strategy, "criterion": config.criterion, "ratio": config.ratio,
@@ -266,8 +293,8 @@ def prune(loaded: LoadedModel, config: PruneConfig, calib=None, table=None, eval
         pruned = apply(loaded.model, plan)
         if not config.backend:
             break
-        measured = _measure(config, {"baseline": loaded.model, "pruned": pruned}, x)
-        base_ms, got_ms = measured["baseline"].median_ms, measured["pruned"].median_ms
+        measured = _measure(config, {"baseline": loaded.model, "pruned": pruned}, x, precision)
+        base_ms, got_ms = timing_ms(measured["baseline"]), timing_ms(measured["pruned"])
         step = {"round": len(closed_loop), "target": ctx.target, "predicted": ctx.predict(widths),
                 "baseline_ms": base_ms, "measured_ms": got_ms}
         if ctx.budget is None or not ctx.budget.is_latency:
@@ -280,14 +307,17 @@ def prune(loaded: LoadedModel, config: PruneConfig, calib=None, table=None, eval
             # confirm a miss with a second side-by-side measurement before acting on it, so one
             # noisy neighbour does not shrink the model; the confirmation is what counts
             step["unconfirmed_measured_ms"] = got_ms
-            measured = _measure(config, {"baseline": loaded.model, "pruned": pruned}, x)
-            base_ms, got_ms = measured["baseline"].median_ms, measured["pruned"].median_ms
+            measured = _measure(config, {"baseline": loaded.model, "pruned": pruned}, x, precision)
+            base_ms, got_ms = timing_ms(measured["baseline"]), timing_ms(measured["pruned"])
             goal_ms = frac * base_ms if frac is not None else ctx.budget.value
             step.update(baseline_ms=base_ms, measured_ms=got_ms, goal_ms=goal_ms)
         closed_loop.append(step)
         if got_ms <= goal_ms * (1 + config.tolerance) or len(closed_loop) > config.closed_loop_rounds:
             break
-        new_target = ctx.target * goal_ms / got_ms
+        # scale what the table said of *this* result, not the target: a search that landed under
+        # its target (amc, evolution) would otherwise be handed a target its last result already
+        # meets and return it again, wasting the round
+        new_target = min(ctx.target, step["predicted"]) * goal_ms / got_ms
         if new_target < ctx.artifacts["smallest_cost"]:
             step["note"] = "tightened target below the smallest reachable cost; stopped"
             break
@@ -323,21 +353,23 @@ def prune(loaded: LoadedModel, config: PruneConfig, calib=None, table=None, eval
                              "speedup_predicted": ctx.baseline_cost / max(cost["predicted"], 1e-12)}
     if measured is not None:
         b, p = measured["baseline"], measured["pruned"]
+        b_ms, p_ms = timing_ms(b), timing_ms(p)
         lat = report.setdefault("latency", {})
-        lat.update({"backend": config.backend, "threads": config.threads,
-                    "baseline_ms": b.median_ms, "baseline_p10_ms": b.p10_ms, "baseline_p90_ms": b.p90_ms,
-                    "measured_ms": p.median_ms, "measured_p10_ms": p.p10_ms, "measured_p90_ms": p.p90_ms,
-                    "speedup_measured": b.median_ms / max(p.median_ms, 1e-12)})
+        lat.update({"backend": config.backend, "threads": config.threads, "precision": precision,
+                    "statistic": MEASURE_STATISTIC,
+                    "baseline_ms": b_ms, "baseline_median_ms": b.median_ms, "baseline_p90_ms": b.p90_ms,
+                    "measured_ms": p_ms, "measured_median_ms": p.median_ms, "measured_p90_ms": p.p90_ms,
+                    "speedup_measured": b_ms / max(p_ms, 1e-12)})
         report["closed_loop"] = closed_loop
         if ctx.budget is not None and ctx.budget.is_latency:
             goal = closed_loop[-1]["goal_ms"]
-            met = p.median_ms <= goal * (1 + config.tolerance)
+            met = p_ms <= goal * (1 + config.tolerance)
             lat["budget_ms"] = goal
             lat["met_budget"] = met
-            report["verdict"] = (f"measured {p.median_ms:.3f} ms meets the budget {goal:.3f} ms (+{100 * config.tolerance:.0f}% tolerance)"
+            report["verdict"] = (f"measured {p_ms:.3f} ms meets the budget {goal:.3f} ms (+{100 * config.tolerance:.0f}% tolerance)"
                                  if met else
-                                 f"MISSED: measured {p.median_ms:.3f} ms is over the budget {goal:.3f} ms by "
-                                 f"{100 * (p.median_ms / goal - 1):.1f}% after {len(closed_loop)} measurement round(s); "
+                                 f"MISSED: measured {p_ms:.3f} ms is over the budget {goal:.3f} ms by "
+                                 f"{100 * (p_ms / goal - 1):.1f}% after {len(closed_loop)} measurement round(s); "
                                  "lower the budget, re-profile the table on a quiet machine, or raise --closed-loop-rounds")
     if evaluator is not None:
         import copy  # an evaluator may recalibrate BN in place: never let it touch the user's model

@@ -111,7 +111,7 @@ def summarize_run(name: str, seed: int, res, final_eval, data, args, extra=None)
     r = res.report
     lat = r.get("latency", {})
     row = {"strategy": name, "seed": seed, "baseline_ms": lat.get("baseline_ms"), "measured_ms": lat.get("measured_ms"),
-           "measured_p10_ms": lat.get("measured_p10_ms"), "measured_p90_ms": lat.get("measured_p90_ms"),
+           "measured_median_ms": lat.get("measured_median_ms"), "measured_p90_ms": lat.get("measured_p90_ms"),
            "measured_ratio": lat["measured_ms"] / lat["baseline_ms"] if lat.get("baseline_ms") else None,
            "predicted_ms": lat.get("predicted_ms"), "met_budget": lat.get("met_budget"),
            "flops_ratio": r["after"]["flops"] / r["before"]["flops"],
@@ -132,18 +132,20 @@ def summarize_run(name: str, seed: int, res, final_eval, data, args, extra=None)
 def flops_matched(loaded, args, seed, evaluator, table, ctx_kwargs) -> tuple:
     """Global magnitude pruning to a FLOPs budget, the FLOPs fraction bisected until the
     measured latency ratio matches the latency budget (what a FLOPs-only tool would do, tuned)."""
-    from hwprune.backends import get_backend
     from hwprune.budget import parse_budget
+    from hwprune.latency.measure import measure_against_baseline
+    from hwprune_deploy.runner import timing_ms
 
     goal = parse_budget(args.budget).fraction()
-    be = get_backend("ort-cpu", threads=args.threads)
     lo, hi, best = 1.0, 100.0, None
     for _ in range(args.flops_steps):
         mid = (lo + hi) / 2
         res = prune(loaded, PruneConfig(strategy="global", budget=f"{mid:.2f}%flops", seed=seed, progress=False,
                                         min_width=args.min_width, align=args.align), **ctx_kwargs)
-        t = be.measure_many({"baseline": loaded.model, "pruned": res.model}, torch.randn(1, 3, args.size, args.size))
-        ratio = t["pruned"].median_ms / t["baseline"].median_ms
+        # the estimator the closed loop checks the other strategies with
+        t = measure_against_baseline("ort-cpu", {"baseline": loaded.model, "pruned": res.model},
+                                     torch.randn(1, 3, args.size, args.size), args.threads)
+        ratio = timing_ms(t["pruned"]) / timing_ms(t["baseline"])
         if ratio <= goal * 1.03:
             best, lo = (res, t, mid), mid
         else:
@@ -152,9 +154,9 @@ def flops_matched(loaded, args, seed, evaluator, table, ctx_kwargs) -> tuple:
         best = (res, t, mid)
     res, t, pct = best
     lat = res.report.setdefault("latency", {})
-    lat.update({"baseline_ms": t["baseline"].median_ms, "measured_ms": t["pruned"].median_ms,
-                "measured_p10_ms": t["pruned"].p10_ms, "measured_p90_ms": t["pruned"].p90_ms,
-                "met_budget": t["pruned"].median_ms <= goal * t["baseline"].median_ms * 1.03})
+    lat.update({"baseline_ms": timing_ms(t["baseline"]), "measured_ms": timing_ms(t["pruned"]),
+                "measured_median_ms": t["pruned"].median_ms, "measured_p90_ms": t["pruned"].p90_ms,
+                "met_budget": timing_ms(t["pruned"]) <= goal * timing_ms(t["baseline"]) * 1.03})
     if table is not None:
         from hwprune.prune import make_context
 

@@ -191,8 +191,8 @@ def run(args) -> int:
               f"({lat['speedup_predicted']:.2f}x, table {r.get('table')})")
     if "measured_ms" in lat:
         print(f"latency measured on {lat['backend']} ({lat['threads']} threads): {lat['baseline_ms']:.3f} -> "
-              f"{lat['measured_ms']:.3f} ms [p10 {lat['measured_p10_ms']:.3f}, p90 {lat['measured_p90_ms']:.3f}] "
-              f"({lat['speedup_measured']:.2f}x)")
+              f"{lat['measured_ms']:.3f} ms ({lat['speedup_measured']:.2f}x; p10 of repeats, side by side; "
+              f"median {lat['measured_median_ms']:.3f} ms)")
     if "verdict" in r:
         print(r["verdict"])
     if "accuracy" in r:

@@ -173,6 +173,20 @@ class Measurer:
         return out
 
 
+def measure_against_baseline(backend: str, models: Mapping[str, object], x: torch.Tensor, threads: int = 2,
+                             precision: str = "fp32", protocol=None, baseline: str = "baseline") -> dict[str, Timing]:
+    """Time ``models`` (one of them, ``baseline``, the unpruned model) the way latency tables are
+    calibrated and validated: :meth:`Measurer.models` with the baseline as the reference in every
+    chunk. Every latency hwprune *checks* a budget with goes through here (the closed loop, the
+    measured fallback search, the FLOPs-matched benchmark), so a table prediction, its validation
+    and the budget check all use one estimator: the protocol statistic (p10 of repeats), the
+    fastest of >=2 agreeing passes, each chunk scaled to the baseline's median level. Compare
+    with :func:`hwprune_deploy.runner.timing_ms`."""
+    if baseline not in models:
+        raise ConfigError(f"baseline {baseline!r} is not one of the models to measure ({', '.join(models)})")
+    return Measurer(backend, threads, precision, model_protocol=protocol).models(models, x, reference=baseline)
+
+
 def _scaled(t: Timing, f: float) -> Timing:
     return Timing(t.median_ms * f, t.p10_ms * f, t.p90_ms * f, t.iqr_ms * f, t.repeats, t.inner)
 
