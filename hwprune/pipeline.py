@@ -214,7 +214,10 @@ def _train_default(loaded: LoadedModel, data, epochs: int, config: RunConfig, ru
             return f"default model: tiny_resnet weights from the cache {path} (trained earlier, {epochs} epochs)"
         except Exception:
             pass
-    _fallback_train(loaded.model, data.train, epochs, config.seed, progress=config.progress)
+    from .train import train
+
+    train(loaded.model, data, epochs=epochs, lr=0.1, seed=config.seed, progress=config.progress)
+    loaded.model.eval()
     if path:
         try:
             buf = io.BytesIO()
@@ -224,27 +227,6 @@ def _train_default(loaded: LoadedModel, data, epochs: int, config: RunConfig, ru
             pass
     return (f"default model: tiny_resnet trained here for {epochs} epochs (SGD, one-cycle) on the synthetic data"
             + (f"; cached in {path}" if path else ""))
-
-
-def _fallback_train(model: torch.nn.Module, loader, epochs: int, seed: int, progress: bool = False) -> None:
-    """Plain SGD with a one-cycle schedule (no hwprune.train needed)."""
-    from tqdm import tqdm
-
-    torch.manual_seed(seed)
-    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4, nesterov=True)
-    steps = epochs * len(loader)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.1, total_steps=max(steps, 1))
-    model.train()
-    bar = tqdm(total=steps, desc="training", unit="step", file=sys.stderr, disable=not progress, leave=False)
-    for _ in range(epochs):
-        for x, y in loader:
-            bar.update(1)
-            opt.zero_grad()
-            torch.nn.functional.cross_entropy(model(x), y).backward()
-            opt.step()
-            sched.step()
-    bar.close()
-    model.eval()
 
 
 def find_table(config: RunConfig, loaded: LoadedModel, input_size: int, folders=(TABLE_DIR,)) -> Optional[str]:

@@ -23,3 +23,34 @@ def test_run_quick_end_to_end(tmp_path, cli, monkeypatch):
         assert "predicted" in md and "measured" in md
         assert (out / "predicted_vs_measured.png").is_file()
     assert not os.path.exists(tmp_path / "hwprune_run")
+
+
+def test_default_model_trained_here_when_the_asset_fails(tmp_path, monkeypatch):
+    """Without a loadable shipped checkpoint, ``get_model`` trains the default model with
+    hwprune.train, caches the weights, and a second run loads them from the cache."""
+    import torch
+
+    from hwprune import pipeline, train
+    from hwprune.data import make_data
+
+    monkeypatch.setenv("HWPRUNE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(train, "DEFAULT_ASSET", str(tmp_path / "missing.pt"))
+    config = pipeline.RunConfig(quick=True, train_epochs=1, progress=False, out=str(tmp_path / "o"))
+
+    def data_factory(size):
+        return make_data("synthetic", input_size=size, batch_size=32, n_train=128, n_val=32, calib_size=32)
+
+    run = pipeline.Run(config)
+    loaded, _ = pipeline.get_model(config, run, data_factory)
+    assert any("load_default_model() failed" in n for n in run.notes)
+    assert any("trained here for 1 epochs" in n for n in run.notes), run.notes
+    cached = list((tmp_path / "cache").glob("default-*.pt"))
+    assert len(cached) == 1 and not loaded.model.training
+    fresh = pipeline.load_model("tiny_resnet", kwargs=pipeline.sizes(config)["model_kwargs"]).model
+    assert any(not torch.equal(a, b) for a, b in zip(loaded.model.state_dict().values(), fresh.state_dict().values()))
+
+    run2 = pipeline.Run(config)
+    again, _ = pipeline.get_model(config, run2, data_factory)
+    assert any("from the cache" in n for n in run2.notes), run2.notes
+    for a, b in zip(loaded.model.state_dict().values(), again.model.state_dict().values()):
+        assert torch.equal(a, b)
