@@ -120,6 +120,7 @@ def summarize_run(name: str, seed: int, res, final_eval, data, args, extra=None)
            "acc_after": final_eval(res.model) if final_eval else r.get("accuracy", {}).get("after"),
            "acc_search_subset": r.get("accuracy", {}).get("after"),
            "search_s": r["search_seconds"], "evaluations": r["evaluations"],
+           "re_searches": max(0, len(r.get("closed_loop", [])) - 1),
            "widths": {k: v["after"] for k, v in r["widths"].items()}, **(extra or {})}
     if args.finetune_steps and data is not None:
         from hwprune.strategies._common import short_finetune
