@@ -235,7 +235,7 @@ def _search(strategy: Callable, ctx: SearchContext) -> dict[str, int]:
 def _measure(config: PruneConfig, models: dict[str, nn.Module], x: torch.Tensor, precision: str = "fp32") -> dict[str, Any]:
     """Measure ``pruned`` against ``baseline`` the way the latency table was calibrated and is
     validated (:meth:`hwprune.latency.measure.Measurer.models`): the unpruned model in every
-    chunk as the reference, passes repeated until the two fastest agree, the protocol statistic
+    chunk as the reference, >=4 passes, the mean of the two fastest, the protocol statistic
     (p10 of repeats). The closed loop then checks the budget with the very estimator the table's
     calibration was fitted with; with a different one (an unfiltered median of interleaved
     repeats) the two disagreed by several % on a busy 2-vCPU VM and the loop chased the gap.
@@ -246,8 +246,8 @@ def _measure(config: PruneConfig, models: dict[str, nn.Module], x: torch.Tensor,
 
 
 #: what the closed loop's milliseconds are (recorded in the report)
-MEASURE_STATISTIC = (f"{STATISTIC} of repeats, pruned and unpruned timed side by side in chunks; per model the fastest "
-                     "of >=2 passes that agree within 3%, each chunk scaled to the unpruned model's median level -- "
+MEASURE_STATISTIC = (f"{STATISTIC} of repeats, pruned and unpruned timed side by side in chunks; per model the mean "
+                     "of the two fastest of >=4 passes, each chunk scaled to the unpruned model's median level -- "
                      "as the latency table's calibration and validation time whole models")
 
 

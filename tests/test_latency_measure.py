@@ -80,6 +80,26 @@ def test_models_with_reference_rank_real_models_and_keep_all_keys():
         meas.models(models, torch.zeros(1), reference="nope")
 
 
+def test_models_default_passes_and_the_two_fastest_estimator():
+    """By default every model gets MODEL_PASSES passes; the figure is the mean of its two
+    fastest (scaled) passes, recorded pass by pass in ``last_history``."""
+    import torch
+
+    from hwprune.latency.measure import MODEL_PASSES, Measurer, two_fastest
+    from hwprune_deploy.timing import Timing
+
+    meas = Measurer("ort-cpu", 2, model_protocol=QUICK)
+    models = {"a": unit_onnx(PW, 32, 32), "ref": unit_onnx(PW, 64, 64)}
+    t = meas.models(models, torch.zeros(1), chunk=1, reference="ref")
+    hist = meas.last_history["a"]
+    assert MODEL_PASSES >= 4 and MODEL_PASSES <= len(hist) <= MODEL_PASSES + 2
+    two = sorted(h.p10_ms for h in hist)[:2]
+    assert t["a"].p10_ms == pytest.approx(sum(two) / 2)
+    ts = [Timing(m, p, p + 1, 0.1, 5, 2) for m, p in ((3.0, 2.0), (2.5, 1.0), (9.0, 8.0), (2.0, 1.5))]
+    assert two_fastest(ts).p10_ms == pytest.approx(1.25) and two_fastest(ts).median_ms == pytest.approx(2.25)
+    assert two_fastest(ts[:1]) == ts[0]
+
+
 def test_units_fuse_the_add_where_ort_does(tmp_path):
     """A block with a downsample has two convs feeding its Add; ORT fuses the add (+ReLU) into one
     of them. The units must say the same as ORT's optimized graph, conv by conv."""

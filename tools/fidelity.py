@@ -163,9 +163,10 @@ PROTOCOL = ("Units: every Conv2d/Linear with the ops ORT fuses into it (BN folde
             "validation) timed by wall clock, interleaved (20 repeats of >= 10 ms, 10th percentile); prediction = "
             "sum(units) + a residual curve through them (running median of 3, rising with the sum). Validation: N "
             "variants (seed 0), per group a width on the table's grid around a random global keep ratio in "
-            "[0.25, 1], channels really removed, exported to ONNX, timed by wall clock in >= 2 passes (different "
+            "[0.25, 1], channels really removed, exported to ONNX, timed by wall clock in >= 4 passes (different "
             "orders, chunks of 5 plus the unpruned model as a side-by-side reference that rescales each chunk; "
-            "repeated while a variant's two fastest passes differ by > 3%), fastest pass.")
+            "up to 6 while a variant's two fastest passes differ by > 3%), mean of the two fastest passes; the "
+            "calibration variants are timed the same way.")
 
 
 PROTOCOL_TORCH = ("Units: every Conv2d/Linear with its fused epilogue (bias = folded BN, activation, residual add) "
@@ -174,7 +175,8 @@ PROTOCOL_TORCH = ("Units: every Conv2d/Linear with its fused epilogue (bias = fo
                   "points of a unit interleaved (2 warm-up, 12 repeats, 10th percentile); whole models and "
                   "calibration variants likewise (20 repeats); prediction = units sum + residual curve through the "
                   "full model and the calibration variants. Validation as for ort-cpu: N variants (seed 0), channels "
-                  "really removed, timed side by side with the unpruned model in chunks of 5, >= 2 passes.")
+                  "really removed, timed side by side with the unpruned model in chunks of 5, >= 4 passes, mean of the two "
+                  "fastest.")
 
 
 def recal_cell(row: dict) -> str:

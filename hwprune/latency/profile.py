@@ -52,6 +52,7 @@ class ProfileConfig:
     max_points_per_axis: int = 6  # refinement stops here
     refine_tol: float = 0.05  # refine an axis where a probe is off the interpolation by more than this
     passes: int = 2  # interleaved passes over a unit's points; the fastest counts
+    model_passes: Optional[int] = None  # whole-model passes (remainder, calibration); None: measure.MODEL_PASSES
     calib_variants: int = 10  # extra random variants (seed stream disjoint from validation) for (a, b)
     calib_seed: int = 10_000
     ignore: tuple[str, ...] = ()
@@ -63,7 +64,7 @@ class ProfileConfig:
     @classmethod
     def quick(cls, **kw) -> "ProfileConfig":
         """A coarse, fast profile (tests, smoke runs): 2-3 points per axis, short protocol."""
-        base = dict(points_per_axis=2, max_points_per_axis=3, calib_variants=0, passes=1,
+        base = dict(points_per_axis=2, max_points_per_axis=3, calib_variants=0, passes=1, model_passes=1,
                     unit_protocol=Protocol(warmup=1, repeats=3, min_repeat_ms=0.2, statistic="p10"),
                     model_protocol=Protocol(warmup=1, repeats=3, min_repeat_ms=0.5, statistic="p10"))
         base.update(kw)
@@ -91,8 +92,8 @@ class ProfileConfig:
                               f"{self.max_points_per_axis}]")
         if not (0 < self.refine_tol < 1):
             raise ConfigError(f"refine_tol {self.refine_tol} must be a fraction in (0, 1), e.g. 0.03")
-        if self.passes < 1:
-            raise ConfigError(f"passes {self.passes} must be >= 1")
+        if self.passes < 1 or (self.model_passes is not None and self.model_passes < 1):
+            raise ConfigError(f"passes {self.passes} / model_passes {self.model_passes} must be >= 1")
         if self.calib_variants < 0:
             raise ConfigError(f"calib_variants {self.calib_variants} must be >= 0")
         self.ignore = tuple(self.ignore)
@@ -283,7 +284,7 @@ def profile(loaded: LoadedModel, config: ProfileConfig, progress: bool = True) -
             table.save(path)
     # remainder (full width) and calibration variants, measured side by side
     variants = calibration_variants(graph.groups, config)
-    timings = _time_variants(meas, loaded, x, variants, config.passes)
+    timings = _time_variants(meas, loaded, x, variants, config.model_passes)
     bar.step(1, "remainder + calibration")
     bar.close()
     rec = {"spec": spec, "model_id": loaded.model_id, "input_shape": list(x.shape),
@@ -311,7 +312,8 @@ def calibration_variants(groups, config: ProfileConfig) -> dict[str, dict[str, i
     return variants
 
 
-def _time_variants(meas: Measurer, loaded: LoadedModel, x: torch.Tensor, variants: dict, passes: int) -> dict:
+def _time_variants(meas: Measurer, loaded: LoadedModel, x: torch.Tensor, variants: dict,
+                   passes: Optional[int]) -> dict:
     models = {k: meas.prepare(loaded.model if not w else build_variant(loaded.model, x, w), x)
               for k, w in variants.items()}
     return meas.models(models, x, passes=passes, reference="full")
@@ -332,7 +334,7 @@ def store_calibration(table: LatencyTable, rec: dict, variants: dict[str, dict[s
                                       for k, w in variants.items() if k != "full"}
 
 
-def recalibrate(loaded: LoadedModel, table_path: str, threads: Optional[int] = None, passes: int = 2,
+def recalibrate(loaded: LoadedModel, table_path: str, threads: Optional[int] = None, passes: Optional[int] = None,
                 input_size: Optional[int] = None) -> dict:
     """Bring a table's calibration for ``loaded`` to the machine as it is now: re-time the full
     model and the table's own calibration variants (side by side, as :func:`profile` does) and

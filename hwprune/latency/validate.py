@@ -23,7 +23,7 @@ from ..graph import ChannelGraph
 from ..models import LoadedModel
 from hwprune_deploy.runner import timing_ms
 
-from .measure import Measurer, build_variant, calibration_widths, random_widths
+from .measure import MODEL_PASSES, Measurer, build_variant, calibration_widths, random_widths
 from .table import LatencyTable
 
 
@@ -113,7 +113,7 @@ def calibration_set(table: LatencyTable, graph: ChannelGraph, align: int, min_wi
 
 def validate(loaded: LoadedModel, table_path: str, samples: int = 30, seed: int = 0, align: Optional[int] = None,
              min_width: int = 8, progress: bool = True, input_size: Optional[int] = None, threads: Optional[int] = None,
-             chunk: int = 5, protocol=None, passes: int = 2, recalibrate: bool = True) -> ValidationResult:
+             chunk: int = 5, protocol=None, passes: Optional[int] = None, recalibrate: bool = True) -> ValidationResult:
     """Predict vs measure ``samples`` random pruned variants of ``loaded`` (see module doc).
 
     ``recalibrate``: also time the table's calibration variants (the profiler's, disjoint from
@@ -140,6 +140,7 @@ def validate(loaded: LoadedModel, table_path: str, samples: int = 30, seed: int 
     cm = table.cost_model(graph)
     meas = Measurer(table.backend, threads or int(table.device.get("threads", 2)), table.precision,
                     model_protocol=protocol)
+    n_passes = MODEL_PASSES if passes is None else max(1, passes)
     rng = np.random.default_rng(seed)
     widths = [random_widths(graph.groups, rng, align, min_width) for _ in range(samples)]
     res = ValidationResult(str(spec), table_path, table.backend, list(x.shape))
@@ -155,14 +156,14 @@ def validate(loaded: LoadedModel, table_path: str, samples: int = 30, seed: int 
             bar.update(1)
     if bar is not None:
         bar.close()
-        bar = tqdm(total=samples * max(1, passes), desc=f"measuring {spec} variants", unit="variant",
+        bar = tqdm(total=samples * n_passes, desc=f"measuring {spec} variants", unit="variant",
                    dynamic_ncols=True)
     prepared["reference"] = meas.prepare(loaded.model, x)  # the unpruned model, timed in every chunk
     cal_widths = calibration_set(table, graph, align, min_width) if recalibrate else []
     for i, w in enumerate(cal_widths):  # timed in the same passes and chunks as the variants
         prepared[f"c{i}"] = meas.prepare(build_variant(loaded.model, x, w), x)
     if bar is not None and cal_widths:
-        bar.total += len(cal_widths) * max(1, passes)
+        bar.total += len(cal_widths) * n_passes
         bar.refresh()
     # every chunk is scaled to the median reference, so measured / reference is exactly the
     # variant's ratio to the unpruned model timed side by side in its chunk
