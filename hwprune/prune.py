@@ -251,6 +251,35 @@ MEASURE_STATISTIC = (f"{STATISTIC} of repeats, pruned and unpruned timed side by
                      "as the latency table's calibration and validation time whole models")
 
 
+#: the unpruned model measured this much off the table's prediction means the machine changed
+DRIFT_WARN = 0.15
+
+
+def _table_drift(ctx: SearchContext, config: PruneConfig, table, base_ms: float) -> Optional[dict]:
+    """When the table is for the backend the closed loop measures on and the unpruned model
+    measures more than :data:`DRIFT_WARN` off what the table predicts for it, the machine is not
+    the one the table was profiled on (on the 2-vCPU VM the tables come from it ran 2x faster five
+    days later, and ratios at the heavily pruned end moved with it): say so, loudly, once."""
+    if ctx.cost.unit != "ms" or not ctx.baseline_cost or table is None:
+        return None
+    if getattr(table, "backend", None) is None and isinstance(table, str):
+        from .latency import LatencyTable
+
+        table = LatencyTable.load(table)
+    if getattr(table, "backend", None) != config.backend:
+        return None
+    rel = base_ms / ctx.baseline_cost - 1
+    if abs(rel) <= DRIFT_WARN:
+        return None
+    warning = (f"the table predicts the unpruned model at {ctx.baseline_cost:.3f} ms but it measured {base_ms:.3f} ms "
+               f"here ({100 * rel:+.0f}%): this machine is not in the state the table was profiled in, and ratios "
+               "at the heavily pruned end shift with it; recalibrate the table (`hwprune prune ... --recalibrate`, or "
+               f"`hwprune profile --model {ctx.model_id.get('spec', 'M')} --out {getattr(table, 'path', None) or 'TABLE'} "
+               "--recalibrate`: ~11 whole-model timings, no re-profile) or profile it again")
+    print(f"warning: {warning}", file=sys.stderr)
+    return {"predicted_full_ms": ctx.baseline_cost, "measured_full_ms": base_ms, "relative": rel, "warning": warning}
+
+
 def _measure_precision(config: PruneConfig, table) -> str:
     """The precision to measure in: the table's, when it was profiled on the backend the closed
     loop measures on (a torch-cuda fp16 table is checked in fp16), else fp32."""
@@ -284,6 +313,7 @@ def prune(loaded: LoadedModel, config: PruneConfig, calib=None, table=None, eval
     measured = None
     pruned = None
     precision = _measure_precision(config, table)
+    drift = None
     while True:
         plan = ctx.plan_for(widths, provenance={
             "strategy": config.strategy, "criterion": config.criterion, "ratio": config.ratio,
@@ -295,6 +325,8 @@ def prune(loaded: LoadedModel, config: PruneConfig, calib=None, table=None, eval
             break
         measured = _measure(config, {"baseline": loaded.model, "pruned": pruned}, x, precision)
         base_ms, got_ms = timing_ms(measured["baseline"]), timing_ms(measured["pruned"])
+        if not closed_loop and drift is None:
+            drift = _table_drift(ctx, config, table, base_ms)
         step = {"round": len(closed_loop), "target": ctx.target, "predicted": ctx.predict(widths),
                 "baseline_ms": base_ms, "measured_ms": got_ms}
         if ctx.budget is None or not ctx.budget.is_latency:
@@ -361,6 +393,9 @@ def prune(loaded: LoadedModel, config: PruneConfig, calib=None, table=None, eval
                     "measured_ms": p_ms, "measured_median_ms": p.median_ms, "measured_p90_ms": p.p90_ms,
                     "speedup_measured": b_ms / max(p_ms, 1e-12)})
         report["closed_loop"] = closed_loop
+        if drift is not None:
+            lat["table_drift"] = drift
+            report.setdefault("warnings", []).append(drift["warning"])
         if ctx.budget is not None and ctx.budget.is_latency:
             goal = closed_loop[-1]["goal_ms"]
             met = p_ms <= goal * (1 + config.tolerance)

@@ -51,3 +51,28 @@ def test_measured_latency_meets_budget(setup, name):
     for prev, step in zip(loop, loop[1:]):  # a re-search tightens what the table said of the missed result
         assert step["target"] == pytest.approx(min(prev["target"], prev["predicted"]) * prev["goal_ms"] / prev["measured_ms"])
         assert step["target"] < prev["predicted"]
+
+
+def test_closed_loop_warns_when_the_machine_is_not_the_tables(setup, tmp_path):
+    """A table whose units all read 3x slow (a machine that has since become faster, as the VM
+    did between 2026-11-25 and 11-30) predicts the unpruned model far from what it measures;
+    the report says so and names the way out."""
+    import json
+
+    loaded, path, budget, ev = setup
+    doc = json.loads(open(path).read())
+    for fam in doc["families"].values():
+        fam["points"] = {k: 3 * v for k, v in fam["points"].items()}
+    for rec in doc["models"].values():
+        rec["calibration"].pop("correction", None)  # prediction = 3x units (+ the line's intercept)
+    stale = tmp_path / "stale.json"
+    stale.write_text(json.dumps(doc))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = prune(loaded, PruneConfig(strategy="uniform", budget="0.8x", progress=False, backend="ort-cpu",
+                                        threads=2, closed_loop_rounds=0), table=str(stale))
+    drift = res.report["latency"]["table_drift"]
+    assert drift["relative"] < -0.15 and drift["measured_full_ms"] > 0
+    assert drift["relative"] == pytest.approx(drift["measured_full_ms"] / drift["predicted_full_ms"] - 1)
+    assert drift["predicted_full_ms"] == pytest.approx(res.report["latency"]["baseline_predicted_ms"])
+    assert any("--recalibrate" in w for w in res.report["warnings"])
