@@ -22,6 +22,10 @@ def test_run_quick_end_to_end(tmp_path, cli, monkeypatch):
         md = (out / "report.md").read_text()
         assert "predicted" in md and "measured" in md
         assert (out / "predicted_vs_measured.png").is_file()
+        cl = (rep["prune"].get("latency") or {}).get("speedup_measured")
+        if cl:  # the prune step's closed loop measured too: its figure is reported next to the bench's
+            assert p["closed_loop_speedup"] == cl and f"closed loop {cl:.2f}x" in proc.stdout
+            assert "closed loop measured" in md
     assert not os.path.exists(tmp_path / "hwprune_run")
 
 
