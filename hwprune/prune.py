@@ -260,13 +260,7 @@ def _table_drift(ctx: SearchContext, config: PruneConfig, table, base_ms: float)
     measures more than :data:`DRIFT_WARN` off what the table predicts for it, the machine is not
     the one the table was profiled on (on the 2-vCPU VM the tables come from it ran 2x faster five
     days later, and ratios at the heavily pruned end moved with it): say so, loudly, once."""
-    if ctx.cost.unit != "ms" or not ctx.baseline_cost or table is None:
-        return None
-    if getattr(table, "backend", None) is None and isinstance(table, str):
-        from .latency import LatencyTable
-
-        table = LatencyTable.load(table)
-    if getattr(table, "backend", None) != config.backend:
+    if ctx.cost.unit != "ms" or not ctx.baseline_cost or getattr(table, "backend", None) != config.backend:
         return None
     rel = base_ms / ctx.baseline_cost - 1
     if abs(rel) <= DRIFT_WARN:
@@ -283,13 +277,7 @@ def _table_drift(ctx: SearchContext, config: PruneConfig, table, base_ms: float)
 def _measure_precision(config: PruneConfig, table) -> str:
     """The precision to measure in: the table's, when it was profiled on the backend the closed
     loop measures on (a torch-cuda fp16 table is checked in fp16), else fp32."""
-    if not config.backend or table is None or not hasattr(table, "precision") and not isinstance(table, str):
-        return "fp32"
-    if isinstance(table, str):
-        from .latency import LatencyTable
-
-        table = LatencyTable.load(table)
-    return table.precision if getattr(table, "backend", None) == config.backend else "fp32"
+    return getattr(table, "precision", "fp32") if config.backend and getattr(table, "backend", None) == config.backend else "fp32"
 
 
 def prune(loaded: LoadedModel, config: PruneConfig, calib=None, table=None, evaluator=None,
@@ -312,7 +300,13 @@ def prune(loaded: LoadedModel, config: PruneConfig, calib=None, table=None, eval
     closed_loop: list[dict[str, Any]] = []
     measured = None
     pruned = None
-    precision = _measure_precision(config, table)
+    if isinstance(table, str) and config.backend:  # read once for the closed loop's precision and drift check
+        from .latency import LatencyTable
+
+        measured_table = LatencyTable.load(table)
+    else:
+        measured_table = table
+    precision = _measure_precision(config, measured_table)
     drift = None
     while True:
         plan = ctx.plan_for(widths, provenance={
@@ -325,8 +319,8 @@ def prune(loaded: LoadedModel, config: PruneConfig, calib=None, table=None, eval
             break
         measured = _measure(config, {"baseline": loaded.model, "pruned": pruned}, x, precision)
         base_ms, got_ms = timing_ms(measured["baseline"]), timing_ms(measured["pruned"])
-        if not closed_loop and drift is None:
-            drift = _table_drift(ctx, config, table, base_ms)
+        if not closed_loop:  # the first measurement of the unpruned model
+            drift = _table_drift(ctx, config, measured_table, base_ms)
         step = {"round": len(closed_loop), "target": ctx.target, "predicted": ctx.predict(widths),
                 "baseline_ms": base_ms, "measured_ms": got_ms}
         if ctx.budget is None or not ctx.budget.is_latency:

@@ -25,6 +25,11 @@ ONNX_BACKENDS = ("ort-cpu", "tensorrt", "tensorrt-sparse")
 MODEL_PASSES = 4
 
 
+def model_passes(passes: Optional[int]) -> int:
+    """The passes :meth:`Measurer.models` makes for ``passes`` (None: :data:`MODEL_PASSES`)."""
+    return MODEL_PASSES if passes is None else max(1, passes)
+
+
 class Measurer:
     """Times units and models on one backend with the house protocol."""
 
@@ -115,10 +120,11 @@ class Measurer:
         agree. Per model the *mean of the two fastest passes* counts (one pass: that pass).
         Measured on this 2-vCPU VM (mobilenet_v2, 30 variants validated twice back to back, each
         pass's ratio to the unpruned model recorded): the run-to-run spread of ratios was 2.2%
-        for the fastest of 2 passes (the estimator before), 1.8% for the fastest of 4 (the minimum of more noisy
-        readings reaches further into the low tail) and 1.6% for the mean of the 2 fastest of 4;
-        the median of passes was worse (2.5%): a slow state of the machine lasts long enough to
-        hold half the passes (one pair of runs, 6 passes each, estimators applied to the first k). ``progress`` is called with the number of models just measured.
+        for the fastest of 2 passes (the estimator before), 1.8% for the fastest of 4 (the
+        minimum of more noisy readings reaches further into the low tail) and 1.6% for the mean
+        of the 2 fastest of 4; the median of passes was worse (2.5%): a slow state of the machine lasts long enough to
+        hold half the passes (one pair of runs, 6 passes each, estimators applied to the first k).
+        ``progress`` is called with the number of models just measured.
 
         ``reference``: the key of a model timed in *every* chunk, side by side with the others.
         A slowdown that lasts a whole chunk (a neighbour VM, a frequency drop) slows the reference
@@ -165,7 +171,7 @@ class Measurer:
                     out[k].append(_scaled(t, f))
             return out
 
-        passes = MODEL_PASSES if passes is None else max(1, passes)
+        passes = model_passes(passes)
         max_passes = passes + 2 if max_passes is None else max_passes
         for p in range(passes):
             one_pass(keys, p)

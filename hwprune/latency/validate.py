@@ -23,7 +23,7 @@ from ..graph import ChannelGraph
 from ..models import LoadedModel
 from hwprune_deploy.runner import timing_ms
 
-from .measure import MODEL_PASSES, Measurer, build_variant, calibration_widths, random_widths
+from .measure import Measurer, build_variant, calibration_widths, model_passes, random_widths
 from .table import LatencyTable
 
 
@@ -140,7 +140,7 @@ def validate(loaded: LoadedModel, table_path: str, samples: int = 30, seed: int 
     cm = table.cost_model(graph)
     meas = Measurer(table.backend, threads or int(table.device.get("threads", 2)), table.precision,
                     model_protocol=protocol)
-    n_passes = MODEL_PASSES if passes is None else max(1, passes)
+    n_passes = model_passes(passes)
     rng = np.random.default_rng(seed)
     widths = [random_widths(graph.groups, rng, align, min_width) for _ in range(samples)]
     res = ValidationResult(str(spec), table_path, table.backend, list(x.shape))
