@@ -280,6 +280,30 @@ def test_validate_draws_variants_on_the_tables_grid(table_path):
         assert all(w % align == 0 or w == full[k] for k, w in v["widths"].items())
 
 
+def test_calibration_variants_bracket_the_light_end_of_validation():
+    """The residual curve must interpolate, not extrapolate, at the lightest variants a search or
+    `validate` visits: the lightest calibration variant is lighter than every one of 30
+    validation draws, and the light end is sampled more densely than the heavy end."""
+    import numpy as np
+
+    from hwprune.latency.measure import calibration_widths, random_widths
+
+    graph = ChannelGraph(load_model("resnet18").model, torch.randn(1, 3, 64, 64))
+    full = {g.name: g.width for g in graph.prunable}
+
+    def keep(w):  # mean kept fraction over the prunable groups
+        return float(np.mean([w.get(k, v) / v for k, v in full.items()]))
+
+    rng = np.random.default_rng(0)
+    val = [keep(random_widths(graph.groups, rng, 16, 8)) for _ in range(30)]
+    cal = [keep(w) for w in calibration_widths(graph.groups, 20, 10_000, 16, 8)]
+    assert min(cal) < min(val)
+    assert max(cal) > np.percentile(val, 75)
+    mid = (min(cal) + max(cal)) / 2
+    assert sum(c < mid for c in cal) > sum(c >= mid for c in cal)
+    assert calibration_widths(graph.groups, 20, 10_000, 16, 8) == calibration_widths(graph.groups, 20, 10_000, 16, 8)
+
+
 def test_config_validation():
     from hwprune.errors import ConfigError
 

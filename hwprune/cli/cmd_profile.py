@@ -28,7 +28,7 @@ def register(sub) -> None:
     g.add_argument("--resume", action="store_true", help="continue an interrupted profile (finished units are kept)")
     g.add_argument("--calib-variants", type=int, default=None,
                    help="extra random pruned variants measured end to end to calibrate the table "
-                        "(default 10; 0 with --quick unless given)")
+                        "(default 20, denser at the light end; 0 with --quick unless given)")
     g.add_argument("--plot", metavar="DIR", help="write latency-vs-width PNGs (the staircase) per unit to DIR")
     g.add_argument("--bundle", metavar="ZIP", help="write a device bundle (ONNX micro-models + manifest) instead")
     g.add_argument("--from-bundle-result", metavar="JSON", help="read a `hwprune-deploy measure` result into a table")

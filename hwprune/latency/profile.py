@@ -53,7 +53,7 @@ class ProfileConfig:
     refine_tol: float = 0.05  # refine an axis where a probe is off the interpolation by more than this
     passes: int = 2  # interleaved passes over a unit's points; the fastest counts
     model_passes: Optional[int] = None  # whole-model passes (remainder, calibration); None: measure.MODEL_PASSES
-    calib_variants: int = 10  # extra random variants (seed stream disjoint from validation) for (a, b)
+    calib_variants: int = 20  # pruned variants timed end to end to fit the residual curve (measure.calibration_widths)
     calib_seed: int = 10_000
     ignore: tuple[str, ...] = ()
     checkpoint_every: int = 1  # families between atomic checkpoints
