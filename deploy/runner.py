@@ -69,11 +69,16 @@ class _ProfiledRun:
     node except :data:`LAYOUT_OPS` and context nodes (:data:`CONTEXT_PREFIX`), in run order."""
 
     def __init__(self, data: bytes, threads: int, opt_level: str, spinning: bool):
+        import shutil
         import tempfile
+        import weakref
 
         from .ort import make_session, random_feed
 
         self._dir = tempfile.mkdtemp(prefix="hwprune-prof-")
+        # the profile lands in a temp dir: removed after kernel_ms() reads it, and also when the
+        # run is dropped unread (an error mid-measurement) or the process exits
+        weakref.finalize(self, shutil.rmtree, self._dir, True)
         self.sess = make_session(data, threads=threads, opt_level=opt_level, spinning=spinning,
                                  profile_prefix=os.path.join(self._dir, "p"))
         self.feed = random_feed(self.sess)

@@ -38,6 +38,25 @@ def test_kernel_time_leaves_out_layout_reorders_and_run_overhead(tmp_path):
     assert 0 < t["kernel"] < t["wall"]
 
 
+def test_kernel_time_profiles_leave_no_temp_dirs(tmp_path, monkeypatch):
+    """Each kernel-time session writes ORT's profile to a temp dir: read and removed after a
+    measurement, and removed too when a session is dropped unread (an error mid-measurement)."""
+    import gc
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    data = unit_onnx(PW, 16, 16)
+    factory = OrtRunnerFactory(2, kernel_time=True)
+    t = measure_onnx_set({"a": data, "b": unit_onnx(PW, 16, 32)}, factory, QUICK)
+    assert t["a"].p10_ms > 0 and list(tmp_path.iterdir()) == []
+    run = factory(data)  # created, run, never read
+    run()
+    assert [p.name.startswith("hwprune-prof-") for p in tmp_path.iterdir()] == [True]
+    del run
+    gc.collect()
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_residual_context_lets_ort_fuse_the_add(tmp_path):
     plain = optimized_ops(unit_onnx(RES, 32, 32), tmp_path)
     ctx = optimized_ops(unit_onnx(RES, 32, 32, residual_context=True), tmp_path)
