@@ -63,6 +63,8 @@ class BenchConfig:
     min_repeat_ms: float = 20.0
     precision: str = "fp32"
     seed: int = 0
+    spinning: bool = False  # ort-cpu: ORT's default spinning workers, one session alive at a time
+
 
     def __post_init__(self):
         self.batches = parse_batches(self.batches)
@@ -70,6 +72,8 @@ class BenchConfig:
             raise ConfigError(f"backend {self.backend!r} is not one of {', '.join(BENCH_BACKENDS)}")
         if self.threads < 1:
             raise ConfigError(f"threads {self.threads} must be >= 1")
+        if self.spinning and self.backend != "ort-cpu":
+            raise ConfigError(f"--ort-spinning applies to --backend ort-cpu only, not {self.backend!r}")
         if self.repeats < 3 or self.warmup < 0:
             raise ConfigError(f"repeats {self.repeats} must be >= 3 and warmup {self.warmup} >= 0")
 
@@ -127,6 +131,8 @@ def make_bench_backend(config: BenchConfig):
         kw: dict[str, Any] = {"threads": config.threads}
         if config.precision != "fp32":
             kw["precision"] = config.precision
+        if config.spinning:
+            kw["spinning"] = None  # ORT's default: workers spin between ops
         be = get_backend(config.backend, **kw)
         be.protocol = config.protocol
         return be
@@ -201,6 +207,9 @@ def bench(models: Mapping[str, LoadedModel], config: BenchConfig, table=None, pr
             predicted[k], why = predict_ms(table, m, size)
             if why:
                 notes.append(f"{k}: no prediction ({why})")
+        if config.spinning:
+            notes.append("the table was profiled with ORT's workers blocked; spinning runs small models faster "
+                         "than it predicts (README: Spinning)")
     rows, speedup = [], {}
     bar = progress_bar(len(config.batches), progress, desc="bench", unit="batch", min_total=2)
     for b in config.batches:
@@ -217,7 +226,7 @@ def bench(models: Mapping[str, LoadedModel], config: BenchConfig, table=None, pr
         bar.update(1)
     bar.close()
     out = {"format": "hwprune-bench", "version": 1, "backend": config.backend, "threads": config.threads,
-           "precision": config.precision, "input_size": size, "batches": list(config.batches),
+           "precision": config.precision, "spinning": config.spinning, "input_size": size, "batches": list(config.batches),
            "protocol": config.protocol.to_dict(), "fingerprint": backend.fingerprint(), "models": info,
            "labels": labels, "rows": rows, "speedup": speedup}
     if table is not None:
@@ -232,7 +241,8 @@ def bench(models: Mapping[str, LoadedModel], config: BenchConfig, table=None, pr
 def format_bench(res: dict) -> str:
     """A plain-text table of a :func:`bench` result."""
     lines = [f"backend {res['backend']} ({res['threads']} threads, {res['precision']}), input "
-             f"{res['input_size']}x{res['input_size']}, median of {res['protocol']['repeats']} interleaved repeats"]
+             f"{res['input_size']}x{res['input_size']}, median of {res['protocol']['repeats']} interleaved repeats"
+             + (", ORT workers spinning (one session alive at a time)" if res.get("spinning") else "")]
     has_pred = any("predicted_ms" in r for r in res["rows"])
     w = max(len(k) for k in res["labels"])
     head = f"{'batch':>5}  {'model':<{w}}  {'median ms':>10}  {'p90 ms':>9}  {'img/s':>9}"

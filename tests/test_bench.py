@@ -79,3 +79,18 @@ def test_unavailable_gpu_backends_are_clear():
         cfg = BenchConfig(backend=name, **FAST)
         with pytest.raises(BackendUnavailableError):
             bench({"a": load_model("tiny_resnet")}, cfg, progress=False)
+
+
+def test_bench_with_ort_spinning_times_one_session_at_a_time(tmp_path, cli):
+    """--ort-spinning: ORT's default spinning workers, each repeat in a fresh session; the pair
+    is still timed side by side, the setting is recorded, and other backends refuse it."""
+    cli("prune", "--model", "tiny_resnet", "--ratio", "0.5", "--out", str(tmp_path / "p"))
+    models = {"a": load_model("tiny_resnet"), "b": load_model(str(tmp_path / "p" / "pruned.pt"))}
+    res = bench(models, BenchConfig(repeats=4, warmup=2, spinning=True), progress=False)
+    assert res["spinning"] is True and res["fingerprint"].get("spinning") is None
+    rows = {r["model"]: r for r in res["rows"]}
+    assert all(r["median_ms"] > 0 and r["repeats"] == 4 for r in rows.values())
+    assert res["speedup"]["1"] > 1.0  # half the channels: faster in either setting
+    assert "spinning" in format_bench(res)
+    with pytest.raises(ConfigError, match="ort-cpu"):
+        BenchConfig(backend="torch-cpu", spinning=True)

@@ -24,13 +24,18 @@ def register(sub) -> None:
     p.add_argument("--repeats", type=int, default=20, help="timed repeats per model and batch (default 20)")
     p.add_argument("--warmup", type=int, default=5, help="warm-up calls (default 5)")
     p.add_argument("--table", help="latency table: print predicted latency next to the measurement")
+    p.add_argument("--ort-spinning", action="store_true",
+                   help="ort-cpu: let ORT's worker threads spin between ops (ORT's default session options, "
+                        "what a single-model deployment usually runs; faster for small models). Default off, "
+                        "as latency tables are profiled; each repeat then runs in a fresh session, one alive at a time")
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     config = BenchConfig(backend=args.backend, threads=args.threads, batches=args.batch, input_size=args.input_size,
-                         warmup=args.warmup, repeats=args.repeats, precision=args.precision)
+                         warmup=args.warmup, repeats=args.repeats, precision=args.precision,
+                         spinning=args.ort_spinning)
     if len(args.model) > 2:
         raise ConfigError(f"bench compares at most two models (A and B); got {len(args.model)} --model")
     if len(args.weights) > len(args.model):
