@@ -65,7 +65,6 @@ class BenchConfig:
     seed: int = 0
     spinning: bool = False  # ort-cpu: ORT's default spinning workers, one session alive at a time
 
-
     def __post_init__(self):
         self.batches = parse_batches(self.batches)
         if self.backend not in BENCH_BACKENDS:
