@@ -90,6 +90,9 @@ def make_report_dict(prune_report: Mapping[str, Any], bench: Optional[Mapping[st
                 # they can differ by 10% for a sub-millisecond model
                 p["closed_loop_speedup"] = cl["speedup_measured"]
                 p["closed_loop_statistic"] = cl.get("statistic")
+            sp = (bench.get("ort_spinning") or {}).get("speedup") or {}
+            if tb in sp:  # ORT's default spinning workers: what a default-options deployment gets
+                p["spinning_speedup"] = sp[tb]
             if p["pruned_ms"] and p["measured_pruned_ms"]:
                 p["pruned_error"] = p["pruned_ms"] / p["measured_pruned_ms"] - 1.0
     if breakdown:
@@ -333,6 +336,10 @@ def to_markdown(rep: Mapping[str, Any], figures: list[str]) -> str:
                          "estimator (p10 of repeats, pruned and unpruned side by side, mean of the two fastest of >= 4 "
                          "passes); the bench above is one interleaved pass (median), so the two differ by the machine's "
                          "noise between them.")
+            if pr.get("spinning_speedup"):
+                L.append(f"With ORT's default spinning worker threads (one session alive at a time, `hwprune bench "
+                         f"--ort-spinning`) the speedup measured **{pr['spinning_speedup']:.2f}x**. The table, like "
+                         "every other figure here, describes blocked workers; small models run faster spinning.")
         for n in pr.get("notes", []):
             L.append(f"- {n}")
     widths = rep.get("widths") or {}

@@ -26,6 +26,10 @@ def test_run_quick_end_to_end(tmp_path, cli, monkeypatch):
         if cl:  # the prune step's closed loop measured too: its figure is reported next to the bench's
             assert p["closed_loop_speedup"] == cl and f"closed loop {cl:.2f}x" in proc.stdout
             assert "closed loop measured" in md
+        # ort-cpu: also timed with ORT's default spinning workers, reported next to the rest
+        sp = json.loads((out / "bench.json").read_text())["ort_spinning"]["speedup"]["1"]
+        assert p["spinning_speedup"] == sp > 0 and f"ORT spinning {sp:.2f}x" in proc.stdout
+        assert "default spinning worker threads" in md
     assert not os.path.exists(tmp_path / "hwprune_run")
 
 

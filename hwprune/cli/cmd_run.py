@@ -69,7 +69,8 @@ def summary_lines(rep: dict) -> str:
     p = rep.get("predicted") or {}
     if p.get("speedup"):
         L.append(f"table predicted {p['speedup']:.2f}x at batch {p['batch']} (measured {p['measured_speedup']:.2f}x"
-                 + (f"; closed loop {p['closed_loop_speedup']:.2f}x" if p.get("closed_loop_speedup") else "") + ")")
+                 + (f"; closed loop {p['closed_loop_speedup']:.2f}x" if p.get("closed_loop_speedup") else "")
+                 + (f"; ORT spinning {p['spinning_speedup']:.2f}x" if p.get("spinning_speedup") else "") + ")")
     for n in rep.get("notes", []):
         L.append(f"note: {n}")
     L.append(f"took {rep.get('total_seconds', 0):.0f} s")
