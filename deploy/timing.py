@@ -45,22 +45,36 @@ def summarize_ms(samples_ms) -> Timing:
     return Timing(float(q50), float(q10), float(q90), float(q75 - q25), len(a), 1)
 
 
+def _calls_per_repeat(fn: Callable[[], object], min_repeat_ms: float) -> int:
+    """Time one call of (warmed-up) ``fn``: how many calls make a repeat of ``min_repeat_ms``."""
+    t0 = time.perf_counter_ns()
+    fn()
+    once_ms = max((time.perf_counter_ns() - t0) / 1e6, 1e-4)
+    return max(1, int(np.ceil(min_repeat_ms / once_ms)))
+
+
+def _repeat_ms(fn: Callable[[], object], inner: int) -> float:
+    """One repeat: ``inner`` back-to-back calls, per-call milliseconds."""
+    t0 = time.perf_counter_ns()
+    for _ in range(inner):
+        fn()
+    return (time.perf_counter_ns() - t0) / 1e6 / inner
+
+
+def _timings(samples: dict[str, list[float]], inners: dict[str, int]) -> dict[str, Timing]:
+    out = {}
+    for name, s in samples.items():
+        t = summarize_ms(s)
+        out[name] = Timing(t.median_ms, t.p10_ms, t.p90_ms, t.iqr_ms, t.repeats, inners[name])
+    return out
+
+
 def measure(fn: Callable[[], object], protocol: Protocol = Protocol()) -> Timing:
     """Time ``fn`` per the protocol; returns per-call statistics in milliseconds."""
     for _ in range(protocol.warmup):
         fn()
-    t0 = time.perf_counter_ns()
-    fn()
-    once_ms = max((time.perf_counter_ns() - t0) / 1e6, 1e-4)
-    inner = max(1, int(np.ceil(protocol.min_repeat_ms / once_ms)))
-    samples = []
-    for _ in range(protocol.repeats):
-        t0 = time.perf_counter_ns()
-        for _ in range(inner):
-            fn()
-        samples.append((time.perf_counter_ns() - t0) / 1e6 / inner)
-    t = summarize_ms(samples)
-    return Timing(t.median_ms, t.p10_ms, t.p90_ms, t.iqr_ms, t.repeats, inner)
+    inner = _calls_per_repeat(fn, protocol.min_repeat_ms)
+    return _timings({"fn": [_repeat_ms(fn, inner) for _ in range(protocol.repeats)]}, {"fn": inner})["fn"]
 
 
 def measure_interleaved(fns: dict[str, Callable[[], object]], protocol: Protocol = Protocol()) -> dict[str, Timing]:
@@ -70,19 +84,29 @@ def measure_interleaved(fns: dict[str, Callable[[], object]], protocol: Protocol
     for name, fn in fns.items():
         for _ in range(protocol.warmup):
             fn()
-        t0 = time.perf_counter_ns()
-        fn()
-        once = max((time.perf_counter_ns() - t0) / 1e6, 1e-4)
-        inners[name] = max(1, int(np.ceil(protocol.min_repeat_ms / once)))
+        inners[name] = _calls_per_repeat(fn, protocol.min_repeat_ms)
     samples: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(protocol.repeats):
         for name, fn in fns.items():
-            t0 = time.perf_counter_ns()
-            for _ in range(inners[name]):
+            samples[name].append(_repeat_ms(fn, inners[name]))
+    return _timings(samples, inners)
+
+
+def measure_interleaved_fresh(makers: dict[str, Callable[[], Callable[[], object]]],
+                              protocol: Protocol = Protocol()) -> dict[str, Timing]:
+    """:func:`measure_interleaved` for runners that must not be alive together (ORT sessions whose
+    worker threads spin after a run and take the CPU from the one being timed): each repeat asks
+    ``makers[name]()`` for a fresh runner, warms it up (at least one call), times one repeat and
+    drops it before the next model's. Repeats still alternate between models."""
+    inners: dict[str, int] = {}
+    samples: dict[str, list[float]] = {k: [] for k in makers}
+    for _ in range(protocol.repeats):
+        for name, make in makers.items():
+            fn = make()
+            for _ in range(max(1, protocol.warmup)):
                 fn()
-            samples[name].append((time.perf_counter_ns() - t0) / 1e6 / inners[name])
-    out = {}
-    for name, s in samples.items():
-        t = summarize_ms(s)
-        out[name] = Timing(t.median_ms, t.p10_ms, t.p90_ms, t.iqr_ms, t.repeats, inners[name])
-    return out
+            if name not in inners:
+                inners[name] = _calls_per_repeat(fn, protocol.min_repeat_ms)
+            samples[name].append(_repeat_ms(fn, inners[name]))
+            del fn
+    return _timings(samples, inners)

@@ -7,7 +7,6 @@ optimisation and fixed threads), after warm-up, median of repeats.
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -96,45 +95,13 @@ class OrtCpuBackend(Backend):
         So each repeat builds the model's session, warms it up, times one repeat and drops it."""
         if self.spinning is False:
             return super().measure_many(models, x)
-        import gc
-
-        import numpy as np
-
-        from hwprune_deploy.ort import make_session
-        from hwprune_deploy.timing import summarize_ms
+        from hwprune_deploy.timing import measure_interleaved_fresh
 
         from .export import onnx_bytes
 
         data = {k: onnx_bytes(m, x) for k, m in models.items()}
-        p = self.protocol
-        feed_x = x.detach().cpu().numpy().astype(np.float32)
-        inner: dict[str, int] = {}
-        samples: dict[str, list[float]] = {k: [] for k in data}
-
-        def one_repeat(k: str) -> None:
-            sess = make_session(data[k], threads=self.threads, opt_level=self.opt_level, spinning=self.spinning)
-            feed = {sess.get_inputs()[0].name: feed_x}
-            for _ in range(max(1, p.warmup)):
-                sess.run(None, feed)
-            if k not in inner:
-                t0 = time.perf_counter_ns()
-                sess.run(None, feed)
-                inner[k] = max(1, int(np.ceil(p.min_repeat_ms / max((time.perf_counter_ns() - t0) / 1e6, 1e-4))))
-            t0 = time.perf_counter_ns()
-            for _ in range(inner[k]):
-                sess.run(None, feed)
-            samples[k].append((time.perf_counter_ns() - t0) / 1e6 / inner[k])
-            del sess
-            gc.collect()
-
-        for _ in range(p.repeats):
-            for k in data:
-                one_repeat(k)
-        out = {}
-        for k, s in samples.items():
-            t = summarize_ms(s)
-            out[k] = Timing(t.median_ms, t.p10_ms, t.p90_ms, t.iqr_ms, t.repeats, inner[k])
-        return out
+        return measure_interleaved_fresh({k: (lambda d=d: self.runner_from_onnx(d, x)) for k, d in data.items()},
+                                         self.protocol)
 
 
 def fold_batchnorm(model: nn.Module) -> nn.Module:

@@ -269,7 +269,7 @@ def _table_drift(ctx: SearchContext, config: PruneConfig, table, base_ms: float)
                f"here ({100 * rel:+.0f}%): this machine is not in the state the table was profiled in, and ratios "
                "at the heavily pruned end shift with it; recalibrate the table (`hwprune prune ... --recalibrate`, or "
                f"`hwprune profile --model {ctx.model_id.get('spec', 'M')} --out {getattr(table, 'path', None) or 'TABLE'} "
-               "--recalibrate`: ~11 whole-model timings, no re-profile) or profile it again")
+               "--recalibrate`: re-times the full model and the table's calibration variants, no re-profile) or profile it again")
     print(f"warning: {warning}", file=sys.stderr)
     return {"predicted_full_ms": ctx.baseline_cost, "measured_full_ms": base_ms, "relative": rel, "warning": warning}
 

@@ -22,8 +22,6 @@ import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "deploy"))
-
 
 def time_session(path: str, spinning, threads: int, seconds: float) -> float:
     from hwprune_deploy.ort import make_session, random_feed
