@@ -40,12 +40,17 @@ class OrtRunnerFactory:
     nodes per run -- not wall time, which would add the micro-model's layout reorders at its
     edges and the per-``run`` session overhead, neither of which the unit costs inside a network
     (on a 2-core EPYC they were 20-40% of a small 1x1 conv). Whole models are timed by wall clock.
+
+    ``spinning``: False (hwprune's default) -- ORT's workers block between ops; True -- they spin
+    during a run, as ORT's default does, and stop when it returns (``session.force_spinning_stop``),
+    so many sessions can still be alive and timed side by side (with ORT's default the idle
+    sessions' workers keep spinning and take the CPU from the one being timed).
     """
 
     name = "ort-cpu"
 
     def __init__(self, threads: int = 2, opt_level: str = "all", spinning: bool = False, kernel_time: bool = False):
-        self.threads, self.opt_level, self.spinning = int(threads), opt_level, spinning
+        self.threads, self.opt_level, self.spinning = int(threads), opt_level, bool(spinning)
         self.kernel_time = kernel_time
 
     def __call__(self, data: bytes) -> Callable[[], object]:
@@ -53,13 +58,15 @@ class OrtRunnerFactory:
 
         if self.kernel_time:
             return _ProfiledRun(data, self.threads, self.opt_level, self.spinning)
-        sess = make_session(data, threads=self.threads, opt_level=self.opt_level, spinning=self.spinning)
+        sess = make_session(data, threads=self.threads, opt_level=self.opt_level, spinning=self.spinning,
+                            spin_between_runs=False)
         feed = random_feed(sess)
         return lambda: sess.run(None, feed)
 
     def fingerprint(self) -> dict:
         from .ort import cpu_fingerprint
 
+        # spinning: True when ORT's workers spin between ops during a run (its default), False when they block
         return {**cpu_fingerprint(), "threads": self.threads, "opt_level": self.opt_level,
                 "spinning": self.spinning}
 
@@ -80,7 +87,7 @@ class _ProfiledRun:
         # run is dropped unread (an error mid-measurement) or the process exits
         weakref.finalize(self, shutil.rmtree, self._dir, True)
         self.sess = make_session(data, threads=threads, opt_level=opt_level, spinning=spinning,
-                                 profile_prefix=os.path.join(self._dir, "p"))
+                                 profile_prefix=os.path.join(self._dir, "p"), spin_between_runs=False)
         self.feed = random_feed(self.sess)
 
     def __call__(self):
@@ -170,9 +177,10 @@ def measure_bundle(path: str, threads: int = 2, backend: str = "ort-cpu", progre
     import time
 
     manifest, read = iter_bundle(path)
-    if backend == "ort-cpu":
-        factory = OrtRunnerFactory(threads)
-        unit_factory = OrtRunnerFactory(threads, kernel_time=True)
+    if backend == "ort-cpu":  # workers blocked or spinning in runs, as the bundle was written (--ort-spinning)
+        spin = bool(manifest.get("spinning", False))
+        factory = OrtRunnerFactory(threads, spinning=spin)
+        unit_factory = OrtRunnerFactory(threads, spinning=spin, kernel_time=True)
     elif backend == "tensorrt":
         from .trt import TrtRunnerFactory
 

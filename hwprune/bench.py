@@ -206,9 +206,14 @@ def bench(models: Mapping[str, LoadedModel], config: BenchConfig, table=None, pr
             predicted[k], why = predict_ms(table, m, size)
             if why:
                 notes.append(f"{k}: no prediction ({why})")
-        if config.spinning:
+        from .latency.measure import table_spinning
+
+        if config.spinning and not table_spinning(table):
             notes.append("the table was profiled with ORT's workers blocked; spinning runs small models faster "
                          "than it predicts (README: Spinning)")
+        elif table_spinning(table) and not config.spinning and config.backend == "ort-cpu":
+            notes.append("the table was profiled with ORT's workers spinning (--ort-spinning) and this bench "
+                         "blocks them: add --ort-spinning to compare like with like")
     rows, speedup = [], {}
     bar = progress_bar(len(config.batches), progress, desc="bench", unit="batch", min_total=2)
     for b in config.batches:

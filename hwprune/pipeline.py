@@ -47,6 +47,7 @@ class RunConfig:
     criterion: str = "l1"
     backend: str = "ort-cpu"
     threads: int = 2
+    spinning: bool = False  # ort-cpu: profile, check and bench with ORT's workers spinning (--ort-spinning)
     table: Optional[str] = None  # None: reuse a matching table from latency_tables/ or profile one
     finetune_epochs: int = 1  # the demo recovers accuracy with one epoch; 0 disables
     train_epochs: Optional[int] = None  # default-model training (None: the trainer's default)
@@ -67,6 +68,8 @@ class RunConfig:
         self.batches = parse_batches(self.batches)
         if self.threads < 1:
             raise ConfigError(f"threads {self.threads} must be >= 1")
+        if self.spinning and self.backend != "ort-cpu":
+            raise ConfigError(f"--ort-spinning applies to --backend ort-cpu only, not {self.backend!r}")
         if self.finetune_epochs < 0:
             raise ConfigError(f"finetune-epochs {self.finetune_epochs} must be >= 0")
         if self.train_epochs is not None and self.train_epochs < 1:
@@ -235,6 +238,7 @@ def find_table(config: RunConfig, loaded: LoadedModel, input_size: int, folders=
 
     from .graph import ChannelGraph
     from .latency import LatencyTable
+    from .latency.measure import table_spinning
 
     for folder in folders:
         for path in sorted(glob.glob(os.path.join(folder, "*.json"))):
@@ -246,6 +250,8 @@ def find_table(config: RunConfig, loaded: LoadedModel, input_size: int, folders=
                     continue
                 if int(t.device.get("threads", config.threads)) != config.threads or t.check_device():
                     continue
+                if table_spinning(t) != config.spinning:  # blocked vs spinning workers: another protocol
+                    continue
                 x = torch.randn(t.batch, 3, input_size, input_size)
                 if t.covers(ChannelGraph(loaded.model, x)):
                     return path
@@ -256,6 +262,15 @@ def find_table(config: RunConfig, loaded: LoadedModel, input_size: int, folders=
 
 def get_table(config: RunConfig, run: Run, loaded: LoadedModel, input_size: int) -> Optional[str]:
     if config.table:
+        from .latency import LatencyTable
+        from .latency.measure import table_spinning
+
+        t = LatencyTable.load(config.table)
+        if t.backend == config.backend and table_spinning(t) != config.spinning:
+            raise ConfigError(f"table {config.table!r} was profiled with ORT's workers "
+                              f"{'spinning' if table_spinning(t) else 'blocked'}; "
+                              f"{'add' if table_spinning(t) else 'drop'} --ort-spinning so the closed loop and the "
+                              "bench time the way the table did")
         return config.table
     found = find_table(config, loaded, input_size, folders=(TABLE_DIR, config.out))
     if found:
@@ -265,6 +280,7 @@ def get_table(config: RunConfig, run: Run, loaded: LoadedModel, input_size: int)
 
     pc = {f.name for f in dataclasses.fields(ProfileConfig)}
     kw = {"backend": config.backend, "threads": config.threads, "batch": 1, "input_size": input_size,
+          "spinning": config.spinning,
           "align": config.align, "min_width": config.min_width, "out": os.path.join(config.out, "latency_table.json"),
           **sizes(config)["profile"]}
     return profile(loaded, ProfileConfig(**{k: v for k, v in kw.items() if k in pc}), progress=config.progress)
@@ -339,7 +355,7 @@ def bisect_uniform(config: RunConfig, run: Run, loaded: LoadedModel, input_size:
         res = prune(loaded, PruneConfig(strategy="uniform", ratio=mid, criterion=config.criterion, align=config.align,
                                         min_width=config.min_width, input_size=input_size, seed=config.seed))
         t = measure_against_baseline(config.backend, {"baseline": loaded.model, "pruned": res.model}, x,
-                                     config.threads, protocol=protocol)
+                                     config.threads, protocol=protocol, spinning=config.spinning)
         got = timing_ms(t["pruned"]) / timing_ms(t["baseline"])
         if got <= frac:
             best, hi = (res, mid, got), mid
@@ -409,12 +425,13 @@ def run_pipeline(config: RunConfig) -> dict:
         st.detail = f"parity baseline {p_base.max_abs:.1e}, pruned {p_pruned.max_abs:.1e} (max |err| vs PyTorch)"
     with run.step("bench") as st:
         bcfg = BenchConfig(backend=config.backend, threads=config.threads, batches=config.batches, input_size=size,
-                           warmup=s["warmup"], repeats=s["repeats"], min_repeat_ms=s["min_repeat_ms"], seed=config.seed)
+                           warmup=s["warmup"], repeats=s["repeats"], min_repeat_ms=s["min_repeat_ms"], seed=config.seed,
+                           spinning=config.spinning)
         pruned_loaded = LoadedModel(pruned, loaded.model_id, size, plan=res.plan)
         tbl = load_table(table) if table else None
         b = bench({"baseline": loaded, "pruned": pruned_loaded}, bcfg, table=tbl, progress=config.progress)
         st.detail = ", ".join(f"batch {k}: {v:.2f}x" for k, v in b["speedup"].items()) + " measured"
-        if config.backend == "ort-cpu":  # also as a default-options ORT deployment runs (README: Spinning)
+        if config.backend == "ort-cpu" and not config.spinning:  # also as a default-options ORT deployment runs
             scfg = dataclasses.replace(bcfg, batches=(bcfg.batches[0],), spinning=True)
             bs = bench({"baseline": loaded, "pruned": pruned_loaded}, scfg, progress=False)
             b["ort_spinning"] = {k: bs[k] for k in ("rows", "speedup", "protocol")}
@@ -442,7 +459,7 @@ def command_line(config: RunConfig) -> str:
         v, dv = getattr(config, f.name), getattr(d, f.name)
         if f.name == "progress" or v == dv or (isinstance(v, tuple) and list(v) == list(dv)):
             continue
-        flag = "--" + f.name.replace("_", "-")
+        flag = {"spinning": "--ort-spinning"}.get(f.name, "--" + f.name.replace("_", "-"))
         if isinstance(v, bool):
             parts.append(flag)
         elif f.name == "batches":

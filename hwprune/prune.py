@@ -232,17 +232,19 @@ def _search(strategy: Callable, ctx: SearchContext) -> dict[str, int]:
     return widths
 
 
-def _measure(config: PruneConfig, models: dict[str, nn.Module], x: torch.Tensor, precision: str = "fp32") -> dict[str, Any]:
+def _measure(config: PruneConfig, models: dict[str, nn.Module], x: torch.Tensor, precision: str = "fp32",
+             spinning: bool = False) -> dict[str, Any]:
     """Measure ``pruned`` against ``baseline`` the way the latency table was calibrated and is
     validated (:meth:`hwprune.latency.measure.Measurer.models`): the unpruned model in every
     chunk as the reference, >=4 passes, the mean of the two fastest, the protocol statistic
     (p10 of repeats). The closed loop then checks the budget with the very estimator the table's
     calibration was fitted with; with a different one (an unfiltered median of interleaved
     repeats) the two disagreed by several % on a busy 2-vCPU VM and the loop chased the gap.
+    ``precision`` and ``spinning`` (ORT workers): as the table was measured (:func:`_measure_as`).
     Returns ``{"baseline": Timing, "pruned": Timing}``, ``baseline`` being the reference level."""
     from .latency.measure import measure_against_baseline
 
-    return measure_against_baseline(config.backend, models, x, config.threads, precision)
+    return measure_against_baseline(config.backend, models, x, config.threads, precision, spinning=spinning)
 
 
 #: what the closed loop's milliseconds are (recorded in the report)
@@ -274,10 +276,15 @@ def _table_drift(ctx: SearchContext, config: PruneConfig, table, base_ms: float)
     return {"predicted_full_ms": ctx.baseline_cost, "measured_full_ms": base_ms, "relative": rel, "warning": warning}
 
 
-def _measure_precision(config: PruneConfig, table) -> str:
-    """The precision to measure in: the table's, when it was profiled on the backend the closed
-    loop measures on (a torch-cuda fp16 table is checked in fp16), else fp32."""
-    return getattr(table, "precision", "fp32") if config.backend and getattr(table, "backend", None) == config.backend else "fp32"
+def _measure_as(config: PruneConfig, table) -> tuple[str, bool]:
+    """(precision, spinning) to measure with: the table's, when it was profiled on the backend the
+    closed loop measures on (a torch-cuda fp16 table is checked in fp16, a table timed with ORT's
+    workers spinning is checked spinning), else fp32 with blocked workers."""
+    from .latency.measure import table_spinning
+
+    if config.backend and getattr(table, "backend", None) == config.backend:
+        return getattr(table, "precision", "fp32"), table_spinning(table)
+    return "fp32", False
 
 
 def prune(loaded: LoadedModel, config: PruneConfig, calib=None, table=None, evaluator=None,
@@ -306,7 +313,7 @@ def prune(loaded: LoadedModel, config: PruneConfig, calib=None, table=None, eval
         measured_table = LatencyTable.load(table)
     else:
         measured_table = table
-    precision = _measure_precision(config, measured_table)
+    precision, spinning = _measure_as(config, measured_table)
     drift = None
     while True:
         plan = ctx.plan_for(widths, provenance={
@@ -317,7 +324,7 @@ def prune(loaded: LoadedModel, config: PruneConfig, calib=None, table=None, eval
         pruned = apply(loaded.model, plan)
         if not config.backend:
             break
-        measured = _measure(config, {"baseline": loaded.model, "pruned": pruned}, x, precision)
+        measured = _measure(config, {"baseline": loaded.model, "pruned": pruned}, x, precision, spinning)
         base_ms, got_ms = timing_ms(measured["baseline"]), timing_ms(measured["pruned"])
         if not closed_loop:  # the first measurement of the unpruned model
             drift = _table_drift(ctx, config, measured_table, base_ms)
@@ -333,7 +340,7 @@ def prune(loaded: LoadedModel, config: PruneConfig, calib=None, table=None, eval
             # confirm a miss with a second side-by-side measurement before acting on it, so one
             # noisy neighbour does not shrink the model; the confirmation is what counts
             step["unconfirmed_measured_ms"] = got_ms
-            measured = _measure(config, {"baseline": loaded.model, "pruned": pruned}, x, precision)
+            measured = _measure(config, {"baseline": loaded.model, "pruned": pruned}, x, precision, spinning)
             base_ms, got_ms = timing_ms(measured["baseline"]), timing_ms(measured["pruned"])
             goal_ms = frac * base_ms if frac is not None else ctx.budget.value
             step.update(baseline_ms=base_ms, measured_ms=got_ms, goal_ms=goal_ms)
@@ -381,7 +388,7 @@ def prune(loaded: LoadedModel, config: PruneConfig, calib=None, table=None, eval
         b, p = measured["baseline"], measured["pruned"]
         b_ms, p_ms = timing_ms(b), timing_ms(p)
         lat = report.setdefault("latency", {})
-        lat.update({"backend": config.backend, "threads": config.threads, "precision": precision,
+        lat.update({"backend": config.backend, "threads": config.threads, "precision": precision, "spinning": spinning,
                     "statistic": MEASURE_STATISTIC,
                     "baseline_ms": b_ms, "baseline_median_ms": b.median_ms, "baseline_p90_ms": b.p90_ms,
                     "measured_ms": p_ms, "measured_median_ms": p.median_ms, "measured_p90_ms": p.p90_ms,

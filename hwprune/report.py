@@ -65,7 +65,8 @@ def make_report_dict(prune_report: Mapping[str, Any], bench: Optional[Mapping[st
     }
     if bench:
         rep["backend"] = {"name": bench.get("backend"), "threads": bench.get("threads"),
-                          "precision": bench.get("precision"), "fingerprint": bench.get("fingerprint"),
+                          "precision": bench.get("precision"), "spinning": bool(bench.get("spinning")),
+                          "fingerprint": bench.get("fingerprint"),
                           "protocol": bench.get("protocol")}
         rep["latency"] = summarize_bench(bench)
         t = bench.get("table") or {}
@@ -287,7 +288,8 @@ def to_markdown(rep: Mapping[str, Any], figures: list[str]) -> str:
     L = [f"# hwprune report: {spec}", ""]
     be = rep.get("backend") or {}
     L.append(f"Strategy **{rep.get('strategy')}**" + (f", budget **{rep['budget']}**" if rep.get("budget") else "")
-             + (f"; measured on **{be.get('name')}** ({be.get('threads')} threads, {be.get('precision')})" if be else "")
+             + (f"; measured on **{be.get('name')}** ({be.get('threads')} threads, {be.get('precision')}"
+                + (", ORT workers spinning" if be.get("spinning") else "") + ")" if be else "")
              + (f", input {rep['input_shape']}" if rep.get("input_shape") else "") + ".")
     verdict = (rep.get("prune") or {}).get("verdict")
     if verdict:

@@ -313,3 +313,75 @@ def test_config_validation():
         ProfileConfig(threads=0)
     with pytest.raises(ConfigError, match="precision"):
         ProfileConfig(precision="fp8")
+    with pytest.raises(ConfigError, match="ort-cpu only"):
+        ProfileConfig(backend="torch-cpu", spinning=True)
+
+
+def test_ort_spinning_table_is_named_recorded_and_checked_the_same_way(tmp_path, monkeypatch):
+    """--ort-spinning: units and whole models timed with ORT's workers spinning in a run; the table
+    says so (fingerprint, default name), and validate and the closed loop time the same way."""
+    from hwprune.prune import PruneConfig, _measure_as
+    from hwprune_deploy.timing import Protocol
+
+    monkeypatch.chdir(tmp_path)
+    path = profile(tiny(), ProfileConfig.quick(input_size=16, calib_variants=2, align=8, spinning=True),
+                   progress=False)
+    assert os.path.basename(path).endswith("-ort-cpu-spin-fp32-b1.json") and path.startswith("latency_tables")
+    t = LatencyTable.load(path)
+    assert t.device["spinning"] is True and next(iter(t.models.values()))["full_ms"] > 0
+    r = validate(tiny(), path, samples=2, seed=1, progress=False, passes=1,
+                 protocol=Protocol(warmup=1, repeats=3, min_repeat_ms=0.5))
+    assert r.spinning is True and r.to_dict()["spinning"] is True
+    assert all(v["measured_ms"] > 0 for v in r.variants)
+    assert _measure_as(PruneConfig(backend="ort-cpu"), t) == ("fp32", True)
+    assert _measure_as(PruneConfig(backend="torch-cpu"), t) == ("fp32", False)  # another backend: its own default
+    # one table holds one protocol: extending it with blocked workers is refused, naming the flag
+    with pytest.raises(TableError, match="--ort-spinning"):
+        profile(tiny(), ProfileConfig.quick(input_size=16, out=path, align=8), progress=False)
+
+
+def test_spinning_sessions_spin_in_runs_and_stop_between_them():
+    """The session options behind each setting, read back from real ORT sessions."""
+    from hwprune.latency.micro import unit_onnx
+    from hwprune_deploy.ort import make_session
+
+    data = unit_onnx(UnitFamily("conv", 8, 8, act="relu"), 8, 8)
+
+    def entries(**kw):
+        so = make_session(data, **kw).get_session_options()
+
+        def get(k):
+            try:
+                return so.get_session_config_entry(k)
+            except Exception:  # ORT raises for a key that was never set
+                return None
+
+        return {k: get(k) for k in ("session.intra_op.allow_spinning", "session.force_spinning_stop")}
+
+    assert entries(spinning=False) == {"session.intra_op.allow_spinning": "0", "session.force_spinning_stop": None}
+    assert entries(spinning=True, spin_between_runs=False) == {"session.intra_op.allow_spinning": "1",
+                                                               "session.force_spinning_stop": "1"}
+    assert entries(spinning=None) == {"session.intra_op.allow_spinning": None, "session.force_spinning_stop": None}
+
+
+def test_ort_spinning_bundle_is_measured_spinning_and_read_back_so(tmp_path, monkeypatch):
+    """A bundle written with --ort-spinning tells the device-side runner to time spinning; the table
+    read back records it, and a blocked table refuses the result."""
+    from hwprune.latency.bundle import read_bundle_result, write_bundle
+    from hwprune_deploy.runner import measure_bundle
+    from hwprune_deploy.timing import Protocol
+
+    monkeypatch.chdir(tmp_path)
+    q = Protocol(warmup=1, repeats=3, min_repeat_ms=0.2, statistic="p10")
+    man = write_bundle(tiny(), ProfileConfig.quick(input_size=16, calib_variants=2, spinning=True), "b.zip",
+                       points_per_axis=2)
+    assert man["spinning"] is True
+    res = measure_bundle("b.zip", progress=False, unit_protocol=q, model_protocol=q)
+    assert res["fingerprint"]["spinning"] is True
+    with open("r.json", "w") as f:
+        json.dump(res, f)
+    path = read_bundle_result("r.json")
+    assert path.endswith("-ort-cpu-spin-fp32-b1.json") and LatencyTable.load(path).device["spinning"] is True
+    blocked = profile(tiny(), ProfileConfig.quick(input_size=16, out="blocked.json", align=8), progress=False)
+    with pytest.raises(TableError, match="--ort-spinning"):
+        read_bundle_result("r.json", out=blocked)

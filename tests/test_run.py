@@ -62,3 +62,41 @@ def test_default_model_trained_here_when_the_asset_fails(tmp_path, monkeypatch):
     assert any("from the cache" in n for n in run2.notes), run2.notes
     for a, b in zip(loaded.model.state_dict().values(), again.model.state_dict().values()):
         assert torch.equal(a, b)
+
+
+def test_run_reuses_only_tables_timed_its_way(tmp_path):
+    """`hwprune run --ort-spinning` reuses a spinning table and never a blocked one, and the
+    reverse; a --table timed the other way is refused with the flag to fix it."""
+    import pytest
+
+    from hwprune import pipeline
+    from hwprune.errors import ConfigError
+    from hwprune.latency import ProfileConfig, profile
+
+    loaded = pipeline.load_model("tiny_resnet", kwargs={"width": 8, "depth": 1})
+    folder = tmp_path / "tables"
+    spin = profile(loaded, ProfileConfig.quick(input_size=16, align=8, spinning=True,
+                                               out=str(folder / "spin.json")), progress=False)
+    cfg = {"out": str(tmp_path / "o"), "progress": False, "align": 8}
+    assert pipeline.find_table(pipeline.RunConfig(spinning=True, **cfg), loaded, 16, folders=(str(folder),)) == spin
+    assert pipeline.find_table(pipeline.RunConfig(**cfg), loaded, 16, folders=(str(folder),)) is None
+    run = pipeline.Run(pipeline.RunConfig(**cfg))
+    with pytest.raises(ConfigError, match="add --ort-spinning"):
+        pipeline.get_table(pipeline.RunConfig(table=spin, **cfg), run, loaded, 16)
+    with pytest.raises(ConfigError, match="ort-cpu only"):
+        pipeline.RunConfig(backend="torch-cpu", spinning=True)
+
+
+def test_report_command_line_parses_back_to_the_same_config():
+    """The reproduce command in report.md uses the CLI's real flags (--ort-spinning, --batch)."""
+    import shlex
+
+    from hwprune import pipeline
+    from hwprune.cli.main import build_parser
+
+    cfg = pipeline.RunConfig(spinning=True, budget="0.6x", batches=(1, 4), quick=True, seed=3, out="o")
+    argv = shlex.split(pipeline.command_line(cfg))
+    assert argv[:2] == ["hwprune", "run"] and "--ort-spinning" in argv
+    args = build_parser().parse_args(argv[1:])
+    assert (args.ort_spinning, args.budget, args.batch, args.quick, args.seed, args.out) == \
+        (True, "0.6x", "1,4", True, 3, "o")

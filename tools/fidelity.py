@@ -61,6 +61,9 @@ def main(argv=None) -> int:
     ap.add_argument("--backend", default="ort-cpu", help="ort-cpu (default) | torch-cpu | torch-cuda | ...")
     ap.add_argument("--precision", default="fp32", help="fp32 (default) | fp16 | bf16 (GPU backends)")
     ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--ort-spinning", action="store_true",
+                    help="ort-cpu: profile and validate with ORT's workers spinning (its default), one session alive "
+                         "at a time (table ...-ort-cpu-spin-..., report fidelity-spin.json/.md)")
     ap.add_argument("--out", help="table file (default: latency_tables/<device>-ort-cpu-fp32-b1.json)")
     ap.add_argument("--report-dir", default=os.path.join(ROOT, "latency_tables"))
     ap.add_argument("--fresh", action="store_true", help="delete the table first (re-measure every unit)")
@@ -80,7 +83,8 @@ def main(argv=None) -> int:
     from hwprune.latency.table import default_table_name
 
     table_path = args.out or os.path.join(TABLE_DIR, default_table_name(
-        Measurer(args.backend, args.threads, args.precision).fingerprint(), args.backend, args.precision, args.batch))
+        Measurer(args.backend, args.threads, args.precision, spinning=args.ort_spinning).fingerprint(), args.backend,
+        args.precision, args.batch))
     if args.fresh and os.path.exists(table_path):
         os.unlink(table_path)
     results = []
@@ -92,7 +96,8 @@ def main(argv=None) -> int:
                       if m["spec"] == spec][-1]["profile_seconds"]
         else:
             cfg = ProfileConfig(backend=args.backend, threads=args.threads, batch=args.batch,
-                                precision=args.precision, input_size=args.input_size, out=table_path)
+                                precision=args.precision, input_size=args.input_size, out=table_path,
+                                spinning=args.ort_spinning)
             profile(load_model(spec), cfg, progress=True)
             prof_s = time.perf_counter() - t0
         t1 = time.perf_counter()
@@ -127,6 +132,8 @@ def main(argv=None) -> int:
     table = LatencyTable.load(table_path, check_device=False)
     stem = "fidelity" if (args.backend, args.precision, args.batch) == ("ort-cpu", "fp32", 1) else \
         f"fidelity-{args.backend}-{args.precision}-b{args.batch}"
+    if args.ort_spinning:
+        stem += "-spin"
     report = os.path.join(args.report_dir, stem + ".json")
     if not args.fresh and os.path.exists(report):  # keep the rows of models this run did not touch
         with open(report) as f:

@@ -1,16 +1,22 @@
-"""How much ORT's worker spinning changes latency and speedup: blocked workers (how hwprune's
-tables and `hwprune bench` time) against ORT's default (workers spin-wait between ops, as a
-single-model deployment with default session options runs).
+"""How much ORT's worker spinning changes latency and speedup. Three settings:
+
+* blocked -- workers block between ops (how hwprune's default tables and `hwprune bench` time);
+* spin in runs -- workers spin between the ops of a run and stop when it returns
+  (``session.force_spinning_stop``; how ``hwprune profile --ort-spinning`` tables time);
+* ORT default -- workers spin, and keep spinning between runs (a single-model deployment with
+  default session options).
 
     python tools/ort_spinning.py --run hwprune_run              # baseline.onnx vs pruned.onnx of a `hwprune run`
-    python tools/ort_spinning.py a.onnx b.onnx --rounds 6
+    python tools/ort_spinning.py a.onnx b.onnx --rounds 6 --side-by-side
 
-Only one session is alive at a time: with two sessions alive and spinning on, the idle one's
-workers take the CPU from the one being timed (on this 2-vCPU VM the unpruned tiny_resnet read
-0.84-1.3 ms instead of 0.47), which is why hwprune times with spinning off. Each round times
-every model in both settings, one after the other (a fresh session each, 20 warm-up runs, then
-back-to-back runs for ``--seconds``); per reading the median of runs. Prints per setting each
-model's median over rounds and the speedup of every model over the first, median and range.
+Alone, one session alive at a time: each round times every model in every setting (a fresh
+session each, 20 warm-up runs, then back-to-back runs for ``--seconds``); per reading the median
+of runs. ``--side-by-side`` also times every model with all the models' sessions alive, repeats
+alternating between them (as hwprune's interleaved protocol does): there ORT's default breaks
+down -- the idle sessions' workers keep spinning and take the CPU from the one timed (on this
+2-vCPU VM the unpruned tiny_resnet read 0.84-1.3 ms instead of 0.47) -- while spin-in-runs
+sessions read what they read alone. Prints per setting each model's median over rounds and the
+speedup of every model over the first, median and range.
 """
 from __future__ import annotations
 
@@ -23,21 +29,47 @@ import time
 import numpy as np
 
 
-def time_session(path: str, spinning, threads: int, seconds: float) -> float:
+#: make_session keyword arguments of each setting
+SETTINGS = {"blocked (hwprune default)": {"spinning": False},
+            "spin in runs (--ort-spinning)": {"spinning": True, "spin_between_runs": False},
+            "spinning (ORT default)": {"spinning": None}}
+
+
+def _session(path: str, threads: int, kw: dict):
     from hwprune_deploy.ort import make_session, random_feed
 
-    sess = make_session(path, threads=threads, spinning=spinning)
+    sess = make_session(path, threads=threads, **kw)
     feed = random_feed(sess)
     for _ in range(20):
         sess.run(None, feed)
+    return lambda: sess.run(None, feed)
+
+
+def _runs(fn, seconds: float) -> list[float]:
     runs = []
     t_end = time.perf_counter() + seconds
     while time.perf_counter() < t_end:
         t0 = time.perf_counter_ns()
-        sess.run(None, feed)
+        fn()
         runs.append((time.perf_counter_ns() - t0) / 1e6)
-    del sess
-    return float(np.median(runs))
+    return runs
+
+
+def time_session(path: str, kw: dict, threads: int, seconds: float) -> float:
+    """One session alone: median ms of back-to-back runs for ``seconds``."""
+    fn = _session(path, threads, kw)
+    return float(np.median(_runs(fn, seconds)))
+
+
+def time_side_by_side(paths: list[str], kw: dict, threads: int, seconds: float, slice_s: float = 0.1) -> dict:
+    """All sessions alive; slices of ``slice_s`` alternate between them until each had
+    ``seconds``: median ms of each model's runs."""
+    fns = {p: _session(p, threads, kw) for p in paths}
+    runs: dict[str, list[float]] = {p: [] for p in paths}
+    for _ in range(max(1, int(round(seconds / slice_s)))):
+        for p, fn in fns.items():
+            runs[p] += _runs(fn, slice_s)
+    return {p: float(np.median(r)) for p, r in runs.items()}
 
 
 def main(argv=None) -> int:
@@ -47,6 +79,8 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--seconds", type=float, default=1.5, help="timed seconds per model, setting and round")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--side-by-side", action="store_true",
+                    help="also time every setting with all the models' sessions alive, alternating")
     ap.add_argument("--json", help="also write the readings here")
     args = ap.parse_args(argv)
     paths = list(args.models)
@@ -57,17 +91,23 @@ def main(argv=None) -> int:
     for p in paths:
         if not os.path.isfile(p):
             ap.error(f"{p!r} does not exist (a `hwprune run --out DIR` writes DIR/baseline.onnx and DIR/pruned.onnx)")
-    settings = {"blocked (hwprune)": False, "spinning (ORT default)": None}
+    settings = dict(SETTINGS)
+    if args.side_by_side:
+        settings.update({f"{s}, side by side": kw for s, kw in SETTINGS.items()})
     ms: dict[str, dict[str, list[float]]] = {s: {p: [] for p in paths} for s in settings}
     for r in range(args.rounds):
-        for s, spin in settings.items():
+        for s, kw in settings.items():
+            if s.endswith("side by side"):
+                for p, v in time_side_by_side(paths, kw, args.threads, args.seconds).items():
+                    ms[s][p].append(v)
+                continue
             for p in paths:
-                ms[s][p].append(time_session(p, spin, args.threads, args.seconds))
+                ms[s][p].append(time_session(p, kw, args.threads, args.seconds))
         print(f"round {r + 1}/{args.rounds}: " + "; ".join(
             f"{s}: " + " ".join(f"{ms[s][p][-1]:.3f}" for p in paths) for s in settings), file=sys.stderr, flush=True)
     names = [os.path.basename(p) for p in paths]
-    print(f"ORT CPU, {args.threads} threads, one session alive at a time, {args.rounds} rounds of "
-          f"{args.seconds:g} s per model and setting; median ms of runs, median over rounds")
+    print(f"ORT CPU, {args.threads} threads, {args.rounds} rounds of {args.seconds:g} s per model and setting, one "
+          "session alive at a time unless 'side by side'; median ms of runs, median over rounds")
     print("| setting | " + " | ".join(names) + (" | speedup (median, range)" if len(paths) > 1 else "") + " |")
     print("|---" * (len(paths) + 1 + (len(paths) > 1)) + "|")
     for s in settings:

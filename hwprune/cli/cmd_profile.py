@@ -24,6 +24,11 @@ def register(sub) -> None:
                    help="ort-cpu | torch-cpu | torch-cuda | tensorrt | tensorrt-sparse (default ort-cpu)")
     g.add_argument("--threads", type=int, default=2, help="intra-op threads, pinned and recorded (default 2)")
     g.add_argument("--precision", default="fp32", help="fp32 | fp16 | bf16 | int8 (GPU backends)")
+    g.add_argument("--ort-spinning", action="store_true",
+                   help="ort-cpu: time with ORT's worker threads spinning between ops (ORT's default session options, "
+                        "what a default deployment runs) instead of blocked (hwprune's default), one session alive at "
+                        "a time; the table is named ...-ort-cpu-spin-..., and validate, recalibrate and the closed "
+                        "loop then time the same way")
     g.add_argument("--out", help="table file to write/extend (default: latency_tables/<device>-<backend>-...json)")
     g.add_argument("--resume", action="store_true", help="continue an interrupted profile (finished units are kept)")
     g.add_argument("--calib-variants", type=int, default=None,
@@ -61,7 +66,7 @@ def run(args) -> int:
     make = ProfileConfig.quick if args.quick else ProfileConfig
     config = make(backend=args.backend, threads=args.threads, batch=args.batch, input_size=args.input_size,
                            precision=args.precision, align=args.align, min_width=args.min_width, out=args.out,
-                           resume=args.resume, ignore=tuple(args.ignore),
+                           resume=args.resume, ignore=tuple(args.ignore), spinning=args.ort_spinning,
                   **({} if args.calib_variants is None else {"calib_variants": args.calib_variants}))
     loaded = load_from_args(args)
     if args.bundle:
@@ -98,7 +103,8 @@ def _recalibrate(args) -> int:
     from ..latency.table import default_table_name
 
     path = args.out or os.path.join(TABLE_DIR, default_table_name(
-        Measurer(args.backend, args.threads, args.precision).fingerprint(), args.backend, args.precision, args.batch))
+        Measurer(args.backend, args.threads, args.precision, spinning=args.ort_spinning).fingerprint(), args.backend,
+        args.precision, args.batch))
     if not os.path.isfile(path):
         raise ConfigError(f"--recalibrate needs an existing table, and {path!r} does not exist; profile first "
                           f"(`hwprune profile --model {args.model}`) or pass the table with --out")

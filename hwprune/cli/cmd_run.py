@@ -24,6 +24,10 @@ def register(sub) -> None:
     p.add_argument("--criterion", default=d.criterion, help="channel importance criterion (default l1)")
     p.add_argument("--backend", default=d.backend, help="ort-cpu (default), torch-cpu, torch-cuda, tensorrt")
     p.add_argument("--threads", type=int, default=d.threads, help="CPU threads (default 2)")
+    p.add_argument("--ort-spinning", action="store_true",
+                   help="ort-cpu: profile the table, check the budget and bench with ORT's worker threads spinning, "
+                        "as a deployment with ORT's default session options runs (default: workers blocked; "
+                        "README: Spinning)")
     p.add_argument("--table", help="latency table to use (default: reuse a matching one or profile)")
     p.add_argument("--finetune-epochs", type=int, default=d.finetune_epochs,
                    help=f"fine-tune the pruned model for E epochs (default {d.finetune_epochs}; 0: none)")
@@ -42,7 +46,7 @@ def register(sub) -> None:
 def run(args) -> int:
     config = RunConfig(model=args.model, weights=args.weights, data=args.data, budget=args.budget,
                        strategy=args.strategy, criterion=args.criterion, backend=args.backend, threads=args.threads,
-                       table=args.table, finetune_epochs=args.finetune_epochs, train_epochs=args.train_epochs,
+                       spinning=args.ort_spinning, table=args.table, finetune_epochs=args.finetune_epochs, train_epochs=args.train_epochs,
                        batches=args.batch, input_size=args.input_size, num_classes=args.num_classes,
                        align=resolve_align(args.align, args.backend), min_width=args.min_width, out=args.out,
                        quick=args.quick, seed=args.seed, progress=not args.no_progress)
@@ -57,7 +61,8 @@ def summary_lines(rep: dict) -> str:
     L = []
     acc = rep.get("accuracy") or {}
     L.append(f"model {rep['model'].get('spec')}, strategy {rep.get('strategy')}, budget {rep.get('budget')}, "
-             f"backend {rep['backend']['name']} ({rep['backend']['threads']} threads)")
+             f"backend {rep['backend']['name']} ({rep['backend']['threads']} threads"
+             + (", workers spinning" if rep['backend'].get('spinning') else "") + ")")
     L.append(f"FLOPs {rep['flops']['reduction']:.2f}x fewer, params {rep['params']['reduction']:.2f}x fewer")
     if acc.get("before") is not None:
         after = acc.get("after_finetune", acc.get("after"))

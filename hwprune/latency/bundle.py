@@ -74,7 +74,7 @@ def write_bundle(loaded: LoadedModel, config: ProfileConfig, path: str, points_p
         files[f"models/{k}.onnx"] = patternize_onnx(onnx_bytes(m, x))
         models[k] = {"file": f"models/{k}.onnx", "role": "full" if k == "full" else "calibration", "widths": w}
     manifest = {"format": BUNDLE_FORMAT, "version": 1, "backend": config.backend, "precision": config.precision,
-                "batch": config.batch, "threads": config.threads, "align": config.align,
+                "batch": config.batch, "threads": config.threads, "spinning": config.spinning, "align": config.align,
                 "min_width": config.min_width, "created": now(), "families": families, "models": models,
                 "model": {"spec": loaded.model_id.get("spec"), "model_id": loaded.model_id, "model_key": model_key(graph),
                           "input_shape": list(x.shape), "units": [u.to_dict() for u in units]}}
@@ -104,6 +104,11 @@ def read_bundle_result(result_path: str, out: str | None = None) -> str:
         table = LatencyTable.load(path, check_device=False)
         if table.device.get("cpu") != fp.get("cpu") or table.device.get("gpu") != fp.get("gpu"):
             raise TableError(f"table {path!r} was measured on another device; pass a different --out")
+        if bool(table.device.get("spinning", False)) != bool(fp.get("spinning", False)):
+            raise TableError(f"table {path!r} and {result_path!r} were timed with ORT's workers "
+                             f"{'spinning' if table.device.get('spinning') else 'blocked'} and "
+                             f"{'spinning' if fp.get('spinning') else 'blocked'} (--ort-spinning); one table "
+                             "holds one protocol: pass a different --out")
     else:
         table = LatencyTable(fp, backend, precision, batch,
                              {"unit": res["unit_protocol"], "model": res["model_protocol"], "statistic": "p10",

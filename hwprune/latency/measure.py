@@ -34,15 +34,22 @@ class Measurer:
     """Times units and models on one backend with the house protocol."""
 
     def __init__(self, backend: str, threads: int = 2, precision: str = "fp32", unit_protocol=None,
-                 model_protocol=None):
+                 model_protocol=None, spinning: bool = False):
+        """``spinning`` (ort-cpu only): time with ORT's worker threads spinning between the ops
+        of a run (ORT's default, what a default-options deployment runs) and stopped between
+        runs, so sessions are still timed side by side (:class:`~hwprune_deploy.runner.OrtRunnerFactory`);
+        False (the default): workers block."""
         self.backend, self.threads, self.precision = backend, threads, precision
         self.unit_protocol = unit_protocol or UNIT_PROTOCOL
         self.model_protocol = model_protocol or MODEL_PROTOCOL
+        self.spinning = bool(spinning)
+        if spinning and backend != "ort-cpu":
+            raise ConfigError(f"spinning workers (--ort-spinning) apply to --backend ort-cpu only, not {backend!r}")
         if backend == "ort-cpu":
             if precision != "fp32":
                 raise ConfigError(f"precision {precision!r} is not supported on ort-cpu; use fp32")
-            self.factory = OrtRunnerFactory(threads)
-            self.unit_factory = OrtRunnerFactory(threads, kernel_time=True)  # units: kernel time
+            self.factory = OrtRunnerFactory(threads, spinning=self.spinning)
+            self.unit_factory = OrtRunnerFactory(threads, spinning=self.spinning, kernel_time=True)  # units: kernel time
         elif backend.startswith("tensorrt"):
             from hwprune_deploy.trt import TrtRunnerFactory
 
@@ -190,8 +197,15 @@ class Measurer:
         return out
 
 
+def table_spinning(table) -> bool:
+    """Was ``table`` (a LatencyTable) timed with ORT's workers spinning? Everything that checks
+    its figures by measurement must time the same way."""
+    return bool((table.device or {}).get("spinning", False))
+
+
 def measure_against_baseline(backend: str, models: Mapping[str, object], x: torch.Tensor, threads: int = 2,
-                             precision: str = "fp32", protocol=None, baseline: str = "baseline") -> dict[str, Timing]:
+                             precision: str = "fp32", protocol=None, baseline: str = "baseline",
+                             spinning: bool = False) -> dict[str, Timing]:
     """Time ``models`` (one of them, ``baseline``, the unpruned model) the way latency tables are
     calibrated and validated: :meth:`Measurer.models` with the baseline as the reference in every
     chunk. Every latency hwprune *checks* a budget with goes through here (the closed loop, the
@@ -201,7 +215,8 @@ def measure_against_baseline(backend: str, models: Mapping[str, object], x: torc
     with :func:`hwprune_deploy.runner.timing_ms`."""
     if baseline not in models:
         raise ConfigError(f"baseline {baseline!r} is not one of the models to measure ({', '.join(models)})")
-    return Measurer(backend, threads, precision, model_protocol=protocol).models(models, x, reference=baseline)
+    return Measurer(backend, threads, precision, model_protocol=protocol, spinning=spinning).models(
+        models, x, reference=baseline)
 
 
 def _scaled(t: Timing, f: float) -> Timing:

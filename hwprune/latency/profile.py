@@ -25,7 +25,7 @@ from ..models import LoadedModel
 from hwprune_deploy.runner import MODEL_PROTOCOL, UNIT_PROTOCOL, timing_ms, unit_time
 from hwprune_deploy.timing import Protocol
 
-from .measure import Measurer, build_variant, calibration_widths
+from .measure import Measurer, build_variant, calibration_widths, table_spinning
 from .sampling import edge_spikes, midpoints, spread_points
 from .table import Family, LatencyTable, default_table_name, now
 from .units import UnitUse, extract_units, model_key
@@ -33,6 +33,9 @@ from .units import UnitUse, extract_units, model_key
 BACKEND_CHOICES = ("ort-cpu", "torch-cpu", "torch-cuda", "torch-cuda-sparse", "tensorrt", "tensorrt-sparse")
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 TABLE_DIR = "latency_tables"
+#: how ORT's intra-op workers wait between ops, as a table's protocol records it (by --ort-spinning)
+ORT_WORKERS = {False: "blocked between ops (session.intra_op.allow_spinning=0)",
+               True: "spinning between the ops of a run, stopped between runs (session.force_spinning_stop=1)"}
 
 
 @dataclass
@@ -57,6 +60,7 @@ class ProfileConfig:
     calib_seed: int = 10_000
     ignore: tuple[str, ...] = ()
     checkpoint_every: int = 1  # families between atomic checkpoints
+    spinning: bool = False  # ort-cpu: time with ORT's workers spinning (its default), one session alive at a time
     unit_protocol: Optional[Protocol] = None  # default hwprune_deploy.runner.UNIT_PROTOCOL
     model_protocol: Optional[Protocol] = None  # default hwprune_deploy.runner.MODEL_PROTOCOL
     options: dict = field(default_factory=dict)
@@ -96,6 +100,8 @@ class ProfileConfig:
             raise ConfigError(f"passes {self.passes} / model_passes {self.model_passes} must be >= 1")
         if self.calib_variants < 0:
             raise ConfigError(f"calib_variants {self.calib_variants} must be >= 0")
+        if self.spinning and self.backend != "ort-cpu":
+            raise ConfigError(f"--ort-spinning applies to --backend ort-cpu only, not {self.backend!r}")
         self.ignore = tuple(self.ignore)
 
 
@@ -245,7 +251,8 @@ def profile(loaded: LoadedModel, config: ProfileConfig, progress: bool = True) -
     import dataclasses
 
     t_start = time.perf_counter()
-    meas = Measurer(config.backend, config.threads, config.precision, config.unit_protocol, config.model_protocol)
+    meas = Measurer(config.backend, config.threads, config.precision, config.unit_protocol, config.model_protocol,
+                    spinning=config.spinning)
     fp = meas.fingerprint()
     path = config.out or os.path.join(TABLE_DIR, default_table_name(fp, config.backend, config.precision, config.batch))
     table = LatencyTable.load(path) if os.path.exists(path) else None
@@ -261,6 +268,10 @@ def profile(loaded: LoadedModel, config: ProfileConfig, progress: bool = True) -
         if (table.backend, table.precision, table.batch) != (config.backend, config.precision, config.batch):
             raise TableError(f"table {path!r} is for {table.backend}/{table.precision}/b{table.batch}, not "
                              f"{config.backend}/{config.precision}/b{config.batch}; pass a different --out")
+        if table_spinning(table) != config.spinning:
+            how = {True: "with ORT's workers spinning (--ort-spinning)", False: "with ORT's workers blocked"}
+            raise TableError(f"table {path!r} was timed {how[table_spinning(table)]}, and this profile would time "
+                             f"{how[config.spinning]}; one table holds one protocol: pass a different --out")
         if table.in_progress and not config.resume:
             raise TableError(f"table {path!r} holds an interrupted profile of {table.in_progress.get('spec')!r}; "
                              "continue it with --resume (finished units are kept) or delete the file")
@@ -269,7 +280,8 @@ def profile(loaded: LoadedModel, config: ProfileConfig, progress: bool = True) -
                              {"unit": {**(config.unit_protocol or UNIT_PROTOCOL).to_dict(), "interleaved": "per family",
                                        "unit_time": unit_time(meas.unit_factory) if meas.factory else "wall"},
                               "model": (config.model_protocol or MODEL_PROTOCOL).to_dict(), "statistic": "p10",
-                              "spread": "iqr per point", "align": config.align, "min_width": config.min_width})
+                              "spread": "iqr per point", "align": config.align, "min_width": config.min_width,
+                              **({"ort_workers": ORT_WORKERS[config.spinning]} if config.backend == "ort-cpu" else {})})
     prior_seconds = float((table.in_progress or {}).get("seconds", 0.0)) if config.resume else 0.0
     table.in_progress = {"spec": spec, "model_key": key, "seconds": prior_seconds}
     cands = axis_candidates(units, graph, config)
@@ -355,7 +367,8 @@ def recalibrate(loaded: LoadedModel, table_path: str, threads: Optional[int] = N
     widths = calibration_set(table, graph, int(table.protocol.get("align") or 8),
                              int(table.protocol.get("min_width") or 8))
     variants = {"full": {}, **{f"calib{i}": w for i, w in enumerate(widths)}}
-    meas = Measurer(table.backend, threads or int(table.device.get("threads", 2)), table.precision)
+    meas = Measurer(table.backend, threads or int(table.device.get("threads", 2)), table.precision,
+                    spinning=table_spinning(table))
     timings = _time_variants(meas, loaded, x, variants, passes)
     store_calibration(table, rec, variants, {k: timing_ms(t) for k, t in timings.items()})
     seconds = round(time.perf_counter() - t0, 1)

@@ -353,8 +353,10 @@ def device_slug(device: dict) -> str:
 
 
 def default_table_name(device: dict, backend: str, precision: str, batch: int) -> str:
-    """``<device>-<backend>-<precision>-b<batch>.json`` (see :func:`device_slug`)."""
-    return f"{device_slug(device)}-{backend}-{precision}-b{batch}.json"
+    """``<device>-<backend>-<precision>-b<batch>.json`` (see :func:`device_slug`); a table timed
+    with ORT's workers spinning (``device["spinning"]``) gets ``-spin`` after the backend."""
+    spin = "-spin" if device.get("spinning") else ""
+    return f"{device_slug(device)}-{backend}{spin}-{precision}-b{batch}.json"
 
 
 def now() -> float:

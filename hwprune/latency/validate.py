@@ -23,7 +23,7 @@ from ..graph import ChannelGraph
 from ..models import LoadedModel
 from hwprune_deploy.runner import timing_ms
 
-from .measure import Measurer, build_variant, calibration_widths, model_passes, random_widths
+from .measure import Measurer, build_variant, calibration_widths, model_passes, random_widths, table_spinning
 from .table import LatencyTable
 
 
@@ -45,6 +45,7 @@ class ValidationResult:
     reference_ms: float = float("nan")  # the unpruned model during validation (median over chunks)
     predicted_full_ms: float = float("nan")
     recalibration: Optional[dict] = None  # the calibration re-fitted from this run's measurements
+    spinning: bool = False  # ORT workers spun during runs (a table profiled with --ort-spinning)
 
     def _errs(self, key: str) -> np.ndarray:
         return np.array([v[key] for v in self.variants], dtype=float)
@@ -70,7 +71,8 @@ class ValidationResult:
                 "within_10pct": self.share_within(0.10, key), "max_abs_error": float(np.max(e))}
 
     def to_dict(self) -> dict:
-        return {"model": self.model, "table": self.table, "backend": self.backend, "input_shape": self.input_shape,
+        return {"model": self.model, "table": self.table, "backend": self.backend, "spinning": self.spinning,
+                "input_shape": self.input_shape,
                 "samples": len(self.variants), "metric": "latency ratio to the unpruned model, timed side by side",
                 **self.summary("error"), "absolute_ms": self.summary("error_ms"),
                 "recalibrated": ({**self.summary("error_recalibrated"), "calibration": self.recalibration}
@@ -139,11 +141,11 @@ def validate(loaded: LoadedModel, table_path: str, samples: int = 30, seed: int 
     graph = ChannelGraph(loaded.model, x)
     cm = table.cost_model(graph)
     meas = Measurer(table.backend, threads or int(table.device.get("threads", 2)), table.precision,
-                    model_protocol=protocol)
+                    model_protocol=protocol, spinning=table_spinning(table))
     n_passes = model_passes(passes)
     rng = np.random.default_rng(seed)
     widths = [random_widths(graph.groups, rng, align, min_width) for _ in range(samples)]
-    res = ValidationResult(str(spec), table_path, table.backend, list(x.shape))
+    res = ValidationResult(str(spec), table_path, table.backend, list(x.shape), spinning=meas.spinning)
     bar = None
     if progress:
         from tqdm import tqdm
