@@ -145,7 +145,8 @@ def main(argv=None) -> int:
                "threads": args.threads, "batch": args.batch, "align": table.protocol.get("align"),
                "device": table.device, "protocol": table.protocol, "samples": args.samples,
                "total_seconds": round(sum(r["profile_seconds"] + r["validate_seconds"] for r in results), 1),
-               "protocol_text": PROTOCOL if args.backend == "ort-cpu" else PROTOCOL_TORCH, "results": results}
+               "protocol_text": (PROTOCOL + (PROTOCOL_SPIN if args.ort_spinning else PROTOCOL_BLOCKED)
+                                 if args.backend == "ort-cpu" else PROTOCOL_TORCH), "results": results}
     os.makedirs(args.report_dir, exist_ok=True)
     write_json(report, summary)
     with open(os.path.join(args.report_dir, stem + ".md"), "w") as f:
@@ -174,6 +175,13 @@ PROTOCOL = ("Units: every Conv2d/Linear with the ops ORT fuses into it (BN folde
             "orders, chunks of 5 plus the unpruned model as a side-by-side reference that rescales each chunk; "
             "up to 6 while a variant's two fastest passes differ by > 3%), mean of the two fastest passes; the "
             "calibration variants are timed the same way.")
+
+
+PROTOCOL_BLOCKED = (" ORT's intra-op workers blocked between ops (session.intra_op.allow_spinning=0), for units, "
+                    "calibration and validation alike.")
+PROTOCOL_SPIN = (" ORT's intra-op workers spinning between the ops of a run, as ORT's default does, and stopped when "
+                 "it returns (session.force_spinning_stop=1) so idle sessions do not take the CPU from the one timed; "
+                 "units, calibration and validation alike (--ort-spinning).")
 
 
 PROTOCOL_TORCH = ("Units: every Conv2d/Linear with its fused epilogue (bias = folded BN, activation, residual add) "
@@ -205,6 +213,8 @@ def markdown(s: dict) -> str:
         head = f"# Latency-table fidelity ({s['backend']}, {s['threads']} threads, batch {s['batch']})"
     flags = ("" if (s["backend"], s.get("precision", "fp32"), s["batch"]) == ("ort-cpu", "fp32", 1) else
              f" --backend {s['backend']} --precision {s.get('precision', 'fp32')} --batch {s['batch']}")
+    if (s.get("device") or {}).get("spinning"):
+        flags += " --ort-spinning"
     lines = [head, "", f"{where}. Table: `{s['table']}`, widths on multiples of {s.get('align', 8)}. "
              f"Total time {s['total_seconds']:.0f} s.", "",
              "Error of the predicted latency *ratio* to the unpruned model (what a `0.5x` budget spends) against "
