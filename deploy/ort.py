@@ -13,9 +13,9 @@ def make_session(model_path_or_bytes, threads: int = 2, opt_level: str = "all", 
     execution and the given graph optimisation level ('all' = what deployment uses).
 
     ``spinning``: None keeps ORT's default (worker threads spin-wait between ops); False makes
-    them block. Latency tables time with False: with several sessions alive (interleaved
-    timing) or other processes on the cores, spinning workers steal the CPU from the session
-    being timed and measurements become meaningless (2-4x inflated, unstable).
+    them block. Latency tables time with False by default: with several sessions alive
+    (interleaved timing) or other processes on the cores, spinning workers steal the CPU from
+    the session being timed and measurements become meaningless (2-4x inflated, unstable).
     ``spin_between_runs=False`` (with spinning on): workers spin during a ``run`` and stop when it
     returns (ORT's ``session.force_spinning_stop``), so sessions can be timed side by side; alone,
     a session runs within a few % of ORT's default (which keeps spinning between runs).

@@ -134,3 +134,13 @@ def test_prune_recalibrates_a_given_table_before_searching(cli, tmp_path):
     after = json.loads(table.read_text())
     assert after["history"][-1]["recalibrated"] is True and after["families"] == before["families"]
     assert (tmp_path / "p" / "plan.json").exists()
+
+
+def test_ort_spinning_through_the_cli(cli, tmp_path):
+    table = tmp_path / "spin.json"
+    cli("profile", *TINY, "--quick", "--ort-spinning", "--calib-variants", "2", "--no-progress", "--out", str(table))
+    assert json.loads(table.read_text())["device"]["spinning"] is True
+    p = cli("validate", *TINY, "--table", str(table), "--samples", "2")
+    assert "on ort-cpu (ORT workers spinning), 2 variants" in p.stdout
+    p = cli("profile", *TINY, "--quick", "--no-progress", "--out", str(table), check=False)
+    assert p.returncode != 0 and "--ort-spinning" in p.stderr and "Traceback" not in p.stderr

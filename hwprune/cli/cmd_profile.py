@@ -25,10 +25,10 @@ def register(sub) -> None:
     g.add_argument("--threads", type=int, default=2, help="intra-op threads, pinned and recorded (default 2)")
     g.add_argument("--precision", default="fp32", help="fp32 | fp16 | bf16 | int8 (GPU backends)")
     g.add_argument("--ort-spinning", action="store_true",
-                   help="ort-cpu: time with ORT's worker threads spinning between ops (ORT's default session options, "
-                        "what a default deployment runs) instead of blocked (hwprune's default), one session alive at "
-                        "a time; the table is named ...-ort-cpu-spin-..., and validate, recalibrate and the closed "
-                        "loop then time the same way")
+                   help="ort-cpu: time with ORT's worker threads spinning between the ops of a run, as ORT's default "
+                        "session options do (what a default deployment runs), instead of blocked (hwprune's default); "
+                        "they stop between runs, so sessions are still timed side by side. The table is named "
+                        "...-ort-cpu-spin-..., and validate, recalibrate and the closed loop then time the same way")
     g.add_argument("--out", help="table file to write/extend (default: latency_tables/<device>-<backend>-...json)")
     g.add_argument("--resume", action="store_true", help="continue an interrupted profile (finished units are kept)")
     g.add_argument("--calib-variants", type=int, default=None,

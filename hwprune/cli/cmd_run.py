@@ -46,7 +46,8 @@ def register(sub) -> None:
 def run(args) -> int:
     config = RunConfig(model=args.model, weights=args.weights, data=args.data, budget=args.budget,
                        strategy=args.strategy, criterion=args.criterion, backend=args.backend, threads=args.threads,
-                       spinning=args.ort_spinning, table=args.table, finetune_epochs=args.finetune_epochs, train_epochs=args.train_epochs,
+                       spinning=args.ort_spinning, table=args.table, finetune_epochs=args.finetune_epochs,
+                       train_epochs=args.train_epochs,
                        batches=args.batch, input_size=args.input_size, num_classes=args.num_classes,
                        align=resolve_align(args.align, args.backend), min_width=args.min_width, out=args.out,
                        quick=args.quick, seed=args.seed, progress=not args.no_progress)

@@ -41,7 +41,8 @@ def run(args) -> int:
               f"{v['predicted_ms']:>12.3f} {v['measured_ms']:>11.3f} {100 * v['error_ms']:>6.1f}%" +
               (f"   {v['predicted_ratio_recalibrated']:>11.3f}x {100 * v['error_recalibrated']:>6.1f}%" if rc else ""))
     ab = r.summary("error_ms")
-    print(f"{r.model} on {r.backend}{' (ORT workers spinning)' if r.spinning else ''}, {len(r.variants)} variants (latency as a ratio to the unpruned model, timed "
+    spin = " (ORT workers spinning)" if r.spinning else ""
+    print(f"{r.model} on {r.backend}{spin}, {len(r.variants)} variants (latency as a ratio to the unpruned model, timed "
           f"side by side): median |error| {100 * r.median_abs_error:.1f}%, within +-5%: {100 * r.share_within(0.05):.0f}%, "
           f"within +-10%: {100 * r.share_within(0.10):.0f}%, max |error| {100 * r.max_abs_error:.1f}%")
     print(f"  in ms (unpruned: predicted {r.predicted_full_ms:.3f}, measured now {r.reference_ms:.3f}): median |error| "

@@ -22,6 +22,7 @@ from ..graph import ChannelGraph
 from ..jsonio import atomic_write_bytes
 from ..models import LoadedModel
 from .micro import overhead_onnx, patternize_onnx, unit_onnx
+from .measure import table_spinning
 from .profile import TABLE_DIR, ProfileConfig, axis_candidates, calibration_variants, example_input, store_calibration
 from .sampling import spread_points
 from .table import Family, LatencyTable, default_table_name, now
@@ -104,9 +105,9 @@ def read_bundle_result(result_path: str, out: str | None = None) -> str:
         table = LatencyTable.load(path, check_device=False)
         if table.device.get("cpu") != fp.get("cpu") or table.device.get("gpu") != fp.get("gpu"):
             raise TableError(f"table {path!r} was measured on another device; pass a different --out")
-        if bool(table.device.get("spinning", False)) != bool(fp.get("spinning", False)):
+        if table_spinning(table) != bool(fp.get("spinning", False)):
             raise TableError(f"table {path!r} and {result_path!r} were timed with ORT's workers "
-                             f"{'spinning' if table.device.get('spinning') else 'blocked'} and "
+                             f"{'spinning' if table_spinning(table) else 'blocked'} and "
                              f"{'spinning' if fp.get('spinning') else 'blocked'} (--ort-spinning); one table "
                              "holds one protocol: pass a different --out")
     else:

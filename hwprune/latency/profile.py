@@ -60,7 +60,7 @@ class ProfileConfig:
     calib_seed: int = 10_000
     ignore: tuple[str, ...] = ()
     checkpoint_every: int = 1  # families between atomic checkpoints
-    spinning: bool = False  # ort-cpu: time with ORT's workers spinning (its default), one session alive at a time
+    spinning: bool = False  # ort-cpu: ORT's workers spin between the ops of a run (its default), stop between runs
     unit_protocol: Optional[Protocol] = None  # default hwprune_deploy.runner.UNIT_PROTOCOL
     model_protocol: Optional[Protocol] = None  # default hwprune_deploy.runner.MODEL_PROTOCOL
     options: dict = field(default_factory=dict)
