@@ -385,3 +385,26 @@ def test_ort_spinning_bundle_is_measured_spinning_and_read_back_so(tmp_path, mon
     blocked = profile(tiny(), ProfileConfig.quick(input_size=16, out="blocked.json", align=8), progress=False)
     with pytest.raises(TableError, match="--ort-spinning"):
         read_bundle_result("r.json", out=blocked)
+
+
+def test_unit_check_finds_every_unit_inside_the_network():
+    """tools/unit_check.py matches each unit to its ORT node in a real profiled session, also
+    depthwise convs and widths ORT pads to its channel block (mobilenet_v2's 24 -> 32)."""
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools"))
+    import unit_check
+
+    from hwprune.export import onnx_bytes
+    from hwprune.latency.measure import build_variant
+
+    loaded = load_model("mobilenet_v2")
+    x = torch.randn(1, 3, 64, 64)
+    units = extract_units(ChannelGraph(loaded.model, x))
+    assert units[3].gout is not None
+    widths = {units[3].gout: 40}  # an off-block width (ORT pads it to 48) in a pruned variant
+    nodes, wall_ms = unit_check.node_times(onnx_bytes(build_variant(loaded.model, x, widths), x), 2, False, 3)
+    m = unit_check.match_units(nodes, units, widths)
+    assert len(m) == len(units) and wall_ms > 0
+    assert len({id(n) for n in m.values()}) == len(units) and all(n["us"] >= 0 for n in m.values())
+    assert any(u.family.kind == "dwconv" for u in units)
