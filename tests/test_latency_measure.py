@@ -69,6 +69,33 @@ def test_residual_context_lets_ort_fuse_the_add(tmp_path):
     assert t.p10_ms > 0 and t.repeats == QUICK.repeats
 
 
+def test_input_context_feeds_the_unit_from_a_conv_and_stays_out_of_kernel_time(tmp_path):
+    """The unit reads what a (context) NCHWc conv just wrote, as inside a network, with no reorder
+    in between; its profile shows the context node, and kernel time leaves it out. A stem-like
+    unit (3 input channels) reads the graph input as it is."""
+    import json
+    import os
+
+    from hwprune_deploy.runner import _ProfiledRun
+
+    data = unit_onnx(PW, 32, 32, input_context=True)
+    ops = optimized_ops(data, tmp_path)
+    assert ops == ["ReorderInput", "Conv", "Conv", "ReorderOutput"]
+    run = _ProfiledRun(data, 2, "all", False)
+    for _ in range(5):
+        run()
+    per_run = run.kernel_ms()
+    path = [os.path.join(run._dir, f) for f in os.listdir(run._dir)] if os.path.isdir(run._dir) else []
+    assert len(per_run) == 5 and all(v > 0 for v in per_run) and path == []  # read and cleaned up
+    run2 = _ProfiledRun(data, 2, "all", False)
+    run2()
+    with open(run2.sess.end_profiling()) as f:
+        names = {e["name"] for e in json.load(f) if e.get("cat") == "Node"}
+    assert any(n.startswith("ctx_input") for n in names)  # the context ran, under the prefix kernel time skips
+    stem = UnitFamily("conv", 28, 28, kernel=(3, 3), padding=(1, 1), act="relu")
+    assert "ctx_input" not in str(onnx.load_from_string(unit_onnx(stem, 3, 16, input_context=True)).graph.node)
+
+
 def test_theil_sen_calibration_ignores_one_slow_variant():
     xs = [2.0, 3.5, 5.0, 7.0, 9.0, 12.0, 15.0]
     sums = {"full": 20.0, **{f"c{i}": x for i, x in enumerate(xs)}}

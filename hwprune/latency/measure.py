@@ -89,7 +89,8 @@ class Measurer:
         """Interleaved timing of ``fam`` at each (cin, cout) point."""
         if self.factory is not None:
             models = {f"{a},{b}": unit_onnx(fam, a, b, sparse24=self.sparse,
-                                                  residual_context=self.backend == "ort-cpu") for a, b in points}
+                                                  residual_context=self.backend == "ort-cpu",
+                                                  input_context=self.backend == "ort-cpu") for a, b in points}
             t = measure_onnx_set(models, self.unit_factory, self.unit_protocol)
             return {p: t[f"{p[0]},{p[1]}"] for p in points}
         fns = {}

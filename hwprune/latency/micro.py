@@ -41,7 +41,8 @@ def _act_nodes(helper, act: str, src: str, dst: str, inits: list) -> list:
 
 
 
-def unit_onnx(fam: UnitFamily, cin: int, cout: int, sparse24: bool = False, residual_context: bool = False) -> bytes:
+def unit_onnx(fam: UnitFamily, cin: int, cout: int, sparse24: bool = False, residual_context: bool = False,
+              input_context: bool = False) -> bytes:
     """ONNX bytes of ``fam`` at (cin, cout). ``sparse24``: weights carry a 2:4 pattern along the
     input-channel axis (2 of every 4 zero) so TensorRT's sparse-weights flag can pick sparse kernels.
 
@@ -49,7 +50,14 @@ def unit_onnx(fam: UnitFamily, cin: int, cout: int, sparse24: bool = False, resi
     (node ``ctx_residual``), not straight from a graph input. In a network the residual is
     another conv's output, already in ORT's blocked NCHWc layout, and ORT fuses the add into the
     conv; with a plain graph input it does not, and the unit would be timed as conv + separate
-    NCHW add (35-45% too slow on mobilenet_v2's projection convs)."""
+    NCHW add (35-45% too slow on mobilenet_v2's projection convs).
+
+    ``input_context`` (ORT CPU): the conv's input comes from a 1x1 depthwise conv (node
+    ``ctx_input``) when it has >= 8 channels (a stem reads the graph input as it is). In a network
+    a conv reads what the conv before it just wrote, in NCHWc and split across the threads the
+    same way; straight after the micro-model's single-threaded input reorder it ran much slower
+    (tiny_resnet's 3x3 16->32 conv at 32x32: 44 us, 25 us after the context, 27 us inside the
+    network; 32->16: 34, 41 and 41 us)."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -67,8 +75,14 @@ def unit_onnx(fam: UnitFamily, cin: int, cout: int, sparse24: bool = False, resi
             w[:, 2::4] = 0
             w = w.reshape(cout, cin // groups, *fam.kernel)
         inits += [numpy_helper.from_array(w, "W"), numpy_helper.from_array(pattern_array((cout,)), "B")]
+        xin = "X"
+        if input_context and cin >= 8:
+            # node and output both carry the prefix: ORT renames converted nodes "<output>_nchwc"
+            xin = CONTEXT_PREFIX + "input"
+            inits.append(numpy_helper.from_array(np.ones((cin, 1, 1, 1), np.float32), "ctx_wx"))
+            nodes.append(helper.make_node("Conv", ["X", "ctx_wx"], [xin], name=xin, kernel_shape=[1, 1], group=cin))
         inputs = [helper.make_tensor_value_info("X", TensorProto.FLOAT, [b, cin, fam.h, fam.w])]
-        nodes.append(helper.make_node("Conv", ["X", "W", "B"], ["C"], kernel_shape=list(fam.kernel),
+        nodes.append(helper.make_node("Conv", [xin, "W", "B"], ["C"], kernel_shape=list(fam.kernel),
                                       strides=list(fam.stride), pads=[*fam.padding, *fam.padding],
                                       dilations=list(fam.dilation), group=groups))
         out_shape = [b, cout, oh, ow]

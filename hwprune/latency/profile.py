@@ -33,6 +33,9 @@ from .units import UnitUse, extract_units, model_key
 BACKEND_CHOICES = ("ort-cpu", "torch-cpu", "torch-cuda", "torch-cuda-sparse", "tensorrt", "tensorrt-sparse")
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 TABLE_DIR = "latency_tables"
+#: what surrounds a unit in an ORT micro-model (see hwprune.latency.micro.unit_onnx), as tables record it
+UNIT_CONTEXT = ("input from a 1x1 depthwise conv (cin >= 8), residual from a 1x1 depthwise conv; context nodes "
+                "left out of kernel time")
 #: how ORT's intra-op workers wait between ops, as a table's protocol records it (by --ort-spinning)
 ORT_WORKERS = {False: "blocked between ops (session.intra_op.allow_spinning=0)",
                True: "spinning between the ops of a run, stopped between runs (session.force_spinning_stop=1)"}
@@ -278,7 +281,8 @@ def profile(loaded: LoadedModel, config: ProfileConfig, progress: bool = True) -
     else:
         table = LatencyTable(fp, config.backend, config.precision, config.batch,
                              {"unit": {**(config.unit_protocol or UNIT_PROTOCOL).to_dict(), "interleaved": "per family",
-                                       "unit_time": unit_time(meas.unit_factory) if meas.factory else "wall"},
+                                       "unit_time": unit_time(meas.unit_factory) if meas.factory else "wall",
+                                       **({"context": UNIT_CONTEXT} if config.backend == "ort-cpu" else {})},
                               "model": (config.model_protocol or MODEL_PROTOCOL).to_dict(), "statistic": "p10",
                               "spread": "iqr per point", "align": config.align, "min_width": config.min_width,
                               **({"ort_workers": ORT_WORKERS[config.spinning]} if config.backend == "ort-cpu" else {})})
