@@ -18,8 +18,10 @@ TINY = ["--model", "tiny_resnet", "--input-size", "16"]
 def test_kill_and_resume_keeps_finished_units(cli, tmp_path):
     out = tmp_path / "t.json"
     args = [sys.executable, "-m", "hwprune", "profile", *TINY, "--quick", "--no-progress", "--out", str(out)]
+    # a hard kill leaves the running unit's ORT profile behind: keep it in this test's folder
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            start_new_session=True)
+                            start_new_session=True, env=env)
     try:
         deadline = time.time() + 300
         while not out.exists() and time.time() < deadline and proc.poll() is None:
