@@ -155,6 +155,16 @@ def require_cuda() -> None:
             f"(torch {torch.__version__}, cuda {torch.version.cuda}). Use --backend ort-cpu or torch-cpu, or run on a GPU box.")
 
 
+def check_ort_spinning(spinning: bool, backend: str) -> None:
+    """ORT's worker spinning (``--ort-spinning``) is a setting of ``ort-cpu`` only: a ConfigError
+    naming the backend and the fix otherwise (every config that takes the flag checks here)."""
+    if spinning and backend != "ort-cpu":
+        from .errors import ConfigError
+
+        raise ConfigError(f"--ort-spinning applies to --backend ort-cpu only, not {backend!r}; "
+                          "drop --ort-spinning or use --backend ort-cpu")
+
+
 def require_tensorrt() -> None:
     """Raise BackendUnavailableError naming what is missing (package, pycuda, device)."""
     from hwprune_deploy.trt import unavailable_reason

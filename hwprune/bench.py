@@ -21,6 +21,7 @@ import torch
 from hwprune_deploy.timing import Protocol, Timing
 from hwprune_deploy.progress import bar as progress_bar
 
+from .backends import check_ort_spinning
 from .errors import BackendUnavailableError, ConfigError, HwpruneError
 from .models import LoadedModel
 
@@ -71,8 +72,7 @@ class BenchConfig:
             raise ConfigError(f"backend {self.backend!r} is not one of {', '.join(BENCH_BACKENDS)}")
         if self.threads < 1:
             raise ConfigError(f"threads {self.threads} must be >= 1")
-        if self.spinning and self.backend != "ort-cpu":
-            raise ConfigError(f"--ort-spinning applies to --backend ort-cpu only, not {self.backend!r}")
+        check_ort_spinning(self.spinning, self.backend)
         if self.repeats < 3 or self.warmup < 0:
             raise ConfigError(f"repeats {self.repeats} must be >= 3 and warmup {self.warmup} >= 0")
 

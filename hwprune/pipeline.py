@@ -26,6 +26,7 @@ from typing import Any, Optional
 
 import torch
 
+from .backends import check_ort_spinning
 from .budget import parse_budget
 from .errors import BudgetError, ConfigError, HwpruneError
 from .models import LoadedModel, load_model
@@ -68,8 +69,7 @@ class RunConfig:
         self.batches = parse_batches(self.batches)
         if self.threads < 1:
             raise ConfigError(f"threads {self.threads} must be >= 1")
-        if self.spinning and self.backend != "ort-cpu":
-            raise ConfigError(f"--ort-spinning applies to --backend ort-cpu only, not {self.backend!r}")
+        check_ort_spinning(self.spinning, self.backend)
         if self.finetune_epochs < 0:
             raise ConfigError(f"finetune-epochs {self.finetune_epochs} must be >= 0")
         if self.train_epochs is not None and self.train_epochs < 1:

@@ -159,8 +159,9 @@ def main(argv=None) -> int:
     res = {}
     for k, w in variants.items():
         nodes = rounds[k][0][0]
-        for n in nodes:
-            n["us"] = float(np.median([next(m["us"] for m in rr[0] if m["name"] == n["name"]) for rr in rounds[k]]))
+        by_round = [{m["name"]: m["us"] for m in rr[0]} for rr in rounds[k]]
+        for n in nodes:  # per node, the median over rounds
+            n["us"] = float(np.median([r[n["name"]] for r in by_round]))
         wall = float(np.median([rr[1] for rr in rounds[k]]))
         m = match_units(nodes, units, w)
         price = cm.unit_costs(w)

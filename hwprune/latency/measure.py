@@ -15,7 +15,7 @@ import torch
 from hwprune_deploy.runner import MODEL_PROTOCOL, UNIT_PROTOCOL, OrtRunnerFactory, measure_onnx_set, timing_ms
 from hwprune_deploy.timing import Timing, measure_interleaved
 
-from ..backends import get_backend
+from ..backends import check_ort_spinning, get_backend
 from ..errors import ConfigError
 from .micro import overhead_onnx, unit_onnx, unit_module
 from .units import UnitFamily
@@ -43,8 +43,7 @@ class Measurer:
         self.unit_protocol = unit_protocol or UNIT_PROTOCOL
         self.model_protocol = model_protocol or MODEL_PROTOCOL
         self.spinning = bool(spinning)
-        if spinning and backend != "ort-cpu":
-            raise ConfigError(f"spinning workers (--ort-spinning) apply to --backend ort-cpu only, not {backend!r}")
+        check_ort_spinning(self.spinning, backend)
         if backend == "ort-cpu":
             if precision != "fp32":
                 raise ConfigError(f"precision {precision!r} is not supported on ort-cpu; use fp32")

@@ -19,6 +19,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from ..backends import check_ort_spinning
 from ..errors import ConfigError, TableError
 from ..graph import ChannelGraph
 from ..models import LoadedModel
@@ -103,8 +104,7 @@ class ProfileConfig:
             raise ConfigError(f"passes {self.passes} / model_passes {self.model_passes} must be >= 1")
         if self.calib_variants < 0:
             raise ConfigError(f"calib_variants {self.calib_variants} must be >= 0")
-        if self.spinning and self.backend != "ort-cpu":
-            raise ConfigError(f"--ort-spinning applies to --backend ort-cpu only, not {self.backend!r}")
+        check_ort_spinning(self.spinning, self.backend)
         self.ignore = tuple(self.ignore)
 
 
