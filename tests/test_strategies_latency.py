@@ -1,6 +1,7 @@
 """Closed loop on a real (tiny, quickly profiled) ONNX Runtime table: every strategy's result is
 measured end to end, side by side with the unpruned model (the table's own estimator), and must
-meet the budget (+3%)."""
+meet the budget (+3%). The loop's control logic (confirm a miss, tighten, stop at the table's
+floor, report a miss) is also tested against a controlled stand-in device, deterministically."""
 import warnings
 
 import pytest
@@ -25,11 +26,15 @@ def setup(tmp_path_factory):
         warnings.simplefilter("ignore")
         latency.profile(loaded, latency.ProfileConfig(backend="ort-cpu", threads=2, out=path, points_per_axis=2,
                                                       max_points_per_axis=2, calib_variants=2), progress=False)
-    # 0.5x when this table can reach it; a busy machine can inflate the measured remainder, so
-    # otherwise the budget sits between the smallest reachable and the baseline
+    # 0.7x when this table reaches well below it, else between the smallest reachable and the
+    # baseline. Not 0.5x: this model runs in ~0.6 ms, and with the other xdist worker busy on the
+    # same 2 cores the fixed cost of a run (waking ORT's workers) grows, so the measured floor
+    # rose to ~0.55x of the unpruned model while the table put it under 0.26x (CI, 2026-11-30:
+    # sensitivity missed 0.5x by 15% after 4 rounds). The closed loop's logic is tested against a
+    # controlled device below; here the real stopwatch must agree with the budget.
     ctx = make_context(loaded, PruneConfig(strategy="uniform", budget="0.99x", progress=False), table=path)
     smallest = ctx.artifacts["smallest_cost"] / ctx.baseline_cost
-    frac = 0.5 if smallest < 0.4 else round((smallest + 1) / 2 + 0.005, 3)
+    frac = 0.7 if smallest < 0.5 else round((smallest + 1) / 2 + 0.005, 3)
     ev = fidelity_evaluator(loaded.model, torch.randn(1, 3, 32, 32), n=16)
     return loaded, path, f"{frac}x", ev
 
@@ -76,3 +81,63 @@ def test_closed_loop_warns_when_the_machine_is_not_the_tables(setup, tmp_path):
     assert drift["relative"] == pytest.approx(drift["measured_full_ms"] / drift["predicted_full_ms"] - 1)
     assert drift["predicted_full_ms"] == pytest.approx(res.report["latency"]["baseline_predicted_ms"])
     assert any("--recalibrate" in w for w in res.report["warnings"])
+
+
+def _device(fixed: float = 0.0, first_over: float | None = None):
+    """A stand-in for the stopwatch in the closed loop's *logic* tests (the real measurement is
+    exercised above). The unpruned model takes 1 ms. Either ``fixed`` ms does not shrink with
+    pruning and the rest scales with FLOPs, or (``first_over``) the time scales with FLOPs at the
+    rate that puts the first result ``first_over`` times the budget fraction: a device harsher
+    than the table whatever the quickly profiled table says."""
+    from hwprune.counting import summarize
+    from hwprune_deploy.timing import Timing
+
+    calls, scale = [], []
+
+    def measure(config, models, x, precision="fp32", spinning=False):
+        r = summarize(models["pruned"], x)["flops"] / summarize(models["baseline"], x)["flops"]
+        if first_over is not None:
+            if not scale:
+                scale.append(first_over * float(config.budget.rstrip("x")) / r)
+            ms = min(1.0, scale[0] * r)
+        else:
+            ms = fixed + (1 - fixed) * r
+        calls.append(ms)
+        return {"baseline": Timing(1.0, 1.0, 1.0, 0.0, 10, 1), "pruned": Timing(ms, ms, ms, 0.0, 10, 1)}
+
+    measure.calls = calls
+    return measure
+
+
+def _prune_on(setup, monkeypatch, budget, rounds=3, **device):
+    import hwprune.prune as prune_mod
+
+    loaded, path, _, _ = setup
+    dev = _device(**device)
+    monkeypatch.setattr(prune_mod, "_measure", dev)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = prune(loaded, PruneConfig(strategy="uniform", budget=budget, progress=False, backend="ort-cpu",
+                                        threads=2, closed_loop_rounds=rounds), table=path)
+    return res, dev.calls
+
+
+def test_closed_loop_tightens_until_the_device_meets_the_budget(setup, monkeypatch):
+    res, calls = _prune_on(setup, monkeypatch, "0.75x", first_over=1.15)
+    loop, lat = res.report["closed_loop"], res.report["latency"]
+    assert len(loop) >= 2, loop  # this device is harsher than the table: the first result misses
+    assert loop[0]["unconfirmed_measured_ms"] == pytest.approx(0.75 * 1.15)  # a miss is re-measured before acting on it
+    assert len(calls) == 2 * (len(loop) - 1) + 1 + ("unconfirmed_measured_ms" in loop[-1])
+    for prev, step in zip(loop, loop[1:]):
+        assert step["target"] == pytest.approx(min(prev["target"], prev["predicted"]) * prev["goal_ms"] / prev["measured_ms"])
+    assert lat["met_budget"] and lat["measured_ms"] <= 0.75 * 1.03 and lat["measured_ms"] == pytest.approx(calls[-1])
+    assert res.report["verdict"].startswith("measured")
+
+
+def test_closed_loop_reports_a_budget_the_device_cannot_reach(setup, monkeypatch):
+    res, calls = _prune_on(setup, monkeypatch, "0.5x", fixed=0.8)
+    lat, loop = res.report["latency"], res.report["closed_loop"]
+    assert not lat["met_budget"] and lat["measured_ms"] > 0.8
+    assert res.report["verdict"].startswith("MISSED") and "lower the budget" in res.report["verdict"]
+    assert len(loop) <= 4  # three re-searches at most, or fewer when the target falls below the table's floor
+    assert len(loop) == 4 or "smallest reachable" in loop[-1].get("note", "")
