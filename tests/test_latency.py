@@ -408,3 +408,49 @@ def test_unit_check_finds_every_unit_inside_the_network():
     assert len(m) == len(units) and wall_ms > 0
     assert len({id(n) for n in m.values()}) == len(units) and all(n["us"] >= 0 for n in m.values())
     assert any(u.family.kind == "dwconv" for u in units)
+
+
+def test_profile_records_the_machine_state_it_calibrated_in(table_path):
+    import numpy as np
+
+    rec = next(iter(LatencyTable.load(table_path).models.values()))
+    ms = rec["machine_state"]
+    assert ms["probes_ms"] and all(v > 0 for v in ms["probes_ms"])
+    assert ms["reference_ms"] == pytest.approx(np.median(ms["probes_ms"]), rel=1e-3)
+    kept = ms["attempts"][ms["kept"]]
+    assert kept["full_ms"] == pytest.approx(rec["full_ms"])
+    assert kept["deviation"] == pytest.approx((kept["probe_before_ms"] + kept["probe_after_ms"]) / 2
+                                              / ms["reference_ms"] - 1)
+    assert ms["in_state"] == (abs(kept["deviation"]) <= ms["tolerance"])
+    # a second attempt only after a first one off the units' state
+    assert len(ms["attempts"]) == 1 or abs(ms["attempts"][0]["deviation"]) > ms["tolerance"]
+
+
+def test_calibration_is_timed_again_when_the_machine_state_moved(capsys):
+    """The units' state set at ten times what the full model read (as if they had been timed in a
+    very slow spell): every attempt reads far off it, so the retries are spent, the attempt nearest
+    the units' state is kept, and the profile warns. (Ten, not two: this 50 us model's own
+    readings wander by up to 3x over seconds on the 2-vCPU VM, with the cost of waking ORT's
+    second thread.)"""
+    from hwprune.latency.measure import Measurer
+    from hwprune.latency.profile import (_calibrate_in_state, _prepare_variants, _StateProbe, calibration_variants,
+                                         example_input)
+    from hwprune_deploy.runner import timing_ms
+
+    loaded = tiny()
+    cfg = ProfileConfig.quick(input_size=16, calib_variants=1, align=8, state_retries=1)
+    meas = Measurer("ort-cpu", 2, model_protocol=cfg.model_protocol)
+    x = example_input(loaded, cfg)
+    prepared = _prepare_variants(meas, loaded, x, calibration_variants(graph_of(loaded).groups, cfg))
+    assert set(prepared) == {"full", "calib0"}
+    state = _StateProbe(meas.prober(prepared["full"], x), cfg.probe_every_s)
+    state.maybe()
+    state.readings = [10 * state.readings[0]]
+    timings, rec = _calibrate_in_state(meas, prepared, x, cfg, state)
+    assert len(rec["attempts"]) == 2 and not rec["in_state"]
+    assert all(a["deviation"] < -0.5 for a in rec["attempts"])
+    k = rec["kept"]
+    assert abs(rec["attempts"][k]["deviation"]) == min(abs(a["deviation"]) for a in rec["attempts"])
+    assert timing_ms(timings["full"]) == pytest.approx(rec["attempts"][k]["full_ms"])
+    err = capsys.readouterr().err
+    assert "timing the calibration again" in err and "after 2 attempts" in err

@@ -92,6 +92,13 @@ def run(args) -> int:
           f"measured; full model {rec['full_ms']:.3f} ms, units {rec['units_full_ms']:.3f} ms, "
           f"calibration a={rec['calibration']['a']:.3f} b={rec['calibration']['b']:.3f} ms"
           + (" + residual curve" if rec["calibration"].get("correction") else ""))
+    ms = rec.get("machine_state")
+    if ms:
+        dev, n = ms["attempts"][ms["kept"]]["deviation"], len(ms["attempts"])
+        print(f"machine state: the full model read {ms['reference_ms']:.3f} ms (median of {len(ms['probes_ms'])} probes) "
+              f"while the units were timed and {100 * dev:+.1f}% off that around the calibration"
+              + (f" (kept attempt {ms['kept'] + 1} of {n})" if n > 1 else "")
+              + ("" if ms["in_state"] else f": beyond +-{100 * ms['tolerance']:.0f}%, validate this table"))
     _maybe_plot(args, path)
     return 0
 

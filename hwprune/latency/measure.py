@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from hwprune_deploy.runner import MODEL_PROTOCOL, UNIT_PROTOCOL, OrtRunnerFactory, measure_onnx_set, timing_ms
-from hwprune_deploy.timing import Timing, measure_interleaved
+from hwprune_deploy.timing import Protocol, Timing, measure, measure_interleaved
 
 from ..backends import check_ort_spinning, get_backend
 from ..errors import ConfigError
@@ -113,6 +113,22 @@ class Measurer:
 
             return onnx_bytes(model, x)
         return model
+
+    def probe_protocol(self) -> Protocol:
+        """A quick whole-model reading: the model protocol's repeat length and statistic, half
+        its repeats (at least 3)."""
+        m = self.model_protocol
+        return Protocol(warmup=1, repeats=max(3, m.repeats // 2), min_repeat_ms=m.min_repeat_ms, statistic=m.statistic)
+
+    def prober(self, prepared, x: torch.Tensor):
+        """A quick reading (ms, the protocol statistic) of one whole model (what :meth:`prepare`
+        returned), from a session kept alive between calls: a machine-state probe."""
+        protocol = self.probe_protocol()
+        if self.factory is not None:
+            fn = self.factory(prepared)
+            return lambda: timing_ms(measure(fn, protocol))
+        fn = self.torch_backend.runner(prepared, x)
+        return lambda: timing_ms(self._measure_torch({"m": fn}, protocol)["m"])
 
     def models(self, models: Mapping[str, object], x: torch.Tensor, passes: Optional[int] = None, agree: float = 0.03,
                max_passes: Optional[int] = None, chunk: int = 6, progress=None,
