@@ -38,7 +38,7 @@ def test_kill_and_resume_keeps_finished_units(cli, tmp_path):
     p = cli("profile", *TINY, "--quick", "--no-progress", "--out", str(out), check=False)
     assert p.returncode == 2 and "--resume" in p.stderr
     p = cli("profile", *TINY, "--quick", "--no-progress", "--out", str(out), "--resume")
-    assert "latency table written to" in p.stdout
+    assert "latency table written to" in p.stdout and "machine state: the full model read" in p.stdout
     done = LatencyTable.load(str(out))
     assert done.in_progress is None and len(done.models) == 1
     for k, s in stamps.items():  # finished units were not measured again

@@ -62,8 +62,8 @@ def main(argv=None) -> int:
     ap.add_argument("--precision", default="fp32", help="fp32 (default) | fp16 | bf16 (GPU backends)")
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--ort-spinning", action="store_true",
-                    help="ort-cpu: profile and validate with ORT's workers spinning (its default), one session alive "
-                         "at a time (table ...-ort-cpu-spin-..., report fidelity-spin.json/.md)")
+                    help="ort-cpu: profile and validate with ORT's workers spinning during a run (its default) and "
+                         "stopped between runs (table ...-ort-cpu-spin-..., report fidelity-spin.json/.md)")
     ap.add_argument("--out", help="table file (default: latency_tables/<device>-ort-cpu-fp32-b1.json)")
     ap.add_argument("--report-dir", default=os.path.join(ROOT, "latency_tables"))
     ap.add_argument("--fresh", action="store_true", help="delete the table first (re-measure every unit)")

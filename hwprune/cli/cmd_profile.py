@@ -96,7 +96,7 @@ def run(args) -> int:
     if ms:
         dev, n = ms["attempts"][ms["kept"]]["deviation"], len(ms["attempts"])
         print(f"machine state: the full model read {ms['reference_ms']:.3f} ms (median of {len(ms['probes_ms'])} probes) "
-              f"while the units were timed and {100 * dev:+.1f}% off that around the calibration"
+              f"while the units were timed; the calibration read it {100 * dev:+.1f}% off"
               + (f" (kept attempt {ms['kept'] + 1} of {n})" if n > 1 else "")
               + ("" if ms["in_state"] else f": beyond +-{100 * ms['tolerance']:.0f}%, validate this table"))
     _maybe_plot(args, path)
