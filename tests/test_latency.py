@@ -426,11 +426,11 @@ def test_profile_records_the_machine_state_it_calibrated_in(table_path):
 
 
 def test_calibration_is_timed_again_when_the_machine_state_moved(capsys):
-    """The units' state set at ten times what the full model read (as if they had been timed in a
+    """The units' state set at 100 times what the full model read (as if they had been timed in a
     very slow spell): every attempt reads far off it, so the retries are spent, the attempt nearest
-    the units' state is kept, and the profile warns. (Ten, not two: this 50 us model's own
-    readings wander by up to 3x over seconds on the 2-vCPU VM, with the cost of waking ORT's
-    second thread.)"""
+    the units' state is kept, and the profile warns. (100, not 2: this 50 us model's own readings
+    wander by up to 3x over seconds on the 2-vCPU VM, with the cost of waking ORT's second
+    thread.)"""
     from hwprune.latency.measure import Measurer
     from hwprune.latency.profile import (_calibrate_in_state, _prepare_variants, _StateProbe, calibration_variants,
                                          example_input)
@@ -444,7 +444,7 @@ def test_calibration_is_timed_again_when_the_machine_state_moved(capsys):
     assert set(prepared) == {"full", "calib0"}
     state = _StateProbe(meas.prober(prepared["full"], x), cfg.probe_every_s)
     state.maybe()
-    state.readings = [10 * state.readings[0]]
+    state.readings = [100 * state.readings[0]]
     timings, rec = _calibrate_in_state(meas, prepared, x, cfg, state)
     assert len(rec["attempts"]) == 2 and not rec["in_state"]
     assert all(a["deviation"] < -0.5 for a in rec["attempts"])
