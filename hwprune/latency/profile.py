@@ -66,7 +66,7 @@ class ProfileConfig:
     ignore: tuple[str, ...] = ()
     checkpoint_every: int = 1  # families between atomic checkpoints
     spinning: bool = False  # ort-cpu: ORT's workers spin between the ops of a run (its default), stop between runs
-    state_tol: float = 0.10  # calibration re-timed when the full model reads further than this from the units' state
+    state_tol: float = 0.20  # calibration re-timed when the full model reads further than this from the units' state
     state_retries: int = 2  # at most this many re-timings (see _calibrate_in_state)
     probe_every_s: float = 10.0  # machine-state probe of the full model at most this often during the units
     unit_protocol: Optional[Protocol] = None  # default hwprune_deploy.runner.UNIT_PROTOCOL
@@ -110,7 +110,7 @@ class ProfileConfig:
         if self.calib_variants < 0:
             raise ConfigError(f"calib_variants {self.calib_variants} must be >= 0")
         if not (0 < self.state_tol < 1) or self.state_retries < 0 or self.probe_every_s <= 0:
-            raise ConfigError(f"state_tol {self.state_tol} must be a fraction in (0, 1) (e.g. 0.10), state_retries "
+            raise ConfigError(f"state_tol {self.state_tol} must be a fraction in (0, 1) (e.g. 0.20), state_retries "
                               f"{self.state_retries} >= 0 and probe_every_s {self.probe_every_s} > 0")
         check_ort_spinning(self.spinning, self.backend)
         self.ignore = tuple(self.ignore)
@@ -384,8 +384,11 @@ def _calibrate_in_state(meas: Measurer, prepared: dict, x: torch.Tensor, config:
     ``config.state_retries`` times); the attempt nearest that state is kept. The calibration's
     reading, not probes around it: in one blocked mobilenet_v2 profile both probes around the
     calibration read 2.5-2.7 ms (the units' median 2.67) while the calibration's own level was
-    3.44 ms; in a steady state the two estimators agree within 1% (2.904 against 2.906 and
-    2.934). Returns the timings and what was seen (the table's ``machine_state``)."""
+    3.44 ms. Why 20%: the slow spells seen were +29% and +40%, and the two readings differ by
+    how the model is timed, alone or among its variants -- within 1% for mobilenet_v2 at 224
+    (2.904 ms against probes of 2.906 and 2.934), but +11-14% for the 0.6 ms tiny_resnet at 32
+    (three attempts in a row, in a steady state), which a 10% tolerance re-timed twice for
+    nothing. Returns the timings and what was seen (the table's ``machine_state``)."""
     ref = state.reference()
     attempts, best = [], None
     for attempt in range(1 + config.state_retries):
