@@ -300,9 +300,8 @@ def profile(loaded: LoadedModel, config: ProfileConfig, progress: bool = True) -
     fam_specs = {u.family.key: u.family for u in units}
     stats = {"measured": 0, "overhead_ms": meas.overhead(), "reused_points": sum(len(f.points) for f in table.families.values())}
     bar = _Progress(len(fam_specs) + 1, progress, f"profiling {spec}")
-    variants = calibration_variants(graph.groups, config)
-    prepared = _prepare_variants(meas, loaded, x, variants)
-    state = _StateProbe(meas.prober(prepared["full"], x), config.probe_every_s)
+    full = meas.prepare(loaded.model, x)  # the calibration's variants are built after the units, as before
+    state = _StateProbe(meas.prober(full, x), config.probe_every_s)
     for i, (fk, fs) in enumerate(fam_specs.items()):
         state.maybe()
         _measure_family(table, fs, cands[fk], meas, config, stats)
@@ -312,6 +311,8 @@ def profile(loaded: LoadedModel, config: ProfileConfig, progress: bool = True) -
             table.save(path)
     state.maybe(force=True)
     # remainder (full width) and calibration variants, measured side by side, in the units' state
+    variants = calibration_variants(graph.groups, config)
+    prepared = {"full": full, **_prepare_variants(meas, loaded, x, {k: w for k, w in variants.items() if k != "full"})}
     timings, state_rec = _calibrate_in_state(meas, prepared, x, config, state)
     bar.step(1, "remainder + calibration")
     bar.close()
