@@ -6,8 +6,8 @@ and callers turn that into a clear message. Engines are built with an optimisati
 the batch axis (min/opt/max), optional fp16/int8 precision flags and the sparse-weights flag
 (2:4 sparse tensor cores; weights must already carry 2:4 masks).
 
-    data = open("model.onnx", "rb").read()
-    engine = build_engine(data, input_shape=(3, 224, 224), fp16=True)
+    data = open("model.onnx", "rb").read()             # dynamic batch axis, as `hwprune export` writes it
+    engine = build_engine(data, input_shape=(3, 224, 224), opt_batch=8, fp16=True)
     runner = EngineRunner(engine, batch=8)
     ms = runner.time_events(Protocol())   # per-call latency from CUDA events
 """
@@ -81,10 +81,36 @@ class _Calibrator:
         return Calib()
 
 
-def build_engine(onnx_data: bytes, input_shape: Sequence[int], min_batch: int = 1, opt_batch: int = 1,
-                 max_batch: int = 32, fp16: bool = False, int8: bool = False, sparse: bool = False,
-                 calib_batches: Optional[Sequence[np.ndarray]] = None, workspace_mb: int = 1024) -> bytes:
-    """Parse ONNX bytes and build a serialized engine (bytes). ``input_shape`` is (C, H, W)."""
+def _plan_shapes(net_shape: Sequence[int], input_shape: Optional[Sequence[int]], min_batch: int, opt_batch: int,
+                 max_batch: int) -> Optional[tuple]:
+    """The (min, opt, max) shapes of the optimisation profile for an input whose network shape is
+    ``net_shape`` (-1 = dynamic), or None where the input is static and needs no profile.
+
+    ``input_shape`` (C, H, W) may be None to take the network's own; a static input must match it."""
+    net = tuple(int(d) for d in net_shape)
+    if input_shape is None:
+        if any(d < 0 for d in net[1:]):
+            raise EngineBuildError(f"the ONNX input has dynamic non-batch dimensions {net}; pass input_shape=(C, H, W)")
+        input_shape = net[1:]
+    shape = tuple(int(s) for s in input_shape)
+    if len(shape) != len(net) - 1 or any(n >= 0 and n != s for n, s in zip(net[1:], shape)):
+        raise EngineBuildError(f"input_shape {shape} does not match the ONNX input {net} (C, H, W after the batch)")
+    if not any(d < 0 for d in net):
+        return None  # static: TensorRT builds for exactly this shape; min/opt/max batch do not apply
+    if net[0] >= 0:
+        min_batch = opt_batch = max_batch = net[0]
+    if not 1 <= min_batch <= opt_batch <= max_batch:
+        raise EngineBuildError(f"batch range min {min_batch} <= opt {opt_batch} <= max {max_batch} does not hold")
+    return (min_batch, *shape), (opt_batch, *shape), (max_batch, *shape)
+
+
+def build_engine(onnx_data: bytes, input_shape: Optional[Sequence[int]] = None, min_batch: int = 1,
+                 opt_batch: int = 1, max_batch: int = 32, fp16: bool = False, int8: bool = False,
+                 sparse: bool = False, calib_batches: Optional[Sequence[np.ndarray]] = None,
+                 workspace_mb: int = 1024) -> bytes:
+    """Parse ONNX bytes and build a serialized engine (bytes). ``input_shape`` is (C, H, W), or None
+    for the ONNX input's own. A dynamic batch axis gets an optimisation profile over
+    min/opt/max batch; a static input is built as it is (no profile needed)."""
     import tensorrt as trt
 
     logger = _logger()
@@ -108,13 +134,14 @@ def build_engine(onnx_data: bytes, input_shape: Sequence[int], min_batch: int = 
         config.int8_calibrator = _Calibrator(calib_batches)
     if sparse:
         config.set_flag(trt.BuilderFlag.SPARSE_WEIGHTS)
-    profile = builder.create_optimization_profile()
     inp = network.get_input(0)
-    shape = tuple(int(s) for s in input_shape)
-    profile.set_shape(inp.name, (min_batch, *shape), (opt_batch, *shape), (max_batch, *shape))
-    config.add_optimization_profile(profile)
-    if int8:
-        config.set_calibration_profile(profile)
+    shapes = _plan_shapes(tuple(inp.shape), input_shape, min_batch, opt_batch, max_batch)
+    if shapes is not None:
+        profile = builder.create_optimization_profile()
+        profile.set_shape(inp.name, *shapes)
+        config.add_optimization_profile(profile)
+        if int8:
+            config.set_calibration_profile(profile)
     engine = builder.build_serialized_network(network, config)
     if engine is None:
         raise EngineBuildError("builder returned no engine (see the TensorRT log above)")
@@ -124,7 +151,8 @@ def build_engine(onnx_data: bytes, input_shape: Sequence[int], min_batch: int = 
 class EngineRunner:
     """Deserialize an engine, allocate device buffers for ``batch`` and run it on one stream."""
 
-    def __init__(self, engine: bytes, batch: int = 1, seed: int = 0):
+    def __init__(self, engine: bytes, batch: Optional[int] = 1, seed: int = 0):
+        """``batch``: the batch to run; None for the engine's static batch (1 if it is dynamic)."""
         import pycuda.autoinit  # noqa: F401
         import pycuda.driver as cuda
         import tensorrt as trt
@@ -143,7 +171,10 @@ class EngineRunner:
         self.host, self.dev = {}, {}
         for n in self.inputs:
             shape = list(self.engine.get_tensor_shape(n))
-            shape[0] = batch
+            if shape[0] >= 0 and batch is not None and batch != shape[0]:
+                raise EngineBuildError(f"the engine's input {n!r} has a static batch of {shape[0]}, not {batch}")
+            if shape[0] < 0:
+                shape[0] = 1 if batch is None else batch
             self.context.set_input_shape(n, shape)
             arr = rng.standard_normal(shape).astype(trt.nptype(self.engine.get_tensor_dtype(n)))
             self.host[n] = arr
@@ -212,8 +243,9 @@ def gpu_fingerprint() -> dict:
 
 
 class TrtRunnerFactory:
-    """ONNX bytes -> zero-arg callable running a freshly built engine at the ONNX's static batch
-    (same contract as :class:`hwprune_deploy.runner.OrtRunnerFactory`)."""
+    """ONNX bytes -> zero-arg callable running a freshly built engine at the ONNX's static shape
+    (same contract as :class:`hwprune_deploy.runner.OrtRunnerFactory`). Reads the shape through
+    TensorRT's own parser, so the device side needs no ``onnx`` package."""
 
     name = "tensorrt"
 
@@ -221,13 +253,9 @@ class TrtRunnerFactory:
         self.precision, self.sparse, self.workspace_mb = precision, sparse, workspace_mb
 
     def __call__(self, data: bytes) -> Callable[[], object]:
-        import onnx
-
-        model = onnx.load_from_string(data)
-        dims = [d.dim_value or 1 for d in model.graph.input[0].type.tensor_type.shape.dim]
-        engine = build_engine(data, input_shape=dims[1:], min_batch=dims[0], opt_batch=dims[0], max_batch=dims[0],
-                              fp16=self.precision == "fp16", sparse=self.sparse, workspace_mb=self.workspace_mb)
-        return EngineRunner(engine, batch=dims[0])
+        engine = build_engine(data, min_batch=1, opt_batch=1, max_batch=1, fp16=self.precision == "fp16",
+                              sparse=self.sparse, workspace_mb=self.workspace_mb)
+        return EngineRunner(engine, batch=None)
 
     def fingerprint(self) -> dict:
         return {**gpu_fingerprint(), "precision": self.precision, "sparse": self.sparse}

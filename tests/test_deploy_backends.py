@@ -122,3 +122,37 @@ def test_torch_cuda_sparse24_linear_computes_the_masked_product():
         torch.testing.assert_close(sp(x), ref, rtol=2e-2, atol=2e-2)
     b = get_backend("torch-cuda-sparse")
     assert b.measure(copy.deepcopy(lin), x).median_ms > 0
+
+
+def _onnx_input_shape(data: bytes) -> tuple:
+    """The first input's shape as TensorRT's parser reports it (-1 for a named/dynamic axis)."""
+    import onnx
+
+    dims = onnx.load_from_string(data).graph.input[0].type.tensor_type.shape.dim
+    return tuple(d.dim_value if d.HasField("dim_value") else -1 for d in dims)
+
+
+def test_tensorrt_shape_plan_for_static_units_and_dynamic_exports():
+    """Runs without TensorRT: the engine's optimisation profile is planned from the ONNX input.
+    A bundle's unit (static shape) needs no profile; an exported model (dynamic batch) gets
+    min/opt/max over the batch; a mismatched shape or batch range is refused by name."""
+    from hwprune.export import onnx_bytes
+    from hwprune.models import load_model
+    from hwprune_deploy.trt import EngineBuildError, _plan_shapes
+
+    unit = _onnx_input_shape(unit_onnx(FAM, 16, 24))
+    assert unit[0] == 1 and min(unit) > 0
+    assert _plan_shapes(unit, None, 1, 1, 1) is None
+    assert _plan_shapes(unit, unit[1:], 1, 8, 32) is None  # static: batch range does not apply
+    with pytest.raises(EngineBuildError, match="does not match"):
+        _plan_shapes(unit, (unit[1] + 1, *unit[2:]), 1, 1, 1)
+
+    model = load_model("tiny_resnet").model.eval()
+    net = _onnx_input_shape(onnx_bytes(model, torch.randn(1, 3, 32, 32), dynamic_batch=True))
+    assert net == (-1, 3, 32, 32)
+    assert _plan_shapes(net, (3, 32, 32), 1, 8, 32) == ((1, 3, 32, 32), (8, 3, 32, 32), (32, 3, 32, 32))
+    assert _plan_shapes(net, None, 1, 1, 1) == ((1, 3, 32, 32),) * 3
+    with pytest.raises(EngineBuildError, match="opt 64"):
+        _plan_shapes(net, (3, 32, 32), 1, 64, 32)
+    with pytest.raises(EngineBuildError, match="does not match"):
+        _plan_shapes(net, (3, 64, 64), 1, 1, 1)
