@@ -12,7 +12,7 @@ from typing import Mapping, Protocol
 import torch
 from torch import nn
 
-from .counting import count_params, per_module_flops
+from .counting import count_params, own_flops_by_op
 from .graph import ChannelGraph
 
 
@@ -23,51 +23,84 @@ class CostModel(Protocol):
 
 
 def layer_scales(graph: ChannelGraph, widths: Mapping[str, int]) -> dict[str, tuple[float, float, bool]]:
-    """Per layer: (input keep fraction, output keep fraction, depthwise?) under ``widths``."""
+    """Per layer: (input keep fraction, output keep fraction, depthwise?) under ``widths``. An
+    input fed by several groups (a concatenation) keeps the channel-weighted fraction."""
     out = {}
-    for layer, (gin, gout) in graph.layer_groups(expand_units=True).items():
-        fin = widths.get(gin.name, gin.width) / gin.width if gin else 1.0
-        fout = widths.get(gout.name, gout.width) / gout.width if gout else 1.0
-        mod = graph.module(layer)
-        dw = isinstance(mod, nn.Conv2d) and mod.groups > 1 and mod.groups == mod.in_channels
-        out[layer] = (fin, fout, dw)
+    for layer, io in graph.layer_io(expand_units=True).items():
+        fin, fout = io.fractions(widths)
+        out[layer] = (fin, fout, io.depthwise)
     return out
+
+
+_LINEAR_OPS = ("addmm", "mm", "convolution", "_convolution", "linear")
 
 
 class FlopsCostModel:
     """FLOPs as a function of group widths: each layer's FLOPs scale with its kept input and
     output fractions (depthwise convs only with their channel fraction). Layers outside any
-    group (e.g. pooling) count at their full cost."""
+    group (e.g. pooling) count at their full cost.
+
+    FLOPs a container computes itself (Swin's window attention and ``nn.MultiheadAttention`` run
+    their projections functionally, see :func:`hwprune.counting.own_flops_by_op`) follow the layers
+    of that container the graph scales: projections (matmuls) with their mean input x output
+    fraction, attention products (bmm) with their mean output fraction -- heads stay, ``head_dim``
+    shrinks, so q.k and attn.v shrink linearly."""
 
     unit = "flops"
 
     def __init__(self, graph: ChannelGraph, x: torch.Tensor):
         self.graph = graph
-        self.per_layer = per_module_flops(graph.model, x)
-        self.total = sum(self.per_layer.values())
+        own = own_flops_by_op(graph.model, x)
+        self.total = sum(sum(ops.values()) for ops in own.values())
+        layers = list(graph.layer_io(expand_units=True))
+        modules = dict(graph.model.named_modules())
+        self.per_layer: dict[str, int] = {}  # leaf layer -> its FLOPs
+        # container -> (matmul FLOPs, other FLOPs, the scaled layers it is or holds)
+        self.functional: dict[str, tuple[int, int, list[str]]] = {}
+        for name, ops in own.items():
+            mod = modules.get(name)
+            if mod is None or not name:
+                continue
+            if not any(True for _ in mod.children()):
+                self.per_layer[name] = sum(ops.values())
+                continue
+            inside = [lay for lay in layers if lay == name or lay.startswith(name + ".")]
+            if inside:
+                mm = sum(v for op, v in ops.items() if op in _LINEAR_OPS)
+                self.functional[name] = (mm, sum(ops.values()) - mm, inside)
 
     def predict(self, widths: Mapping[str, int]) -> float:
         total = float(self.total)
-        for layer, (fin, fout, dw) in layer_scales(self.graph, widths).items():
-            f = self.per_layer.get(layer, 0)
-            total -= f * (1.0 - (fout if dw else fin * fout))
+        scales = layer_scales(self.graph, widths)
+        for layer, f in self.per_layer.items():
+            if layer in scales:
+                fin, fout, dw = scales[layer]
+                total -= f * (1.0 - (fout if dw else fin * fout))
+        for mm, other, inside in self.functional.values():
+            s = [scales[lay] for lay in inside]
+            total -= mm * (1.0 - sum(a * b for a, b, _ in s) / len(s))
+            total -= other * (1.0 - sum(b for _, b, _ in s) / len(s))
         return total
 
 
 class ParamsCostModel:
-    """Parameter count as a function of group widths (weights scale like FLOPs per layer)."""
+    """Parameter count as a function of group widths: per layer, weight matrices/kernels scale with
+    the kept input x output fractions (depthwise kernels with the channel fraction), vectors
+    (biases, norm scales) with the output fraction."""
 
     unit = "params"
 
     def __init__(self, graph: ChannelGraph):
         self.graph = graph
-        self.per_layer = {n: sum(p.numel() for p in m.parameters(recurse=False))
-                          for n, m in graph.model.named_modules()}
+        self.per_layer = {}  # layer -> (matrix params, vector params)
+        for n, m in graph.model.named_modules():
+            ps = list(m.parameters(recurse=False))
+            self.per_layer[n] = (sum(p.numel() for p in ps if p.dim() >= 2), sum(p.numel() for p in ps if p.dim() < 2))
         self.total = count_params(graph.model)
 
     def predict(self, widths: Mapping[str, int]) -> float:
         total = float(self.total)
         for layer, (fin, fout, dw) in layer_scales(self.graph, widths).items():
-            p = self.per_layer.get(layer, 0)
-            total -= p * (1.0 - (fout if dw else fin * fout))
+            mat, vec = self.per_layer.get(layer, (0, 0))
+            total -= mat * (1.0 - (fout if dw else fin * fout)) + vec * (1.0 - fout)
         return total

@@ -202,11 +202,46 @@ def _patch_merging_pruner():
 
 @dataclass(frozen=True)
 class LayerRef:
-    """One layer touched by a group: ``side`` is 'out' (its output channels shrink) or 'in'."""
+    """One layer touched by a group: ``side`` is 'out' (its output channels shrink) or 'in'.
+    ``channels``: how many of that side's channels the group's full width maps to (the group's
+    width through a plain index map or a concatenation; width x H x W where a Linear reads a
+    flattened feature map; 0 where unknown)."""
 
     module: str
     type: str
     side: str
+    channels: int = 0
+
+
+@dataclass(frozen=True)
+class LayerIO:
+    """How one layer's channel counts follow the group widths.
+
+    ``cin``/``cout``: the layer's full input/output channels (features for a Linear; 0 where the
+    layer has no such count). ``ins``/``outs``: (group, multiplicity) pairs: cutting one channel of
+    the group removes ``multiplicity`` channels of that side (1 through an index map or a
+    concatenation, H*W where a Linear reads a flattened map, 3 for an attention unit's q/k/v
+    output, 4 for Swin patch merging's input). Several ``ins`` = a concatenation of groups;
+    channels no group controls stay. ``depthwise``: cost follows the output channels alone."""
+
+    cin: int
+    cout: int
+    ins: tuple = ()
+    outs: tuple = ()
+    depthwise: bool = False
+
+    @staticmethod
+    def _side(full: int, pairs: tuple, widths: Mapping[str, int]) -> int:
+        return full - sum(m * (g.width - int(widths.get(g.name, g.width))) for g, m in pairs)
+
+    def widths(self, widths: Mapping[str, int]) -> tuple[int, int]:
+        """(cin, cout) under a width assignment (groups missing from ``widths`` stay full)."""
+        return self._side(self.cin, self.ins, widths), self._side(self.cout, self.outs, widths)
+
+    def fractions(self, widths: Mapping[str, int]) -> tuple[float, float]:
+        """(kept input fraction, kept output fraction) under ``widths``."""
+        cin, cout = self.widths(widths)
+        return (cin / self.cin if self.cin else 1.0), (cout / self.cout if self.cout else 1.0)
 
 
 @dataclass
@@ -371,7 +406,7 @@ class ChannelGraph:
             if isinstance(mod, nn.Module) and mod in self._name_of:
                 if mod in ignored_mods and side == "out":
                     return None
-                members.append(LayerRef(self._name_of[mod], type(mod).__name__, side))
+                members.append(LayerRef(self._name_of[mod], type(mod).__name__, side, len(item.idxs)))
                 types.add(type(mod))
                 if isinstance(mod, nn.MultiheadAttention):
                     blocks = math.lcm(blocks, mod.num_heads)
@@ -431,41 +466,73 @@ class ChannelGraph:
     def module(self, name: str) -> nn.Module:
         return self.model.get_submodule(name)
 
-    def layer_groups(self, expand_units: bool = False) -> dict[str, tuple[ChannelGroup | None, ChannelGroup | None]]:
-        """Per member layer: (group controlling its input channels, group controlling its outputs).
+    def layer_io(self, expand_units: bool = False) -> dict[str, LayerIO]:
+        """Per member layer: how its input and output channel counts follow the group widths
+        (see :class:`LayerIO`). This is what cost models need: a conv's cost depends on both
+        sides, and a side may be fed by several groups (a concatenation) or by a group through a
+        flatten (a Linear reading C x H x W features).
 
-        This is what cost models need: a conv's cost depends on both. Attention layers take
-        input and output width from the same (embedding) group; depthwise convs list only 'out'.
-        With ``expand_units``, composite members are listed by the leaf layers whose size the
-        group scales (MultiheadAttention adds its ``out_proj``; Swin/MaxViT attention units are
-        replaced by their q/k/v and output Linear layers, Swin patch merging by ``reduction``),
-        so FLOPs/parameter models that count leaf modules see every layer a cut shrinks.
-        """
-        res: dict[str, tuple[ChannelGroup | None, ChannelGroup | None]] = {}
+        Attention layers take input and output width from the same (embedding) group; depthwise
+        convs follow their output channels. With ``expand_units``, composite members are listed
+        by the leaf layers whose size the group scales (MultiheadAttention adds its ``out_proj``;
+        Swin/MaxViT attention units are replaced by their q/k/v and output Linear layers, Swin
+        patch merging by ``reduction`` and ``norm``), so FLOPs/parameter models see every layer
+        a cut shrinks."""
+        sides: dict[str, dict[str, list]] = {}
         for g in self.groups:
             for m in g.members:
-                gin, gout = res.get(m.module, (None, None))
+                io = sides.setdefault(m.module, {"in": [], "out": [], "tied": []})
                 if m.type == "MultiheadAttention" or m.type in _ATTENTION_UNITS:
-                    gin = gout = g
-                elif m.side == "in":
-                    gin = g
+                    io["tied"].append(g)
                 else:
-                    gout = g
-                res[m.module] = (gin, gout)
+                    mult = m.channels // g.width if m.channels and m.channels % g.width == 0 else 1
+                    io[m.side].append((g, mult))
+        res: dict[str, LayerIO] = {}
+        for layer, io in sides.items():
+            mod = self.module(layer)
+            if io["tied"]:
+                g = io["tied"][-1]
+                res[layer] = LayerIO(g.width, g.width, ((g, 1),), ((g, 1),))
+                continue
+            ins, outs = tuple(io["in"]), tuple(io["out"])
+            if isinstance(mod, nn.Conv2d):
+                cin, cout = mod.in_channels, mod.out_channels
+                dw = mod.groups > 1 and mod.groups == mod.in_channels
+            elif isinstance(mod, nn.Linear):
+                cin, cout, dw = mod.in_features, mod.out_features, False
+            else:  # norms, stand-in units: the groups' own channels
+                cin, cout, dw = sum(g.width * k for g, k in ins), sum(g.width * k for g, k in outs), False
+            res[layer] = LayerIO(cin, cout, ins, outs, dw)
         if expand_units:
-            for layer, (gin, gout) in list(res.items()):
+            for layer, io in list(res.items()):
                 mod, tname = self.module(layer), type(self.module(layer)).__name__
                 if isinstance(mod, nn.MultiheadAttention):
-                    res[f"{layer}.out_proj"] = (gin, gout)
+                    res[f"{layer}.out_proj"] = io
                 elif tname in _ATTENTION_UNITS:
                     del res[layer]  # its own parameters (per-head position tables) keep their size
+                    (g, _), = io.ins
                     for child in _ATTENTION_UNITS[tname][:2]:
-                        res[f"{layer}.{child}"] = (gin, gout)
+                        lin = mod.get_submodule(child)  # q/k/v: 3 outputs per embedding channel
+                        res[f"{layer}.{child}"] = LayerIO(lin.in_features, lin.out_features,
+                                                          ((g, lin.in_features // g.width),),
+                                                          ((g, lin.out_features // g.width),))
                 elif tname in _MERGE_UNITS:
                     del res[layer]
-                    res[f"{layer}.reduction"] = (gin, gout)
-                    res[f"{layer}.norm"] = (gin, None) if tname == "PatchMerging" else (None, gout)
+                    red = mod.reduction  # Linear(4C, 2C): each input channel is read in four copies
+                    ins = tuple((g, red.in_features // g.width) for g, _ in io.ins[:1])
+                    outs = tuple((g, red.out_features // g.width) for g, _ in io.outs[:1])
+                    res[f"{layer}.reduction"] = LayerIO(red.in_features, red.out_features, ins, outs)
+                    if tname == "PatchMerging":  # LayerNorm(4C) before the reduction
+                        res[f"{layer}.norm"] = LayerIO(red.in_features, red.in_features, ins, ins)
+                    else:  # v2: LayerNorm(2C) after it
+                        res[f"{layer}.norm"] = LayerIO(red.out_features, red.out_features, outs, outs)
         return res
+
+    def layer_groups(self, expand_units: bool = False) -> dict[str, tuple[ChannelGroup | None, ChannelGroup | None]]:
+        """Per member layer: (a group controlling its input channels, the group controlling its
+        outputs) -- the first of several for a concatenation; :meth:`layer_io` has them all."""
+        return {layer: (io.ins[0][0] if io.ins else None, io.outs[0][0] if io.outs else None)
+                for layer, io in self.layer_io(expand_units).items()}
 
     # ------------------------------------------------------------------ mutation
     def prune_(self, kept: Mapping[str, Sequence[int]]) -> nn.Module:

@@ -124,10 +124,11 @@ def example_input(loaded: LoadedModel, config: ProfileConfig) -> torch.Tensor:
 def axis_candidates(units: list[UnitUse], graph: ChannelGraph, config: ProfileConfig) -> dict[str, tuple[set, set]]:
     """Per family: the grid widths its cin and cout can take in this model."""
     out: dict[str, tuple[set, set]] = {}
+    grid = {g.name: g.candidate_widths(config.align, config.min_width) for g in graph.groups if g.prunable}
     for u in units:
         cins, couts = out.setdefault(u.family.key, (set(), set()))
-        cins.update(graph.group(u.gin).candidate_widths(config.align, config.min_width) if u.gin else [u.cin])
-        couts.update(graph.group(u.gout).candidate_widths(config.align, config.min_width) if u.gout else [u.cout])
+        cins.update(u.axis_values("in", grid))
+        couts.update(u.axis_values("out", grid))
         if u.family.groups > 1:  # grouped convs: widths must stay divisible by the group count
             g = u.family.groups
             for s in (cins, couts):

@@ -283,7 +283,7 @@ class LatencyTable:
             if fam is None or not fam.grid_complete():
                 raise TableError(f"table {self.path or ''} lacks unit {u['family']} for layer {u['layer']}; "
                                  f"re-run `hwprune profile --model {rec.get('spec')} --resume --out {self.path or '<table>'}`")
-            units.append((UnitUse(u["layer"], fam.spec, u["cin"], u["cout"], u["gin"], u["gout"]), fam))
+            units.append((UnitUse.from_dict(u, fam.spec), fam))
         return TableCostModel(units, rec)
 
 
@@ -333,7 +333,7 @@ class TableCostModel:
         (staircase included), everything else held at ``widths``."""
         w2 = dict(widths)
         w2[group] = new_width
-        touched = [(u, f) for u, f in self.units if group in (u.gin, u.gout)]
+        touched = [(u, f) for u, f in self.units if group in u.groups()]
         delta = float(sum(f.predict(*u.widths(w2)) - f.predict(*u.widths(widths)) for u, f in touched))
         if self.correction is None:
             return self.a * delta

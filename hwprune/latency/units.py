@@ -82,26 +82,68 @@ class UnitFamily:
 
 @dataclass
 class UnitUse:
-    """One layer of a model as a unit: its family, full widths and the groups that set them."""
+    """One layer of a model as a unit: its family, full widths and the groups that set them.
+
+    ``ins``/``outs``: (group, group's full width, multiplicity) per group feeding that side (see
+    :class:`hwprune.graph.LayerIO`): cin = full cin - sum(mult * (full width - kept width)). Several
+    ``ins`` = a concatenation of groups (Inception, DenseNet, SqueezeNet); a multiplicity above 1 =
+    a Linear reading a flattened map (VGG, AlexNet), q/k/v outputs, patch merging. ``gin``/``gout``
+    name the first group of each side (for display; the only source in tables written before
+    ``ins``/``outs`` existed, where they set the width directly)."""
 
     layer: str
     family: UnitFamily
     cin: int
     cout: int
-    gin: Optional[str]  # channel group controlling cin (None: fixed)
+    gin: Optional[str]  # (first) channel group controlling cin (None: fixed)
     gout: Optional[str]
+    ins: tuple = ()
+    outs: tuple = ()
+
+    @staticmethod
+    def _side(full: int, pairs: tuple, widths: dict) -> int:
+        return full - sum(m * (w - int(widths.get(g, w))) for g, w, m in pairs)
 
     def widths(self, widths: dict[str, int]) -> tuple[int, int]:
         """(cin, cout) of this unit under a width assignment (missing groups = full width)."""
-        cin = widths.get(self.gin, self.cin) if self.gin else self.cin
-        cout = widths.get(self.gout, self.cout) if self.gout else self.cout
+        if self.ins or self.outs:
+            cin, cout = self._side(self.cin, self.ins, widths), self._side(self.cout, self.outs, widths)
+        else:  # a table written before ins/outs: the group's width is the unit's
+            cin = widths.get(self.gin, self.cin) if self.gin else self.cin
+            cout = widths.get(self.gout, self.cout) if self.gout else self.cout
         if self.family.tied:
             cin = cout = (cout if self.gout else cin)
         return int(cin), int(cout)
 
+    def groups(self) -> set:
+        """Names of every group this unit's size depends on."""
+        return {g for g, _, _ in self.ins + self.outs} | {g for g in (self.gin, self.gout) if g}
+
+    def axis_values(self, side: str, candidates: dict[str, list[int]]) -> set:
+        """Every width this unit's ``side`` ('in'/'out') takes when each of its groups takes any of
+        ``candidates[group]`` (its grid widths): one group's grid, or the sums a concatenation of
+        several grids makes."""
+        pairs, full = (self.ins, self.cin) if side == "in" else (self.outs, self.cout)
+        if not pairs:  # legacy record
+            g = self.gin if side == "in" else self.gout
+            return set(candidates[g]) if g else {full}
+        cut = {0}
+        for g, w, m in pairs:
+            cut = {c + m * (w - k) for c in cut for k in candidates[g]}
+        return {full - c for c in cut}
+
     def to_dict(self) -> dict:
-        return {"layer": self.layer, "family": self.family.key, "cin": self.cin, "cout": self.cout,
-                "gin": self.gin, "gout": self.gout}
+        d = {"layer": self.layer, "family": self.family.key, "cin": self.cin, "cout": self.cout,
+             "gin": self.gin, "gout": self.gout}
+        if self.ins or self.outs:
+            d["ins"], d["outs"] = [list(p) for p in self.ins], [list(p) for p in self.outs]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict, family: UnitFamily) -> "UnitUse":
+        return cls(d["layer"], family, d["cin"], d["cout"], d.get("gin"), d.get("gout"),
+                   tuple((str(g), int(w), int(m)) for g, w, m in d.get("ins") or ()),
+                   tuple((str(g), int(w), int(m)) for g, w, m in d.get("outs") or ()))
 
 
 def _pair(v) -> tuple[int, int]:
@@ -201,33 +243,35 @@ def extract_units(graph, dtype: str = "fp32", fuse: bool = True) -> list[UnitUse
             ordered.append((name, mod, shape))
     convs = [n for n, m, _ in ordered if isinstance(m, nn.Conv2d)]
     fusions = _onnx_fusions(model, x, convs) if fuse else {}
-    lg = graph.layer_groups()
+    lio = graph.layer_io(expand_units=True)
     batch = int(x.shape[0])
     units = []
     for name, mod, shape in ordered:
-        gin, gout = lg.get(name, (None, None))
-        gin_n = gin.name if gin is not None and gin.prunable else None
-        gout_n = gout.name if gout is not None and gout.prunable else None
+        io = lio.get(name)
+        ins = tuple((g.name, g.width, k) for g, k in (io.ins if io else ()) if g.prunable)
+        outs = tuple((g.name, g.width, k) for g, k in (io.outs if io else ()) if g.prunable)
+        gin_n, gout_n = (ins[0][0] if ins else None), (outs[0][0] if outs else None)
+        # one group on both sides with the same map (a Linear inside attention): a 1-D family
+        tied = bool(ins) and len(ins) == len(outs) == 1 and ins[0] == outs[0]
         if isinstance(mod, nn.Conv2d):
             act, add = fusions.get(name, ("none", False))
             dw = mod.groups > 1 and mod.groups == mod.in_channels
             if dw:
                 fam = UnitFamily("dwconv", int(shape[2]), int(shape[3]), _pair(mod.kernel_size), _pair(mod.stride),
                                  _pair(mod.padding), _pair(mod.dilation), 1, act, add, True, batch, dtype)
-                ctl = gout_n or gin_n
-                units.append(UnitUse(name, fam, mod.in_channels, mod.out_channels, ctl, ctl))
+                ctl = outs or ins
+                units.append(UnitUse(name, fam, mod.in_channels, mod.out_channels, gout_n or gin_n, gout_n or gin_n,
+                                     ctl, ctl))
                 continue
-            tied = gin_n is not None and gin_n == gout_n
             fam = UnitFamily("conv", int(shape[2]), int(shape[3]), _pair(mod.kernel_size), _pair(mod.stride),
                              _pair(mod.padding), _pair(mod.dilation), int(mod.groups), act, add, tied, batch, dtype)
-            units.append(UnitUse(name, fam, mod.in_channels, mod.out_channels, gin_n, gout_n))
+            units.append(UnitUse(name, fam, mod.in_channels, mod.out_channels, gin_n, gout_n, ins, outs))
         else:
             tokens = 1
             for d in shape[1:-1]:
                 tokens *= int(d)
-            tied = gin_n is not None and gin_n == gout_n
             fam = UnitFamily("linear", tokens, 1, tied=tied, batch=batch, dtype=dtype)
-            units.append(UnitUse(name, fam, mod.in_features, mod.out_features, gin_n, gout_n))
+            units.append(UnitUse(name, fam, mod.in_features, mod.out_features, gin_n, gout_n, ins, outs))
     return units
 
 

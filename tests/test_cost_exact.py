@@ -1,0 +1,91 @@
+"""Cost models agree with the pruned network itself.
+
+For a width assignment, the FLOPs model, the parameter model and the latency table's unit widths
+must say what the really pruned model is: its counted FLOPs, its parameter count, and every
+Conv2d/Linear's channel counts. The families here are the shapes where that is not "the group's
+width": concatenations feeding one conv (GoogLeNet, DenseNet, SqueezeNet), a Linear reading a
+flattened map (VGG), attention computed functionally inside a container (ViT's
+nn.MultiheadAttention, Swin's window attention), q/k/v outputs and patch merging (Swin, MaxViT).
+"""
+from __future__ import annotations
+
+import copy
+import random
+
+import pytest
+import torch
+from torch import nn
+
+from hwprune.cost import FlopsCostModel, ParamsCostModel
+from hwprune.counting import count_flops, count_params, own_flops_by_op
+from hwprune.graph import ChannelGraph, keep_top
+from hwprune.latency.units import extract_units
+
+from test_models_torchvision import FAMILIES
+
+CASES = ["googlenet", "densenet", "squeezenet1_1", "vgg_bn", "vit", "swin", "swin_v2", "maxvit", "resnet18"]
+
+
+def _random_cut(graph: ChannelGraph, rng: random.Random):
+    widths, kept = {}, {}
+    for g in graph.prunable:
+        per = g.width // g.blocks
+        k = max(1, int(round(per * rng.uniform(0.3, 0.9))))
+        widths[g.name] = k * g.blocks
+        kept[g.name] = keep_top(torch.rand(g.width, generator=torch.Generator().manual_seed(rng.randrange(1 << 30))),
+                                k * g.blocks, g.blocks)
+    return widths, kept
+
+
+@pytest.mark.parametrize("family", CASES)
+def test_cost_models_and_unit_widths_match_the_pruned_model(family):
+    build, size = {f: (b, s) for f, b, s in FAMILIES}[family]
+    torch.manual_seed(0)
+    model = build().eval()
+    x = torch.randn(1, 3, size, size)
+    graph = ChannelGraph(model, x)
+    flops, params = FlopsCostModel(graph, x), ParamsCostModel(graph)
+    units = extract_units(graph, fuse=False)
+    assert flops.total == count_flops(model, x)
+    rng = random.Random(family)
+    for _ in range(2):
+        pruned = copy.deepcopy(model)
+        g2 = ChannelGraph(pruned, x)
+        widths, kept = _random_cut(g2, rng)
+        assert widths
+        g2.prune_(kept)
+        assert flops.predict(widths) == pytest.approx(count_flops(pruned, x), rel=1e-9)
+        # ViT: the class token and position embedding are parameters outside any layer; the
+        # parameter model keeps them at full width (a small over-estimate, 2% on this 64-wide sibling)
+        tol = 0.03 if family == "vit" else 1e-9
+        assert params.predict(widths) == pytest.approx(count_params(pruned), rel=tol)
+        for u in units:
+            mod = pruned.get_submodule(u.layer)
+            real = (mod.in_channels, mod.out_channels) if isinstance(mod, nn.Conv2d) else (mod.in_features, mod.out_features)
+            if u.family.kind == "dwconv":
+                real = (real[1], real[1])
+            assert u.widths(widths) == real, u.layer
+
+
+def test_attention_flops_are_counted_and_the_fast_path_restored():
+    """nn.MultiheadAttention's fused inference path and fused SDPA are invisible to PyTorch's FLOP
+    counter; counting routes them through plain ops: 2 FLOPs per multiply-add of the q/k/v and
+    output projections and of both attention products."""
+    n, e, heads = 10, 32, 4
+    mha = nn.MultiheadAttention(e, heads, batch_first=True).eval()
+
+    class Wrap(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attn = mha
+
+        def forward(self, x):
+            return self.attn(x, x, x, need_weights=False)[0]
+
+    x = torch.randn(1, n, e)
+    expected = 2 * n * e * 3 * e + 2 * n * e * e + 2 * 2 * n * n * e
+    fast = torch.backends.mha.get_fastpath_enabled()
+    assert count_flops(Wrap(), x) == expected
+    assert torch.backends.mha.get_fastpath_enabled() == fast
+    own = own_flops_by_op(Wrap(), x)
+    assert set(own) == {"attn"} and own["attn"]["bmm"] == 2 * 2 * n * n * e
