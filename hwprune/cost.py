@@ -86,7 +86,8 @@ class FlopsCostModel:
 class ParamsCostModel:
     """Parameter count as a function of group widths: per layer, weight matrices/kernels scale with
     the kept input x output fractions (depthwise kernels with the channel fraction), vectors
-    (biases, norm scales) with the output fraction."""
+    (biases, norm scales) with the output fraction, parameters outside any layer (ViT's class
+    token and position embedding) with their group."""
 
     unit = "params"
 
@@ -103,4 +104,7 @@ class ParamsCostModel:
         for layer, (fin, fout, dw) in layer_scales(self.graph, widths).items():
             mat, vec = self.per_layer.get(layer, (0, 0))
             total -= mat * (1.0 - (fout if dw else fin * fout)) + vec * (1.0 - fout)
+        for g in self.graph.groups:  # parameters outside any layer (ViT's class token, position embedding)
+            for _, per_channel in g.free_params:
+                total -= per_channel * (g.width - int(widths.get(g.name, g.width)))
         return total

@@ -259,6 +259,9 @@ class ChannelGroup:
     blocks: int = 1
     prunable: bool = True
     reason: str = ""
+    # parameters outside any layer that the cut shrinks (ViT's class token and position
+    # embedding): (name, elements per channel of the group)
+    free_params: tuple = ()
 
     @property
     def layers(self) -> list[str]:
@@ -320,6 +323,7 @@ class ChannelGraph:
         self.model = model
         self.example_input = example_input
         self._name_of = {m: n for n, m in model.named_modules()}
+        self._param_name = {id(p): n for n, p in model.named_parameters()}
         _leaf_type_check(model, ignore)
         was_training = model.training
         model.eval()
@@ -396,7 +400,7 @@ class ChannelGraph:
         return order[-1] if order else None
 
     def _describe(self, g, ignored_mods) -> ChannelGroup | None:
-        members, types, blocks, has_add, frozen = [], set(), 1, False, ""
+        members, types, blocks, has_add, frozen, free = [], set(), 1, False, "", []
         width = len(g[0].idxs)
         for item in g:
             dep = item.dep
@@ -419,6 +423,9 @@ class ChannelGraph:
                     blocks = math.lcm(blocks, mod.groups)
                     if [int(getattr(i, "idx", i)) for i in item.idxs] != list(range(width)):
                         frozen = frozen or f"grouped conv {self._name_of[mod]!r} is reached through an index map"
+            elif isinstance(mod, torch.Tensor) and id(mod) in self._param_name:  # an unwrapped parameter
+                if mod.numel() % width == 0:
+                    free.append((self._param_name[id(mod)], mod.numel() // width))
             elif "(AddBackward" in str(dep.target):  # a sum (not the addmm inside a Linear)
                 has_add = True
             elif mod in self._uncertain_splits:
@@ -445,7 +452,7 @@ class ChannelGraph:
         if not frozen and width <= 1:
             frozen = "width 1"
         return ChannelGroup(name=name, width=width, kind=kind, members=members, blocks=blocks,
-                            prunable=not frozen, reason=frozen)
+                            prunable=not frozen, reason=frozen, free_params=tuple(dict.fromkeys(free)))
 
     # ------------------------------------------------------------------ queries
     def group(self, name: str) -> ChannelGroup:

@@ -55,10 +55,7 @@ def test_cost_models_and_unit_widths_match_the_pruned_model(family):
         assert widths
         g2.prune_(kept)
         assert flops.predict(widths) == pytest.approx(count_flops(pruned, x), rel=1e-9)
-        # ViT: the class token and position embedding are parameters outside any layer; the
-        # parameter model keeps them at full width (a small over-estimate, 2% on this 64-wide sibling)
-        tol = 0.03 if family == "vit" else 1e-9
-        assert params.predict(widths) == pytest.approx(count_params(pruned), rel=tol)
+        assert params.predict(widths) == pytest.approx(count_params(pruned), rel=1e-9)
         for u in units:
             mod = pruned.get_submodule(u.layer)
             real = (mod.in_channels, mod.out_channels) if isinstance(mod, nn.Conv2d) else (mod.in_features, mod.out_features)
