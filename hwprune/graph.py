@@ -515,6 +515,8 @@ class ChannelGraph:
                 mod, tname = self.module(layer), type(self.module(layer)).__name__
                 if isinstance(mod, nn.MultiheadAttention):
                     res[f"{layer}.out_proj"] = io
+                    (g, _), = io.ins  # in_proj_weight (3E x E): no module of its own; q, k and v per channel
+                    res[f"{layer}.in_proj"] = LayerIO(g.width, 3 * g.width, ((g, 1),), ((g, 3),))
                 elif tname in _ATTENTION_UNITS:
                     del res[layer]  # its own parameters (per-head position tables) keep their size
                     (g, _), = io.ins

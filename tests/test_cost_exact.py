@@ -47,6 +47,11 @@ def test_cost_models_and_unit_widths_match_the_pruned_model(family):
     flops, params = FlopsCostModel(graph, x), ParamsCostModel(graph)
     units = extract_units(graph, fuse=False)
     assert flops.total == count_flops(model, x)
+    if family in ("vit", "swin", "swin_v2"):  # projections run with F.linear are units too
+        ends = (".in_proj", ".out_proj") if family == "vit" else (".qkv", ".proj")
+        assert all(any(u.layer.endswith(e) for u in units) for e in ends)
+        if family == "vit":  # 1 class token + (32 / 8)^2 patches
+            assert {u.family.h for u in units if u.layer.endswith(ends)} == {17}
     rng = random.Random(family)
     for _ in range(2):
         pruned = copy.deepcopy(model)
@@ -57,6 +62,10 @@ def test_cost_models_and_unit_widths_match_the_pruned_model(family):
         assert flops.predict(widths) == pytest.approx(count_flops(pruned, x), rel=1e-9)
         assert params.predict(widths) == pytest.approx(count_params(pruned), rel=1e-9)
         for u in units:
+            if u.layer.endswith(".in_proj"):  # nn.MultiheadAttention's q/k/v projection: a weight, no module
+                w = pruned.get_submodule(u.layer.rpartition(".")[0]).in_proj_weight
+                assert u.widths(widths) == (w.shape[1], w.shape[0]), u.layer
+                continue
             mod = pruned.get_submodule(u.layer)
             real = (mod.in_channels, mod.out_channels) if isinstance(mod, nn.Conv2d) else (mod.in_features, mod.out_features)
             if u.family.kind == "dwconv":
@@ -86,3 +95,28 @@ def test_attention_flops_are_counted_and_the_fast_path_restored():
     assert torch.backends.mha.get_fastpath_enabled() == fast
     own = own_flops_by_op(Wrap(), x)
     assert set(own) == {"attn"} and own["attn"]["bmm"] == 2 * 2 * n * n * e
+
+
+@pytest.mark.parametrize("family", ["vit", "resnext"])
+def test_latency_variants_keep_whole_blocks(family):
+    """The profiler's and validator's variants (``build_variant``) cut a group split into blocks
+    (attention heads, conv groups) evenly, and the units price the variant's real widths."""
+    from hwprune.latency.measure import build_variant, random_widths
+
+    build, size = {f: (b, s) for f, b, s in FAMILIES}[family]
+    torch.manual_seed(0)
+    model = build().eval()
+    x = torch.randn(1, 3, size, size)
+    graph = ChannelGraph(model, x)
+    assert any(g.blocks > 1 for g in graph.prunable)
+    import numpy as np
+
+    widths = random_widths(graph.groups, np.random.default_rng(0), 8, 8, ratio=0.5)
+    variant = build_variant(model, x, widths)
+    assert variant(x).shape == model(x).shape
+    for u in extract_units(graph, fuse=False):
+        if u.layer.endswith(".in_proj"):
+            continue
+        mod = variant.get_submodule(u.layer)
+        real = (mod.in_channels, mod.out_channels) if isinstance(mod, nn.Conv2d) else (mod.in_features, mod.out_features)
+        assert u.widths(widths)[1] == real[1], u.layer

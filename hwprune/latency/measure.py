@@ -308,11 +308,18 @@ def calibration_widths(groups, n: int, seed: int, align: int, min_width: int) ->
 
 
 def build_variant(model: torch.nn.Module, x: torch.Tensor, widths: Mapping[str, int]) -> torch.nn.Module:
-    """Really remove channels (keep the first ``w`` of each group) from a copy of ``model``."""
+    """Really remove channels from a copy of ``model``: keep the first ``w`` of each group (of a
+    group split into equal blocks -- attention heads, conv groups -- the first ``w / blocks`` of
+    each block)."""
     from ..graph import ChannelGraph
 
     m = copy.deepcopy(model).eval()
     g = ChannelGraph(m, x)
-    kept = {k: list(range(int(w))) for k, w in widths.items() if w < g.group(k).width}
+    kept = {}
+    for k, w in widths.items():
+        grp = g.group(k)
+        if w < grp.width:
+            per, keep = grp.width // grp.blocks, int(w) // grp.blocks
+            kept[k] = [b * per + i for b in range(grp.blocks) for i in range(keep)]
     g.prune_(kept)
     return m.eval()

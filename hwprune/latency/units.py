@@ -217,9 +217,47 @@ def _onnx_fusions(model: nn.Module, x: torch.Tensor, convs: list[str]) -> dict[s
     return out
 
 
+class _Projection:
+    """A projection an attention module runs with ``F.linear`` on its own weights: the runtime
+    executes it as a MatMul like any Linear, so it is a linear unit."""
+
+    def __init__(self, in_features: int, out_features: int):
+        self.in_features, self.out_features = in_features, out_features
+
+
+def _functional_projections(mod: nn.Module, name: str = "", args=(), kwargs=None):
+    """For an attention module whose q/k/v and output projections are not module calls
+    (``nn.MultiheadAttention``; torchvision Swin's window attention): None for any other module;
+    else, given the call's arguments, its projections as (layer, projection, input shape with the
+    tokens between batch and channels)."""
+    kind = type(mod).__name__
+    if isinstance(mod, nn.MultiheadAttention):
+        if not mod._qkv_same_embed_dim:
+            return None
+    elif kind not in ("ShiftedWindowAttention", "ShiftedWindowAttentionV2"):
+        return None
+    if not args and not kwargs:
+        return []
+    q = args[0] if args else (kwargs or {}).get("query", (kwargs or {}).get("x"))
+    shape = tuple(q.shape)
+    if isinstance(mod, nn.MultiheadAttention):
+        e = mod.embed_dim
+        if q.dim() == 3 and not mod.batch_first:
+            shape = (shape[1], shape[0], shape[2])
+        return [(f"{name}.in_proj", _Projection(e, 3 * e), shape),
+                (f"{name}.out_proj", mod.out_proj, shape)]
+    b, h, w, c = shape  # Swin: (B, H, W, C), padded up to whole windows before the projections
+    wh, ww = mod.window_size
+    padded = (b, -(-h // wh) * wh, -(-w // ww) * ww, c)
+    return [(f"{name}.qkv", mod.qkv, padded), (f"{name}.proj", mod.proj, padded)]
+
+
 def extract_units(graph, dtype: str = "fp32", fuse: bool = True) -> list[UnitUse]:
     """The units of ``graph.model`` at ``graph.example_input``: every Conv2d and Linear that runs,
-    with real input shapes and the channel groups controlling its widths."""
+    with real input shapes and the channel groups controlling its widths -- including the q/k/v
+    and output projections attention modules run functionally (``nn.MultiheadAttention``'s
+    ``in_proj``/``out_proj``, Swin's ``qkv``/``proj``); the attention products between them stay
+    in the remainder."""
     model, x = graph.model, graph.example_input
     calls: list[tuple[str, nn.Module, tuple]] = []
     names = {m: n for n, m in model.named_modules()}
@@ -228,6 +266,10 @@ def extract_units(graph, dtype: str = "fp32", fuse: bool = True) -> list[UnitUse
         if type(m) in (nn.Conv2d, nn.Linear):
             hooks.append(m.register_forward_hook(
                 lambda mod, inp, out: calls.append((names[mod], mod, tuple(inp[0].shape)))))
+        elif _functional_projections(m) is not None:
+            hooks.append(m.register_forward_pre_hook(
+                lambda mod, args, kwargs: calls.extend(_functional_projections(mod, names[mod], args, kwargs)),
+                with_kwargs=True))
     was_training = model.training
     try:
         with torch.no_grad():
