@@ -120,3 +120,34 @@ def test_latency_variants_keep_whole_blocks(family):
         mod = variant.get_submodule(u.layer)
         real = (mod.in_channels, mod.out_channels) if isinstance(mod, nn.Conv2d) else (mod.in_features, mod.out_features)
         assert u.widths(widths)[1] == real[1], u.layer
+
+
+@pytest.mark.parametrize("family", ["googlenet", "vgg_bn", "swin"])
+def test_profiled_units_cover_every_width_the_model_can_take(family, tmp_path):
+    """A real (quick) profile samples each unit where the model's widths put it: a conv after a
+    concatenation over the sums of its groups' grids, a Linear after a flatten over H*W x a
+    grid width, q/k/v over 3 x a grid width, so the table interpolates and never extrapolates."""
+    import numpy as np
+
+    from hwprune.latency import ProfileConfig, profile
+    from hwprune.latency.measure import random_widths
+    from hwprune.latency.table import LatencyTable
+    from hwprune.models import LoadedModel
+
+    build, size = {f: (b, s) for f, b, s in FAMILIES}[family]
+    torch.manual_seed(0)
+    loaded = LoadedModel(build().eval(), {"spec": family, "kwargs": {}}, size)
+    out = str(tmp_path / "t.json")
+    profile(loaded, ProfileConfig.quick(out=out, input_size=size, align=8), progress=False)
+    table = LatencyTable.load(out)
+    x = torch.randn(1, 3, size, size)
+    graph = ChannelGraph(loaded.model, x)
+    cm = table.cost_model(graph)
+    rng = np.random.default_rng(0)
+    full = cm.predict({})
+    for _ in range(5):
+        widths = random_widths(graph.groups, rng, 8, 8, ratio=float(rng.uniform(0.3, 0.7)))
+        for u, fam in cm.units:
+            cin, cout = u.widths(widths)
+            assert fam.cins[0] <= cin <= fam.cins[-1] and fam.couts[0] <= cout <= fam.couts[-1], (u.layer, cin, cout)
+        assert 0 < cm.predict(widths) < full
