@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from .counting import count_params, own_flops_by_op
-from .graph import ChannelGraph
+from .graph import ChannelGraph, LayerIO
 
 
 class CostModel(Protocol):
@@ -22,11 +22,13 @@ class CostModel(Protocol):
     def predict(self, widths: Mapping[str, int]) -> float: ...
 
 
-def layer_scales(graph: ChannelGraph, widths: Mapping[str, int]) -> dict[str, tuple[float, float, bool]]:
-    """Per layer: (input keep fraction, output keep fraction, depthwise?) under ``widths``. An
-    input fed by several groups (a concatenation) keeps the channel-weighted fraction."""
+def layer_scales(io: Mapping[str, LayerIO], widths: Mapping[str, int]) -> dict[str, tuple[float, float, bool]]:
+    """Per layer of ``io`` (``ChannelGraph.layer_io(expand_units=True)``, computed once per cost
+    model: searches call ``predict`` thousands of times): (input keep fraction, output keep
+    fraction, depthwise?) under ``widths``. An input fed by several groups (a concatenation)
+    keeps the channel-weighted fraction."""
     out = {}
-    for layer, io in graph.layer_io(expand_units=True).items():
+    for layer, io in io.items():
         fin, fout = io.fractions(widths)
         out[layer] = (fin, fout, io.depthwise)
     return out
@@ -52,7 +54,8 @@ class FlopsCostModel:
         self.graph = graph
         own = own_flops_by_op(graph.model, x)
         self.total = sum(sum(ops.values()) for ops in own.values())
-        layers = list(graph.layer_io(expand_units=True))
+        self.io = graph.layer_io(expand_units=True)
+        layers = list(self.io)
         modules = dict(graph.model.named_modules())
         self.per_layer: dict[str, int] = {}  # leaf layer -> its FLOPs
         # container -> (matmul FLOPs, other FLOPs, the scaled layers it is or holds)
@@ -71,7 +74,7 @@ class FlopsCostModel:
 
     def predict(self, widths: Mapping[str, int]) -> float:
         total = float(self.total)
-        scales = layer_scales(self.graph, widths)
+        scales = layer_scales(self.io, widths)
         for layer, f in self.per_layer.items():
             if layer in scales:
                 fin, fout, dw = scales[layer]
@@ -93,6 +96,7 @@ class ParamsCostModel:
 
     def __init__(self, graph: ChannelGraph):
         self.graph = graph
+        self.io = graph.layer_io(expand_units=True)
         self.per_layer = {}  # layer -> (matrix params, vector params)
         for n, m in graph.model.named_modules():
             ps = list(m.parameters(recurse=False))
@@ -101,7 +105,7 @@ class ParamsCostModel:
 
     def predict(self, widths: Mapping[str, int]) -> float:
         total = float(self.total)
-        for layer, (fin, fout, dw) in layer_scales(self.graph, widths).items():
+        for layer, (fin, fout, dw) in layer_scales(self.io, widths).items():
             mat, vec = self.per_layer.get(layer, (0, 0))
             total -= mat * (1.0 - (fout if dw else fin * fout)) + vec * (1.0 - fout)
         for g in self.graph.groups:  # parameters outside any layer (ViT's class token, position embedding)
