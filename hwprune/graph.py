@@ -213,6 +213,12 @@ class LayerRef:
     channels: int = 0
 
 
+def kept_channels(full: int, feeds, widths: Mapping[str, int]) -> int:
+    """Channels left of a layer side with ``full`` channels, fed by ``feeds`` -- (group name,
+    group width, multiplicity) -- when each group keeps ``widths[name]`` (missing: all)."""
+    return full - sum(m * (w - int(widths.get(name, w))) for name, w, m in feeds)
+
+
 @dataclass(frozen=True)
 class LayerIO:
     """How one layer's channel counts follow the group widths.
@@ -230,13 +236,10 @@ class LayerIO:
     outs: tuple = ()
     depthwise: bool = False
 
-    @staticmethod
-    def _side(full: int, pairs: tuple, widths: Mapping[str, int]) -> int:
-        return full - sum(m * (g.width - int(widths.get(g.name, g.width))) for g, m in pairs)
-
     def widths(self, widths: Mapping[str, int]) -> tuple[int, int]:
         """(cin, cout) under a width assignment (groups missing from ``widths`` stay full)."""
-        return self._side(self.cin, self.ins, widths), self._side(self.cout, self.outs, widths)
+        return (kept_channels(self.cin, [(g.name, g.width, m) for g, m in self.ins], widths),
+                kept_channels(self.cout, [(g.name, g.width, m) for g, m in self.outs], widths))
 
     def fractions(self, widths: Mapping[str, int]) -> tuple[float, float]:
         """(kept input fraction, kept output fraction) under ``widths``."""

@@ -311,15 +311,14 @@ def build_variant(model: torch.nn.Module, x: torch.Tensor, widths: Mapping[str, 
     """Really remove channels from a copy of ``model``: keep the first ``w`` of each group (of a
     group split into equal blocks -- attention heads, conv groups -- the first ``w / blocks`` of
     each block)."""
-    from ..graph import ChannelGraph
+    from ..graph import ChannelGraph, keep_top
 
     m = copy.deepcopy(model).eval()
     g = ChannelGraph(m, x)
     kept = {}
     for k, w in widths.items():
         grp = g.group(k)
-        if w < grp.width:
-            per, keep = grp.width // grp.blocks, int(w) // grp.blocks
-            kept[k] = [b * per + i for b in range(grp.blocks) for i in range(keep)]
+        if w < grp.width:  # descending scores: keep_top keeps the first channels (of each block)
+            kept[k] = keep_top(torch.arange(grp.width, 0, -1), int(w), grp.blocks)
     g.prune_(kept)
     return m.eval()

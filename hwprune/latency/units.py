@@ -22,6 +22,8 @@ from typing import Optional
 import torch
 from torch import nn
 
+from ..graph import kept_channels
+
 ACTS = ("none", "relu", "relu6", "hardswish", "sigmoid")
 
 
@@ -100,14 +102,10 @@ class UnitUse:
     ins: tuple = ()
     outs: tuple = ()
 
-    @staticmethod
-    def _side(full: int, pairs: tuple, widths: dict) -> int:
-        return full - sum(m * (w - int(widths.get(g, w))) for g, w, m in pairs)
-
     def widths(self, widths: dict[str, int]) -> tuple[int, int]:
         """(cin, cout) of this unit under a width assignment (missing groups = full width)."""
         if self.ins or self.outs:
-            cin, cout = self._side(self.cin, self.ins, widths), self._side(self.cout, self.outs, widths)
+            cin, cout = kept_channels(self.cin, self.ins, widths), kept_channels(self.cout, self.outs, widths)
         else:  # a table written before ins/outs: the group's width is the unit's
             cin = widths.get(self.gin, self.cin) if self.gin else self.cin
             cout = widths.get(self.gout, self.cout) if self.gout else self.cout
