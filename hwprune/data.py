@@ -94,66 +94,141 @@ def _batch_loader(ds: Dataset, batch_size: int, shuffle: bool, seed: int, drop_l
 
 # ---------------------------------------------------------------------------------------------
 # synthetic
-def synthetic_arrays(n: int, size: int = 32, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Draw ``n`` images (uint8, N x 3 x size x size) of the 10 :data:`SYNTHETIC_CLASSES`.
+class SyntheticImages(Dataset):
+    """The synthetic shapes task, drawn lazily and deterministically per index.
 
     The class is the *shape* of one large object; its colour, position, scale and rotation are
     random, the background is a noisy two-colour gradient, and 0-2 small distractor blobs are
     added, so the task needs shape features (not colour statistics) and is not trivially easy.
+
+    Memory is O(n) small per-sample parameters plus one image at a time: the pixels are rendered
+    when an index is read, never stored (at 224 pixels, 6000 images held at once were ~30 GB of
+    float intermediates). The random stream is the one the earlier all-at-once generator used:
+    every per-sample parameter is drawn up front in the same order, and each image's pixel noise
+    is the next slice of the same normal stream, reached through the generator state recorded at
+    the start of each image (recorded the first time the stream walks past it). So image ``i`` is
+    bit-identical to what the all-at-once generator made, for every seed and size.
     """
-    rng = np.random.default_rng(seed)
-    labels = rng.permutation(np.arange(n) % len(SYNTHETIC_CLASSES))
-    coords = (np.arange(size, dtype=np.float32) + 0.5)
-    yy, xx = np.meshgrid(coords, coords, indexing="ij")
-    r = rng.uniform(0.20, 0.36, n).astype(np.float32) * size
-    cx = rng.uniform(r, size - r).astype(np.float32)
-    cy = rng.uniform(r, size - r).astype(np.float32)
-    th = rng.uniform(0, 2 * np.pi, n).astype(np.float32)
-    dx, dy = xx[None] - cx[:, None, None], yy[None] - cy[:, None, None]
-    c, s = np.cos(th)[:, None, None], np.sin(th)[:, None, None]
-    u = (dx * c + dy * s) / r[:, None, None]
-    v = (-dx * s + dy * c) / r[:, None, None]
-    freq = rng.uniform(2.2, 3.4, n).astype(np.float32)[:, None, None] * np.pi
-    rad = np.sqrt(u * u + v * v)
-    box = np.maximum(np.abs(u), np.abs(v))
-    masks = {
-        0: rad < 1.0,
-        1: (rad < 1.0) & (rad > 0.55),
-        2: box < 0.8,
-        3: (box < 0.85) & (box > 0.5),
-        4: (v > -0.55) & (v < 0.95 - 1.7 * np.abs(u)),
-        5: ((np.abs(u) < 0.3) & (np.abs(v) < 1.0)) | ((np.abs(v) < 0.3) & (np.abs(u) < 1.0)),
-        6: (np.sin(u * freq) > 0) & (box < 0.9),
-        7: ((np.sin(u * freq) * np.sin(v * freq)) > 0) & (box < 0.9),
-        8: (((u - 0.55) ** 2 + v * v) < 0.2) | (((u + 0.55) ** 2 + v * v) < 0.2) | ((np.abs(v) < 0.12) & (np.abs(u) < 0.6)),
-        9: (rad < 1.0) & (u > 0.0),
-    }
-    mask = np.zeros((n, size, size), dtype=bool)
-    for k, m in masks.items():
-        sel = labels == k
-        mask[sel] = m[sel]
-    # background: gradient between two colours along a random direction
-    c0, c1 = rng.uniform(0, 1, (n, 3)).astype(np.float32), rng.uniform(0, 1, (n, 3)).astype(np.float32)
-    phi = rng.uniform(0, 2 * np.pi, n).astype(np.float32)
-    t = ((xx[None] * np.cos(phi)[:, None, None] + yy[None] * np.sin(phi)[:, None, None]) / size + 1) / 2
-    t = np.clip(t, 0, 1)[:, None]
-    img = c0[:, :, None, None] * (1 - t) + c1[:, :, None, None] * t
-    bg_mean = (c0 + c1) / 2
-    sign = np.where(bg_mean.mean(1, keepdims=True) > 0.5, -1.0, 1.0).astype(np.float32)
-    fg = np.clip(bg_mean + sign * rng.uniform(0.3, 0.55, (n, 1)).astype(np.float32)
-                 + rng.uniform(-0.25, 0.25, (n, 3)).astype(np.float32), 0, 1)
-    img = np.where(mask[:, None], fg[:, :, None, None], img)
-    # distractors: up to two small blobs of random colour
-    for _ in range(2):
-        present = rng.uniform(0, 1, n) < 0.6
-        br = rng.uniform(1.5, 3.2, n).astype(np.float32)
-        bx, by = rng.uniform(0, size, n).astype(np.float32), rng.uniform(0, size, n).astype(np.float32)
-        blob = ((xx[None] - bx[:, None, None]) ** 2 + (yy[None] - by[:, None, None]) ** 2) < (br ** 2)[:, None, None]
-        blob &= present[:, None, None]
-        col = rng.uniform(0, 1, (n, 3)).astype(np.float32)
-        img = np.where(blob[:, None], col[:, :, None, None], img)
-    img = img + rng.normal(0, 0.08, img.shape).astype(np.float32)
-    return (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8), labels.astype(np.int64)
+
+    def __init__(self, n: int, size: int = 32, seed: int = 0):
+        if n < 1:
+            raise ConfigError(f"synthetic data needs at least 1 image, got n={n}")
+        self.n, self.size, self.seed = int(n), int(size), int(seed)
+        rng = np.random.default_rng(seed)
+        self.labels = rng.permutation(np.arange(n) % len(SYNTHETIC_CLASSES)).astype(np.int64)
+        f32 = np.float32
+        self.r = rng.uniform(0.20, 0.36, n).astype(f32) * size
+        self.cx = rng.uniform(self.r, size - self.r).astype(f32)
+        self.cy = rng.uniform(self.r, size - self.r).astype(f32)
+        th = rng.uniform(0, 2 * np.pi, n).astype(f32)
+        self.cos, self.sin = np.cos(th), np.sin(th)
+        self.freq = rng.uniform(2.2, 3.4, n).astype(f32) * np.pi
+        self.c0, self.c1 = rng.uniform(0, 1, (n, 3)).astype(f32), rng.uniform(0, 1, (n, 3)).astype(f32)
+        phi = rng.uniform(0, 2 * np.pi, n).astype(f32)
+        self.cphi, self.sphi = np.cos(phi), np.sin(phi)
+        bg_mean = (self.c0 + self.c1) / 2
+        sign = np.where(bg_mean.mean(1, keepdims=True) > 0.5, -1.0, 1.0).astype(f32)
+        self.fg = np.clip(bg_mean + sign * rng.uniform(0.3, 0.55, (n, 1)).astype(f32)
+                          + rng.uniform(-0.25, 0.25, (n, 3)).astype(f32), 0, 1)
+        self.blobs = []
+        for _ in range(2):  # distractors: up to two small blobs of random colour
+            present = rng.uniform(0, 1, n) < 0.6
+            br = rng.uniform(1.5, 3.2, n).astype(f32)
+            bx, by = rng.uniform(0, size, n).astype(f32), rng.uniform(0, size, n).astype(f32)
+            self.blobs.append((present, br, bx, by, rng.uniform(0, 1, (n, 3)).astype(f32)))
+        self._bitgen = rng.bit_generator
+        self._noise_states = [self._bitgen.state]  # state at the start of image i's noise
+        coords = np.arange(size, dtype=f32) + 0.5
+        self._yy, self._xx = np.meshgrid(coords, coords, indexing="ij")
+
+    def __len__(self) -> int:
+        return self.n
+
+    def _noise(self, i: int) -> np.ndarray:
+        shape = (3, self.size, self.size)
+        while len(self._noise_states) <= i:  # walk the stream forward, recording each start
+            self._bitgen.state = self._noise_states[-1]
+            np.random.Generator(self._bitgen).normal(0, 0.08, shape)
+            self._noise_states.append(self._bitgen.state)
+        self._bitgen.state = self._noise_states[i]
+        return np.random.Generator(self._bitgen).normal(0, 0.08, shape).astype(np.float32)
+
+    def render(self, i: int) -> np.ndarray:
+        """Image ``i`` as uint8 (3, size, size)."""
+        if not 0 <= i < self.n:
+            raise IndexError(f"synthetic image index {i} out of range [0, {self.n})")
+        size, xx, yy, k = self.size, self._xx, self._yy, int(self.labels[i])
+        dx, dy = xx - self.cx[i], yy - self.cy[i]
+        c, s, r = self.cos[i], self.sin[i], self.r[i]
+        u = (dx * c + dy * s) / r
+        v = (-dx * s + dy * c) / r
+        freq = self.freq[i]
+        rad = np.sqrt(u * u + v * v)
+        box = np.maximum(np.abs(u), np.abs(v))
+        if k == 0:
+            mask = rad < 1.0
+        elif k == 1:
+            mask = (rad < 1.0) & (rad > 0.55)
+        elif k == 2:
+            mask = box < 0.8
+        elif k == 3:
+            mask = (box < 0.85) & (box > 0.5)
+        elif k == 4:
+            mask = (v > -0.55) & (v < 0.95 - 1.7 * np.abs(u))
+        elif k == 5:
+            mask = ((np.abs(u) < 0.3) & (np.abs(v) < 1.0)) | ((np.abs(v) < 0.3) & (np.abs(u) < 1.0))
+        elif k == 6:
+            mask = (np.sin(u * freq) > 0) & (box < 0.9)
+        elif k == 7:
+            mask = ((np.sin(u * freq) * np.sin(v * freq)) > 0) & (box < 0.9)
+        elif k == 8:
+            mask = (((u - 0.55) ** 2 + v * v) < 0.2) | (((u + 0.55) ** 2 + v * v) < 0.2) | ((np.abs(v) < 0.12) & (np.abs(u) < 0.6))
+        else:
+            mask = (rad < 1.0) & (u > 0.0)
+        # background: gradient between two colours along a random direction
+        t = np.clip(((xx * self.cphi[i] + yy * self.sphi[i]) / size + 1) / 2, 0, 1)[None]
+        img = self.c0[i][:, None, None] * (1 - t) + self.c1[i][:, None, None] * t
+        img = np.where(mask[None], self.fg[i][:, None, None], img)
+        for present, br, bx, by, col in self.blobs:
+            blob = ((xx - bx[i]) ** 2 + (yy - by[i]) ** 2) < br[i] ** 2
+            blob &= present[i]
+            img = np.where(blob[None], col[i][:, None, None], img)
+        img = img + self._noise(i)
+        return (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
+class LazyImageDataset(Dataset):
+    """Normalised float images from a renderer ``render(i) -> uint8 (3, H, W)``, one batch at a time.
+
+    Indexing with a list returns a whole batch, like :class:`ArrayImageDataset`, but only that
+    batch's pixels ever exist in memory.
+    """
+
+    def __init__(self, source: SyntheticImages, indices: range, mean, std):
+        self.source, self.indices = source, indices
+        self.labels = torch.from_numpy(source.labels[indices.start:indices.stop])
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1).expand(1, 3, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1).expand(1, 3, 1, 1)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, idx):
+        single = isinstance(idx, int)
+        idx = [idx] if single else list(idx)
+        x = torch.from_numpy(np.stack([self.source.render(self.indices[j]) for j in idx])).float().div_(255.0)
+        x = (x - self.mean) / self.std
+        y = self.labels[idx]
+        return (x[0], y[0]) if single else (x, y)
+
+
+def synthetic_arrays(n: int, size: int = 32, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` images (uint8, N x 3 x size x size) and labels of :class:`SyntheticImages`, as arrays.
+
+    For small ``n`` (fingerprints, tests); data paths use the lazy dataset.
+    """
+    src = SyntheticImages(n, size, seed)
+    return np.stack([src.render(i) for i in range(n)]), src.labels.copy()
 
 
 def synthetic_fingerprint(size: int = 32, seed: int = 0) -> str:
@@ -163,10 +238,10 @@ def synthetic_fingerprint(size: int = 32, seed: int = 0) -> str:
 
 
 def _synthetic(input_size: int, batch_size: int, seed: int, n_train: int, n_val: int, calib_size: int) -> DataBundle:
-    x, y = synthetic_arrays(n_train + n_val, input_size, seed)
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-    train = ArrayImageDataset(xt[:n_train], yt[:n_train], (SYNTHETIC_MEAN,) * 3, (SYNTHETIC_STD,) * 3)
-    val = ArrayImageDataset(xt[n_train:], yt[n_train:], (SYNTHETIC_MEAN,) * 3, (SYNTHETIC_STD,) * 3)
+    src = SyntheticImages(n_train + n_val, input_size, seed)
+    norm = ((SYNTHETIC_MEAN,) * 3, (SYNTHETIC_STD,) * 3)
+    train = LazyImageDataset(src, range(0, n_train), *norm)
+    val = LazyImageDataset(src, range(n_train, n_train + n_val), *norm)
     calib = Subset(train, range(min(calib_size, n_train)))
     return DataBundle(
         train=_batch_loader(train, batch_size, True, seed, drop_last=True),

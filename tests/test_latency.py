@@ -453,3 +453,21 @@ def test_calibration_is_timed_again_when_the_machine_state_moved(capsys):
     assert timing_ms(timings["full"]) == pytest.approx(rec["attempts"][k]["full_ms"])
     err = capsys.readouterr().err
     assert "timing the calibration again" in err and "after 2 attempts" in err
+
+
+@pytest.mark.parametrize("name", ["resnet50", "mobilenet_v2", "resnet18"])
+def test_committed_table_covers_the_models_it_was_profiled_for(name):
+    """`hwprune prune --model resnet50 --budget 0.5x` must reuse the committed table, not profile
+    again into it: coverage was judged against the first unit family of the same shape (resnet50's
+    downsample 1x1 at 56x56 spans cin <= 64) instead of any family that spans the layer."""
+    from hwprune.graph import ChannelGraph
+    from hwprune.latency import LatencyTable
+    from hwprune.models import load_model
+
+    root = os.path.join(os.path.dirname(__file__), "..", "latency_tables", "amd-epyc-2c-ort-cpu-fp32-b1.json")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        table = LatencyTable.load(root, check_device=False)
+    graph = ChannelGraph(load_model(name).model, torch.randn(1, 3, 224, 224))
+    assert table.missing_units(graph) == [] and table.covers(graph)
+    assert table.cost_model(graph).predict({}) > 0

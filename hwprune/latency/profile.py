@@ -23,6 +23,7 @@ import torch
 from ..backends import check_ort_spinning
 from ..errors import ConfigError, TableError
 from ..graph import ChannelGraph
+from ..memory import release_freed_memory
 from ..models import LoadedModel
 from hwprune_deploy.runner import MODEL_PROTOCOL, UNIT_PROTOCOL, timing_ms, unit_time
 from hwprune_deploy.timing import Protocol
@@ -329,6 +330,8 @@ def profile(loaded: LoadedModel, config: ProfileConfig, progress: bool = True) -
                           "points_measured": stats["measured"], "resumed": bool(config.resume and prior_seconds)})
     table.in_progress = None
     table.save(path)
+    del prepared, full, state, timings
+    release_freed_memory()  # the variants' sessions leave GBs mapped otherwise (hwprune.memory)
     return path
 
 

@@ -242,28 +242,29 @@ class LatencyTable:
         return rec
 
     def missing_units(self, graph) -> list[str]:
-        """Unit signatures ``graph`` needs that the table lacks (or covers only partly)."""
+        """Unit signatures ``graph`` needs that the table lacks (or covers only partly).
+
+        Units are extracted without the ONNX fusion pass, so a unit's key may carry fewer fused
+        ops than the table's; it is covered when *any* family of the same shape spans its widths
+        (resnet50 has three 1x1 families at 56x56 -- conv+relu, conv+add+relu and the downsample
+        conv -- and judging by the first one found made the committed table look incomplete)."""
         missing = []
         for u in extract_units(graph, dtype=self.precision, fuse=False):
-            fam = self._family_by_shape(u.family)
-            if fam is None:
+            fams = self._families_by_shape(u.family)
+            if not fams:
                 missing.append(u.family.key)
                 continue
-            if u.cin > max(fam.cins) or (not fam.spec.tied and u.cout > max(fam.couts)):
+            if not any(u.cin <= max(f.cins) and (f.spec.tied or u.cout <= max(f.couts)) for f in fams):
                 missing.append(f"{u.family.key} (needs cin={u.cin}, cout={u.cout})")
         return missing
 
-    def _family_by_shape(self, spec: UnitFamily) -> Optional[Family]:
-        """Find a family ignoring fused ops (used when the ONNX fusion pass is skipped)."""
-        if spec.key in self.families:
-            return self.families[spec.key]
-        for f in self.families.values():
-            s = f.spec
-            if (s.kind, s.h, s.w, s.kernel, s.stride, s.padding, s.dilation, s.groups, s.batch, s.dtype) == \
-                    (spec.kind, spec.h, spec.w, spec.kernel, spec.stride, spec.padding, spec.dilation, spec.groups,
-                     spec.batch, spec.dtype):
-                return f
-        return None
+    def _families_by_shape(self, spec: UnitFamily) -> list[Family]:
+        """Families of the same shape, ignoring fused ops (used when the ONNX fusion pass is skipped)."""
+        shape = (spec.kind, spec.h, spec.w, spec.kernel, spec.stride, spec.padding, spec.dilation, spec.groups,
+                 spec.batch, spec.dtype)
+        return [f for f in self.families.values()
+                if (f.spec.kind, f.spec.h, f.spec.w, f.spec.kernel, f.spec.stride, f.spec.padding, f.spec.dilation,
+                    f.spec.groups, f.spec.batch, f.spec.dtype) == shape]
 
     def covers(self, graph) -> bool:
         try:
