@@ -287,6 +287,23 @@ def _measure_as(config: PruneConfig, table) -> tuple[str, bool]:
     return "fp32", False
 
 
+def table_prediction(ctx: SearchContext, table, widths: dict[str, int]) -> Optional[dict[str, float]]:
+    """What a latency table predicts for the unpruned model and for ``widths`` when the search
+    spent another currency (a --ratio, a FLOPs or params budget): a user who passed --table wants
+    the latency and speedup it says, as a latency-budget run reports them. None without a table."""
+    if table is None:
+        return None
+    if isinstance(table, str):
+        from .latency import LatencyTable
+
+        table = LatencyTable.load(table)
+    cost = table if hasattr(table, "predict") and not hasattr(table, "cost_model") else table.cost_model(ctx.graph)
+    if getattr(cost, "unit", None) != "ms":
+        return None
+    base, pred = float(cost.predict({})), float(cost.predict(widths))
+    return {"baseline_predicted_ms": base, "predicted_ms": pred, "speedup_predicted": base / max(pred, 1e-12)}
+
+
 def prune(loaded: LoadedModel, config: PruneConfig, calib=None, table=None, evaluator=None,
           data=None) -> PruneResult:
     """Search widths, select channels, physically remove them, check by measurement; returns
@@ -384,6 +401,8 @@ def prune(loaded: LoadedModel, config: PruneConfig, calib=None, table=None, eval
     if ctx.cost.unit == "ms":
         report["latency"] = {"baseline_predicted_ms": ctx.baseline_cost, "predicted_ms": cost["predicted"],
                              "speedup_predicted": ctx.baseline_cost / max(cost["predicted"], 1e-12)}
+    elif (predicted := table_prediction(ctx, measured_table, widths)) is not None:
+        report["latency"] = predicted
     if measured is not None:
         b, p = measured["baseline"], measured["pruned"]
         b_ms, p_ms = timing_ms(b), timing_ms(p)

@@ -31,3 +31,21 @@ def test_errors_are_clear_and_exit_2(cli):
     assert p.returncode == 2 and "ratio 1.5" in p.stderr and "Traceback" not in p.stderr
     p = cli("inspect", "--model", "resnt18", check=False)
     assert p.returncode == 2 and "Did you mean" in p.stderr
+
+
+def test_prune_ratio_with_table_reports_predicted_latency(tmp_path, capsys):
+    """`hwprune prune --ratio 0.5 --table T` reports what the table predicts (baseline, pruned,
+    speedup) next to FLOPs, as a latency-budget run does."""
+    from hwprune.cli.main import main
+    from hwprune.latency import ProfileConfig, profile
+    from hwprune.models import load_model
+
+    table = profile(load_model("tiny_resnet"), ProfileConfig.quick(input_size=16, align=8,
+                                                                   out=str(tmp_path / "t.json")), progress=False)
+    out = tmp_path / "o"
+    assert main(["prune", "--model", "tiny_resnet", "--input-size", "16", "--ratio", "0.5", "--align", "8",
+                 "--table", table, "--out", str(out), "--quiet"]) == 0
+    lat = json.loads((out / "report.json").read_text())["latency"]
+    assert 0 < lat["predicted_ms"] < lat["baseline_predicted_ms"]
+    assert abs(lat["speedup_predicted"] - lat["baseline_predicted_ms"] / lat["predicted_ms"]) < 1e-9
+    assert f"latency predicted {lat['baseline_predicted_ms']:.3f} -> {lat['predicted_ms']:.3f} ms" in capsys.readouterr().out
