@@ -260,7 +260,10 @@ def find_table(config: RunConfig, loaded: LoadedModel, input_size: int, folders=
     return None
 
 
-def get_table(config: RunConfig, run: Run, loaded: LoadedModel, input_size: int) -> Optional[str]:
+def get_table(config: RunConfig, run: Run, loaded: LoadedModel, input_size: int,
+              out_dir: Optional[str] = None) -> Optional[str]:
+    """--table, else a matching table from latency_tables/ or an earlier --out, else profile one
+    into ``out_dir`` (default --out; run_pipeline passes its staging folder)."""
     if config.table:
         from .latency import LatencyTable
         from .latency.measure import table_spinning
@@ -281,7 +284,8 @@ def get_table(config: RunConfig, run: Run, loaded: LoadedModel, input_size: int)
     pc = {f.name for f in dataclasses.fields(ProfileConfig)}
     kw = {"backend": config.backend, "threads": config.threads, "batch": 1, "input_size": input_size,
           "spinning": config.spinning,
-          "align": config.align, "min_width": config.min_width, "out": os.path.join(config.out, "latency_table.json"),
+          "align": config.align, "min_width": config.min_width,
+          "out": os.path.join(out_dir or config.out, "latency_table.json"),
           **sizes(config)["profile"]}
     return profile(loaded, ProfileConfig(**{k: v for k, v in kw.items() if k in pc}), progress=config.progress)
 
@@ -373,15 +377,47 @@ def bisect_uniform(config: RunConfig, run: Run, loaded: LoadedModel, input_size:
 # ------------------------------------------------------------------------------ the verb
 
 def run_pipeline(config: RunConfig) -> dict:
-    """Run every step; returns the report dict (``files`` says where report.md went)."""
+    """Run every step; returns the report dict (``files`` says where report.md went). Everything
+    is written into a staging folder that becomes ``config.out`` only when the report is written:
+    a run that fails leaves no half folder, and an earlier run's folder stays until then."""
+    from .outdir import check_output_dir, staged_output_dir
+
+    check_output_dir(config.out)
+    with staged_output_dir(config.out) as work:
+        return _run_steps(config, Run(config), work)
+
+
+def _staged_table(path: Optional[str], config: RunConfig, work: str):
+    """The table to read, named by where it lives once the run is done: one profiled into the
+    staging folder ``work`` is read there but carries its final path (OUT/...); one reused from an
+    earlier OUT is copied into ``work`` so the replaced OUT still holds it."""
+    from .bench import load_table
+
+    if path is None:
+        return None
+    final = path
+    here = os.path.abspath(path)
+    if here.startswith(os.path.abspath(work) + os.sep):
+        final = os.path.join(config.out, os.path.relpath(here, os.path.abspath(work)))
+    elif os.path.dirname(here) == os.path.abspath(config.out):
+        import shutil
+
+        shutil.copy2(path, os.path.join(work, os.path.basename(path)))
+    table = load_table(path)
+    if table is None:
+        return path
+    table.path = final
+    return table
+
+
+def _run_steps(config: RunConfig, run: Run, work: str) -> dict:
+    """The steps of :func:`run_pipeline`, writing into ``work`` (the staging folder)."""
     from .bench import BenchConfig, bench, load_table
     from .checkpoint import save_checkpoint
     from .export import export_onnx
     from .jsonio import write_json
     from .report import table_breakdown, write_report
 
-    run = Run(config)
-    os.makedirs(config.out, exist_ok=True)
     s = sizes(config)
     with run.step("model + data") as st:
         loaded, data = get_model(config, run, lambda size: load_data(config, size))
@@ -390,8 +426,8 @@ def run_pipeline(config: RunConfig) -> dict:
         acc_before = float(evaluator(loaded.model))
         st.detail = f"{loaded.model_id['spec']} @ {size}x{size}, top-1 {100 * acc_before:.1f}% on {config.data} val"
     with run.step("latency table") as st:
-        table = get_table(config, run, loaded, size)
-        st.detail = f"{table}" if table else "none"
+        table = _staged_table(get_table(config, run, loaded, size, out_dir=work), config, work)
+        st.detail = f"{getattr(table, 'path', table)}" if table else "none"
     with run.step("prune") as st:
         strategy = choose_strategy(config, run)
         res = prune_step(config, run, loaded, data, table, evaluator, strategy, size)
@@ -414,13 +450,13 @@ def run_pipeline(config: RunConfig) -> dict:
         if rep_acc.get("after_finetune") is not None:
             acc["after_finetune"] = float(rep_acc["after_finetune"])
     with run.step("save + export ONNX") as st:
-        save_checkpoint(os.path.join(config.out, "pruned.pt"), pruned, res.plan, meta={"accuracy": acc})
-        res.plan.save(os.path.join(config.out, "plan.json"))
-        write_json(os.path.join(config.out, "prune_report.json"), res.report)
+        save_checkpoint(os.path.join(work, "pruned.pt"), pruned, res.plan, meta={"accuracy": acc})
+        res.plan.save(os.path.join(work, "plan.json"))
+        write_json(os.path.join(work, "prune_report.json"), res.report)
         x = torch.randn(1, 3, size, size)
-        p_base = export_onnx(loaded.model, x, os.path.join(config.out, "baseline.onnx"), dynamic_batch=True,
+        p_base = export_onnx(loaded.model, x, os.path.join(work, "baseline.onnx"), dynamic_batch=True,
                              samples=2, parity_batches=config.batches)
-        p_pruned = export_onnx(pruned, x, os.path.join(config.out, "pruned.onnx"), dynamic_batch=True, samples=2,
+        p_pruned = export_onnx(pruned, x, os.path.join(work, "pruned.onnx"), dynamic_batch=True, samples=2,
                                parity_batches=config.batches)
         st.detail = f"parity baseline {p_base.max_abs:.1e}, pruned {p_pruned.max_abs:.1e} (max |err| vs PyTorch)"
     with run.step("bench") as st:
@@ -436,7 +472,7 @@ def run_pipeline(config: RunConfig) -> dict:
             bs = bench({"baseline": loaded, "pruned": pruned_loaded}, scfg, progress=False)
             b["ort_spinning"] = {k: bs[k] for k in ("rows", "speedup", "protocol")}
             st.detail += f"; ORT spinning (default options) {next(iter(bs['speedup'].values())):.2f}x"
-        write_json(os.path.join(config.out, "bench.json"), b)
+        write_json(os.path.join(work, "bench.json"), b)
         if "predicted_speedup" in b:
             st.detail += f"; {b['predicted_speedup']:.2f}x predicted"
     with run.step("report") as st:
@@ -446,7 +482,11 @@ def run_pipeline(config: RunConfig) -> dict:
                  "notes": run.notes, "bench": b,
                  "steps": run.steps + [{"name": "report", "seconds": 0.0, "detail": ""}],
                  "total_seconds": time.perf_counter() - run.t0, "commands": [command_line(config)]}
-        rep = write_report(config.out, res.report, b, breakdown=breakdown, accuracy=acc, extra=extra)
+        rep = write_report(work, res.report, b, breakdown=breakdown, accuracy=acc, extra=extra)
+        # the report names its files where they will be, not in the staging folder
+        rep["files"] = {k: ([os.path.join(config.out, os.path.basename(p)) for p in v] if isinstance(v, list)
+                            else os.path.join(config.out, os.path.basename(v))) for k, v in rep["files"].items()}
+        write_json(os.path.join(work, "report.json"), rep)
         st.detail = rep["files"]["report_md"]
     return rep
 

@@ -8,6 +8,7 @@ import sys
 from ..checkpoint import save_checkpoint
 from ..importance import list_criteria
 from ..jsonio import write_json
+from ..outdir import check_output_dir, staged_output_dir
 from ..prune import PruneConfig, prune
 from ..strategies import list_strategies
 from .common import DEVICE_ALIGN_HELP, add_grid_args, add_model_args, grid_hint, load_from_args, resolve_align
@@ -121,6 +122,28 @@ def make_evaluation(args, loaded, size: int):
     return data, make_evaluator(args.evaluator, data, original=loaded.model), f"{args.evaluator} on {args.data}"
 
 
+def write_outputs(folder: str, result, plot: bool = False) -> list[str]:
+    """Write plan.json, pruned.pt, pareto.json (evolution), the PNGs and report.json into
+    ``folder``; returns the names written."""
+    r = result.report
+    result.plan.save(os.path.join(folder, "plan.json"))
+    save_checkpoint(os.path.join(folder, "pruned.pt"), result.model, result.plan)
+    written = ["plan.json", "pruned.pt", "report.json"]
+    if "pareto" in result.artifacts:
+        write_json(os.path.join(folder, "pareto.json"), result.artifacts["pareto"])
+        written.append("pareto.json")
+    if plot:
+        from ..search_plots import plot_pareto, plot_width_profile
+
+        plot_width_profile(r, os.path.join(folder, "widths.png"))
+        written.append("widths.png")
+        if "pareto" in result.artifacts:
+            plot_pareto(result.artifacts["pareto"], os.path.join(folder, "pareto.png"))
+            written.append("pareto.png")
+    write_json(os.path.join(folder, "report.json"), r)
+    return written
+
+
 def run(args) -> int:
     from ..budget import parse_budget
 
@@ -137,6 +160,7 @@ def run(args) -> int:
                          backend=backend, threads=args.threads, closed_loop_rounds=args.closed_loop_rounds,
                          tolerance=args.tolerance, finetune_epochs=args.finetune_epochs,
                          finetune_lr=args.finetune_lr, distill=args.distill, progress=not args.quiet)
+    check_output_dir(args.out)  # before the search, not after it
     loaded = load_from_args(args)
     size = args.input_size or loaded.input_size
     table = args.table
@@ -164,24 +188,10 @@ def run(args) -> int:
         print(f"evaluator: {eval_words}", file=sys.stderr)
     result = prune(loaded, config, calib=data.calib if data is not None else None, table=table,
                    evaluator=evaluator, data=data)
-    os.makedirs(args.out, exist_ok=True)
     r = result.report
     r["evaluator"] = eval_words
-    result.plan.save(os.path.join(args.out, "plan.json"))
-    save_checkpoint(os.path.join(args.out, "pruned.pt"), result.model, result.plan)
-    written = ["plan.json", "pruned.pt", "report.json"]
-    if "pareto" in result.artifacts:
-        write_json(os.path.join(args.out, "pareto.json"), result.artifacts["pareto"])
-        written.append("pareto.json")
-    if args.plot:
-        from ..search_plots import plot_pareto, plot_width_profile
-
-        plot_width_profile(r, os.path.join(args.out, "widths.png"))
-        written.append("widths.png")
-        if "pareto" in result.artifacts:
-            plot_pareto(result.artifacts["pareto"], os.path.join(args.out, "pareto.png"))
-            written.append("pareto.png")
-    write_json(os.path.join(args.out, "report.json"), r)
+    with staged_output_dir(args.out) as work:  # every file or none; an earlier OUT is replaced only at the end
+        written = write_outputs(work, result, plot=args.plot)
     print(f"pruned {loaded.model_id['spec']} with {args.strategy}: "
           f"FLOPs {r['before']['flops'] / 1e9:.3f} -> {r['after']['flops'] / 1e9:.3f} G ({r['flops_reduction']:.2f}x), "
           f"params {r['before']['params'] / 1e6:.2f} -> {r['after']['params'] / 1e6:.2f} M")
