@@ -39,3 +39,8 @@ class BackendUnavailableError(HwpruneError):
 
 class ExportError(HwpruneError):
     """Export failed or the exported model diverges from PyTorch."""
+
+
+class VacuousParityError(ExportError):
+    """A parity check would prove nothing: the reference output (and the classifier input) has no
+    spread, so every graph would pass (e.g. a random-init model whose logits are ~0)."""

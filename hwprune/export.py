@@ -3,12 +3,8 @@
 The TorchScript-based exporter is tried first (fast, mature for CNNs/ViTs); the dynamo exporter
 is the fallback. Files are written atomically: a failed export or a parity miss leaves nothing.
 
-Parity is checked on several random inputs (and, with a dynamic batch axis, at several batch
-sizes), comparing ONNX Runtime's output with eager PyTorch. A reference output that is constant
-(e.g. torchvision's ViT zero-initialises its classifier head, so an untrained ViT outputs exactly
-0 for every input) would make any comparison pass trivially; such a check is flagged
-``degenerate`` and repeated on a probe copy whose all-zero parameters were re-randomised, so the
-exported *graph* is still verified.
+Parity (ONNX Runtime vs PyTorch, tolerances relative to the reference's spread) is
+:mod:`hwprune.parity`; :func:`verify_onnx` adds the probe copy for a constant reference.
 
 :func:`mask_2to4_` applies 2:4 semi-structured magnitude masks (NVIDIA Ampere sparse tensor
 cores; Mishra et al. 2021, "Accelerating Sparse Deep Neural Networks") before a ``--sparse``
@@ -27,36 +23,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import BackendUnavailableError, ConfigError, ExportError
+from .errors import BackendUnavailableError, ConfigError, ExportError, VacuousParityError
 from .jsonio import atomic_write_bytes
+from .parity import DEFAULT_ATOL, DEFAULT_RTOL, Parity, check_parity_many, parity_inputs, vacuous_message
 
 FORMATS = ("onnx", "tensorrt")
 TRT_INSTALL_HINT = ("install it with `pip install 'hwprune[tensorrt]'` (TensorRT >= 10 and pycuda) on a machine "
                     "with an NVIDIA GPU and CUDA driver")
-
-
-@dataclass
-class Parity:
-    max_abs: float
-    max_rel: float
-    ok: bool
-    inputs: int = 1
-    batches: tuple[int, ...] = ()
-    degenerate: bool = False  # the reference output was constant: this comparison alone proves nothing
-    note: str = ""
-
-    def __str__(self) -> str:
-        s = f"max |err| {self.max_abs:.2e}, max rel err {self.max_rel:.2e} ({'ok' if self.ok else 'MISMATCH'})"
-        if self.inputs > 1 or self.batches:
-            s += f" over {self.inputs} random input(s)" + (f", batch {','.join(map(str, self.batches))}"
-                                                           if self.batches else "")
-        if self.note:
-            s += f"; {self.note}"
-        return s
-
-    def to_dict(self) -> dict:
-        return {"max_abs": self.max_abs, "max_rel": self.max_rel, "ok": self.ok, "inputs": self.inputs,
-                "batches": list(self.batches), "degenerate": self.degenerate, "note": self.note}
 
 
 def onnx_bytes(model: nn.Module, x: torch.Tensor, opset: int = 17, dynamic_batch: bool = False) -> bytes:
@@ -91,66 +64,6 @@ def onnx_bytes(model: nn.Module, x: torch.Tensor, opset: int = 17, dynamic_batch
     raise ExportError(f"ONNX export of {type(model).__name__} failed: " + " | ".join(errors))
 
 
-def _reference(model: nn.Module, x: torch.Tensor) -> np.ndarray:
-    # The eager inference path a user runs (no_grad: MultiheadAttention takes its fused fast path,
-    # the exporter traced the slow path -- both are the same maths, so they must agree to ~1e-6).
-    with torch.no_grad():
-        out = model.eval()(x)
-    if isinstance(out, (tuple, list)):
-        out = out[0]
-    return out.float().cpu().numpy()
-
-
-def _is_constant(a: np.ndarray) -> bool:
-    return a.size == 0 or float(a.max() - a.min()) == 0.0
-
-
-def check_parity(model: nn.Module, data: bytes, x: torch.Tensor, threads: int = 2,
-                 atol: float = 1e-3, rtol: float = 1e-3) -> Parity:
-    """Run the ONNX bytes in ONNX Runtime and compare with PyTorch on ``x``."""
-    return check_parity_many(model, data, [x], threads=threads, atol=atol, rtol=rtol)
-
-
-def check_parity_many(model: nn.Module, data: bytes, inputs: Sequence[torch.Tensor], threads: int = 2,
-                      atol: float = 1e-3, rtol: float = 1e-3) -> Parity:
-    """Compare ORT with PyTorch on every input; the worst error decides. ``ok`` means
-    ``max|err| <= atol + rtol * max|ref|`` on every input."""
-    from hwprune_deploy.ort import make_session
-
-    sess = make_session(data, threads=threads)
-    name = sess.get_inputs()[0].name
-    worst_abs, worst_rel, ok, degenerate = 0.0, 0.0, True, True
-    for x in inputs:
-        ref = _reference(model, x)
-        got = sess.run(None, {name: x.detach().cpu().numpy().astype(np.float32)})[0]
-        if got.shape != ref.shape:
-            raise ExportError(f"ONNX output shape {got.shape} differs from PyTorch {ref.shape} "
-                              f"for input shape {tuple(x.shape)}")
-        diff = np.abs(got.astype(np.float64) - ref)
-        max_abs = float(diff.max()) if diff.size else 0.0
-        if not np.all(np.isfinite(got)) and np.all(np.isfinite(ref)):
-            max_abs = float("inf")
-        scale = float(np.abs(ref).max()) if ref.size else 0.0
-        worst_abs = max(worst_abs, max_abs)
-        worst_rel = max(worst_rel, max_abs / (scale or 1.0))
-        ok = ok and bool(max_abs <= atol + rtol * scale)
-        degenerate = degenerate and _is_constant(ref)
-    batches = tuple(sorted({int(x.shape[0]) for x in inputs}))
-    return Parity(worst_abs, worst_rel, ok, inputs=len(inputs), batches=batches, degenerate=degenerate,
-                  note="reference output is constant (all-zero head?)" if degenerate else "")
-
-
-def parity_inputs(x: torch.Tensor, samples: int = 3, batches: Sequence[int] = (), seed: int = 0) -> list[torch.Tensor]:
-    """``samples`` random inputs shaped like ``x`` (first one is ``x`` itself), plus one per
-    extra batch size in ``batches`` (for a dynamic batch axis)."""
-    g = torch.Generator().manual_seed(seed)
-    out = [x] + [torch.randn(x.shape, generator=g) for _ in range(max(0, samples - 1))]
-    for b in batches:
-        if b != x.shape[0]:
-            out.append(torch.randn((b, *x.shape[1:]), generator=g))
-    return out
-
-
 def _probe_copy(model: nn.Module, seed: int = 0) -> tuple[nn.Module, int]:
     """Copy of ``model`` with every all-zero parameter re-randomised (zero-init heads, layer scales)."""
     probe = copy.deepcopy(model).eval()
@@ -165,23 +78,31 @@ def _probe_copy(model: nn.Module, seed: int = 0) -> tuple[nn.Module, int]:
 
 
 def verify_onnx(model: nn.Module, data: bytes, inputs: Sequence[torch.Tensor], opset: int = 17,
-                dynamic_batch: bool = False, threads: int = 2, atol: float = 1e-3, rtol: float = 1e-3) -> Parity:
-    """Parity on ``inputs``; when the reference is constant, re-check the graph on a probe copy."""
+                dynamic_batch: bool = False, threads: int = 2, atol: float = DEFAULT_ATOL,
+                rtol: float = DEFAULT_RTOL) -> Parity:
+    """Parity on ``inputs``; when the reference is constant, re-check the graph on a probe copy.
+    Raises :class:`VacuousParityError` when the check cannot fail (no spread anywhere)."""
     parity = check_parity_many(model, data, inputs, threads=threads, atol=atol, rtol=rtol)
-    if parity.ok and parity.degenerate:
+    if parity.degenerate and (parity.ok or parity.vacuous):
         probe, n = _probe_copy(model)
         if n:
             pdata = onnx_bytes(probe, inputs[0], opset=opset, dynamic_batch=dynamic_batch)
             pp = check_parity_many(probe, pdata, inputs, threads=threads, atol=atol, rtol=rtol)
-            note = (f"reference output is constant; graph verified on a copy with {n} all-zero parameter(s) "
-                    f"re-randomised: max |err| {pp.max_abs:.2e}, max rel {pp.max_rel:.2e}")
-            return Parity(pp.max_abs, pp.max_rel, pp.ok, inputs=pp.inputs, batches=pp.batches,
-                          degenerate=True, note=note)
+            if pp.vacuous:
+                raise VacuousParityError(vacuous_message(probe, pp) + f" (checked on a copy with {n} all-zero "
+                                         "parameter(s) re-randomised)")
+            pp.note = (f"reference output is constant; graph verified on a copy with {n} all-zero parameter(s) "
+                       f"re-randomised: max |err| {pp.max_abs:.2e}, max rel {pp.max_rel:.2e}"
+                       + (f"; {pp.note}" if pp.note else ""))
+            pp.degenerate = True
+            return pp
+    if parity.vacuous:
+        raise VacuousParityError(vacuous_message(model, parity))
     return parity
 
 
 def export_onnx(model: nn.Module, x: torch.Tensor, path: str, opset: int = 17, dynamic_batch: bool = False,
-                check: bool = True, atol: float = 1e-3, rtol: float = 1e-3, samples: int = 1,
+                check: bool = True, atol: float = DEFAULT_ATOL, rtol: float = DEFAULT_RTOL, samples: int = 1,
                 parity_batches: Sequence[int] = ()) -> Parity | None:
     """Export, run onnx.checker and the ORT parity check, then write ``path`` atomically.
 
@@ -194,9 +115,9 @@ def export_onnx(model: nn.Module, x: torch.Tensor, path: str, opset: int = 17, d
         inputs = parity_inputs(x, samples, parity_batches if dynamic_batch else ())
         parity = verify_onnx(model, data, inputs, opset=opset, dynamic_batch=dynamic_batch, atol=atol, rtol=rtol)
         if not parity.ok:
-            raise ExportError(f"ONNX Runtime output diverges from PyTorch: {parity} (tolerance atol {atol:g}, "
-                              f"rtol {rtol:g}); nothing was written to {path!r}. Look for ops that behave "
-                              "differently when traced (data-dependent Python control flow, custom autograd "
+            raise ExportError(f"ONNX Runtime output diverges from PyTorch: {parity} (tolerance atol {atol:g} + "
+                              f"rtol {rtol:g} x the output's std); nothing was written to {path!r}. Look for ops that "
+                              "behave differently when traced (data-dependent Python control flow, custom autograd "
                               "functions) or raise --atol/--rtol if the difference is numerical noise")
     atomic_write_bytes(path, data)
     return parity
@@ -266,8 +187,8 @@ class ExportConfig:
     dynamic_batch: bool = False
     batch: int = 1
     input_size: Optional[int] = None
-    atol: float = 1e-3
-    rtol: float = 1e-3
+    atol: float = DEFAULT_ATOL
+    rtol: float = DEFAULT_RTOL
     samples: int = 3
     parity_batches: tuple[int, ...] = (1, 4)
     fp16: bool = False

@@ -43,6 +43,8 @@ def test_constant_reference_is_flagged_and_graph_verified_on_probe(tmp_path):
         assert loaded.model(x).abs().max() == 0
     raw = check_parity_many(loaded.model, onnx_bytes(loaded.model, x), [x])
     assert raw.degenerate and raw.max_abs == 0.0
+    # the network behind the zero head is still compared: its classifier input has spread
+    assert raw.ok and raw.basis == "classifier input" and raw.features["spread"] > 1e3 * raw.min_spread
     parity = export_onnx(loaded.model, x, str(tmp_path / "vit.onnx"))
     assert parity.ok and parity.degenerate and "re-randomised" in parity.note
     assert parity.max_abs > 0  # the probe copy produced non-trivial outputs that were compared
