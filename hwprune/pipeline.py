@@ -50,6 +50,7 @@ class RunConfig:
     threads: int = 2
     spinning: bool = False  # ort-cpu: profile, check and bench with ORT's workers spinning (--ort-spinning)
     table: Optional[str] = None  # None: reuse a matching table from latency_tables/ or profile one
+    closed_loop_rounds: int = 3  # re-searches after a measured miss (as PruneConfig)
     finetune_epochs: int = 1  # the demo recovers accuracy with one epoch; 0 disables
     train_epochs: Optional[int] = None  # default-model training (None: the trainer's default)
     batches: tuple[int, ...] = (1, 8)
@@ -316,7 +317,7 @@ def prune_step(config: RunConfig, run: Run, loaded: LoadedModel, data, table: Op
         return bisect_uniform(config, run, loaded, input_size)
     kw = {"strategy": strategy, "budget": config.budget, "criterion": config.criterion, "align": config.align,
           "min_width": config.min_width, "input_size": input_size, "seed": config.seed, "backend": config.backend,
-          "threads": config.threads, "progress": config.progress,
+          "threads": config.threads, "progress": config.progress, "closed_loop_rounds": config.closed_loop_rounds,
           "finetune_epochs": config.finetune_epochs,
           "options": dict(s["strategy_options"])}
     pcfg = PruneConfig(**{k: v for k, v in kw.items() if k in fields})

@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 
 from ..pipeline import RunConfig, run_pipeline
-from .common import DEVICE_ALIGN_HELP, grid_hint, resolve_align
+from .common import DEVICE_ALIGN_HELP, budget_exit_code, grid_hint, resolve_align
 
 
 def register(sub) -> None:
@@ -29,6 +29,9 @@ def register(sub) -> None:
                         "as a deployment with ORT's default session options runs (default: workers blocked; "
                         "README: Spinning)")
     p.add_argument("--table", help="latency table to use (default: reuse a matching one or profile)")
+    p.add_argument("--closed-loop-rounds", type=int, default=d.closed_loop_rounds,
+                   help=f"re-searches when the measurement misses the budget (default {d.closed_loop_rounds}); "
+                        "exit status 3 when the result still misses it, as `hwprune prune`")
     p.add_argument("--finetune-epochs", type=int, default=d.finetune_epochs,
                    help=f"fine-tune the pruned model for E epochs (default {d.finetune_epochs}; 0: none)")
     p.add_argument("--train-epochs", type=int, help="epochs to train the default model (default: trainer's own)")
@@ -46,7 +49,8 @@ def register(sub) -> None:
 def run(args) -> int:
     config = RunConfig(model=args.model, weights=args.weights, data=args.data, budget=args.budget,
                        strategy=args.strategy, criterion=args.criterion, backend=args.backend, threads=args.threads,
-                       spinning=args.ort_spinning, table=args.table, finetune_epochs=args.finetune_epochs,
+                       spinning=args.ort_spinning, table=args.table, closed_loop_rounds=args.closed_loop_rounds,
+                       finetune_epochs=args.finetune_epochs,
                        train_epochs=args.train_epochs,
                        batches=args.batch, input_size=args.input_size, num_classes=args.num_classes,
                        align=resolve_align(args.align, args.backend), min_width=args.min_width, out=args.out,
@@ -55,7 +59,7 @@ def run(args) -> int:
         print(hint, file=sys.stderr)
     rep = run_pipeline(config)
     print(summary_lines(rep))
-    return 0
+    return budget_exit_code(rep.get("prune") or {})
 
 
 def summary_lines(rep: dict) -> str:
@@ -72,6 +76,9 @@ def summary_lines(rep: dict) -> str:
     for b, v in (rep.get("latency") or {}).items():
         L.append(f"batch {b}: {v['baseline']['median_ms']:.3f} -> {v['pruned']['median_ms']:.3f} ms, "
                  f"{v.get('speedup', 0):.2f}x measured speedup")
+    verdict = (rep.get("prune") or {}).get("verdict")
+    if verdict:
+        L.append(f"budget: {verdict}")
     p = rep.get("predicted") or {}
     if p.get("speedup"):
         L.append(f"table predicted {p['speedup']:.2f}x at batch {p['batch']} (measured {p['measured_speedup']:.2f}x"

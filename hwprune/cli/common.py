@@ -64,3 +64,12 @@ def grid_hint(backend: str | None, align: int) -> str | None:
                 f"{align} that are not multiples of {block} leave that layout and pay reorders -- pass --align "
                 f"{block} for widths the device rewards")
     return None
+
+
+#: exit status of a command whose result missed its latency budget by measurement (prune and run alike)
+EXIT_BUDGET_MISSED = 3
+
+
+def budget_exit_code(prune_report: dict) -> int:
+    """0, or :data:`EXIT_BUDGET_MISSED` when the closed loop measured the result over its budget."""
+    return EXIT_BUDGET_MISSED if (prune_report.get("latency") or {}).get("met_budget") is False else 0
