@@ -33,12 +33,23 @@ def save_checkpoint(path: str, model: nn.Module, plan, meta: dict[str, Any] | No
     atomic_write_bytes(path, buf.getvalue())
 
 
-def _read(path: str) -> dict[str, Any] | None:
+def _read_or_why(path: str) -> tuple[dict[str, Any] | None, str]:
+    """(the checkpoint dict, "") or (None, why ``path`` is not one)."""
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:
-        return None
-    return obj if isinstance(obj, dict) and obj.get("format") == CKPT_FORMAT else None
+    except Exception as e:
+        first = (str(e).strip().splitlines() or [""])[0][:200]
+        return None, f"torch.load cannot read it ({type(e).__name__}: {first}); is it truncated or not a torch file?"
+    if isinstance(obj, dict) and obj.get("format") == CKPT_FORMAT:
+        return obj, ""
+    if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        return None, ("it holds a plain state_dict, not a pruned model: pass the architecture as --model NAME "
+                      "and this file as --weights")
+    return None, f"it holds {type(obj).__name__} without the {CKPT_FORMAT!r} format tag"
+
+
+def _read(path: str) -> dict[str, Any] | None:
+    return _read_or_why(path)[0]
 
 
 def is_checkpoint(path: str) -> bool:
@@ -47,16 +58,17 @@ def is_checkpoint(path: str) -> bool:
 
 def load_checkpoint(path: str):
     """Rebuild the pruned model saved at ``path``; returns a :class:`LoadedModel`."""
-    from .models import LoadedModel, build_model
+    from .models import LoadedModel, build_from_id
     from .plan import PruningPlan, apply
 
-    obj = _read(path)
+    obj, why = _read_or_why(path)
     if obj is None:
-        raise ModelLoadError(f"{path!r} is not an hwprune checkpoint (save one with `hwprune prune`)")
+        raise ModelLoadError(f"{path!r} is not a readable hwprune checkpoint: {why} (`hwprune prune` and `hwprune "
+                             "run` write one as OUT/pruned.pt)")
     if obj.get("version") != CKPT_VERSION:
         raise ModelLoadError(f"checkpoint {path!r} has version {obj.get('version')}; this hwprune reads {CKPT_VERSION}")
     plan = PruningPlan.from_dict(obj["plan"])
-    base, _ = build_model(plan.model_id["spec"], plan.model_id.get("kwargs"))
+    base, _ = build_from_id(plan.model_id, source=f"checkpoint {path!r}")
     model = apply(base, plan, inplace=True)
     try:
         model.load_state_dict(obj["state_dict"], strict=True)

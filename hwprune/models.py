@@ -7,7 +7,9 @@ A spec is one of:
 - a saved hwprune checkpoint (``.pt`` written by :func:`hwprune.checkpoint.save_checkpoint`).
 
 The resolved model carries a ``model_id`` (spec + constructor kwargs) that is stored in plans and
-checkpoints so the same base network can be rebuilt later.
+checkpoints so the same base network can be rebuilt later. For ``file.py:factory`` the spec is
+stored with the file's absolute path and its sha256 (``model_id["file"]``), so a checkpoint
+rebuilds from any folder, and refuses (:class:`ModelSourceError`) when the file is gone or edited.
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ import torch
 from torch import nn
 
 from .errors import ModelLoadError
-from .specs import load_attr
+from .specs import load_attr, spec_file
 from .zoo import ZOO
 
 # torchvision models whose defaults need adjusting for pruning/export: the auxiliary heads of
@@ -31,6 +33,10 @@ _TV_KWARGS: dict[str, dict[str, Any]] = {
 _TV_INPUT_SIZE = {"inception_v3": 299}
 
 
+class ModelSourceError(ModelLoadError):
+    """The user file a checkpoint's base network was built from is missing or has changed."""
+
+
 @dataclass
 class LoadedModel:
     model: nn.Module
@@ -38,6 +44,41 @@ class LoadedModel:
     input_size: int
     plan: Any = None  # PruningPlan when loaded from a pruned checkpoint
     meta: dict[str, Any] = field(default_factory=dict)
+
+
+def file_sha256(path: str) -> str:
+    import hashlib
+
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def make_model_id(spec: str, kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What a plan or checkpoint stores to rebuild the base network from any folder: a
+    ``file.py:factory`` spec becomes absolute and carries the file's sha256."""
+    path = spec_file(spec)
+    if path is None or not os.path.isfile(path):
+        return {"spec": spec, "kwargs": dict(kwargs or {})}
+    return {"spec": f"{path}:{spec.rpartition(':')[2]}", "kwargs": dict(kwargs or {}),
+            "file": {"path": path, "sha256": file_sha256(path), "spec_as_given": spec}}
+
+
+def build_from_id(model_id: dict[str, Any], source: str = "this plan") -> tuple[nn.Module, int]:
+    """:func:`build_model` for a stored ``model_id``; a user file must still be where it was,
+    with the content it had (``source`` names what stored the id, for the message)."""
+    f = model_id.get("file")
+    if f:
+        if not os.path.isfile(f["path"]):
+            raise ModelSourceError(
+                f"{source} was pruned from the model file {f['path']!r}, which no longer exists; put that file back "
+                "at that path (the same content), or prune again from where the file is now")
+        digest = file_sha256(f["path"])
+        if digest != f["sha256"]:
+            raise ModelSourceError(
+                f"the model file {f['path']!r} changed since {source} was pruned from it (sha256 {digest[:12]}..., "
+                f"was {f['sha256'][:12]}...): the saved weights may no longer fit; restore the version it was made "
+                "from, or prune again from the edited file")
+    return build_model(model_id["spec"], model_id.get("kwargs"))
 
 
 def torchvision_classifiers() -> list[str]:
@@ -112,9 +153,12 @@ def load_state_dict_file(model: nn.Module, path: str) -> None:
 
 def load_model(spec: str, weights: str | None = None, kwargs: dict[str, Any] | None = None) -> LoadedModel:
     """Resolve a spec (see module doc) into a :class:`LoadedModel` in eval mode."""
-    from .checkpoint import is_checkpoint, load_checkpoint
+    from .checkpoint import load_checkpoint
 
-    if os.path.isfile(spec) and is_checkpoint(spec):
+    if spec.endswith((".pt", ".pth")):  # a checkpoint, never a model name: say what is wrong with the file
+        if not os.path.isfile(spec):
+            raise ModelLoadError(f"model checkpoint {spec!r} does not exist (looked in {os.getcwd()}); pass the path "
+                                 "of a pruned.pt that `hwprune prune` or `hwprune run` wrote (OUT/pruned.pt)")
         loaded = load_checkpoint(spec)
         if weights:
             load_state_dict_file(loaded.model, weights)
@@ -123,4 +167,4 @@ def load_model(spec: str, weights: str | None = None, kwargs: dict[str, Any] | N
     if weights:
         load_state_dict_file(model, weights)
     model.eval()
-    return LoadedModel(model=model, model_id={"spec": spec, "kwargs": dict(kwargs or {})}, input_size=size)
+    return LoadedModel(model=model, model_id=make_model_id(spec, kwargs), input_size=size)

@@ -5,9 +5,18 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
-from typing import Any, Type
+from typing import Any, Optional, Type
 
 from .errors import HwpruneError
+
+
+def spec_file(spec: str) -> Optional[str]:
+    """The absolute path of the Python file a ``file.py:attr`` spec names (None for any other
+    spec). A spec as typed is relative to the folder it was typed in; this is not."""
+    target, _, attr = spec.rpartition(":")
+    if not target or not attr or not target.endswith(".py"):
+        return None
+    return os.path.abspath(target)
 
 
 def load_attr(spec: str, what: str, error: Type[HwpruneError]) -> Any:
