@@ -423,6 +423,9 @@ def _run_steps(config: RunConfig, run: Run, work: str) -> dict:
     with run.step("model + data") as st:
         loaded, data = get_model(config, run, lambda size: load_data(config, size))
         size = config.input_size or loaded.input_size
+        from .train import check_num_classes
+
+        check_num_classes(loaded.model, data, size)  # before the search, not as a traceback in fine-tuning
         evaluator = make_eval(data, run)
         acc_before = float(evaluator(loaded.model))
         st.detail = f"{loaded.model_id['spec']} @ {size}x{size}, top-1 {100 * acc_before:.1f}% on {config.data} val"

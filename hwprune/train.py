@@ -32,6 +32,41 @@ def _loader(data):
     return getattr(data, "train", data)
 
 
+def model_outputs(model: nn.Module, x: torch.Tensor) -> Optional[int]:
+    """How many logits ``model`` gives per image (None when its output is not (N, K) logits)."""
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            y = model(x[:1])
+    finally:
+        model.train(was)
+    return int(y.shape[1]) if isinstance(y, torch.Tensor) and y.dim() == 2 else None
+
+
+def check_num_classes(model: nn.Module, data, input_size: Optional[int] = None) -> None:
+    """Refuse, before any work, data whose labels go beyond the model's outputs: they would reach
+    ``cross_entropy`` as an index error deep in training (and score as always wrong in accuracy).
+    ``data`` is a DataBundle (others are not checked); one forward pass of one image."""
+    n = getattr(data, "num_classes", None)
+    if not n:
+        return
+    size = input_size or getattr(data, "input_size", None)
+    if size:
+        x = torch.zeros(1, 3, size, size)
+    else:
+        try:
+            x = next(iter(_loader(data)))[0]
+        except Exception:
+            return
+    k = model_outputs(model, x)
+    if k is not None and k < n:
+        spec = getattr(data, "spec", "") or ""
+        raise ConfigError(f"the data{' ' + spec if spec else ''} has {n} classes but the model gives {k} outputs: "
+                          f"labels {k}..{n - 1} have no logit; pass --num-classes {n} (with weights made for {n} "
+                          f"classes, or none), or use data with at most {k} classes")
+
+
 def train(model: nn.Module, data, epochs: int = 1, lr: float = 0.05, teacher: Optional[nn.Module] = None,
           kd_alpha: float = 0.5, kd_temperature: float = 4.0, steps: Optional[int] = None, seed: int = 0,
           progress: bool = True, weight_decay: float = 5e-4) -> dict[str, Any]:
@@ -46,6 +81,7 @@ def train(model: nn.Module, data, epochs: int = 1, lr: float = 0.05, teacher: Op
     loader = _loader(data)
     if loader is None:
         raise ConfigError("training needs data: pass --data synthetic (or imagefolder:PATH ...)")
+    check_num_classes(model, data)
     try:
         per_epoch = len(loader)
     except TypeError:

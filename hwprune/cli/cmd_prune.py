@@ -118,6 +118,9 @@ def make_evaluation(args, loaded, size: int):
 
     data = make_data(args.data, input_size=size, batch_size=args.data_batch, seed=args.seed)
     from ..evaluate import make_evaluator
+    from ..train import check_num_classes
+
+    check_num_classes(loaded.model, data, size)  # before the search, not as a traceback in cross_entropy
 
     return data, make_evaluator(args.evaluator, data, original=loaded.model), f"{args.evaluator} on {args.data}"
 
