@@ -104,3 +104,25 @@ def test_refuses_to_replace_a_folder_it_did_not_write(tmp_path, monkeypatch):
         with staged_output_dir("."):
             pass
     assert sorted(os.listdir(tmp_path)) == ["project"]
+
+
+def test_run_reuses_a_table_from_an_earlier_out_and_keeps_it(tmp_path):
+    """`hwprune run` reuses a table it profiled into an earlier --out; since a finished run
+    replaces that folder, the table is carried into the new one, at the path the report names.
+    A table profiled into the staging folder is named by its final path, not the staging one."""
+    from hwprune import pipeline
+    from hwprune.latency import ProfileConfig, profile
+
+    out = tmp_path / "run"
+    loaded = pipeline.load_model("tiny_resnet", kwargs={"width": 8, "depth": 1})
+    earlier = profile(loaded, ProfileConfig.quick(input_size=16, align=8, out=str(out / "latency_table.json")),
+                      progress=False)
+    config = pipeline.RunConfig(out=str(out), progress=False, align=8)
+    with staged_output_dir(str(out)) as work:
+        found = pipeline.get_table(config, pipeline.Run(config), loaded, 16, out_dir=work)
+        assert found == earlier
+        table = pipeline._staged_table(found, config, work)
+        assert table.path == earlier and os.path.isfile(os.path.join(work, "latency_table.json"))
+        fresh = pipeline._staged_table(os.path.join(work, "latency_table.json"), config, work)
+        assert fresh.path == os.path.join(str(out), "latency_table.json")
+    assert os.listdir(out) == ["latency_table.json"] and sorted(os.listdir(tmp_path)) == ["run"]
