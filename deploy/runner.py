@@ -11,7 +11,7 @@ statistic is used for units, whole models and validation, so they stay comparabl
 from __future__ import annotations
 
 import os
-from typing import Callable, Iterable, Mapping
+from typing import Optional, Callable, Iterable, Mapping
 
 from .timing import Protocol, Timing, measure_interleaved
 from .progress import bar as progress_bar
@@ -83,27 +83,50 @@ class _ProfiledRun:
         from .ort import make_session, random_feed
 
         self._dir = tempfile.mkdtemp(prefix="hwprune-prof-")
-        # the profile lands in a temp dir: removed after kernel_ms() reads it, and also when the
-        # run is dropped unread (an error mid-measurement) or the process exits
-        weakref.finalize(self, shutil.rmtree, self._dir, True)
-        self.sess = make_session(data, threads=threads, opt_level=opt_level, spinning=spinning,
-                                 profile_prefix=os.path.join(self._dir, "p"), spin_between_runs=False)
+        self._fd: Optional[int] = None
+        try:
+            self.sess = make_session(data, threads=threads, opt_level=opt_level, spinning=spinning,
+                                     profile_prefix=os.path.join(self._dir, "p"), spin_between_runs=False)
+            # ORT opens its profile file when the session is created and writes it at
+            # end_profiling(): hold it by a descriptor and remove the file and its folder now, so a
+            # hard kill (SIGKILL skips every cleanup) leaves nothing in the system temp
+            names = os.listdir(self._dir)
+            if len(names) == 1:
+                self._fd = os.open(os.path.join(self._dir, names[0]), os.O_RDONLY)
+                os.unlink(os.path.join(self._dir, names[0]))
+                os.rmdir(self._dir)
+        except BaseException:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            raise
+        # an ORT that creates the file only at the end: removed after kernel_ms() reads it, and
+        # also when the run is dropped unread (an error mid-measurement) or the process exits
+        weakref.finalize(self, _drop_profile, self._dir, self._fd)
         self.feed = random_feed(self.sess)
 
     def __call__(self):
         return self.sess.run(None, self.feed)
 
-    def kernel_ms(self) -> list[float]:
-        import bisect
-        import json
+    def _read_profile(self) -> bytes:
         import shutil
 
         path = self.sess.end_profiling()
         try:
-            with open(path) as f:
-                events = json.load(f)
+            if self._fd is not None:
+                os.lseek(self._fd, 0, os.SEEK_SET)
+                chunks = []
+                while chunk := os.read(self._fd, 1 << 20):
+                    chunks.append(chunk)
+                return b"".join(chunks)
+            with open(path, "rb") as f:
+                return f.read()
         finally:
             shutil.rmtree(self._dir, ignore_errors=True)
+
+    def kernel_ms(self) -> list[float]:
+        import bisect
+        import json
+
+        events = json.loads(self._read_profile())
         runs = sorted(e["ts"] for e in events if e.get("cat") == "Session" and e.get("name") == "model_run")
         per = [0.0] * len(runs)
         for e in events:
@@ -114,6 +137,17 @@ class _ProfiledRun:
                 if i >= 0:
                     per[i] += e["dur"] / 1e3
         return per
+
+
+def _drop_profile(folder: str, fd: Optional[int]) -> None:
+    import shutil
+
+    if fd is not None:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def _kernel_timing(run: _ProfiledRun, wall: Timing) -> Timing:

@@ -389,7 +389,10 @@ def write_report(out_dir: str, prune_report: Mapping[str, Any], bench: Optional[
 
 
 def table_breakdown(table, loaded_base, plan, input_size: int) -> Optional[dict]:
-    """Per-unit predicted ms before and after ``plan`` (None when the table cannot say)."""
+    """Per-unit predicted ms before and after ``plan`` (None when the table does not cover the
+    model -- a TableError; any other error is a bug and surfaces)."""
+    from .errors import TableError
+
     try:
         import torch
 
@@ -399,7 +402,7 @@ def table_breakdown(table, loaded_base, plan, input_size: int) -> Optional[dict]
         graph = ChannelGraph(loaded_base.model, x, ignore=plan.ignore if plan else ())
         cm = table.cost_model(graph)
         return {"before": cm.unit_costs({}), "after": cm.unit_costs(plan.widths if plan else {})}
-    except Exception:
+    except TableError:
         return None
 
 

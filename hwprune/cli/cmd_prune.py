@@ -11,7 +11,8 @@ from ..jsonio import write_json
 from ..outdir import check_output_dir, staged_output_dir
 from ..prune import PruneConfig, prune
 from ..strategies import list_strategies
-from .common import DEVICE_ALIGN_HELP, add_grid_args, add_model_args, grid_hint, load_from_args, resolve_align
+from .common import (DEVICE_ALIGN_HELP, add_grid_args, add_model_args, budget_exit_code, grid_hint, load_from_args,
+                     resolve_align)
 
 
 def register(sub) -> None:
@@ -213,4 +214,4 @@ def run(args) -> int:
         print(f"accuracy {a['before']:.4f} -> {a['after']:.4f}"
               + (f" -> {a['after_finetune']:.4f} after fine-tune" if "after_finetune" in a else ""))
     print(f"wrote {', '.join(os.path.join(args.out, w) for w in written)}")
-    return 0 if r.get("latency", {}).get("met_budget", True) else 3
+    return budget_exit_code(r)
