@@ -1,27 +1,12 @@
 """Importance criteria: callables ``(graph, group, calib) -> 1-D scores`` (higher = keep).
 
-Registered by name in :data:`CRITERIA`. Data-free criteria ignore ``calib``; data-driven ones
-(taylor, fisher, apoz, act-mean, act-std, hrank) need a calibration loader and raise a
-ConfigError naming the fix when it is missing.
+Registered by name in :data:`CRITERIA` (:mod:`.registry`). Data-free criteria ignore ``calib``;
+data-driven ones (taylor, fisher, apoz, act-mean, act-std, hrank) need a calibration loader and
+raise a ConfigError naming the fix when it is missing.
 """
 from __future__ import annotations
 
-from typing import Callable, Iterable, Optional
+from .registry import CRITERIA, Criterion, get_criterion, list_criteria
+from . import data_driven, magnitude  # noqa: F401  (register the built-in criteria)
 
-import torch
-
-from ..registry import Registry
-
-Criterion = Callable[..., torch.Tensor]
-CRITERIA: Registry[Criterion] = Registry("importance criterion")
-
-
-def list_criteria() -> list[str]:
-    return CRITERIA.list()
-
-
-def get_criterion(name: str) -> Criterion:
-    return CRITERIA.get(name)
-
-
-from . import data_driven, magnitude  # noqa: E402,F401  (registers the built-in criteria)
+__all__ = ["CRITERIA", "Criterion", "get_criterion", "list_criteria"]

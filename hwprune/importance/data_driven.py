@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
-from . import CRITERIA
+from .registry import CRITERIA
 from .magnitude import l1
 
 CALIB_BATCHES = 4

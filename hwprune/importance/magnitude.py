@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from . import CRITERIA
+from .registry import CRITERIA
 
 
 def _group_norm(graph, group, p: int) -> torch.Tensor:

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import STRATEGIES
+from .registry import STRATEGIES
 from ._common import snap_down
 
 STATE_FEATURES = ("index", "cin", "cout", "stride", "kernel", "cost", "reduced", "rest", "prev_action")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from . import STRATEGIES
+from .registry import STRATEGIES
 from ._common import repair, snap_down
 
 

@@ -6,7 +6,7 @@ import itertools
 import numpy as np
 import torch
 
-from . import STRATEGIES
+from .registry import STRATEGIES
 from ._common import importance, repair
 
 

@@ -1,7 +1,7 @@
 """NetAdapt: iterative, per-iteration latency decrement, one layer at a time."""
 from __future__ import annotations
 
-from . import STRATEGIES
+from .registry import STRATEGIES
 from ._common import repair
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import STRATEGIES
+from .registry import STRATEGIES
 from ._common import lower, repair
 
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..errors import ConfigError
-from . import STRATEGIES
+from .registry import STRATEGIES
 
 
 def uniform_widths(ctx, ratio: float) -> dict[str, int]:
