@@ -16,7 +16,6 @@ uniform width ratio found by bisection on *measured* latency) and the report say
 from __future__ import annotations
 
 import dataclasses
-import glob
 import os
 import shlex
 import sys
@@ -33,7 +32,7 @@ from .models import LoadedModel, load_model
 
 PREFERRED_STRATEGIES = ("halp", "netadapt")
 FALLBACK_STRATEGY = "uniform-bisect"
-TABLE_DIR = "latency_tables"
+from .service import TABLE_DIR  # noqa: E402  (one folder name for prune and run)
 
 
 @dataclass
@@ -233,62 +232,37 @@ def _train_default(loaded: LoadedModel, data, epochs: int, config: RunConfig, ru
             + (f"; cached in {path}" if path else ""))
 
 
+def table_request(config: RunConfig, input_size: int):
+    """What `hwprune run` asks of a latency table (:class:`hwprune.service.TableRequest`)."""
+    from .service import TableRequest
+
+    return TableRequest(backend=config.backend, threads=config.threads, batch=1, spinning=config.spinning,
+                        align=config.align, min_width=config.min_width, input_size=input_size)
+
+
 def find_table(config: RunConfig, loaded: LoadedModel, input_size: int, folders=(TABLE_DIR,)) -> Optional[str]:
-    """A table in ``folders`` measured here (same fingerprint) for this backend that covers the model."""
-    import warnings
+    """A table in ``folders`` that serves this run (:func:`hwprune.service.find_table`, as `hwprune prune`)."""
+    from .service import find_table as find
 
-    from .graph import ChannelGraph
-    from .latency import LatencyTable
-    from .latency.measure import table_spinning
-
-    for folder in folders:
-        for path in sorted(glob.glob(os.path.join(folder, "*.json"))):
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    t = LatencyTable.load(path, check_device=False)
-                if t.backend != config.backend or t.precision != "fp32" or t.batch != 1:
-                    continue
-                if int(t.device.get("threads", config.threads)) != config.threads or t.check_device():
-                    continue
-                if table_spinning(t) != config.spinning:  # blocked vs spinning workers: another protocol
-                    continue
-                x = torch.randn(t.batch, 3, input_size, input_size)
-                if t.covers(ChannelGraph(loaded.model, x)):
-                    return path
-            except Exception:
-                continue
-    return None
+    return find(table_request(config, input_size), loaded, folders)
 
 
 def get_table(config: RunConfig, run: Run, loaded: LoadedModel, input_size: int,
               out_dir: Optional[str] = None) -> Optional[str]:
     """--table, else a matching table from latency_tables/ or an earlier --out, else profile one
     into ``out_dir`` (default --out; run_pipeline passes its staging folder)."""
+    from .service import check_given_table, find_or_profile_table
+
+    req = table_request(config, input_size)
     if config.table:
-        from .latency import LatencyTable
-        from .latency.measure import table_spinning
-
-        t = LatencyTable.load(config.table)
-        if t.backend == config.backend and table_spinning(t) != config.spinning:
-            raise ConfigError(f"table {config.table!r} was profiled with ORT's workers "
-                              f"{'spinning' if table_spinning(t) else 'blocked'}; "
-                              f"{'add' if table_spinning(t) else 'drop'} --ort-spinning so the closed loop and the "
-                              "bench time the way the table did")
+        check_given_table(config.table, req)
         return config.table
-    found = find_table(config, loaded, input_size, folders=(TABLE_DIR, config.out))
-    if found:
-        run.note(f"reusing latency table {found} (same device fingerprint, covers this model)")
-        return found
-    from .latency import ProfileConfig, profile
-
-    pc = {f.name for f in dataclasses.fields(ProfileConfig)}
-    kw = {"backend": config.backend, "threads": config.threads, "batch": 1, "input_size": input_size,
-          "spinning": config.spinning,
-          "align": config.align, "min_width": config.min_width,
-          "out": os.path.join(out_dir or config.out, "latency_table.json"),
-          **sizes(config)["profile"]}
-    return profile(loaded, ProfileConfig(**{k: v for k, v in kw.items() if k in pc}), progress=config.progress)
+    path, how = find_or_profile_table(loaded, req, folders=(TABLE_DIR, config.out),
+                                      out=os.path.join(out_dir or config.out, "latency_table.json"),
+                                      profile_overrides=sizes(config)["profile"], progress=config.progress)
+    if how == "reused":
+        run.note(f"reusing latency table {path} (same device fingerprint, covers this model)")
+    return path
 
 
 def choose_strategy(config: RunConfig, run: Run) -> str:

@@ -40,6 +40,9 @@ def register(sub) -> None:
     g.add_argument("--threads", type=int, default=2, help="backend threads (default 2)")
     g.add_argument("--closed-loop-rounds", type=int, default=3, help="re-searches when the measurement misses (default 3)")
     g.add_argument("--tolerance", type=float, default=0.03, help="allowed measured overshoot (default 0.03)")
+    g.add_argument("--ort-spinning", action="store_true",
+                   help="ort-cpu: spend and check a table timed with ORT's worker threads spinning (as a deployment "
+                        "with ORT's default session options runs); default: workers blocked, as tables are profiled")
     g.add_argument("--recalibrate", action="store_true",
                    help="before searching, re-time an existing table's full model and calibration variants and re-fit "
                         "its residual curve (units kept; about 30 s for resnet50): for a table profiled hours ago on a "
@@ -81,34 +84,13 @@ def _options(args) -> dict:
     return opts
 
 
-def find_or_profile_table(loaded, config: PruneConfig, folder: str = "latency_tables") -> tuple[str, str]:
-    """A table in ``folder`` for this backend/threads/batch that covers the model, else profile one.
-    Returns (path, 'reused' | 'profiled')."""
-    import glob
+def table_request(config: PruneConfig, spinning: bool):
+    """What this prune asks of a latency table (the same rule `hwprune run` applies)."""
+    from ..service import TableRequest
 
-    import torch
-
-    from ..graph import ChannelGraph
-    from ..latency import LatencyTable, ProfileConfig, profile
-
-    size = config.input_size or loaded.input_size
-    graph = ChannelGraph(loaded.model, torch.randn(config.batch, 3, size, size), ignore=config.ignore)
-    backend = config.backend or "ort-cpu"
-    for path in sorted(glob.glob(os.path.join(folder, "*.json"))):
-        try:
-            t = LatencyTable.load(path, check_device=False)
-        except Exception:
-            continue
-        if (t.backend, t.batch, int(t.device.get("threads", config.threads))) != (backend, config.batch, config.threads):
-            continue
-        if config.align % int(t.protocol.get("align") or 8):  # the table's grid must hold the search's widths
-            continue
-        if not t.check_device() and t.covers(graph):
-            return path, "reused"
-    path = profile(loaded, ProfileConfig(backend=backend, threads=config.threads, batch=config.batch,
-                                         input_size=size, align=config.align, min_width=config.min_width,
-                                         ignore=config.ignore))
-    return path, "profiled"
+    return TableRequest(backend=config.backend or "ort-cpu", threads=config.threads, batch=config.batch,
+                        spinning=spinning, align=config.align, min_width=config.min_width,
+                        input_size=config.input_size, ignore=config.ignore)
 
 
 def make_evaluation(args, loaded, size: int):
@@ -171,9 +153,17 @@ def run(args) -> int:
     if budget is not None and budget.is_latency and (hint := grid_hint(config.backend, config.align)):
         print(hint, file=sys.stderr)
     how = "given"
-    if budget is not None and budget.is_latency and table is None:
-        table, how = find_or_profile_table(loaded, config)
-        print(f"latency table: {how} {table}", file=sys.stderr)
+    if budget is not None and budget.is_latency:
+        from ..backends import check_ort_spinning
+        from ..service import check_given_table, find_or_profile_table
+
+        check_ort_spinning(args.ort_spinning, config.backend or "ort-cpu")
+        req = table_request(config, args.ort_spinning)
+        if table is None:
+            table, how = find_or_profile_table(loaded, req, progress=not args.quiet)
+            print(f"latency table: {how} {table}", file=sys.stderr)
+        else:
+            check_given_table(table, req)
     if args.recalibrate and table is not None and how != "profiled":  # a fresh profile is calibrated already
         from ..latency.profile import recalibrate
 

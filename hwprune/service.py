@@ -1,0 +1,122 @@
+"""The service layer between the CLI verbs and the library: one place that decides which latency
+table a request uses, so ``hwprune prune`` and ``hwprune run`` never disagree.
+
+    req = TableRequest(backend="ort-cpu", threads=2, spinning=False, align=16)
+    path = find_table(req, loaded, folders=("latency_tables",))          # or None
+    path, how = find_or_profile_table(loaded, req, folders=("latency_tables",))  # 'reused' | 'profiled'
+
+A table serves a request when it was measured the same way on this machine: same backend,
+precision, batch and thread count, the same ORT worker mode (blocked or spinning: another
+protocol, other numbers), a channel grid that holds the request's widths (the request's ``align``
+is a multiple of the table's), the same device fingerprint, and units for every layer of the model.
+"""
+from __future__ import annotations
+
+import dataclasses
+import glob
+import os
+import warnings
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import torch
+
+from .errors import ConfigError, TableError
+from .models import LoadedModel
+
+TABLE_DIR = "latency_tables"
+
+
+@dataclass(frozen=True)
+class TableRequest:
+    """How the latency a search spends must have been measured."""
+
+    backend: str = "ort-cpu"
+    threads: int = 2
+    batch: int = 1
+    precision: str = "fp32"
+    spinning: bool = False
+    align: int = 8
+    min_width: int = 8
+    input_size: Optional[int] = None
+    ignore: tuple[str, ...] = ()
+
+    def why_not(self, table) -> Optional[str]:
+        """None when ``table`` was measured as this request needs (coverage aside), else why not."""
+        from .latency.measure import table_spinning
+
+        if (table.backend, table.precision, table.batch) != (self.backend, self.precision, self.batch):
+            return f"{table.backend}/{table.precision}/b{table.batch}, not {self.backend}/{self.precision}/b{self.batch}"
+        threads = int(table.device.get("threads", self.threads))
+        if threads != self.threads:
+            return f"{threads} threads, not {self.threads}"
+        if table_spinning(table) != self.spinning:
+            return f"ORT workers {'spinning' if table_spinning(table) else 'blocked'}"
+        grid = int(table.protocol.get("align") or 8)
+        if self.align % grid:
+            return f"channel grid {grid} does not hold widths on a grid of {self.align}"
+        if table.check_device():
+            return "measured on another device"
+        return None
+
+
+def _graph(loaded: LoadedModel, req: TableRequest, batch: int):
+    from .graph import ChannelGraph
+
+    size = req.input_size or loaded.input_size
+    return ChannelGraph(loaded.model, torch.randn(batch, 3, size, size), ignore=req.ignore)
+
+
+def find_table(req: TableRequest, loaded: LoadedModel, folders=(TABLE_DIR,)) -> Optional[str]:
+    """The first table (by file name, folder by folder) measured as ``req`` needs that covers the
+    model; None if there is none. Files that are not readable tables are skipped."""
+    from .latency import LatencyTable
+
+    graph = None
+    for folder in folders:
+        for path in sorted(glob.glob(os.path.join(folder, "*.json"))):
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    table = LatencyTable.load(path, check_device=False)
+            except (TableError, ValueError, OSError):  # not a table (a report, a manifest) or damaged
+                continue
+            if req.why_not(table) is not None:
+                continue
+            graph = graph or _graph(loaded, req, table.batch)
+            if table.covers(graph):
+                return path
+    return None
+
+
+def check_given_table(path: str, req: TableRequest) -> None:
+    """A table the user named must have been timed the way the closed loop and bench will time."""
+    from .latency import LatencyTable
+    from .latency.measure import table_spinning
+
+    table = LatencyTable.load(path)
+    if table.backend == req.backend and table_spinning(table) != req.spinning:
+        raise ConfigError(f"table {path!r} was profiled with ORT's workers "
+                          f"{'spinning' if table_spinning(table) else 'blocked'}; "
+                          f"{'add' if table_spinning(table) else 'drop'} --ort-spinning so the closed loop and the "
+                          "bench time the way the table did")
+
+
+def find_or_profile_table(loaded: LoadedModel, req: TableRequest, folders=(TABLE_DIR,), out: Optional[str] = None,
+                          profile_overrides: Optional[dict[str, Any]] = None,
+                          progress: bool = True) -> tuple[str, str]:
+    """A matching table from ``folders`` ('reused'), else a fresh profile ('profiled') written to
+    ``out`` (default: latency_tables/ named after the device and protocol)."""
+    found = find_table(req, loaded, folders)
+    if found:
+        return found, "reused"
+    from .latency import ProfileConfig, profile
+
+    kw = {"backend": req.backend, "threads": req.threads, "batch": req.batch, "precision": req.precision,
+          "input_size": req.input_size or loaded.input_size, "spinning": req.spinning, "align": req.align,
+          "min_width": req.min_width, "ignore": req.ignore, "out": out, **(profile_overrides or {})}
+    names = {f.name for f in dataclasses.fields(ProfileConfig)}
+    unknown = sorted(set(kw) - names)
+    if unknown:
+        raise ConfigError(f"profile settings {unknown} are not ProfileConfig fields ({', '.join(sorted(names))})")
+    return profile(loaded, ProfileConfig(**kw), progress=progress), "profiled"
