@@ -58,7 +58,7 @@ def is_checkpoint(path: str) -> bool:
 
 def load_checkpoint(path: str):
     """Rebuild the pruned model saved at ``path``; returns a :class:`LoadedModel`."""
-    from .models import LoadedModel, build_from_id
+    from .base_model import LoadedModel, build_from_id
     from .plan import PruningPlan, apply
 
     obj, why = _read_or_why(path)
