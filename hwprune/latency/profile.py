@@ -6,7 +6,7 @@ Per unit family (shape signature) the (cin, cout) plane is sampled on the align 
 points per axis, refined where a probe midpoint disagrees with interpolation (the staircase),
 then the full product of the axis points is measured interleaved. Then the whole model is timed
 end to end at full width (the remainder = full - sum of units), and ``calib_variants`` extra
-random pruned variants fit ``measured ~ a * sum(units) + b``. The table is checkpointed
+random pruned variants fit the calibration (:mod:`.calibration`). The table is checkpointed
 atomically after every family, so a killed run resumes (``resume=True``) without re-measuring.
 """
 from __future__ import annotations
@@ -28,7 +28,9 @@ from ..models import LoadedModel
 from hwprune_deploy.runner import MODEL_PROTOCOL, UNIT_PROTOCOL, timing_ms, unit_time
 from hwprune_deploy.timing import Protocol
 
-from .measure import Measurer, build_variant, calibration_widths, table_spinning
+from .calibration import CALIB_SEED, CALIB_VARIANTS, _prepare_variants, calibration_variants, store_calibration
+from .calibration import fit_calibration, recalibrate  # noqa: F401  (still importable from here, as before the move)
+from .measure import Measurer, table_spinning
 from .sampling import edge_spikes, midpoints, spread_points
 from .table import Family, LatencyTable, default_table_name, now
 from .units import UnitUse, extract_units, model_key
@@ -62,8 +64,8 @@ class ProfileConfig:
     refine_tol: float = 0.05  # refine an axis where a probe is off the interpolation by more than this
     passes: int = 2  # interleaved passes over a unit's points; the fastest counts
     model_passes: Optional[int] = None  # whole-model passes (remainder, calibration); None: measure.MODEL_PASSES
-    calib_variants: int = 20  # pruned variants timed end to end to fit the residual curve (measure.calibration_widths)
-    calib_seed: int = 10_000
+    calib_variants: int = CALIB_VARIANTS  # pruned variants timed end to end to fit the residual curve (.calibration)
+    calib_seed: int = CALIB_SEED
     ignore: tuple[str, ...] = ()
     checkpoint_every: int = 1  # families between atomic checkpoints
     spinning: bool = False  # ort-cpu: ORT's workers spin between the ops of a run (its default), stop between runs
@@ -335,26 +337,6 @@ def profile(loaded: LoadedModel, config: ProfileConfig, progress: bool = True) -
     return path
 
 
-def calibration_variants(groups, config: ProfileConfig) -> dict[str, dict[str, int]]:
-    """``full`` (no pruning) plus ``calib<i>``: the widths whose whole-model times calibrate a
-    table (:func:`~hwprune.latency.measure.calibration_widths`; profile and bundles alike)."""
-    variants: dict[str, dict[str, int]] = {"full": {}}
-    for i, w in enumerate(calibration_widths(groups, config.calib_variants, config.calib_seed, config.align,
-                                             config.min_width)):
-        variants[f"calib{i}"] = w
-    return variants
-
-
-def _prepare_variants(meas: Measurer, loaded: LoadedModel, x: torch.Tensor, variants: dict) -> dict:
-    return {k: meas.prepare(loaded.model if not w else build_variant(loaded.model, x, w), x)
-            for k, w in variants.items()}
-
-
-def _time_variants(meas: Measurer, loaded: LoadedModel, x: torch.Tensor, variants: dict,
-                   passes: Optional[int]) -> dict:
-    return meas.models(_prepare_variants(meas, loaded, x, variants), x, passes=passes, reference="full")
-
-
 class _StateProbe:
     """Quick readings of the full model (:meth:`Measurer.prober`) at most every ``every_s``
     seconds while the units are timed: the machine state the units were measured in."""
@@ -419,121 +401,3 @@ def _calibrate_in_state(meas: Measurer, prepared: dict, x: torch.Tensor, config:
            "probes_ms": list(state.readings), "reference_ms": ref, "tolerance": config.state_tol,
            "attempts": attempts, "kept": kept, "in_state": abs(dev) <= config.state_tol}
     return t, rec
-
-
-def store_calibration(table: LatencyTable, rec: dict, variants: dict[str, dict[str, int]],
-                      measured: dict[str, float]) -> None:
-    """Fit ``rec``'s calibration (:func:`fit_calibration`) from whole-model times ``measured``
-    (ms, keys as ``variants``, ``full`` among them) against the table's units, and store it with
-    the full model's time and remainder."""
-    cm = table.cost_model_for_record(rec)
-    cm.a, cm.b, cm.correction = 1.0, 0.0, None
-    sums = {k: cm.units_sum(w) for k, w in variants.items()}
-    full_ms = measured["full"]
-    rec.update(full_ms=full_ms, units_full_ms=sums["full"], remainder_ms=full_ms - sums["full"])
-    rec["calibration"] = fit_calibration(sums, measured)
-    rec["calibration"]["variants"] = {k: {"widths": w, "units_ms": sums[k], "measured_ms": measured[k]}
-                                      for k, w in variants.items() if k != "full"}
-
-
-def recalibrate(loaded: LoadedModel, table_path: str, threads: Optional[int] = None, passes: Optional[int] = None,
-                input_size: Optional[int] = None) -> dict:
-    """Bring a table's calibration for ``loaded`` to the machine as it is now: re-time the full
-    model and the table's own calibration variants (side by side, as :func:`profile` does) and
-    re-fit the residual curve; units are kept. A shared machine drifts over hours, and not by a
-    common factor (see :func:`hwprune.latency.validate.validate`), so ~30 s of whole-model timing
-    before a search is cheaper than a fresh profile. Returns the calibration before and after."""
-    from .validate import calibration_set, profiled_input_size
-
-    t0 = time.perf_counter()
-    table = LatencyTable.load(table_path)
-    spec = loaded.model_id.get("spec")
-    if input_size is None:
-        input_size = profiled_input_size(table, loaded)
-    x = torch.randn(table.batch, 3, input_size, input_size, generator=torch.Generator().manual_seed(0))
-    graph = ChannelGraph(loaded.model, x)
-    rec = table.record_for(graph)
-    before = {k: rec.get(k) for k in ("full_ms", "remainder_ms")} | {"calibration": rec.get("calibration")}
-    widths = calibration_set(table, graph, int(table.protocol.get("align") or 8),
-                             int(table.protocol.get("min_width") or 8))
-    variants = {"full": {}, **{f"calib{i}": w for i, w in enumerate(widths)}}
-    meas = Measurer(table.backend, threads or int(table.device.get("threads", 2)), table.precision,
-                    spinning=table_spinning(table))
-    timings = _time_variants(meas, loaded, x, variants, passes)
-    store_calibration(table, rec, variants, {k: timing_ms(t) for k, t in timings.items()})
-    seconds = round(time.perf_counter() - t0, 1)
-    rec["recalibrated"] = {"when": now(), "seconds": seconds}
-    table.history.append({"spec": spec, "model_key": model_key(graph), "seconds": seconds, "when": now(),
-                          "recalibrated": True})
-    table.save(table_path)
-    return {"before": before, "after": {k: rec.get(k) for k in ("full_ms", "remainder_ms")} |
-            {"calibration": rec["calibration"]}, "seconds": seconds, "variants": len(widths)}
-
-
-MIN_SLOPE = 0.05  # d(predicted) / d(units sum) at least this; launch-bound GPU models sit near 0.15
-
-
-def _nondecreasing(y: list[float]) -> list[float]:
-    """Pool-adjacent-violators: the closest nondecreasing sequence (least squares), so a bigger
-    units sum is never predicted faster -- searches read differences off this curve."""
-    blocks: list[list[float]] = []  # [mean, count]
-    for v in y:
-        blocks.append([v, 1.0])
-        while len(blocks) > 1 and blocks[-2][0] > blocks[-1][0]:
-            (m2, n2), (m1, n1) = blocks.pop(), blocks.pop()
-            blocks.append([(m1 * n1 + m2 * n2) / (n1 + n2), n1 + n2])
-    return [m for m, n in blocks for _ in range(int(n))]
-
-
-def fit_calibration(sums: dict[str, float], measured: dict[str, float]) -> dict:
-    """How a model's measured latency relates to the sum of its units, from the full model and
-    the calibration variants (never the validation set).
-
-    ``correction``: what the units miss -- per-call overhead, pooling/reshape glue, scheduling
-    between nodes, and the cache state of weights a network streams from DRAM that a micro-model
-    finds in cache -- as a curve of the residual ``measured - units_sum`` over ``units_sum``: a
-    running median of three neighbours (a variant caught by a burst of load on a shared machine
-    cannot bend it; the two ends are kept as measured -- a two-point median would drag the
-    lightest variant's residual towards its neighbour's), linear between them, flat above the
-    largest, shrinking to 0 below the smallest if negative. The residual is not a constant
-    fraction of the sum, and a single line through all variants cannot follow it at both ends
-    (with a line, resnet18's lightest variants were over-predicted by 5-6% on this CPU).
-    ``predict = units_sum + correction``, made to rise with the units sum (pool-adjacent-violators
-    on ``y - 0.05 x``) so marginal costs keep their sign and no pruned variant ties the full model.
-
-    ``a, b``: the robust line ``measured = a * units_sum + b`` (Theil-Sen: median of pairwise
-    slopes, then median intercept; Sen 1968), kept for reports and for fewer than three points,
-    where the curve is not fitted. The line falls back to a=1, b=remainder (full - units) with
-    fewer than three points or a non-physical slope (outside [0.5, 2]); the curve is kept then."""
-    keys = list(sums)
-    remainder = measured["full"] - sums["full"]
-    if len(keys) < 3:
-        return {"a": 1.0, "b": remainder, "method": "remainder"}
-    x = np.array([sums[k] for k in keys])
-    y = np.array([measured[k] for k in keys])
-    order = np.argsort(x)
-    xs, rs = x[order], (y - x)[order]
-    smooth = [float(np.median(rs[i - 1:i + 2])) if 0 < i < len(xs) - 1 else float(rs[i]) for i in range(len(xs))]
-    # rising at least MIN_SLOPE x as fast as the units sum: PAV on y - MIN_SLOPE * x, so a
-    # smaller model is always predicted (a little) faster, never tied with a bigger one
-    fitted = [z + MIN_SLOPE * float(a) for z, a in
-              zip(_nondecreasing([float(a + r - MIN_SLOPE * a) for a, r in zip(xs, smooth)]), xs)]
-    ux: list[float] = []
-    ur: list[float] = []
-    for a, f in zip(xs, fitted):  # equal sums (identical variants) collapse to one knot
-        if ux and a - ux[-1] <= 1e-9:
-            continue
-        ux.append(float(a))
-        ur.append(f - float(a))
-    out = {"correction": {"units_ms": ux, "residual_ms": ur},
-           "method": "units + residual curve (running median of 3) over full + calibration variants"}
-    span = x.max() - x.min()
-    slopes = [(y[j] - y[i]) / (x[j] - x[i]) for i in range(len(x)) for j in range(i + 1, len(x))
-              if abs(x[j] - x[i]) > 0.05 * span]
-    a = float(np.median(slopes)) if slopes else float("nan")  # no slopes: every variant has the same sum
-    if slopes and 0.5 <= a <= 2.0:
-        return {"a": a, "b": float(np.median(y - a * x)), **out}
-    why = "variants too alike" if not slopes else f"line rejected, slope {a:.2f}"
-    if len(ux) >= 3:  # the curve does not need the line: a launch-bound GPU model's slope is anything
-        return {"a": 1.0, "b": remainder, **out, "method": f"{out['method']} ({why})"}
-    return {"a": 1.0, "b": remainder, "method": f"remainder ({why})"}

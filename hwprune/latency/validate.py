@@ -23,7 +23,8 @@ from ..graph import ChannelGraph
 from ..models import LoadedModel
 from hwprune_deploy.runner import timing_ms
 
-from .measure import Measurer, build_variant, calibration_widths, model_passes, random_widths, table_spinning
+from .calibration import calibration_set, fit_calibration, profiled_input_size
+from .measure import Measurer, build_variant, model_passes, random_widths, table_spinning
 from .table import LatencyTable
 
 
@@ -92,27 +93,6 @@ def spread_order(samples: int, calibration: int) -> list[str]:
     return order + ["reference"]
 
 
-def profiled_input_size(table: LatencyTable, loaded: LoadedModel) -> int:
-    """The resolution ``loaded`` was profiled at in ``table`` (its own default if not there)."""
-    spec = loaded.model_id.get("spec")
-    sizes = [r["input_shape"][-1] for r in table.models.values() if r.get("spec") == spec]
-    return sizes[0] if sizes else loaded.input_size
-
-
-def calibration_set(table: LatencyTable, graph: ChannelGraph, align: int, min_width: int) -> list[dict[str, int]]:
-    """The widths of the table's calibration variants for this model: as profile or a bundle
-    read-back stored them, or (older tables store none) drawn again from the profiler's seed
-    stream on the table's grid."""
-    rec = table.record_for(graph)
-    stored = (rec.get("calibration") or {}).get("variants") or {}
-    if stored:
-        return [dict(v["widths"]) for v in stored.values()]
-    from .profile import ProfileConfig
-
-    d = ProfileConfig()
-    return calibration_widths(graph.groups, d.calib_variants, d.calib_seed, align, min_width)
-
-
 def validate(loaded: LoadedModel, table_path: str, samples: int = 30, seed: int = 0, align: Optional[int] = None,
              min_width: int = 8, progress: bool = True, input_size: Optional[int] = None, threads: Optional[int] = None,
              chunk: int = 5, protocol=None, passes: Optional[int] = None, recalibrate: bool = True) -> ValidationResult:
@@ -120,7 +100,7 @@ def validate(loaded: LoadedModel, table_path: str, samples: int = 30, seed: int 
 
     ``recalibrate``: also time the table's calibration variants (the profiler's, disjoint from
     the validation seeds) in the same passes as the validation variants, re-fit the residual
-    curve from them (:func:`~hwprune.latency.profile.fit_calibration`, units unchanged) and
+    curve from them (:func:`~hwprune.latency.calibration.fit_calibration`, units unchanged) and
     report the errors of that *recalibrated* table too (``error_recalibrated``). On a shared VM
     the machine's state drifts between profiling and validation, and the drift is not a common
     factor: a slower thread hand-off adds more to a small variant than to the full model, so
@@ -178,7 +158,6 @@ def validate(loaded: LoadedModel, table_path: str, samples: int = 30, seed: int 
     cal_ms = {name: timing_ms(timings.pop(name)) for name in [k for k in timings if k.startswith("c")]}
     cm_r = None
     if cal_widths:
-        from .profile import fit_calibration
         from .table import TableCostModel
 
         sums = {"full": cm.units_sum({}), **{f"c{i}": cm.units_sum(w) for i, w in enumerate(cal_widths)}}
