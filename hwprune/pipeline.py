@@ -3,8 +3,8 @@
     profile (or reuse a matching table) -> prune to the budget -> fine-tune (optional)
     -> export ONNX (parity-checked) -> bench baseline vs pruned side by side -> report
 
-With no arguments it runs the embedded default: ``tiny_resnet`` trained on the project's
-synthetic data (see :mod:`hwprune.data`), ONNX Runtime on the CPU with 2 threads, ``--budget 0.5x``
+With no arguments it runs the embedded default: ``tiny_resnet_synthetic`` (tiny_resnet trained on the project's
+synthetic data, see :mod:`hwprune.data`), ONNX Runtime on the CPU with 2 threads, ``--budget 0.5x``
 with a latency-aware strategy (HALP knapsack if available, else NetAdapt), and writes
 ``report.md`` + ``report.json`` + PNGs into ``--out``.
 
@@ -39,7 +39,7 @@ from .service import TABLE_DIR  # noqa: E402  (one folder name for prune and run
 class RunConfig:
     """Every knob of ``hwprune run``; the defaults are the embedded demo."""
 
-    model: str = "tiny_resnet"
+    model: str = "tiny_resnet_synthetic"
     weights: Optional[str] = None
     data: str = "synthetic"
     budget: str = "0.5x"
@@ -77,7 +77,7 @@ class RunConfig:
 
     @property
     def is_default_model(self) -> bool:
-        return self.model == "tiny_resnet" and not self.weights and self.data == "synthetic"
+        return self.model == "tiny_resnet_synthetic" and not self.weights and self.data == "synthetic"
 
 
 @dataclass
@@ -158,7 +158,9 @@ def get_model(config: RunConfig, run: Run, data_factory) -> tuple[LoadedModel, A
             return shipped, data_factory(shipped.input_size)
         if config.quick:
             kwargs.update(s["model_kwargs"])
-    loaded = load_model(config.model, weights=config.weights, kwargs=kwargs or None)
+    # the default model's shipped weights are not there: its architecture, trained below
+    spec = "tiny_resnet" if config.is_default_model else config.model
+    loaded = load_model(spec, weights=config.weights, kwargs=kwargs or None)
     data = data_factory(config.input_size or loaded.input_size)
     if config.is_default_model:
         epochs = config.train_epochs or s["train_epochs"] or 3

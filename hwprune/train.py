@@ -24,8 +24,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import ConfigError
+from .zoo import TRAINED_ASSET
 
-DEFAULT_ASSET = os.path.join(os.path.dirname(__file__), "assets", "tiny_resnet_synthetic.pt")
+DEFAULT_ASSET = TRAINED_ASSET
 
 
 def _loader(data):
@@ -150,18 +151,14 @@ def train_default_model(epochs: int = 3, seed: int = 0, progress: bool = True, n
 
 
 def load_default_model(path: Optional[str] = None) -> nn.Module:
-    """The shipped tiny_resnet trained on the synthetic data (eval mode).
+    """The shipped tiny_resnet trained on the synthetic data (eval mode): the model
+    ``--model tiny_resnet_synthetic`` names.
 
     Raises FileNotFoundError when the asset is missing (make it with ``python tools/train_default.py``).
     """
-    from .zoo import tiny_resnet
+    from .zoo import tiny_resnet_synthetic  # noqa: PLC0415
 
-    path = path or DEFAULT_ASSET
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"default model weights {path!r} are missing; run: python tools/train_default.py")
-    model = tiny_resnet()
-    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-    return model.eval()
+    return tiny_resnet_synthetic(path or DEFAULT_ASSET)
 
 
 def clone(model: nn.Module) -> nn.Module:

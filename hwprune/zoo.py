@@ -1,13 +1,22 @@
-"""Small built-in networks for demos and tests (random init; no downloads).
+"""Small built-in networks for demos and tests (no downloads).
 
-``tiny_resnet`` is the embedded default of ``hwprune run``: a CIFAR-style ResNet with basic
-blocks, small enough to train on the synthetic data in a minute or two on 2 CPU cores and wide
-enough (up to 128 channels) that pruning it changes measured latency.
+``tiny_resnet`` is a CIFAR-style ResNet with basic blocks (random init, like a torchvision name
+without --weights), small enough to train on the synthetic data in a minute or two on 2 CPU cores
+and wide enough (up to 128 channels) that pruning it changes measured latency.
+``tiny_resnet_synthetic`` is the same network with the shipped weights trained on the synthetic
+data (``hwprune.data``): the embedded default of ``hwprune run`` and the model the examples prune,
+since a search among candidates of a random-init network compares noise.
 """
 from __future__ import annotations
 
+import os
+from typing import Optional
+
 import torch
 from torch import nn
+
+#: weights of ``tiny_resnet_synthetic`` (made by ``python tools/train_default.py``)
+TRAINED_ASSET = os.path.join(os.path.dirname(__file__), "assets", "tiny_resnet_synthetic.pt")
 
 
 class BasicBlock(nn.Module):
@@ -60,5 +69,17 @@ def tiny_vit(num_classes: int = 10, image_size: int = 32) -> nn.Module:
                              hidden_dim=64, mlp_dim=128, num_classes=num_classes)
 
 
+def tiny_resnet_synthetic(path: Optional[str] = None) -> nn.Module:
+    """``tiny_resnet`` with the shipped weights trained on the synthetic data (eval mode).
+    Raises FileNotFoundError when the asset is missing (make it with ``python tools/train_default.py``)."""
+    path = path or TRAINED_ASSET
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"default model weights {path!r} are missing; run: python tools/train_default.py")
+    model = tiny_resnet()
+    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    return model.eval()
+
+
 #: name -> (factory, default input size)
-ZOO = {"tiny_resnet": (tiny_resnet, 32), "tiny_vit": (tiny_vit, 32)}
+ZOO = {"tiny_resnet": (tiny_resnet, 32), "tiny_resnet_synthetic": (tiny_resnet_synthetic, 32),
+       "tiny_vit": (tiny_vit, 32)}

@@ -16,7 +16,7 @@ def register(sub) -> None:
     p = sub.add_parser("inspect", help="print a model's channel groups (name, width, FLOPs share)",
                        description="Trace a model and print every group of coupled channels: the layers "
                                    "that must be cut together, their width and their share of the FLOPs.")
-    add_model_args(p, default="tiny_resnet")
+    add_model_args(p, default="tiny_resnet_synthetic")
     add_grid_args(p)
     p.add_argument("--json", metavar="FILE", help="also write the groups as JSON")
     p.add_argument("--list", action="store_true", help="list the built-in and torchvision model names and exit")

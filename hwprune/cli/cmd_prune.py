@@ -19,9 +19,9 @@ def register(sub) -> None:
     p = sub.add_parser("prune", help="prune a model to a latency/FLOPs budget (or a uniform ratio)",
                        description="Prune channels and write OUT/plan.json, OUT/pruned.pt (plan + weights) and "
                                    "OUT/report.json (budget, predicted and measured latency, FLOPs, params, "
-                                   "accuracy, widths). Example: hwprune prune --model tiny_resnet --budget 0.5x "
+                                   "accuracy, widths). Example: hwprune prune --model tiny_resnet_synthetic --budget 0.5x "
                                    "--strategy netadapt --data synthetic --evaluator adaptive-bn --out out/p")
-    add_model_args(p, default="tiny_resnet")
+    add_model_args(p, default="tiny_resnet_synthetic")
     add_grid_args(p, align_default=None, align_help=DEVICE_ALIGN_HELP)
     p.add_argument("--strategy", default="uniform", help=f"width search ({', '.join(list_strategies())})")
     p.add_argument("--ratio", type=float, help="fraction of channels to remove per group (uniform), e.g. 0.5")

@@ -13,7 +13,7 @@ def register(sub) -> None:
                        description="The whole path in one command: profile the device (or reuse a matching "
                                    "table from latency_tables/), prune to the budget, fine-tune if asked, export "
                                    "ONNX, bench baseline vs pruned side by side, write report.md/report.json/PNGs. "
-                                   "With no arguments: tiny_resnet trained on synthetic data, ONNX Runtime CPU with "
+                                   "With no arguments: tiny_resnet_synthetic (trained on the synthetic data), ONNX Runtime CPU with "
                                    "2 threads, --budget 0.5x.")
     p.add_argument("--model", default=d.model, help=f"model spec (default {d.model}, trained on the synthetic data)")
     p.add_argument("--weights", help="state_dict for --model (no downloads)")

@@ -9,7 +9,7 @@ from ..models import LoadedModel, load_model
 def add_model_args(p: argparse.ArgumentParser, default: str | None = None) -> None:
     g = p.add_argument_group("model")
     g.add_argument("--model", default=default, required=default is None,
-                   help="torchvision name (resnet50), built-in (tiny_resnet), 'pkg.module:factory', "
+                   help="torchvision name (resnet50), built-in (tiny_resnet_synthetic: trained on --data synthetic; tiny_resnet: random init), 'pkg.module:factory', "
                         "'path/file.py:factory', or an hwprune checkpoint (.pt)")
     g.add_argument("--weights", help="local state_dict file to load into the model (no downloads)")
     g.add_argument("--num-classes", type=int, help="classifier outputs, passed to the model factory")
