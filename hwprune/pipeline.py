@@ -121,7 +121,7 @@ def sizes(config: RunConfig) -> dict[str, Any]:
         return {"n_train": 256, "n_val": 128, "calib_size": 64, "batch_size": 64, "train_epochs": 1,
                 "model_kwargs": {"width": 32, "depth": 1}, "repeats": 7, "warmup": 2, "min_repeat_ms": 5.0,
                 "profile": {"points_per_axis": 2, "max_points_per_axis": 2, "calib_variants": 2},
-                "strategy_options": {"netadapt_iterations": 4, "amc_episodes": 4, "evo_pop": 8, "evo_gens": 2},
+                "strategy_options": {"amc_episodes": 4, "evo_pop": 8, "evo_gens": 2},
                 "bisect_steps": 4}
     return {"n_train": 5000, "n_val": 1000, "calib_size": 256, "batch_size": 64, "train_epochs": 3,
             "model_kwargs": {}, "repeats": 20, "warmup": 5, "min_repeat_ms": 20.0, "profile": {},

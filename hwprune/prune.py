@@ -39,8 +39,9 @@ from .plan import PruningPlan, apply
 class PruneConfig:
     """What to prune and how. Validated on construction so bad values fail before any work.
 
-    ``options`` holds strategy knobs (``amc_episodes``, ``netadapt_decay``, ``evo_pop``, ...);
-    each strategy documents its own and ignores the others.
+    ``options`` holds strategy knobs (``amc_episodes``, ``netadapt_decay``, ``evo_pop``, ...), checked
+    against the strategy's options dataclass (:func:`hwprune.strategies.check_options`): its own are
+    coerced and range-checked, another strategy's are kept but ignored, an unknown name is an error.
     """
 
     strategy: str = "uniform"
@@ -87,7 +88,9 @@ class PruneConfig:
         if self.finetune_epochs < 0:
             raise ConfigError(f"finetune-epochs {self.finetune_epochs} must be >= 0")
         self.ignore = tuple(self.ignore)
-        self.options = dict(self.options)
+        from .strategies import check_options
+
+        self.options = check_options(self.strategy, self.options)  # also rejects an unknown strategy
 
 
 @dataclass
@@ -133,9 +136,13 @@ class SearchContext:
                            provenance=dict(provenance or {}), ignore=list(self.config.ignore))
 
     # ------------------------------------------------------------------ helpers for strategies
-    def option(self, name: str, default: Any) -> Any:
-        v = self.config.options.get(name)
-        return default if v is None else type(default)(v) if default is not None else v
+    @property
+    def options(self):
+        """The running strategy's typed options (its :class:`hwprune.strategies.StrategyOptions`
+        dataclass, defaults filled in) from ``config.options``."""
+        from .strategies import strategy_options
+
+        return strategy_options(self.config.strategy, self.config.options)
 
     def grid(self, group: ChannelGroup) -> list[int]:
         return group.candidate_widths(self.config.align, self.config.min_width)

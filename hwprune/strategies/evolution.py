@@ -1,9 +1,12 @@
 """Evolutionary multi-objective search over per-group widths (EAPruning)."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-from .registry import STRATEGIES
+from ._options import StrategyOptions, option
+from .registry import register_strategy
 
 
 def dominates(a, b) -> bool:
@@ -31,7 +34,15 @@ def choose_for_budget(front: list[dict], target: float) -> dict | None:
     return min(ok, key=lambda m: (m["error"], m["cost"])) if ok else None
 
 
-@STRATEGIES.register("evolution")
+@dataclass
+class EvolutionOptions(StrategyOptions):
+    evo_pop: int = option(16, "NSGA-III population (candidates per generation)", ge=4)
+    evo_gens: int = option(8, "generations", ge=1)
+    evo_reconstruct: bool = option(True, "least-squares reconstruction of each candidate's weights on the "
+                                         "calibration batches before it is evaluated (only with --data)")
+
+
+@register_strategy("evolution", EvolutionOptions, needs_evaluator=True, needs_budget=True)
 def evolution(ctx) -> dict[str, int]:
     """EAPruning (Li et al., 'EAPruning: Evolutionary Pruning for Vision Transformers and CNNs',
     BMVC 2022; arXiv 2210.00181): NSGA-III (Deb & Jain 2014, via pymoo) over channel *numbers*
@@ -53,9 +64,9 @@ def evolution(ctx) -> dict[str, int]:
     from .uniform import uniform
 
     ctx.need_budget("evolution")
-    pop = max(4, ctx.option("evo_pop", 16))
-    gens = max(1, ctx.option("evo_gens", 8))
-    recon = bool(ctx.option("evo_reconstruct", 1)) and ctx.calib is not None
+    opts = ctx.options
+    pop, gens = opts.evo_pop, opts.evo_gens
+    recon = opts.evo_reconstruct and ctx.calib is not None
     groups = ctx.graph.prunable
     grids = [ctx.grid(g) for g in groups]
     archive: dict[tuple, dict] = {}

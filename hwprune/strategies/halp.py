@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from .registry import STRATEGIES
+from ._options import StrategyOptions, option
+from .registry import register_strategy
 from ._common import importance, repair
 
 
@@ -64,7 +66,13 @@ def kept_value(scores: torch.Tensor, widths: list[int], blocks: int = 1) -> list
     return [float(c[min(k, len(s))]) for k in widths]
 
 
-@STRATEGIES.register("halp")
+@dataclass
+class HalpOptions(StrategyOptions):
+    halp_bins: int = option(2000, "latency bins of the knapsack DP (more: finer and slower)", ge=1)
+    halp_steps: int = option(4, "progressively tighter steps toward the budget", ge=1)
+
+
+@register_strategy("halp", HalpOptions, needs_budget=True)
 def halp(ctx) -> dict[str, int]:
     """Shen et al., 'Structural Pruning via Latency-Saliency Knapsack' (HALP, NeurIPS 2022).
 
@@ -78,8 +86,7 @@ def halp(ctx) -> dict[str, int]:
     steps, re-reading the marginal costs at the current widths each time; widths only shrink.
     """
     ctx.need_budget("halp")
-    bins = ctx.option("halp_bins", 2000)
-    steps = ctx.option("halp_steps", 4)
+    bins, steps = ctx.options.halp_bins, ctx.options.halp_steps
     groups = ctx.graph.prunable
     scores = {g.name: importance(ctx, "taylor", g) for g in groups}
     total = sum(float(s.clamp_min(0).sum()) for s in scores.values()) or 1.0

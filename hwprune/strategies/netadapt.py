@@ -1,7 +1,10 @@
 """NetAdapt: iterative, per-iteration latency decrement, one layer at a time."""
 from __future__ import annotations
 
-from .registry import STRATEGIES
+from dataclasses import dataclass
+
+from ._options import StrategyOptions, option
+from .registry import register_strategy
 from ._common import repair
 
 
@@ -27,7 +30,16 @@ def largest_meeting(ctx, widths: dict[str, int], group, target: float):
     return None
 
 
-@STRATEGIES.register("netadapt")
+@dataclass
+class NetAdaptOptions(StrategyOptions):
+    netadapt_initial: float = option(0.04, "first iteration's cost decrement, a fraction of the unpruned cost",
+                                     gt=0, le=1)
+    netadapt_decay: float = option(0.96, "decay of the decrement per iteration", gt=0, le=1)
+    netadapt_ft_steps: int = option(0, "short fine-tune steps before each proposal is evaluated (needs --data)",
+                                    ge=0)
+
+
+@register_strategy("netadapt", NetAdaptOptions, needs_evaluator=True, needs_budget=True)
 def netadapt(ctx) -> dict[str, int]:
     """Yang et al., 'NetAdapt: Platform-Aware Neural Network Adaptation for Mobile Applications'
     (ECCV 2018), Algorithm 1, with the latency lookup table as the empirical measurement.
@@ -40,9 +52,8 @@ def netadapt(ctx) -> dict[str, int]:
     alone proposes its minimum width (so progress never stalls).
     """
     ctx.need_budget("netadapt")
-    initial = ctx.option("netadapt_initial", 0.04)
-    decay = ctx.option("netadapt_decay", 0.96)
-    ft_steps = ctx.option("netadapt_ft_steps", 0)
+    opts = ctx.options
+    initial, decay, ft_steps = opts.netadapt_initial, opts.netadapt_decay, opts.netadapt_ft_steps
     baseline, final = ctx.baseline_cost, ctx.target
     widths = {g.name: g.width for g in ctx.graph.prunable}
     history = []

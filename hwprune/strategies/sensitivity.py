@@ -1,9 +1,12 @@
 """Sensitivity analysis: per-group accuracy-vs-width curves, then a greedy allocation."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-from .registry import STRATEGIES
+from ._options import StrategyOptions, option
+from .registry import register_strategy
 from ._common import lower, repair
 
 
@@ -20,7 +23,13 @@ def interp_acc(curve: dict[int, float], width: int) -> float:
     return float(np.interp(width, ws, [curve[w] for w in ws]))
 
 
-@STRATEGIES.register("sensitivity")
+@dataclass
+class SensitivityOptions(StrategyOptions):
+    sens_points: int = option(5, "widths per group's accuracy curve (always the smallest and the full width)",
+                              ge=2)
+
+
+@register_strategy("sensitivity", SensitivityOptions, needs_evaluator=True, needs_budget=True)
 def sensitivity(ctx) -> dict[str, int]:
     """Li et al., 'Pruning Filters for Efficient ConvNets' (ICLR 2017), Sec. 3.3: prune each group
     alone to several widths and record accuracy (the sensitivity curve), then allocate.
@@ -30,7 +39,7 @@ def sensitivity(ctx) -> dict[str, int]:
     Options: ``sens_points`` (widths per curve, default 5).
     """
     ctx.need_budget("sensitivity")
-    n = ctx.option("sens_points", 5)
+    n = ctx.options.sens_points
     groups = ctx.graph.prunable
     base_acc = ctx.evaluate({})
     curves: dict[str, dict[int, float]] = {}
