@@ -2,6 +2,7 @@
 plan + checkpoint + report.json (+ pareto.json and PNGs)."""
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 
@@ -10,13 +11,31 @@ from ..importance import list_criteria
 from ..jsonio import write_json
 from ..outdir import check_output_dir, staged_output_dir
 from ..prune import PruneConfig, prune
-from ..strategies import list_strategies
+from ..strategies import describe_strategies, get_strategy_spec, list_strategies, option_owners
 from .common import (DEVICE_ALIGN_HELP, add_grid_args, add_model_args, budget_exit_code, grid_hint, load_from_args,
                      resolve_align)
 
 
+#: strategy options with a flag of their own (--amc-episodes N is --option amc_episodes=N)
+OPTION_FLAGS = ("amc_episodes", "evo_pop", "evo_gens", "netadapt_initial", "netadapt_decay", "netadapt_ft_steps")
+
+OPTIONS_EPILOG = ("strategy options: --option KEY=VALUE, several at once: --option halp_steps=6 halp_bins=4000.\n"
+                  "An option of another strategy is ignored; an unknown name or a malformed or out-of-range value\n"
+                  "is an error.\n")
+
+
+class _EpilogFormatter(argparse.HelpFormatter):
+    """Wraps the description as usual; prints a text with line breaks (the option table) as laid out."""
+
+    def _fill_text(self, text, width, indent):
+        if "\n" in text:
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
+
+
 def register(sub) -> None:
     p = sub.add_parser("prune", help="prune a model to a latency/FLOPs budget (or a uniform ratio)",
+                       formatter_class=_EpilogFormatter, epilog=OPTIONS_EPILOG + describe_strategies(),
                        description="Prune channels and write OUT/plan.json, OUT/pruned.pt (plan + weights) and "
                                    "OUT/report.json (budget, predicted and measured latency, FLOPs, params, "
                                    "accuracy, widths). Example: hwprune prune --model tiny_resnet_synthetic --budget 0.5x "
@@ -52,36 +71,38 @@ def register(sub) -> None:
     g.add_argument("--finetune-lr", type=float, default=0.01)
     g.add_argument("--distill", action="store_true", help="distil from the unpruned model while fine-tuning")
     g = p.add_argument_group("strategy options")
-    g.add_argument("--amc-episodes", type=int, help="AMC episodes (default 40)")
-    g.add_argument("--evo-pop", type=int, help="evolution population (default 16)")
-    g.add_argument("--evo-gens", type=int, help="evolution generations (default 8)")
-    g.add_argument("--netadapt-initial", type=float, help="NetAdapt first decrement, fraction of baseline (0.04)")
-    g.add_argument("--netadapt-decay", type=float, help="NetAdapt decrement decay per iteration (0.96)")
-    g.add_argument("--netadapt-ft-steps", type=int, help="NetAdapt short fine-tune steps per proposal (0)")
-    g.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="any other strategy option")
+    owners = option_owners()
+    for name in OPTION_FLAGS:
+        row = next(r for r in get_strategy_spec(owners[name]).options.describe() if r["name"] == name)
+        g.add_argument("--" + name.replace("_", "-"), metavar=row["type"].upper(),
+                       help=f"same as --option {name}={row['type'].upper()} ({owners[name]}; default {row['default']})")
+    g.add_argument("--option", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="a strategy option, or several (each strategy's are listed below)")
     p.add_argument("--plot", action="store_true", help="write widths.png (and pareto.png for evolution)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
 
 def _options(args) -> dict:
+    """The dedicated flags and --option KEY=VALUE pairs as given (strings): PruneConfig checks them
+    against the strategy's options dataclass, which coerces the values and says what is wrong."""
     from ..errors import ConfigError
 
-    opts = {}
-    for k in ("amc_episodes", "evo_pop", "evo_gens", "netadapt_initial", "netadapt_decay", "netadapt_ft_steps"):
-        v = getattr(args, k)
-        if v is not None:
-            opts[k] = v
+    opts = {k: getattr(args, k) for k in OPTION_FLAGS if getattr(args, k) is not None}
     for kv in args.option:
-        if "=" not in kv:
+        k, eq, v = kv.partition("=")
+        if not eq or not k.strip():
             raise ConfigError(f"--option {kv!r}: write KEY=VALUE, e.g. --option halp_steps=6")
-        k, v = kv.split("=", 1)
-        try:
-            v = float(v) if "." in v or "e" in v else int(v)
-        except ValueError:
-            pass
-        opts[k.strip()] = v
+        opts[k.strip()] = v.strip()
     return opts
+
+
+def _note_ignored_options(config: PruneConfig) -> None:
+    """Say which options belong to another strategy (PruneConfig accepts and ignores them)."""
+    own, owners = set(get_strategy_spec(config.strategy).options.names()), option_owners()
+    for k in config.options:
+        if k not in own:
+            print(f"note: option {k} is for strategy {owners[k]}; {config.strategy} ignores it", file=sys.stderr)
 
 
 def table_request(config: PruneConfig, spinning: bool):
@@ -146,6 +167,7 @@ def run(args) -> int:
                          backend=backend, threads=args.threads, closed_loop_rounds=args.closed_loop_rounds,
                          tolerance=args.tolerance, finetune_epochs=args.finetune_epochs,
                          finetune_lr=args.finetune_lr, distill=args.distill, progress=not args.quiet)
+    _note_ignored_options(config)
     check_output_dir(args.out)  # before the search, not after it
     loaded = load_from_args(args)
     size = args.input_size or loaded.input_size

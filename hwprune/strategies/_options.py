@@ -47,9 +47,9 @@ def _example(f: dataclasses.Field) -> Any:
 
 def _coerce(f: dataclasses.Field, tp, value: Any) -> Any:
     base, nullable = _base_type(tp)
-    if value is None and nullable:
-        return None
     raw = value.strip() if isinstance(value, str) else value
+    if nullable and (raw is None or (isinstance(raw, str) and raw.lower() in ("", "none"))):
+        return None  # the computed default
     try:
         if base is bool:
             if isinstance(raw, bool):
