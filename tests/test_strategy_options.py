@@ -1,0 +1,238 @@
+"""Typed strategy options (issue #16 item 4): each strategy declares a dataclass of its knobs;
+PruneConfig checks ``options`` against it and the CLI's ``--option`` goes through the same check."""
+import importlib.util
+import json
+import os
+
+import pytest
+import torch
+
+from hwprune.cli.cmd_prune import OPTION_FLAGS, _options
+from hwprune.cli.main import build_parser
+from hwprune.errors import ConfigError, HwpruneError
+from hwprune.models import load_model
+from hwprune.prune import PruneConfig, make_context, prune
+from hwprune.strategies import (StrategyOptions, check_options, get_strategy_spec, list_strategies, option_owners,
+                                strategy_options)
+from hwprune.strategies._common import fidelity_evaluator
+from hwprune.strategies.amc import AmcOptions
+from hwprune.strategies.evolution import EvolutionOptions
+from hwprune.strategies.halp import HalpOptions
+from hwprune.strategies.netadapt import NetAdaptOptions
+from hwprune.strategies.sensitivity import SensitivityOptions
+
+TESTS = os.path.dirname(os.path.abspath(__file__))
+ALL = ["uniform", "global", "sensitivity", "netadapt", "amc", "halp", "evolution"]
+
+#: the defaults the strategies read with ctx.option(name, default) before the options were typed
+LEGACY_DEFAULTS = {
+    SensitivityOptions: {"sens_points": 5},
+    NetAdaptOptions: {"netadapt_initial": 0.04, "netadapt_decay": 0.96, "netadapt_ft_steps": 0},
+    AmcOptions: {"amc_episodes": 40, "amc_warmup": None, "amc_sigma": 0.5, "amc_decay": 0.95, "amc_max_prune": 0.9},
+    HalpOptions: {"halp_bins": 2000, "halp_steps": 4},
+    EvolutionOptions: {"evo_pop": 16, "evo_gens": 8, "evo_reconstruct": True},
+}
+
+
+@pytest.fixture(scope="module")
+def loaded():
+    torch.manual_seed(0)
+    return load_model("tiny_resnet", kwargs={"width": 16, "depth": 1})
+
+
+def _widths(res):
+    return {k: v["after"] for k, v in res.report["widths"].items()}
+
+
+# ---------------------------------------------------------------- the registry
+def test_every_strategy_declares_options_and_needs():
+    needs_eval = {"sensitivity", "netadapt", "amc", "evolution"}
+    assert set(ALL) <= set(list_strategies())
+    for name in ALL:
+        spec = get_strategy_spec(name)
+        assert issubclass(spec.options, StrategyOptions)
+        assert spec.needs_evaluator == (name in needs_eval), name
+        assert spec.needs_budget == (name != "uniform"), name
+    for cls, defaults in LEGACY_DEFAULTS.items():
+        assert {k: getattr(cls(), k) for k in cls.names()} == defaults
+    # one owner per option name, so "an option of another strategy" is well defined
+    names = [o for n in list_strategies() for o in get_strategy_spec(n).options.names()]
+    assert len(names) == len(set(names))
+
+
+@pytest.mark.parametrize("name", [n for n in ALL if n != "uniform"])
+def test_strategies_that_need_a_budget_say_so(loaded, name):
+    with pytest.raises(ConfigError, match="needs --budget"):
+        prune(loaded, PruneConfig(strategy=name, ratio=0.5, progress=False),
+              evaluator=lambda m: 1.0)
+
+
+def test_context_options_are_typed(loaded):
+    ctx = make_context(loaded, PruneConfig(strategy="halp", budget="50%flops", progress=False,
+                                           options={"halp_steps": "3", "evo_pop": 8}))
+    assert isinstance(ctx.options, HalpOptions)
+    assert (ctx.options.halp_steps, ctx.options.halp_bins) == (3, 2000)
+    assert not hasattr(ctx, "option")
+
+
+# ---------------------------------------------------------------- unknown names
+def test_unknown_option_lists_the_valid_ones():
+    with pytest.raises(ConfigError) as e:
+        PruneConfig(strategy="halp", budget="50%flops", options={"halp_stepz": 3})
+    msg = str(e.value)
+    assert "'halp_stepz'" in msg and "halp_steps" in msg and "halp_bins" in msg
+
+
+def test_unknown_option_for_a_strategy_without_options():
+    with pytest.raises(ConfigError) as e:
+        PruneConfig(strategy="uniform", ratio=0.5, options={"halp_stepz": 3})
+    assert "halp_steps" in str(e.value) and "takes no options" in str(e.value)
+    with pytest.raises(ConfigError, match="unknown option 'zzz'.*options of amc: amc_episodes"):
+        PruneConfig(strategy="amc", budget="0.5x", options={"zzz": 1})
+
+
+def test_unknown_strategy_fails_on_construction():
+    with pytest.raises(ConfigError, match="unknown strategy 'halpp'.*Did you mean 'halp'"):
+        PruneConfig(strategy="halpp", budget="0.5x")
+
+
+def test_options_must_be_a_dict():
+    with pytest.raises(ConfigError, match="options must be a dict"):
+        PruneConfig(strategy="halp", budget="0.5x", options=[("halp_steps", 3)])
+
+
+# ---------------------------------------------------------------- values
+@pytest.mark.parametrize("strategy,name,value,words", [
+    ("evolution", "evo_pop", "abc", "evo_pop takes an int, e.g. evo_pop=16"),
+    ("evolution", "evo_pop", 4.5, "evo_pop takes an int"),
+    ("evolution", "evo_pop", True, "evo_pop takes an int"),
+    ("netadapt", "netadapt_decay", "fast", "netadapt_decay takes a number, e.g. netadapt_decay=0.96"),
+    ("evolution", "evo_reconstruct", "maybe", "evo_reconstruct takes true or false"),
+    ("amc", "amc_warmup", "some", "amc_warmup takes an int, e.g. amc_warmup=10"),
+])
+def test_malformed_value_is_a_clear_error(strategy, name, value, words):
+    with pytest.raises(ConfigError) as e:
+        PruneConfig(strategy=strategy, budget="0.5x", options={name: value})
+    assert str(e.value).startswith(f"option {name}={value}: ") and words in str(e.value)
+
+
+@pytest.mark.parametrize("strategy,name,value,bound", [
+    ("evolution", "evo_pop", 2, ">= 4"),
+    ("evolution", "evo_gens", "0", ">= 1"),
+    ("sensitivity", "sens_points", 1, ">= 2"),
+    ("netadapt", "netadapt_initial", 0, "in (0, 1]"),
+    ("netadapt", "netadapt_decay", 1.5, "in (0, 1]"),
+    ("netadapt", "netadapt_ft_steps", -1, ">= 0"),
+    ("amc", "amc_episodes", 0, ">= 1"),
+    ("amc", "amc_warmup", -2, ">= 0"),
+    ("amc", "amc_sigma", -0.1, ">= 0"),
+    ("amc", "amc_max_prune", "1.2", "in (0, 1]"),
+    ("halp", "halp_steps", 0, ">= 1"),
+    ("halp", "halp_bins", 0, ">= 1"),
+])
+def test_out_of_range_value_is_a_clear_error(strategy, name, value, bound):
+    with pytest.raises(ConfigError) as e:
+        PruneConfig(strategy=strategy, budget="0.5x", options={name: value})
+    msg = str(e.value)
+    assert msg.startswith(f"option {name}={value} is out of range: {name} must be {bound}, e.g. {name}=")
+
+
+def test_values_are_coerced_and_other_strategies_options_kept():
+    cfg = PruneConfig(strategy="evolution", budget="0.5x",
+                      options={"evo_pop": "8", "evo_gens": 2.0, "evo_reconstruct": "false", "halp_steps": "x"})
+    assert cfg.options == {"evo_pop": 8, "evo_gens": 2, "evo_reconstruct": False, "halp_steps": "x"}
+    assert isinstance(cfg.options["evo_pop"], int)
+    assert check_options("amc", {"amc_warmup": "none", "amc_sigma": 1})["amc_sigma"] == 1.0
+    assert check_options("amc", {"amc_warmup": "none"})["amc_warmup"] is None
+    json.dumps(cfg.options)  # the report records them
+
+
+def _load_fast(filename):
+    spec = importlib.util.spec_from_file_location(filename[:-3], os.path.join(TESTS, filename))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.FAST
+
+
+@pytest.mark.parametrize("filename", ["test_strategies_latency.py", "test_strategies.py"])
+def test_shared_fast_options_are_accepted_by_every_strategy(filename):
+    """The test suites pass one FAST dict to every strategy: each takes its own and ignores the rest."""
+    fast = _load_fast(filename)
+    assert set(fast) <= set(option_owners())
+    for name in ALL:
+        cfg = PruneConfig(strategy=name, budget="0.5x", options=fast)
+        own = get_strategy_spec(name).options.names()
+        assert cfg.options == fast
+        for k in own:
+            if k in fast:
+                assert getattr(strategy_options(name, cfg.options), k) == fast[k]
+
+
+# ---------------------------------------------------------------- defaults unchanged
+def test_uniform_and_halp_defaults_give_the_same_plan_as_explicit_defaults(loaded):
+    for strategy, kw, explicit in (("uniform", {"ratio": 0.5}, {}),
+                                   ("halp", {"budget": "50%flops"}, {"halp_bins": 2000, "halp_steps": 4})):
+        runs = [prune(loaded, PruneConfig(strategy=strategy, options=o, progress=False, **kw)) for o in ({}, explicit)]
+        assert _widths(runs[0]) == _widths(runs[1])
+        assert runs[0].plan.kept == runs[1].plan.kept
+    # and a non-default value does reach the strategy
+    one = prune(loaded, PruneConfig(strategy="halp", budget="50%flops", options={"halp_bins": 3}, progress=False))
+    assert one.report["cost"]["predicted"] <= one.report["cost"]["target"] * (1 + 1e-9)
+
+
+def test_amc_default_warmup_is_a_quarter_of_the_episodes(loaded):
+    ev = fidelity_evaluator(loaded.model, torch.randn(1, 3, 32, 32), n=8)
+
+    def plan(opts):
+        return prune(loaded, PruneConfig(strategy="amc", budget="50%flops", seed=1, progress=False, options=opts),
+                     evaluator=ev).plan.kept
+
+    assert plan({"amc_episodes": 8}) == plan({"amc_episodes": 8, "amc_warmup": 2})
+
+
+# ---------------------------------------------------------------- CLI
+def _parse(*argv):
+    return build_parser().parse_args(["prune", *argv])
+
+
+def test_cli_dedicated_flags_map_onto_the_options():
+    args = _parse("--evo-pop", "8", "--netadapt-decay", "0.9", "--option", "evo_gens=2", "halp_steps=3")
+    assert _options(args) == {"evo_pop": "8", "netadapt_decay": "0.9", "evo_gens": "2", "halp_steps": "3"}
+    cfg = PruneConfig(strategy="evolution", budget="0.5x", options=_options(args))
+    assert (cfg.options["evo_pop"], cfg.options["evo_gens"]) == (8, 2)
+    assert set(OPTION_FLAGS) <= set(option_owners())
+    with pytest.raises(ConfigError, match="write KEY=VALUE"):
+        _options(_parse("--option", "halp_steps"))
+    with pytest.raises(ConfigError, match="write KEY=VALUE"):
+        _options(_parse("--option", "=3"))
+
+
+def test_cli_unknown_option_exits_2_naming_the_right_one(cli, tmp_path):
+    out = tmp_path / "o"
+    p = cli("prune", "--model", "tiny_resnet", "--ratio", "0.5", "--option", "halp_stepz=3", "--out", str(out),
+            "--quiet", check=False)
+    assert p.returncode == 2, p.stderr
+    assert "halp_stepz" in p.stderr and "halp_steps" in p.stderr and "Traceback" not in p.stderr
+    assert not out.exists()
+
+
+def test_cli_malformed_and_out_of_range_exit_2(cli, tmp_path):
+    for opt, words in (("evo_pop=abc", "evo_pop takes an int, e.g. evo_pop=16"),
+                       ("evo_pop=2", "evo_pop must be >= 4")):
+        p = cli("prune", "--model", "tiny_resnet", "--budget", "50%flops", "--strategy", "evolution", "--option", opt,
+                "--out", str(tmp_path / "o"), "--quiet", check=False)
+        assert p.returncode == 2 and words in p.stderr and "Traceback" not in p.stderr, p.stderr
+
+
+def test_cli_help_lists_every_strategys_options(cli):
+    text = cli("prune", "--help").stdout
+    for name in ALL:
+        assert f"  {name} (" in text
+        for row in get_strategy_spec(name).options.describe():
+            assert f"{row['name']}={row['default']}" in text
+    assert "halp_steps=4" in text and "progressively tighter steps" in text and "evo_pop=16" in text
+    assert "int >= 4" in text and "--option KEY=VALUE" in text
+
+
+def test_errors_share_the_root():
+    assert issubclass(ConfigError, HwpruneError)
