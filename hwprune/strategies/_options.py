@@ -106,8 +106,8 @@ class StrategyOptions:
             given = getattr(self, f.name)
             v = _coerce(f, hints[f.name], given)
             if v is not None and not isinstance(v, bool) and not _in_range(f.metadata, v):
-                raise ConfigError(f"option {f.name}={given} is out of range: {f.name} must be {_range_text(f.metadata)}, "
-                                  f"e.g. {f.name}={_example(f)} ({f.name}: {f.metadata['help']})")
+                raise ConfigError(f"option {f.name}={given} is out of range: {f.name} must be "
+                                  f"{_range_text(f.metadata)}, e.g. {f.name}={_example(f)} ({f.name}: {f.metadata['help']})")
             setattr(self, f.name, v)
 
     @classmethod
