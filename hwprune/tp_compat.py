@@ -1,0 +1,202 @@
+"""Everything that reaches into Torch-Pruning, in one place.
+
+hwprune finds channel coupling with Torch-Pruning's dependency graph (DepGraph, Fang et al.
+CVPR 2023) and cuts through its groups. Some of that needs its internals or patches around
+what its tracer misreads; it all lives here, so a Torch-Pruning upgrade is checked in one file:
+
+- tracing stand-ins: opaque modules (see :attr:`hwprune.handlers.ModuleHandler.opaque`) and
+  channel-permuting functions are swapped for one autograd edge while the graph is traced;
+- module-type handlers are handed to Torch-Pruning as custom pruners (:func:`tp_pruner`);
+- ``chunk``/``split`` nodes get their real sizes back on recent PyTorch (:func:`repair_splits`);
+- a grouped conv's input channels are cut per conv group (:func:`prune_group`);
+- what a dependency is (which side it cuts, a sum, a channel shuffle) is read off its repr.
+
+Nothing outside this module imports ``torch_pruning`` except importance criteria, which call its
+public importance classes on :meth:`hwprune.graph.ChannelGraph.tp_group`.
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib
+import warnings
+from typing import Iterable, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from .errors import PlanMismatchError
+
+# Functions that permute channels across a concatenation (ShuffleNet's channel shuffle). Channels
+# that flow through one are interleaved, so their coupling is not a plain index map: the groups
+# they touch are frozen (with a reason) and the convolutions inside each branch stay prunable.
+_CHANNEL_MIXERS = ("torchvision.models.shufflenetv2:channel_shuffle",)
+
+
+class _OpaqueUnit(torch.autograd.Function):
+    """Tracing stand-in: computes the real output, exposes one autograd edge input -> output."""
+
+    @staticmethod
+    def forward(ctx, x, fn):
+        return fn(x).clone()
+
+    @staticmethod
+    def backward(ctx, grad):  # never run: the graph is only walked, not differentiated
+        return None, None
+
+
+class _ChannelMixer(_OpaqueUnit):
+    """Tracing stand-in for a channel-permuting function; its grad_fn name marks the groups it touches."""
+
+
+@contextlib.contextmanager
+def tracing_stand_ins(opaque: Iterable[nn.Module]):
+    """Swap ``opaque`` modules and the channel mixers for their stand-ins during tracing only."""
+    patched_mods, patched_fns = [], []
+    for mod in opaque:
+        if "forward" not in mod.__dict__:  # leave a user's per-instance forward alone
+            real = mod.forward
+            mod.forward = lambda x, _real=real: _OpaqueUnit.apply(x, _real)
+            patched_mods.append(mod)
+    for spec in _CHANNEL_MIXERS:
+        mod_name, fn_name = spec.split(":")
+        try:
+            owner = importlib.import_module(mod_name)
+        except ImportError:
+            continue
+        real = getattr(owner, fn_name)
+        setattr(owner, fn_name, lambda x, *a, _real=real, **k: _ChannelMixer.apply(x, lambda t: _real(t, *a, **k)))
+        patched_fns.append((owner, fn_name, real))
+    try:
+        yield
+    finally:
+        for mod in patched_mods:
+            del mod.forward
+        for owner, fn_name, real in patched_fns:
+            setattr(owner, fn_name, real)
+
+
+def tp_pruner(handler):
+    """A Torch-Pruning pruner that cuts through a :class:`~hwprune.handlers.ModuleHandler`. A tied
+    handler's input and output are one function: Torch-Pruning's intra-layer rule couples a
+    layer's input and output exactly when ``prune_in_channels is prune_out_channels``."""
+    import torch_pruning as tp
+
+    class _HandlerPruner(tp.pruner.function.BasePruningFunc):
+        def prune_out_channels(self, layer, idxs):
+            return handler.prune_out_channels(layer, idxs)
+
+        def get_out_channels(self, layer):
+            return handler.out_channels(layer)
+
+        if handler.tied:
+            prune_in_channels = prune_out_channels
+            get_in_channels = get_out_channels
+        else:
+            def prune_in_channels(self, layer, idxs):
+                return handler.prune_in_channels(layer, idxs)
+
+            def get_in_channels(self, layer):
+                return handler.in_channels(layer)
+
+    return _HandlerPruner()
+
+
+def build_dependency_graph(model: nn.Module, example_input: torch.Tensor, handlers: Mapping[type, object],
+                           opaque: Iterable[nn.Module]):
+    """Trace ``model`` (in its current mode) into a Torch-Pruning DependencyGraph, with a custom
+    pruner per module type in ``handlers`` (type -> cutting handler) and ``opaque`` modules
+    traced as stand-ins."""
+    import torch_pruning as tp
+
+    custom = {t: tp_pruner(h) for t, h in handlers.items()}
+    with warnings.catch_warnings(), tracing_stand_ins(opaque):
+        warnings.simplefilter("ignore")
+        return tp.DependencyGraph().build_dependency(model, example_inputs=example_input, customized_pruners=custom)
+
+
+def repair_splits(dg) -> set:
+    """Give ``chunk``/``split`` nodes their real channel sizes; returns the repaired nodes' modules.
+
+    On recent PyTorch, SplitBackward saves ``_saved_self_sym_sizes`` (not ``_saved_self_sizes``),
+    so Torch-Pruning falls back to inferring split sizes from the consumers and gets them wrong
+    (e.g. ShuffleNetV2's ``x.chunk(2, dim=1)``). Which consumer took which chunk is not recorded,
+    so groups through a repaired split are frozen (see ``ChannelGraph._describe``).
+    """
+    import torch_pruning as tp
+    from torch_pruning.dependency import index_mapping
+
+    repaired = set()
+    for node in dg.module2node.values():
+        gf = node.grad_fn
+        size, dim = getattr(gf, "_saved_split_size", None), getattr(gf, "_saved_dim", None)
+        sizes = getattr(gf, "_saved_self_sym_sizes", None)
+        if node.type != tp.ops.OPTYPE.SPLIT or not size or dim != 1 or not sizes:
+            continue
+        total = int(sizes[1])
+        chs = [min(int(size), total - i * int(size)) for i in range(-(-total // int(size)))]
+        if len(chs) != len(node.outputs):
+            continue
+        node.module.split_sizes = chs
+        node.module.offsets = [sum(chs[:i]) for i in range(len(chs) + 1)]
+        repaired.add(node.module)
+    if repaired:
+        index_mapping.update_index_mapping(dg)
+    return repaired
+
+
+def dep_side(dep) -> str:
+    """'in' where the dependency cuts its target's input channels, else 'out'."""
+    fn = getattr(dep.handler, "__name__", str(dep.handler))
+    return "in" if "in_channels" in fn else "out"
+
+
+def is_sum(dep) -> bool:
+    """The dependency's target is a sum (a residual add; not the addmm inside a Linear)."""
+    return "(AddBackward" in str(dep.target)
+
+
+def through_channel_mixer(dep) -> bool:
+    """The dependency's target is a channel-mixer stand-in (see :func:`tracing_stand_ins`)."""
+    return "_ChannelMixer" in str(dep.target) or "_ChannelMixer" in repr(getattr(dep.target.module, "type", ""))
+
+
+def is_grouped_conv(mod) -> bool:
+    """A grouped (not depthwise) convolution: channels are cut per conv group."""
+    return isinstance(mod, nn.Conv2d) and 1 < mod.groups < mod.in_channels
+
+
+def _prune_grouped_conv_in(layer: nn.Conv2d, idxs: Sequence[int]) -> nn.Conv2d:
+    """Remove input channels of a grouped conv, each conv group keeping its own local indices.
+
+    (Torch-Pruning's conv pruner keeps the first group's indices for every group, which is only
+    right when the same local channels go in every group.) Requires equal counts per group.
+    """
+    g, per = layer.groups, layer.in_channels // layer.groups
+    drop = set(int(i) for i in idxs)
+    local = [[i - b * per for i in range(b * per, (b + 1) * per) if i not in drop] for b in range(g)]
+    if len({len(k) for k in local}) != 1:
+        raise PlanMismatchError(f"grouped conv with {g} groups must keep the same number of input channels per group")
+    rows = layer.out_channels // g
+    w = layer.weight.data
+    layer.weight = nn.Parameter(torch.cat([w[b * rows:(b + 1) * rows][:, local[b]] for b in range(g)], 0))
+    layer.in_channels = g * len(local[0])
+    return layer
+
+
+class _GroupedConvIn:
+    """Stands in for a Torch-Pruning dependency that cuts a grouped conv's input channels."""
+
+    def __init__(self, dep):
+        self.dep, self.target = dep, dep.target
+
+    def __call__(self, idxs):
+        return _prune_grouped_conv_in(self.target.module, [int(getattr(i, "idx", i)) for i in idxs])
+
+
+def prune_group(dg, group) -> None:
+    """Cut a Torch-Pruning group, grouped convs' input channels per conv group."""
+    for k, item in enumerate(group):
+        dep = item.dep
+        if is_grouped_conv(dep.target.module) and dep.handler in dg._in_channel_pruning_fn:
+            group[k] = type(item)(dep=_GroupedConvIn(dep), idxs=item.idxs)
+    group.prune()
