@@ -3,6 +3,9 @@
 CI covers each family with its smallest sibling at a small input (some built from the family's
 own torchvision class with fewer blocks / a smaller width, so the file runs in a few minutes on 2
 cores); every full-size name is covered by ``tools/sweep_models.py`` (table in docs/models.md).
+Random-init models are given output spread (BatchNorm statistics, degenerate heads) before they are
+pruned and again before export, as the sweep does: untouched, EfficientNet/MobileNet/MNASNet output
+~1e-14 and the parity check would refuse them (it could not fail).
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ from hwprune.export import export_onnx
 from hwprune.graph import ChannelGraph
 from hwprune.models import LoadedModel, load_model
 from hwprune.prune import PruneConfig, prune
+from hwprune.randinit import give_spread_
 
 
 def _tv(name: str, **kw):
@@ -118,6 +122,7 @@ FAMILIES = [
 def test_prune_half_runs_and_exports(family, build, size, tmp_path):
     torch.manual_seed(0)
     model = build().eval()
+    give_spread_(model, size)
     loaded = LoadedModel(model=model, model_id={"spec": family, "kwargs": {}}, input_size=size)
     res = prune(loaded, PruneConfig(strategy="uniform", ratio=0.5, criterion="l1", input_size=size))
     assert res.plan.kept, f"{family}: nothing was pruned"
@@ -126,8 +131,12 @@ def test_prune_half_runs_and_exports(family, build, size, tmp_path):
     with torch.no_grad():
         y0, y1 = model(x), res.model(x)
     assert y1.shape == y0.shape and torch.isfinite(y1).all()
+    give_spread_(res.model, size)
     parity = export_onnx(res.model, x, str(tmp_path / "m.onnx"))  # raises ExportError on an ORT mismatch
     assert parity.ok and (tmp_path / "m.onnx").stat().st_size > 0
+    # the verdict rests on outputs with spread (SqueezeNet, no BN and a conv head, keeps the least: ~20x)
+    spread = max(parity.spread, (parity.features or {}).get("spread", 0.0))
+    assert not parity.vacuous and spread > 10 * parity.min_spread
 
 
 def test_vit_heads_stay_consistent_after_pruning():
