@@ -345,9 +345,9 @@ def bisect_uniform(config: RunConfig, run: Run, loaded: LoadedModel, input_size:
     if best is None:
         raise HwpruneError(f"uniform pruning up to ratio {hi:.2f} did not reach {config.budget} by measurement")
     res, ratio, got = best
-    res.report["config"]["budget"] = config.budget
-    res.report["config"]["strategy"] = FALLBACK_STRATEGY
-    res.report["fallback"] = {"ratio": ratio, "measured_fraction": got}
+    res.report.config["budget"] = config.budget
+    res.report.config["strategy"] = FALLBACK_STRATEGY
+    res.report.fallback = {"ratio": ratio, "measured_fraction": got}
     return res
 
 
@@ -411,10 +411,10 @@ def _run_steps(config: RunConfig, run: Run, work: str) -> dict:
     with run.step("prune") as st:
         strategy = choose_strategy(config, run)
         res = prune_step(config, run, loaded, data, table, evaluator, strategy, size)
-        st.detail = f"{strategy}, budget {config.budget}: FLOPs {res.report.get('flops_reduction', 0):.2f}x fewer"
+        st.detail = f"{strategy}, budget {config.budget}: FLOPs {res.report.flops_reduction:.2f}x fewer"
     pruned = res.model.eval()
     acc = {"before": acc_before, "split": f"{config.data} val"}
-    rep_acc = res.report.get("accuracy") or {}
+    rep_acc = res.report.accuracy or {}
     if config.finetune_epochs and not (rep_acc.get("after_finetune") is not None):
         with run.step("fine-tune") as st:
             from .train import finetune
@@ -432,7 +432,7 @@ def _run_steps(config: RunConfig, run: Run, work: str) -> dict:
     with run.step("save + export ONNX") as st:
         save_checkpoint(os.path.join(work, "pruned.pt"), pruned, res.plan, meta={"accuracy": acc})
         res.plan.save(os.path.join(work, "plan.json"))
-        write_json(os.path.join(work, "prune_report.json"), res.report)
+        write_json(os.path.join(work, "prune_report.json"), res.report.to_dict())
         x = torch.randn(1, 3, size, size)
         p_base = export_onnx(loaded.model, x, os.path.join(work, "baseline.onnx"), dynamic_batch=True,
                              samples=2, parity_batches=config.batches)
@@ -462,7 +462,7 @@ def _run_steps(config: RunConfig, run: Run, work: str) -> dict:
                  "notes": run.notes, "bench": b,
                  "steps": run.steps + [{"name": "report", "seconds": 0.0, "detail": ""}],
                  "total_seconds": time.perf_counter() - run.t0, "commands": [command_line(config)]}
-        rep = write_report(work, res.report, b, breakdown=breakdown, accuracy=acc, extra=extra)
+        rep = write_report(work, res.report.to_dict(), b, breakdown=breakdown, accuracy=acc, extra=extra)
         # the report names its files where they will be, not in the staging folder
         rep["files"] = {k: ([os.path.join(config.out, os.path.basename(p)) for p in v] if isinstance(v, list)
                             else os.path.join(config.out, os.path.basename(v))) for k, v in rep["files"].items()}

@@ -29,7 +29,7 @@ def test_write_report_files_and_content(tmp_path, result):
     layers = ["stem.0", "layers.0.conv1", "fc"]
     breakdown = {"before": {k: 0.1 * (i + 1) for i, k in enumerate(layers)},
                  "after": {k: 0.05 * (i + 1) for i, k in enumerate(layers)}}
-    rep = write_report(str(tmp_path), res.report, b, breakdown=breakdown, accuracy={"before": 0.9, "after": 0.8},
+    rep = write_report(str(tmp_path), res.report.to_dict(), b, breakdown=breakdown, accuracy={"before": 0.9, "after": 0.8},
                        extra={"notes": ["a note"]})
     names = sorted(os.listdir(tmp_path))
     assert {"report.md", "report.json", "latency_throughput.png", "width_profile.png", "latency_breakdown.png",
@@ -51,7 +51,7 @@ def test_build_report_from_prune_folder(tmp_path, result):
     base, res, b = result
     res.plan.save(str(tmp_path / "plan.json"))
     save_checkpoint(str(tmp_path / "pruned.pt"), res.model, res.plan)
-    write_json(str(tmp_path / "report.json"), res.report)
+    write_json(str(tmp_path / "report.json"), res.report.to_dict())
     write_json(str(tmp_path / "bench.json"), b)
     rep = build_report(str(tmp_path), bench_json=str(tmp_path / "bench.json"), out_dir=str(tmp_path / "r"))
     assert (tmp_path / "r" / "report.md").is_file() and rep["latency"]["4"]["pruned"]["median_ms"] > 0

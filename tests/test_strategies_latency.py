@@ -180,11 +180,11 @@ def _device(fixed: float = 0.0, first_over: float | None = None):
 
 
 def _prune_on(setup, monkeypatch, budget, rounds=3, **device):
-    import hwprune.prune as prune_mod
+    import hwprune.closed_loop as loop_mod
 
     loaded, path, _, _ = setup
     dev = _device(**device)
-    monkeypatch.setattr(prune_mod, "_measure", dev)
+    monkeypatch.setattr(loop_mod, "measure_pair", dev)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         res = prune(loaded, PruneConfig(strategy="uniform", budget=budget, progress=False, backend="ort-cpu",

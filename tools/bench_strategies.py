@@ -154,16 +154,18 @@ def flops_matched(loaded, args, seed, evaluator, table, ctx_kwargs) -> tuple:
     if best is None:
         best = (res, t, mid)
     res, t, pct = best
-    lat = res.report.setdefault("latency", {})
-    lat.update({"baseline_ms": timing_ms(t["baseline"]), "measured_ms": timing_ms(t["pruned"]),
-                "measured_median_ms": t["pruned"].median_ms, "measured_p90_ms": t["pruned"].p90_ms,
-                "met_budget": timing_ms(t["pruned"]) <= goal * timing_ms(t["baseline"]) * 1.03})
+    from hwprune.prune_report import LatencyReport
+
+    lat = res.report.latency = res.report.latency or LatencyReport()
+    lat.baseline_ms, lat.measured_ms = timing_ms(t["baseline"]), timing_ms(t["pruned"])
+    lat.measured_median_ms, lat.measured_p90_ms = t["pruned"].median_ms, t["pruned"].p90_ms
+    lat.met_budget = timing_ms(t["pruned"]) <= goal * timing_ms(t["baseline"]) * 1.03
     if table is not None:
         from hwprune.prune import make_context
 
         ctx = make_context(loaded, PruneConfig(strategy="global", budget=args.budget, progress=False, align=args.align),
                            table=table)
-        lat["predicted_ms"] = ctx.predict({k: v["after"] for k, v in res.report["widths"].items()})
+        lat.predicted_ms = ctx.predict({k: v["after"] for k, v in res.report.widths.items()})
     return res, pct
 
 

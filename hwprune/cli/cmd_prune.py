@@ -147,7 +147,7 @@ def write_outputs(folder: str, result, plot: bool = False) -> list[str]:
         if "pareto" in result.artifacts:
             plot_pareto(result.artifacts["pareto"], os.path.join(folder, "pareto.png"))
             written.append("pareto.png")
-    write_json(os.path.join(folder, "report.json"), r)
+    write_json(os.path.join(folder, "report.json"), r.to_dict())
     return written
 
 
@@ -205,24 +205,24 @@ def run(args) -> int:
     result = prune(loaded, config, calib=data.calib if data is not None else None, table=table,
                    evaluator=evaluator, data=data)
     r = result.report
-    r["evaluator"] = eval_words
+    r.evaluator = eval_words
     with staged_output_dir(args.out) as work:  # every file or none; an earlier OUT is replaced only at the end
         written = write_outputs(work, result, plot=args.plot)
     print(f"pruned {loaded.model_id['spec']} with {args.strategy}: "
-          f"FLOPs {r['before']['flops'] / 1e9:.3f} -> {r['after']['flops'] / 1e9:.3f} G ({r['flops_reduction']:.2f}x), "
-          f"params {r['before']['params'] / 1e6:.2f} -> {r['after']['params'] / 1e6:.2f} M")
-    lat = r.get("latency", {})
-    if "predicted_ms" in lat:
-        print(f"latency predicted {lat['baseline_predicted_ms']:.3f} -> {lat['predicted_ms']:.3f} ms "
-              f"({lat['speedup_predicted']:.2f}x, table {r.get('table')})")
-    if "measured_ms" in lat:
-        print(f"latency measured on {lat['backend']} ({lat['threads']} threads): {lat['baseline_ms']:.3f} -> "
-              f"{lat['measured_ms']:.3f} ms ({lat['speedup_measured']:.2f}x; p10 of repeats, side by side; "
-              f"median {lat['measured_median_ms']:.3f} ms)")
-    if "verdict" in r:
-        print(r["verdict"])
-    if "accuracy" in r:
-        a = r["accuracy"]
+          f"FLOPs {r.before['flops'] / 1e9:.3f} -> {r.after['flops'] / 1e9:.3f} G ({r.flops_reduction:.2f}x), "
+          f"params {r.before['params'] / 1e6:.2f} -> {r.after['params'] / 1e6:.2f} M")
+    lat = r.latency
+    if lat is not None and lat.predicted_ms is not None:
+        print(f"latency predicted {lat.baseline_predicted_ms:.3f} -> {lat.predicted_ms:.3f} ms "
+              f"({lat.speedup_predicted:.2f}x, table {r.table})")
+    if lat is not None and lat.measured_ms is not None:
+        print(f"latency measured on {lat.backend} ({lat.threads} threads): {lat.baseline_ms:.3f} -> "
+              f"{lat.measured_ms:.3f} ms ({lat.speedup_measured:.2f}x; p10 of repeats, side by side; "
+              f"median {lat.measured_median_ms:.3f} ms)")
+    if r.verdict:
+        print(r.verdict)
+    if r.accuracy:
+        a = r.accuracy
         print(f"accuracy {a['before']:.4f} -> {a['after']:.4f}"
               + (f" -> {a['after_finetune']:.4f} after fine-tune" if "after_finetune" in a else ""))
     print(f"wrote {', '.join(os.path.join(args.out, w) for w in written)}")

@@ -38,18 +38,17 @@ def load_from_args(args) -> LoadedModel:
 
 
 def resolve_align(align: int | None, backend: str | None) -> int:
-    """``--align`` as given, else the device's grid: on ``ort-cpu`` the CPU's NCHWc block (16 with
-    AVX-512; see :func:`hwprune.latency.profile.preferred_align`), 8 for other backends and for
-    budgets that are not latency (no device to ask)."""
+    """``--align`` as given, else the device's grid as its backend names it (``default_grid`` in
+    the registry; on ``ort-cpu`` this CPU's NCHWc block, 16 with AVX-512; see
+    :func:`hwprune.latency.profile.preferred_align`), 8 for budgets that are not latency (no
+    device to ask) and names the registry does not know."""
     if align is not None:
         return align
-    if backend != "ort-cpu":
+    if backend is None:
         return 8
-    from hwprune_deploy.ort import nchwc_block
-
     from ..latency.profile import preferred_align
 
-    return preferred_align("ort-cpu", {"nchwc_block": nchwc_block()})
+    return preferred_align(backend, None)
 
 
 def grid_hint(backend: str | None, align: int) -> str | None:
@@ -70,6 +69,10 @@ def grid_hint(backend: str | None, align: int) -> str | None:
 EXIT_BUDGET_MISSED = 3
 
 
-def budget_exit_code(prune_report: dict) -> int:
-    """0, or :data:`EXIT_BUDGET_MISSED` when the closed loop measured the result over its budget."""
-    return EXIT_BUDGET_MISSED if (prune_report.get("latency") or {}).get("met_budget") is False else 0
+def budget_exit_code(prune_report) -> int:
+    """0, or :data:`EXIT_BUDGET_MISSED` when the closed loop measured the result over its budget
+    (``prune_report``: a :class:`hwprune.prune_report.PruneReport`, or its JSON form)."""
+    met = getattr(prune_report, "met_budget", None)
+    if met is None and isinstance(prune_report, dict):
+        met = (prune_report.get("latency") or {}).get("met_budget")
+    return EXIT_BUDGET_MISSED if met is False else 0

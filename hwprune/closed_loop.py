@@ -1,0 +1,168 @@
+"""The closed loop: cut the searched widths, measure the pruned model side by side with the
+unpruned one on the backend, and re-search with a tightened target while the measurement misses
+the budget (at most ``closed_loop_rounds`` times). The estimator is the budget's
+(:data:`hwprune.bench.BUDGET_STATISTIC`)."""
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+import torch
+from torch import nn
+
+from hwprune_deploy.runner import timing_ms
+
+from .bench import BUDGET_STATISTIC
+from .models import LoadedModel
+from .plan import PruningPlan, apply
+from .prune_config import PruneConfig
+from .search import SearchContext, run_search
+
+
+def measure_pair(config: PruneConfig, models: dict[str, nn.Module], x: torch.Tensor, precision: str = "fp32",
+             spinning: bool = False) -> dict[str, Any]:
+    """Measure ``pruned`` against ``baseline`` the way the latency table was calibrated and is
+    validated (:meth:`hwprune.latency.measure.Measurer.models`): the unpruned model in every
+    chunk as the reference, >=4 passes, the mean of the two fastest, the protocol statistic
+    (p10 of repeats). The closed loop then checks the budget with the very estimator the table's
+    calibration was fitted with; with a different one (an unfiltered median of interleaved
+    repeats) the two disagreed by several % on a busy 2-vCPU VM and the loop chased the gap.
+    ``precision`` and ``spinning`` (ORT workers): as the table was measured (:func:`measure_as`).
+    Returns ``{"baseline": Timing, "pruned": Timing}``, ``baseline`` being the reference level."""
+    from .latency.measure import measure_against_baseline
+
+    return measure_against_baseline(config.backend, models, x, config.threads, precision, spinning=spinning)
+
+
+#: what the closed loop's milliseconds are (recorded in the report): the budget's estimator,
+#: the one ``hwprune bench`` reports its speedup with
+MEASURE_STATISTIC = BUDGET_STATISTIC
+
+#: a first reading within this band of the budget line (relative, either side) is measured again
+#: and pooled with the second before the loop decides
+CONFIRM_BAND = 0.05
+
+
+def _mean_timing(a, b):
+    from hwprune_deploy.timing import Timing
+
+    return Timing((a.median_ms + b.median_ms) / 2, (a.p10_ms + b.p10_ms) / 2, (a.p90_ms + b.p90_ms) / 2,
+                  (a.iqr_ms + b.iqr_ms) / 2, a.repeats + b.repeats, a.inner)
+
+
+#: the unpruned model measured this much off the table's prediction means the machine changed
+DRIFT_WARN = 0.15
+
+
+def _table_drift(ctx: SearchContext, config: PruneConfig, table, base_ms: float) -> Optional[dict]:
+    """When the table is for the backend the closed loop measures on and the unpruned model
+    measures more than :data:`DRIFT_WARN` off what the table predicts for it, the machine is not
+    the one the table was profiled on (on the 2-vCPU VM the tables come from it ran 2x faster five
+    days later, and ratios at the heavily pruned end moved with it): say so, loudly, once."""
+    if ctx.cost.unit != "ms" or not ctx.baseline_cost or getattr(table, "backend", None) != config.backend:
+        return None
+    rel = base_ms / ctx.baseline_cost - 1
+    if abs(rel) <= DRIFT_WARN:
+        return None
+    warning = (f"the table predicts the unpruned model at {ctx.baseline_cost:.3f} ms but it measured {base_ms:.3f} ms "
+               f"here ({100 * rel:+.0f}%): this machine is not in the state the table was profiled in, and ratios "
+               "at the heavily pruned end shift with it; recalibrate the table (`hwprune prune ... --recalibrate`, or "
+               f"`hwprune profile --model {ctx.model_id.get('spec', 'M')} --out {getattr(table, 'path', None) or 'TABLE'} "
+               "--recalibrate`: re-times the full model and the table's calibration variants, no re-profile) or profile it again")
+    print(f"warning: {warning}", file=sys.stderr)
+    return {"predicted_full_ms": ctx.baseline_cost, "measured_full_ms": base_ms, "relative": rel, "warning": warning}
+
+
+def measure_as(config: PruneConfig, table) -> tuple[str, bool]:
+    """(precision, spinning) to measure with: the table's, when it was profiled on the backend the
+    closed loop measures on (a torch-cuda fp16 table is checked in fp16, a table timed with ORT's
+    workers spinning is checked spinning), else fp32 with blocked workers."""
+    from .latency.measure import table_spinning
+
+    if config.backend and getattr(table, "backend", None) == config.backend:
+        return getattr(table, "precision", "fp32"), table_spinning(table)
+    return "fp32", False
+
+
+@dataclass
+class LoopOutcome:
+    """What the loop ends with: the last widths, their plan and pruned model, the last side-by-side
+    measurement (None without a backend), one step per measurement round, and how it measured."""
+
+    widths: dict[str, int]
+    plan: PruningPlan
+    pruned: nn.Module
+    measured: Optional[dict[str, Any]] = None
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    drift: Optional[dict[str, Any]] = None
+    precision: str = "fp32"
+    spinning: bool = False
+    search_seconds: float = 0.0
+
+
+def provenance(ctx: SearchContext, config: PruneConfig, table) -> dict[str, Any]:
+    return {"strategy": config.strategy, "criterion": config.criterion, "ratio": config.ratio,
+            "budget": config.budget, "seed": config.seed, "align": config.align, "min_width": config.min_width,
+            "table": getattr(table, "path", table if isinstance(table, str) else None),
+            "target": ctx.target, "unit": ctx.cost.unit}
+
+
+def close_loop(ctx: SearchContext, loaded: LoadedModel, config: PruneConfig, strategy: Callable,
+               widths: dict[str, int], table, measured_table) -> LoopOutcome:
+    """Cut ``widths`` and, with ``config.backend``, measure and re-search until the budget is met
+    by measurement or the rounds run out (see module doc). ``measured_table``: the loaded table,
+    for the precision/worker mode to measure in and the drift check."""
+    x = ctx.example_input
+    out = LoopOutcome(widths=widths, plan=None, pruned=None)  # type: ignore[arg-type]
+    out.precision, out.spinning = measure_as(config, measured_table)
+    while True:
+        out.plan = ctx.plan_for(out.widths, provenance=provenance(ctx, config, table))
+        out.pruned = apply(loaded.model, out.plan)
+        if not config.backend:
+            return out
+        pair = {"baseline": loaded.model, "pruned": out.pruned}
+        measured = measure_pair(config, pair, x, out.precision, out.spinning)
+        base_ms, got_ms = timing_ms(measured["baseline"]), timing_ms(measured["pruned"])
+        if not out.steps:  # the first measurement of the unpruned model
+            out.drift = _table_drift(ctx, config, measured_table, base_ms)
+        step = {"round": len(out.steps), "target": ctx.target, "predicted": ctx.predict(out.widths),
+                "baseline_ms": base_ms, "measured_ms": got_ms}
+        out.measured = measured
+        if ctx.budget is None or not ctx.budget.is_latency:
+            out.steps.append(step)
+            return out
+        frac = ctx.budget.fraction()
+        goal_ms = frac * base_ms if frac is not None else ctx.budget.value
+        step["goal_ms"] = goal_ms
+        if abs(got_ms / goal_ms - (1 + config.tolerance)) <= CONFIRM_BAND:
+            # a reading near the line, on either side, is measured again and the two are pooled,
+            # so one noisy reading neither passes nor shrinks the model; a clear pass or a clear
+            # miss stands as measured
+            again = measure_pair(config, pair, x, out.precision, out.spinning)
+            readings = [(base_ms, got_ms), (timing_ms(again["baseline"]), timing_ms(again["pruned"]))]
+            base_ms = sum(r[0] for r in readings) / 2
+            got_ms = sum(r[1] for r in readings) / 2
+            out.measured = {"baseline": _mean_timing(measured["baseline"], again["baseline"]),
+                            "pruned": _mean_timing(measured["pruned"], again["pruned"])}
+            goal_ms = frac * base_ms if frac is not None else ctx.budget.value
+            step.update(readings_ms=[list(r) for r in readings], baseline_ms=base_ms, measured_ms=got_ms,
+                        goal_ms=goal_ms)
+        out.steps.append(step)
+        if got_ms <= goal_ms * (1 + config.tolerance) or len(out.steps) > config.closed_loop_rounds:
+            return out
+        # scale what the table said of *this* result, not the target: a search that landed under
+        # its target (amc, evolution) would otherwise be handed a target its last result already
+        # meets and return it again, wasting the round
+        new_target = min(ctx.target, step["predicted"]) * goal_ms / got_ms
+        if new_target < ctx.artifacts["smallest_cost"]:
+            step["note"] = "tightened target below the smallest reachable cost; stopped"
+            return out
+        print(f"closed loop: measured {got_ms:.3f} ms > budget {goal_ms:.3f} ms (+{100 * config.tolerance:.0f}%); "
+              f"re-searching with the table target tightened {ctx.target:.3f} -> {new_target:.3f} ms",
+              file=sys.stderr)
+        ctx.target = new_target
+        t1 = time.perf_counter()
+        out.widths = run_search(strategy, ctx)
+        out.search_seconds += time.perf_counter() - t1

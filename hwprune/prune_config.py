@@ -1,0 +1,66 @@
+"""``PruneConfig``: what ``hwprune prune`` searches and how it checks the result (a config
+dataclass validated on construction, so bad values fail before any work)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from .errors import ConfigError
+
+
+@dataclass
+class PruneConfig:
+    """What to prune and how. Validated on construction so bad values fail before any work.
+
+    ``options`` holds strategy knobs (``amc_episodes``, ``netadapt_decay``, ``evo_pop``, ...), checked
+    against the strategy's options dataclass (:func:`hwprune.strategies.check_options`): its own are
+    coerced and range-checked, another strategy's are kept but ignored, an unknown name is an error.
+    """
+
+    strategy: str = "uniform"
+    ratio: Optional[float] = None
+    criterion: str = "l1"
+    align: int = 8
+    min_width: int = 8
+    batch: int = 1
+    input_size: Optional[int] = None
+    ignore: tuple[str, ...] = ()
+    seed: int = 0
+    budget: Optional[str] = None
+    options: dict[str, Any] = field(default_factory=dict)
+    backend: Optional[str] = None  # closed loop: measure the result on this backend
+    threads: int = 2
+    closed_loop_rounds: int = 3  # re-searches with a tightened target at most this many times
+    tolerance: float = 0.03  # measured latency may exceed the budget by this fraction
+    finetune_epochs: int = 0
+    finetune_lr: float = 0.01
+    distill: bool = False
+    progress: bool = True
+
+    def __post_init__(self):
+        if self.ratio is not None and not (0.0 <= self.ratio < 1.0):
+            raise ConfigError(f"ratio {self.ratio} is out of range; use a fraction of channels to remove in [0, 1), e.g. 0.5")
+        if self.align < 1:
+            raise ConfigError(f"align {self.align} must be >= 1 (8 suits tensor cores and SIMD)")
+        if self.min_width < 1:
+            raise ConfigError(f"min-width {self.min_width} must be >= 1")
+        if self.batch < 1:
+            raise ConfigError(f"batch {self.batch} must be >= 1")
+        if self.budget is not None:
+            from .budget import parse_budget
+
+            parse_budget(self.budget)  # malformed -> ConfigError now, not after loading the model
+            if self.ratio is not None:
+                raise ConfigError("give either --ratio or --budget, not both")
+        if self.threads < 1:
+            raise ConfigError(f"threads {self.threads} must be >= 1")
+        if self.closed_loop_rounds < 0:
+            raise ConfigError(f"closed-loop rounds {self.closed_loop_rounds} must be >= 0")
+        if not (0 <= self.tolerance < 1):
+            raise ConfigError(f"tolerance {self.tolerance} must be a fraction in [0, 1), e.g. 0.03")
+        if self.finetune_epochs < 0:
+            raise ConfigError(f"finetune-epochs {self.finetune_epochs} must be >= 0")
+        self.ignore = tuple(self.ignore)
+        from .strategies import check_options
+
+        self.options = check_options(self.strategy, self.options)  # also rejects an unknown strategy
