@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 
 from ..export import ExportConfig, export
+from ..parity import DEFAULT_ATOL, DEFAULT_RTOL, VACUOUS_FACTOR
 from .common import add_model_args, load_from_args
 
 
@@ -20,9 +21,12 @@ def register(sub) -> None:
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
     p.add_argument("--dynamic-batch", action="store_true", help="make the batch axis dynamic (parity checked at "
                                                                 "several batch sizes)")
-    p.add_argument("--atol", type=float, default=1e-3, help="absolute tolerance of the parity check (default 1e-3)")
-    p.add_argument("--rtol", type=float, default=1e-3,
-                   help="tolerance relative to the largest |output| (default 1e-3)")
+    p.add_argument("--atol", type=float, default=DEFAULT_ATOL,
+                   help=f"absolute tolerance of the parity check (default {DEFAULT_ATOL:g}); an output whose spread "
+                        f"(std) is at most {VACUOUS_FACTOR:g}x this is too flat to prove anything and is refused")
+    p.add_argument("--rtol", type=float, default=DEFAULT_RTOL,
+                   help=f"tolerance relative to the reference output's spread, its standard deviation "
+                        f"(default {DEFAULT_RTOL:g}): passes when max |err| <= atol + rtol x std")
     p.add_argument("--samples", type=int, default=3, help="random inputs compared (default 3)")
     trt = p.add_argument_group("TensorRT")
     trt.add_argument("--fp16", action="store_true", help="allow fp16 kernels")
