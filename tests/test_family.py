@@ -1,0 +1,198 @@
+"""Copycat families (hwprune/family.py, Crowley et al. 2018) against a real quick latency table:
+each member meets its budget and the next grid step up does not, the uniform baseline scales every
+group alike, members apply and run, their checkpoints load, bad input says what to change, and
+the CLI writes the whole folder."""
+from __future__ import annotations
+
+import json
+import os
+import re
+
+import pytest
+import torch
+
+from hwprune.budget import parse_budget
+from hwprune.checkpoint import load_checkpoint
+from hwprune.cli.main import main
+from hwprune.cost import FlopsCostModel, ParamsCostModel
+from hwprune.errors import BudgetError, ConfigError, PlanMismatchError
+from hwprune.family import (AccuracyPoint, FamilyConfig, WidthLadder, build_family, fractions_of, parse_budget_list,
+                            plot_accuracy_vs_latency)
+from hwprune.graph import ChannelGraph
+from hwprune.latency import LatencyTable, ProfileConfig, profile
+from hwprune.models import load_model
+from hwprune.plan import PruningPlan, apply, example_input
+from hwprune.prune import PruneConfig, prune
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """A quick table of tiny_resnet at 16 px and a non-uniform (global, 0.6x) plan searched on it."""
+    tmp = tmp_path_factory.mktemp("family")
+    loaded = load_model("tiny_resnet")
+    table = profile(loaded, ProfileConfig.quick(input_size=16, out=str(tmp / "t.json")), progress=False)
+    result = prune(loaded, PruneConfig(strategy="global", budget="0.6x", input_size=16, progress=False), table=table)
+    plan_path = str(tmp / "plan.json")
+    result.plan.save(plan_path)
+    return {"tmp": tmp, "loaded": loaded, "table": table, "plan": plan_path, "source": result.plan}
+
+
+def _graph(plan: PruningPlan, loaded) -> ChannelGraph:
+    return ChannelGraph(loaded.model, example_input(plan.input_shape), ignore=plan.ignore)
+
+
+def test_source_plan_is_not_uniform(setup):
+    fr = set(fractions_of(setup["source"], _graph(setup["source"], setup["loaded"])).values())
+    assert len(fr) > 1, "the fixture should exercise a non-uniform width profile"
+
+
+def test_each_member_meets_its_budget_and_the_next_grid_step_misses(setup):
+    r = build_family(FamilyConfig(plan=setup["plan"], budgets="0.3x,0.5x,0.7x,40%flops,30%params",
+                                  table=setup["table"], baseline="uniform"))
+    assert [m.name for m in r.members] == [f"{f}-{b}" for f in ("copycat", "uniform")
+                                           for b in ("0.3x", "0.5x", "0.7x", "40pctflops", "30pctparams")]
+    graph = _graph(setup["source"], setup["loaded"])
+    costs = {"ms": LatencyTable.load(setup["table"]).cost_model(graph),
+             "flops": FlopsCostModel(graph, graph.example_input), "params": ParamsCostModel(graph)}
+    align, min_width = r.summary["align"], r.summary["min_width"]
+    assert align == setup["source"].provenance["align"]  # the plan's grid
+    for m in r.members:
+        cost = costs[m.budget.unit]
+        assert m.target == pytest.approx(m.budget.target(cost.predict({})))
+        assert cost.predict(m.widths) <= m.target * (1 + 1e-9), m.name
+        assert m.predicted[m.budget.unit] == pytest.approx(cost.predict(m.widths))
+        ladder = WidthLadder(graph.prunable, r.fractions[m.family], align, min_width)
+        assert ladder.widths(m.level) == m.widths
+        assert m.multiplier_next is not None, f"{m.name}: every budget here is below full width"
+        up = ladder.widths_at(m.multiplier_next)  # the next grid step up: one or more groups one step wider
+        assert up != m.widths and all(up[g] >= w for g, w in m.widths.items())
+        assert cost.predict(up) > m.target, f"{m.name}: bisection is not tight"
+        assert m.plan.widths == {g: w for g, w in m.widths.items() if w < graph.group(g).width}
+        for g, w in m.widths.items():  # on the grid, never above full width
+            assert w in graph.group(g).candidate_widths(align, min_width)
+        assert m.plan.provenance["family"] == m.family and m.plan.provenance["multiplier"] == m.multiplier
+        assert m.plan.provenance["source_plan"] == setup["plan"] and m.plan.provenance["budget"] == m.budget.text
+    levels = [m.level for m in r.members if m.family == "copycat" and m.budget.unit == "ms"]
+    assert levels == sorted(levels)  # a bigger budget never gives a smaller member
+
+
+def test_copycat_at_multiplier_one_is_the_source_architecture(setup):
+    src = setup["source"]
+    graph = _graph(src, setup["loaded"])
+    ladder = WidthLadder(graph.prunable, fractions_of(src, graph), src.provenance["align"], src.provenance["min_width"])
+    assert ladder.widths_at(1.0) == {g.name: src.widths.get(g.name, g.width) for g in graph.prunable}
+    assert ladder.widths(0) == {g.name: g.candidate_widths(src.provenance["align"], src.provenance["min_width"])[0]
+                                for g in graph.prunable}
+    assert ladder.widths(len(ladder) - 1) == {g.name: g.width for g in graph.prunable}
+
+
+def test_uniform_baseline_scales_every_group_alike(setup):
+    r = build_family(FamilyConfig(plan=setup["plan"], budgets="0.4x,0.6x", table=setup["table"], baseline="uniform"))
+    assert set(r.fractions["uniform"].values()) == {1.0}
+    assert r.summary["families"]["uniform"]["fractions"] == r.fractions["uniform"]
+    graph = _graph(setup["source"], setup["loaded"])
+    align, mw = r.summary["align"], r.summary["min_width"]
+    for m in (m for m in r.members if m.family == "uniform"):
+        mid = (m.multiplier + m.multiplier_next) / 2  # inside the member's multiplier range, away from ties
+        assert m.widths == {g.name: g.snap(mid * g.width, align, mw) for g in graph.prunable}
+
+
+def test_members_apply_run_and_their_checkpoints_load(setup, tmp_path):
+    out = tmp_path / "fam"
+    r = build_family(FamilyConfig(plan=setup["plan"], budgets="0.3x,0.7x", table=setup["table"], out=str(out)))
+    x = example_input(setup["source"].input_shape)
+    for m in r.members:
+        net = apply(setup["loaded"].model, PruningPlan.load(str(out / f"{m.name}.json")))
+        with torch.no_grad():
+            assert net(x).shape == (1, 10)
+        ck = load_checkpoint(str(out / f"{m.name}.pt"))
+        assert ck.meta["init"] == "scratch-pending" and ck.meta["family"] == "copycat"
+        assert ck.plan.widths == m.plan.widths
+        with torch.no_grad():
+            assert torch.isfinite(ck.model(x)).all()
+        # random init, not a slice of the base weights
+        assert not torch.equal(ck.model.stem[0].weight, net.stem[0].weight)
+    assert sorted(os.listdir(out)) == sorted(["family.json", "family.png", "copycat-0.3x.json", "copycat-0.3x.pt",
+                                              "copycat-0.7x.json", "copycat-0.7x.pt"])
+
+
+def test_unreachable_budget_names_the_smallest_reachable(setup):
+    with pytest.raises(BudgetError, match=r"budget 0\.05x .*below the smallest the copycat family reaches, "
+                                          r"[0-9.]+x .*all groups at the grid minimum.*raise it") as e:
+        build_family(FamilyConfig(plan=setup["plan"], budgets="0.5x,0.05x", table=setup["table"]))
+    smallest = float(re.search(r"reaches, ([0-9.]+)x", str(e.value)).group(1))
+    r = build_family(FamilyConfig(plan=setup["plan"], budgets=f"{smallest}x", table=setup["table"]))
+    assert r.members[0].level == 0  # the value the message names is reachable, at the grid minimum
+    with pytest.raises(BudgetError, match=r"largest speedup the copycat family reaches, [0-9.]+speedup"):
+        build_family(FamilyConfig(plan=setup["plan"], budgets="50speedup", table=setup["table"], baseline="uniform"))
+
+
+def test_plan_from_another_model_than_the_table_is_rejected(setup, tmp_path):
+    other = prune(setup["loaded"], PruneConfig(strategy="uniform", ratio=0.4, input_size=32, progress=False)).plan
+    path = str(tmp_path / "plan32.json")
+    other.save(path)
+    with pytest.raises(PlanMismatchError, match=r"'tiny_resnet' at input 1x3x32x32.*profiles tiny_resnet @ 1x3x16x16"):
+        build_family(FamilyConfig(plan=path, budgets="0.5x", table=setup["table"]))
+    # without a table a FLOPs family of it is fine
+    r = build_family(FamilyConfig(plan=path, budgets="50%flops"))
+    assert r.members[0].predicted["ms"] is None and r.members[0].predicted["flops"] > 0
+
+
+@pytest.mark.parametrize("text, match", [
+    ("", "empty"), ("0.3x,,0.5x", "empty item"), ("0.3x,0.5x,", "empty item"), ("0.3x,half", "cannot read budget 'half'"),
+    ("0.5x,0.5x", "twice"), ("1.5x", "more than the unpruned"), ("0.3x;0.5x", "cannot read budget"),
+])
+def test_malformed_budget_lists(text, match):
+    with pytest.raises(ConfigError, match=match):
+        parse_budget_list(text)
+
+
+def test_config_rejects_bad_values_before_work():
+    with pytest.raises(ConfigError, match="latency budget and needs a latency table"):
+        FamilyConfig(plan="p.json", budgets="0.5x")
+    with pytest.raises(ConfigError, match="baseline 'linear'"):
+        FamilyConfig(plan="p.json", budgets="50%flops", baseline="linear")
+    with pytest.raises(ConfigError, match="align 0"):
+        FamilyConfig(plan="p.json", budgets="50%flops", align=0)
+    assert parse_budget_list(["0.3x", "12ms"]) == (parse_budget("0.3x"), parse_budget("12ms"))
+
+
+def test_cli_writes_the_family(setup, tmp_path, capsys):
+    out = tmp_path / "fam"
+    assert main(["family", "--plan", setup["plan"], "--budgets", "0.3x,0.5x,0.7x", "--table", setup["table"],
+                 "--baseline", "uniform", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    names = [f"{f}-{b}" for f in ("copycat", "uniform") for b in ("0.3x", "0.5x", "0.7x")]
+    assert all(n in printed for n in names)
+    assert sorted(os.listdir(out)) == sorted([f"{n}{ext}" for n in names for ext in (".json", ".pt")]
+                                             + ["family.json", "family.png"])
+    summary = json.loads((out / "family.json").read_text())
+    assert summary["format"] == "hwprune-family" and summary["source_plan"] == setup["plan"]
+    assert [m["name"] for m in summary["members"]] == names
+    for m in summary["members"]:
+        assert m["predicted_ms"] <= m["target"] * (1 + 1e-9) and m["flops"] > 0 and m["params"] > 0
+        assert m["multiplier"] > 0 and m["plan"] == f"{m['name']}.json" and m["checkpoint"] == f"{m['name']}.pt"
+    assert (out / "family.png").read_bytes()[:8] == PNG
+    # bad input: exit 2 with the message, and the earlier folder is left as it was
+    code = main(["family", "--plan", setup["plan"], "--budgets", "0.3x,0.01x", "--table", setup["table"],
+                 "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and "budget 0.01x" in err and "Traceback" not in err
+    assert len(os.listdir(out)) == 14
+
+
+def test_plot_accuracy_vs_latency_renders_fake_points(tmp_path):
+    pts = [AccuracyPoint("copycat", 0.3, 71.0, "0.3x"), AccuracyPoint("copycat", 0.6, 78.5),
+           {"family": "uniform", "latency_ms": 0.62, "top1": 76.0}, {"family": "uniform", "latency_ms": 0.31, "top1": 68.0},
+           {"family": "pruned+fine-tuned", "latency_ms": 0.5, "top1": 74.0, "label": "halp"}]
+    path = plot_accuracy_vs_latency(pts, str(tmp_path / "sub" / "acc.png"))
+    data = open(path, "rb").read()
+    assert data[:8] == PNG and len(data) > 5000
+    with pytest.raises(ConfigError, match="no accuracy points"):
+        plot_accuracy_vs_latency([], str(tmp_path / "x.png"))
+    with pytest.raises(ConfigError, match="latency_ms"):
+        plot_accuracy_vs_latency([{"family": "a", "top1": 1.0}], str(tmp_path / "x.png"))
+    with pytest.raises(ConfigError, match="positive latency"):
+        plot_accuracy_vs_latency([AccuracyPoint("a", float("nan"), 1.0)], str(tmp_path / "x.png"))
