@@ -5,4 +5,4 @@ Needs only numpy + onnxruntime (or tensorrt + pycuda for GPU engines). Installed
 other projects' ``deploy`` modules. Nothing here may import torch.
 """
 
-__all__ = ["timing", "ort"]
+__all__ = ["backends", "timing", "ort"]

@@ -1,10 +1,11 @@
 """``hwprune-deploy`` / ``python -m hwprune_deploy.cli``: the device-side runner (torch-free).
 
-    hwprune-deploy measure bundle.zip --out result.json [--threads 2] [--backend ort-cpu|tensorrt]
+    hwprune-deploy measure bundle.zip --out result.json [--threads 2] [--backend ort-cpu|tensorrt|...]
 
 Measures every unit micro-model and full model in a bundle written by ``hwprune profile
 --bundle`` and writes the timings; back on the host, ``hwprune profile --from-bundle-result
 result.json`` turns them into a latency table. Needs numpy + onnxruntime (or tensorrt + pycuda).
+``--backend`` takes any ONNX backend of the registry (:mod:`hwprune_deploy.backends`).
 """
 from __future__ import annotations
 
@@ -27,6 +28,8 @@ def write_json_atomic(path: str, obj) -> None:
 
 
 def main(argv=None) -> int:
+    from .backends import BackendError, list_backends
+
     p = argparse.ArgumentParser(prog="hwprune-deploy", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
@@ -34,7 +37,8 @@ def main(argv=None) -> int:
     m.add_argument("bundle", help="bundle zip written by `hwprune profile --bundle`")
     m.add_argument("--out", required=True, help="result JSON to write")
     m.add_argument("--threads", type=int, default=2, help="intra-op threads (default 2)")
-    m.add_argument("--backend", default="ort-cpu", choices=["ort-cpu", "tensorrt"])
+    m.add_argument("--backend", default="ort-cpu", choices=list_backends(onnx=True),
+                   help="registered ONNX backend to time with (default ort-cpu)")
     m.add_argument("--repeats", type=int, help="repeats per model (default: the house protocol)")
     m.add_argument("--min-repeat-ms", type=float, help="shortest repeat in ms (default: the house protocol)")
     m.add_argument("--no-progress", action="store_true")
@@ -53,6 +57,9 @@ def main(argv=None) -> int:
     try:
         res = measure_bundle(args.bundle, threads=args.threads, backend=args.backend, progress=not args.no_progress,
                              unit_protocol=replace(UNIT_PROTOCOL, **over), model_protocol=replace(MODEL_PROTOCOL, **over))
+    except BackendError as e:  # unusable here (TensorRT missing, ...): the message says what to do
+        print(f"hwprune-deploy: error: {e}", file=sys.stderr)
+        return 2
     except (KeyError, ValueError, OSError) as e:
         print(f"hwprune-deploy: error: cannot measure {args.bundle!r}: {e}", file=sys.stderr)
         return 2

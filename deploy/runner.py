@@ -205,22 +205,31 @@ def iter_bundle(path: str) -> tuple[dict, Callable[[str], bytes]]:
     return manifest, zf.read
 
 
+def backend_spins(name: str) -> bool:
+    """Does the backend registered as ``name`` take ORT's worker spinning setting?"""
+    from .backends import backend_class
+
+    return bool(backend_class(name).supports_spinning)
+
+
 def measure_bundle(path: str, threads: int = 2, backend: str = "ort-cpu", progress: bool = True,
                    unit_protocol: Protocol = UNIT_PROTOCOL, model_protocol: Protocol = MODEL_PROTOCOL) -> dict:
-    """Measure every file a bundle names; returns the result document (manifest + timings)."""
+    """Measure every file a bundle names with the registered ONNX backend ``backend`` (see
+    :mod:`hwprune_deploy.backends`); returns the result document (manifest + timings). An
+    unknown, non-ONNX or unusable backend is a :class:`~hwprune_deploy.backends.BackendError`."""
     import time
 
-    manifest, read = iter_bundle(path)
-    if backend == "ort-cpu":  # workers blocked or spinning in runs, as the bundle was written (--ort-spinning)
-        spin = bool(manifest.get("spinning", False))
-        factory = OrtRunnerFactory(threads, spinning=spin)
-        unit_factory = OrtRunnerFactory(threads, spinning=spin, kernel_time=True)
-    elif backend == "tensorrt":
-        from .trt import TrtRunnerFactory
+    from .backends import UnsupportedOptionError, backend_spec, get_backend, list_backends
 
-        factory = unit_factory = TrtRunnerFactory(precision=manifest.get("precision", "fp32"))
-    else:
-        raise SystemExit(f"hwprune-deploy: backend {backend!r} is not available device-side (use ort-cpu or tensorrt)")
+    if not backend_spec(backend).onnx:
+        raise UnsupportedOptionError(f"backend {backend!r} runs PyTorch modules on the host, not a bundle's ONNX "
+                                     f"files; device-side backends: {', '.join(list_backends(onnx=True))}")
+    manifest, read = iter_bundle(path)
+    be = get_backend(backend, threads=threads, precision=manifest.get("precision"),
+                     # ORT: workers blocked or spinning in runs, as the bundle was written (--ort-spinning)
+                     **({"spinning": bool(manifest.get("spinning", False))} if backend_spins(backend) else {}))
+    be.check()
+    factory, unit_factory = be.runner_factory(), be.runner_factory(kernel_time=True)
     t0 = time.perf_counter()
     families = manifest["families"]
     bar = progress_bar(sum(len(f["points"]) for f in families.values()) + len(manifest.get("models", {})), progress,

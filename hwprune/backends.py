@@ -1,38 +1,166 @@
-"""Execution backends: turn an ``nn.Module`` + example input into a prepared, timeable runner.
+"""Backends on the host: the one registry (:mod:`hwprune_deploy.backends`) seen from PyTorch.
 
 Every latency number hwprune reports (tables, validation, closed-loop checks, bench) goes
-through a backend here and the protocol in :mod:`hwprune_deploy.timing`, so they all agree on
-what is measured: the model as the backend would deploy it (ORT: exported ONNX with full graph
-optimisation and fixed threads), after warm-up, median of repeats.
+through a backend of that registry and the protocol in :mod:`hwprune_deploy.timing`, so they all
+agree on what is measured: the model as the backend would deploy it (ORT: exported ONNX with full
+graph optimisation and fixed threads), after warm-up, median of repeats.
+
+Two kinds share the registry. ONNX backends (ort-cpu, tensorrt, ...) live in the torch-free
+``hwprune_deploy``; here :func:`get_backend` wraps them in :class:`OnnxHostBackend`, which exports a
+module to ONNX and times what the backend prepared. Torch backends (torch-cpu, torch-cuda, ...)
+run ``nn.Module`` s, so they live in this module; the registry names them by a lazy path
+(``"hwprune.backends:TorchCpuBackend"``). Registry errors become hwprune's own here: an unknown
+name or option is a :class:`~hwprune.errors.ConfigError` listing what exists, a missing runtime a
+:class:`~hwprune.errors.BackendUnavailableError` with the fix.
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 from torch import nn
 
+from hwprune_deploy import backends as registry
+from hwprune_deploy.backends import list_backends, register_backend  # noqa: F401  (the one list, re-exported)
 from hwprune_deploy.timing import Protocol, Timing, measure, measure_interleaved
 
-from .errors import BackendUnavailableError
-from .registry import Registry
+from .errors import BackendUnavailableError, ConfigError
+
+
+@contextlib.contextmanager
+def host_errors():
+    """Registry errors as hwprune's: unknown name or option -> ConfigError, missing runtime ->
+    BackendUnavailableError (messages unchanged: they name the value and the fix)."""
+    try:
+        yield
+    except registry.BackendUnavailableError as e:
+        raise BackendUnavailableError(str(e)) from None
+    except registry.BackendError as e:
+        raise ConfigError(str(e)) from None
+
+
+def backend_class(name: str) -> type:
+    """The class registered as ``name`` (imported on first use); ConfigError listing the names."""
+    with host_errors():
+        return registry.backend_class(name)
+
+
+def check_backend_name(name: str) -> None:
+    """ConfigError (with a did-you-mean and the registered names) unless ``name`` is registered."""
+    with host_errors():
+        registry.backend_spec(name)
+
+
+def get_backend(name: str, protocol: Optional[Protocol] = None, **options):
+    """The backend registered as ``name``, ready for ``runner(model, x)``, ``measure(_many)`` and
+    ``fingerprint()``: torch backends as they are, ONNX backends wrapped in
+    :class:`OnnxHostBackend`. ``options``: threads, precision, spinning and the backend's own."""
+    with host_errors():
+        cls = registry.backend_class(name)
+        if not cls.onnx:
+            return cls(**options, **({} if protocol is None else {"protocol": protocol}))
+        return OnnxHostBackend(cls(**options), protocol or Protocol())
+
+
+def check_ort_spinning(spinning: bool, backend: str) -> None:
+    """ORT's worker spinning (``--ort-spinning``) is a setting of backends that have it (ort-cpu):
+    a ConfigError naming the backend and the fix otherwise (every config that takes the flag checks here)."""
+    if not spinning:
+        return
+    try:
+        ok = registry.backend_class(backend).supports_spinning
+    except registry.BackendError:
+        ok = False
+    if not ok:
+        raise ConfigError(registry.spinning_message(backend))
+
+
+def require_cuda() -> None:
+    """Raise BackendUnavailableError with the fix when no CUDA device is usable."""
+    TorchCudaBackend.check()
+
+
+def require_tensorrt() -> None:
+    """Raise BackendUnavailableError naming what is missing (package, pycuda, device)."""
+    backend_class("tensorrt").check()
+
+
+class OnnxHostBackend:
+    """An ONNX backend of the registry used from PyTorch: ``runner(model, x)`` exports the module
+    (static shape, as deployed) and prepares it on the backend, fed ``x``."""
+
+    def __init__(self, device: registry.Backend, protocol: Optional[Protocol] = None):
+        self.device = device
+        self.protocol = protocol or Protocol()
+
+    def __getattr__(self, item):  # name, threads, precision, spinning, onnx, ... of the device backend
+        return getattr(self.__dict__["device"], item)
+
+    def check(self) -> None:
+        with host_errors():
+            self.device.check()
+
+    def fingerprint(self) -> dict:
+        with host_errors():
+            return self.device.fingerprint()
+
+    def runner_from_onnx(self, data: bytes, x: Optional[torch.Tensor] = None) -> Callable[[], object]:
+        inputs = None if x is None else [t.detach().cpu().numpy() for t in (x if isinstance(x, tuple) else (x,))]
+        with host_errors():
+            return self.device.prepare(data, inputs=inputs)
+
+    def runner(self, model: nn.Module, x: torch.Tensor) -> Callable[[], object]:
+        from .export import onnx_bytes
+
+        return self.runner_from_onnx(onnx_bytes(model, x), x)
+
+    def measure(self, model: nn.Module, x: torch.Tensor) -> Timing:
+        return self.device.time({"m": self.runner(model, x)}, self.protocol)["m"]
+
+    def measure_many(self, models: dict[str, nn.Module], x: torch.Tensor) -> dict[str, Timing]:
+        """Side by side, repeats interleaved. Where only one runner may be alive at a time (ORT's
+        default spinning workers: a live session's workers keep spinning after its run and take
+        the CPU from the one being timed; on a 2-vCPU VM the unpruned tiny_resnet read 0.84-1.3 ms
+        next to a second live session, 0.47-0.49 alone), each repeat builds the model's runner,
+        warms it up, times one repeat and drops it."""
+        if not self.device.one_alive_at_a_time:
+            return self.device.time({k: self.runner(m, x) for k, m in models.items()}, self.protocol)
+        from hwprune_deploy.timing import measure_interleaved_fresh
+
+        from .export import onnx_bytes
+
+        data = {k: onnx_bytes(m, x) for k, m in models.items()}
+        return measure_interleaved_fresh({k: (lambda d=d: self.runner_from_onnx(d, x)) for k, d in data.items()},
+                                         self.protocol)
 
 
 @dataclass
-class Backend:
-    """Base class. ``runner`` returns a zero-argument callable running one inference."""
+class Backend(registry.Backend):
+    """Base of the torch backends (``onnx = False``): ``runner`` returns a zero-argument callable
+    running one inference of an ``nn.Module``."""
 
     name: str = "base"
     threads: int = 2
     precision: str = "fp32"
     protocol: Protocol = field(default_factory=Protocol)
+    spinning: Optional[bool] = False  # ORT's setting: torch backends take only False
+    onnx = False
+    #: where unit micro-modules are built (None: the CPU)
+    unit_device = None
+
+    def __post_init__(self):
+        with host_errors():
+            self.validate()
+
+    @classmethod
+    def check(cls) -> None:
+        with host_errors():
+            super().check()
 
     def runner(self, model: nn.Module, x: torch.Tensor) -> Callable[[], object]:
         raise NotImplementedError
-
-    def runner_from_onnx(self, data: bytes, x: torch.Tensor) -> Callable[[], object]:
-        raise BackendUnavailableError(f"backend {self.name!r} does not run ONNX files")
 
     def fingerprint(self) -> dict:
         return {}
@@ -43,65 +171,6 @@ class Backend:
     def measure_many(self, models: dict[str, nn.Module], x: torch.Tensor) -> dict[str, Timing]:
         """Side-by-side measurement (repeats interleaved across models)."""
         return measure_interleaved({k: self.runner(m, x) for k, m in models.items()}, self.protocol)
-
-
-BACKENDS: Registry[type] = Registry("backend")
-
-
-def get_backend(name: str, **kwargs) -> Backend:
-    return BACKENDS.get(name)(**kwargs)
-
-
-def list_backends() -> list[str]:
-    return BACKENDS.list()
-
-
-@BACKENDS.register("ort-cpu")
-@dataclass
-class OrtCpuBackend(Backend):
-    """ONNX Runtime, CPUExecutionProvider, ORT_ENABLE_ALL, ``threads`` intra-op threads."""
-
-    name: str = "ort-cpu"
-    opt_level: str = "all"
-    spinning: bool | None = False  # blocked workers, as latency tables time (see make_session); None = ORT default
-
-    def runner(self, model: nn.Module, x: torch.Tensor) -> Callable[[], object]:
-        from .export import onnx_bytes
-
-        return self.runner_from_onnx(onnx_bytes(model, x), x)
-
-    def runner_from_onnx(self, data: bytes, x: torch.Tensor) -> Callable[[], object]:
-        import numpy as np
-
-        from hwprune_deploy.ort import make_session
-
-        sess = make_session(data, threads=self.threads, opt_level=self.opt_level, spinning=self.spinning)
-        feed = {sess.get_inputs()[0].name: x.detach().cpu().numpy().astype(np.float32)}
-        return lambda: sess.run(None, feed)
-
-    def fingerprint(self) -> dict:
-        from hwprune_deploy.ort import cpu_fingerprint
-
-        fp = {**cpu_fingerprint(), "threads": self.threads, "opt_level": self.opt_level}
-        if self.spinning is not None:
-            fp["spinning"] = self.spinning
-        return fp
-
-    def measure_many(self, models: dict[str, nn.Module], x: torch.Tensor) -> dict[str, Timing]:
-        """Side by side, repeats interleaved. With spinning workers (``spinning`` None or True,
-        ORT's default) only one session may be alive at a time: a live session's workers keep
-        spinning after its run and take the CPU from the one being timed (on a 2-vCPU VM the
-        unpruned tiny_resnet read 0.84-1.3 ms next to a second live session, 0.47-0.49 alone).
-        So each repeat builds the model's session, warms it up, times one repeat and drops it."""
-        if self.spinning is False:
-            return super().measure_many(models, x)
-        from hwprune_deploy.timing import measure_interleaved_fresh
-
-        from .export import onnx_bytes
-
-        data = {k: onnx_bytes(m, x) for k, m in models.items()}
-        return measure_interleaved_fresh({k: (lambda d=d: self.runner_from_onnx(d, x)) for k, d in data.items()},
-                                         self.protocol)
 
 
 def fold_batchnorm(model: nn.Module) -> nn.Module:
@@ -119,12 +188,12 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
         return model.eval()
 
 
-@BACKENDS.register("torch-cpu")
 @dataclass
 class TorchCpuBackend(Backend):
     """Eager PyTorch on the CPU under ``inference_mode`` with ``threads`` intra-op threads."""
 
     name: str = "torch-cpu"
+    precisions = ("fp32",)
 
     def runner(self, model: nn.Module, x: torch.Tensor) -> Callable[[], object]:
         model = fold_batchnorm(model)
@@ -147,37 +216,6 @@ class TorchCpuBackend(Backend):
         return {**cpu_fingerprint(), "torch": torch.__version__, "threads": self.threads}
 
 
-def require_cuda() -> None:
-    """Raise BackendUnavailableError with the fix when no CUDA device is usable."""
-    if not torch.cuda.is_available():
-        raise BackendUnavailableError(
-            "backend 'torch-cuda' needs a CUDA GPU and a CUDA build of PyTorch; none is visible here "
-            f"(torch {torch.__version__}, cuda {torch.version.cuda}). Use --backend ort-cpu or torch-cpu, or run on a GPU box.")
-
-
-def check_ort_spinning(spinning: bool, backend: str) -> None:
-    """ORT's worker spinning (``--ort-spinning``) is a setting of ``ort-cpu`` only: a ConfigError
-    naming the backend and the fix otherwise (every config that takes the flag checks here)."""
-    if spinning and backend != "ort-cpu":
-        from .errors import ConfigError
-
-        raise ConfigError(f"--ort-spinning applies to --backend ort-cpu only, not {backend!r}; "
-                          "drop --ort-spinning or use --backend ort-cpu")
-
-
-def require_tensorrt() -> None:
-    """Raise BackendUnavailableError naming what is missing (package, pycuda, device)."""
-    from hwprune_deploy.trt import unavailable_reason
-
-    why = unavailable_reason()
-    if why:
-        raise BackendUnavailableError(
-            f"backend 'tensorrt' is unavailable: {why}. Install it on a machine with an NVIDIA GPU "
-            "(pip install 'hwprune[tensorrt]'), or profile remotely: `hwprune profile --bundle b.zip`, then "
-            "`hwprune-deploy measure b.zip --backend tensorrt --out r.json` on the device.")
-
-
-@BACKENDS.register("torch-cuda")
 @dataclass
 class TorchCudaBackend(Backend):
     """Eager PyTorch on a CUDA GPU, timed with CUDA events (device time, not host time).
@@ -192,6 +230,19 @@ class TorchCudaBackend(Backend):
     name: str = "torch-cuda"
     cuda_graphs: bool = False
     sparse24: bool = False
+    precisions = ("fp32", "fp16", "bf16")
+    unit_device = "cuda"
+
+    @classmethod
+    def unavailable_reason(cls) -> str:
+        if torch.cuda.is_available():
+            return ""
+        return f"none is visible here (torch {torch.__version__}, cuda {torch.version.cuda})"
+
+    @classmethod
+    def unavailable_message(cls, reason: str) -> str:
+        return (f"backend {cls.name!r} needs a CUDA GPU and a CUDA build of PyTorch; {reason}. "
+                "Use --backend ort-cpu or torch-cpu, or run on a GPU box.")
 
     def _dtype(self):
         return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[self.precision]
@@ -264,7 +315,6 @@ class TorchCudaBackend(Backend):
                 "sparse24": self.sparse24}
 
 
-@BACKENDS.register("torch-cuda-sparse")
 @dataclass
 class TorchCudaSparseBackend(TorchCudaBackend):
     """torch-cuda with 2:4 semi-structured sparse Linear weights (fp16 by default)."""
@@ -272,6 +322,7 @@ class TorchCudaSparseBackend(TorchCudaBackend):
     name: str = "torch-cuda-sparse"
     precision: str = "fp16"
     sparse24: bool = True
+    precisions = ("fp16", "bf16", "fp32")
 
 
 def _to_semi_structured(model: nn.Module) -> None:
@@ -285,46 +336,3 @@ def _to_semi_structured(model: nn.Module) -> None:
             mask[:, :2] = True
             w = w * mask.view_as(w)
             mod.weight = nn.Parameter(to_sparse_semi_structured(w), requires_grad=False)
-
-
-@BACKENDS.register("tensorrt")
-@dataclass
-class TensorRTBackend(Backend):
-    """TensorRT engine per model/unit (fp32/fp16/int8 flags), timed with CUDA events via pycuda
-    (see :mod:`hwprune_deploy.trt`). Imported lazily; UNTESTED ON HARDWARE in this CI."""
-
-    name: str = "tensorrt"
-    sparse: bool = False
-
-    def runner(self, model: nn.Module, x) -> Callable[[], object]:
-        from .export import onnx_bytes
-
-        return self.runner_from_onnx(onnx_bytes(model, x), x)
-
-    def runner_from_onnx(self, data: bytes, x=None) -> Callable[[], object]:
-        require_tensorrt()
-        from hwprune_deploy.trt import TrtRunnerFactory
-
-        return TrtRunnerFactory(precision=self.precision, sparse=self.sparse)(data)
-
-    def measure(self, model: nn.Module, x) -> Timing:
-        return self.runner(model, x).time_events(self.protocol)
-
-    def measure_many(self, models: dict[str, nn.Module], x) -> dict[str, Timing]:
-        return {k: self.runner(m, x).time_events(self.protocol) for k, m in models.items()}
-
-    def fingerprint(self) -> dict:
-        require_tensorrt()
-        from hwprune_deploy.trt import TrtRunnerFactory
-
-        return TrtRunnerFactory(precision=self.precision, sparse=self.sparse).fingerprint()
-
-
-@BACKENDS.register("tensorrt-sparse")
-@dataclass
-class TensorRTSparseBackend(TensorRTBackend):
-    """TensorRT with the sparse-weights flag (2:4 sparse tensor cores) and fp16."""
-
-    name: str = "tensorrt-sparse"
-    precision: str = "fp16"
-    sparse: bool = True

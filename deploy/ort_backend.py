@@ -1,0 +1,89 @@
+"""``ort-cpu``: ONNX Runtime on the CPU (CPUExecutionProvider, full graph optimisation, fixed
+intra-op threads). Torch-free; registered in :mod:`hwprune_deploy.backends`."""
+from __future__ import annotations
+
+from typing import Callable, Optional, Sequence
+
+from .backends import Backend
+
+
+class OrtCpuBackend(Backend):
+    """ONNX Runtime, CPUExecutionProvider, ORT_ENABLE_ALL, ``threads`` intra-op threads.
+
+    ``spinning``: False (hwprune's default) -- workers block between ops; True -- they spin
+    during a run and stop when it returns, so sessions can still be timed side by side (what
+    ``--ort-spinning`` tables are timed with); None -- ORT's default (they keep spinning between
+    runs too), which only one live session at a time can be timed with."""
+
+    name = "ort-cpu"
+    onnx = True
+    precisions = ("fp32",)
+    supports_spinning = True
+    unit_context = True  # ORT's NCHWc layout: a unit's micro-model keeps it at its edges
+    kernel_time_units = True  # units: summed kernel time from ORT's profiler
+
+    def __init__(self, threads: int = 2, precision: Optional[str] = None, spinning: Optional[bool] = False,
+                 opt_level: str = "all"):
+        self.opt_level = opt_level
+        super().__init__(threads=threads, precision=precision, spinning=spinning)
+
+    @classmethod
+    def unavailable_reason(cls) -> str:
+        try:
+            import onnxruntime  # noqa: F401
+        except Exception as e:
+            return f"the 'onnxruntime' Python package is not importable ({type(e).__name__}: {e})"
+        return ""
+
+    @classmethod
+    def unavailable_message(cls, reason: str) -> str:
+        return f"backend {cls.name!r} is unavailable: {reason}. Install it: pip install onnxruntime"
+
+    @classmethod
+    def default_grid(cls, fingerprint: Optional[dict] = None) -> int:
+        """The CPU's NCHWc channel block (16 with AVX-512F, 8 with AVX2; at least 8): a width off
+        that grid drops a conv out of ORT's blocked layout and adds reorders a unit measured
+        alone never shows."""
+        if fingerprint is None:
+            from .ort import nchwc_block
+
+            block = nchwc_block()
+        else:
+            block = int(fingerprint.get("nchwc_block") or 0)
+        return max(8, block)
+
+    def fingerprint(self) -> dict:
+        from .ort import cpu_fingerprint
+
+        # spinning: True when ORT's workers spin between ops during a run, False when they block;
+        # absent for ORT's own default (None)
+        fp = {**cpu_fingerprint(), "threads": self.threads, "opt_level": self.opt_level}
+        if self.spinning is not None:
+            fp["spinning"] = bool(self.spinning)
+        return fp
+
+    def prepare(self, data: bytes, kernel_time: bool = False,
+                inputs: Optional[Sequence] = None) -> Callable[[], object]:
+        import numpy as np
+
+        from .ort import make_session
+        from .runner import OrtRunnerFactory
+
+        if self.spinning is not None and inputs is None:  # as latency tables time units and models
+            return OrtRunnerFactory(self.threads, self.opt_level, spinning=bool(self.spinning),
+                                    kernel_time=kernel_time)(data)
+        sess = make_session(data, threads=self.threads, opt_level=self.opt_level, spinning=self.spinning,
+                            spin_between_runs=self.spinning is None)
+        if inputs is None:
+            from .ort import random_feed
+
+            feed = random_feed(sess)
+        else:
+            feed = {i.name: np.asarray(a, dtype=np.float32) for i, a in zip(sess.get_inputs(), inputs)}
+        return lambda: sess.run(None, feed)
+
+    @property
+    def one_alive_at_a_time(self) -> bool:
+        """With ORT's default spinning (None) a live session's workers keep spinning after its run
+        and take the CPU from the one being timed: one session alive at a time."""
+        return self.spinning is None
