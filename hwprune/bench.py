@@ -1,8 +1,9 @@
 """Benchmark models side by side: latency (median, p10/p90) and throughput per batch size.
 
-All models are measured in one run with their repeats interleaved
-(:meth:`hwprune.backends.Backend.measure_many`), so a noisy neighbour or a clock change hits
-baseline and pruned alike and the speedup ratio stays fair (DESIGN.md, measurement discipline).
+All models are measured in one run side by side, the way a budget is checked
+(:func:`hwprune.latency.measure.measure_against_baseline`), on any backend of the one registry
+(:func:`hwprune.backends.list_backends`), so a noisy neighbour or a clock change hits baseline and
+pruned alike and the speedup ratio stays fair (DESIGN.md, measurement discipline).
 With a latency table, each model's latency is also *predicted* from the table (at the table's
 batch size), so a report can put measured speedup next to predicted.
 
@@ -22,11 +23,9 @@ from hwprune_deploy.runner import STATISTIC, timing_ms as budget_ms
 from hwprune_deploy.timing import Protocol, Timing
 from hwprune_deploy.progress import bar as progress_bar
 
-from .backends import check_ort_spinning
-from .errors import BackendUnavailableError, ConfigError, HwpruneError
+from .backends import check_backend_name, check_ort_spinning, get_backend
+from .errors import ConfigError, HwpruneError
 from .models import LoadedModel
-
-BENCH_BACKENDS = ("ort-cpu", "torch-cpu", "torch-cuda", "tensorrt")
 
 #: the estimator a latency budget promises, and that ``prune``'s closed loop, ``bench``'s speedup
 #: and the reports all use: the p10 of repeats (interference on a shared machine only ever adds
@@ -76,8 +75,7 @@ class BenchConfig:
 
     def __post_init__(self):
         self.batches = parse_batches(self.batches)
-        if self.backend not in BENCH_BACKENDS:
-            raise ConfigError(f"backend {self.backend!r} is not one of {', '.join(BENCH_BACKENDS)}")
+        check_backend_name(self.backend)  # the registry's names (hwprune.backends.list_backends)
         if self.threads < 1:
             raise ConfigError(f"threads {self.threads} must be >= 1")
         check_ort_spinning(self.spinning, self.backend)
@@ -91,66 +89,17 @@ class BenchConfig:
 
 # ------------------------------------------------------------------------------------ backends
 
-class _TrtBench:
-    """TensorRT through :mod:`hwprune_deploy.trt` when no ``tensorrt`` backend is registered:
-    one engine per model (dynamic batch profile), timed with CUDA events, repeats interleaved."""
-
-    name = "tensorrt"
-
-    def __init__(self, config: BenchConfig):
-        from .export import _trt
-
-        self.trt = _trt()
-        self.config = config
-        self.engines: dict[int, bytes] = {}
-
-    def measure_many(self, models: Mapping[str, torch.nn.Module], x: torch.Tensor) -> dict[str, Timing]:
-        from hwprune_deploy.timing import summarize_ms
-
-        from .export import onnx_bytes
-
-        b, size = int(x.shape[0]), int(x.shape[-1])
-        runners = {}
-        for k, m in models.items():
-            data = onnx_bytes(m, x, dynamic_batch=True)
-            eng = self.trt.build_engine(data, input_shape=(3, size, size), opt_batch=b, max_batch=b,
-                                        fp16=self.config.precision == "fp16")
-            runners[k] = self.trt.EngineRunner(eng, batch=b)
-        p = self.config.protocol
-        one = Protocol(warmup=0, repeats=1, min_repeat_ms=p.min_repeat_ms)
-        for r in runners.values():
-            r.time_events(Protocol(warmup=p.warmup, repeats=1, min_repeat_ms=p.min_repeat_ms))
-        samples: dict[str, list[float]] = {k: [] for k in runners}
-        for _ in range(p.repeats):
-            for k, r in runners.items():
-                samples[k].append(r.time_events(one).median_ms)
-        return {k: summarize_ms(s) for k, s in samples.items()}
-
-    def fingerprint(self) -> dict:
-        return self.trt.gpu_fingerprint()
-
-
 def make_bench_backend(config: BenchConfig):
-    """A registered backend (``hwprune.backends``), or the TensorRT fallback; clear errors otherwise."""
-    from .backends import BACKENDS, get_backend
-
-    if config.backend in BACKENDS:
-        kw: dict[str, Any] = {"threads": config.threads}
-        if config.precision != "fp32":
-            kw["precision"] = config.precision
-        if config.spinning:
-            kw["spinning"] = None  # ORT's default: workers spin between ops
-        be = get_backend(config.backend, **kw)
-        be.protocol = config.protocol
-        return be
-    if config.backend == "tensorrt":
-        return _TrtBench(config)
-    if config.backend == "torch-cuda":
-        if not torch.cuda.is_available():
-            raise BackendUnavailableError("backend 'torch-cuda' needs a CUDA GPU and a CUDA build of PyTorch; "
-                                          "none is visible here -- use --backend ort-cpu or torch-cpu")
-    raise BackendUnavailableError(f"backend {config.backend!r} is not available in this installation "
-                                  f"(registered: {', '.join(BACKENDS.list())})")
+    """The registry's backend for ``config``, its runtime checked (BackendUnavailableError with the
+    fix when it is not usable here): the fingerprint, and the ``--ort-spinning`` path's timing."""
+    kw: dict[str, Any] = {"threads": config.threads}
+    if config.precision != "fp32":
+        kw["precision"] = config.precision
+    if config.spinning:
+        kw["spinning"] = None  # ORT's default: workers spin between ops (and between runs)
+    be = get_backend(config.backend, protocol=config.protocol, **kw)
+    be.check()
+    return be
 
 
 def measure_side_by_side(config: BenchConfig, models: Mapping[str, torch.nn.Module], x: torch.Tensor,

@@ -80,8 +80,6 @@ def test_unavailable_gpu_backends_are_clear():
     if torch.cuda.is_available():
         pytest.skip("a GPU is present")
     for name in ("torch-cuda", "tensorrt"):
-        from hwprune.backends import BACKENDS
-
         cfg = BenchConfig(backend=name, **FAST)
         with pytest.raises(BackendUnavailableError):
             bench({"a": load_model("tiny_resnet")}, cfg, progress=False)

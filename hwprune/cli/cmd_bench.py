@@ -1,7 +1,8 @@
 """``hwprune bench``: latency and throughput of one or two models, measured side by side."""
 from __future__ import annotations
 
-from ..bench import BENCH_BACKENDS, BenchConfig, bench, format_bench
+from ..backends import list_backends
+from ..bench import BenchConfig, bench, format_bench
 from ..errors import ConfigError
 from ..jsonio import write_json
 from ..models import load_model
@@ -16,7 +17,8 @@ def register(sub) -> None:
                    help="model A (the reference), then optionally model B: a checkpoint, zoo or torchvision name")
     p.add_argument("--weights", action="append", default=[], metavar="FILE",
                    help="state_dict for the corresponding --model (in order)")
-    p.add_argument("--backend", default="ort-cpu", choices=BENCH_BACKENDS, help="where to run (default ort-cpu)")
+    p.add_argument("--backend", default="ort-cpu", choices=list_backends(),
+                   help="where to run: a registered backend (default ort-cpu)")
     p.add_argument("--threads", type=int, default=2, help="intra-op threads for CPU backends (default 2)")
     p.add_argument("--batch", default="1", help="comma-separated batch sizes, e.g. 1,8,32 (default 1)")
     p.add_argument("--input-size", type=int, help="square input resolution (default: the model's own)")

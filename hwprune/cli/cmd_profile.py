@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import time
 
+from ..backends import list_backends
 from .common import add_grid_args, add_model_args, load_from_args
 
 
@@ -20,8 +21,8 @@ def register(sub) -> None:
                              "the CPU's NCHWc channel block, 16 with AVX-512 and 8 with AVX2, since other widths "
                              "leave ORT's blocked layout and pay reorders; 8 on GPUs)")
     g = p.add_argument_group("profiling")
-    g.add_argument("--backend", default="ort-cpu",
-                   help="ort-cpu | torch-cpu | torch-cuda | tensorrt | tensorrt-sparse (default ort-cpu)")
+    g.add_argument("--backend", default="ort-cpu", choices=list_backends(),
+                   help="a registered backend: " + " | ".join(list_backends()) + " (default ort-cpu)")
     g.add_argument("--threads", type=int, default=2, help="intra-op threads, pinned and recorded (default 2)")
     g.add_argument("--precision", default="fp32", help="fp32 | fp16 | bf16 | int8 (GPU backends)")
     g.add_argument("--ort-spinning", action="store_true",

@@ -46,7 +46,10 @@ def write_bundle(loaded: LoadedModel, config: ProfileConfig, path: str, points_p
     cands = axis_candidates(units, graph, config)
     files: dict[str, bytes] = {}
     families = {}
-    sparse = config.backend.endswith("sparse")
+    from ..backends import backend_class
+
+    kind = backend_class(config.backend)  # the registry's: how its unit micro-models look
+    sparse, context = bool(kind.sparse24), bool(kind.unit_context)
     for u in units:
         fk = u.family.key
         if fk in families:
@@ -63,9 +66,7 @@ def write_bundle(loaded: LoadedModel, config: ProfileConfig, path: str, points_p
         plist = []
         for i, (a, b) in enumerate(pts):
             name = f"units/{len(families):03d}/{a}x{b}.onnx"
-            files[name] = unit_onnx(u.family, a, b, sparse24=sparse,
-                                    residual_context=config.backend == "ort-cpu",
-                                    input_context=config.backend == "ort-cpu")
+            files[name] = unit_onnx(u.family, a, b, sparse24=sparse, residual_context=context, input_context=context)
             plist.append({"cin": a, "cout": b, "file": name})
         families[fk] = {"spec": u.family.to_dict(), "cins": cins, "couts": couts, "points": plist}
     variants = calibration_variants(graph.groups, config)

@@ -1,7 +1,9 @@
 """How the profiler times things on each backend: unit micro-models, whole (pruned) models.
 
-ORT and TensorRT time ONNX micro-models through the torch-free runners in ``hwprune_deploy``
-(the exact code a remote device runs); torch backends time the same units as ``nn.Module``.
+The backend comes from the one registry (:mod:`hwprune_deploy.backends`, via
+:func:`hwprune.backends.get_backend`). ONNX backends (ort-cpu, tensorrt, ...) time ONNX
+micro-models through the torch-free runners in ``hwprune_deploy`` (the exact code a remote device
+runs); torch backends time the same units as ``nn.Module``.
 Also: random pruned variants (for calibration and validation) built by really removing channels.
 """
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import Mapping, Optional
 import numpy as np
 import torch
 
-from hwprune_deploy.runner import MODEL_PROTOCOL, UNIT_PROTOCOL, OrtRunnerFactory, measure_onnx_set, timing_ms
+from hwprune_deploy.runner import MODEL_PROTOCOL, UNIT_PROTOCOL, measure_onnx_set, timing_ms
 from hwprune_deploy.timing import Protocol, Timing, measure, measure_interleaved
 
 from ..backends import check_ort_spinning, get_backend
@@ -20,7 +22,6 @@ from ..errors import ConfigError
 from .micro import overhead_onnx, unit_onnx, unit_module
 from .units import UnitFamily
 
-ONNX_BACKENDS = ("ort-cpu", "tensorrt", "tensorrt-sparse")
 #: default number of full passes over the models in :meth:`Measurer.models`
 MODEL_PASSES = 4
 
@@ -38,38 +39,31 @@ class Measurer:
         """``spinning`` (ort-cpu only): time with ORT's worker threads spinning between the ops
         of a run (ORT's default, what a default-options deployment runs) and stopped between
         runs, so sessions are still timed side by side (:class:`~hwprune_deploy.runner.OrtRunnerFactory`);
-        False (the default): workers block."""
+        False (the default): workers block.
+
+        ``backend``: any name of the registry (:func:`hwprune.backends.list_backends`); an unknown
+        name or precision is a ConfigError listing what exists, an unusable runtime a
+        BackendUnavailableError saying how to get it."""
         self.backend, self.threads, self.precision = backend, threads, precision
         self.unit_protocol = unit_protocol or UNIT_PROTOCOL
         self.model_protocol = model_protocol or MODEL_PROTOCOL
         self.spinning = bool(spinning)
         check_ort_spinning(self.spinning, backend)
-        if backend == "ort-cpu":
-            if precision != "fp32":
-                raise ConfigError(f"precision {precision!r} is not supported on ort-cpu; use fp32")
-            self.factory = OrtRunnerFactory(threads, spinning=self.spinning)
-            self.unit_factory = OrtRunnerFactory(threads, spinning=self.spinning, kernel_time=True)  # units: kernel time
-        elif backend.startswith("tensorrt"):
-            from hwprune_deploy.trt import TrtRunnerFactory
-
-            from ..backends import require_tensorrt
-
-            require_tensorrt()
-            self.factory = TrtRunnerFactory(precision=precision, sparse=backend.endswith("sparse"))
-            self.unit_factory = self.factory
+        be = get_backend(backend, threads=threads, precision=precision, spinning=self.spinning)
+        be.check()
+        #: what unit micro-models look like on this backend (context nodes, 2:4 weights, device)
+        self.unit_context, self.sparse24 = bool(be.unit_context), bool(be.sparse24)
+        self.unit_device = getattr(be, "unit_device", None)
+        if be.onnx:  # ONNX bytes through the device-side runners; units by kernel time where it has one
+            self.factory = be.device.runner_factory()
+            self.unit_factory = be.device.runner_factory(kernel_time=True)
         else:
             self.factory = self.unit_factory = None
-            if backend == "torch-cpu" and precision != "fp32":
-                raise ConfigError(f"precision {precision!r} is not supported on torch-cpu; use fp32")
-            self.torch_backend = get_backend(backend, threads=threads, precision=precision)
-            if backend.startswith("torch-cuda"):
-                from ..backends import require_cuda
-
-                require_cuda()
+            self.torch_backend = be
 
     @property
     def sparse(self) -> bool:
-        return self.backend.endswith("sparse")
+        return self.sparse24
 
     def fingerprint(self) -> dict:
         if self.factory is not None:
@@ -87,15 +81,13 @@ class Measurer:
     def units(self, fam: UnitFamily, points: list[tuple[int, int]]) -> dict[tuple[int, int], Timing]:
         """Interleaved timing of ``fam`` at each (cin, cout) point."""
         if self.factory is not None:
-            models = {f"{a},{b}": unit_onnx(fam, a, b, sparse24=self.sparse,
-                                                  residual_context=self.backend == "ort-cpu",
-                                                  input_context=self.backend == "ort-cpu") for a, b in points}
+            models = {f"{a},{b}": unit_onnx(fam, a, b, sparse24=self.sparse24, residual_context=self.unit_context,
+                                            input_context=self.unit_context) for a, b in points}
             t = measure_onnx_set(models, self.unit_factory, self.unit_protocol)
             return {p: t[f"{p[0]},{p[1]}"] for p in points}
         fns = {}
-        device = "cuda" if self.backend.startswith("torch-cuda") else None
         for a, b in points:
-            mod, inputs = unit_module(fam, a, b, device=device)
+            mod, inputs = unit_module(fam, a, b, device=self.unit_device)
             fns[(a, b)] = self.torch_backend.runner(mod, inputs if len(inputs) > 1 else inputs[0])
         return self._measure_torch(fns, self.unit_protocol)
 

@@ -20,7 +20,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from ..backends import check_ort_spinning
+from ..backends import backend_class, check_backend_name, check_ort_spinning, list_backends
 from ..errors import ConfigError, TableError
 from ..graph import ChannelGraph
 from ..memory import release_freed_memory
@@ -35,7 +35,6 @@ from .sampling import edge_spikes, midpoints, spread_points
 from .table import Family, LatencyTable, default_table_name, now
 from .units import UnitUse, extract_units, model_key
 
-BACKEND_CHOICES = ("ort-cpu", "torch-cpu", "torch-cuda", "torch-cuda-sparse", "tensorrt", "tensorrt-sparse")
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 TABLE_DIR = "latency_tables"
 #: what surrounds a unit in an ORT micro-model (see hwprune.latency.micro.unit_onnx), as tables record it
@@ -87,12 +86,7 @@ class ProfileConfig:
         return cls(**base)
 
     def __post_init__(self):
-        if self.backend not in BACKEND_CHOICES:
-            import difflib
-
-            close = difflib.get_close_matches(self.backend, BACKEND_CHOICES, n=1)
-            raise ConfigError(f"unknown backend {self.backend!r}{'; did you mean ' + repr(close[0]) + '?' if close else ''} "
-                              f"Available: {', '.join(BACKEND_CHOICES)}")
+        check_backend_name(self.backend)  # the registry's names (hwprune.backends.list_backends)
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
         if self.threads < 1:
@@ -251,12 +245,15 @@ def _measure_family(table: LatencyTable, fam_spec, cands: tuple[set, set], meas:
     fam.lower_to_envelope()
 
 
-def preferred_align(backend: str, fingerprint: dict) -> int:
-    """The width grid a device rewards: on ``ort-cpu`` the CPU's NCHWc channel block (16 with
-    AVX-512, 8 with AVX2), since a width off that grid drops the conv out of ORT's blocked layout
-    and adds reorders a unit measured alone never shows; 8 elsewhere (fp16 tensor cores, SIMD)."""
-    block = int(fingerprint.get("nchwc_block") or 0) if backend == "ort-cpu" else 0
-    return max(8, block)
+def preferred_align(backend: str, fingerprint: Optional[dict]) -> int:
+    """The width grid a device rewards, as its backend names it (``default_grid``): on ``ort-cpu``
+    the CPU's NCHWc channel block (16 with AVX-512, 8 with AVX2), since a width off that grid drops
+    the conv out of ORT's blocked layout and adds reorders a unit measured alone never shows; 8
+    elsewhere (fp16 tensor cores, SIMD) and for a backend not registered here. ``fingerprint``:
+    the device's (a table's), None for this machine."""
+    if backend not in list_backends():
+        return 8
+    return int(backend_class(backend).default_grid(fingerprint))
 
 
 def profile(loaded: LoadedModel, config: ProfileConfig, progress: bool = True) -> str:
@@ -294,10 +291,11 @@ def profile(loaded: LoadedModel, config: ProfileConfig, progress: bool = True) -
         table = LatencyTable(fp, config.backend, config.precision, config.batch,
                              {"unit": {**(config.unit_protocol or UNIT_PROTOCOL).to_dict(), "interleaved": "per family",
                                        "unit_time": unit_time(meas.unit_factory) if meas.factory else "wall",
-                                       **({"context": UNIT_CONTEXT} if config.backend == "ort-cpu" else {})},
+                                       **({"context": UNIT_CONTEXT} if meas.unit_context else {})},
                               "model": (config.model_protocol or MODEL_PROTOCOL).to_dict(), "statistic": "p10",
                               "spread": "iqr per point", "align": config.align, "min_width": config.min_width,
-                              **({"ort_workers": ORT_WORKERS[config.spinning]} if config.backend == "ort-cpu" else {})})
+                              **({"ort_workers": ORT_WORKERS[config.spinning]}
+                                 if backend_class(config.backend).supports_spinning else {})})
     prior_seconds = float((table.in_progress or {}).get("seconds", 0.0)) if config.resume else 0.0
     table.in_progress = {"spec": spec, "model_key": key, "seconds": prior_seconds}
     cands = axis_candidates(units, graph, config)
