@@ -135,9 +135,13 @@ def _scheduler(opt: torch.optim.Optimizer, s: LoopSettings, total: int):
 
 def fit(model: nn.Module, data, settings: LoopSettings, teacher: Optional[nn.Module] = None,
         resume: Optional[dict[str, Any]] = None,
-        on_epoch_end: Optional[Callable[[dict[str, Any]], None]] = None) -> dict[str, Any]:
+        on_epoch_end: Optional[Callable[[dict[str, Any]], None]] = None,
+        extra_loss: Optional[Callable[[nn.Module], torch.Tensor]] = None) -> dict[str, Any]:
     """Train ``model`` in place on ``data.train`` (a DataBundle or a loader). Returns
     ``{"loss": [per-epoch mean], "steps", "epochs", "seconds"}``.
+
+    ``extra_loss(model)``, when given, is called once per step and its (scalar, differentiable)
+    value is added to the CE/KD loss: a regulariser such as :mod:`hwprune.regularize`'s.
 
     After each epoch ``on_epoch_end`` gets ``{epoch, steps, total_steps, loss, optimizer,
     scheduler, rng, seconds}`` (state dicts and random states); ``resume`` is such a dict (with the
@@ -191,6 +195,8 @@ def fit(model: nn.Module, data, settings: LoopSettings, teacher: Optional[nn.Mod
                 T = settings.kd_temperature
                 kd = F.kl_div(F.log_softmax(logits / T, 1), F.softmax(t_logits / T, 1), reduction="batchmean") * T * T
                 loss = (1 - settings.kd_alpha) * loss + settings.kd_alpha * kd
+            if extra_loss is not None:
+                loss = loss + extra_loss(model)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -15,7 +15,7 @@ the usual way to recover a pruned network's accuracy from its unpruned self.
 from __future__ import annotations
 
 import copy
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 from torch import nn
@@ -31,13 +31,15 @@ DEFAULT_ASSET = TRAINED_ASSET
 
 def train(model: nn.Module, data, epochs: int = 1, lr: float = 0.05, teacher: Optional[nn.Module] = None,
           kd_alpha: float = 0.5, kd_temperature: float = 4.0, steps: Optional[int] = None, seed: int = 0,
-          progress: bool = True, weight_decay: float = 5e-4) -> dict[str, Any]:
+          progress: bool = True, weight_decay: float = 5e-4,
+          extra_loss: Optional[Callable[[nn.Module], torch.Tensor]] = None) -> dict[str, Any]:
     """Train ``model`` in place on ``data.train`` (a DataBundle or a loader) for ``epochs`` epochs
     (or exactly ``steps`` steps). Returns ``{"loss": [per-epoch mean], "steps", "epochs", "seconds"}``.
-    The loop is :func:`hwprune.recover.fit` (one-cycle schedule)."""
+    The loop is :func:`hwprune.recover.fit` (one-cycle schedule); ``extra_loss(model)`` is added to
+    the loss at every step (a regulariser, see :mod:`hwprune.regularize`)."""
     settings = LoopSettings(epochs=epochs, lr=lr, kd_alpha=kd_alpha, kd_temperature=kd_temperature, steps=steps,
                             seed=seed, progress=progress, weight_decay=weight_decay)
-    return fit(model, data, settings, teacher=teacher)
+    return fit(model, data, settings, teacher=teacher, extra_loss=extra_loss)
 
 
 def finetune(model: nn.Module, data, epochs: int = 1, seed: int = 0, teacher: Optional[nn.Module] = None,
