@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from .counting import count_params, own_flops_by_op
-from .graph import ChannelGraph, LayerIO
+from .graph import HEAD_PROJECTIONS, ChannelGraph, LayerIO
 
 
 class CostModel(Protocol):
@@ -82,7 +82,10 @@ class FlopsCostModel:
         for mm, other, inside in self.functional.values():
             s = [scales[lay] for lay in inside]
             total -= mm * (1.0 - sum(a * b for a, b, _ in s) / len(s))
-            total -= other * (1.0 - sum(b for _, b, _ in s) / len(s))
+            # attention products follow head_dim: the output of the projections into the heads
+            # where the container names them (q/k/v, qkv), else every layer it holds
+            heads = [scales[lay] for lay in inside if lay.rsplit(".", 1)[-1].lower() in HEAD_PROJECTIONS] or s
+            total -= other * (1.0 - sum(b for _, b, _ in heads) / len(heads))
         return total
 
 

@@ -124,19 +124,39 @@ class ChannelGroup:
         return min(ws, key=lambda w: (abs(w - width), -w))
 
 
-def _leaf_type_check(model: nn.Module, allow: Iterable[str]) -> None:
-    """Refuse modules that own parameters we cannot map to channels, naming them."""
+#: names of the projections into attention heads (timm: qkv; others: q, k, v, ...)
+HEAD_PROJECTIONS = ("qkv", "q", "k", "v", "to_qkv", "q_proj", "k_proj", "v_proj", "query", "key", "value")
+
+
+def _unknown_param_owners(model: nn.Module, allow: Iterable[str]) -> dict[str, str]:
+    """Parameters owned directly by modules no handler knows (a timm-style ViT's root owns its
+    class token and position embedding): ``{param name: owner module name}``. Torch-Pruning maps
+    them as unwrapped parameters to the groups they are coupled to; see :class:`ChannelGraph`."""
     allow = set(allow)
+    out = {}
     for name, mod in model.named_modules():
-        if name in allow or not any(True for _ in mod.parameters(recurse=False)):
+        if name in allow or isinstance(mod, _SUPPORTED_LEAVES) or handler_for(mod) is not None:
             continue
-        if isinstance(mod, _SUPPORTED_LEAVES) or handler_for(mod) is not None:  # a handler vouches for its type
+        for pname, _ in mod.named_parameters(recurse=False):
+            out[f"{name}.{pname}" if name else pname] = name
+    return out
+
+
+def _heads_of(model: nn.Module, name_of: dict) -> dict[nn.Module, tuple[str, int]]:
+    """Linears that feed the heads of a user-written attention module (one with an int
+    ``num_heads`` and no handler): ``{linear: (attention module name, num_heads)}``. Their output
+    is reshaped into heads by code the tracer does not follow, so hwprune keeps it whole."""
+    out = {}
+    for mod in model.modules():
+        heads = getattr(mod, "num_heads", None)
+        if isinstance(mod, nn.MultiheadAttention) or handler_for(mod) is not None or not isinstance(heads, int):
             continue
-        raise UnsupportedModelError(
-            f"module {name!r} of type {type(mod).__name__} owns parameters "
-            f"({', '.join(n for n, _ in mod.named_parameters(recurse=False))}) that hwprune cannot map to "
-            f"channels. Re-express it with standard layers, or freeze it with --ignore {name}."
-        )
+        for child_name, child in mod.named_children():
+            if isinstance(child, nn.Linear) and child_name.lower() in HEAD_PROJECTIONS:
+                out[child] = (name_of[mod], heads)
+    return out
+
+
 
 
 class ChannelGraph:
@@ -147,7 +167,8 @@ class ChannelGraph:
         self.example_input = example_input
         self._name_of = {m: n for n, m in model.named_modules()}
         self._param_name = {id(p): n for n, p in model.named_parameters()}
-        _leaf_type_check(model, ignore)
+        unknown_params = _unknown_param_owners(model, ignore)
+        self._head_inputs = _heads_of(model, self._name_of)
         was_training = model.training
         model.eval()
         handled = [(m, h) for m in model.modules() for h in [handler_for(m)] if h is not None]
@@ -175,6 +196,25 @@ class ChannelGraph:
             self.groups.append(cg)
         self._by_name = {g.name: g for g in self.groups}
         self._stale = False
+        self._check_mapped(unknown_params)
+
+    def _check_mapped(self, unknown_params: dict[str, str]) -> None:
+        """Every parameter of a module no handler knows must be mapped: cut with the group it is
+        coupled to (Torch-Pruning's unwrapped parameters), or shaped so that no group's cut can
+        reach it. One that matches a prunable group's width without being in it cannot be mapped."""
+        mapped = {n for g in self.groups for n, _ in g.free_params}
+        params = dict(self.model.named_parameters())
+        widths = {g.width: g.name for g in self.groups if g.prunable}
+        for pname, owner in unknown_params.items():
+            if pname in mapped:
+                continue
+            hit = next((widths[d] for d in params[pname].shape if d in widths), None)
+            if hit is not None:
+                raise UnsupportedModelError(
+                    f"parameter {pname!r} of module {owner!r} ({type(self.model.get_submodule(owner)).__name__}) has a "
+                    f"dimension as wide as channel group {hit!r}, but the trace does not couple it to any group, so a "
+                    f"cut would leave it the wrong size. Register a handler for its module type "
+                    f"(hwprune.handlers.register_handler) or keep those channels with --ignore {owner or hit}.")
 
     # ------------------------------------------------------------------ construction helpers
     def _output_layer(self) -> nn.Module | None:
@@ -204,6 +244,10 @@ class ChannelGraph:
                 types.add(type(mod))
                 if isinstance(mod, nn.MultiheadAttention):
                     blocks = math.lcm(blocks, mod.num_heads)
+                if side == "out" and mod in self._head_inputs:
+                    attn, heads = self._head_inputs[mod]
+                    frozen = frozen or (f"{self._name_of[mod]!r} feeds the {heads} heads of {attn!r}, reshaped by code the "
+                                        "tracer does not follow; its heads are kept whole")
                 h = handler_for(mod)
                 if h is not None:
                     blocks = math.lcm(blocks, h.blocks(mod))

@@ -48,7 +48,7 @@ def test_keep_top_per_block():
     assert keep_top(scores, 4, blocks=2) == [1, 3, 6, 7]
 
 
-def test_custom_parameter_owner_is_named():
+def test_custom_parameter_owner_is_cut_with_its_group():
     class Scale(nn.Module):
         def __init__(self):
             super().__init__()
@@ -58,10 +58,11 @@ def test_custom_parameter_owner_is_named():
             return x * self.gain
 
     m = nn.Sequential(nn.Conv2d(3, 8, 3), Scale(), nn.Conv2d(8, 4, 3))
-    with pytest.raises(UnsupportedModelError, match=r"'1' of type Scale.*--ignore 1"):
-        ChannelGraph(m, torch.randn(1, 3, 16, 16))
-    # freezing it is the documented way out
-    ChannelGraph(m, torch.randn(1, 3, 16, 16), ignore=["1"])
+    # an unwrapped parameter the trace couples to conv 0's group: cut with it (was refused)
+    graph = ChannelGraph(m, torch.randn(1, 3, 16, 16))
+    assert ("1.gain", 1) in graph.group("0").free_params
+    pruned = graph.prune_({"0": [0, 2, 4, 6]})
+    assert pruned[1].gain.shape == (1, 4, 1, 1) and pruned(torch.randn(1, 3, 16, 16)).shape == (1, 4, 12, 12)
 
 
 def test_params_cost_model_counts_attention_internals():

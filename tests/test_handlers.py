@@ -60,9 +60,29 @@ def scale_handler():
     handlers._HANDLERS.pop(ChannelScale)
 
 
-def test_layer_with_own_parameters_is_refused_without_a_handler():
-    with pytest.raises(UnsupportedModelError, match="'scale' of type ChannelScale owns parameters"):
-        ChannelGraph(Net(), torch.randn(1, 3, 16, 16))
+def test_layer_with_own_parameters_is_mapped_without_a_handler():
+    """Without a handler the layer's weight is an unwrapped parameter the trace couples to
+    conv1's group (Torch-Pruning's unwrapped parameters): it is cut with the group."""
+    graph = ChannelGraph(Net(), torch.randn(1, 3, 16, 16))
+    assert ("scale.weight", 1) in graph.group("conv1").free_params
+
+
+class Detached(nn.Module):
+    """A per-channel gain read through .detach(): invisible to the trace, yet as wide as conv1."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 16, 3, padding=1)
+        self.gain = nn.Parameter(torch.ones(16))
+        self.conv2 = nn.Conv2d(16, 8, 3, padding=1)
+
+    def forward(self, x):
+        return self.conv2(self.conv1(x) * self.gain.detach().view(1, -1, 1, 1)).mean((2, 3))
+
+
+def test_a_parameter_the_trace_cannot_map_is_refused_by_name():
+    with pytest.raises(UnsupportedModelError, match="parameter 'gain' of module ''.*channel group 'conv1'"):
+        ChannelGraph(Detached(), torch.randn(1, 3, 16, 16))
 
 
 def test_user_handler_cuts_its_layer_with_the_group(scale_handler):
