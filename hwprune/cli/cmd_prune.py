@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 
+from ..backends import list_backends
 from ..checkpoint import save_checkpoint
 from ..importance import list_criteria
 from ..jsonio import write_json
@@ -54,8 +55,8 @@ def register(sub) -> None:
     g.add_argument("--evaluator", default="adaptive-bn", help="accuracy | adaptive-bn | reconstruct | finetune")
     g.add_argument("--data-batch", type=int, default=64, help="batch size of the data loaders (default 64)")
     g = p.add_argument_group("closed loop (measurement)")
-    g.add_argument("--backend", default=None, help="measure the result on this backend (default ort-cpu for latency "
-                                                  "budgets; 'none' to skip)")
+    g.add_argument("--backend", default=None, choices=[*list_backends(), "none"],
+                   help="measure the result on this backend (default ort-cpu for latency budgets; 'none' to skip)")
     g.add_argument("--threads", type=int, default=2, help="backend threads (default 2)")
     g.add_argument("--closed-loop-rounds", type=int, default=3, help="re-searches when the measurement misses (default 3)")
     g.add_argument("--tolerance", type=float, default=0.03, help="allowed measured overshoot (default 0.03)")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import sys
 
+from ..backends import list_backends
 from ..pipeline import RunConfig, run_pipeline
 from .common import DEVICE_ALIGN_HELP, budget_exit_code, grid_hint, resolve_align
 
@@ -22,7 +23,8 @@ def register(sub) -> None:
     p.add_argument("--budget", default=d.budget, help="latency budget: 0.5x (default), 12ms, 2.0speedup, 50%%flops")
     p.add_argument("--strategy", help="width search (default: halp if available, else netadapt)")
     p.add_argument("--criterion", default=d.criterion, help="channel importance criterion (default l1)")
-    p.add_argument("--backend", default=d.backend, help="ort-cpu (default), torch-cpu, torch-cuda, tensorrt")
+    p.add_argument("--backend", default=d.backend, choices=list_backends(),
+                   help=f"where to profile, check and bench (default {d.backend})")
     p.add_argument("--threads", type=int, default=d.threads, help="CPU threads (default 2)")
     p.add_argument("--ort-spinning", action="store_true",
                    help="ort-cpu: profile the table, check the budget and bench with ORT's worker threads spinning, "
