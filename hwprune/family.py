@@ -66,7 +66,8 @@ def parse_budget_list(text: str | Sequence[str]) -> tuple[Budget, ...]:
         b = parse_budget(item)
         slug = budget_slug(b)
         if slug in seen:
-            raise ConfigError(f"budget list {text!r} names {item!r} twice (as {seen[slug]!r} too); give each budget once")
+            raise ConfigError(f"budget list {text!r} names {item!r} twice (as {seen[slug]!r} too); "
+                              "give each budget once")
         seen[slug] = item
         budgets.append(b)
     return tuple(budgets)
@@ -82,7 +83,8 @@ def budget_slug(budget: Budget) -> str:
 class FamilyConfig:
     """What family to build. ``plan``: the pruned network whose width profile is copied (a path
     to ``plan.json`` or a :class:`PruningPlan`). ``budgets``: ``"0.3x,0.5x"`` or a list. ``table``:
-    the latency table (needed for latency budgets and for predicted ms). ``align`` /
+    the latency table (needed for latency budgets and for predicted ms; default: the table the
+    plan was searched on, from its provenance, where that file exists). ``align`` /
     ``min_width``: the grid (default: the plan's, else the table's, else 8). ``out``: folder to
     write (whole or absent); None writes nothing."""
 
@@ -110,10 +112,6 @@ class FamilyConfig:
             raise ConfigError(f"align {self.align} must be >= 1 (8 suits tensor cores and SIMD)")
         if self.min_width is not None and self.min_width < 1:
             raise ConfigError(f"min-width {self.min_width} must be >= 1")
-        latency = [b.text for b in self.budgets if b.is_latency]
-        if latency and not self.table:
-            raise ConfigError(f"budget {latency[0]!r} is a latency budget and needs a latency table: pass --table PATH "
-                              "(`hwprune profile` makes one), or use FLOPs / params budgets such as 50%flops")
         if self.plan is None or (isinstance(self.plan, str) and not self.plan):
             raise ConfigError("a family needs a source plan: pass --plan OUT/plan.json (written by `hwprune prune`)")
 
@@ -219,8 +217,8 @@ def _base_graph(plan: PruningPlan, source: str) -> ChannelGraph:
     bad = [f"{k} ({names[k].width} here, {w} in the plan)" for k, w in plan.widths_before.items()
            if k in names and names[k].width != w]
     if unknown or bad:
-        raise PlanMismatchError(f"{source} does not fit its own model {plan.model_id.get('spec')!r}: "
-                                f"{'unknown groups ' + str(unknown[:3]) if unknown else 'widths ' + '; '.join(bad[:3])}; "
+        what = f"unknown groups {unknown[:3]}" if unknown else "widths " + "; ".join(bad[:3])
+        raise PlanMismatchError(f"{source} does not fit its own model {plan.model_id.get('spec')!r}: {what}; "
                                 "re-run `hwprune prune` to write a fresh plan")
     return graph
 
@@ -302,10 +300,17 @@ def build_family(config: FamilyConfig) -> FamilyResult:
     graph = _base_graph(source, where)
     x = graph.example_input
     costs: dict[str, Any] = {"flops": FlopsCostModel(graph, x), "params": ParamsCostModel(graph)}
-    table = None
-    if config.table:
-        table, costs["ms"] = _table_cost(config.table, graph, source, where)
     prov = source.provenance or {}
+    table_path = config.table or (prov.get("table") if isinstance(prov.get("table"), str) and
+                                  os.path.isfile(prov["table"]) else None)
+    latency = [b.text for b in config.budgets if b.is_latency]
+    if latency and not table_path:
+        raise ConfigError(f"budget {latency[0]!r} is a latency budget and needs a latency table: pass --table PATH "
+                          f"(the one {where} was searched on; `hwprune profile` makes one), or use FLOPs / params "
+                          "budgets such as 50%flops")
+    table = None
+    if table_path:
+        table, costs["ms"] = _table_cost(table_path, graph, source, where)
     proto = table.protocol if table is not None else {}
     align = int(config.align or prov.get("align") or proto.get("align") or 8)
     min_width = int(config.min_width or prov.get("min_width") or proto.get("min_width") or 8)
@@ -332,11 +337,11 @@ def build_family(config: FamilyConfig) -> FamilyResult:
                 "budget": budget.text, "budget_parsed": budget.to_dict(), "target": target, "unit": budget.unit,
                 "multiplier": m, "multiplier_next": m_next, "predicted": predicted, "baseline": baseline,
                 "source_plan": source_path, "source_strategy": prov.get("strategy"), "fractions": frac,
-                "align": align, "min_width": min_width, "table": config.table, "channels": "first (train from scratch)",
+                "align": align, "min_width": min_width, "table": table_path, "channels": "first (train from scratch)",
                 "seed": config.seed}
             members.append(FamilyMember(fam, budget, level, m, m_next, target, widths, predicted,
                                         _member_plan(source, graph, widths, provenance)))
-    summary = _summary(config, source, source_path, graph, members, fractions, baseline, align, min_width)
+    summary = _summary(config, source, source_path, table_path, graph, members, fractions, baseline, align, min_width)
     result = FamilyResult(members=members, summary=summary, fractions=fractions)
     if config.out:
         write_family(result, config.out, graph, checkpoints=config.checkpoints, plot=config.plot, seed=config.seed)
@@ -354,14 +359,21 @@ def _by_depth(graph: ChannelGraph) -> list[ChannelGroup]:
     return sorted(graph.prunable, key=depth)
 
 
-def _summary(config, source, source_path, graph, members, fractions, baseline, align, min_width) -> dict[str, Any]:
+def _summary(config, source, source_path, table_path, graph, members, fractions, baseline, align,
+             min_width) -> dict[str, Any]:
     def rel(v, u):
         return v / baseline[u] if v is not None and baseline.get(u) else None
 
+    first: dict[tuple, str] = {}
+    same_as = {}
+    for mb in members:
+        key = (mb.family, tuple(sorted(mb.widths.items())))
+        same_as[mb.name] = first.get(key)
+        first.setdefault(key, mb.name)
     return {
         "format": FAMILY_FORMAT, "version": FAMILY_VERSION, "method": CITATION,
         "source_plan": source_path, "source_strategy": (source.provenance or {}).get("strategy"),
-        "model_id": source.model_id, "input_shape": list(source.input_shape), "table": config.table,
+        "model_id": source.model_id, "input_shape": list(source.input_shape), "table": table_path,
         "align": align, "min_width": min_width, "baseline_cost": baseline,
         "groups": [g.name for g in _by_depth(graph)], "full_widths": {g.name: g.width for g in graph.prunable},
         "source_widths": {g.name: source.widths.get(g.name, g.width) for g in graph.prunable},
@@ -372,7 +384,7 @@ def _summary(config, source, source_path, graph, members, fractions, baseline, a
             "predicted_ms": mb.predicted["ms"], "predicted_x": rel(mb.predicted["ms"], "ms"),
             "flops": mb.predicted["flops"], "flops_x": rel(mb.predicted["flops"], "flops"),
             "params": mb.predicted["params"], "params_x": rel(mb.predicted["params"], "params"),
-            "widths": mb.widths, "plan": f"{mb.name}.json",
+            "widths": mb.widths, "same_as": same_as[mb.name], "plan": f"{mb.name}.json",
             "checkpoint": f"{mb.name}.pt" if config.checkpoints else None,
         } for mb in members],
     }

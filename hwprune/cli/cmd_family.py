@@ -17,7 +17,8 @@ def register(sub) -> None:
     p.add_argument("--plan", required=True, help="plan.json of a pruned network (written by `hwprune prune`)")
     p.add_argument("--budgets", required=True,
                    help="comma-separated budgets, e.g. 0.3x,0.5x,0.7x (also 12ms, 2.0speedup, 50%%flops, 30%%params)")
-    p.add_argument("--table", help="latency table JSON the plan's model was profiled in (needed for latency budgets)")
+    p.add_argument("--table", help="latency table JSON the plan's model was profiled in (default: the table the "
+                                    "plan was searched on, from its provenance; needed for latency budgets)")
     p.add_argument("--baseline", choices=["none", "uniform"], default="none",
                    help="also build the uniform family: every width scaled alike (default none)")
     p.add_argument("--name", default="copycat", help="name of the copycat family in file names (default copycat)")
@@ -44,6 +45,7 @@ def run(args) -> int:
         ms = "-" if m["predicted_ms"] is None else f"{m['predicted_ms']:.4f}"
         mx = "-" if m["predicted_x"] is None else f"{m['predicted_x']:.3f}"
         print(f"{m['name']:<24} {m['multiplier']:>10.3f} {m['target']:>12.4g} {ms:>9} {mx:>6} "
-              f"{m['flops'] / 1e6:>9.2f} {m['params']:>9.0f}")
+              f"{m['flops'] / 1e6:>9.2f} {m['params']:>9.0f}"
+              + (f"  (same widths as {m['same_as']})" if m["same_as"] else ""))
     print(f"wrote {len(result.members)} members to {args.out} (plans, checkpoints to train from scratch, family.json)")
     return 0
