@@ -23,8 +23,8 @@ from hwprune.data import make_data
 from hwprune.errors import ConfigError
 from hwprune.models import load_model
 from hwprune.prune import PruneConfig, prune
-from hwprune.recover import (KNOWN_TRAIN_EPOCHS, RecoverConfig, base_train_epochs, recover, reinitialize_,
-                             scratch_b_epochs)
+from hwprune.recover import RecoverConfig, recover
+from hwprune.scratch import KNOWN_TRAIN_EPOCHS, base_train_epochs, reinitialize_, scratch_b_epochs
 from hwprune.train_state import STATE_FILE, load_state, partial_dir
 from hwprune.zoo import tiny_resnet
 
