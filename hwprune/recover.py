@@ -238,6 +238,7 @@ class RecoverConfig:
     out: Optional[str] = None
     resume: bool = False
     progress: bool = True
+    evaluate: bool = True  # top-1 before/after on data.val (off when a caller scores with its own evaluator)
 
     def __post_init__(self) -> None:
         if self.init not in INITS:
@@ -345,6 +346,35 @@ def _fingerprint(loaded: LoadedModel, data, config: RecoverConfig, epochs: int, 
                      "batches_per_epoch": len(loader) if hasattr(loader, "__len__") else None}}
 
 
+def _saved_state(config: RecoverConfig,
+                 fp: dict[str, Any]) -> tuple[Optional[dict[str, Any]], Optional[str], list[str]]:
+    """(the interrupted run's state to continue from or None, the state folder or None without
+    ``out``, notes). Checks ``out`` and the state folder up front; refuses a state without
+    ``resume`` (it is never overwritten by accident) and one saved under other settings."""
+    from .outdir import check_output_dir
+    from .train_state import check_partial_dir, fingerprint_mismatch, load_state, partial_dir
+
+    if not config.out:
+        return None, None, []
+    check_output_dir(config.out)
+    partial = partial_dir(config.out)
+    check_partial_dir(partial)
+    state = load_state(partial)
+    if state is None:
+        return None, partial, [f"--resume: no saved state in {partial}; started at epoch 1"] if config.resume else []
+    if not config.resume:
+        raise ConfigError(f"{partial!r} holds an interrupted run of --out {config.out!r} ({state['loop']['epoch']} "
+                          f"of {state['fingerprint'].get('epochs')} epochs done): pass --resume to continue it, or "
+                          "delete that folder to start over")
+    diff = fingerprint_mismatch(state["fingerprint"], fp)
+    if diff:
+        more = f" and {len(diff) - 4} more" if len(diff) > 4 else ""
+        raise ConfigError(f"--resume: the interrupted run in {partial!r} had other settings ({'; '.join(diff[:4])}"
+                          f"{more}); resume with the same --model, --data, --init, epochs, lr, --schedule, "
+                          "--distill-from and --seed, or delete that folder to start over")
+    return state, partial, []
+
+
 def recover(loaded: Union[LoadedModel, nn.Module], data, config: RecoverConfig,
             teacher: Union[LoadedModel, nn.Module, None] = None, teacher_name: str = "the teacher") -> RecoverResult:
     """Fine-tune (``init="inherit"``) or retrain from scratch (``init="scratch"``) ``loaded.model``
@@ -352,8 +382,6 @@ def recover(loaded: Union[LoadedModel, nn.Module], data, config: RecoverConfig,
     after on ``data.val``. With ``config.out``: per-epoch state in ``OUT.partial/`` (``resume``
     continues from it), then ``OUT/trained.pt`` + ``OUT/report.json`` written whole."""
     from .evaluate import top1
-    from .outdir import check_output_dir
-    from .train_state import check_partial_dir, fingerprint_mismatch, load_state, partial_dir
 
     if data is None or _loader(data) is None:
         raise ConfigError("hwprune train needs training data: pass --data synthetic (or imagefolder:PATH, "
@@ -368,7 +396,6 @@ def recover(loaded: Union[LoadedModel, nn.Module], data, config: RecoverConfig,
     check_num_classes(model, data, size)
     if t_model is not None:
         check_teacher(model, t_model, size, teacher_name)
-    notes: list[str] = []
     if config.scratch_b:
         base, source = base_train_epochs(loaded, config.base_epochs)
         epochs, rule = scratch_b_epochs(loaded, base, size)
@@ -376,25 +403,8 @@ def recover(loaded: Union[LoadedModel, nn.Module], data, config: RecoverConfig,
     else:
         epochs, rule = int(config.epochs), {"rule": "given"}
     fp = _fingerprint(loaded, data, config, epochs, size, t_model)
-    state, partial = None, None
-    if config.out:
-        check_output_dir(config.out)
-        partial = partial_dir(config.out)
-        check_partial_dir(partial)
-        state = load_state(partial)
-        if state is not None and not config.resume:
-            lp = state["loop"]
-            raise ConfigError(f"{partial!r} holds an interrupted run of --out {config.out!r} ({lp['epoch']} of "
-                              f"{state['fingerprint'].get('epochs')} epochs done): pass --resume to continue it, "
-                              "or delete that folder to start over")
-        if state is not None:
-            diff = fingerprint_mismatch(state["fingerprint"], fp)
-            if diff:
-                raise ConfigError(f"--resume: the interrupted run in {partial!r} had other settings "
-                                  f"({'; '.join(diff[:4])}); resume with the same --model, --data, --init, epochs, "
-                                  "lr, --schedule, --distill-from and --seed, or delete that folder to start over")
-        elif config.resume:
-            notes.append(f"--resume: no saved state in {partial}; started at epoch 1")
+    state, partial, notes = _saved_state(config, fp)
+
     def log(msg: str) -> None:
         if config.progress:
             from tqdm import tqdm
@@ -403,7 +413,7 @@ def recover(loaded: Union[LoadedModel, nn.Module], data, config: RecoverConfig,
 
     for n in notes:
         log(f"note: {n}")
-    val = getattr(data, "val", None)
+    val = getattr(data, "val", None) if config.evaluate else None
     if state is not None:
         before = state["extra"].get("top1_before")
         model.load_state_dict(state["model"])

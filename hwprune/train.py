@@ -4,9 +4,10 @@
 loop (``hwprune train`` adds scratch re-initialisation, Scratch-B budgets and resumable runs on
 top of it in :func:`hwprune.recover.recover`). ``train`` is plain SGD (momentum 0.9, Nesterov,
 weight decay 5e-4) with a one-cycle learning-rate schedule (Smith & Topin 2019: short warm-up
-then cosine decay), the recipe that trains the CIFAR-style ResNets fastest on a small budget. With a ``teacher`` the loss is Hinton et al.
-(2015) distillation: ``(1 - alpha) * CE + alpha * T^2 * KL(softmax(t/T) || softmax(s/T))``,
-the usual way to recover a pruned network's accuracy from its unpruned self.
+then cosine decay), the recipe that trains the CIFAR-style ResNets fastest on a small budget.
+With a ``teacher`` the loss is Hinton et al. (2015) distillation:
+``(1 - alpha) * CE + alpha * T^2 * KL(softmax(t/T) || softmax(s/T))``, the usual way to recover a
+pruned network's accuracy from its unpruned self.
 
 ``load_default_model()`` loads ``hwprune/assets/tiny_resnet_synthetic.pt`` (a plain state_dict of
 ``hwprune.zoo.tiny_resnet`` trained on ``make_data("synthetic")``), made by
