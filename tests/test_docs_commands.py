@@ -28,16 +28,33 @@ def _clean(cmd: str) -> str:
     return " ".join(cmd.split())
 
 
+def fenced_blocks(text: str) -> list[tuple[str, str]]:
+    """(language, body) of every fenced code block, fences paired line by line."""
+    blocks, lang, body = [], None, []
+    for line in text.splitlines():
+        fence = line.strip().startswith("```")
+        if lang is None and fence:
+            lang, body = line.strip()[3:].strip(), []
+        elif lang is not None and fence:
+            blocks.append((lang, "\n".join(body)))
+            lang = None
+        elif lang is not None:
+            body.append(line)
+    return blocks
+
+
 def block_commands(path: str) -> list[str]:
-    """Commands on the lines of fenced code blocks (continuations joined, comments dropped)."""
+    """Commands on the lines of shell code blocks (continuations joined, comments dropped)."""
     text = open(os.path.join(ROOT, path)).read()
     out = []
-    for block in re.findall(r"```(?:bash|sh|console)?\n(.*?)```", text, re.S):
+    for lang, block in fenced_blocks(text):
+        if lang not in ("", "bash", "sh", "console", "shell"):
+            continue
         for line in block.replace("\\\n", " ").splitlines():
             line = line.split(" #")[0].strip()
             for part in re.split(r"&&|;", line):
-                part = part.strip()
-                if part.startswith("hwprune "):
+                part = re.sub(r"^python3? -m hwprune_deploy\.cli ", "hwprune-deploy ", part.strip())
+                if part.startswith(("hwprune ", "hwprune-deploy ")):
                     out.append(_clean(part))
     return out
 
@@ -69,8 +86,8 @@ def test_every_documented_command_parses():
     seen = 0
     for path in DOCS:
         for cmd in block_commands(path):
-            if re.search(r"<|\.\.\.", cmd):
-                continue
+            if re.search(r"<|\.\.\.", cmd) or cmd.startswith("hwprune-deploy "):
+                continue  # the device CLI's commands are run below
             try:
                 parser.parse_args(shlex.split(cmd)[1:])
             except SystemExit as e:  # --help exits 0 after printing
@@ -177,7 +194,15 @@ def test_documented_commands_run_on_small_settings(where, scratch, monkeypatch, 
     monkeypatch.chdir(scratch)
     monkeypatch.syspath_prepend(str(scratch))
     monkeypatch.setenv("HWPRUNE_CACHE", str(scratch / "cache"))
+    from hwprune_deploy.cli import main as deploy_main
+
     for cmd in _documented_runs()[where]:
+        if cmd.startswith("hwprune-deploy "):  # the device side: small protocol, same files
+            argv = shlex.split(cmd)[1:] + ["--repeats", "3", "--min-repeat-ms", "0.5", "--no-progress"]
+            code = deploy_main(argv)
+            out = capsys.readouterr()
+            assert code == 0, f"{where}: `{cmd}` exited {code}:\n{out.err[-1500:]}"
+            continue
         argv = smallen(cmd, str(scratch))
         code = main(argv)
         out = capsys.readouterr()
