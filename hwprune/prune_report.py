@@ -70,6 +70,7 @@ class PruneReport:
     artifacts: list[str] = field(default_factory=list)
     evaluator: Optional[str] = None  # what scored candidates, in words (the CLI sets it)
     fallback: Optional[dict[str, Any]] = None  # `hwprune run`'s measured bisection, when it stood in
+    regularize: Optional[dict[str, Any]] = None  # regularise-then-cut's history (hwprune.regularize), when asked
 
     @property
     def met_budget(self) -> Optional[bool]:
