@@ -71,6 +71,14 @@ def register(sub) -> None:
     g.add_argument("--finetune-epochs", type=int, default=0, help="fine-tune the result for E epochs (needs --data)")
     g.add_argument("--finetune-lr", type=float, default=0.01)
     g.add_argument("--distill", action="store_true", help="distil from the unpruned model while fine-tuning")
+    g = p.add_argument_group("regularise, then cut (hwprune.regularize)")
+    g.add_argument("--regularize", metavar="NAME",
+                   help="after the search, train the unpruned model with a penalty on the channels the plan cuts, "
+                        "then cut: slimming | tpp | group-lasso (needs --data)")
+    g.add_argument("--reg-epochs", type=int, default=1, help="epochs of regularised training (default 1)")
+    g.add_argument("--reg-strength", type=float, default=None,
+                   help="slimming: λ (default 1e-4); tpp, group-lasso: λ's growth per 10 steps (default 1e-4, "
+                        "ceiling 1)")
     g = p.add_argument_group("strategy options")
     owners = option_owners()
     for name in OPTION_FLAGS:
@@ -104,6 +112,22 @@ def _note_ignored_options(config: PruneConfig) -> None:
     for k in config.options:
         if k not in own:
             print(f"note: option {k} is for strategy {owners[k]}; {config.strategy} ignores it", file=sys.stderr)
+
+
+def _check_regularize(args) -> None:
+    """Refuse a --regularize the run cannot honour before the search, not after it."""
+    from ..errors import ConfigError
+    from ..regularize import check_regularizer
+
+    check_regularizer(args.regularize, args.reg_strength)
+    if not args.data:
+        raise ConfigError(f"--regularize {args.regularize} trains the unpruned model before the cut: pass --data "
+                          "synthetic (or imagefolder:PATH ...)")
+    if args.reg_epochs < 1:
+        raise ConfigError(f"--reg-epochs {args.reg_epochs} must be >= 1")
+    if args.finetune_epochs:
+        raise ConfigError("--finetune-epochs fine-tunes the plain cut, which --regularize replaces: leave it out and "
+                          "fine-tune OUT/pruned.pt afterwards with hwprune train")
 
 
 def table_request(config: PruneConfig, spinning: bool):
@@ -169,6 +193,8 @@ def run(args) -> int:
                          tolerance=args.tolerance, finetune_epochs=args.finetune_epochs,
                          finetune_lr=args.finetune_lr, distill=args.distill, progress=not args.quiet)
     _note_ignored_options(config)
+    if args.regularize:
+        _check_regularize(args)
     check_output_dir(args.out)  # before the search, not after it
     loaded = load_from_args(args)
     size = args.input_size or loaded.input_size
@@ -207,6 +233,12 @@ def run(args) -> int:
                    evaluator=evaluator, data=data)
     r = result.report
     r.evaluator = eval_words
+    if args.regularize:
+        from ..regularize import regularize_then_cut
+
+        result.model, r.regularize = regularize_then_cut(
+            loaded, result.plan, data, args.regularize, epochs=args.reg_epochs, strength=args.reg_strength,
+            seed=args.seed, progress=not args.quiet, evaluator=evaluator)
     with staged_output_dir(args.out) as work:  # every file or none; an earlier OUT is replaced only at the end
         written = write_outputs(work, result, plot=args.plot)
     print(f"pruned {loaded.model_id['spec']} with {args.strategy}: "
@@ -226,5 +258,11 @@ def run(args) -> int:
         a = r.accuracy
         print(f"accuracy {a['before']:.4f} -> {a['after']:.4f}"
               + (f" -> {a['after_finetune']:.4f} after fine-tune" if "after_finetune" in a else ""))
+    if r.regularize:
+        h = r.regularize
+        acc = h.get("accuracy")
+        print(f"regularized ({h['name']}, {h['epochs']} epochs) then cut: norm of the cut channels "
+              f"{h['removed_norm'][0]:.3g} -> {h['removed_norm'][-1]:.3g}"
+              + (f", accuracy {acc['before_cut']:.4f} before the cut -> {acc['after_cut']:.4f} after" if acc else ""))
     print(f"wrote {', '.join(os.path.join(args.out, w) for w in written)}")
     return budget_exit_code(r)
