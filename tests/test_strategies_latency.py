@@ -102,12 +102,37 @@ def _optimistic_table(tmp_path, share: float) -> str:
     return str(path)
 
 
+def _scaled_table(tmp_path, factor: float) -> str:
+    """The committed table made to under-predict every pruned variant by ``factor`` (its residual
+    curve replaced by ``-(1 - factor) x units`` below 90% of the unpruned units, 0 at full width):
+    the unpruned model is predicted right, a pruned one ``factor`` times its real latency."""
+    import json
+
+    from hwprune.graph import ChannelGraph
+    from hwprune.latency import LatencyTable
+
+    doc = json.loads(open(COMMITTED).read())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        table = LatencyTable.load(COMMITTED)
+    graph = ChannelGraph(load_model("resnet18").model, torch.randn(1, 3, 224, 224))
+    key = next(k for k, r in doc["models"].items() if r["spec"] == "resnet18")
+    full = table.cost_model(graph).units_sum({})
+    xs = [0.05 * full, 0.9 * full, full]
+    doc["models"] = {key: doc["models"][key]}
+    doc["models"][key]["calibration"] = {"a": 1.0, "b": 0.0, "correction": {
+        "units_ms": xs, "residual_ms": [-(1 - factor) * xs[0], -(1 - factor) * xs[1], 0.0]}}
+    path = tmp_path / f"scaled-{factor}.json"
+    path.write_text(json.dumps(doc))
+    return str(path)
+
+
 def test_closed_loop_re_searches_on_the_real_stopwatch_until_it_meets(resnet18, tmp_path):
-    """A table that under-predicts pruned latency: its first plan misses 0.5x on the real ORT
-    stopwatch, the loop tightens the target from the measurement and re-searches, and the final
-    plan meets the budget by measurement."""
+    """A table that under-predicts pruned latency by 30%: its first plan misses 0.5x on the real
+    ORT stopwatch, the loop tightens the target from the measurement and re-searches, and the
+    final plan meets the budget by measurement."""
     loaded, _ = resnet18
-    res = _prune_measured(loaded, "uniform", "0.5x", _optimistic_table(tmp_path, 0.3))
+    res = _prune_measured(loaded, "uniform", "0.5x", _scaled_table(tmp_path, 0.7))
     loop, lat = res.report["closed_loop"], res.report["latency"]
     assert len(loop) >= 2, loop
     assert loop[0]["measured_ms"] > loop[0]["goal_ms"] * 1.03  # the first plan missed, as measured

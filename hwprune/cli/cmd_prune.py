@@ -54,6 +54,10 @@ def register(sub) -> None:
     g.add_argument("--data", help="synthetic | imagefolder:PATH | cifar10:PATH | module:function")
     g.add_argument("--evaluator", default="adaptive-bn", help="accuracy | adaptive-bn | reconstruct | finetune")
     g.add_argument("--data-batch", type=int, default=64, help="batch size of the data loaders (default 64)")
+    g.add_argument("--n-train", type=int, default=5000, help="synthetic data: training images (default 5000)")
+    g.add_argument("--n-val", type=int, default=1000,
+                   help="synthetic data: held-out images every candidate is scored on (default 1000; fewer: a faster, "
+                        "noisier search)")
     g = p.add_argument_group("closed loop (measurement)")
     g.add_argument("--backend", default=None, choices=[*list_backends(), "none"],
                    help="measure the result on this backend (default ort-cpu for latency budgets; 'none' to skip)")
@@ -145,7 +149,8 @@ def make_evaluation(args, loaded, size: int):
         return None, None, None
     from ..data import make_data
 
-    data = make_data(args.data, input_size=size, batch_size=args.data_batch, seed=args.seed)
+    data = make_data(args.data, input_size=size, batch_size=args.data_batch, seed=args.seed, n_train=args.n_train,
+                     n_val=args.n_val)
     from ..evaluate import make_evaluator
     from ..train import check_num_classes
 
