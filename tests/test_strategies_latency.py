@@ -79,10 +79,9 @@ def test_measured_latency_meets_half_the_latency(resnet18, name):
         assert step["target"] < prev["predicted"]
 
 
-def _optimistic_table(tmp_path, share: float) -> str:
-    """The committed table made to under-predict pruned models: its residual curve replaced by a
-    fixed saving of ``share`` of the unpruned model's units (the unpruned model is predicted
-    lower by that much, and every cut looks ``1 / (1 - share)`` times as effective as it is)."""
+def _resnet18_only(tmp_path, name: str, calibration) -> str:
+    """A copy of the committed table holding resnet18's record alone, with ``calibration(units)``
+    (units: the unpruned model's units sum, ms) as its calibration; returns the path."""
     import json
 
     from hwprune.graph import ChannelGraph
@@ -94,37 +93,30 @@ def _optimistic_table(tmp_path, share: float) -> str:
         table = LatencyTable.load(COMMITTED)
     graph = ChannelGraph(load_model("resnet18").model, torch.randn(1, 3, 224, 224))
     key = next(k for k, r in doc["models"].items() if r["spec"] == "resnet18")
-    units = table.cost_model(graph).units_sum({})
     doc["models"] = {key: doc["models"][key]}
-    doc["models"][key]["calibration"] = {"a": 1.0, "b": -share * units}
-    path = tmp_path / f"optimistic-{share}.json"
+    doc["models"][key]["calibration"] = calibration(table.cost_model(graph).units_sum({}))
+    path = tmp_path / name
     path.write_text(json.dumps(doc))
     return str(path)
+
+
+def _optimistic_table(tmp_path, share: float) -> str:
+    """The committed table made to under-predict pruned models: its residual curve replaced by a
+    fixed saving of ``share`` of the unpruned model's units (the unpruned model is predicted
+    lower by that much, and every cut looks ``1 / (1 - share)`` times as effective as it is)."""
+    return _resnet18_only(tmp_path, f"optimistic-{share}.json", lambda units: {"a": 1.0, "b": -share * units})
 
 
 def _scaled_table(tmp_path, factor: float) -> str:
     """The committed table made to under-predict every pruned variant by ``factor`` (its residual
     curve replaced by ``-(1 - factor) x units`` below 90% of the unpruned units, 0 at full width):
     the unpruned model is predicted right, a pruned one ``factor`` times its real latency."""
-    import json
+    def calibration(units):
+        xs = [0.05 * units, 0.9 * units, units]
+        return {"a": 1.0, "b": 0.0, "correction": {"units_ms": xs,
+                                                    "residual_ms": [-(1 - factor) * xs[0], -(1 - factor) * xs[1], 0.0]}}
 
-    from hwprune.graph import ChannelGraph
-    from hwprune.latency import LatencyTable
-
-    doc = json.loads(open(COMMITTED).read())
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        table = LatencyTable.load(COMMITTED)
-    graph = ChannelGraph(load_model("resnet18").model, torch.randn(1, 3, 224, 224))
-    key = next(k for k, r in doc["models"].items() if r["spec"] == "resnet18")
-    full = table.cost_model(graph).units_sum({})
-    xs = [0.05 * full, 0.9 * full, full]
-    doc["models"] = {key: doc["models"][key]}
-    doc["models"][key]["calibration"] = {"a": 1.0, "b": 0.0, "correction": {
-        "units_ms": xs, "residual_ms": [-(1 - factor) * xs[0], -(1 - factor) * xs[1], 0.0]}}
-    path = tmp_path / f"scaled-{factor}.json"
-    path.write_text(json.dumps(doc))
-    return str(path)
+    return _resnet18_only(tmp_path, f"scaled-{factor}.json", calibration)
 
 
 def test_closed_loop_re_searches_on_the_real_stopwatch_until_it_meets(resnet18, tmp_path):
