@@ -15,6 +15,7 @@ from torch import nn
 from hwprune_deploy.runner import timing_ms
 
 from .bench import BUDGET_STATISTIC
+from .latency.measure import mean_timing
 from .models import LoadedModel
 from .plan import PruningPlan, apply
 from .prune_config import PruneConfig
@@ -43,13 +44,6 @@ MEASURE_STATISTIC = BUDGET_STATISTIC
 #: a first reading within this band of the budget line (relative, either side) is measured again
 #: and pooled with the second before the loop decides
 CONFIRM_BAND = 0.05
-
-
-def _mean_timing(a, b):
-    from hwprune_deploy.timing import Timing
-
-    return Timing((a.median_ms + b.median_ms) / 2, (a.p10_ms + b.p10_ms) / 2, (a.p90_ms + b.p90_ms) / 2,
-                  (a.iqr_ms + b.iqr_ms) / 2, a.repeats + b.repeats, a.inner)
 
 
 #: the unpruned model measured this much off the table's prediction means the machine changed
@@ -144,8 +138,8 @@ def close_loop(ctx: SearchContext, loaded: LoadedModel, config: PruneConfig, str
             readings = [(base_ms, got_ms), (timing_ms(again["baseline"]), timing_ms(again["pruned"]))]
             base_ms = sum(r[0] for r in readings) / 2
             got_ms = sum(r[1] for r in readings) / 2
-            out.measured = {"baseline": _mean_timing(measured["baseline"], again["baseline"]),
-                            "pruned": _mean_timing(measured["pruned"], again["pruned"])}
+            out.measured = {"baseline": mean_timing(measured["baseline"], again["baseline"]),
+                            "pruned": mean_timing(measured["pruned"], again["pruned"])}
             goal_ms = frac * base_ms if frac is not None else ctx.budget.value
             step.update(readings_ms=[list(r) for r in readings], baseline_ms=base_ms, measured_ms=got_ms,
                         goal_ms=goal_ms)

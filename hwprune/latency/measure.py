@@ -235,9 +235,11 @@ def two_fastest(history: list[Timing]) -> Timing:
     """The mean of the two fastest passes (by the protocol statistic), field by field; one pass
     is returned as it is. See :meth:`Measurer.models` for why this estimator."""
     v = sorted(history, key=timing_ms)[:2]
-    if len(v) == 1:
-        return v[0]
-    a, b = v
+    return v[0] if len(v) == 1 else mean_timing(*v)
+
+
+def mean_timing(a: Timing, b: Timing) -> Timing:
+    """Two readings of one model pooled field by field (their repeats add up)."""
     return Timing((a.median_ms + b.median_ms) / 2, (a.p10_ms + b.p10_ms) / 2, (a.p90_ms + b.p90_ms) / 2,
                   (a.iqr_ms + b.iqr_ms) / 2, a.repeats + b.repeats, a.inner)
 
