@@ -206,7 +206,7 @@ def test_cli_writes_the_family(setup, tmp_path, capsys):
         assert m["same_as"] == (earlier[0]["name"] if earlier else None)
     assert (out / "family.png").read_bytes()[:8] == PNG
     # bad input: exit 2 with the message, and the earlier folder is left as it was
-    code = main(["family", "--plan", setup["plan"], "--budgets", "0.3x,1%flops", "--table", setup["table"],
+    code = main(["family", "--plan", setup["plan"], "--budgets", "0.9x,1%flops", "--table", setup["table"],
                  "--out", str(out)])
     err = capsys.readouterr().err
     assert code == 2 and "budget 1%flops" in err and "Traceback" not in err
