@@ -109,10 +109,10 @@ def _optimistic_table(tmp_path, share: float) -> str:
 
 def _scaled_table(tmp_path, factor: float) -> str:
     """The committed table made to under-predict every pruned variant by ``factor`` (its residual
-    curve replaced by ``-(1 - factor) x units`` below 90% of the unpruned units, 0 at full width):
+    curve replaced by ``-(1 - factor) x units`` below 97% of the unpruned units, 0 at full width):
     the unpruned model is predicted right, a pruned one ``factor`` times its real latency."""
     def calibration(units):
-        xs = [0.05 * units, 0.9 * units, units]
+        xs = [0.05 * units, 0.97 * units, units]
         return {"a": 1.0, "b": 0.0, "correction": {"units_ms": xs,
                                                     "residual_ms": [-(1 - factor) * xs[0], -(1 - factor) * xs[1], 0.0]}}
 
@@ -120,11 +120,13 @@ def _scaled_table(tmp_path, factor: float) -> str:
 
 
 def test_closed_loop_re_searches_on_the_real_stopwatch_until_it_meets(resnet18, tmp_path):
-    """A table that under-predicts pruned latency by 30%: its first plan misses 0.5x on the real
-    ORT stopwatch, the loop tightens the target from the measurement and re-searches, and the
-    final plan meets the budget by measurement."""
+    """A table that under-predicts pruned latency by half: its first plan (barely pruned: the table
+    reaches 0.5x at ~97% of the units) misses 0.5x on the real ORT stopwatch by far, the loop
+    tightens the target from the measurement and re-searches, and the final plan meets the budget
+    by measurement. (Was 0.7: a clean-clone CI run measured that first plan at 0.5x of an unpruned
+    model it read 29% slower than the table, so the miss the test needs did not happen.)"""
     loaded, _ = resnet18
-    res = _prune_measured(loaded, "uniform", "0.5x", _scaled_table(tmp_path, 0.7))
+    res = _prune_measured(loaded, "uniform", "0.5x", _scaled_table(tmp_path, 0.5), rounds=4)
     loop, lat = res.report["closed_loop"], res.report["latency"]
     assert len(loop) >= 2, loop
     assert loop[0]["measured_ms"] > loop[0]["goal_ms"] * 1.03  # the first plan missed, as measured
