@@ -86,6 +86,10 @@ def build_model(spec: str, kwargs: dict[str, Any] | None = None) -> tuple[nn.Mod
     if spec in ZOO:
         factory, size = ZOO[spec]
         return factory(**kwargs), size
+    if spec.startswith("timm:"):
+        from .timm_models import build_timm
+
+        return build_timm(spec, kwargs)
     if ":" in spec and not os.path.exists(spec):
         factory = load_attr(spec, "model", ModelLoadError)
         try:
@@ -111,5 +115,5 @@ def build_model(spec: str, kwargs: dict[str, Any] | None = None) -> tuple[nn.Mod
     hint = f" Did you mean {', '.join(close)}?" if close else ""
     raise ModelLoadError(
         f"unknown model {spec!r}.{hint} Use a torchvision classifier name (see `hwprune inspect --list`), "
-        "a built-in (tiny_resnet, tiny_vit), 'module:factory', 'file.py:factory' or an hwprune checkpoint."
+        "a built-in (tiny_resnet, tiny_vit), 'timm:NAME', 'module:factory', 'file.py:factory' or an hwprune checkpoint."
     )

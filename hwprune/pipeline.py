@@ -152,6 +152,8 @@ def get_model(config: RunConfig, run: Run, data_factory) -> tuple[LoadedModel, A
     kwargs = {}
     if config.num_classes:
         kwargs["num_classes"] = config.num_classes
+    if str(config.model).startswith("timm:") and config.input_size:
+        kwargs["img_size"] = config.input_size  # a ViT/Swin is built for its input size (hwprune.timm_models)
     if config.is_default_model:
         shipped = _shipped_default_model(run)
         if shipped is not None:

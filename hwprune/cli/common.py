@@ -9,7 +9,7 @@ from ..models import LoadedModel, load_model
 def add_model_args(p: argparse.ArgumentParser, default: str | None = None) -> None:
     g = p.add_argument_group("model")
     g.add_argument("--model", default=default, required=default is None,
-                   help="torchvision name (resnet50), built-in (tiny_resnet_synthetic: trained on --data synthetic; tiny_resnet: random init), 'pkg.module:factory', "
+                   help="torchvision name (resnet50), timm:NAME (timm architecture, random init; pip install 'hwprune[timm]'), built-in (tiny_resnet_synthetic: trained on --data synthetic; tiny_resnet: random init), 'pkg.module:factory', "
                         "'path/file.py:factory', or an hwprune checkpoint (.pt)")
     g.add_argument("--weights", help="local state_dict file to load into the model (no downloads)")
     g.add_argument("--num-classes", type=int, help="classifier outputs, passed to the model factory")
@@ -33,8 +33,10 @@ def add_grid_args(p: argparse.ArgumentParser, align_default: int | None = 8, ali
 
 
 def load_from_args(args) -> LoadedModel:
-    kwargs = {"num_classes": args.num_classes} if args.num_classes else None
-    return load_model(args.model, weights=args.weights, kwargs=kwargs)
+    kwargs = {"num_classes": args.num_classes} if args.num_classes else {}
+    if str(args.model).startswith("timm:") and getattr(args, "input_size", None):
+        kwargs["img_size"] = args.input_size  # a ViT/Swin is built for its input size (hwprune.timm_models)
+    return load_model(args.model, weights=args.weights, kwargs=kwargs or None)
 
 
 def resolve_align(align: int | None, backend: str | None) -> int:
