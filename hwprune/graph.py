@@ -93,6 +93,10 @@ class ChannelGroup:
     # parameters outside any layer that the cut shrinks (ViT's class token and position
     # embedding): (name, elements per channel of the group)
     free_params: tuple = ()
+    # kind "heads": the group's unit is one whole attention head of ``head_dim`` channels (its
+    # q, k and v rows in the fused projection and its columns in the output projection)
+    head_dim: int = 0
+    attention: str = ""
 
     @property
     def layers(self) -> list[str]:
@@ -104,6 +108,8 @@ class ChannelGroup:
         one step is not pruned (its only grid width is its full width): a 16-channel group on a
         16 grid stays 16 -- 8 would drop the layer out of a blocked SIMD layout (ORT's NCHWc on
         AVX-512), which costs more in the network than the channels save."""
+        if self.kind == "heads":  # one head is already d (64 on most ViTs) channels wide
+            return 1
         s = math.lcm(max(1, align), self.blocks)
         return s if s < self.width else self.width
 
@@ -112,7 +118,7 @@ class ChannelGroup:
         if not self.prunable:
             return [self.width]
         s = self.step(align)
-        lo = max(s, min_width)
+        lo = 1 if self.kind == "heads" else max(s, min_width)
         ws = [w for w in range(s, self.width + 1, s) if w >= lo]
         if not ws or ws[-1] != self.width:
             ws.append(self.width)
@@ -283,12 +289,71 @@ class ChannelGraph:
         else:
             kind = "conv"
         members = tuple(dict.fromkeys(members))
+        if root in self._head_inputs:
+            heads = self._heads_group(name, root, members, width, free)
+            if heads is not None:
+                return heads
         if not frozen and width % blocks:
             frozen = f"width {width} does not split into {blocks} equal blocks (heads / conv groups)"
         if not frozen and width <= 1:
             frozen = "width 1"
         return ChannelGroup(name=name, width=width, kind=kind, members=members, blocks=blocks,
                             prunable=not frozen, reason=frozen, free_params=tuple(dict.fromkeys(free)))
+
+    def _heads_group(self, name, root, members, width, free) -> ChannelGroup | None:
+        """The channels of a fused q/k/v projection (``qkv``: 3 x heads x head_dim outputs) as whole
+        heads: Torch-Pruning couples channel *c* of q with *c* of k, of v and input *c* of the output
+        projection (through the reshape and unbind), so cutting the d channels of head *h* in q
+        cuts the head everywhere, and the module's ``num_heads`` drops by one (set after the cut,
+        :meth:`prune_`). This is the search dimension EAPruning (Li et al. 2022) and Torch-Pruning's
+        ``prune_num_heads`` give vision transformers: fewer heads, each as wide as before.
+
+        Only the plain layout is taken: fused qkv, one output projection reading ``heads x d``
+        inputs, nothing else in the group, no other layer of the attention as wide as
+        ``heads x d`` (an output norm or a gate would also need cutting). Anything else stays
+        frozen with the reason :meth:`_describe` gives (heads kept whole)."""
+        attn_name, heads = self._head_inputs[root]
+        attn = self.model.get_submodule(attn_name)
+        d = getattr(attn, "head_dim", None)
+        d = d if isinstance(d, int) and d > 0 else root.out_features // max(1, 3 * heads)
+        inner = heads * d
+        if heads < 2 or free or root.out_features != 3 * inner or width != 3 * inner:
+            return None
+        by_module = {}
+        for m in members:
+            by_module.setdefault(m.module, set()).add(m.side)
+        others = [n for n in by_module if n != name]
+        if by_module.get(name) != {"out"} or len(others) != 1 or by_module[others[0]] != {"in"}:
+            return None
+        proj = self.model.get_submodule(others[0])
+        if not isinstance(proj, nn.Linear) or proj.in_features != inner:
+            return None
+        for child in attn.modules():
+            if child in (attn, root, proj):
+                continue
+            if any(inner in p.shape for p in child.parameters(recurse=False)):
+                return None
+        return ChannelGroup(name=name, width=heads, kind="heads",
+                            members=(LayerRef(name, "Linear", "out", 3 * inner), LayerRef(others[0], "Linear", "in", inner)),
+                            head_dim=d, attention=attn_name)
+
+    def head_channels(self, group: ChannelGroup, heads: Sequence[int]) -> list[int]:
+        """The root channels (of q, in the fused projection) of whole heads ``heads`` of a heads group."""
+        d = group.head_dim
+        return [h * d + j for h in heads for j in range(d)]
+
+    def group_scores(self, group: ChannelGroup, scores: torch.Tensor) -> torch.Tensor:
+        """Per-unit scores of ``group`` from channel scores a criterion computed on its layers: a
+        heads group's channel scores (q's ``heads x d``, or the fused projection's ``3 x heads x d``
+        outputs) are summed per head; any other group's pass through."""
+        if group.kind != "heads" or scores.numel() == group.width:
+            return scores
+        per = scores.numel() // group.width
+        if per * group.width != scores.numel():
+            raise ValueError(f"{scores.numel()} channel scores do not split into the {group.width} heads of {group.name!r}")
+        if per == 3 * group.head_dim:  # q, k, v blocks of the fused projection
+            return scores.reshape(3, group.width, group.head_dim).sum(dim=(0, 2))
+        return scores.reshape(group.width, per).sum(dim=1)
 
     # ------------------------------------------------------------------ queries
     def group(self, name: str) -> ChannelGroup:
@@ -304,7 +369,11 @@ class ChannelGraph:
     def tp_group(self, name: str, idxs: Sequence[int] | None = None):
         """The underlying Torch-Pruning group (for importance criteria); idxs default to all."""
         root, fn = self._roots[name]
-        return self._dg.get_pruning_group(root, fn, list(range(self.group(name).width)) if idxs is None else list(idxs))
+        g = self.group(name)
+        idxs = list(range(g.width)) if idxs is None else list(idxs)
+        if g.kind == "heads":  # whole heads: their d channels each (of q; k, v and the output projection follow)
+            idxs = self.head_channels(g, idxs)
+        return self._dg.get_pruning_group(root, fn, idxs)
 
     def module(self, name: str) -> nn.Module:
         return self.model.get_submodule(name)
@@ -398,6 +467,11 @@ class ChannelGraph:
             if not g.prunable:
                 raise PlanMismatchError(f"group {name!r} cannot be pruned ({g.reason})")
             tp_compat.prune_group(self._dg, self.tp_group(name, remove))
+            if g.kind == "heads":
+                attn = self.model.get_submodule(g.attention)
+                attn.num_heads = len(keep_set)
+                if isinstance(getattr(attn, "attn_dim", None), int):  # timm >= 1.0.20
+                    attn.attn_dim = len(keep_set) * g.head_dim
         self._stale = True
         fix_width_attributes(self.model)
         return self.model

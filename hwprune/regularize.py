@@ -132,7 +132,10 @@ def _removed_slices(model: nn.Module, plan: PruningPlan, x: torch.Tensor) -> tup
         if not removed:
             continue
         removed_count[gname] = len(removed)
-        rset = set(removed)
+        # a heads group's units are whole heads: its slices are the heads' channels, each counted
+        # under its head
+        per = g.head_dim if g.kind == "heads" else 1
+        rset = set(graph.head_channels(g, removed)) if g.kind == "heads" else set(removed)
         seen: set[tuple[str, str]] = set()
         for item in graph.tp_group(gname):
             mod = item.dep.target.module
@@ -148,7 +151,7 @@ def _removed_slices(model: nn.Module, plan: PruningPlan, x: torch.Tensor) -> tup
             if not pairs:
                 continue
             idx = torch.tensor([p[0] for p in pairs], dtype=torch.long)
-            ch = torch.tensor([p[1] for p in pairs], dtype=torch.long)
+            ch = torch.tensor([p[1] // per for p in pairs], dtype=torch.long)
 
             def mk(param: str, dim: int, role: str, mname: str = name_of[mod]) -> _Slice:
                 return _Slice(gname, mname, param, dim, role, idx, ch, g.width)

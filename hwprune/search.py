@@ -48,7 +48,8 @@ class SearchContext:
     def scores(self, group: ChannelGroup) -> torch.Tensor:
         if group.name not in self._scores:
             crit = get_criterion(self.config.criterion)
-            self._scores[group.name] = crit(self.graph, group, self.calib).detach().float().cpu()
+            sc = crit(self.graph, group, self.calib).detach().float().cpu()
+            self._scores[group.name] = self.graph.group_scores(group, sc)  # whole heads: summed per head
         return self._scores[group.name]
 
     def plan_for(self, widths: dict[str, int], provenance: dict[str, Any] | None = None) -> PruningPlan:

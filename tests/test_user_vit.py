@@ -26,9 +26,9 @@ def test_root_owned_tokens_prune_export_and_match_ort(factory, tokens, tmp_path)
     graph = ChannelGraph(model, X)
     embed = graph.group("blocks.1.mlp.2")  # the embedding width: patch_embed out, residual stream, head in
     assert {n for n, _ in embed.free_params} == set(tokens) and embed.prunable
-    for g in graph.groups:  # qkv feeds heads the trace cannot follow: kept whole, with the reason
+    for g in graph.groups:  # qkv feeds the heads: a group of whole heads (see tests/test_heads.py)
         if g.name.endswith("attn.qkv"):
-            assert not g.prunable and "4 heads" in g.reason
+            assert g.kind == "heads" and g.width == 4 and g.prunable
     res = prune(LoadedModel(model, {"spec": factory}, 32), PruneConfig(ratio=0.5, progress=False))
     pruned = res.model
     for name in tokens:
