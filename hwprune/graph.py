@@ -429,11 +429,12 @@ class ChannelGraph:
                     res[f"{layer}.in_proj"] = LayerIO(g.width, 3 * g.width, ((g, 1),), ((g, 3),))
                 elif leaves is not None:
                     del res[layer]  # its own parameters (per-head position tables) keep their size
-                    feeds = {"in": io.ins[:1], "out": io.outs[:1]}  # channels per group channel: n // width
+                    # channels per group channel: n // width; a side no group feeds ("fixed") keeps its size
+                    feeds = {"in": io.ins[:1], "out": io.outs[:1]}
                     for leaf in leaves:
                         res[f"{layer}.{leaf.name}"] = LayerIO(
-                            leaf.cin, leaf.cout, tuple((g, leaf.cin // g.width) for g, _ in feeds[leaf.cin_side]),
-                            tuple((g, leaf.cout // g.width) for g, _ in feeds[leaf.cout_side]))
+                            leaf.cin, leaf.cout, tuple((g, leaf.cin // g.width) for g, _ in feeds.get(leaf.cin_side, ())),
+                            tuple((g, leaf.cout // g.width) for g, _ in feeds.get(leaf.cout_side, ())))
         return res
 
     def layer_groups(self, expand_units: bool = False) -> dict[str, tuple[ChannelGroup | None, ChannelGroup | None]]:

@@ -273,3 +273,7 @@ _BUILTIN.update({
     ("torchvision.models.convnext", "CNBlock"): ParameterOwner(),
     ("torchvision.models.convnext", "LayerNorm2d"): ParameterOwner(),
 })
+
+from .timm_handlers import TIMM_BUILTINS  # noqa: E402  (timm's layer types; resolved once timm is imported)
+
+_BUILTIN.update(TIMM_BUILTINS)

@@ -1,0 +1,135 @@
+"""Module handlers for timm's own layer types (see :mod:`hwprune.handlers`).
+
+Registered by dotted name like the torchvision built-ins: they resolve once timm's module has been
+imported (a ``timm:NAME`` model has imported it), so hwprune never imports timm itself.
+
+- **Channel-wise gates computed across channels** (ECA and circular ECA: a Conv1d slides over the
+  pooled channel vector, then ``x * gate``): the gate's parameters (a kernel of a few taps) do not
+  depend on the channel count, but Torch-Pruning's tracer follows the channel axis into the
+  Conv1d's length axis and does not come back. They are traced as one elementwise edge (channels in
+  = channels out) and nothing in them is cut.
+- **Selective Kernel** (SKNet: the same input through several dilated conv paths, stacked, mixed by
+  a softmax over paths that ``fc_select`` computes for every path x channel): the tracer loses the
+  channels in the stack and the (paths, channels) view, so the module is opaque and cut here:
+  its output channels in every path's conv and norm and in every path's block of ``fc_select``
+  rows (and ``fc_reduce``'s inputs), its input channels in every path's conv.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .errors import UnsupportedModelError
+from .handlers import LeafLayer, ModuleHandler
+
+
+def _keep(n: int, idxs) -> list[int]:
+    drop = set(int(i) for i in idxs)
+    return [i for i in range(n) if i not in drop]
+
+
+def _select(param: torch.Tensor, keep: list[int], dim: int) -> nn.Parameter:
+    return nn.Parameter(torch.index_select(param.data, dim, torch.tensor(keep, dtype=torch.long)),
+                        requires_grad=param.requires_grad)
+
+
+def cut_conv_out(conv: nn.Conv2d, keep: list[int]) -> None:
+    conv.weight = _select(conv.weight, keep, 0)
+    if conv.bias is not None:
+        conv.bias = _select(conv.bias, keep, 0)
+    conv.out_channels = len(keep)
+
+
+def cut_conv_in(conv: nn.Conv2d, keep: list[int]) -> None:
+    conv.weight = _select(conv.weight, keep, 1)
+    conv.in_channels = len(keep)
+
+
+def cut_norm(norm: nn.Module, keep: list[int]) -> None:
+    """A BatchNorm (timm's BatchNormAct2d included) or a per-channel affine norm."""
+    for attr in ("weight", "bias"):
+        p = getattr(norm, attr, None)
+        if isinstance(p, nn.Parameter):
+            setattr(norm, attr, _select(p, keep, 0))
+    for attr in ("running_mean", "running_var"):
+        b = getattr(norm, attr, None)
+        if isinstance(b, torch.Tensor):
+            setattr(norm, attr, b.data[torch.tensor(keep, dtype=torch.long)].clone())
+    if hasattr(norm, "num_features"):
+        norm.num_features = len(keep)
+
+
+class ChannelGateHandler(ModuleHandler):
+    """A gate ``x * f(x)`` whose parameters do not depend on the channel count: opaque, tied."""
+
+    opaque = True
+
+
+class SelectiveKernelHandler(ModuleHandler):
+    """timm's ``SelectiveKernel`` (paths of ConvNormAct on the whole input, ``split_input=False``;
+    a split input is refused with the module named by the graph's check)."""
+
+    opaque = True
+
+    @staticmethod
+    def _paths(module):
+        return [p for p in module.paths]
+
+    def blocks(self, module):
+        """Called for every group the module is in, while the graph is built: refuse what cannot be cut."""
+        if getattr(module, "split_input", False):
+            raise UnsupportedModelError(
+                f"timm SelectiveKernel (in {module.in_channels}, out {module.out_channels}) splits its input channels "
+                f"across its {module.num_paths} conv paths (split_input=True, as in skresnet18/34); hwprune cannot map "
+                "a cut of its input onto the paths yet. Build it with split_input=False, or keep the channels with "
+                "--ignore on the layer that feeds it")
+        if any(p.conv.groups != 1 for p in module.paths):
+            raise UnsupportedModelError(
+                f"timm SelectiveKernel with grouped path convolutions (groups {module.paths[0].conv.groups}, as in "
+                "skresnext) cannot be cut by hwprune yet")
+        return 1
+
+    def prune_out_channels(self, module, idxs):
+        c = module.out_channels
+        keep = _keep(c, idxs)
+        for path in self._paths(module):
+            cut_conv_out(path.conv, keep)
+            cut_norm(path.bn, keep)
+        attn = module.attn
+        cut_conv_in(attn.fc_reduce, keep)
+        cut_conv_out(attn.fc_select, [p * c + i for p in range(attn.num_paths) for i in keep])
+        module.out_channels = len(keep)
+        return module
+
+    def prune_in_channels(self, module, idxs):
+        keep = _keep(module.in_channels, idxs)
+        for path in self._paths(module):
+            cut_conv_in(path.conv, keep)
+        module.in_channels = len(keep)
+        return module
+
+    def out_channels(self, module):
+        return module.out_channels
+
+    def in_channels(self, module):
+        return module.in_channels
+
+    def leaf_layers(self, module):
+        a, c = module.attn, module.out_channels
+        leaves = []
+        for i, path in enumerate(module.paths):
+            leaves += [LeafLayer(f"paths.{i}.conv", path.conv.in_channels, c),
+                       LeafLayer(f"paths.{i}.bn", c, c, "out", "out")]
+        return leaves + [LeafLayer("attn.fc_reduce", c, a.fc_reduce.out_channels, "out", "fixed"),
+                         LeafLayer("attn.bn", a.bn.num_features, a.bn.num_features, "fixed", "fixed"),
+                         LeafLayer("attn.fc_select", a.fc_select.in_channels, a.fc_select.out_channels, "fixed", "out")]
+
+
+_ECA = "timm.layers.eca"
+
+TIMM_BUILTINS: dict[tuple[str, str], ModuleHandler] = {
+    (_ECA, "EcaModule"): ChannelGateHandler(),
+    (_ECA, "CecaModule"): ChannelGateHandler(),
+    ("timm.layers.selective_kernel", "SelectiveKernel"): SelectiveKernelHandler(),
+}
