@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional, Sequence
 
 from .errors import BudgetError, ConfigError
 
@@ -164,3 +164,77 @@ def within(cost: float, target: float, rel_tol: float = 1e-9) -> bool:
 
 def widths_key(widths: Mapping[str, int]) -> tuple:
     return tuple(sorted(widths.items()))
+
+
+# ------------------------------------------------------------------ several budgets (issue #20)
+
+@dataclass(frozen=True)
+class BoundBudget:
+    """One budget of several, bound to the latency table (one device) it is spent on.
+
+    ``--budget 0.5x@latency_tables/A.json`` binds 0.5x to table A; a budget without ``@`` uses
+    ``--table`` (``table`` None here); FLOPs and params budgets need no table. Every strategy meets
+    all of a list of them (:class:`hwprune.search.Constraint` is one resolved against a graph)."""
+
+    budget: Budget
+    table: Optional[str] = None
+
+    @property
+    def text(self) -> str:
+        return self.budget.text + (f"@{self.table}" if self.table else "")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.budget.to_dict(), "table": self.table}
+
+
+def parse_bound_budget(text: str) -> BoundBudget:
+    """``BUDGET[@TABLE]`` -> :class:`BoundBudget`; a FLOPs/params budget bound to a table, or an
+    empty table path, is a ConfigError saying what to write instead."""
+    if isinstance(text, BoundBudget):
+        return text
+    head, at, path = str(text).partition("@")
+    budget = parse_budget(head)
+    if at:
+        path = path.strip()
+        if not path:
+            raise ConfigError(f"budget {text!r} ends in '@' without a table; write e.g. {head}@latency_tables/T.json")
+        if not budget.is_latency:
+            raise ConfigError(f"budget {text!r}: a {budget.unit} budget is not measured on a device, so it takes no "
+                              f"table; write {head} alone")
+    return BoundBudget(budget, path if at else None)
+
+
+def parse_budgets(texts: Sequence[str]) -> list[BoundBudget]:
+    """Several ``--budget`` values into a typed list; the same budget kind twice on one table
+    (``0.5x`` and ``0.4x``, both on --table) is refused as ambiguous."""
+    out = [parse_bound_budget(t) for t in texts]
+    seen: dict[tuple, str] = {}
+    for b in out:
+        key = (b.budget.unit, b.table) if b.budget.is_latency else (b.budget.unit, None)
+        if key in seen:
+            raise ConfigError(f"budgets {seen[key]!r} and {b.text!r} are both on the same "
+                              f"{'table' if b.budget.is_latency else 'cost model'}; keep the tighter one")
+        seen[key] = b.text
+    return out
+
+
+def check_tables_exist(budgets: Sequence[BoundBudget]) -> None:
+    """A budget bound to a table that is not there fails before any model is loaded."""
+    import os
+
+    for b in budgets:
+        if b.table is not None and not os.path.isfile(b.table):
+            raise ConfigError(f"budget {b.text!r} is bound to table {b.table!r}, which does not exist; profile it "
+                              f"(`hwprune profile --model M --out {b.table}`) or fix the path")
+
+
+def describe_unreachable(rows: Sequence[Mapping[str, Any]]) -> str:
+    """One line per device of an unreachable combination: its budget, target and smallest reachable."""
+    lines = []
+    for r in rows:
+        b: Budget = r["budget"]
+        frac = r["smallest"] / r["baseline"] if r["baseline"] else float("nan")
+        mark = "UNREACHABLE" if r["target"] < r["smallest"] else "ok"
+        lines.append(f"  {r['label']}: budget {b.text} = {_fmt(r['target'], b.unit)}, smallest reachable "
+                     f"{_fmt(r['smallest'], b.unit)} ({frac:.3f} of unpruned) [{mark}]")
+    return "\n".join(lines)

@@ -94,6 +94,7 @@ class LoopOutcome:
     precision: str = "fp32"
     spinning: bool = False
     search_seconds: float = 0.0
+    devices: Optional[list[dict[str, Any]]] = None  # several budgets: one row per device (hwprune.devices)
 
 
 def provenance(ctx: SearchContext, config: PruneConfig, table) -> dict[str, Any]:

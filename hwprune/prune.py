@@ -62,6 +62,17 @@ def prune(loaded: LoadedModel, config: PruneConfig, calib=None, table=None, eval
     seed_everything(config.seed)
     t0 = time.perf_counter()
     ctx = make_context(loaded, config, calib, table, evaluator)
+    from .executor import make_executor
+
+    ctx.executor = make_executor(config.executor, config.ray_address, config.worker_threads)
+    try:
+        return _search_and_check(ctx, loaded, config, strategy, table, evaluator, data, t0)
+    finally:
+        ctx.executor.close()
+
+
+def _search_and_check(ctx: SearchContext, loaded: LoadedModel, config: PruneConfig, strategy, table, evaluator,
+                      data, t0: float) -> PruneResult:
     original_target = ctx.target
     widths = run_search(strategy, ctx)
     search_s = time.perf_counter() - t0
@@ -70,7 +81,12 @@ def prune(loaded: LoadedModel, config: PruneConfig, calib=None, table=None, eval
         from .latency import LatencyTable
 
         measured_table = LatencyTable.load(table)
-    loop = close_loop(ctx, loaded, config, strategy, widths, table, measured_table)
+    if ctx.multi:  # several budgets: every reachable device is measured (hwprune.devices)
+        from .devices import close_loop_devices
+
+        loop = close_loop_devices(ctx, loaded, config, strategy, widths, table)
+    else:
+        loop = close_loop(ctx, loaded, config, strategy, widths, table, measured_table)
     report = build_report(ctx, loaded, config, loop, original_target, search_s + loop.search_seconds, measured_table)
     if evaluator is not None:  # an evaluator may recalibrate BN in place: never let it touch the user's model
         report.accuracy = {"before": float(evaluator(copy.deepcopy(loaded.model))),
@@ -116,6 +132,8 @@ def build_report(ctx: SearchContext, loaded: LoadedModel, config: PruneConfig, l
         cost={"unit": ctx.cost.unit, "baseline": ctx.baseline_cost, "predicted": predicted,
               "target": original_target, "final_target": ctx.target},
         latency=latency, artifacts=sorted(k for k in ctx.artifacts if k != "smallest_cost"))
+    if loop.devices is not None:
+        return _devices_report(report, ctx, config, loop)
     if loop.measured is None:
         return report
     b, p = loop.measured["baseline"], loop.measured["pruned"]
@@ -138,4 +156,25 @@ def build_report(ctx: SearchContext, loaded: LoadedModel, config: PruneConfig, l
                           f"MISSED: measured {p_ms:.3f} ms is over the budget {goal:.3f} ms by "
                           f"{100 * (p_ms / goal - 1):.1f}% after {len(loop.steps)} measurement round(s); "
                           "lower the budget, re-profile the table on a quiet machine, or raise --closed-loop-rounds")
+    return report
+
+
+def _devices_report(report: PruneReport, ctx: SearchContext, config: PruneConfig, loop: LoopOutcome) -> PruneReport:
+    """Several budgets: one row per device, the primary's measurement in ``latency`` as with one."""
+    from .devices import verdict
+
+    report.devices = loop.devices
+    report.closed_loop = loop.steps
+    report.budget = {**report.budget, "all": [c.to_dict() for c in ctx.constraints]}
+    first = loop.devices[0]
+    if first.get("measured_ms") is not None:
+        lat = report.latency = report.latency or LatencyReport()
+        lat.backend, lat.threads, lat.precision, lat.spinning = (first["backend"], first["threads"],
+                                                                 first["precision"], first["spinning"])
+        lat.statistic = MEASURE_STATISTIC
+        lat.baseline_ms, lat.measured_ms = first["baseline_ms"], first["measured_ms"]
+        lat.measured_median_ms = first["measured_median_ms"]
+        lat.speedup_measured, lat.budget_ms, lat.met_budget = (first["speedup_measured"], first["budget_ms"],
+                                                               first["met"])
+    report.verdict = verdict(loop.devices, config.tolerance)
     return report

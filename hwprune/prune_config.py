@@ -26,7 +26,8 @@ class PruneConfig:
     input_size: Optional[int] = None
     ignore: tuple[str, ...] = ()
     seed: int = 0
-    budget: Optional[str] = None
+    budget: Optional[str] = None  # the first budget, BUDGET[@TABLE] (hwprune.budget.parse_bound_budget)
+    more_budgets: tuple[str, ...] = ()  # further budgets, each on its own table/device: all are met (issue #20)
     options: dict[str, Any] = field(default_factory=dict)
     backend: Optional[str] = None  # closed loop: measure the result on this backend
     threads: int = 2
@@ -36,6 +37,9 @@ class PruneConfig:
     finetune_lr: float = 0.01
     distill: bool = False
     progress: bool = True
+    executor: str = "local"  # where independent candidates are evaluated: local | ray (hwprune.executor)
+    ray_address: Optional[str] = None  # ray: auto | HOST:PORT (None: join a running ray.init or start one here)
+    worker_threads: int = 1  # torch threads per executor worker (ray), so workers do not fight over cores
 
     def __post_init__(self):
         if self.ratio is not None and not (0.0 <= self.ratio < 1.0):
@@ -49,9 +53,19 @@ class PruneConfig:
         if self.budget is not None:
             from .budget import parse_budget
 
-            parse_budget(self.budget)  # malformed -> ConfigError now, not after loading the model
+            self.more_budgets = tuple(self.more_budgets)
+            self.budget_list()  # malformed -> ConfigError now, not after loading the model
             if self.ratio is not None:
                 raise ConfigError("give either --ratio or --budget, not both")
+        elif self.more_budgets:
+            raise ConfigError("more_budgets without a first budget: put the first one in budget")
+        if self.executor not in ("local", "ray"):
+            raise ConfigError(f"executor {self.executor!r} is unknown; use local (default) or ray")
+        if self.ray_address is not None and self.executor != "ray":
+            raise ConfigError(f"--ray-address {self.ray_address} is given but the executor is {self.executor}; "
+                              "add --executor ray")
+        if self.worker_threads < 1:
+            raise ConfigError(f"worker threads {self.worker_threads} must be >= 1")
         if self.threads < 1:
             raise ConfigError(f"threads {self.threads} must be >= 1")
         if self.closed_loop_rounds < 0:
@@ -64,3 +78,9 @@ class PruneConfig:
         from .strategies import check_options
 
         self.options = check_options(self.strategy, self.options)  # also rejects an unknown strategy
+
+    def budget_list(self) -> list:
+        """Every budget as a typed list of :class:`hwprune.budget.BoundBudget` (first: ``budget``)."""
+        from .budget import parse_budgets
+
+        return parse_budgets([self.budget, *self.more_budgets]) if self.budget is not None else []

@@ -71,10 +71,17 @@ class PruneReport:
     evaluator: Optional[str] = None  # what scored candidates, in words (the CLI sets it)
     fallback: Optional[dict[str, Any]] = None  # `hwprune run`'s measured bisection, when it stood in
     regularize: Optional[dict[str, Any]] = None  # regularise-then-cut's history (hwprune.regularize), when asked
+    devices: Optional[list[dict[str, Any]]] = None  # several budgets: one row per device (hwprune.devices)
+    iterative: Optional[dict[str, Any]] = None  # --iterative K: per step target, cut, fine-tune (hwprune.iterative)
+    sparsity: Optional[dict[str, Any]] = None  # 2:4 masks applied after the cut (hwprune.sparsify), when asked
 
     @property
     def met_budget(self) -> Optional[bool]:
-        """True/False when a latency budget was checked by measurement, else None."""
+        """True/False when a latency budget was checked by measurement, else None; with several
+        budgets, whether every device measured met its budget (None if none was measured)."""
+        if self.devices:
+            measured = [r["met"] for r in self.devices if r.get("checked") == "measured"]
+            return all(measured) if measured else None
         return self.latency.met_budget if self.latency is not None else None
 
     def to_dict(self) -> dict[str, Any]:

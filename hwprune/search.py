@@ -21,6 +21,30 @@ from .prune_config import PruneConfig
 
 
 @dataclass
+class Constraint:
+    """One budget resolved against the graph: its cost model (a latency table is one device), the
+    target in ``cost.unit``, the unpruned and smallest reachable costs. A search spends a list of
+    them (``SearchContext.constraints``, issue #20); the first is the primary one that
+    ``ctx.cost``/``ctx.target`` name, the others only have to be met as well."""
+
+    label: str
+    budget: Any
+    cost: Any
+    target: float
+    baseline: float
+    smallest: float
+    table: Any = None  # the table (path or LatencyTable) of a latency budget
+
+    def predict(self, widths: dict[str, int]) -> float:
+        return float(self.cost.predict(widths))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"device": self.label, "budget": self.budget.text, "unit": self.cost.unit, "target": self.target,
+                "baseline": self.baseline, "smallest": self.smallest,
+                "table": getattr(self.table, "path", self.table if isinstance(self.table, str) else None)}
+
+
+@dataclass
 class SearchContext:
     """Everything a strategy may consult; scores are computed lazily and cached per group.
 
@@ -44,6 +68,8 @@ class SearchContext:
     artifacts: dict[str, Any] = field(default_factory=dict)
     evaluations: int = 0
     _acc_cache: dict[tuple, float] = field(default_factory=dict)
+    constraints: list[Constraint] = field(default_factory=list)  # every budget; [0] is cost/target (issue #20)
+    executor: Any = None  # hwprune.executor.Executor for evaluate_many (None: local)
 
     def scores(self, group: ChannelGroup) -> torch.Tensor:
         if group.name not in self._scores:
@@ -79,7 +105,34 @@ class SearchContext:
         return float(self.cost.predict(widths))
 
     def meets(self, widths: dict[str, int]) -> bool:
-        return self.target is None or self.predict(widths) <= self.target * (1 + 1e-9)
+        """Predicted within every budget (the primary and, with several, each other device's)."""
+        if self.target is None:
+            return True
+        return all(self.predict_on(i, widths) <= self.target_of(i) * (1 + 1e-9)
+                   for i in range(max(1, len(self.constraints))))
+
+    # several budgets (issue #20): constraint 0 is ctx.cost / ctx.target (which a closed loop may tighten)
+    def target_of(self, i: int) -> float:
+        return self.target if i == 0 else self.constraints[i].target
+
+    def baseline_of(self, i: int) -> float:
+        return self.baseline_cost if i == 0 else self.constraints[i].baseline
+
+    def predict_on(self, i: int, widths: dict[str, int]) -> float:
+        return self.predict(widths) if i == 0 else self.constraints[i].predict(widths)
+
+    def pressure(self, widths: dict[str, int]) -> list[float]:
+        """Predicted / target per constraint (<= 1: met)."""
+        return [self.predict_on(i, widths) / self.target_of(i) for i in range(max(1, len(self.constraints)))]
+
+    def tightest(self, widths: dict[str, int]) -> int:
+        """The constraint with the largest predicted/target ratio at ``widths`` (the one to step)."""
+        p = self.pressure(widths)
+        return max(range(len(p)), key=lambda i: p[i])
+
+    @property
+    def multi(self) -> bool:
+        return len(self.constraints) > 1
 
     def need_budget(self, name: str) -> None:
         if self.target is None:
@@ -96,16 +149,44 @@ class SearchContext:
                               "pass --data synthetic (or imagefolder:PATH ...) and --evaluator adaptive-bn")
         key = (tuple(sorted((k, int(v)) for k, v in widths.items())), reconstruct, finetune_steps)
         if key not in self._acc_cache:
-            model = self.build(widths)
-            if reconstruct:
-                reconstruct_model(model, self.model, self.calib)
-            if finetune_steps:
-                from .strategies._common import short_finetune
+            from .executor import evaluate_candidate
 
-                short_finetune(model, self.calib, finetune_steps, seed=self.config.seed)
-            self._acc_cache[key] = float(self.evaluator(model))
+            self._acc_cache[key] = float(evaluate_candidate(self._eval_shared(),
+                                                            (self.plan_for(widths), reconstruct, finetune_steps)))
             self.evaluations += 1
         return self._acc_cache[key]
+
+    def evaluate_many(self, candidates: list[dict[str, int]], reconstruct: bool = False,
+                      finetune_steps: int = 0) -> list[float]:
+        """:meth:`evaluate` for independent candidates at once: the uncached ones go through
+        ``self.executor`` (local, or Ray workers: each work item carries its plan, the shared part the
+        unpruned model, calibration data, evaluator and seed), so the scores are those of the local
+        run whatever executes them."""
+        if self.executor is None or getattr(self.executor, "name", "local") == "local":
+            return [self.evaluate(w, reconstruct, finetune_steps) for w in candidates]
+        if self.evaluator is None:
+            self.evaluate(candidates[0] if candidates else {})  # raises the evaluator ConfigError
+        keys = [(tuple(sorted((k, int(v)) for k, v in w.items())), reconstruct, finetune_steps) for w in candidates]
+        todo: dict[tuple, dict[str, int]] = {}
+        for k, w in zip(keys, candidates):
+            if k not in self._acc_cache:
+                todo.setdefault(k, w)
+        if todo:
+            from .executor import evaluate_candidate
+
+            items = [(self.plan_for(w), reconstruct, finetune_steps) for w in todo.values()]
+            for k, acc in zip(todo, self.executor.map(evaluate_candidate, items, shared=self._eval_shared())):
+                self._acc_cache[k] = float(acc)
+                self.evaluations += 1
+        return [self._acc_cache[k] for k in keys]
+
+    def _eval_shared(self):
+        """What every evaluation work item shares (built once; Ray ships it to the workers once)."""
+        if "_eval_payload" not in self.__dict__:
+            from .executor import EvalShared
+
+            self.__dict__["_eval_payload"] = EvalShared(self.model, self.calib, self.evaluator, self.config.seed)
+        return self.__dict__["_eval_payload"]
 
     def bar(self, total: int, desc: str):
         from tqdm import tqdm
@@ -136,13 +217,11 @@ def make_context(loaded: LoadedModel, config: PruneConfig, calib=None, table=Non
     ctx = SearchContext(model=loaded.model, graph=graph, example_input=x, config=config, calib=calib,
                         table=table, evaluator=evaluator, model_id=loaded.model_id)
     if config.budget is not None:
-        from .budget import cost_model_for, parse_budget, resolve
-
-        ctx.budget = parse_budget(config.budget)
-        ctx.cost = cost_model_for(ctx.budget, graph, x, table)
-        r = resolve(ctx.budget, ctx.cost, graph, config.align, config.min_width)
-        ctx.baseline_cost, ctx.target = r["baseline"], r["target"]
-        ctx.artifacts["smallest_cost"] = r["smallest"]
+        ctx.constraints = resolve_constraints(config, graph, x, table)
+        first = ctx.constraints[0]
+        ctx.budget, ctx.cost = first.budget, first.cost
+        ctx.baseline_cost, ctx.target = first.baseline, first.target
+        ctx.artifacts["smallest_cost"] = first.smallest
     else:
         from .cost import FlopsCostModel
 
@@ -151,9 +230,67 @@ def make_context(loaded: LoadedModel, config: PruneConfig, calib=None, table=Non
     return ctx
 
 
+def device_label(bound, table) -> str:
+    """How a report names the device a budget is on: its table's backend and settings, and file."""
+    import os
+
+    if not bound.budget.is_latency:
+        return bound.budget.unit
+    from .latency.measure import table_spinning
+
+    t = table
+    if isinstance(t, str):
+        return os.path.basename(t)
+    if not hasattr(t, "backend"):
+        return type(t).__name__
+    settings = f"{t.backend} {t.precision} b{t.batch} {t.device.get('threads', '?')} threads"
+    settings += ", spinning" if table_spinning(t) else ""
+    return f"{settings} ({os.path.basename(t.path)})" if getattr(t, "path", None) else settings
+
+
+def resolve_constraints(config: PruneConfig, graph, x, table=None) -> list[Constraint]:
+    """Every budget of ``config`` resolved on ``graph``: a budget bound to a table (``0.5x@T``) is
+    spent on that table, one without ``@`` on ``table`` (``--table``). A table for another model is
+    a TableError naming the budget; budgets out of reach are one BudgetError listing, per device,
+    the budget and the smallest reachable cost (every group at its minimum width)."""
+    from .budget import check_reachable, cost_model_for, describe_unreachable, min_widths
+    from .errors import TableError
+
+    rows = []
+    for bound in config.budget_list():
+        t = bound.table if bound.table is not None else table
+        if isinstance(t, str) and bound.budget.is_latency:
+            from .latency import LatencyTable
+
+            t = LatencyTable.load(t)
+        try:
+            cost = cost_model_for(bound.budget, graph, x, t)
+        except TableError as e:
+            raise TableError(f"budget {bound.text!r}: {e} (is the table for another model?)") from None
+        baseline = float(cost.predict({}))
+        rows.append({"bound": bound, "budget": bound.budget, "cost": cost, "table": t,
+                     "label": device_label(bound, t), "baseline": baseline,
+                     "target": float(bound.budget.target(baseline)),
+                     "smallest": float(cost.predict(min_widths(graph, config.align, config.min_width)))})
+    if len(rows) == 1:
+        r = rows[0]
+        check_reachable(r["budget"], r["target"], r["baseline"], r["smallest"])
+    elif any(r["target"] < r["smallest"] for r in rows):
+        raise BudgetError("these budgets cannot all be met: every group at its minimum width is the smallest "
+                          "reachable on each device, and it misses at least one:\n" + describe_unreachable(rows)
+                          + "\nRaise the marked budgets (or lower --min-width / --align, or --ignore fewer layers).")
+    return [Constraint(r["label"], r["budget"], r["cost"], r["target"], r["baseline"], r["smallest"], r["table"])
+            for r in rows]
+
+
 def run_search(strategy: Callable, ctx: SearchContext) -> dict[str, int]:
     seed_everything(ctx.config.seed)
     widths = {k: int(v) for k, v in strategy(ctx).items()}
+    if ctx.target is not None and ctx.multi and not ctx.meets(widths):
+        over = [f"{c.label}: {ctx.predict_on(i, widths):.4g} > {ctx.target_of(i):.4g} {c.cost.unit}"
+                for i, c in enumerate(ctx.constraints) if ctx.predict_on(i, widths) > ctx.target_of(i) * (1 + 1e-9)]
+        raise BudgetError(f"strategy {ctx.config.strategy!r} returned widths over budget on {'; '.join(over)}; "
+                          "this is a bug in the strategy")
     if ctx.target is not None and not ctx.meets(widths):
         raise BudgetError(f"strategy {ctx.config.strategy!r} returned widths predicted at {ctx.predict(widths):.4g} "
                           f"{ctx.cost.unit}, over the target {ctx.target:.4g}; this is a bug in the strategy")

@@ -27,13 +27,14 @@ def repair(ctx, widths: dict[str, int]) -> dict[str, int]:
     widths = dict(widths)
     while not ctx.meets(widths):
         best, best_gain = None, 0.0
-        cur = ctx.predict(widths)
+        on = ctx.tightest(widths)  # several budgets: save on the one most over its budget
+        cur = ctx.predict_on(on, widths)
         for g in ctx.graph.prunable:
             w = widths.get(g.name, g.width)
             nw = lower(ctx.grid(g), w)
             if nw is None:
                 continue
-            gain = (cur - ctx.predict({**widths, g.name: nw})) / (w - nw)
+            gain = (cur - ctx.predict_on(on, {**widths, g.name: nw})) / (w - nw)
             if best is None or gain > best_gain:
                 best, best_gain = (g.name, nw), gain
         if best is None:

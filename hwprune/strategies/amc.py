@@ -28,7 +28,7 @@ def clip_width(ctx, decided: dict[str, int], group, rest: list, proposed: int) -
     later group at its minimum width (maximum pruning), the budget can still be met."""
     floor = {g.name: ctx.grid(g)[0] for g in rest}
     for w in reversed([w for w in ctx.grid(group) if w <= proposed]):
-        if ctx.predict({**decided, group.name: w, **floor}) <= ctx.target * (1 + 1e-9):
+        if ctx.meets({**decided, group.name: w, **floor}):  # every budget, with several (issue #20)
             return w
     return ctx.grid(group)[0]
 
@@ -141,7 +141,8 @@ def amc(ctx) -> dict[str, int]:
     evaluator's accuracy at the end of the episode, shared by all its transitions with a moving-
     average baseline subtracted, discount 1 (as AMC's code). ``amc_warmup`` random episodes fill the
     replay buffer, then exploration noise (truncated normal, sigma ``amc_sigma`` decaying by
-    ``amc_decay`` per episode) around the actor. Episodes: ``amc_episodes`` (default 40).
+    ``amc_decay`` per episode) around the actor. Episodes: ``amc_episodes`` (default 40). With several
+    budgets (devices) the clipping keeps all of them reachable and the reward asks that all are met.
     """
     ctx.need_budget("amc")
     opts = ctx.options
@@ -176,7 +177,7 @@ def amc(ctx) -> dict[str, int]:
             traj.append([s, a_eff / max_prune])
             prev = a_eff
         acc = ctx.evaluate(decided)
-        r = amc_reward(acc, ctx.predict(decided), ctx.target)
+        r = amc_reward(acc, max(ctx.pressure(decided)), 1.0)  # predicted/budget of the tightest budget
         moving = r if moving is None else 0.95 * moving + 0.05 * r
         for i, (s, a) in enumerate(traj):
             s2 = traj[i + 1][0] if i + 1 < len(traj) else s

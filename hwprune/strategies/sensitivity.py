@@ -54,13 +54,14 @@ def sensitivity(ctx) -> dict[str, int]:
     ctx.artifacts["sensitivity_curves"] = {k: {str(w): a for w, a in v.items()} for k, v in curves.items()}
     widths = {g.name: g.width for g in groups}
     while not ctx.meets(widths):
-        cur = ctx.predict(widths)
+        on = ctx.tightest(widths)  # several budgets: save on the one most over its budget
+        cur = ctx.predict_on(on, widths)
         best, best_rate = None, None
         for g in groups:
             nw = lower(ctx.grid(g), widths[g.name])
             if nw is None:
                 continue
-            saved = cur - ctx.predict({**widths, g.name: nw})
+            saved = cur - ctx.predict_on(on, {**widths, g.name: nw})
             if saved <= 0:
                 continue
             drop = interp_acc(curves[g.name], widths[g.name]) - interp_acc(curves[g.name], nw)

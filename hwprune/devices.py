@@ -1,0 +1,177 @@
+"""Several budgets, several devices (issue #20): the closed loop over every device this machine can
+reach, and the one-row-per-device summary report.json and report.md show.
+
+Each latency budget is bound to a table, and a table names how it was measured: backend,
+precision, batch, ORT threads and worker mode (blocked or spinning), and the device fingerprint. A
+device is *reachable* when that backend runs here and this machine's fingerprint is the table's
+(two ORT CPU tables of this machine with 1 and 2 threads are two reachable devices; a table from a
+Jetson is not). Reachable devices are measured side by side with the unpruned model exactly as the
+single-budget loop does (:func:`hwprune.latency.measure.measure_against_baseline`, the table's own
+settings); the others are reported as predicted only. FLOPs and params budgets are exact counts.
+
+While a measured device misses its budget (beyond ``tolerance``), its target is tightened by
+measured/goal -- from what the table said of the missed result, as the single loop does -- and the
+strategy searches again against every budget, at most ``closed_loop_rounds`` times.
+"""
+from __future__ import annotations
+
+import sys
+import time
+import warnings
+from typing import Any, Callable, Optional
+
+from hwprune_deploy.runner import timing_ms
+
+from .closed_loop import CONFIRM_BAND, LoopOutcome, provenance
+from .errors import HwpruneError
+from .latency.measure import mean_timing, measure_against_baseline, table_spinning
+from .plan import apply
+from .search import Constraint, SearchContext, run_search
+
+
+def reachable(table) -> tuple[bool, Optional[str]]:
+    """(can this machine measure as ``table`` was measured, why not)."""
+    from .backends import get_backend
+
+    if not hasattr(table, "backend"):
+        return False, "no latency table"
+    try:
+        be = get_backend(table.backend, threads=int(table.device.get("threads", 2)), precision=table.precision)
+        current = be.fingerprint()
+    except HwpruneError as e:
+        return False, f"backend {table.backend} is not usable here: {str(e).splitlines()[0]}"
+    except Exception as e:  # a runtime that fails to start is just as unreachable
+        return False, f"backend {table.backend} failed to start here: {e}"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        diff = table.check_device(current)
+    if diff:
+        return False, "measured on another device (" + "; ".join(diff[:3]) + ")"
+    return True, None
+
+
+def _settings(table) -> dict[str, Any]:
+    return {"backend": table.backend, "threads": int(table.device.get("threads", 2)), "precision": table.precision,
+            "batch": table.batch, "spinning": table_spinning(table)}
+
+
+def _measure(table, pair, x) -> dict:
+    s = _settings(table)
+    return measure_against_baseline(s["backend"], pair, x, s["threads"], s["precision"], spinning=s["spinning"])
+
+
+def device_row(ctx: SearchContext, i: int, c: Constraint, widths: dict[str, int], tolerance: float,
+               reading: Optional[dict] = None, why_not: Optional[str] = None,
+               original_target: Optional[float] = None) -> dict[str, Any]:
+    """One device of the report: budget, predicted, measured (None when not reachable), met."""
+    predicted = ctx.predict_on(i, widths)
+    row: dict[str, Any] = {"device": c.label, "budget": c.budget.text, "unit": c.cost.unit,
+                           "table": getattr(c.table, "path", None) if c.budget.is_latency else None,
+                           "target": original_target if original_target is not None else c.target,
+                           "final_target": ctx.target_of(i), "baseline_predicted": c.baseline,
+                           "predicted": predicted, "predicted_fraction": predicted / c.baseline}
+    if c.budget.is_latency and hasattr(c.table, "backend"):
+        row.update(_settings(c.table))
+    if reading is not None:
+        b, p = timing_ms(reading["baseline"]), timing_ms(reading["pruned"])
+        frac = c.budget.fraction()
+        goal = frac * b if frac is not None else c.budget.value
+        row.update(baseline_ms=b, measured_ms=p, measured_median_ms=reading["pruned"].median_ms,
+                   speedup_measured=b / max(p, 1e-12), budget_ms=goal, met=p <= goal * (1 + tolerance),
+                   checked="measured")
+    else:
+        row.update(met=predicted <= c.target * (1 + 1e-9), measured_ms=None,
+                   checked="exact count" if not c.budget.is_latency else "predicted only")
+        if why_not:
+            row["not_measured"] = why_not
+    return row
+
+
+def close_loop_devices(ctx: SearchContext, loaded, config, strategy: Callable, widths: dict[str, int],
+                       table) -> LoopOutcome:
+    """The closed loop of several budgets (module doc). ``out.steps`` has one entry per round with
+    the per-device readings; ``out.devices`` the final rows."""
+    x = ctx.example_input
+    out = LoopOutcome(widths=widths, plan=None, pruned=None)  # type: ignore[arg-type]
+    originals = [ctx.target_of(i) for i in range(len(ctx.constraints))]
+    reach = {}
+    for i, c in enumerate(ctx.constraints):
+        if not c.budget.is_latency:
+            continue
+        if not config.backend:
+            reach[i] = (False, "closed loop off (--backend none)")
+        else:
+            reach[i] = reachable(c.table)
+    while True:
+        out.plan = ctx.plan_for(out.widths, provenance={**provenance(ctx, config, table), **_more(ctx)})
+        out.pruned = apply(loaded.model, out.plan)
+        pair = {"baseline": loaded.model, "pruned": out.pruned}
+        rows, step = [], {"round": len(out.steps), "devices": []}
+        for i, c in enumerate(ctx.constraints):
+            ok, why = reach.get(i, (False, None))
+            reading = None
+            if ok:
+                reading = _measure(c.table, pair, x)
+                row = device_row(ctx, i, c, out.widths, config.tolerance, reading)
+                if abs(row["measured_ms"] / row["budget_ms"] - (1 + config.tolerance)) <= CONFIRM_BAND:
+                    again = _measure(c.table, pair, x)  # near the line: measure again and pool, as one device
+                    reading = {k: mean_timing(reading[k], again[k]) for k in ("baseline", "pruned")}
+            row = device_row(ctx, i, c, out.widths, config.tolerance, reading, why, originals[i])
+            rows.append(row)
+            step["devices"].append({k: row.get(k) for k in ("device", "final_target", "predicted", "baseline_ms",
+                                                            "measured_ms", "budget_ms", "met")})
+        out.steps.append(step)
+        out.devices = rows
+        missed = [(i, r) for i, r in enumerate(rows) if r["checked"] == "measured" and not r["met"]]
+        if not missed or len(out.steps) > config.closed_loop_rounds:
+            return out
+        tightened = []
+        for i, r in missed:
+            new = min(ctx.target_of(i), r["predicted"]) * r["budget_ms"] / r["measured_ms"]
+            if new < ctx.constraints[i].smallest:
+                step["note"] = f"{r['device']}: tightened target below the smallest reachable cost; stopped"
+                return out
+            tightened.append(f"{r['device']}: {ctx.target_of(i):.3f} -> {new:.3f} ms")
+            if i == 0:
+                ctx.target = new
+            else:
+                ctx.constraints[i].target = new
+        print("closed loop: measured over budget on " + ", ".join(r["device"] for _, r in missed)
+              + "; re-searching with table targets tightened (" + "; ".join(tightened) + ")", file=sys.stderr)
+        t1 = time.perf_counter()
+        out.widths = run_search(strategy, ctx)
+        out.search_seconds += time.perf_counter() - t1
+
+
+def _more(ctx: SearchContext) -> dict[str, Any]:
+    """Plan provenance of the other budgets (the first is the plan's ``budget``/``table``)."""
+    return {"budgets": [c.to_dict() for c in ctx.constraints]}
+
+
+def verdict(rows: list[dict[str, Any]], tolerance: float) -> str:
+    """One line over every device: which were measured and met, which are predicted only."""
+    parts = []
+    for r in rows:
+        if r["checked"] == "measured":
+            parts.append(f"{r['device']}: measured {r['measured_ms']:.3f} ms "
+                         f"{'meets' if r['met'] else 'MISSES'} {r['budget']} = {r['budget_ms']:.3f} ms")
+        else:
+            parts.append(f"{r['device']}: {r['checked']} {r['predicted']:.4g} {r['unit']} "
+                         f"{'meets' if r['met'] else 'MISSES'} {r['budget']}")
+    head = "all budgets met" if all(r["met"] for r in rows) else "MISSED on " + ", ".join(
+        r["device"] for r in rows if not r["met"])
+    return f"{head} (+{100 * tolerance:.0f}% tolerance on measurements): " + "; ".join(parts)
+
+
+def devices_markdown(rows: list[dict[str, Any]]) -> list[str]:
+    """The per-device table of report.md."""
+    L = ["| device | budget | predicted | measured | met |", "|---|---|---:|---:|---|"]
+    for r in rows:
+        unit = r["unit"]
+        pred = (f"{r['predicted']:.3f} ms" if unit == "ms" else f"{r['predicted'] / 1e9:.4f} G{unit}"
+                if unit == "flops" else f"{r['predicted'] / 1e6:.4f} M {unit}")
+        meas = (f"{r['measured_ms']:.3f} ms (of {r['baseline_ms']:.3f})" if r.get("measured_ms") is not None
+                else r["checked"])
+        budget = r["budget"] + (f" = {r['budget_ms']:.3f} ms" if r.get("budget_ms") else "")
+        L.append(f"| {r['device']} | {budget} | {pred} | {meas} | {'yes' if r['met'] else '**no**'} |")
+    return L

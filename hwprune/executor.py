@@ -1,0 +1,170 @@
+"""Executors: where independent work items of a search run (issue #20).
+
+A search that scores many candidates -- evolution's population, NetAdapt's proposals -- hands
+them to an executor as a list; one small interface covers running them here or on a Ray cluster:
+
+    ex = make_executor("local")                           # in this process, in order (the default)
+    ex = make_executor("ray", address="auto")             # Ray tasks, one CPU each
+    results = ex.map(fn, items, shared=payload)           # [fn(payload, item) for item in items]
+
+``fn`` must be a module-level function (Ray pickles it by reference). ``shared`` is what every item
+needs (the unpruned model, calibration data, the evaluator, the seed): Ray puts it in its object
+store once per map and each task gets the same bytes. Items carry only what differs (a plan and
+how to score it). Results come back in the order of ``items``, so a search is identical whatever
+executes it -- each evaluation is a pure function of (shared, item); see :func:`evaluate_candidate`.
+
+Ray is optional (``pip install 'hwprune[ray]'``) and imported only when asked for. Each Ray task
+sets ``torch.set_num_threads(worker_threads)`` (default 1) so that N workers on N cores do not each
+start a thread per core and fight over them. A task whose worker dies is re-run by Ray
+(``max_retries``), so a killed worker costs time, not the search.
+"""
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Sequence
+
+from .errors import ConfigError
+
+RAY_HINT = "pip install 'hwprune[ray]'"
+
+
+class Executor:
+    """Runs ``fn(shared, item)`` for every item and returns the results in item order."""
+
+    name = "local"
+
+    def map(self, fn: Callable[[Any, Any], Any], items: Sequence[Any], shared: Any = None) -> list[Any]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release what the executor started (a Ray runtime it initialised itself)."""
+
+
+class LocalExecutor(Executor):
+    """In this process, one item after another."""
+
+    name = "local"
+
+    def map(self, fn, items, shared=None):
+        return [fn(shared, item) for item in items]
+
+
+def _import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError(f"--executor ray needs Ray, which is not installed here: {RAY_HINT} "
+                          "(or leave --executor at local)") from None
+    return ray
+
+
+def _check_answers(address: str, timeout: float = 3.0) -> None:
+    """A HOST:PORT that does not accept a connection fails now, with the address, not after Ray's
+    own minute-long retries."""
+    host, _, port = address.rpartition(":")
+    if address.startswith("ray://"):
+        host, _, port = address[len("ray://"):].rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"--ray-address {address!r}: write auto (a cluster started on this machine with `ray start "
+                          "--head`) or HOST:PORT of its head node, e.g. 10.0.0.5:6379")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            pass
+    except OSError as e:
+        raise ConfigError(f"Ray address {address} does not answer ({e.strerror or e}); start the cluster's head "
+                          f"there (`ray start --head --port {port}`), fix the address, or use --executor local") from None
+
+
+def _run_task(fn, shared, item, threads: int):
+    """What one Ray task runs: pin torch's threads, then ``fn(shared, item)``."""
+    import torch
+
+    torch.set_num_threads(threads)
+    return fn(shared, item)
+
+
+class RayExecutor(Executor):
+    """Ray tasks (one CPU each), results gathered in item order.
+
+    ``address``: None joins a Ray runtime this process already initialised (``ray.init`` in a test or
+    a notebook) or starts a local one; ``"auto"`` joins the cluster started on this machine with
+    ``ray start --head``; ``HOST:PORT`` the head node there (checked to answer first)."""
+
+    name = "ray"
+
+    def __init__(self, address: Optional[str] = None, worker_threads: int = 1, max_retries: int = 3):
+        ray = _import_ray()
+        self.worker_threads, self.max_retries = int(worker_threads), int(max_retries)
+        self._started = False
+        if not ray.is_initialized():
+            if address not in (None, "auto", "local"):
+                _check_answers(address)
+            try:
+                ray.init(address=address, include_dashboard=False, log_to_driver=False,
+                         ignore_reinit_error=True)
+            except ConnectionError as e:
+                raise ConfigError(f"cannot join Ray at {address or 'a new local cluster'}: {e}. Start one with "
+                                  "`ray start --head`, pass --ray-address HOST:PORT, or use --executor local") from None
+            self._started = True
+        self._ray = ray
+        self._remote = ray.remote(num_cpus=1, max_retries=self.max_retries)(_run_task)
+        self._shared_key, self._shared_ref = None, None
+
+    def map(self, fn, items, shared=None):
+        if not items:
+            return []
+        ray = self._ray
+        if self._shared_key is not id(shared) or self._shared_ref is None:  # one upload per payload
+            self._shared_key, self._shared_ref = id(shared), ray.put(shared)
+        refs = [self._remote.remote(fn, self._shared_ref, item, self.worker_threads) for item in items]
+        return ray.get(refs)
+
+    def close(self) -> None:
+        if self._started:
+            self._ray.shutdown()
+            self._started = False
+
+
+def make_executor(name: str = "local", address: Optional[str] = None, worker_threads: int = 1) -> Executor:
+    """The executor called ``name`` (``local`` or ``ray``); see the module doc."""
+    if name == "local":
+        if address is not None:
+            raise ConfigError(f"--ray-address {address} needs --executor ray")
+        return LocalExecutor()
+    if name == "ray":
+        return RayExecutor(address, worker_threads)
+    raise ConfigError(f"executor {name!r} is unknown; use local (default) or ray")
+
+
+# ------------------------------------------------------------------ evaluation work items
+
+@dataclass
+class EvalShared:
+    """What every candidate evaluation of one search shares: the unpruned model, the calibration
+    batches, the evaluator and the seed of short fine-tunes."""
+
+    model: Any
+    calib: Any
+    evaluator: Any
+    seed: int = 0
+
+
+def evaluate_candidate(shared: EvalShared, item) -> float:
+    """Score one candidate: cut ``plan`` out of the unpruned model, optionally reconstruct its kept
+    weights by least squares and/or fine-tune it ``finetune_steps`` steps (seeded), then run the
+    evaluator. ``item`` = (plan, reconstruct, finetune_steps). A pure function of its inputs, which
+    is what makes Ray's results the local ones."""
+    from .plan import apply
+
+    plan, reconstruct, finetune_steps = item
+    model = apply(shared.model, plan)
+    if reconstruct:
+        from .search import reconstruct_model
+
+        reconstruct_model(model, shared.model, shared.calib)
+    if finetune_steps:
+        from .strategies._common import short_finetune
+
+        short_finetune(model, shared.calib, finetune_steps, seed=shared.seed)
+    return float(shared.evaluator(model))
