@@ -100,6 +100,16 @@ def unit_onnx(fam: UnitFamily, cin: int, cout: int, sparse24: bool = False, resi
             inputs = [helper.make_tensor_value_info("X", TensorProto.FLOAT, [b, fam.h, cin])]
             nodes += [helper.make_node("MatMul", ["X", "W"], ["M"]), helper.make_node("Add", ["M", "B"], ["C"])]
             out_shape = [b, fam.h, cout]
+    elif fam.kind == "attn":  # heads x (softmax(q k^T / sqrt(d)) v) over h tokens, as ONNX exports SDPA
+        shape = [b, cin, fam.h, fam.w]
+        inputs = [helper.make_tensor_value_info("X", TensorProto.FLOAT, shape)]
+        inits.append(numpy_helper.from_array(np.array(fam.w ** -0.5, np.float32), "scale"))
+        nodes += [helper.make_node("Transpose", ["X"], ["XT"], perm=[0, 1, 3, 2]),
+                  helper.make_node("Mul", ["X", "scale"], ["Q"]),
+                  helper.make_node("MatMul", ["Q", "XT"], ["S"]),
+                  helper.make_node("Softmax", ["S"], ["P"], axis=-1),
+                  helper.make_node("MatMul", ["P", "X"], ["C"])]
+        out_shape = shape
     else:
         raise ValueError(f"unknown unit kind {fam.kind!r}")
     src = "C"
@@ -168,6 +178,14 @@ def unit_module(fam: UnitFamily, cin: int, cout: int, device=None):
         x = torch.randn(b, cin, fam.h, fam.w, **kw)
         oh, ow = fam.out_hw()
         r = torch.randn(b, cout, oh, ow, **kw)
+    elif fam.kind == "attn":
+        x = torch.randn(b, cin, fam.h, fam.w, **kw)
+
+        class Products(nn.Module):
+            def forward(self, x, r=None):
+                return torch.nn.functional.scaled_dot_product_attention(x, x, x)
+
+        return Products().eval(), (x,)
     else:
         op = nn.Linear(cin, cout, **kw)
         x = torch.randn(b, cin, **kw) if fam.h == 1 else torch.randn(b, fam.h, cin, **kw)

@@ -35,7 +35,9 @@ class UnitFamily:
     ``h, w``: spatial size of the *input* (tokens x 1 for linear layers).
     """
 
-    kind: str  # conv | dwconv | linear
+    kind: str  # conv | dwconv | linear | attn
+    # attn: the attention products (softmax(q k^T / sqrt(d)) v) of ``h`` tokens, heads of ``w``
+    # channels; cin = cout = the head count (tied)
     h: int
     w: int
     kernel: tuple[int, int] = (1, 1)
@@ -62,7 +64,7 @@ class UnitFamily:
         return (f"{self.kind}{fused}-k{k}-s{s}-p{p}{d}{g}-in{self.h}x{self.w}-b{self.batch}-{self.dtype}{t}")
 
     def out_hw(self) -> tuple[int, int]:
-        if self.kind == "linear":
+        if self.kind in ("linear", "attn"):
             return self.h, self.w
         oh = (self.h + 2 * self.padding[0] - self.dilation[0] * (self.kernel[0] - 1) - 1) // self.stride[0] + 1
         ow = (self.w + 2 * self.padding[1] - self.dilation[1] * (self.kernel[1] - 1) - 1) // self.stride[1] + 1
@@ -260,6 +262,15 @@ def extract_units(graph, dtype: str = "fp32", fuse: bool = True) -> list[UnitUse
     calls: list[tuple[str, nn.Module, tuple]] = []
     names = {m: n for n, m in model.named_modules()}
     hooks = []
+    heads = {g.attention: g for g in graph.groups if g.kind == "heads" and g.prunable}
+    tokens_in: dict[str, tuple] = {}  # attention module -> its input shape (B, N, C)
+
+    def _tokens(mod, args):  # returns None: a pre-hook's return value would replace the inputs
+        if args and torch.is_tensor(args[0]):
+            tokens_in.setdefault(names[mod], tuple(args[0].shape))
+
+    for a in heads:
+        hooks.append(model.get_submodule(a).register_forward_pre_hook(_tokens))
     for m in model.modules():
         if type(m) in (nn.Conv2d, nn.Linear):
             hooks.append(m.register_forward_hook(
@@ -312,6 +323,13 @@ def extract_units(graph, dtype: str = "fp32", fuse: bool = True) -> list[UnitUse
                 tokens *= int(d)
             fam = UnitFamily("linear", tokens, 1, tied=tied, batch=batch, dtype=dtype)
             units.append(UnitUse(name, fam, mod.in_features, mod.out_features, gin_n, gout_n, ins, outs))
+    for a, g in heads.items():  # the attention products of a heads group: they shrink with the head count
+        shape = tokens_in.get(a)
+        if shape is None or len(shape) != 3:
+            continue
+        fam = UnitFamily("attn", int(shape[1]), g.head_dim, tied=True, batch=batch, dtype=dtype)
+        feed = ((g.name, g.width, 1),)
+        units.append(UnitUse(f"{a}.products", fam, g.width, g.width, g.name, g.name, feed, feed))
     return units
 
 
