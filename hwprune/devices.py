@@ -103,7 +103,9 @@ def close_loop_devices(ctx: SearchContext, loaded, config, strategy: Callable, w
         else:
             reach[i] = reachable(c.table)
     while True:
-        out.plan = ctx.plan_for(out.widths, provenance={**provenance(ctx, config, table), **_more(ctx)})
+        first = ctx.constraints[0].table  # the plan's table: the first budget's (bound or --table)
+        out.plan = ctx.plan_for(out.widths, provenance={**provenance(ctx, config, getattr(first, "path", table)),
+                                                        **_more(ctx)})
         out.pruned = apply(loaded.model, out.plan)
         pair = {"baseline": loaded.model, "pruned": out.pruned}
         rows, step = [], {"round": len(out.steps), "devices": []}
@@ -175,3 +177,17 @@ def devices_markdown(rows: list[dict[str, Any]]) -> list[str]:
         budget = r["budget"] + (f" = {r['budget_ms']:.3f} ms" if r.get("budget_ms") else "")
         L.append(f"| {r['device']} | {budget} | {pred} | {meas} | {'yes' if r['met'] else '**no**'} |")
     return L
+
+
+def write_devices_markdown(path: str, report) -> None:
+    """report.md of a prune with several budgets: the verdict and one row per device."""
+    from .jsonio import atomic_write_bytes
+
+    spec = (report.model or {}).get("spec", "?")
+    L = [f"# hwprune prune: {spec}", "", f"Strategy **{report.strategy}**, seed {report.seed}, "
+         f"{len(report.devices)} budgets, input {report.input_shape}.", "", f"Verdict: {report.verdict}.", "",
+         "## Devices", "", *devices_markdown(report.devices), "",
+         f"FLOPs {report.before['flops'] / 1e9:.4f} -> {report.after['flops'] / 1e9:.4f} G "
+         f"({report.flops_reduction:.2f}x fewer); params {report.before['params'] / 1e6:.3f} -> "
+         f"{report.after['params'] / 1e6:.3f} M ({report.params_reduction:.2f}x fewer).", ""]
+    atomic_write_bytes(path, "\n".join(L).encode())

@@ -97,9 +97,9 @@ class RayExecutor(Executor):
         ray = _import_ray()
         self.worker_threads, self.max_retries = int(worker_threads), int(max_retries)
         self._started = False
+        if address not in (None, "auto"):
+            _check_answers(address)  # even with a runtime up here: an address that does not answer is a mistake
         if not ray.is_initialized():
-            if address not in (None, "auto", "local"):
-                _check_answers(address)
             try:
                 ray.init(address=address, include_dashboard=False, log_to_driver=False,
                          ignore_reinit_error=True)

@@ -296,6 +296,11 @@ def to_markdown(rep: Mapping[str, Any], figures: list[str]) -> str:
         L += ["", f"Budget check by measurement (prune's closed loop): {verdict}."]
     for n in rep.get("notes", []) or []:
         L += ["", f"> {n}"]
+    devices = (rep.get("prune") or {}).get("devices")
+    if devices:  # several budgets (issue #20): one row per device
+        from .devices import devices_markdown
+
+        L += ["", "## Devices", "", *devices_markdown(devices)]
     L += ["", "## Summary", "", "| | baseline | pruned | change |", "|---|---:|---:|---:|"]
     f, p = rep.get("flops", {}), rep.get("params", {})
     L.append(f"| FLOPs | {_fmt_int(f.get('before'))} | {_fmt_int(f.get('after'))} | "

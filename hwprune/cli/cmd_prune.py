@@ -45,7 +45,11 @@ def register(sub) -> None:
     add_grid_args(p, align_default=None, align_help=DEVICE_ALIGN_HELP)
     p.add_argument("--strategy", default="uniform", help=f"width search ({', '.join(list_strategies())})")
     p.add_argument("--ratio", type=float, help="fraction of channels to remove per group (uniform), e.g. 0.5")
-    p.add_argument("--budget", help="12ms, 0.5x (of unpruned latency), 2.0speedup, 50%%flops, 30%%params, 1.2gflops")
+    p.add_argument("--budget", action="append", metavar="BUDGET[@TABLE]",
+                   help="12ms, 0.5x (of unpruned latency), 2.0speedup, 50%%flops, 30%%params, 1.2gflops. Give it "
+                        "several times to meet several budgets at once, each latency budget on its own device's "
+                        "table: --budget 0.5x@latency_tables/A.json --budget 4ms@latency_tables/B.json (without @: "
+                        "--table); every reachable device is measured, the others reported as predicted")
     p.add_argument("--table", help="latency table JSON (default: reuse a matching one from latency_tables/ or profile)")
     p.add_argument("--criterion", default="l1", help=f"which channels to keep ({', '.join(list_criteria())})")
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same plan)")
@@ -67,6 +71,14 @@ def register(sub) -> None:
     g.add_argument("--ort-spinning", action="store_true",
                    help="ort-cpu: spend and check a table timed with ORT's worker threads spinning (as a deployment "
                         "with ORT's default session options runs); default: workers blocked, as tables are profiled")
+    g.add_argument("--executor", default="local", choices=["local", "ray"],
+                   help="where candidates are scored (evolution's population, netadapt's proposals): local (default) "
+                        "or ray (pip install 'hwprune[ray]'); same plan either way")
+    g.add_argument("--ray-address", metavar="auto|HOST:PORT",
+                   help="--executor ray: the cluster to join (auto: one started here with `ray start --head`; "
+                        "default: a Ray runtime started for this run on this machine)")
+    g.add_argument("--worker-threads", type=int, default=1,
+                   help="--executor ray: torch threads per worker (default 1, so workers do not fight over cores)")
     g.add_argument("--recalibrate", action="store_true",
                    help="before searching, re-time an existing table's full model and calibration variants and re-fit "
                         "its residual curve (units kept; about 30 s for resnet50): for a table profiled hours ago on a "
@@ -177,23 +189,33 @@ def write_outputs(folder: str, result, plot: bool = False) -> list[str]:
         if "pareto" in result.artifacts:
             plot_pareto(result.artifacts["pareto"], os.path.join(folder, "pareto.png"))
             written.append("pareto.png")
+    if getattr(r, "devices", None):  # several budgets: report.md with one row per device
+        from ..devices import write_devices_markdown
+
+        write_devices_markdown(os.path.join(folder, "report.md"), r)
+        written.append("report.md")
     write_json(os.path.join(folder, "report.json"), r.to_dict())
     return written
 
 
 def run(args) -> int:
-    from ..budget import parse_budget
+    from ..budget import check_tables_exist, parse_budgets
 
-    budget = parse_budget(args.budget) if args.budget else None
+    bounds = parse_budgets(args.budget or [])
+    check_tables_exist(bounds)  # a budget bound to a missing table fails before the model is loaded
+    budget = bounds[0].budget if bounds else None
+    any_latency = any(b.budget.is_latency for b in bounds)
     backend = args.backend
-    if backend is None and budget is not None and budget.is_latency:
+    if backend is None and any_latency:
         backend = "ort-cpu"
     if backend in ("none", ""):
         backend = None
     align = resolve_align(args.align, backend)
     config = PruneConfig(strategy=args.strategy, ratio=args.ratio, criterion=args.criterion, align=align,
                          min_width=args.min_width, batch=args.batch, input_size=args.input_size,
-                         ignore=tuple(args.ignore), seed=args.seed, budget=args.budget, options=_options(args),
+                         ignore=tuple(args.ignore), seed=args.seed, budget=args.budget[0] if args.budget else None,
+                         more_budgets=tuple((args.budget or [])[1:]), executor=args.executor,
+                         ray_address=args.ray_address, worker_threads=args.worker_threads, options=_options(args),
                          backend=backend, threads=args.threads, closed_loop_rounds=args.closed_loop_rounds,
                          tolerance=args.tolerance, finetune_epochs=args.finetune_epochs,
                          finetune_lr=args.finetune_lr, distill=args.distill, progress=not args.quiet)
@@ -204,10 +226,10 @@ def run(args) -> int:
     loaded = load_from_args(args)
     size = args.input_size or loaded.input_size
     table = args.table
-    if budget is not None and budget.is_latency and (hint := grid_hint(config.backend, config.align)):
+    if any_latency and (hint := grid_hint(config.backend, config.align)):
         print(hint, file=sys.stderr)
     how = "given"
-    if budget is not None and budget.is_latency:
+    if any(b.budget.is_latency and b.table is None for b in bounds):  # a latency budget on --table
         from ..backends import check_ort_spinning
         from ..service import check_given_table, find_or_profile_table
 
@@ -257,6 +279,10 @@ def run(args) -> int:
         print(f"latency measured on {lat.backend} ({lat.threads} threads): {lat.baseline_ms:.3f} -> "
               f"{lat.measured_ms:.3f} ms ({lat.speedup_measured:.2f}x; p10 of repeats, side by side; "
               f"median {lat.measured_median_ms:.3f} ms)")
+    for row in getattr(r, "devices", None) or []:
+        print(f"  {row['device']}: budget {row['budget']}, predicted {row['predicted']:.4g} {row['unit']}, "
+              + (f"measured {row['measured_ms']:.3f} ms (budget {row['budget_ms']:.3f} ms)" if row.get("measured_ms")
+                 is not None else row["checked"]) + f": {'met' if row['met'] else 'MISSED'}")
     if r.verdict:
         print(r.verdict)
     if r.accuracy:

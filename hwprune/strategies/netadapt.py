@@ -20,12 +20,13 @@ def iteration_target(current: float, final: float, baseline: float, initial: flo
     return max(current - decrement_schedule(baseline, initial, decay, iteration), final)
 
 
-def largest_meeting(ctx, widths: dict[str, int], group, target: float):
+def largest_meeting(ctx, widths: dict[str, int], group, target: float, on: int = 0):
     """NetAdapt's per-layer proposal: the largest grid width below the current one whose
-    predicted cost (table) meets ``target``; None if even the minimum does not."""
+    predicted cost (table; constraint ``on`` of several budgets) meets ``target``; None if even the
+    minimum does not."""
     cur = widths[group.name]
     for w in reversed([w for w in ctx.grid(group) if w < cur]):
-        if ctx.predict({**widths, group.name: w}) <= target:
+        if ctx.predict_on(on, {**widths, group.name: w}) <= target:
             return w
     return None
 
@@ -50,6 +51,11 @@ def netadapt(ctx) -> dict[str, int]:
     evaluator, e.g. adaptive-BN, after ``netadapt_ft_steps`` short fine-tune steps) and the most
     accurate one is kept. Repeats until the budget is met. A group that cannot meet the constraint
     alone proposes its minimum width (so progress never stalls).
+
+    With several budgets (devices, issue #20) each iteration steps the currently tightest one -- the
+    largest predicted/budget ratio -- with that budget's own schedule, until all are met. The
+    proposals of an iteration are independent and are scored together through the executor
+    (``ctx.evaluate_many``: local, or Ray workers), the same scores either way.
     """
     ctx.need_budget("netadapt")
     opts = ctx.options
@@ -60,11 +66,12 @@ def netadapt(ctx) -> dict[str, int]:
     bar = ctx.bar(0, "netadapt")
     it = 0
     while not ctx.meets(widths):
-        cur = ctx.predict(widths)
+        on = ctx.tightest(widths)  # several budgets: step the tightest one
+        cur, final, baseline = ctx.predict_on(on, widths), ctx.target_of(on), ctx.baseline_of(on)
         target = iteration_target(cur, final, baseline, initial, decay, it)
         proposals = {}
         for g in ctx.graph.prunable:
-            w = largest_meeting(ctx, widths, g, target)
+            w = largest_meeting(ctx, widths, g, target, on)
             if w is None:
                 below = [v for v in ctx.grid(g) if v < widths[g.name]]
                 w = below[0] if below else None
@@ -73,10 +80,13 @@ def netadapt(ctx) -> dict[str, int]:
         if not proposals:
             break
         scored = []
-        for name, w in proposals.items():
+        names = list(proposals)
+        accs = ctx.evaluate_many([{**widths, n: proposals[n]} for n in names], finetune_steps=ft_steps)
+        for name, acc in zip(names, accs):
+            w = proposals[name]
             cand = {**widths, name: w}
-            meets = ctx.predict(cand) <= target
-            scored.append((meets, ctx.evaluate(cand, finetune_steps=ft_steps), -ctx.predict(cand), name, w))
+            meets = ctx.predict_on(on, cand) <= target
+            scored.append((meets, acc, -ctx.predict_on(on, cand), name, w))
         meets, acc, neg_cost, name, w = max(scored)
         widths[name] = w
         history.append({"iteration": it, "target": target, "group": name, "width": w, "accuracy": acc,
