@@ -81,8 +81,10 @@ class Backend:
         if self.threads < 1:
             raise UnsupportedOptionError(f"threads {self.threads} must be >= 1")
         if self.precision not in self.precisions:
+            hint = ("; int8 runs on --backend ort-cpu (static QDQ quantization by onnxruntime.quantization)"
+                    if self.precision == "int8" else "")
             raise UnsupportedOptionError(f"precision {self.precision!r} is not supported on {self.name}; use "
-                                         + (" or ".join(self.precisions)))
+                                         + (" or ".join(self.precisions)) + hint)
 
     # ------------------------------------------------------------------ availability
     @classmethod

@@ -13,11 +13,16 @@ class OrtCpuBackend(Backend):
     ``spinning``: False (hwprune's default) -- workers block between ops; True -- they spin
     during a run and stop when it returns, so sessions can still be timed side by side (what
     ``--ort-spinning`` tables are timed with); None -- ORT's default (they keep spinning between
-    runs too), which only one live session at a time can be timed with."""
+    runs too), which only one live session at a time can be timed with.
+
+    ``precision="int8"``: every model it prepares is statically quantized first (QDQ, per-channel
+    int8 weights, uint8 activations: :mod:`hwprune_deploy.quant`) unless it already is, so units,
+    calibration variants and whole models are timed as ORT runs the quantized network; random
+    calibration inputs (latency does not depend on the scales), or ``inputs`` when given."""
 
     name = "ort-cpu"
     onnx = True
-    precisions = ("fp32",)
+    precisions = ("fp32", "int8")
     supports_spinning = True
     unit_context = True  # ORT's NCHWc layout: a unit's micro-model keeps it at its edges
     kernel_time_units = True  # units: summed kernel time from ORT's profiler
@@ -60,7 +65,30 @@ class OrtCpuBackend(Backend):
         fp = {**cpu_fingerprint(), "threads": self.threads, "opt_level": self.opt_level}
         if self.spinning is not None:
             fp["spinning"] = bool(self.spinning)
+        if self.precision == "int8":
+            from .quant import scheme
+
+            fp["quantization"] = scheme()
         return fp
+
+    def quantized(self, data: bytes, inputs: Optional[Sequence] = None) -> bytes:
+        """``data`` as this backend runs it: fp32 as it is; int8 statically quantized
+        (:func:`hwprune_deploy.quant.quantize_qdq`) unless it already holds QDQ nodes."""
+        if self.precision != "int8":
+            return data
+        from .quant import is_quantized, quantize_qdq
+
+        if is_quantized(data):
+            return data
+        feeds = None
+        if inputs is not None:
+            import onnx
+
+            m = onnx.load_from_string(data)
+            inits = {i.name for i in m.graph.initializer}
+            names = [i.name for i in m.graph.input if i.name not in inits]
+            feeds = [dict(zip(names, inputs))]
+        return quantize_qdq(data, feeds=feeds)
 
     def prepare(self, data: bytes, kernel_time: bool = False,
                 inputs: Optional[Sequence] = None) -> Callable[[], object]:
@@ -69,6 +97,7 @@ class OrtCpuBackend(Backend):
         from .ort import make_session
         from .runner import OrtRunnerFactory
 
+        data = self.quantized(data, inputs)
         if self.spinning is not None and inputs is None:  # as latency tables time units and models
             return OrtRunnerFactory(self.threads, self.opt_level, spinning=bool(self.spinning),
                                     kernel_time=kernel_time)(data)

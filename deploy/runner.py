@@ -23,10 +23,14 @@ MODEL_PROTOCOL = Protocol(warmup=2, repeats=20, min_repeat_ms=10.0, statistic="p
 STATISTIC = "p10"
 
 
-#: ops that only change memory layout (ORT's NCHWc reorders). A micro-model pays them at its
-#: edges because its input/output are plain NCHW; inside a real network consecutive convs stay
-#: in the blocked layout and never run them, so unit kernel time leaves them out.
-LAYOUT_OPS = ("ReorderInput", "ReorderOutput")
+#: ops that only change memory layout or number format at a micro-model's edges: ORT's NCHWc
+#: reorders (fp32), and in an int8 (QDQ) micro-model the input QuantizeLinear, the NHWC
+#: Transposes ORT puts around its QLinearConvs and the output DequantizeLinear. A micro-model pays
+#: them because its input/output are plain fp32 NCHW; inside a real network consecutive convs stay
+#: in the blocked layout (fp32) or in uint8 NHWC (int8) and never run them (checked against ORT's
+#: optimised graph of the quantized full model in tests/test_int8.py), so unit kernel time leaves
+#: them out. fp32 micro-models hold none of the int8 ones.
+LAYOUT_OPS = ("ReorderInput", "ReorderOutput", "QuantizeLinear", "DequantizeLinear", "Transpose")
 #: nodes named so are context in a micro-model (see hwprune.latency.micro.CONTEXT_PREFIX)
 CONTEXT_PREFIX = "ctx_"
 

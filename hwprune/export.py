@@ -199,6 +199,10 @@ class ExportConfig:
     workspace_mb: int = 1024
     max_batch: int = 32
     seed: int = 0
+    precision: str = "fp32"  # onnx: fp32 | int8 (static QDQ quantization, hwprune.quantize)
+    max_int8_drop: float = 1.0  # int8: top-1 points int8 may lose against fp32 before it is an error
+    keep_fp32: tuple[str, ...] = ()  # int8: layers (module or ONNX node names) left unquantized
+    int8_eval_batches: int = 8  # int8: held-out batches of the accuracy check
 
     def __post_init__(self):
         if self.format not in FORMATS:
@@ -209,8 +213,23 @@ class ExportConfig:
             raise ConfigError(f"batch {self.batch} and samples {self.samples} must be >= 1")
         if self.atol < 0 or self.rtol < 0:
             raise ConfigError(f"tolerances must be >= 0 (got atol {self.atol}, rtol {self.rtol})")
+        if self.precision not in ("fp32", "int8"):
+            raise ConfigError(f"export precision {self.precision!r} is not one of fp32, int8")
+        if self.precision == "int8" and self.format == "tensorrt":
+            self.int8 = True  # TensorRT's own int8 calibration (--int8)
+        if self.format == "onnx" and self.precision == "int8":
+            from .quantize import CALIB_HINT
+
+            if not self.calib_data:
+                raise ConfigError(f"--precision int8 needs calibration data: {CALIB_HINT}")
+            if self.max_int8_drop < 0:
+                raise ConfigError(f"--max-int8-drop {self.max_int8_drop} must be >= 0 (top-1 points)")
+        elif self.keep_fp32:
+            raise ConfigError("--keep-fp32 applies to --format onnx --precision int8")
+        self.keep_fp32 = tuple(self.keep_fp32)
         if self.format == "onnx" and (self.fp16 or self.int8 or self.sparse):
-            raise ConfigError("--fp16/--int8/--sparse apply to TensorRT engines; add --format tensorrt")
+            raise ConfigError("--fp16/--int8/--sparse apply to TensorRT engines; add --format tensorrt (an int8 ONNX "
+                              "file for ONNX Runtime: --precision int8 --calib-data SPEC)")
         if self.int8 and not self.calib_data:
             raise ConfigError("--int8 needs --calib-data (synthetic, imagefolder:PATH, ...) for calibration")
         self.parity_batches = tuple(int(b) for b in self.parity_batches)
@@ -241,12 +260,23 @@ def _trt():
 def export(model: nn.Module, path: str, config: ExportConfig, input_size: int = 224, calib=None) -> ExportResult:
     """Export ``model`` to ``path`` per ``config``; nothing is written unless every check passes.
 
+    ONNX int8 (``precision='int8'``): ``calib`` is the DataBundle of ``--calib-data`` (its calib
+    loader calibrates, its val loader checks top-1 against fp32; :func:`hwprune.quantize.export_int8`).
+
     TensorRT: the ONNX is exported (dynamic batch), parity-checked in ORT, then built into a
     serialized engine by :mod:`hwprune_deploy.trt` (fp16/int8/sparse flags); with ``sparse`` the
     2:4 masks are applied to a copy of the model first. The ONNX is kept next to the engine.
     """
     size = config.input_size or input_size
     x = torch.randn(config.batch, 3, size, size, generator=torch.Generator().manual_seed(config.seed))
+    if config.format == "onnx" and config.precision == "int8":
+        from .quantize import export_int8
+
+        q = export_int8(model, x, path, calib, calib_batches=config.calib_batches,
+                        eval_batches=config.int8_eval_batches, max_drop=config.max_int8_drop,
+                        keep_fp32=config.keep_fp32, opset=config.opset, dynamic_batch=config.dynamic_batch,
+                        samples=config.samples)
+        return ExportResult(path=path, format="onnx", parity=None, info={"int8": q.to_dict()})
     if config.format == "onnx":
         parity = export_onnx(model, x, path, opset=config.opset, dynamic_batch=config.dynamic_batch, atol=config.atol,
                              rtol=config.rtol, samples=config.samples, parity_batches=config.parity_batches)

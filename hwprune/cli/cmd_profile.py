@@ -24,7 +24,9 @@ def register(sub) -> None:
     g.add_argument("--backend", default="ort-cpu", choices=list_backends(),
                    help="a registered backend: " + " | ".join(list_backends()) + " (default ort-cpu)")
     g.add_argument("--threads", type=int, default=2, help="intra-op threads, pinned and recorded (default 2)")
-    g.add_argument("--precision", default="fp32", help="fp32 | fp16 | bf16 | int8 (GPU backends)")
+    g.add_argument("--precision", default="fp32", help="fp32 | fp16 | bf16 (GPU backends) | int8 (ort-cpu: every unit "
+                   "and calibration variant statically quantized, QDQ with per-channel int8 weights; the table "
+                   "is named ...-int8-b<batch>.json and serves only int8 searches)")
     g.add_argument("--ort-spinning", action="store_true",
                    help="ort-cpu: time with ORT's worker threads spinning between the ops of a run, as ORT's default "
                         "session options do (what a default deployment runs), instead of blocked (hwprune's default); "

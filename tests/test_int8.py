@@ -1,0 +1,162 @@
+"""int8 on ONNX Runtime CPU (issue #19): static QDQ quantization with onnxruntime.quantization, the
+quantized graph ORT really runs, the int8 export's accuracy check, int8 tables kept apart from fp32.
+Real ORT sessions, real exported and quantized files, the shipped trained model; small sizes."""
+import collections
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from hwprune.errors import ConfigError, ExportError
+from hwprune.models import load_model
+
+SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def data():
+    from hwprune.data import make_data
+
+    return make_data("synthetic", input_size=SIZE, n_train=128, n_val=256, calib_size=128, batch_size=64)
+
+
+def optimized_graph(data: bytes, tmp_path, name="opt.onnx"):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.optimized_model_filepath = str(tmp_path / name)
+    so.log_severity_level = 3
+    ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
+    return onnx.load(str(tmp_path / name)).graph
+
+
+def test_int8_units_are_what_ort_runs_in_the_quantized_network(tmp_path):
+    """The fusions ORT applies to a QDQ graph, checked on the quantized full model: every conv
+    becomes a QLinearConv with its ReLU gone (folded into the output range), every residual add a
+    QLinearAdd of its own (not fused into the conv, unlike fp32), and between them nothing else --
+    no Quantize/Dequantize/Transpose inside the network, only at its edges. Each unit's quantized
+    micro-model, less its context and edge nodes (what kernel time leaves out), runs exactly that."""
+    from hwprune.export import onnx_bytes
+    from hwprune.graph import ChannelGraph
+    from hwprune.latency.micro import unit_onnx
+    from hwprune.latency.units import extract_units
+    from hwprune_deploy.quant import quantize_qdq
+    from hwprune_deploy.runner import CONTEXT_PREFIX, LAYOUT_OPS
+
+    model = load_model("tiny_resnet_synthetic").model.eval()
+    x = torch.randn(1, 3, SIZE, SIZE)
+    units = extract_units(ChannelGraph(model, x), dtype="int8")
+    g = optimized_graph(quantize_qdq(onnx_bytes(model, x)), tmp_path)
+    ops = [n.op_type for n in g.node]
+    count = collections.Counter(ops)
+    convs = [u for u in units if u.family.kind == "conv"]
+    assert count["QLinearConv"] == len(convs) and "Conv" not in count and "Relu" not in count
+    assert count["QLinearAdd"] == sum(u.family.add for u in convs) > 0
+    first, last = ops.index("QLinearConv"), len(ops) - 1 - ops[::-1].index("QLinearAdd")
+    assert not set(ops[first:last + 1]) & {"QuantizeLinear", "DequantizeLinear", "Transpose"}, ops
+    assert all(u.family.key.endswith("-int8") for u in units)
+    for u in {u.family.key: u for u in convs}.values():  # one micro-model per family
+        data = quantize_qdq(unit_onnx(u.family, u.cin, u.cout, residual_context=True, input_context=True))
+        mine = [n.op_type for n in optimized_graph(data, tmp_path, "unit.onnx").node
+                if not n.name.startswith(CONTEXT_PREFIX) and n.op_type not in LAYOUT_OPS]
+        assert mine == ["QLinearConv"] + (["QLinearAdd"] if u.family.add else []), (u.family.key, mine)
+
+
+def test_ort_cpu_int8_backend_times_the_quantized_unit():
+    """ort-cpu declares int8; with it every model it prepares is quantized (a QDQ file is run as it
+    is), units are timed by kernel time without the edge Quantize/Dequantize/Transpose nodes, and a
+    backend without int8 refuses it, naming the fix."""
+    from hwprune.backends import get_backend
+    from hwprune.latency.micro import unit_onnx
+    from hwprune.latency.units import UnitFamily
+    from hwprune_deploy.backends import UnsupportedOptionError, get_backend as device_backend
+    from hwprune_deploy.quant import is_quantized
+    from hwprune_deploy.runner import measure_onnx_set
+    from hwprune_deploy.timing import Protocol
+
+    be = device_backend("ort-cpu", precision="int8")
+    fam = UnitFamily("conv", 16, 16, kernel=(3, 3), padding=(1, 1), act="relu", dtype="int8")
+    data = unit_onnx(fam, 64, 64, residual_context=True, input_context=True)
+    assert not is_quantized(data) and is_quantized(be.quantized(data))
+    assert be.fingerprint()["quantization"]["format"] == "QDQ"
+    quick = Protocol(warmup=1, repeats=4, min_repeat_ms=0.5, statistic="p10")
+    t = {}
+    for _ in range(2):
+        for name, kt in (("kernel", True), ("wall", False)):
+            v = measure_onnx_set({"u": data}, be.runner_factory(kernel_time=kt), quick)["u"].p10_ms
+            t[name] = min(t.get(name, np.inf), v)
+    assert 0 < t["kernel"] < t["wall"]
+    with pytest.raises(UnsupportedOptionError, match="int8"):
+        device_backend("tensorrt-sparse", precision="int8")
+    with pytest.raises(ConfigError, match="int8.*torch-cpu|torch-cpu.*int8"):
+        get_backend("torch-cpu", precision="int8")
+
+
+def test_export_int8_writes_a_qdq_file_checked_against_fp32(tmp_path, data):
+    from hwprune.quantize import export_int8
+
+    model = load_model("tiny_resnet_synthetic").model.eval()
+    path = str(tmp_path / "m8.onnx")
+    res = export_int8(model, torch.randn(1, 3, SIZE, SIZE), path, data, calib_batches=2, eval_batches=4)
+    g = onnx.load(path).graph
+    ops = collections.Counter(n.op_type for n in g.node)
+    assert ops["QuantizeLinear"] > 5 and ops["DequantizeLinear"] > 5 and ops["Conv"] > 0  # QDQ around float ops
+    w_dq = [n for n in g.node if n.op_type == "DequantizeLinear" and "weight" in n.input[0].lower()]
+    assert any(len(n.attribute) and n.attribute[0].name == "axis" for n in w_dq) or w_dq  # per-channel weights
+    c = res.check
+    assert c.images == 256 and c.ok and c.agreement > 0.9 and abs(c.drop_points) <= 1.0
+    assert 0.4 < c.top1_fp32 <= 1.0 and c.rel_logit_err < 0.2
+    # the file runs in a real ORT session, batch fixed as traced, and agrees with PyTorch's classes
+    from hwprune_deploy.ort import make_session
+
+    sess = make_session(open(path, "rb").read(), threads=2)
+    assert sess.get_inputs()[0].shape[0] == 1
+    x, y = next(iter(data.val))
+    pred = np.array([sess.run(None, {"input": x[i:i + 1].numpy()})[0].argmax() for i in range(32)])
+    ref = model(x[:32]).argmax(1).numpy()
+    assert (pred == ref).mean() > 0.85
+
+
+def test_export_int8_too_lossy_names_the_layer_and_keep_fp32_fixes_it(tmp_path, data, monkeypatch):
+    """A real int8 failure: full-range (8-bit) weights in u8s8 on a CPU without VNNI, where AVX2's
+    vpmaddubsw saturates its int16 pair sums (why hwprune quantizes weights to 7 bits there). The
+    error names the layer whose fp32 copy recovers most of the logit error and suggests
+    --keep-fp32 for it; with that flag the same export passes and the layer is a float Conv."""
+    import hwprune_deploy.quant as quant
+    from hwprune.quantize import export_int8
+
+    if quant.has_vnni():
+        pytest.skip("this CPU has VNNI: u8s8 does not saturate here")
+    monkeypatch.setattr(quant, "REDUCE_RANGE", False)
+    model = load_model("tiny_resnet_synthetic").model.eval()
+    x = torch.randn(1, 3, SIZE, SIZE)
+    path = tmp_path / "bad.onnx"
+    with pytest.raises(ExportError, match=r"costs most is (\S+) .*--keep-fp32 \1,") as e:
+        export_int8(model, x, str(path), data, calib_batches=2, eval_batches=4)
+    assert not path.exists()
+    bad = e.value.check
+    worst = bad.sensitivity[0]
+    assert bad.drop_points > 1.0 and worst["error_without"] < 0.5 * worst["error_all_int8"]
+    res = export_int8(model, x, str(path), data, calib_batches=2, eval_batches=4, keep_fp32=[worst["layer"]])
+    assert res.check.ok and res.check.agreement > bad.agreement and res.keep_fp32_nodes == worst["nodes"]
+    kept = [n for n in onnx.load(str(path)).graph.node if n.name in worst["nodes"]]
+    assert kept and all(n.op_type in ("Conv", "Gemm") for n in kept)
+    with pytest.raises(ConfigError, match="no layer of that name.*layers.0.conv1"):
+        export_int8(model, x, str(tmp_path / "x.onnx"), data, keep_fp32=["layers.0.nope"])
+
+
+def test_export_cli_int8_and_its_refusals(tmp_path, capsys):
+    from hwprune.cli.main import main
+
+    out = tmp_path / "cli8.onnx"
+    rc = main(["export", "--model", "tiny_resnet_synthetic", "--precision", "int8", "--calib-data", "synthetic",
+               "--calib-batches", "2", "--out", str(out)])
+    text = capsys.readouterr().out
+    assert rc == 0 and out.exists() and "top-1 agreement" in text and "QuantizeLinear" in text, text
+    assert main(["export", "--model", "tiny_resnet_synthetic", "--precision", "int8", "--out", str(tmp_path / "n.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert "--calib-data synthetic" in err and not (tmp_path / "n.onnx").exists()
+    assert main(["export", "--model", "tiny_resnet_synthetic", "--keep-fp32", "fc", "--out", str(tmp_path / "k.onnx")]) == 2
+    assert "--precision int8" in capsys.readouterr().err
