@@ -21,15 +21,21 @@ CKPT_VERSION = 1
 
 
 def save_checkpoint(path: str, model: nn.Module, plan, meta: dict[str, Any] | None = None) -> None:
-    """Write ``{format, version, plan, meta, state_dict}`` atomically with torch.save."""
-    buf = io.BytesIO()
-    torch.save({
+    """Write ``{format, version, plan, meta, state_dict}`` (+ ``sparsity``: the model's 2:4 masks,
+    bit-packed, when it carries them) atomically with torch.save."""
+    from .sparsity import masks_of
+
+    obj = {
         "format": CKPT_FORMAT,
         "version": CKPT_VERSION,
         "plan": plan.to_dict(),
         "meta": dict(meta or {}),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-    }, buf)
+    }
+    if (masks := masks_of(model)) is not None:  # 2:4 masks (hwprune.sparsity): training keeps them fixed
+        obj["sparsity"] = masks.to_dict()
+    buf = io.BytesIO()
+    torch.save(obj, buf)
     atomic_write_bytes(path, buf.getvalue())
 
 
@@ -74,6 +80,10 @@ def load_checkpoint(path: str):
         model.load_state_dict(obj["state_dict"], strict=True)
     except RuntimeError as e:
         raise ModelLoadError(f"checkpoint {path!r} weights do not fit its plan: {e}") from e
+    if obj.get("sparsity"):
+        from .sparsity import NMMasks, attach
+
+        attach(model, NMMasks.from_dict(obj["sparsity"]))
     model.eval()
     return LoadedModel(model=model, model_id=plan.model_id, input_size=int(plan.input_shape[-1]),
                        plan=plan, meta=obj.get("meta", {}))

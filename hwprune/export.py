@@ -6,9 +6,9 @@ is the fallback. Files are written atomically: a failed export or a parity miss 
 Parity (ONNX Runtime vs PyTorch, tolerances relative to the reference's spread) is
 :mod:`hwprune.parity`; :func:`verify_onnx` adds the probe copy for a constant reference.
 
-:func:`mask_2to4_` applies 2:4 semi-structured magnitude masks (NVIDIA Ampere sparse tensor
-cores; Mishra et al. 2021, "Accelerating Sparse Deep Neural Networks") before a ``--sparse``
-TensorRT build.
+A ``--sparse`` TensorRT build uses the model's 2:4 masks (:mod:`hwprune.sparsity`, NVIDIA ASP;
+Mishra et al. 2021, "Accelerating Sparse Deep Neural Networks"), or one-shot magnitude masks on a
+copy when it has none; an ONNX export of a model with masks reports how many weights keep 2:4.
 """
 from __future__ import annotations
 
@@ -134,45 +134,31 @@ def check_onnx(data: bytes) -> None:
 
 # --------------------------------------------------------------------------------------- 2:4 masks
 
-def _nm_mask(w2d: torch.Tensor, n: int = 2, m: int = 4) -> torch.Tensor:
-    """Mask keeping the ``n`` largest-magnitude of every ``m`` consecutive entries along dim 1."""
-    rows, cols = w2d.shape
-    blocks = w2d.abs().reshape(rows, cols // m, m)
-    idx = blocks.topk(m - n, dim=-1, largest=False).indices  # the ones to zero
-    mask = torch.ones_like(blocks, dtype=torch.bool)
-    mask.scatter_(-1, idx, False)
-    return mask.reshape(rows, cols)
+def _sparse_model(model: nn.Module) -> tuple[nn.Module, int, str]:
+    """(model with 2:4 weights, sparse weights, how): the model's own masks (``hwprune prune
+    --sparsity 2:4``, fine-tuned with them fixed) when it carries them, else one-shot magnitude
+    masks on a copy (:func:`hwprune.sparsity.sparsify`; accuracy not recovered)."""
+    from .sparsity import masks_of, sparsify
+
+    masks = masks_of(model)
+    if masks is not None:
+        masks.apply_(model)
+        return model, len(masks.masks), "the checkpoint's 2:4 masks"
+    model = copy.deepcopy(model).eval()
+    return model, len(sparsify(model).masks), ("one-shot 2:4 magnitude masks without fine-tuning (accuracy not "
+                                               "recovered: hwprune prune --sparsity 2:4 --finetune-epochs E first)")
 
 
-def mask_2to4_(model: nn.Module, min_in: int = 4) -> dict[str, int]:
-    """Zero the 2 smallest-magnitude weights of every 4 consecutive *input* weights, in place.
+def _onnx_sparsity(model: nn.Module, path: str) -> dict:
+    """For a model with 2:4 masks: how many of the exported ONNX's weights keep 2:4 along their input dim."""
+    from .sparsity import masks_of, onnx_nm_weights
 
-    Linear (out, in): groups along ``in``. Conv2d (out, in/groups, kh, kw): groups along the input
-    channels at each kernel position (the reduction dimension the sparse tensor cores use).
-    Layers whose input width is not a multiple of 4 (or depthwise convs) are left dense.
-    Returns {layer: number of zeroed weights}.
-    """
-    done: dict[str, int] = {}
-    with torch.no_grad():
-        for name, mod in model.named_modules():
-            if isinstance(mod, nn.Linear):
-                w = mod.weight
-                if w.shape[1] % 4 or w.shape[1] < min_in:
-                    continue
-                mask = _nm_mask(w.detach())
-                w.mul_(mask)
-            elif isinstance(mod, nn.Conv2d):
-                w = mod.weight  # (out, cin_g, kh, kw)
-                cin = w.shape[1]
-                if cin % 4 or cin < min_in:
-                    continue
-                wt = w.detach().permute(0, 2, 3, 1).reshape(-1, cin)
-                mask = _nm_mask(wt).reshape(w.shape[0], w.shape[2], w.shape[3], cin).permute(0, 3, 1, 2)
-                w.mul_(mask)
-            else:
-                continue
-            done[name] = int(w.numel() // 2)
-    return done
+    masks = masks_of(model)
+    if masks is None:
+        return {}
+    found = onnx_nm_weights(path, masks.n, masks.m)
+    return {"sparsity": {"pattern": masks.pattern, "sparse_layers": len(masks.masks),
+                         "onnx_weights_nm": sum(found.values()), "onnx_weights": len(found)}}
 
 
 # ---------------------------------------------------------------------------- config + one verb
@@ -265,7 +251,7 @@ def export(model: nn.Module, path: str, config: ExportConfig, input_size: int = 
 
     TensorRT: the ONNX is exported (dynamic batch), parity-checked in ORT, then built into a
     serialized engine by :mod:`hwprune_deploy.trt` (fp16/int8/sparse flags); with ``sparse`` the
-    2:4 masks are applied to a copy of the model first. The ONNX is kept next to the engine.
+    model's 2:4 masks are used (one-shot magnitude masks on a copy when it has none). The ONNX is kept next to the engine.
     """
     size = config.input_size or input_size
     x = torch.randn(config.batch, 3, size, size, generator=torch.Generator().manual_seed(config.seed))
@@ -280,12 +266,11 @@ def export(model: nn.Module, path: str, config: ExportConfig, input_size: int = 
     if config.format == "onnx":
         parity = export_onnx(model, x, path, opset=config.opset, dynamic_batch=config.dynamic_batch, atol=config.atol,
                              rtol=config.rtol, samples=config.samples, parity_batches=config.parity_batches)
-        return ExportResult(path=path, format="onnx", parity=parity)
+        return ExportResult(path=path, format="onnx", parity=parity, info=_onnx_sparsity(model, path))
     trt = _trt()  # fail before any work when TensorRT is absent
-    sparse_layers = 0
+    sparse_layers, sparse_how = 0, None
     if config.sparse:
-        model = copy.deepcopy(model).eval()
-        sparse_layers = len(mask_2to4_(model))
+        model, sparse_layers, sparse_how = _sparse_model(model)
     onnx_path = os.path.splitext(path)[0] + ".onnx"
     data = onnx_bytes(model, x, opset=config.opset, dynamic_batch=True)
     check_onnx(data)
@@ -305,7 +290,8 @@ def export(model: nn.Module, path: str, config: ExportConfig, input_size: int = 
     atomic_write_bytes(path, engine)
     atomic_write_bytes(onnx_path, data)
     return ExportResult(path=path, format="tensorrt", parity=parity, onnx_path=onnx_path, sparse_layers=sparse_layers,
-                        info={"fp16": config.fp16, "int8": config.int8, "sparse": config.sparse})
+                        info={"fp16": config.fp16, "int8": config.int8, "sparse": config.sparse,
+                              "sparse_masks": sparse_how})
 
 
 def _calib_batches(calib, config: ExportConfig):

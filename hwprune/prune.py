@@ -91,6 +91,10 @@ def _search_and_check(ctx: SearchContext, loaded: LoadedModel, config: PruneConf
     if evaluator is not None:  # an evaluator may recalibrate BN in place: never let it touch the user's model
         report.accuracy = {"before": float(evaluator(copy.deepcopy(loaded.model))),
                            "after": float(evaluator(loop.pruned))}
+    if config.sparsity:  # ASP: 2:4 masks on the cut model, then the fine-tune below keeps them fixed
+        from .sparsify import apply_sparsity
+
+        report.sparsity = apply_sparsity(loop.pruned, config.sparsity, evaluator, report.accuracy)
     if config.finetune_epochs:
         report.finetune = finetune_pruned(loop.pruned, loaded.model, data, config)
         if evaluator is not None:

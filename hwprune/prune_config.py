@@ -36,6 +36,7 @@ class PruneConfig:
     finetune_epochs: int = 0
     finetune_lr: float = 0.01
     distill: bool = False
+    sparsity: Optional[str] = None  # "2:4": ASP masks after the channel cut, kept fixed in fine-tuning (hwprune.sparsity)
     progress: bool = True
     executor: str = "local"  # where independent candidates are evaluated: local | ray (hwprune.executor)
     ray_address: Optional[str] = None  # ray: auto | HOST:PORT (None: join a running ray.init or start one here)
@@ -66,6 +67,10 @@ class PruneConfig:
                               "add --executor ray")
         if self.worker_threads < 1:
             raise ConfigError(f"worker threads {self.worker_threads} must be >= 1")
+        if self.sparsity is not None:
+            from .sparsity import parse_pattern
+
+            parse_pattern(self.sparsity)  # 3:4, "2-4" -> ConfigError naming the valid values
         if self.threads < 1:
             raise ConfigError(f"threads {self.threads} must be >= 1")
         if self.closed_loop_rounds < 0:

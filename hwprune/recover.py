@@ -164,6 +164,9 @@ def fit(model: nn.Module, data, settings: LoopSettings, teacher: Optional[nn.Mod
     opt = torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=0.9, nesterov=True,
                           weight_decay=settings.weight_decay)
     sched = _scheduler(opt, settings, total)
+    from .sparsity import keep_masks
+
+    keep_masks(model, opt)  # a model with 2:4 masks (hwprune.sparsity) trains with them fixed, as ASP does
     hist: dict[str, Any] = {"loss": []}
     done = epoch = 0
     prior_seconds = 0.0
@@ -294,6 +297,7 @@ class RecoverReport:
     resumed_from_epoch: Optional[int] = None
     reinitialized_by_fallback: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    sparsity: Optional[dict[str, Any]] = None  # the 2:4 masks kept fixed while training (hwprune.sparsity)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -442,6 +446,10 @@ def recover(loaded: Union[LoadedModel, nn.Module], data, config: RecoverConfig,
         accuracy={"before": before, "after": after}, loss=[float(v) for v in hist["loss"]], steps=int(hist["steps"]),
         seconds=float(hist["seconds"]), resumed_from_epoch=int(state["loop"]["epoch"]) if state is not None else None,
         reinitialized_by_fallback=fallback, notes=notes)
+    from .sparsity import masks_of
+
+    if (masks := masks_of(model)) is not None:
+        report.sparsity = masks.summary(model)
     meta = _trained_meta(loaded, config, epochs, rule, report)
     result = RecoverResult(model=model, plan=loaded.plan, report=report, meta=meta)
     if config.out:

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from hwprune.errors import BackendUnavailableError, ConfigError, ExportError
-from hwprune.export import ExportConfig, check_parity_many, export, export_onnx, mask_2to4_, onnx_bytes, parity_inputs
+from hwprune.export import ExportConfig, check_parity_many, export, export_onnx, onnx_bytes, parity_inputs
 from hwprune.models import load_model
 from hwprune.prune import PruneConfig, prune
 
@@ -88,24 +88,6 @@ def test_diverging_export_raises_and_writes_nothing(tmp_path, model):
     with pytest.raises(ExportError, match="diverges"):
         export_onnx(model.eval(), x, str(path), samples=8)
     assert os.listdir(tmp_path) == []
-
-
-def test_mask_2to4_exactly_two_of_every_four_inputs():
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(8, 16, 3), nn.Conv2d(16, 16, 3, groups=16), nn.Flatten(), nn.Linear(12, 6),
-                          nn.Linear(6, 5))
-    before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    done = mask_2to4_(model)
-    assert set(done) == {"0", "3"}  # depthwise (1 input/group) and Linear(6) (not a multiple of 4) stay dense
-    conv = model[0].weight.detach().permute(0, 2, 3, 1).reshape(-1, 2, 4)  # groups of 4 input channels
-    lin = model[3].weight.detach().reshape(6, 3, 4)
-    for w, orig in ((conv, before["0.weight"].permute(0, 2, 3, 1).reshape(-1, 2, 4)),
-                    (lin, before["3.weight"].reshape(6, 3, 4))):
-        assert ((w == 0).sum(-1) == 2).all()
-        kept_min = torch.where(w != 0, orig.abs(), torch.inf).min(-1).values
-        dropped_max = torch.where(w == 0, orig.abs(), -torch.inf).max(-1).values
-        assert (kept_min >= dropped_max).all()  # magnitude: the two largest of each four survive
-    assert torch.equal(model[1].weight, before["1.weight"]) and torch.equal(model[4].weight, before["4.weight"])
 
 
 def test_export_config_validation():

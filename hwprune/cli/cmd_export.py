@@ -45,7 +45,9 @@ def register(sub) -> None:
     trt.add_argument("--calib-data", help="calibration data spec for int8 (ONNX --precision int8 or TensorRT --int8): "
                                           "synthetic, imagefolder:PATH, cifar10:PATH, module:function")
     trt.add_argument("--sparse", action="store_true",
-                     help="apply 2:4 magnitude masks to Linear/Conv weights and set the sparse-weights flag")
+                     help="set the sparse-weights flag (2:4 sparse tensor cores) with the checkpoint's 2:4 masks "
+                          "(hwprune prune --sparsity 2:4, fine-tuned with them fixed); a model without masks gets "
+                          "one-shot magnitude masks, accuracy not recovered")
     trt.add_argument("--max-batch", type=int, default=32, help="largest batch of the engine's profile (default 32)")
     p.set_defaults(func=run)
 
@@ -80,7 +82,11 @@ def run(args) -> int:
     else:
         print(f"parity (ONNX Runtime vs PyTorch): {result.parity}")
     if result.sparse_layers:
-        print(f"2:4 masks applied to {result.sparse_layers} layers")
+        print(f"2:4 sparse weights: {result.sparse_layers} ({result.info.get('sparse_masks')})")
+    if "sparsity" in result.info:
+        sp = result.info["sparsity"]
+        print(f"{sp['pattern']} pattern in the ONNX weights: {sp['onnx_weights_nm']} of {sp['onnx_weights']} conv/matmul "
+              f"weights ({sp['sparse_layers']} layers of the model are masked)")
     extra = f" (+ {result.onnx_path})" if result.onnx_path else ""
     print(f"wrote {result.path}{extra}")
     return 0

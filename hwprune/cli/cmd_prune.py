@@ -103,6 +103,13 @@ def register(sub) -> None:
                        help=f"same as --option {name}={row['type'].upper()} ({owners[name]}; default {row['default']})")
     g.add_argument("--option", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
                    help="a strategy option, or several (each strategy's are listed below)")
+    g = p.add_argument_group("2:4 sparsity (NVIDIA ASP: hwprune.sparsity)")
+    g.add_argument("--sparsity", metavar="N:M",
+                   help="2:4: after any channel cut, keep the 2 largest-|w| of every 4 consecutive input weights of "
+                        "each Linear/Conv whose weight is (out %% 8 == 0, in %% 16 == 0), as NVIDIA's ASP does; "
+                        "--finetune-epochs and `hwprune train` then fine-tune with the masks fixed. Alone (no "
+                        "--ratio/--budget) it keeps every channel, and --model may be a checkpoint. Runs faster only "
+                        "on sparse tensor cores: hwprune export --format tensorrt --sparse")
     p.add_argument("--plot", action="store_true", help="write widths.png (and pareto.png for evolution)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
@@ -198,9 +205,67 @@ def write_outputs(folder: str, result, plot: bool = False) -> list[str]:
     return written
 
 
+def _check_sparsity(args) -> None:
+    """Refuse what a --sparsity run cannot honour, before any work."""
+    from ..errors import ConfigError
+    from ..sparsity import parse_pattern
+
+    parse_pattern(args.sparsity)
+    if args.regularize:
+        raise ConfigError(f"--regularize replaces the cut model after the search, which would drop the --sparsity "
+                          f"{args.sparsity} masks: regularise and cut first, then run hwprune prune --model "
+                          f"OUT/pruned.pt --sparsity {args.sparsity}")
+    if args.evaluator == "reconstruct":
+        raise ConfigError("--evaluator reconstruct refits the kept weights densely, so it would score a model without "
+                          "the 2:4 masks; with --sparsity use accuracy, adaptive-bn or finetune")
+    if args.ratio is None and args.budget is None:
+        if args.strategy != "uniform":
+            raise ConfigError(f"--strategy {args.strategy} searches channel widths, but --sparsity {args.sparsity} "
+                              "alone cuts no channel: add --budget (or --ratio) to prune channels too, or leave "
+                              "--strategy out")
+        if args.table:
+            raise ConfigError(f"--table prices channel cuts, but --sparsity {args.sparsity} alone cuts no channel: "
+                              "add --budget to prune channels too, or leave --table out")
+
+
+def _print_sparsity(sp: dict, acc) -> None:
+    line = (f"{sp['pattern']} sparsity (ASP): {sp['layers']} layers, {100 * sp['fraction_masked_of_all_weights']:.1f}% "
+            f"of all weights masked")
+    if acc and "after_sparsity" in acc:
+        dense = acc.get("after", acc.get("before"))
+        line += (f"; accuracy {dense:.4f} dense -> {acc['after_sparsity']:.4f} masked"
+                 + (f" -> {acc['after_finetune']:.4f} after fine-tune (masks fixed)" if "after_finetune" in acc else ""))
+    print(line)
+
+
+def run_sparsity_only(args) -> int:
+    """--sparsity without --ratio/--budget: mask the model as it is, score, fine-tune (hwprune.sparsify)."""
+    from ..sparsify import sparsify_loaded
+
+    check_output_dir(args.out)
+    loaded = load_from_args(args)
+    size = args.input_size or loaded.input_size
+    data, evaluator, eval_words = make_evaluation(args, loaded, size)
+    if eval_words:
+        print(f"evaluator: {eval_words}", file=sys.stderr)
+    result = sparsify_loaded(loaded, args.sparsity, evaluator, data, finetune_epochs=args.finetune_epochs,
+                             finetune_lr=args.finetune_lr, distill=args.distill, seed=args.seed, input_size=size,
+                             progress=not args.quiet)
+    result.report.evaluator = eval_words
+    with staged_output_dir(args.out) as work:
+        written = write_outputs(work, result)
+    _print_sparsity(result.report.sparsity, result.report.accuracy)
+    print(f"wrote {', '.join(os.path.join(args.out, w) for w in written)}")
+    return 0
+
+
 def run(args) -> int:
     from ..budget import check_tables_exist, parse_budgets
 
+    if args.sparsity:
+        _check_sparsity(args)
+        if args.ratio is None and args.budget is None:
+            return run_sparsity_only(args)
     bounds = parse_budgets(args.budget or [])
     check_tables_exist(bounds)  # a budget bound to a missing table fails before the model is loaded
     budget = bounds[0].budget if bounds else None
@@ -218,7 +283,8 @@ def run(args) -> int:
                          ray_address=args.ray_address, worker_threads=args.worker_threads, options=_options(args),
                          backend=backend, threads=args.threads, closed_loop_rounds=args.closed_loop_rounds,
                          tolerance=args.tolerance, finetune_epochs=args.finetune_epochs,
-                         finetune_lr=args.finetune_lr, distill=args.distill, progress=not args.quiet)
+                         finetune_lr=args.finetune_lr, distill=args.distill, sparsity=args.sparsity,
+                         progress=not args.quiet)
     _note_ignored_options(config)
     if args.regularize:
         _check_regularize(args)
@@ -289,6 +355,8 @@ def run(args) -> int:
         a = r.accuracy
         print(f"accuracy {a['before']:.4f} -> {a['after']:.4f}"
               + (f" -> {a['after_finetune']:.4f} after fine-tune" if "after_finetune" in a else ""))
+    if r.sparsity:
+        _print_sparsity(r.sparsity, r.accuracy)
     if r.regularize:
         h = r.regularize
         acc = h.get("accuracy")

@@ -104,5 +104,9 @@ def run(args) -> int:
               f"({init}, {r.epochs} epochs ({how}){', distilled' if r.kd else ''}, {r.seconds:.0f} s)")
     if r.resumed_from_epoch is not None:
         print(f"resumed after epoch {r.resumed_from_epoch}")
+    if r.sparsity:
+        sp = r.sparsity
+        print(f"{sp['pattern']} sparsity kept fixed: {sp['layers']} layers, {100 * sp['fraction_masked_of_all_weights']:.1f}% "
+              f"of all weights masked ({'pattern holds' if sp['holds'] else 'PATTERN BROKEN'})")
     print(f"wrote {os.path.join(args.out, 'trained.pt')}, {os.path.join(args.out, 'report.json')}")
     return 0
