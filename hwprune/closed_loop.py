@@ -75,6 +75,8 @@ def measure_as(config: PruneConfig, table) -> tuple[str, bool]:
     workers spinning is checked spinning), else fp32 with blocked workers."""
     from .latency.measure import table_spinning
 
+    if getattr(config, "precision", "fp32") == "int8":  # the quantized result, as the int8 table timed it
+        return "int8", table_spinning(table) if getattr(table, "backend", None) == config.backend else False
     if config.backend and getattr(table, "backend", None) == config.backend:
         return getattr(table, "precision", "fp32"), table_spinning(table)
     return "fp32", False

@@ -61,14 +61,47 @@ def prune(loaded: LoadedModel, config: PruneConfig, calib=None, table=None, eval
         raise ConfigError("--finetune-epochs needs training data: pass --data synthetic (or imagefolder:PATH ...)")
     seed_everything(config.seed)
     t0 = time.perf_counter()
+    config, int8 = _int8_config(loaded, config, table)
     ctx = make_context(loaded, config, calib, table, evaluator)
     from .executor import make_executor
 
     ctx.executor = make_executor(config.executor, config.ray_address, config.worker_threads)
     try:
-        return _search_and_check(ctx, loaded, config, strategy, table, evaluator, data, t0)
+        result = _search_and_check(ctx, loaded, config, strategy, table, evaluator, data, t0)
+        if int8 is not None:
+            result.report.config["int8"] = int8
+        return result
     finally:
         ctx.executor.close()
+
+
+def _int8_config(loaded: LoadedModel, config: PruneConfig, table):
+    """An int8 search (``config.precision``): its table must be an int8 table, and a relative budget
+    referred to the fp32 unpruned model is re-expressed against the int8 one
+    (:func:`hwprune.int8_budget.resolve_int8_budget`). (config, what was done or None)."""
+    if table is not None and not isinstance(table, str) and not hasattr(table, "precision"):
+        return config, None  # a user's own cost model
+    loaded_table = None
+    if table is not None:
+        from .latency import LatencyTable
+
+        loaded_table = LatencyTable.load(table) if isinstance(table, str) else table
+        prec = loaded_table.precision
+        if prec != config.precision:
+            raise ConfigError(f"the latency table holds {prec} latencies and this search is {config.precision}: "
+                              + ("set precision='int8' (--precision int8) to spend it" if prec == "int8" else
+                                 f"profile an {config.precision} table (hwprune profile --precision {config.precision})"))
+    if config.precision != "int8":
+        return config, None
+    import torch
+
+    from .int8_budget import resolve_int8_budget
+    from .latency.measure import table_spinning
+
+    size = config.input_size or loaded.input_size
+    x = torch.randn(config.batch, 3, size, size, generator=torch.Generator().manual_seed(0))
+    spinning = table_spinning(loaded_table) if loaded_table is not None else False
+    return resolve_int8_budget(loaded.model, config, x, spinning=spinning)
 
 
 def _search_and_check(ctx: SearchContext, loaded: LoadedModel, config: PruneConfig, strategy, table, evaluator,

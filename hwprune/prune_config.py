@@ -41,6 +41,8 @@ class PruneConfig:
     executor: str = "local"  # where independent candidates are evaluated: local | ray (hwprune.executor)
     ray_address: Optional[str] = None  # ray: auto | HOST:PORT (None: join a running ray.init or start one here)
     worker_threads: int = 1  # torch threads per executor worker (ray), so workers do not fight over cores
+    precision: str = "fp32"  # int8: spend an int8 table, measure the quantized result (hwprune.int8_budget)
+    budget_ref: str = "fp32"  # int8: a relative budget is a share of the fp32 (default) or int8 unpruned model
 
     def __post_init__(self):
         if self.ratio is not None and not (0.0 <= self.ratio < 1.0):
@@ -73,6 +75,11 @@ class PruneConfig:
             parse_pattern(self.sparsity)  # 3:4, "2-4" -> ConfigError naming the valid values
         if self.threads < 1:
             raise ConfigError(f"threads {self.threads} must be >= 1")
+        from .int8_budget import check_precision
+
+        check_precision(self.precision, self.backend, self.budget_ref)
+        if self.precision == "int8" and (self.more_budgets or (self.budget and "@" in self.budget)):
+            raise ConfigError("--precision int8 takes one budget without @TABLE (the int8 table is found or profiled)")
         if self.closed_loop_rounds < 0:
             raise ConfigError(f"closed-loop rounds {self.closed_loop_rounds} must be >= 0")
         if not (0 <= self.tolerance < 1):

@@ -95,6 +95,11 @@ def check_given_table(path: str, req: TableRequest) -> None:
     from .latency.measure import table_spinning
 
     table = LatencyTable.load(path)
+    if table.precision != req.precision:
+        raise ConfigError(f"table {path!r} holds {table.precision} latencies and this search is {req.precision}: "
+                          + ("pass --precision int8 to spend it, or an fp32 table" if table.precision == "int8" else
+                             f"pass an {req.precision} table (hwprune profile --precision {req.precision}), or leave "
+                             "out --table to find or profile one"))
     if table.backend == req.backend and table_spinning(table) != req.spinning:
         raise ConfigError(f"table {path!r} was profiled with ORT's workers "
                           f"{'spinning' if table_spinning(table) else 'blocked'}; "

@@ -68,6 +68,13 @@ def register(sub) -> None:
     g.add_argument("--threads", type=int, default=2, help="backend threads (default 2)")
     g.add_argument("--closed-loop-rounds", type=int, default=3, help="re-searches when the measurement misses (default 3)")
     g.add_argument("--tolerance", type=float, default=0.03, help="allowed measured overshoot (default 0.03)")
+    g.add_argument("--precision", default="fp32", choices=["fp32", "int8"],
+                   help="int8 (ort-cpu): spend an int8 latency table (found in latency_tables/ or profiled with every "
+                        "unit statically quantized) and measure the quantized result side by side with the quantized "
+                        "unpruned model")
+    g.add_argument("--budget-ref", default="fp32", choices=["fp32", "int8"],
+                   help="int8: a relative budget (0.25x, 4speedup) is a share of the fp32 unpruned model (default: what "
+                        "runs today; measured once side by side with the int8 one) or of the int8 unpruned model")
     g.add_argument("--ort-spinning", action="store_true",
                    help="ort-cpu: spend and check a table timed with ORT's worker threads spinning (as a deployment "
                         "with ORT's default session options runs); default: workers blocked, as tables are profiled")
@@ -158,7 +165,7 @@ def table_request(config: PruneConfig, spinning: bool):
     from ..service import TableRequest
 
     return TableRequest(backend=config.backend or "ort-cpu", threads=config.threads, batch=config.batch,
-                        spinning=spinning, align=config.align, min_width=config.min_width,
+                        precision=config.precision, spinning=spinning, align=config.align, min_width=config.min_width,
                         input_size=config.input_size, ignore=config.ignore)
 
 
@@ -284,7 +291,7 @@ def run(args) -> int:
                          backend=backend, threads=args.threads, closed_loop_rounds=args.closed_loop_rounds,
                          tolerance=args.tolerance, finetune_epochs=args.finetune_epochs,
                          finetune_lr=args.finetune_lr, distill=args.distill, sparsity=args.sparsity,
-                         progress=not args.quiet)
+                         progress=not args.quiet, precision=args.precision, budget_ref=args.budget_ref)
     _note_ignored_options(config)
     if args.regularize:
         _check_regularize(args)
@@ -349,6 +356,8 @@ def run(args) -> int:
         print(f"  {row['device']}: budget {row['budget']}, predicted {row['predicted']:.4g} {row['unit']}, "
               + (f"measured {row['measured_ms']:.3f} ms (budget {row['budget_ms']:.3f} ms)" if row.get("measured_ms")
                  is not None else row["checked"]) + f": {'met' if row['met'] else 'MISSED'}")
+    if (r.config or {}).get("int8", {}).get("note"):
+        print(f"int8: {r.config['int8']['note']}")
     if r.verdict:
         print(r.verdict)
     if r.accuracy:

