@@ -126,6 +126,15 @@ class RayExecutor(Executor):
             self._started = False
 
 
+def check_executor(name: str, address: Optional[str] = None) -> None:
+    """What :func:`make_executor` would refuse, checked before any work: Ray missing, an address
+    that does not answer (the CLI calls this before loading the model)."""
+    if name == "ray":
+        _import_ray()
+        if address not in (None, "auto"):
+            _check_answers(address)
+
+
 def make_executor(name: str = "local", address: Optional[str] = None, worker_threads: int = 1) -> Executor:
     """The executor called ``name`` (``local`` or ``ray``); see the module doc."""
     if name == "local":

@@ -293,6 +293,9 @@ def run(args) -> int:
                          finetune_lr=args.finetune_lr, distill=args.distill, sparsity=args.sparsity,
                          progress=not args.quiet, precision=args.precision, budget_ref=args.budget_ref)
     _note_ignored_options(config)
+    from ..executor import check_executor
+
+    check_executor(config.executor, config.ray_address)  # Ray missing or not answering: before any work
     if args.regularize:
         _check_regularize(args)
     check_output_dir(args.out)  # before the search, not after it

@@ -1,0 +1,110 @@
+"""Executors (issue #20): the local executor, and a real local Ray cluster (2 CPUs, started here and
+shut down after) giving the same plans as local for evolution and netadapt, pinning torch threads
+per worker, retrying a task whose worker was killed, and clear errors for a missing Ray or an
+address that does not answer."""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from hwprune.errors import ConfigError
+from hwprune.executor import LocalExecutor, make_executor
+from hwprune.models import load_model
+from hwprune.prune import PruneConfig, prune
+from hwprune.strategies._common import fidelity_evaluator
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    loaded = load_model("tiny_resnet")
+    return loaded, fidelity_evaluator(loaded.model, torch.randn(1, 3, 32, 32), n=8)
+
+
+def test_local_executor_maps_in_order():
+    assert LocalExecutor().map(lambda shared, x: shared + x, [3, 1, 2], shared=10) == [13, 11, 12]
+    with pytest.raises(ConfigError, match="--executor ray"):
+        make_executor("local", address="auto")
+    with pytest.raises(ConfigError, match="unknown"):
+        make_executor("dask")
+    with pytest.raises(ConfigError, match="add --executor ray"):
+        PruneConfig(ray_address="auto")
+
+
+def test_missing_ray_is_a_clear_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # what an environment without Ray looks like to `import ray`
+    with pytest.raises(ConfigError, match=r"pip install 'hwprune\[ray\]'"):
+        make_executor("ray")
+
+
+def test_address_that_does_not_answer():
+    with pytest.raises(ConfigError, match="127.0.0.1:9 does not answer"):
+        make_executor("ray", address="127.0.0.1:9")
+    with pytest.raises(ConfigError, match="HOST:PORT"):
+        make_executor("ray", address="nowhere")
+
+
+def test_ray_maps_in_order_with_pinned_threads(cluster):
+    ex = make_executor("ray", worker_threads=1)
+
+    def job(shared, x):
+        return shared * x, torch.get_num_threads(), os.getpid()
+
+    out = ex.map(job, list(range(6)), shared=7)
+    assert [o[0] for o in out] == [7 * i for i in range(6)]
+    assert {o[1] for o in out} == {1} and os.getpid() not in {o[2] for o in out}
+    ex.close()
+    assert cluster.is_initialized()  # joined the test's runtime, so closing leaves it up
+
+
+def test_killed_worker_is_retried(cluster, tmp_path):
+    """The first attempt of one task kills its worker process; Ray runs it again elsewhere."""
+    marker = str(tmp_path / "killed-once")
+    ex = make_executor("ray")
+
+    def job(shared, x):
+        if x == 2 and not os.path.exists(shared):
+            open(shared, "w").close()
+            os._exit(1)  # the worker dies mid-task
+        return x * x
+
+    assert ex.map(job, [0, 1, 2, 3], shared=marker) == [0, 1, 4, 9]
+    assert os.path.exists(marker)
+
+
+@pytest.mark.parametrize("name,opts", [("evolution", {"evo_pop": 6, "evo_gens": 2}),
+                                       ("netadapt", {"netadapt_initial": 0.2})])
+def test_same_plan_as_local(cluster, tiny, name, opts):
+    """Work items carry their plan; the model, data and evaluator go once per map: the plan, the
+    scores and the number of evaluations are those of the local run."""
+    loaded, ev = tiny
+    res = {}
+    for ex in ("local", "ray"):
+        res[ex] = prune(loaded, PruneConfig(strategy=name, budget="60%flops", options=opts, align=16, progress=False,
+                                            executor=ex), evaluator=ev)
+    local, ray_ = res["local"], res["ray"]
+    assert local.plan.kept == ray_.plan.kept and local.report.evaluations == ray_.report.evaluations
+    if name == "evolution":
+        assert [m["error"] for m in local.artifacts["pareto"]["front"]] == \
+               [m["error"] for m in ray_.artifacts["pareto"]["front"]]
+    else:
+        assert local.artifacts["netadapt_history"] == ray_.artifacts["netadapt_history"]
+    assert torch.equal(local.model(torch.ones(1, 3, 32, 32)), ray_.model(torch.ones(1, 3, 32, 32)))
+
+
+def test_cli_refuses_a_ray_address_that_does_not_answer(tmp_path):
+    pytest.importorskip("ray")
+    out = tmp_path / "p"
+    r = subprocess.run([sys.executable, "-m", "hwprune", "prune", "--model", "tiny_resnet", "--input-size", "32",
+                        "--strategy", "evolution", "--budget", "60%flops", "--executor", "ray", "--ray-address",
+                        "127.0.0.1:9", "--quiet", "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "does not answer" in r.stderr and not out.exists()
