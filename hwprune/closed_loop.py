@@ -76,7 +76,8 @@ def measure_as(config: PruneConfig, table) -> tuple[str, bool]:
     from .latency.measure import table_spinning
 
     if getattr(config, "precision", "fp32") == "int8":  # the quantized result, as the int8 table timed it
-        return "int8", table_spinning(table) if getattr(table, "backend", None) == config.backend else False
+        return "int8", bool(config.backend and getattr(table, "backend", None) == config.backend
+                            and table_spinning(table))
     if config.backend and getattr(table, "backend", None) == config.backend:
         return getattr(table, "precision", "fp32"), table_spinning(table)
     return "fp32", False

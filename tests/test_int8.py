@@ -160,3 +160,65 @@ def test_export_cli_int8_and_its_refusals(tmp_path, capsys):
     assert "--calib-data synthetic" in err and not (tmp_path / "n.onnx").exists()
     assert main(["export", "--model", "tiny_resnet_synthetic", "--keep-fp32", "fc", "--out", str(tmp_path / "k.onnx")]) == 2
     assert "--precision int8" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def int8_table(tmp_path_factory):
+    """A quick int8 table of the shipped model at 32 px (2 points per axis, as the latency tests)."""
+    from hwprune.latency import ProfileConfig, profile
+
+    path = str(tmp_path_factory.mktemp("int8") / "t-int8.json")
+    profile(load_model("tiny_resnet_synthetic"), ProfileConfig.quick(precision="int8", input_size=SIZE, out=path,
+                                                                     align=8), progress=False)
+    return path
+
+
+def test_int8_tables_are_named_and_kept_apart(int8_table):
+    from hwprune.latency import LatencyTable, ProfileConfig, profile
+    from hwprune.latency.table import default_table_name
+    from hwprune.prune import PruneConfig
+    from hwprune.service import TableRequest, check_given_table
+
+    t = LatencyTable.load(int8_table)
+    assert t.precision == "int8" and t.families and all(k.endswith("-int8") for k in t.families)
+    assert t.device["quantization"]["format"] == "QDQ"
+    assert "-int8-b1" in default_table_name(t.device, t.backend, t.precision, t.batch)
+    rec = next(iter(t.models.values()))
+    assert rec["full_ms"] > 0 and rec["units_full_ms"] > 0
+    assert TableRequest(align=8).why_not(t) and TableRequest(precision="int8", align=8).why_not(t) is None
+    with pytest.raises(ConfigError, match="holds int8 latencies.*--precision int8"):
+        check_given_table(int8_table, TableRequest(align=8))
+    with pytest.raises(ConfigError, match="int8 runs on --backend ort-cpu"):
+        PruneConfig(budget="0.5x", precision="int8", backend="torch-cpu")
+    with pytest.raises(ConfigError, match="int8"):
+        profile(load_model("tiny_resnet"), ProfileConfig.quick(backend="torch-cpu", precision="int8", input_size=SIZE),
+                progress=False)
+    from hwprune.prune import prune
+
+    with pytest.raises(ConfigError, match="holds int8 latencies"):  # an fp32 search handed the int8 table
+        prune(load_model("tiny_resnet_synthetic"), PruneConfig(strategy="uniform", budget="0.8x", backend="ort-cpu",
+                                                               input_size=SIZE), table=int8_table)
+
+
+def test_prune_int8_spends_the_int8_table_and_measures_the_quantized_result(int8_table):
+    """--precision int8 --budget 0.8x: the budget is a share of the fp32 unpruned model, turned into
+    a share of the int8 one by one side-by-side measurement; the closed loop measures the quantized
+    pruned model against the quantized unpruned one."""
+    from hwprune.prune import PruneConfig, prune
+
+    res = prune(load_model("tiny_resnet_synthetic"),
+                PruneConfig(strategy="uniform", budget="0.8x", precision="int8", backend="ort-cpu", input_size=SIZE,
+                            closed_loop_rounds=1, progress=False), table=int8_table)
+    r = res.report.to_dict()
+    q = r["config"]["int8"]
+    assert q["budget"] == "0.8x" and q["budget_ref"] == "fp32" and q["fp32_unpruned_ms"] > 0
+    assert q["ratio"] == pytest.approx(q["fp32_unpruned_ms"] / q["int8_unpruned_ms"])
+    assert float(q["effective_budget"].rstrip("x")) == pytest.approx(min(0.8 * q["ratio"], 1.0), rel=1e-4)
+    lat = r["latency"]
+    assert lat["precision"] == "int8" and lat["measured_ms"] > 0 and lat["baseline_ms"] > 0
+    res2 = prune(load_model("tiny_resnet_synthetic"),
+                 PruneConfig(strategy="uniform", budget="0.7x", precision="int8", budget_ref="int8", backend=None,
+                             input_size=SIZE, progress=False), table=int8_table)
+    r2 = res2.report.to_dict()
+    assert r2["config"]["int8"]["effective_budget"] == "0.7x"
+    assert r2["latency"]["predicted_ms"] <= 0.7 * r2["latency"]["baseline_predicted_ms"] * 1.001
