@@ -72,6 +72,7 @@ class BenchConfig:
     precision: str = "fp32"
     seed: int = 0
     spinning: bool = False  # ort-cpu: ORT's default spinning workers, one session alive at a time
+    int8: bool = False  # ort-cpu: time every model in fp32 and statically quantized int8, side by side
 
     def __post_init__(self):
         self.batches = parse_batches(self.batches)
@@ -79,6 +80,13 @@ class BenchConfig:
         if self.threads < 1:
             raise ConfigError(f"threads {self.threads} must be >= 1")
         check_ort_spinning(self.spinning, self.backend)
+        if self.int8 and (self.precision != "fp32" or self.spinning):
+            raise ConfigError("--int8 times each model in fp32 and int8 side by side: leave out --precision and "
+                              "--ort-spinning")
+        if self.int8:
+            from .int8_budget import check_precision
+
+            check_precision("int8", self.backend)
         if self.repeats < 3 or self.warmup < 0:
             raise ConfigError(f"repeats {self.repeats} must be >= 3 and warmup {self.warmup} >= 0")
 
@@ -100,6 +108,28 @@ def make_bench_backend(config: BenchConfig):
     be = get_backend(config.backend, protocol=config.protocol, **kw)
     be.check()
     return be
+
+
+def measure_fp32_int8(config: BenchConfig, models: Mapping[str, torch.nn.Module], x: torch.Tensor,
+                      reference: str) -> tuple[dict[str, Timing], list[str]]:
+    """Every model in fp32 and int8 (quantized as int8 tables and the closed loop do,
+    :func:`hwprune_deploy.quant.quantize_qdq`), all timed side by side in one run with
+    ``reference`` in fp32 as the reference level: ``{"<label> (fp32)": Timing, "<label> (int8)": Timing}``."""
+    from hwprune_deploy.quant import quantize_qdq
+
+    from .export import onnx_bytes
+    from .latency.measure import Measurer
+
+    prepared, labels = {}, []
+    for k, m in models.items():
+        fp32 = onnx_bytes(m.eval(), x)
+        prepared[f"{k} (fp32)"], prepared[f"{k} (int8)"] = fp32, quantize_qdq(fp32)
+        labels += [f"{k} (fp32)", f"{k} (int8)"]
+    protocol = Protocol(warmup=config.warmup, repeats=config.repeats, min_repeat_ms=config.min_repeat_ms,
+                        statistic=STATISTIC)
+    t = Measurer(config.backend, config.threads, "fp32", model_protocol=protocol).models(
+        prepared, x, reference=f"{reference} (fp32)")
+    return t, labels
 
 
 def measure_side_by_side(config: BenchConfig, models: Mapping[str, torch.nn.Module], x: torch.Tensor,
@@ -181,17 +211,27 @@ def bench(models: Mapping[str, LoadedModel], config: BenchConfig, table=None, pr
         elif table_spinning(table) and not config.spinning and config.backend == "ort-cpu":
             notes.append("the table was profiled with ORT's workers spinning (--ort-spinning) and this bench "
                          "blocks them: add --ort-spinning to compare like with like")
-    rows, speedup, speedup_median = [], {}, {}
+    rows, speedup, speedup_median, int8_speedup = [], {}, {}, {}
     side_by_side = not config.spinning  # ORT's default spinning workers cannot share the cores side by side
     bar = progress_bar(len(config.batches), progress, desc="bench", unit="batch", min_total=2)
     for b in config.batches:
         x = torch.randn(b, 3, size, size, generator=torch.Generator().manual_seed(config.seed))
         mods = {k: m.model.eval() for k, m in models.items()}
-        if side_by_side:
+        rows_done = False
+        if config.int8:
+            timings, rows_of = measure_fp32_int8(config, mods, x, reference=labels[0])
+            ref = budget_ms(timings[rows_of[0]])
+            int8_speedup[str(b)] = {k: ref / budget_ms(timings[k]) for k in rows_of}
+            for k in rows_of:
+                t = timings[k]
+                rows.append({"batch": b, "model": k, **t.to_dict(), "throughput": b * 1000.0 / t.median_ms})
+            timings = {k: timings[f"{k} (fp32)"] for k in labels}
+            rows_done = True
+        elif side_by_side:
             timings = measure_side_by_side(config, mods, x, reference=labels[0])
         else:
             timings = backend.measure_many(mods, x)
-        for k in labels:
+        for k in ([] if rows_done else labels):
             t = timings[k]
             row = {"batch": b, "model": k, **t.to_dict(), "throughput": b * 1000.0 / t.median_ms}
             if table is not None and b == int(getattr(table, "batch", -1)) and predicted.get(k) is not None:
@@ -207,6 +247,10 @@ def bench(models: Mapping[str, LoadedModel], config: BenchConfig, table=None, pr
            "protocol": config.protocol.to_dict(), "fingerprint": backend.fingerprint(), "models": info,
            "labels": labels, "rows": rows, "speedup": speedup, "speedup_median": speedup_median,
            "statistic": BUDGET_STATISTIC if side_by_side else "median of interleaved repeats, one session alive at a time"}
+    if config.int8:
+        from hwprune_deploy.quant import scheme
+
+        out["int8"] = {"scheme": scheme(), "speedup_over": f"{labels[0]} (fp32)", "speedup": int8_speedup}
     if table is not None:
         out["table"] = {"path": getattr(table, "path", None), "batch": getattr(table, "batch", None),
                         "predicted_ms": predicted, "notes": notes}
@@ -222,7 +266,7 @@ def format_bench(res: dict) -> str:
              f"{res['input_size']}x{res['input_size']}, {res['protocol']['repeats']} repeats; speedup: {res['statistic']}"
              + (", ORT workers spinning (one session alive at a time)" if res.get("spinning") else "")]
     has_pred = any("predicted_ms" in r for r in res["rows"])
-    w = max(len(k) for k in res["labels"])
+    w = max(len(str(r["model"])) for r in res["rows"]) if res["rows"] else max(len(k) for k in res["labels"])
     head = f"{'batch':>5}  {'model':<{w}}  {'p10 ms':>9}  {'median ms':>10}  {'p90 ms':>9}  {'img/s':>9}"
     lines.append(head + (f"  {'predicted ms':>12}" if has_pred else ""))
     for r in res["rows"]:
@@ -238,6 +282,9 @@ def format_bench(res: dict) -> str:
         if res.get("speedup_median"):
             spm = ", ".join(f"batch {k}: {v:.2f}x" for k, v in res["speedup_median"].items())
             lines.append(f"speedup {b} vs {a} (ratio of medians): {spm}")
+    for b, sp in ((res.get("int8") or {}).get("speedup") or {}).items():
+        lines.append(f"batch {b}, speedup over {res['int8']['speedup_over']} (the budget's estimator): "
+                     + ", ".join(f"{k} {v:.2f}x" for k, v in sp.items()))
     if "predicted_speedup" in res:
         lines.append(f"speedup predicted by the table (batch {res['table']['batch']}): {res['predicted_speedup']:.2f}x")
     for n in (res.get("table") or {}).get("notes", []):

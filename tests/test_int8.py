@@ -222,3 +222,22 @@ def test_prune_int8_spends_the_int8_table_and_measures_the_quantized_result(int8
     r2 = res2.report.to_dict()
     assert r2["config"]["int8"]["effective_budget"] == "0.7x"
     assert r2["latency"]["predicted_ms"] <= 0.7 * r2["latency"]["baseline_predicted_ms"] * 1.001
+
+
+def test_bench_times_fp32_and_int8_side_by_side():
+    from hwprune.bench import BenchConfig, bench, format_bench
+    from hwprune.models import LoadedModel
+    from hwprune.prune import PruneConfig, prune
+
+    base = load_model("tiny_resnet_synthetic")
+    res = prune(base, PruneConfig(strategy="uniform", ratio=0.5, input_size=SIZE, progress=False))
+    pruned = LoadedModel(res.model, base.model_id, SIZE, plan=res.plan)
+    out = bench({"base": base, "pruned": pruned},
+                BenchConfig(int8=True, repeats=4, warmup=1, min_repeat_ms=2.0), progress=False)
+    assert [r["model"] for r in out["rows"]] == ["base (fp32)", "base (int8)", "pruned (fp32)", "pruned (int8)"]
+    sp = out["int8"]["speedup"]["1"]
+    assert sp["base (fp32)"] == 1.0 and all(v > 0 for v in sp.values())
+    assert sp["pruned (fp32)"] > 1.05 and sp["pruned (int8)"] > sp["base (int8)"]  # half the channels, both precisions
+    assert out["int8"]["scheme"]["format"] == "QDQ" and "pruned (int8)" in format_bench(out)
+    with pytest.raises(ConfigError, match="int8 runs on --backend ort-cpu"):
+        BenchConfig(int8=True, backend="torch-cpu")

@@ -22,7 +22,11 @@ def register(sub) -> None:
     p.add_argument("--threads", type=int, default=2, help="intra-op threads for CPU backends (default 2)")
     p.add_argument("--batch", default="1", help="comma-separated batch sizes, e.g. 1,8,32 (default 1)")
     p.add_argument("--input-size", type=int, help="square input resolution (default: the model's own)")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "fp16"], help="GPU backends only")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"],
+                   help="fp16: GPU backends; int8: ort-cpu, each model statically quantized (QDQ) before timing")
+    p.add_argument("--int8", action="store_true",
+                   help="ort-cpu: time every model twice, fp32 and int8 (statically quantized, QDQ per-channel), all "
+                        "side by side; speedups over the first model in fp32")
     p.add_argument("--repeats", type=int, default=20, help="timed repeats per model and batch (default 20)")
     p.add_argument("--warmup", type=int, default=5, help="warm-up calls (default 5)")
     p.add_argument("--table", help="latency table: print predicted latency next to the measurement")
@@ -36,7 +40,7 @@ def register(sub) -> None:
 
 def run(args) -> int:
     config = BenchConfig(backend=args.backend, threads=args.threads, batches=args.batch, input_size=args.input_size,
-                         warmup=args.warmup, repeats=args.repeats, precision=args.precision,
+                         warmup=args.warmup, repeats=args.repeats, precision=args.precision, int8=args.int8,
                          spinning=args.ort_spinning)
     if len(args.model) > 2:
         raise ConfigError(f"bench compares at most two models (A and B); got {len(args.model)} --model")
