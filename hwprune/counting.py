@@ -45,11 +45,18 @@ def _run_counter(model: nn.Module, x: torch.Tensor) -> FlopCounterMode:
     counter = FlopCounterMode(display=False)
     was = model.training
     model.eval()
+    # no parameter requires grad while counting: the counter's module tracker hooks every module
+    # input that requires grad and fails on a parameter passed in as one (timm CaiT/PiT class tokens)
+    grads = [(p, p.requires_grad) for p in model.parameters()]
     try:
+        for p, _ in grads:
+            p.requires_grad_(False)
         with torch.no_grad(), _countable_attention(), counter:
             model(x)
     finally:
         model.train(was)
+        for p, g in grads:
+            p.requires_grad_(g)
     return counter
 
 

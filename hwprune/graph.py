@@ -257,6 +257,9 @@ class ChannelGraph:
                 h = handler_for(mod)
                 if h is not None:
                     blocks = math.lcm(blocks, h.blocks(mod))
+                    why = h.frozen(mod)
+                    if why:
+                        frozen = frozen or f"{self._name_of[mod]!r}: {why}"
                     if h.group_kind:
                         types.add(h.group_kind)
                 if isinstance(mod, nn.Conv2d) and mod.groups > 1 and mod.groups == mod.in_channels:
@@ -333,6 +336,10 @@ class ChannelGraph:
                 continue
             if any(inner in p.shape for p in child.parameters(recurse=False)):
                 return None
+        # per-head parameters of the attention itself (timm Swin's relative position bias table,
+        # XCiT's temperature) would need cutting with the heads: heads kept whole
+        if any(heads in p.shape for p in attn.parameters(recurse=False)):
+            return None
         return ChannelGroup(name=name, width=heads, kind="heads",
                             members=(LayerRef(name, "Linear", "out", 3 * inner), LayerRef(others[0], "Linear", "in", inner)),
                             head_dim=d, attention=attn_name)

@@ -97,6 +97,11 @@ class ModuleHandler:
     def fix_widths(self, module: nn.Module) -> None:
         """Update width attributes after a cut so the pruned model runs and exports."""
 
+    def frozen(self, module: nn.Module) -> str:
+        """Why the channels through this module cannot be cut ('' when they can): every group the
+        module is in is then frozen with this reason (shown by ``hwprune inspect``)."""
+        return ""
+
 
 _HANDLERS: dict[type, ModuleHandler] = {}
 # built-ins: (module, class name) -> handler, registered as types once the module is imported

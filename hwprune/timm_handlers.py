@@ -13,6 +13,9 @@ imported (a ``timm:NAME`` model has imported it), so hwprune never imports timm 
   channels in the stack and the (paths, channels) view, so the module is opaque and cut here:
   its output channels in every path's conv and norm and in every path's block of ``fc_select``
   rows (and ``fc_reduce``'s inputs), its input channels in every path's conv.
+- **Attention with internals the tracer cannot follow** (BEiT, XCiT, ConViT, CaiT), which also
+  computes its head width from its input width: traced as one edge, its embedding kept whole with
+  the reason (:class:`KeptWholeHandler`); the MLP and conv widths are still cut.
 """
 
 from __future__ import annotations
@@ -20,8 +23,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .errors import UnsupportedModelError
-from .handlers import LeafLayer, ModuleHandler
+from .errors import PlanMismatchError, UnsupportedModelError
+from .handlers import LeafLayer, ModuleHandler, PatchMergingHandler
 
 
 def _keep(n: int, idxs) -> list[int]:
@@ -126,10 +129,88 @@ class SelectiveKernelHandler(ModuleHandler):
                          LeafLayer("attn.fc_select", a.fc_select.in_channels, a.fc_select.out_channels, "fixed", "out")]
 
 
+class KeptWholeHandler(ModuleHandler):
+    """A module whose internals the tracer cannot follow and whose channels cannot be cut apart from
+    its inside: traced as one edge, and every group through it is frozen with ``reason``."""
+
+    # a (refusing) cutter, so that Torch-Pruning keeps the module as a node of the groups through
+    # it and the graph can freeze them; tied: one embedding in and out
+    opaque, tied = True, True
+
+    def __init__(self, reason: str):
+        self.reason = reason
+
+    def frozen(self, module):
+        return self.reason
+
+    def prune_out_channels(self, module, idxs):
+        raise PlanMismatchError(f"{type(module).__name__}: {self.reason}")
+
+    def out_channels(self, module):
+        return module.proj.out_features if hasattr(module, "proj") else 0
+
+
+#: attention that reshapes its heads with its *input* width (``C // num_heads``, ``reshape(B, N, C)``)
+#: and runs projections or per-head parameters the tracer cannot follow
+_TIED_ATTENTION = ("{} computes its head width from its input width (C // num_heads), so its embedding "
+                   "cannot be cut without its heads; its embedding channels are kept whole (the MLP widths are cut)")
+
+
+class NormHandler(ModuleHandler):
+    """A per-channel norm Torch-Pruning does not cut right: timm's bias-free LayerNorm2d/GroupNorm1
+    (its norm pruner assumes a bias), RmsNorm/SimpleNorm (not torch norm types). Tied: cut its
+    scale (and bias), update the channel count it stores."""
+
+    tied = True
+
+    def prune_out_channels(self, module, idxs):
+        n = self.out_channels(module)
+        keep = _keep(n, idxs)
+        for attr in ("weight", "bias"):
+            p = getattr(module, attr, None)
+            if isinstance(p, nn.Parameter):
+                setattr(module, attr, _select(p, keep, 0))
+        if hasattr(module, "num_channels"):
+            module.num_channels = len(keep)
+        if hasattr(module, "normalized_shape"):
+            module.normalized_shape = (len(keep),)
+        return module
+
+    def out_channels(self, module):
+        if hasattr(module, "num_channels"):
+            return module.num_channels
+        shape = module.normalized_shape
+        return int(shape[-1] if isinstance(shape, (tuple, list)) else shape)
+
+
+class ScaleHandler(ModuleHandler):
+    """timm MetaFormer's ``Scale`` (a layer scale the tracer maps to channels itself) stores the
+    view shape of its vector; set it from the cut vector."""
+
+    def fix_widths(self, module):
+        module.shape = (module.scale.numel(),) + tuple(module.shape[1:])
+
+
 _ECA = "timm.layers.eca"
 
 TIMM_BUILTINS: dict[tuple[str, str], ModuleHandler] = {
     (_ECA, "EcaModule"): ChannelGateHandler(),
     (_ECA, "CecaModule"): ChannelGateHandler(),
     ("timm.layers.selective_kernel", "SelectiveKernel"): SelectiveKernelHandler(),
+    ("timm.models.swin_transformer", "PatchMerging"): PatchMergingHandler(norm_on_input=True),
+    ("timm.models.pvt_v2", "Attention"): KeptWholeHandler(_TIED_ATTENTION.format("PVTv2 spatial-reduction attention")),
+    ("timm.models.twins", "LocallyGroupedAttn"): KeptWholeHandler(_TIED_ATTENTION.format("Twins locally-grouped attention")),
+    ("timm.models.twins", "GlobalSubSampleAttn"): KeptWholeHandler(_TIED_ATTENTION.format("Twins global sub-sampled attention")),
+    ("timm.models.metaformer", "Scale"): ScaleHandler(),
+    ("timm.models.metaformer", "LayerNorm2dNoBias"): NormHandler(),
+    ("timm.models.metaformer", "GroupNorm1NoBias"): NormHandler(),
+    ("timm.models.metaformer", "LayerNormNoBias"): NormHandler(),
+    **{("timm.layers.norm", c): NormHandler() for c in ("RmsNorm", "RmsNorm2d", "RmsNormFp32", "RmsNorm2dFp32",
+                                                         "SimpleNorm", "SimpleNorm2d", "SimpleNormFp32", "SimpleNorm2dFp32")},
+    ("timm.models.beit", "Attention"): KeptWholeHandler(_TIED_ATTENTION.format("BEiT attention (F.linear on qkv with q/v biases)")),
+    ("timm.models.xcit", "XCA"): KeptWholeHandler(_TIED_ATTENTION.format("XCiT cross-covariance attention")),
+    ("timm.models.convit", "GPSA"): KeptWholeHandler(_TIED_ATTENTION.format("ConViT gated positional attention")),
+    ("timm.models.convit", "MHSA"): KeptWholeHandler(_TIED_ATTENTION.format("ConViT attention")),
+    ("timm.models.cait", "TalkingHeadAttn"): KeptWholeHandler(_TIED_ATTENTION.format("CaiT talking-heads attention")),
+    ("timm.models.cait", "ClassAttn"): KeptWholeHandler(_TIED_ATTENTION.format("CaiT class attention")),
 }

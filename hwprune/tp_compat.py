@@ -55,7 +55,8 @@ def tracing_stand_ins(opaque: Iterable[nn.Module]):
     for mod in opaque:
         if "forward" not in mod.__dict__:  # leave a user's per-instance forward alone
             real = mod.forward
-            mod.forward = lambda x, _real=real: _OpaqueUnit.apply(x, _real)
+            # extra arguments (timm BEiT's shared_rel_pos_bias) pass through to the real forward
+            mod.forward = lambda x, *a, _real=real, **k: _OpaqueUnit.apply(x, lambda t: _real(t, *a, **k))
             patched_mods.append(mod)
     for spec in _CHANNEL_MIXERS:
         mod_name, fn_name = spec.split(":")
