@@ -68,6 +68,7 @@ class SearchContext:
     artifacts: dict[str, Any] = field(default_factory=dict)
     evaluations: int = 0
     _acc_cache: dict[tuple, float] = field(default_factory=dict)
+    train: Optional[Iterable] = None  # the training loader, when the run has data (halp's importance)
     constraints: list[Constraint] = field(default_factory=list)  # every budget; [0] is cost/target (issue #20)
     executor: Any = None  # hwprune.executor.Executor for evaluate_many (None: local)
 

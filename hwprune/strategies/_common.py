@@ -74,17 +74,31 @@ def fidelity_evaluator(original: nn.Module, example_input: torch.Tensor, n: int 
 
 
 def short_finetune(model: nn.Module, loader: Iterable, steps: int, lr: float = 0.01, seed: int = 0) -> nn.Module:
-    """``steps`` SGD steps of cross-entropy on ``loader`` batches (NetAdapt's short-term fine-tune)."""
-    if loader is None:
+    """``steps`` SGD steps of cross-entropy (NetAdapt's short-term fine-tune). The images come from
+    the loader's first ``steps`` batches, pooled, and each step draws a minibatch of the same size
+    from the pool in an order shuffled by ``seed`` (NetAdapt fine-tunes on randomly drawn training
+    images; before, every seed saw the same fixed batches, so a search's ``--seed`` changed nothing)."""
+    if loader is None or steps <= 0:
         return model
     torch.manual_seed(seed)
+    batches = list(itertools.islice(iter(loader), steps))
+    if not batches:
+        return model
+    xs = torch.cat([b[0] for b in batches])
+    ys = torch.cat([b[1] for b in batches])
+    bs = len(batches[0][0])
+    gen = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(xs), generator=gen)
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
     model.train()
-    batches = itertools.cycle(list(itertools.islice(iter(loader), steps)))
+    pos = 0
     for _ in range(steps):
-        xb, yb = next(batches)[:2]
+        if pos + bs > len(order):
+            order, pos = torch.randperm(len(xs), generator=gen), 0
+        idx = order[pos:pos + bs]
+        pos += bs
         opt.zero_grad()
-        F.cross_entropy(model(xb), yb).backward()
+        F.cross_entropy(model(xs[idx]), ys[idx]).backward()
         opt.step()
     model.eval()
     return model

@@ -40,6 +40,42 @@ class EvolutionOptions(StrategyOptions):
     evo_gens: int = option(8, "generations", ge=1)
     evo_reconstruct: bool = option(True, "least-squares reconstruction of each candidate's weights on the "
                                          "calibration batches before it is evaluated (only with --data)")
+    evo_fill: bool = option(True, "spend the budget: grow the chosen member's widths, most important channels "
+                                  "per unit of cost first, while it still meets the budget")
+
+
+def fill_budget(ctx, widths: dict[str, int]) -> dict[str, int]:
+    """Grow ``widths`` up the grid while the prediction still meets ``ctx.target``: each step adds
+    the one grid step (of any group) with the most kept importance (``ctx.scores``, the configured
+    criterion; the channels that would come back are the best of those cut) per unit of predicted
+    cost; a step that costs nothing goes first. Stops when no single step fits.
+
+    Why: the Pareto front's most accurate member within budget can sit far below it (0.35x for a
+    0.5x budget on resnet18 with a small population), throwing away latency the user granted.
+    EAPruning samples "subnets that meet different constraints from the Pareto front" (Sec. 3.5);
+    with a coarse front the member nearest a constraint is still far from it, so it is repaired
+    upward, the mirror image of :func:`hwprune.strategies._common.repair`."""
+    widths = dict(widths)
+    while True:
+        cur = ctx.predict(widths)
+        best, best_key = None, None
+        for g in ctx.graph.prunable:
+            w = widths.get(g.name, g.width)
+            up = [v for v in ctx.grid(g) if v > w]
+            if not up:
+                continue
+            cand = {**widths, g.name: up[0]}
+            if not ctx.meets(cand):
+                continue
+            s = ctx.scores(g).float().clamp_min(0).sort(descending=True).values
+            gain = float(s[w:up[0]].sum()) + 1e-12 * (up[0] - w)
+            dc = ctx.predict(cand) - cur
+            key = (dc <= 0, gain / max(dc, 1e-12))
+            if best_key is None or key > best_key:
+                best, best_key = cand, key
+        if best is None:
+            return widths
+        widths = best
 
 
 @register_strategy("evolution", EvolutionOptions, needs_evaluator=True, needs_budget=True)
@@ -50,8 +86,10 @@ def evolution(ctx) -> dict[str, int]:
     of the sub-network after least-squares weight reconstruction on calibration batches (instead of
     fine-tuning; ``evo_reconstruct``, on when calibration data is given) and its latency on the
     table. The whole Pareto front is kept (``ctx.artifacts['pareto']`` -> out/pareto.json) and the
-    most accurate member meeting the budget is returned. The initial population holds the uniform
-    solution for the budget, so a budget-meeting member always exists. Options: ``evo_pop`` (16),
+    most accurate member meeting the budget is chosen. The initial population holds the uniform
+    solution for the budget, so a budget-meeting member always exists. With ``evo_fill`` (default)
+    the chosen member is then grown up to the budget (:func:`fill_budget`): it is returned, and
+    recorded in the artifact as ``filled`` with its own evaluation. Options: ``evo_pop`` (16),
     ``evo_gens`` (8).
     """
     from pymoo.algorithms.moo.nsga3 import NSGA3
@@ -132,4 +170,10 @@ def evolution(ctx) -> dict[str, int]:
     ctx.artifacts["pareto"] = {"objectives": ["error", "max predicted/budget" if ctx.multi else ctx.cost.unit],
                                "target": limit,
                                "reconstruct": recon, "evaluated": len(members), "front": front}
-    return dict(chosen["widths"])
+    if not opts.evo_fill:
+        return dict(chosen["widths"])
+    filled = fill_budget(ctx, chosen["widths"])
+    ctx.artifacts["pareto"]["filled"] = {"widths": filled, "cost": ctx.predict(filled),
+                                         "error": 1.0 - ctx.evaluate(filled, reconstruct=recon),
+                                         "grown_from_cost": chosen["cost"]}
+    return filled

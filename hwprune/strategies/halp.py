@@ -70,14 +70,78 @@ def kept_value(scores: torch.Tensor, widths: list[int], blocks: int = 1) -> list
 class HalpOptions(StrategyOptions):
     halp_bins: int = option(2000, "latency bins of the knapsack DP (more: finer and slower)", ge=1)
     halp_steps: int = option(4, "progressively tighter steps toward the budget", ge=1)
+    halp_batches: int = option(32, "minibatches the Taylor importance is averaged over (training data when "
+                                   "given, else the calibration batches again)", ge=1)
+    halp_momentum: float = option(0.9, "momentum of the importance's moving average over minibatches", ge=0, lt=1)
+
+
+def taylor_ema(ctx, groups, batches: int, momentum: float) -> dict[str, torch.Tensor] | None:
+    """Per group, the channels' Taylor importance ``|sum_w w * dL/dw|`` over the group's coupled
+    layers (Molchanov et al., CVPR 2019, the score HALP ranks neurons by), computed *per minibatch*
+    and averaged over ``batches`` minibatches by an exponential moving average with ``momentum``:
+    ``s <- momentum * s + (1 - momentum) * s_batch`` (the first batch initialises ``s``).
+
+    Why: HALP prunes during training and accumulates this score over the many minibatches between
+    its pruning steps (HALP Sec. 4; Molchanov et al. average over minibatches likewise). The plain
+    ``taylor`` criterion here sums gradients over the 4 calibration batches (256 images), and the
+    widths HALP chose from it swung with the data seed. Batches come from ``ctx.train`` (the
+    training loader, shuffled by the data seed; its random state is put back afterwards so later
+    fine-tuning sees the same order) or, without it, the calibration loader cycled. The model is
+    run in eval mode on a copy (BN running statistics), as in :mod:`hwprune.importance.data_driven`.
+    None without data."""
+    import copy
+
+    import torch.nn.functional as F
+    import torch_pruning as tp
+
+    from ..train_state import capture_rng, restore_rng
+
+    source = getattr(ctx, "train", None)
+    source = ctx.calib if source is None else source
+    if source is None:
+        return None
+    state = capture_rng(source)
+    model = copy.deepcopy(ctx.graph.model).eval()
+    for m in model.modules():
+        if hasattr(m, "inplace"):
+            m.inplace = False
+    own = dict(ctx.graph.model.named_parameters())
+    params = dict(model.named_parameters())
+    saved = {k: p.grad for k, p in own.items()}
+    taylor = tp.importance.TaylorImportance(group_reduction="sum", normalizer=None)
+    ema: dict[str, torch.Tensor] = {}
+    done = 0
+    try:
+        while done < batches:
+            seen = 0
+            for xb, yb, *_ in source:
+                model.zero_grad(set_to_none=True)
+                F.cross_entropy(model(xb), yb).backward()
+                for k, p in own.items():
+                    p.grad = params[k].grad
+                for g in groups:
+                    sc = taylor(ctx.graph.tp_group(g.name))
+                    sc = torch.zeros(g.width) if sc is None else ctx.graph.group_scores(g, sc.detach().float().cpu())
+                    ema[g.name] = sc if g.name not in ema else momentum * ema[g.name] + (1 - momentum) * sc
+                done, seen = done + 1, seen + 1
+                if done >= batches:
+                    break
+            if seen == 0:
+                return None
+    finally:
+        for k, p in own.items():
+            p.grad = saved[k]
+        restore_rng(state, source)
+    return ema
 
 
 @register_strategy("halp", HalpOptions, needs_budget=True)
 def halp(ctx) -> dict[str, int]:
     """Shen et al., 'Structural Pruning via Latency-Saliency Knapsack' (HALP, NeurIPS 2022).
 
-    Per channel a Taylor importance (|w * dL/dw| summed over the group's coupled layers; falls back
-    to the configured criterion without calibration data), normalised per network. Per group and
+    Per channel a Taylor importance (|w * dL/dw| summed over the group's coupled layers), averaged
+    over ``halp_batches`` minibatches (32) with momentum ``halp_momentum`` (0.9) (:func:`taylor_ema`;
+    falls back to the configured criterion without data), normalised per network. Per group and
     candidate width, the latency cost is read off the table's marginal deltas with the
     neighbouring groups at their current widths (the latency staircase is kept, not linearised).
     Maximise kept importance under the latency budget as a multiple-choice knapsack, solved exactly
@@ -95,7 +159,11 @@ def halp(ctx) -> dict[str, int]:
     ctx.need_budget("halp")
     bins, steps = ctx.options.halp_bins, ctx.options.halp_steps
     groups = ctx.graph.prunable
-    scores = {g.name: importance(ctx, "taylor", g) for g in groups}
+    scores = taylor_ema(ctx, groups, ctx.options.halp_batches, ctx.options.halp_momentum)
+    if scores is None:
+        scores = {g.name: importance(ctx, "taylor", g) for g in groups}
+    else:
+        ctx.artifacts["criterion_used"] = f"taylor (EMA over {ctx.options.halp_batches} minibatches)"
     total = sum(float(s.clamp_min(0).sum()) for s in scores.values()) or 1.0
     widths = {g.name: g.width for g in groups}
     n_con = max(1, len(ctx.constraints))
