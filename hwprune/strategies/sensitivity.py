@@ -36,17 +36,21 @@ def sensitivity(ctx) -> dict[str, int]:
 
     Allocation: start at full width and repeatedly step the group whose next grid step costs the
     least interpolated accuracy per unit of cost saved (ms on the table), until the budget is met.
-    Options: ``sens_points`` (widths per curve, default 5).
+    Options: ``sens_points`` (widths per curve, default 5). The curve points are independent and are
+    scored together through the executor (``--executor ray``: on Ray workers, same scores).
     """
     ctx.need_budget("sensitivity")
     n = ctx.options.sens_points
     groups = ctx.graph.prunable
     base_acc = ctx.evaluate({})
     curves: dict[str, dict[int, float]] = {}
+    points = {g.name: curve_points(ctx.grid(g), n) for g in groups}
+    jobs = [(g.name, w) for g in groups for w in points[g.name] if w < g.width]
+    # every curve point is independent: scored together through the executor (local or Ray workers)
+    scored = dict(zip(jobs, ctx.evaluate_many([{name: w} for name, w in jobs])))
     bar = ctx.bar(len(groups), "sensitivity")
     for g in groups:
-        pts = curve_points(ctx.grid(g), n)
-        curves[g.name] = {w: (ctx.evaluate({g.name: w}) if w < g.width else base_acc) for w in pts}
+        curves[g.name] = {w: scored.get((g.name, w), base_acc) for w in points[g.name]}
         worst = min(curves[g.name].values())
         bar.set_postfix_str(f"{g.name}: acc@min {worst:.3f} (full {base_acc:.3f})")
         bar.update(1)
