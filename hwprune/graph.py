@@ -165,6 +165,15 @@ def _heads_of(model: nn.Module, name_of: dict) -> dict[nn.Module, tuple[str, int
 
 
 
+def _side_channels(mod: nn.Module, side: str) -> int:
+    """Channels of a plain layer's input ('in') or output side (0 where unknown)."""
+    if isinstance(mod, nn.Linear):
+        return mod.in_features if side == "in" else mod.out_features
+    if isinstance(mod, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+        return mod.in_channels if side == "in" else mod.out_channels
+    return 0
+
+
 class ChannelGraph:
     """The channel groups of one model instance (bound to that instance: pruning mutates it)."""
 
@@ -248,6 +257,11 @@ class ChannelGraph:
                     return None
                 members.append(LayerRef(self._name_of[mod], type(mod).__name__, side, len(item.idxs)))
                 types.add(type(mod))
+                n = _side_channels(mod, side)
+                if n and item.idxs and max(int(getattr(i, "idx", i)) for i in item.idxs) >= n:
+                    frozen = frozen or (f"the trace maps its channels beyond the {n} {side}put channels of "
+                                        f"{self._name_of[mod]!r} ({type(mod).__name__}): a transpose or reshape it does "
+                                        "not follow (e.g. an MLP mixing tokens, not channels)")
                 if isinstance(mod, nn.MultiheadAttention):
                     blocks = math.lcm(blocks, mod.num_heads)
                 if side == "out" and mod in self._head_inputs:
@@ -482,7 +496,26 @@ class ChannelGraph:
                     attn.attn_dim = len(keep_set) * g.head_dim
         self._stale = True
         fix_width_attributes(self.model)
+        self._check_runs(kept)
         return self.model
+
+    def _check_runs(self, kept: Mapping[str, Sequence[int]]) -> None:
+        """The cut model must still run on the example input: a coupling the trace got wrong (a
+        layer it did not see, a reshape it did not follow) is refused here, naming the groups cut,
+        rather than handed back as a model that fails later."""
+        was = self.model.training
+        try:
+            with torch.no_grad():
+                self.model.eval()(self.example_input)
+        except Exception as e:
+            cut = [n for n, k in kept.items() if len(k) < self.group(n).width]
+            raise UnsupportedModelError(
+                f"{type(self.model).__name__} no longer runs after cutting {len(cut)} channel groups "
+                f"(e.g. {', '.join(cut[:3])}): {type(e).__name__}: {str(e)[:300]}. A layer couples these channels in "
+                "a way the trace did not see; keep them with --ignore MODULE (hwprune inspect lists the groups' "
+                "layers) or register a handler for the module type (hwprune.handlers.register_handler)") from None
+        finally:
+            self.model.train(was)
 
 
 def fix_width_attributes(model: nn.Module) -> None:

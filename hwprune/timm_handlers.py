@@ -152,8 +152,9 @@ class KeptWholeHandler(ModuleHandler):
 
 #: attention that reshapes its heads with its *input* width (``C // num_heads``, ``reshape(B, N, C)``)
 #: and runs projections or per-head parameters the tracer cannot follow
-_TIED_ATTENTION = ("{} computes its head width from its input width (C // num_heads), so its embedding "
-                   "cannot be cut without its heads; its embedding channels are kept whole (the MLP widths are cut)")
+_TIED_ATTENTION = ("{} reshapes its heads with code the tracer does not follow (head width taken from its input "
+                   "width, per-head parameters), so its embedding cannot be cut apart from its heads; its embedding "
+                   "channels are kept whole (the MLP and conv widths are cut)")
 
 
 class NormHandler(ModuleHandler):
@@ -207,6 +208,11 @@ TIMM_BUILTINS: dict[tuple[str, str], ModuleHandler] = {
     ("timm.models.metaformer", "LayerNormNoBias"): NormHandler(),
     **{("timm.layers.norm", c): NormHandler() for c in ("RmsNorm", "RmsNorm2d", "RmsNormFp32", "RmsNorm2dFp32",
                                                          "SimpleNorm", "SimpleNorm2d", "SimpleNormFp32", "SimpleNorm2dFp32")},
+    ("timm.models.levit", "Attention"): KeptWholeHandler(_TIED_ATTENTION.format("LeViT attention (per-head attention biases)")),
+    ("timm.models.levit", "AttentionDownsample"): KeptWholeHandler(_TIED_ATTENTION.format("LeViT downsampling attention")),
+    ("timm.models.mlp_mixer", "SpatialGatingUnit"): KeptWholeHandler(
+        "gMLP's spatial gating unit splits its input into halves and mixes the tokens of one of them with a "
+        "Linear the tracer takes for a channel layer; the channels through it are kept whole"),
     ("timm.models.beit", "Attention"): KeptWholeHandler(_TIED_ATTENTION.format("BEiT attention (F.linear on qkv with q/v biases)")),
     ("timm.models.xcit", "XCA"): KeptWholeHandler(_TIED_ATTENTION.format("XCiT cross-covariance attention")),
     ("timm.models.convit", "GPSA"): KeptWholeHandler(_TIED_ATTENTION.format("ConViT gated positional attention")),
@@ -214,3 +220,7 @@ TIMM_BUILTINS: dict[tuple[str, str], ModuleHandler] = {
     ("timm.models.cait", "TalkingHeadAttn"): KeptWholeHandler(_TIED_ATTENTION.format("CaiT talking-heads attention")),
     ("timm.models.cait", "ClassAttn"): KeptWholeHandler(_TIED_ATTENTION.format("CaiT class attention")),
 }
+
+from . import handlers as _handlers  # noqa: E402
+
+_handlers._BUILTIN.update(TIMM_BUILTINS)
