@@ -198,13 +198,14 @@ class TorchCpuBackend(Backend):
     def runner(self, model: nn.Module, x: torch.Tensor) -> Callable[[], object]:
         model = fold_batchnorm(model)
         threads = self.threads
+        xs = x if isinstance(x, tuple) else (x,)  # a unit with a fused add takes (x, residual)
 
         def run():
             prev = torch.get_num_threads()
             torch.set_num_threads(threads)
             try:
                 with torch.inference_mode():
-                    return model(x)
+                    return model(*xs)
             finally:
                 torch.set_num_threads(prev)
 

@@ -27,7 +27,7 @@ from .errors import BackendUnavailableError, ConfigError, ExportError, VacuousPa
 from .jsonio import atomic_write_bytes
 from .parity import DEFAULT_ATOL, DEFAULT_RTOL, Parity, check_parity_many, parity_inputs, vacuous_message
 
-FORMATS = ("onnx", "tensorrt")
+FORMATS = ("onnx", "tensorrt", "aoti")
 TRT_INSTALL_HINT = ("install it with `pip install 'hwprune[tensorrt]'` (TensorRT >= 10 and pycuda) on a machine "
                     "with an NVIDIA GPU and CUDA driver")
 
@@ -189,6 +189,7 @@ class ExportConfig:
     max_int8_drop: float = 1.0  # int8: top-1 points int8 may lose against fp32 before it is an error
     keep_fp32: tuple[str, ...] = ()  # int8: layers (module or ONNX node names) left unquantized
     int8_eval_batches: int = 8  # int8: held-out batches of the accuracy check
+    device: Optional[str] = None  # aoti: cpu | cuda (None: cuda when visible, else cpu)
 
     def __post_init__(self):
         if self.format not in FORMATS:
@@ -199,7 +200,17 @@ class ExportConfig:
             raise ConfigError(f"batch {self.batch} and samples {self.samples} must be >= 1")
         if self.atol < 0 or self.rtol < 0:
             raise ConfigError(f"tolerances must be >= 0 (got atol {self.atol}, rtol {self.rtol})")
-        if self.precision not in ("fp32", "int8"):
+        if self.format == "aoti":
+            from .aoti import check_device, default_device
+
+            if self.int8 or self.sparse or self.fp16 or self.precision == "int8":
+                raise ConfigError("--int8/--sparse/--fp16/--precision int8 do not apply to --format aoti; an AOTInductor "
+                                  "package is fp32 (fp16/bf16 on a GPU: --precision fp16)")
+            self.device = self.device or default_device()
+            check_device(self.device, self.precision)
+        elif self.device is not None:
+            raise ConfigError("--device applies to --format aoti (an AOTInductor package for cpu or cuda)")
+        if self.precision not in ("fp32", "int8") and self.format != "aoti":
             raise ConfigError(f"export precision {self.precision!r} is not one of fp32, int8")
         if self.precision == "int8" and self.format == "tensorrt":
             self.int8 = True  # TensorRT's own int8 calibration (--int8)
@@ -263,6 +274,12 @@ def export(model: nn.Module, path: str, config: ExportConfig, input_size: int = 
                         keep_fp32=config.keep_fp32, opset=config.opset, dynamic_batch=config.dynamic_batch,
                         samples=config.samples)
         return ExportResult(path=path, format="onnx", parity=None, info={"int8": q.to_dict()})
+    if config.format == "aoti":
+        from .aoti import export_aoti
+
+        r = export_aoti(model, x, path, device=config.device, precision=config.precision, samples=config.samples,
+                        atol=config.atol, rtol=None if config.rtol == DEFAULT_RTOL else config.rtol)
+        return ExportResult(path=path, format="aoti", parity=r.parity, info={"aoti": r.to_dict()})
     if config.format == "onnx":
         parity = export_onnx(model, x, path, opset=config.opset, dynamic_batch=config.dynamic_batch, atol=config.atol,
                              rtol=config.rtol, samples=config.samples, parity_batches=config.parity_batches)

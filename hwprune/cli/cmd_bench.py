@@ -14,7 +14,9 @@ def register(sub) -> None:
                                    "--model the repeats are interleaved and the speedup of B over A printed; "
                                    "with --table the table's prediction is shown next to the measurement.")
     p.add_argument("--model", action="append", required=True, metavar="SPEC",
-                   help="model A (the reference), then optionally model B: a checkpoint, zoo or torchvision name")
+                   help="model A (the reference), then optionally model B: a checkpoint, zoo or torchvision name; or "
+                        "two .pt2 AOTInductor packages (hwprune export --format aoti), timed on the device they "
+                        "were compiled for")
     p.add_argument("--weights", action="append", default=[], metavar="FILE",
                    help="state_dict for the corresponding --model (in order)")
     p.add_argument("--backend", default="ort-cpu", choices=list_backends(),
@@ -46,6 +48,15 @@ def run(args) -> int:
         raise ConfigError(f"bench compares at most two models (A and B); got {len(args.model)} --model")
     if len(args.weights) > len(args.model):
         raise ConfigError("more --weights than --model; give one --weights per --model, in order")
+    if all(spec.endswith(".pt2") for spec in args.model):  # AOTInductor packages (hwprune export --format aoti)
+        from ..aoti import bench_packages, format_package_bench
+
+        res = bench_packages(args.model, threads=args.threads, warmup=args.warmup, repeats=args.repeats)
+        print(format_package_bench(res))
+        if args.json:
+            write_json(args.json, res)
+            print(f"wrote {args.json}")
+        return 0
     models = {}
     for i, spec in enumerate(args.model):
         label = spec if spec not in models else f"{spec} ({'AB'[i]})"

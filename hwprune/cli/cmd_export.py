@@ -16,7 +16,11 @@ def register(sub) -> None:
                                    "ONNX is built into a serialized engine (needs `pip install "
                                    "'hwprune[tensorrt]'` and an NVIDIA GPU).")
     add_model_args(p)
-    p.add_argument("--format", default="onnx", choices=["onnx", "tensorrt"], help="onnx (default) or tensorrt")
+    p.add_argument("--format", default="onnx", choices=["onnx", "tensorrt", "aoti"],
+                   help="onnx (default), tensorrt, or aoti: a torch.export + AOTInductor package (.pt2) compiled for "
+                        "--device, parity-checked against eager PyTorch -- the GPU artefact that needs no TensorRT")
+    p.add_argument("--device", choices=["cpu", "cuda"],
+                   help="aoti: the device the package is compiled for (default: cuda when visible, else cpu)")
     p.add_argument("--out", help="output file (default: <model stem>.onnx / .engine)")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
     p.add_argument("--dynamic-batch", action="store_true", help="make the batch axis dynamic (parity checked at "
@@ -29,10 +33,11 @@ def register(sub) -> None:
                         f"(default {DEFAULT_RTOL:g}): passes when max |err| <= atol + rtol x std")
     p.add_argument("--samples", type=int, default=3, help="random inputs compared (default 3)")
     q = p.add_argument_group("int8 (ONNX Runtime)")
-    q.add_argument("--precision", default="fp32", choices=["fp32", "int8"],
+    q.add_argument("--precision", default="fp32", choices=["fp32", "int8", "fp16", "bf16"],
                    help="int8: static quantization by onnxruntime.quantization (QDQ, per-channel int8 weights, uint8 "
                         "activations) calibrated on --calib-data; instead of parity, top-1 of int8 vs fp32 on the "
-                        "data's validation batches and their top-1 agreement are checked and printed")
+                        "data's validation batches and their top-1 agreement are checked and printed. fp16/bf16: "
+                        "--format aoti on a GPU (compared with eager fp32 at a looser tolerance)")
     q.add_argument("--max-int8-drop", type=float, default=1.0,
                    help="top-1 points int8 may lose against fp32 (default 1); more is an error naming the layer whose "
                         "quantization costs most")
@@ -57,10 +62,10 @@ def run(args) -> int:
                           input_size=args.input_size, atol=args.atol, rtol=args.rtol, samples=args.samples,
                           fp16=args.fp16, int8=args.int8, calib_data=args.calib_data, sparse=args.sparse,
                           max_batch=args.max_batch, precision=args.precision, max_int8_drop=args.max_int8_drop,
-                          keep_fp32=tuple(args.keep_fp32), calib_batches=args.calib_batches)
+                          keep_fp32=tuple(args.keep_fp32), calib_batches=args.calib_batches, device=args.device)
     loaded = load_from_args(args)
     out = args.out or (os.path.splitext(os.path.basename(args.model))[0].replace(":", "_")
-                       + (".onnx" if args.format == "onnx" else ".engine"))
+                       + {"onnx": ".onnx", "aoti": ".pt2"}.get(args.format, ".engine"))
     calib = None
     if config.int8 or config.precision == "int8":
         from ..data import make_data
@@ -79,6 +84,11 @@ def run(args) -> int:
               f"{100 * c['top1_fp32']:.1f}% -> {100 * c['top1_int8']:.1f}% ({c['drop_points']:+.1f} points, limit "
               f"{c['max_drop']:g}), top-1 agreement {100 * c['agreement']:.1f}%, relative logit error "
               f"{c['rel_logit_err']:.3g}")
+    elif result.format == "aoti":
+        a = result.info["aoti"]
+        print(f"AOTInductor package for {a['device']} ({a['precision']}), compiled in {a['compile_s']:.0f} s, "
+              f"{a['size_bytes'] / 1e6:.1f} MB")
+        print(f"parity (package vs eager PyTorch): {result.parity}")
     else:
         print(f"parity (ONNX Runtime vs PyTorch): {result.parity}")
     if result.sparse_layers:
