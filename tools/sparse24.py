@@ -33,6 +33,9 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--precision", default="fp16", help="fp16 (default) | bf16")
     ap.add_argument("--out-dir", default=os.path.join(ROOT, "latency_tables"))
+    ap.add_argument("--diagnose", action="store_true",
+                    help="instead of the table: time each shape's 2:4 unit several ways (eager, CUDA graph, "
+                         "torch.compile, CUTLASS forced, 2-D input) to find where a flat ~1 ms goes (issue #21)")
     args = ap.parse_args(argv)
 
     import torch
@@ -55,6 +58,8 @@ def main(argv=None) -> int:
             raise ConfigError(f"shape {s!r}: 2:4 semi-structured kernels need widths that are multiples of 64")
         shapes.append((a, b))
     require_cuda()  # after the arguments, so a typo is reported even on a machine without a GPU
+    if args.diagnose:
+        return diagnose(shapes, args.tokens, args.batch, args.precision)
     dense = get_backend("torch-cuda", precision=args.precision, protocol=UNIT_PROTOCOL)
     sparse = get_backend("torch-cuda-sparse", precision=args.precision, protocol=UNIT_PROTOCOL)
     fam = UnitFamily("linear", args.tokens, 1, batch=args.batch, dtype=args.precision)
@@ -96,6 +101,86 @@ def main(argv=None) -> int:
     with open(stem + ".md", "w") as f:
         f.write("\n".join(lines))
     print("\n".join(lines))
+    return 0
+
+
+def diagnose(shapes, tokens: int, batch: int, precision: str) -> int:
+    """Per shape, dense and 2:4 Linear timed several ways with CUDA events (p10 of 20 repeats of 10
+    calls): where the semi-structured path's time goes. Variants:
+    ``eager`` (what the table timed), ``graph`` (one call captured in a CUDA graph: host-side work such
+    as Python tensor-subclass dispatch or per-call plan setup is gone), ``compile`` (torch.compile
+    around the unit), ``cutlass`` (SparseSemiStructuredTensor._FORCE_CUTLASS: the CUTLASS kernels
+    instead of cuSPARSELt), ``2d`` (a (batch*tokens, cin) input: no reshape of a 3-D input)."""
+    import torch
+    from torch import nn
+    from torch.sparse import SparseSemiStructuredTensor, to_sparse_semi_structured
+
+    dt = {"fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+    print(f"torch {torch.__version__}, cuda {torch.version.cuda}, cusparselt available: "
+          f"{torch.backends.cusparselt.is_available()}, version "
+          f"{torch.backends.cusparselt.version() if torch.backends.cusparselt.is_available() else None}")
+
+    def timed(fn) -> float:
+        for _ in range(5):
+            fn()
+        torch.cuda.synchronize()
+        ts = []
+        for _ in range(20):
+            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            a.record()
+            for _ in range(10):
+                fn()
+            b.record()
+            b.synchronize()
+            ts.append(a.elapsed_time(b) / 10)
+        return sorted(ts)[2]
+
+    def graphed(fn):
+        s = torch.cuda.Stream()
+        s.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(s):
+            for _ in range(3):
+                fn()
+        torch.cuda.current_stream().wait_stream(s)
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g):
+            fn()
+        return g.replay
+
+    def sparse_linear(a, b, cutlass: bool):
+        SparseSemiStructuredTensor._FORCE_CUTLASS = cutlass
+        lin = nn.Linear(a, b).to("cuda", dt).eval()
+        w = lin.weight.detach().clone().view(-1, 4)
+        w[:, 2:] = 0
+        lin.weight = nn.Parameter(to_sparse_semi_structured(w.view(b, a)), requires_grad=False)
+        return lin
+
+    print("| cin x cout | variant | dense ms | 2:4 ms | speedup |")
+    print("|---|---|---|---|---|")
+    for a, b in shapes:
+        x3 = torch.randn(batch, tokens, a, device="cuda", dtype=dt)
+        x2 = x3.reshape(-1, a).contiguous()
+        dense = nn.Linear(a, b).to("cuda", dt).eval()
+        variants = {
+            "eager": lambda: (dense, sparse_linear(a, b, False), x3, None),
+            "graph": lambda: (dense, sparse_linear(a, b, False), x3, graphed),
+            "compile": lambda: (torch.compile(dense), torch.compile(sparse_linear(a, b, False)), x3, None),
+            "cutlass": lambda: (dense, sparse_linear(a, b, True), x3, None),
+            "2d": lambda: (dense, sparse_linear(a, b, False), x2, None),
+        }
+        for name, make in variants.items():
+            try:
+                d, sp, x, wrap = make()
+                with torch.inference_mode():
+                    fd, fs = (lambda: d(x)), (lambda: sp(x))
+                    if wrap is not None:
+                        fd, fs = wrap(fd), wrap(fs)
+                    td, ts = timed(fd), timed(fs)
+                print(f"| {a} x {b} | {name} | {td:.4f} | {ts:.4f} | {td / ts:.2f}x |", flush=True)
+            except Exception as e:  # a variant this torch/GPU cannot run: say which and why
+                print(f"| {a} x {b} | {name} | failed: {type(e).__name__}: {str(e)[:120]} | | |", flush=True)
+            finally:
+                SparseSemiStructuredTensor._FORCE_CUTLASS = False
     return 0
 
 
