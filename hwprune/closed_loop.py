@@ -108,16 +108,18 @@ def provenance(ctx: SearchContext, config: PruneConfig, table) -> dict[str, Any]
 
 
 def close_loop(ctx: SearchContext, loaded: LoadedModel, config: PruneConfig, strategy: Callable,
-               widths: dict[str, int], table, measured_table) -> LoopOutcome:
+               widths: dict[str, int], table, measured_table, cut_from: Optional[nn.Module] = None) -> LoopOutcome:
     """Cut ``widths`` and, with ``config.backend``, measure and re-search until the budget is met
     by measurement or the rounds run out (see module doc). ``measured_table``: the loaded table,
-    for the precision/worker mode to measure in and the drift check."""
+    for the precision/worker mode to measure in and the drift check. ``cut_from``: the network the
+    widths are cut from when it is not ``loaded.model`` (an iterative prune's last step cuts the
+    already-pruned network; ``loaded.model`` stays the measured baseline)."""
     x = ctx.example_input
     out = LoopOutcome(widths=widths, plan=None, pruned=None)  # type: ignore[arg-type]
     out.precision, out.spinning = measure_as(config, measured_table)
     while True:
         out.plan = ctx.plan_for(out.widths, provenance=provenance(ctx, config, table))
-        out.pruned = apply(loaded.model, out.plan)
+        out.pruned = apply(loaded.model if cut_from is None else cut_from, out.plan)
         if not config.backend:
             return out
         pair = {"baseline": loaded.model, "pruned": out.pruned}

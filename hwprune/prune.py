@@ -59,10 +59,15 @@ def prune(loaded: LoadedModel, config: PruneConfig, calib=None, table=None, eval
                           "(re-pruning a pruned checkpoint is not supported yet)")
     if config.finetune_epochs and data is None:
         raise ConfigError("--finetune-epochs needs training data: pass --data synthetic (or imagefolder:PATH ...)")
+    if config.iterative > 1:
+        from .iterative import prune_iterative
+
+        return prune_iterative(loaded, config, calib=calib, table=table, evaluator=evaluator, data=data)
     seed_everything(config.seed)
     t0 = time.perf_counter()
     config, int8 = _int8_config(loaded, config, table)
     ctx = make_context(loaded, config, calib, table, evaluator)
+    ctx.train = getattr(data, "train", None)
     from .executor import make_executor
 
     ctx.executor = make_executor(config.executor, config.ray_address, config.worker_threads)

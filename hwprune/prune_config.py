@@ -36,6 +36,8 @@ class PruneConfig:
     finetune_epochs: int = 0
     finetune_lr: float = 0.01
     distill: bool = False
+    iterative: int = 1  # reach the budget in this many cut + fine-tune steps (hwprune.iterative)
+    iterative_epochs: int = 1  # fine-tune epochs between iterative steps
     sparsity: Optional[str] = None  # "2:4": ASP masks after the channel cut, kept fixed in fine-tuning (hwprune.sparsity)
     progress: bool = True
     executor: str = "local"  # where independent candidates are evaluated: local | ray (hwprune.executor)
@@ -84,6 +86,13 @@ class PruneConfig:
             raise ConfigError(f"closed-loop rounds {self.closed_loop_rounds} must be >= 0")
         if not (0 <= self.tolerance < 1):
             raise ConfigError(f"tolerance {self.tolerance} must be a fraction in [0, 1), e.g. 0.03")
+        if self.iterative < 1:
+            raise ConfigError(f"--iterative {self.iterative} must be >= 1 (1: one-shot, the default)")
+        if self.iterative > 1 and self.budget is None:
+            raise ConfigError(f"--iterative {self.iterative} spreads a budget over steps: pass --budget (e.g. 0.5x, "
+                              "50%flops) instead of --ratio")
+        if self.iterative_epochs < 1:
+            raise ConfigError(f"--iterative-epochs {self.iterative_epochs} must be >= 1")
         if self.finetune_epochs < 0:
             raise ConfigError(f"finetune-epochs {self.finetune_epochs} must be >= 0")
         self.ignore = tuple(self.ignore)

@@ -94,6 +94,12 @@ def register(sub) -> None:
     g.add_argument("--finetune-epochs", type=int, default=0, help="fine-tune the result for E epochs (needs --data)")
     g.add_argument("--finetune-lr", type=float, default=0.01)
     g.add_argument("--distill", action="store_true", help="distil from the unpruned model while fine-tuning")
+    g.add_argument("--iterative", type=int, default=1, metavar="K",
+                   help="reach the budget in K cut + fine-tune steps, targets geometric from the unpruned cost to "
+                        "the budget (baseline * (budget/baseline)**(k/K)); the last step is checked by measurement "
+                        "as usual (needs --data; default 1: one shot)")
+    g.add_argument("--iterative-epochs", type=int, default=1, metavar="E",
+                   help="fine-tune epochs between iterative steps (default 1; --distill applies)")
     g = p.add_argument_group("regularise, then cut (hwprune.regularize)")
     g.add_argument("--regularize", metavar="NAME",
                    help="after the search, train the unpruned model with a penalty on the channels the plan cuts, "
@@ -292,6 +298,10 @@ def run(args) -> int:
                          tolerance=args.tolerance, finetune_epochs=args.finetune_epochs,
                          finetune_lr=args.finetune_lr, distill=args.distill, sparsity=args.sparsity,
                          progress=not args.quiet, precision=args.precision, budget_ref=args.budget_ref)
+    if args.iterative != 1 or args.iterative_epochs != 1:
+        from dataclasses import replace
+
+        config = replace(config, iterative=args.iterative, iterative_epochs=args.iterative_epochs)
     _note_ignored_options(config)
     from ..executor import check_executor
 
@@ -369,6 +379,13 @@ def run(args) -> int:
               + (f" -> {a['after_finetune']:.4f} after fine-tune" if "after_finetune" in a else ""))
     if r.sparsity:
         _print_sparsity(r.sparsity, r.accuracy)
+    if r.iterative:
+        for s in r.iterative["history"]:
+            acc = "".join(f", {k.replace('accuracy_', '')} {s[k]:.4f}" for k in ("accuracy_after_cut", "accuracy_after_finetune")
+                          if k in s)
+            ft = f", fine-tuned {s['finetune']['epochs']} epoch(s)" if "finetune" in s else ""
+            print(f"iterative step {s['step']}/{r.iterative['steps']}: target {s['fraction_of_unpruned']:.3f} of the "
+                  f"unpruned cost, predicted {s['predicted']:.4g}{ft}{acc}")
     if r.regularize:
         h = r.regularize
         acc = h.get("accuracy")
