@@ -9,7 +9,7 @@ import sys
 
 from ..errors import HwpruneError
 
-COMMANDS = ["inspect", "profile", "validate", "prune", "family", "train", "export", "bench", "run"]
+COMMANDS = ["inspect", "profile", "validate", "prune", "family", "train", "baseline", "export", "bench", "run"]
 
 DESCRIPTION = """\
 hwprune: prune PyTorch vision models to a latency budget measured on *your* device.
