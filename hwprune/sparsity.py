@@ -102,8 +102,8 @@ def eligible(model: nn.Module, m: int = 4) -> tuple[dict[str, nn.Parameter], dic
         if w is None or not w.requires_grad:
             skipped[pname] = "frozen (requires_grad False)"
         elif w.dim() < 2 or w.shape[0] % ASP_OUT_MULTIPLE or w.shape[1] % max(ASP_IN_MULTIPLE, m):
-            skipped[pname] = (f"shape {tuple(w.shape)}: ASP sparsifies (out, in, ...) with out % {ASP_OUT_MULTIPLE} == 0 "
-                              f"and in % {ASP_IN_MULTIPLE} == 0")
+            skipped[pname] = (f"shape {tuple(w.shape)}: ASP sparsifies (out, in, ...) with out % {ASP_OUT_MULTIPLE} "
+                              f"== 0 and in % {ASP_IN_MULTIPLE} == 0")
         else:
             keep[pname] = w
     return keep, skipped

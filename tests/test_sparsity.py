@@ -80,7 +80,8 @@ def test_bad_pattern_names_the_valid_values(bad):
 def test_cli_errors_exit_2_with_a_message(tmp_path, capsys):
     assert main(["prune", "--model", "tiny_resnet", "--sparsity", "3:4", "--out", str(tmp_path / "a")]) == 2
     assert "--sparsity '3:4'" in capsys.readouterr().err and not (tmp_path / "a").exists()
-    (tmp_path / "tiny.py").write_text("from torch import nn\n\ndef net():\n    return nn.Sequential(nn.Conv2d(3, 6, 3), "
+    (tmp_path / "tiny.py").write_text("from torch import nn\n\ndef net():\n"
+                                      "    return nn.Sequential(nn.Conv2d(3, 6, 3), "
                                       "nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 10))\n")
     spec = f"{tmp_path / 'tiny.py'}:net"
     assert main(["prune", "--model", spec, "--sparsity", "2:4", "--out", str(tmp_path / "b")]) == 2
@@ -203,3 +204,20 @@ def test_vit_linear_and_attention_weights_export_as_2to4(tmp_path):
     export_onnx(model, torch.randn(1, 3, 32, 32), path)
     assert_onnx_keeps_masks(model, path)
     assert_ort_matches(model, path)
+
+
+def test_tensorrt_sparse_uses_the_models_masks_or_masks_a_copy():
+    """What `export --format tensorrt --sparse` hands the engine builder (TensorRT itself is absent
+    here): a model with masks as it is; a dense one as a masked copy, the original untouched."""
+    from hwprune.export import _sparse_model
+
+    model = load_model("tiny_resnet_synthetic").model
+    dense = {k: p.detach().clone() for k, p in model.named_parameters()}
+    copy_, n, how = _sparse_model(model)
+    assert copy_ is not model and n == 14 and "one-shot" in how and masks_of(model) is None
+    assert all(torch.equal(p, dense[k]) for k, p in model.named_parameters())
+    for name, w in sparse_weights(copy_).items():
+        assert_two_of_four(w, 1, name)
+    masks = sparsify(model)
+    same, n, how = _sparse_model(model)
+    assert same is model and n == len(masks.masks) and "checkpoint's 2:4 masks" in how

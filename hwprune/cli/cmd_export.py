@@ -95,8 +95,8 @@ def run(args) -> int:
         print(f"2:4 sparse weights: {result.sparse_layers} ({result.info.get('sparse_masks')})")
     if "sparsity" in result.info:
         sp = result.info["sparsity"]
-        print(f"{sp['pattern']} pattern in the ONNX weights: {sp['onnx_weights_nm']} of {sp['onnx_weights']} conv/matmul "
-              f"weights ({sp['sparse_layers']} layers of the model are masked)")
+        print(f"{sp['pattern']} pattern in the ONNX weights: {sp['onnx_weights_nm']} of {sp['onnx_weights']} "
+              f"conv/matmul weights ({sp['sparse_layers']} layers of the model are masked)")
     extra = f" (+ {result.onnx_path})" if result.onnx_path else ""
     print(f"wrote {result.path}{extra}")
     return 0

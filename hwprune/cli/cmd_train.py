@@ -25,7 +25,9 @@ def register(sub) -> None:
                                    "a teacher (Hinton KD). A state file after every epoch (in OUT.partial/) lets "
                                    "--resume continue a killed run to the same result; OUT/trained.pt (the "
                                    "pruned.pt format, plan kept: export and bench take it) and OUT/report.json "
-                                   "appear when it finishes.",
+                                   "appear when it finishes. A checkpoint with 2:4 masks (hwprune prune "
+                                   "--sparsity 2:4) trains with them fixed (NVIDIA ASP: masked gradients and "
+                                   "weights zeroed at every step).",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("model")
     g.add_argument("--model", required=True,
@@ -106,7 +108,8 @@ def run(args) -> int:
         print(f"resumed after epoch {r.resumed_from_epoch}")
     if r.sparsity:
         sp = r.sparsity
-        print(f"{sp['pattern']} sparsity kept fixed: {sp['layers']} layers, {100 * sp['fraction_masked_of_all_weights']:.1f}% "
+        print(f"{sp['pattern']} sparsity kept fixed: {sp['layers']} layers, "
+              f"{100 * sp['fraction_masked_of_all_weights']:.1f}% "
               f"of all weights masked ({'pattern holds' if sp['holds'] else 'PATTERN BROKEN'})")
     print(f"wrote {os.path.join(args.out, 'trained.pt')}, {os.path.join(args.out, 'report.json')}")
     return 0
