@@ -1,0 +1,101 @@
+"""Local vs Ray executor, same searches side by side (issue #20): evolution with ``--evo-pop``
+candidates a generation and netadapt (one proposal per channel group an iteration), each run once
+with ``--executor local`` and once on a local Ray cluster of ``--num-cpus`` CPUs started here; the
+plans must be identical, and the wall-clock ratio is the speedup.
+
+    .venv/bin/python tools/bench_executor.py                       # tiny_resnet at 32 px, 2 CPUs
+    .venv/bin/python tools/bench_executor.py --model resnet18 --input-size 64 --out bench_executor.json
+
+The local run uses torch's default threads (all cores for each candidate, one after another); Ray
+runs one candidate per CPU with one torch thread each. Candidates are scored by the data-free
+fidelity evaluator on ``--n-inputs`` random images (``--data synthetic`` scores adaptive-BN top-1
+instead). Ray's workers are started (and import hwprune) before the clock starts: a one-off cost per
+cluster, recorded as ``ray_worker_startup_s``. Timings are only meaningful on an otherwise idle machine.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+
+def _warm(shared, x):
+    """A Ray task that imports what evaluations import, so workers start before the clock does."""
+    import hwprune.prune  # noqa: F401
+
+    return x
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="tiny_resnet")
+    p.add_argument("--input-size", type=int, default=32)
+    p.add_argument("--budget", default="60%flops", help="FLOPs budgets need no table (default 60%%flops)")
+    p.add_argument("--strategies", default="evolution,netadapt")
+    p.add_argument("--evo-pop", type=int, default=8)
+    p.add_argument("--evo-gens", type=int, default=3)
+    p.add_argument("--netadapt-initial", type=float, default=0.1)
+    p.add_argument("--n-inputs", type=int, default=64, help="images each candidate is scored on (fidelity)")
+    p.add_argument("--data", help="synthetic: score adaptive-BN top-1 on synthetic data instead")
+    p.add_argument("--num-cpus", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="write the results as JSON here")
+    args = p.parse_args(argv)
+
+    import ray
+    import torch
+
+    from hwprune.models import load_model
+    from hwprune.prune import PruneConfig, make_context, prune
+    from hwprune.strategies._common import fidelity_evaluator
+
+    loaded = load_model(args.model)
+    size = args.input_size
+    calib, evaluator = None, fidelity_evaluator(loaded.model, torch.randn(1, 3, size, size), n=args.n_inputs,
+                                                seed=args.seed)
+    if args.data:
+        from hwprune.data import make_data
+        from hwprune.evaluate import make_evaluator
+
+        data = make_data(args.data, input_size=size, batch_size=64, seed=args.seed, n_train=512, n_val=256)
+        calib, evaluator = data.calib, make_evaluator("adaptive-bn", data, original=loaded.model)
+    ray.init(num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False)
+    from hwprune.executor import make_executor
+
+    t0 = time.perf_counter()
+    make_executor("ray").map(_warm, list(range(4 * args.num_cpus)))  # worker start-up: once per cluster, not timed
+    warm_s = time.perf_counter() - t0
+    rows = []
+    try:
+        for name in args.strategies.split(","):
+            opts = {"evo_pop": args.evo_pop, "evo_gens": args.evo_gens, "netadapt_initial": args.netadapt_initial}
+            res, secs = {}, {}
+            for ex in ("local", "ray"):
+                cfg = PruneConfig(strategy=name, budget=args.budget, options=opts, input_size=size, align=8,
+                                  seed=args.seed, progress=False, executor=ex)
+                t0 = time.perf_counter()
+                res[ex] = prune(loaded, cfg, calib=calib, evaluator=evaluator)
+                secs[ex] = time.perf_counter() - t0
+            same = res["local"].plan.kept == res["ray"].plan.kept
+            row = {"strategy": name, "evaluations": res["local"].report.evaluations, "local_s": secs["local"],
+                   "ray_s": secs["ray"], "speedup": secs["local"] / secs["ray"], "same_plan": same}
+            if name == "netadapt":  # every prunable group proposes once an iteration (fewer once at its minimum)
+                row["proposals_per_iteration"] = len(make_context(loaded, cfg).graph.prunable)
+            rows.append(row)
+            print(f"{name}: {row['evaluations']} evaluations, local {secs['local']:.1f} s, ray {secs['ray']:.1f} s "
+                  f"({row['speedup']:.2f}x), same plan: {same}", flush=True)
+    finally:
+        ray.shutdown()
+    meta = {"model": args.model, "input_size": size, "budget": args.budget, "num_cpus": args.num_cpus,
+            "evo_pop": args.evo_pop, "evo_gens": args.evo_gens, "evaluator": "adaptive-bn" if args.data else
+            f"fidelity on {args.n_inputs} random inputs", "torch_threads_local": torch.get_num_threads(),
+            "ray_worker_startup_s": warm_s}
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump({"meta": meta, "rows": rows}, f, indent=2)
+    return 0 if all(r["same_plan"] for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
