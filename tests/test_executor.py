@@ -1,10 +1,12 @@
 """Executors (issue #20): the local executor, and a real local Ray cluster (2 CPUs, started here and
 shut down after) giving the same plans as local for evolution and netadapt, pinning torch threads
 per worker, retrying a task whose worker was killed, and clear errors for a missing Ray or an
-address that does not answer."""
+address that does not answer. Fleet profiling: two "devices" that are two Ray resources of this
+machine, each measuring its bundle with the torch-free runner, one table each."""
 import os
 import subprocess
 import sys
+import warnings
 
 import pytest
 import torch
@@ -19,7 +21,7 @@ from hwprune.strategies._common import fidelity_evaluator
 @pytest.fixture(scope="module")
 def cluster():
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(num_cpus=2, resources={"dev-a": 1, "dev-b": 1}, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
 
@@ -108,3 +110,52 @@ def test_cli_refuses_a_ray_address_that_does_not_answer(tmp_path):
                         "--strategy", "evolution", "--budget", "60%flops", "--executor", "ray", "--ray-address",
                         "127.0.0.1:9", "--quiet", "--out", str(out)], capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and "does not answer" in r.stderr and not out.exists()
+
+
+def _fleet_file(tmp_path, devices):
+    text = ""
+    for name, extra in devices.items():
+        text += (f'[devices.{name}]\nresource = "dev-{name}"\nthreads = 1\nrepeats = 3\nmin_repeat_ms = 0.2\n'
+                 f'calib_variants = 2\nout = "{tmp_path / name}.json"\n{extra}\n')
+    path = tmp_path / "fleet.toml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_fleet_file_errors(tmp_path):
+    from hwprune.fleet import load_fleet
+
+    with pytest.raises(ConfigError, match="cannot be read"):
+        load_fleet(str(tmp_path / "none.toml"))
+    (tmp_path / "empty.toml").write_text("x = 1\n")
+    with pytest.raises(ConfigError, match="names no devices"):
+        load_fleet(str(tmp_path / "empty.toml"))
+    (tmp_path / "typo.toml").write_text('[devices.a]\nresource = "r"\nthread = 2\n')
+    with pytest.raises(ConfigError, match="unknown keys \\['thread'\\]"):
+        load_fleet(str(tmp_path / "typo.toml"))
+
+
+def test_fleet_profiles_two_devices_on_their_ray_resources(cluster, tiny, tmp_path):
+    """Two devices = two Ray resources of this machine (blocked and spinning ORT workers): each
+    bundle is measured by a Ray task holding its resource, and each comes back as its own table
+    that prices the model."""
+    from hwprune.fleet import load_fleet, profile_fleet
+    from hwprune.graph import ChannelGraph
+    from hwprune.latency import LatencyTable
+
+    loaded, _ = tiny
+    devices = load_fleet(_fleet_file(tmp_path, {"a": "", "b": "spinning = true"}))
+    rows = profile_fleet(loaded, devices, input_size=16, points_per_axis=2)
+    assert [r["device"] for r in rows] == ["a", "b"] and all(r["node"] for r in rows)
+    graph = ChannelGraph(loaded.model, torch.randn(1, 3, 16, 16))
+    spinning = []
+    for r in rows:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a quick table on a busy machine may warn about its calibration
+            table = LatencyTable.load(r["table"])
+        assert table.covers(graph) and table.cost_model(graph).units_sum({}) > 0
+        spinning.append(bool(table.device.get("spinning")))
+    assert spinning == [False, True]
+    with pytest.raises(ConfigError, match="no Ray node offers 'dev-c'"):
+        profile_fleet(loaded, load_fleet(_fleet_file(tmp_path, {"c": ""})), input_size=16, points_per_axis=2)
+

@@ -40,6 +40,10 @@ def register(sub) -> None:
     g.add_argument("--plot", metavar="DIR", help="write latency-vs-width PNGs (the staircase) per unit to DIR")
     g.add_argument("--bundle", metavar="ZIP", help="write a device bundle (ONNX micro-models + manifest) instead")
     g.add_argument("--from-bundle-result", metavar="JSON", help="read a `hwprune-deploy measure` result into a table")
+    g.add_argument("--fleet", metavar="TOML",
+                   help="profile every device of a fleet file on its own Ray node (devices are Ray resources; "
+                        "each node needs only `pip install ./deploy` and Ray): one table per device (hwprune.fleet)")
+    g.add_argument("--ray-address", metavar="auto|HOST:PORT", help="--fleet: the Ray cluster (default: this machine)")
     g.add_argument("--recalibrate", action="store_true",
                    help="keep the table's units, re-time only the full model and its calibration variants and re-fit "
                         "the residual curve (about 30 s for resnet50 on 2 cores): for a machine that may have drifted "
@@ -66,6 +70,8 @@ def run(args) -> int:
         raise ConfigError("--model is required (e.g. --model resnet50), unless --from-bundle-result is given")
     if args.recalibrate:
         return _recalibrate(args)
+    if args.fleet:
+        return _fleet(args)
     make = ProfileConfig.quick if args.quick else ProfileConfig
     config = make(backend=args.backend, threads=args.threads, batch=args.batch, input_size=args.input_size,
                            precision=args.precision, align=args.align, min_width=args.min_width, out=args.out,
@@ -103,6 +109,18 @@ def run(args) -> int:
               + (f" (kept attempt {ms['kept'] + 1} of {n})" if n > 1 else "")
               + ("" if ms["in_state"] else f": beyond +-{100 * ms['tolerance']:.0f}%, validate this table"))
     _maybe_plot(args, path)
+    return 0
+
+
+def _fleet(args) -> int:
+    """--fleet: one table per device of the fleet file, each measured on its Ray node."""
+    from ..fleet import load_fleet, profile_fleet
+
+    devices = load_fleet(args.fleet)  # a bad fleet file fails before the model is loaded
+    loaded = load_from_args(args)
+    for row in profile_fleet(loaded, devices, input_size=args.input_size, points_per_axis=2 if args.quick else 6,
+                             address=args.ray_address):
+        print(f"{row['device']} (Ray resource {row['resource']}, node {row['node']}): latency table {row['table']}")
     return 0
 
 
