@@ -1,0 +1,395 @@
+"""Benchmark: the most accurate model at a *measured* latency budget (issue #18 item 7).
+
+What it runs, per seed (model initialisation, training order and search seed; the data are fixed):
+
+1. **The task** (``mosaic``): a harder generated task where capacity matters. Each 32x32 image is
+   a 2x2 mosaic of four 16x16 images of hwprune's synthetic shapes (hwprune.data.SyntheticImages:
+   ten shapes, random colour, pose, background and distractor blobs); the label is the shape in the
+   *top-left* tile, the other three tiles are shapes of the same kind as distractors. At 16 px the
+   shapes are small, and the network has to tell one tile from three similar ones. (``shapes``: the
+   plain 32 px synthetic task, for comparison.)
+2. **The unpruned model**: tiny_resnet trained from scratch for ``base_epochs`` (one-cycle SGD,
+   lr 0.1). Convergence is checked, not assumed: a copy gets the same extra training as the pruned
+   models (``recover_epochs`` of fine-tune, and of fine-tune + self-KD) and its gain is reported.
+3. **Strategies at equal measured latency** (``--budgets``, default 0.5x and 0.3x of the unpruned
+   model, measured side by side on ONNX Runtime by the closed loop): uniform, FLOPs-matched (global
+   magnitude pruning whose FLOPs budget is bisected until its *measured* latency matches), halp,
+   netadapt, evolution. Each cut is recovered four ways with the same training budget:
+   ``ft`` (fine-tune ``recover_epochs``, lr 0.01), ``kd`` (the same with Hinton KD from the
+   unpruned model), ``scratch-e`` (re-initialised, ``base_epochs``: Liu et al. 2019 Scratch-E) and
+   ``scratch-b`` (re-initialised, ``round(base_epochs * FLOPs ratio)`` epochs: Scratch-B).
+4. **Families** (Crowley et al. 2018): the copycat family of the plan with the best ``ft`` accuracy
+   at the first budget and the uniformly rescaled family, both trained from scratch (Scratch-E).
+5. **Regularise, then cut** (hwprune.regularize) on the halp plan at the first budget: slimming and
+   TPP for ``reg_epochs``, cut, then ``ft``.
+
+Every row has measured latency (ms, and ratio to the unpruned model measured beside it) and FLOPs.
+Writes OUT/results.json (all rows, settings, timings), OUT/results.md (mean +- std over seeds per
+budget/strategy/recipe) and OUT/accuracy_latency.png.
+
+    nice -n 5 python tools/bench_accuracy.py --quick --out bench_out/accuracy_quick   # a few minutes
+    nice -n 5 python tools/bench_accuracy.py --out bench_out/accuracy                 # ~90 min, 2 quiet cores
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import statistics
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from hwprune.data import (SYNTHETIC_MEAN, SYNTHETIC_STD, ArrayImageDataset, DataBundle,  # noqa: E402
+                          SyntheticImages, _batch_loader)
+from hwprune.evaluate import top1  # noqa: E402
+from hwprune.jsonio import write_json  # noqa: E402
+from hwprune.models import load_model  # noqa: E402
+from hwprune.prune import PruneConfig, prune  # noqa: E402
+from hwprune.recover import LoopSettings, fit  # noqa: E402
+from hwprune.scratch import reinitialize_  # noqa: E402
+
+
+@dataclass
+class Preset:
+    width: int  # tiny_resnet's base width (channels 1x, 2x, 4x over its three stages)
+    n_train: int
+    n_val: int
+    base_epochs: int
+    recover_epochs: int
+    reg_epochs: int
+    seeds: list[int]
+    budgets: list[float]
+    strategies: list[str]
+    recipes: list[str]
+    flops_steps: int
+    options: dict = field(default_factory=dict)
+
+
+PRESETS = {
+    # a few minutes on a quiet machine: one seed, one budget, the cheap strategies and recipes
+    "quick": Preset(width=16, n_train=1024, n_val=512, base_epochs=6, recover_epochs=2, reg_epochs=1, seeds=[0],
+                    budgets=[0.5],
+                    strategies=["uniform", "flops", "halp", "netadapt"], recipes=["ft", "kd", "scratch-e"],
+                    flops_steps=3, options={"netadapt_initial": 0.15, "halp_steps": 3, "halp_batches": 16}),
+    # sized for ~90 minutes on 2 quiet cores (see docs/strategies.md for the measured time)
+    "default": Preset(width=32, n_train=4000, n_val=1000, base_epochs=12, recover_epochs=3, reg_epochs=2, seeds=[0, 1, 2],
+                      budgets=[0.5, 0.3], strategies=["uniform", "flops", "halp", "netadapt", "evolution"],
+                      recipes=["ft", "kd", "scratch-e", "scratch-b"], flops_steps=4,
+                      options={"netadapt_initial": 0.1, "halp_steps": 4, "evo_pop": 8, "evo_gens": 3}),
+}
+
+
+def log(msg: str) -> None:
+    print(f"[bench_accuracy {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------ the task
+def mosaic_arrays(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` 32x32 mosaics of four 16x16 synthetic images; label = the top-left tile's shape."""
+    src = SyntheticImages(4 * n, size=16, seed=seed)
+    x = np.zeros((n, 3, 32, 32), dtype=np.uint8)
+    for i in range(n):
+        for t, (r, c) in enumerate(((0, 0), (0, 1), (1, 0), (1, 1))):
+            x[i, :, 16 * r:16 * r + 16, 16 * c:16 * c + 16] = src.render(4 * i + t)
+    return torch.from_numpy(x), torch.from_numpy(src.labels[0::4].copy())
+
+
+def shapes_arrays(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    src = SyntheticImages(n, size=32, seed=seed)
+    return torch.from_numpy(np.stack([src.render(i) for i in range(n)])), torch.from_numpy(src.labels.copy())
+
+
+def make_task(task: str, n_train: int, n_val: int, seed: int = 0, batch: int = 64) -> DataBundle:
+    make = mosaic_arrays if task == "mosaic" else shapes_arrays
+    x, y = make(n_train + n_val, seed)
+    norm = ((SYNTHETIC_MEAN,) * 3, (SYNTHETIC_STD,) * 3)
+    train = ArrayImageDataset(x[:n_train], y[:n_train], *norm)  # no flips: the label is positional
+    val = ArrayImageDataset(x[n_train:], y[n_train:], *norm)
+    calib = torch.utils.data.Subset(train, range(min(256, n_train)))
+    return DataBundle(train=_batch_loader(train, batch, True, seed, drop_last=True),
+                      val=_batch_loader(val, batch, False, seed), calib=_batch_loader(calib, batch, False, seed),
+                      num_classes=10, input_size=32, spec=f"bench:{task}", meta={"task": task, "n_train": n_train})
+
+
+# ------------------------------------------------------------------ training and measuring
+def train_(model, data, epochs: int, lr: float, seed: int, teacher=None):
+    if epochs > 0:
+        fit(model, data, LoopSettings(epochs=epochs, lr=lr, seed=seed, progress=False), teacher=teacher)
+    return model.eval()
+
+
+def measure(base, model, threads: int) -> dict:
+    from hwprune.latency.measure import measure_against_baseline
+    from hwprune_deploy.runner import timing_ms
+
+    t = measure_against_baseline("ort-cpu", {"baseline": base, "pruned": model}, torch.randn(1, 3, 32, 32), threads)
+    b, p = timing_ms(t["baseline"]), timing_ms(t["pruned"])
+    return {"baseline_ms": b, "measured_ms": p, "latency_ratio": p / b}
+
+
+def flops_of(model) -> float:
+    from hwprune.counting import summarize
+
+    return float(summarize(model, torch.randn(1, 3, 32, 32))["flops"])
+
+
+def get_table(loaded, out: str, threads: int, quick: bool) -> str:
+    from hwprune.latency import ProfileConfig, profile
+
+    path = os.path.join(out, "table.json")
+    if os.path.exists(path):
+        return path
+    log(f"profiling tiny_resnet at 32 px into {path} (ort-cpu, {threads} threads{', quick protocol' if quick else ''})")
+    cfg = (ProfileConfig.quick(backend="ort-cpu", threads=threads, input_size=32, out=path, align=8, calib_variants=4)
+           if quick else ProfileConfig(backend="ort-cpu", threads=threads, input_size=32, out=path, align=8))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return profile(loaded, cfg, progress=False)
+
+
+def cut(loaded, strategy: str, budget: float, seed: int, table: str, data, evaluator, P: Preset, threads: int):
+    """(PruneResult, extra) for one strategy at ``budget`` x the unpruned model's measured latency."""
+    common = dict(calib=data.calib, evaluator=evaluator, data=data)
+    if strategy != "flops":
+        cfg = PruneConfig(strategy=strategy, budget=f"{budget}x", seed=seed, backend="ort-cpu", threads=threads,
+                          closed_loop_rounds=2, progress=False, options=dict(P.options))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return prune(loaded, cfg, table=table, **common), {}
+    lo, hi, best = 1.0, 100.0, None
+    for _ in range(P.flops_steps):  # FLOPs budget bisected until the measured latency matches
+        mid = (lo + hi) / 2
+        res = prune(loaded, PruneConfig(strategy="global", budget=f"{mid:.2f}%flops", seed=seed, progress=False),
+                    **common)
+        m = measure(loaded.model, res.model, threads)
+        if m["latency_ratio"] <= budget * 1.03:
+            best, lo = (res, mid), mid
+        else:
+            hi = mid
+    res, pct = best if best is not None else (res, mid)
+    return res, {"flops_budget_pct": pct}
+
+
+#: every row so far, written to OUT/partial.json as it grows (a killed run keeps what it measured)
+PARTIAL: dict = {"path": None, "rows": []}
+
+
+def row(seed, budget, strategy, recipe, model, base, data, threads, lat=None, **extra) -> dict:
+    """One result. ``lat``: the latency of this architecture measured already (recipes that only
+    retrain a cut share its measurement: same shapes, same work)."""
+    r = {"seed": seed, "budget": budget, "strategy": strategy, "recipe": recipe, "top1": top1(model, data.val),
+         "flops_ratio": flops_of(model) / flops_of(base), **(lat or measure(base, model, threads)), **extra}
+    PARTIAL["rows"].append(r)
+    if PARTIAL["path"]:
+        write_json(PARTIAL["path"], {"rows": PARTIAL["rows"]})
+    log(f"seed {seed} {budget}x {strategy:>10} {recipe:>12}: top-1 {100 * r['top1']:.1f}%  latency "
+        f"{r['latency_ratio']:.3f}x  FLOPs {r['flops_ratio']:.3f}x")
+    return r
+
+
+def recover_rows(seed, budget, strategy, pruned, base, data, P: Preset, threads, extra, lat) -> list[dict]:
+    rows = []
+    fr = flops_of(pruned) / flops_of(base)
+    for recipe in P.recipes:
+        m = copy.deepcopy(pruned)
+        if recipe == "ft":
+            train_(m, data, P.recover_epochs, 0.01, seed)
+        elif recipe == "kd":
+            train_(m, data, P.recover_epochs, 0.01, seed, teacher=base)
+        else:
+            torch.manual_seed(seed)
+            reinitialize_(m)
+            epochs = P.base_epochs if recipe == "scratch-e" else max(1, round(P.base_epochs / fr))
+            train_(m, data, epochs, 0.1, seed)
+        n = {"ft": P.recover_epochs, "kd": P.recover_epochs}.get(recipe, locals().get("epochs"))
+        rows.append(row(seed, budget, strategy, recipe, m, base, data, threads, lat=lat, **{**extra, "epochs": n}))
+    return rows
+
+
+def run_seed(seed: int, P: Preset, data, args, table_holder: dict) -> list[dict]:
+    from hwprune.evaluate import make_evaluator
+
+    rows: list[dict] = []
+    torch.manual_seed(seed)
+    loaded = load_model("hwprune.zoo:tiny_resnet", kwargs={"width": P.width})
+    loaded.input_size = 32
+    t0 = time.perf_counter()
+    train_(loaded.model, data, P.base_epochs, 0.1, seed)
+    log(f"seed {seed}: unpruned model trained {P.base_epochs} epochs in {time.perf_counter() - t0:.0f} s")
+    base = loaded.model
+    if "path" not in table_holder:
+        table_holder["path"] = get_table(loaded, args.out, args.threads, args.quick)
+    table = table_holder["path"]
+    rows.append(row(seed, 1.0, "unpruned", "trained", base, copy.deepcopy(base), data, args.threads,
+                    epochs=P.base_epochs))
+    lat0 = {k: rows[-1][k] for k in ("baseline_ms", "measured_ms", "latency_ratio")}
+    for recipe, teacher in (("+ft", None), ("+kd", base)):  # convergence: the same extra training
+        m = train_(copy.deepcopy(base), data, P.recover_epochs, 0.01, seed, teacher=teacher)
+        rows.append(row(seed, 1.0, "unpruned", recipe, m, base, data, args.threads, lat=lat0))
+    evaluator = make_evaluator("adaptive-bn", data)
+    plans: dict = {}
+    for budget in P.budgets:
+        for strategy in P.strategies:
+            t1 = time.perf_counter()
+            res, extra = cut(loaded, strategy, budget, seed, table, data, evaluator, P, args.threads)
+            extra.update(search_s=time.perf_counter() - t1)
+            plans[(budget, strategy)] = res.plan
+            rows.append(row(seed, budget, strategy, "cut", res.model, base, data, args.threads, **extra))
+            lat = {k: rows[-1][k] for k in ("baseline_ms", "measured_ms", "latency_ratio")}
+            rows += recover_rows(seed, budget, strategy, res.model, base, data, P, args.threads, extra, lat)
+    b0 = P.budgets[0]
+    try:
+        rows += families(seed, b0, plans, rows, base, loaded, data, P, args, table)
+    except Exception as e:  # a broken section is reported, and the rest of the run kept
+        log(f"families failed: {type(e).__name__}: {e}")
+        rows.append({"seed": seed, "budget": b0, "strategy": "family", "recipe": "error", "error": repr(e)})
+    if (b0, "halp") in plans:
+        from hwprune.regularize import regularize_then_cut
+
+        for name in ("slimming", "tpp"):
+            try:
+                m, _ = regularize_then_cut(loaded, plans[(b0, "halp")], data, name, epochs=P.reg_epochs, seed=seed,
+                                           progress=False)
+                train_(m, data, P.recover_epochs, 0.01, seed)
+                rows.append(row(seed, b0, f"halp+{name}", "ft", m, base, data, args.threads, reg_epochs=P.reg_epochs))
+            except Exception as e:
+                log(f"{name} failed: {type(e).__name__}: {e}")
+                rows.append({"seed": seed, "budget": b0, "strategy": f"halp+{name}", "recipe": "error", "error": repr(e)})
+    return rows
+
+
+def families(seed, budget, plans, rows, base, loaded, data, P, args, table) -> list[dict]:
+    """Copycat family of the best ft plan at ``budget`` and the uniform family, from scratch."""
+    from hwprune.family import FamilyConfig, build_family
+    from hwprune.plan import apply
+
+    ft = [r for r in rows if r["recipe"] == "ft" and r["budget"] == budget and (budget, r["strategy"]) in plans]
+    if not ft:
+        return []
+    best = max(ft, key=lambda r: r["top1"])["strategy"]
+    fam = build_family(FamilyConfig(plan=plans[(budget, best)], budgets=f"{budget}x", table=table,
+                                    baseline="uniform", plot=False, checkpoints=False))
+    out = []
+    for mem in fam.members:
+        m = apply(base, mem.plan)
+        torch.manual_seed(seed)
+        reinitialize_(m)
+        train_(m, data, P.base_epochs, 0.1, seed)
+        out.append(row(seed, budget, f"family:{mem.family}", "scratch-e", m, base, data, args.threads,
+                       source_plan=best))
+    return out
+
+
+# ------------------------------------------------------------------ report
+def _ms(vals) -> str:
+    vals = [v for v in vals if v is not None]
+    if not vals:
+        return "-"
+    return f"{statistics.mean(vals):.3f}" + (f" ± {statistics.stdev(vals):.3f}" if len(vals) > 1 else "")
+
+
+def markdown(rows: list[dict], meta: dict) -> str:
+    keys = []
+    errors = [r for r in rows if r["recipe"] == "error"]
+    rows = [r for r in rows if r["recipe"] != "error"]
+    for r in rows:
+        k = (r["budget"], r["strategy"], r["recipe"])
+        if k not in keys:
+            keys.append(k)
+    lines = [f"tiny_resnet (width {meta['width']}) on the `{meta['task']}` task, {meta['preset']} preset, seeds {meta['seeds']}; top-1 on "
+             f"{meta['n_val']} held-out images; latency measured on ort-cpu ({meta['threads']} threads) side by side "
+             "with the unpruned model", "",
+             "| budget | strategy | recipe | top-1 % | measured latency (x unpruned) | FLOPs (x) | n |",
+             "|---|---|---|---|---|---|---|"]
+    for k in keys:
+        rs = [r for r in rows if (r["budget"], r["strategy"], r["recipe"]) == k]
+        acc = [100 * r["top1"] for r in rs]
+        lines.append(f"| {k[0]}x | {k[1]} | {k[2]} | {_ms(acc)} | {_ms([r['latency_ratio'] for r in rs])} | "
+                     f"{_ms([r['flops_ratio'] for r in rs])} | {len(rs)} |")
+    lines += [f"\nfailed: {r['strategy']} (seed {r['seed']}): {r['error']}" for r in errors]
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows: list[dict], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    groups: dict = {}
+    for r in rows:
+        if r["recipe"] in ("cut", "error"):
+            continue
+        groups.setdefault(f"{r['strategy']} / {r['recipe']}", []).append(r)
+    for label, rs in sorted(groups.items()):
+        ax.scatter([r["latency_ratio"] for r in rs], [100 * r["top1"] for r in rs], label=label, s=18)
+    ax.set_xlabel("measured latency (x unpruned, ort-cpu)")
+    ax.set_ylabel("top-1 %")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="the few-minute preset (one seed, one budget)")
+    ap.add_argument("--out", default="bench_out/accuracy")
+    ap.add_argument("--task", choices=("mosaic", "shapes"), default="mosaic")
+    ap.add_argument("--seeds", help="comma-separated seeds (default: the preset's)")
+    ap.add_argument("--budgets", help="comma-separated latency fractions (default: the preset's)")
+    ap.add_argument("--strategies", help="comma-separated: uniform,flops,halp,netadapt,evolution")
+    ap.add_argument("--n-train", type=int, help="training images (default: the preset's)")
+    ap.add_argument("--base-epochs", type=int, help="epochs of the unpruned model and of Scratch-E (default: the preset's)")
+    ap.add_argument("--recover-epochs", type=int, help="fine-tune / KD epochs (default: the preset's)")
+    ap.add_argument("--threads", type=int, default=2, help="ORT threads of every latency measurement (default 2)")
+    ap.add_argument("--torch-threads", type=int, default=1,
+                    help="PyTorch threads for training (default 1: on a shared machine OpenMP's spinning workers "
+                         "slowed a 2-thread run many times over)")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.torch_threads)
+    name = "quick" if args.quick else "default"
+    P = copy.deepcopy(PRESETS[name])
+    if args.seeds:
+        P.seeds = [int(s) for s in args.seeds.split(",")]
+    if args.budgets:
+        P.budgets = [float(b) for b in args.budgets.split(",")]
+    if args.strategies:
+        P.strategies = args.strategies.split(",")
+    for k in ("n_train", "base_epochs", "recover_epochs"):
+        if getattr(args, k) is not None:
+            setattr(P, k, getattr(args, k))
+    os.makedirs(args.out, exist_ok=True)
+    t0 = time.perf_counter()
+    data = make_task(args.task, P.n_train, P.n_val)
+    log(f"{args.task} task: {P.n_train} train / {P.n_val} val images ready in {time.perf_counter() - t0:.0f} s")
+    rows, holder = [], {}
+    PARTIAL["path"] = os.path.join(args.out, "partial.json")
+    for seed in P.seeds:
+        rows += run_seed(seed, P, data, args, holder)
+        write_json(os.path.join(args.out, "results.json"), {"rows": rows})  # partial results survive a kill
+    meta = {"preset": name, "task": args.task, "width": P.width, "seeds": P.seeds, "n_train": P.n_train, "n_val": P.n_val,
+            "base_epochs": P.base_epochs, "recover_epochs": P.recover_epochs, "reg_epochs": P.reg_epochs,
+            "budgets": P.budgets, "strategies": P.strategies, "recipes": P.recipes, "threads": args.threads,
+            "seconds": time.perf_counter() - t0, "load_average": os.getloadavg()}
+    write_json(os.path.join(args.out, "results.json"), {"meta": meta, "rows": rows})
+    with open(os.path.join(args.out, "results.md"), "w") as f:
+        f.write(markdown(rows, meta))
+    plot(rows, os.path.join(args.out, "accuracy_latency.png"))
+    log(f"done in {meta['seconds'] / 60:.1f} min: {args.out}/results.md")
+    print(json.dumps(meta))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
