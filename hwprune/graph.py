@@ -187,6 +187,10 @@ class ChannelGraph:
         was_training = model.training
         model.eval()
         handled = [(m, h) for m in model.modules() for h in [handler_for(m)] if h is not None]
+        for m, h in handled:
+            why = h.unsupported(m)
+            if why:
+                raise UnsupportedModelError(f"module {self._name_of[m]!r} ({type(m).__name__}): {why}")
         cutters = {type(m): h for m, h in handled if h.cuts}
         try:
             self._dg = tp_compat.build_dependency_graph(model, example_input, cutters,

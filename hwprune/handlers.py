@@ -97,6 +97,11 @@ class ModuleHandler:
     def fix_widths(self, module: nn.Module) -> None:
         """Update width attributes after a cut so the pruned model runs and exports."""
 
+    def unsupported(self, module: nn.Module) -> str:
+        """Why hwprune refuses a model holding this module ('' when it does not): checked before
+        tracing, so the refusal names the module instead of a trace that fails or never ends."""
+        return ""
+
     def frozen(self, module: nn.Module) -> str:
         """Why the channels through this module cannot be cut ('' when they can): every group the
         module is in is then frozen with this reason (shown by ``hwprune inspect``)."""

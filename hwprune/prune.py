@@ -54,9 +54,14 @@ def prune(loaded: LoadedModel, config: PruneConfig, calib=None, table=None, eval
     from .strategies import STRATEGIES
 
     strategy = STRATEGIES.get(config.strategy)
-    if loaded.plan is not None:
+    if loaded.plan is not None and loaded.plan.kept:  # a trained, uncut model (hwprune train) prunes as any other
         raise ConfigError("this checkpoint is already pruned; prune the original model again with a stronger setting "
                           "(re-pruning a pruned checkpoint is not supported yet)")
+    from .sparsity import masks_of
+
+    if masks_of(loaded.model) is not None:
+        raise ConfigError("this checkpoint carries 2:4 masks (hwprune prune --sparsity 2:4); a channel cut would leave "
+                          "them the wrong shape: cut the dense model, then add --sparsity 2:4 (one command does both)")
     if config.finetune_epochs and data is None:
         raise ConfigError("--finetune-epochs needs training data: pass --data synthetic (or imagefolder:PATH ...)")
     if config.iterative > 1:

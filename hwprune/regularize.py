@@ -384,7 +384,7 @@ def regularize_then_cut(loaded, plan: PruningPlan, data, name: str, epochs: int 
         raise ConfigError(f"regularising with {name} trains the model: pass --data synthetic (or imagefolder:PATH ...)")
     if not isinstance(epochs, int) or epochs < 1:
         raise ConfigError(f"--reg-epochs {epochs!r} must be an integer >= 1")
-    if getattr(loaded, "plan", None) is not None:
+    if getattr(getattr(loaded, "plan", None), "kept", None):
         raise ConfigError("this checkpoint is already pruned; regularise-then-cut starts from the unpruned model")
     model = copy.deepcopy(getattr(loaded, "model", loaded))
     reg = make_regularizer(name, model, plan, plan_example_input(plan.input_shape), strength)

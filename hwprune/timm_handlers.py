@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .errors import PlanMismatchError, UnsupportedModelError
+from .errors import PlanMismatchError
 from .handlers import LeafLayer, ModuleHandler, PatchMergingHandler
 
 
@@ -79,19 +79,15 @@ class SelectiveKernelHandler(ModuleHandler):
     def _paths(module):
         return [p for p in module.paths]
 
-    def blocks(self, module):
-        """Called for every group the module is in, while the graph is built: refuse what cannot be cut."""
+    def unsupported(self, module):
         if getattr(module, "split_input", False):
-            raise UnsupportedModelError(
-                f"timm SelectiveKernel (in {module.in_channels}, out {module.out_channels}) splits its input channels "
-                f"across its {module.num_paths} conv paths (split_input=True, as in skresnet18/34); hwprune cannot map "
-                "a cut of its input onto the paths yet. Build it with split_input=False, or keep the channels with "
-                "--ignore on the layer that feeds it")
+            return (f"timm SelectiveKernel (in {module.in_channels}, out {module.out_channels}) splits its input "
+                    f"channels across its {module.num_paths} conv paths (split_input=True, as in skresnet18/34); "
+                    "hwprune cannot map a cut of its input onto the paths yet. Build it with split_input=False")
         if any(p.conv.groups != 1 for p in module.paths):
-            raise UnsupportedModelError(
-                f"timm SelectiveKernel with grouped path convolutions (groups {module.paths[0].conv.groups}, as in "
-                "skresnext) cannot be cut by hwprune yet")
-        return 1
+            return (f"timm SelectiveKernel with grouped path convolutions (groups {module.paths[0].conv.groups}, as "
+                    "in skresnext) cannot be cut by hwprune yet")
+        return ""
 
     def prune_out_channels(self, module, idxs):
         c = module.out_channels
@@ -127,6 +123,17 @@ class SelectiveKernelHandler(ModuleHandler):
         return leaves + [LeafLayer("attn.fc_reduce", c, a.fc_reduce.out_channels, "out", "fixed"),
                          LeafLayer("attn.bn", a.bn.num_features, a.bn.num_features, "fixed", "fixed"),
                          LeafLayer("attn.fc_select", a.fc_select.in_channels, a.fc_select.out_channels, "fixed", "out")]
+
+
+class RefusedHandler(ModuleHandler):
+    """A module hwprune refuses up front, with ``reason`` (its coupling makes Torch-Pruning's group
+    search run without end)."""
+
+    def __init__(self, reason: str):
+        self.reason = reason
+
+    def unsupported(self, module):
+        return self.reason
 
 
 class KeptWholeHandler(ModuleHandler):
@@ -213,6 +220,9 @@ TIMM_BUILTINS: dict[tuple[str, str], ModuleHandler] = {
     ("timm.models.mlp_mixer", "SpatialGatingUnit"): KeptWholeHandler(
         "gMLP's spatial gating unit splits its input into halves and mixes the tokens of one of them with a "
         "Linear the tracer takes for a channel layer; the channels through it are kept whole"),
+    ("timm.models.rexnet", "LinearBottleneck"): RefusedHandler(
+        "ReXNet's partial residual (cat([x[:, :in] + shortcut, x[:, in:]])) couples a slice of the block output "
+        "with its input; Torch-Pruning's group search does not finish on it, so ReXNet is not supported yet"),
     ("timm.models.beit", "Attention"): KeptWholeHandler(_TIED_ATTENTION.format("BEiT attention (F.linear on qkv with q/v biases)")),
     ("timm.models.xcit", "XCA"): KeptWholeHandler(_TIED_ATTENTION.format("XCiT cross-covariance attention")),
     ("timm.models.convit", "GPSA"): KeptWholeHandler(_TIED_ATTENTION.format("ConViT gated positional attention")),
