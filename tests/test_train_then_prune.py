@@ -43,3 +43,14 @@ def test_pruned_checkpoint_is_refused(tmp_path, cli):
     save_checkpoint(path, apply(model, plan), plan)
     p = cli("prune", "--model", path, "--ratio", "0.5", "--out", str(tmp_path / "p"), check=False)
     assert p.returncode == 2 and "already pruned" in p.stderr
+
+
+def test_checkpoint_with_2to4_masks_is_refused_for_a_channel_cut(tmp_path, cli):
+    from hwprune.sparsity import sparsify
+
+    model = load_model("tiny_resnet").model
+    sparsify(model, "2:4")
+    path = str(tmp_path / "sparse.pt")
+    save_checkpoint(path, model, PruningPlan(model_id={"spec": "tiny_resnet"}, input_shape=[1, 3, 32, 32], kept={}))
+    p = cli("prune", "--model", path, "--ratio", "0.5", "--out", str(tmp_path / "p"), check=False)
+    assert p.returncode == 2 and "2:4 masks" in p.stderr and not (tmp_path / "p").exists()
