@@ -75,6 +75,10 @@ class PruneConfig:
             from .sparsity import parse_pattern
 
             parse_pattern(self.sparsity)  # 3:4, "2-4" -> ConfigError naming the valid values
+            if self.iterative > 1:
+                raise ConfigError(f"--sparsity {self.sparsity} with --iterative {self.iterative}: the iterative steps "
+                                  "fine-tune dense; prune iteratively first, then run hwprune prune --model "
+                                  f"OUT/pruned.pt --sparsity {self.sparsity} --finetune-epochs E")
         if self.threads < 1:
             raise ConfigError(f"threads {self.threads} must be >= 1")
         from .int8_budget import check_precision

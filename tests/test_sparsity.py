@@ -75,6 +75,8 @@ def test_bad_pattern_names_the_valid_values(bad):
         parse_pattern(bad)
     with pytest.raises(ConfigError, match="valid values: 2:4"):
         PruneConfig(ratio=0.5, sparsity=bad)
+    with pytest.raises(ConfigError, match="--iterative 2: the iterative steps fine-tune dense"):
+        PruneConfig(budget="50%flops", iterative=2, sparsity="2:4")  # its steps would drop the masks
 
 
 def test_cli_errors_exit_2_with_a_message(tmp_path, capsys):
@@ -136,7 +138,8 @@ def test_prune_sparsity_then_train_then_export_keeps_2to4(tmp_path, capsys):
     assert main(["prune", "--model", "tiny_resnet_synthetic", "--sparsity", "2:4", *SMALL, "--data-batch", "32",
                  "--evaluator", "accuracy", "--finetune-epochs", "1", "--out", str(a), "--quiet"]) == 0
     out = capsys.readouterr().out
-    assert "2:4 sparsity (ASP): 14 layers" in out and "after fine-tune (masks fixed)" in out
+    assert "2:4 sparsity (ASP): 14 layers" in out and "before masking ->" in out
+    assert "after fine-tune (masks fixed)" in out
     report = json.loads((a / "report.json").read_text())
     sp = report["sparsity"]
     assert sp["pattern"] == "2:4" and sp["layers"] == 14 and sp["holds"]

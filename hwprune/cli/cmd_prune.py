@@ -246,7 +246,7 @@ def _print_sparsity(sp: dict, acc) -> None:
             f"of all weights masked")
     if acc and "after_sparsity" in acc:
         dense = acc.get("after", acc.get("before"))
-        line += (f"; accuracy {dense:.4f} dense -> {acc['after_sparsity']:.4f} masked"
+        line += (f"; accuracy {dense:.4f} before masking -> {acc['after_sparsity']:.4f} masked"
                  + (f" -> {acc['after_finetune']:.4f} after fine-tune (masks fixed)" if "after_finetune" in acc
                     else ""))
     print(line)
