@@ -117,7 +117,7 @@ def test_strategies_meet_both_tables_and_measure_both_devices(tables, name):
     budgets, and the closed loop measures the pruned model on both devices, one row each."""
     loaded, paths, budgets, ev = tables
     cfg = PruneConfig(strategy=name, budget=budgets[0], more_budgets=(budgets[1],), options=FAST, align=16,
-                      progress=False, backend="ort-cpu", closed_loop_rounds=1)
+                      progress=False, backend="ort-cpu", closed_loop_rounds=0)  # measured once per device
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         res = prune(loaded, cfg, evaluator=ev)
@@ -190,8 +190,8 @@ def _cli(*args):
 def test_cli_two_devices_writes_one_row_each(tables, tmp_path):
     loaded, paths, budgets, ev = tables
     out = tmp_path / "p"
-    r = _cli("prune", "--model", "tiny_resnet", "--input-size", "32", "--strategy", "halp", "--align", "16",
-             "--budget", budgets[0], "--budget", budgets[1], "--budget", "80%flops", "--closed-loop-rounds", "1",
+    r = _cli("prune", "--model", "tiny_resnet", "--input-size", "32", "--strategy", "uniform", "--align", "16",
+             "--budget", budgets[0], "--budget", budgets[1], "--budget", "80%flops", "--closed-loop-rounds", "0",
              "--quiet", "--out", str(out))
     assert r.returncode in (0, 3), r.stderr  # 3: a device measured over its budget on a busy machine
     rep = json.loads((out / "report.json").read_text())
@@ -208,3 +208,34 @@ def test_cli_refuses_bad_budgets_before_writing(tables, tmp_path):
     r = _cli(*base, "--budget", budgets[0], "--budget", f"0.5x@{tmp_path}/missing.json", "--out", str(out))
     assert r.returncode == 2 and "missing.json" in r.stderr and "does not exist" in r.stderr
     assert not out.exists()  # the unreachable combination is refused by make_context (tested above), before OUT
+
+
+def test_closed_loop_tightens_only_the_device_that_missed(tables, tmp_path):
+    """Device A's table is made to under-predict every pruned variant by 0.6x (its unpruned model
+    predicted right): A's first plan misses on the real stopwatch, so the loop tightens A's target
+    alone, from the measurement, and searches again against both budgets; B's target is untouched."""
+    from hwprune.graph import ChannelGraph
+    from hwprune.latency import LatencyTable
+
+    loaded, paths, budgets, ev = tables
+    doc = json.loads(open(paths[0]).read())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        units = LatencyTable.load(paths[0]).cost_model(ChannelGraph(loaded.model, torch.randn(1, 3, 32, 32))).units_sum({})
+    xs = [0.05 * units, 0.97 * units, units]
+    (key,) = doc["models"]
+    doc["models"][key]["calibration"] = {"a": 1.0, "b": 0.0, "correction": {
+        "units_ms": xs, "residual_ms": [-0.4 * xs[0], -0.4 * xs[1], 0.0]}}
+    scaled = tmp_path / "scaled.json"
+    scaled.write_text(json.dumps(doc))
+    cfg = PruneConfig(strategy="uniform", budget=f"0.7x@{scaled}", more_budgets=(budgets[1],), align=16,
+                      progress=False, backend="ort-cpu", closed_loop_rounds=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rep = prune(loaded, cfg).report
+    first, steps = rep.closed_loop[0]["devices"], rep.closed_loop
+    assert not first[0]["met"] and len(steps) >= 2  # A missed: searched again
+    a, b = rep.devices
+    assert a["final_target"] < a["target"] and b["final_target"] == b["target"]
+    assert steps[1]["devices"][0]["final_target"] == pytest.approx(
+        min(first[0]["final_target"], first[0]["predicted"]) * first[0]["budget_ms"] / first[0]["measured_ms"])
