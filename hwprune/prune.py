@@ -142,6 +142,10 @@ def _search_and_check(ctx: SearchContext, loaded: LoadedModel, config: PruneConf
         report.finetune = finetune_pruned(loop.pruned, loaded.model, data, config)
         if evaluator is not None:
             report.accuracy["after_finetune"] = float(evaluator(loop.pruned))
+    if report.sparsity:  # as the fine-tuned weights hold it
+        from .sparsity import masks_of
+
+        report.sparsity["holds"] = masks_of(loop.pruned).summary(loop.pruned)["holds"]
     return PruneResult(model=loop.pruned, plan=loop.plan, report=report, artifacts=ctx.artifacts)
 
 

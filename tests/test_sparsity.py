@@ -185,6 +185,7 @@ def test_channel_pruning_then_2to4_then_finetune(tmp_path):
     data = make_data("synthetic", input_size=32, batch_size=32, n_train=64, n_val=32)
     res = prune(loaded, PruneConfig(ratio=0.5, sparsity="2:4", finetune_epochs=1, progress=False), data=data)
     assert res.report.sparsity["pattern"] == "2:4" and res.report.to_dict()["sparsity"]["layers"] > 0
+    assert res.report.sparsity["holds"] and set(res.report.accuracy or {}) <= {"before", "after"}  # no evaluator
     assert res.report.widths["layers.4.conv1"]["after"] < res.report.widths["layers.4.conv1"]["before"]
     masks = masks_of(res.model)
     for name, w in sparse_weights(res.model).items():
