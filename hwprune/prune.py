@@ -73,6 +73,8 @@ def prune(loaded: LoadedModel, config: PruneConfig, calib=None, table=None, eval
     config, int8 = _int8_config(loaded, config, table)
     ctx = make_context(loaded, config, calib, table, evaluator)
     ctx.train = getattr(data, "train", None)
+    if table is None and ctx.constraints and getattr(ctx.constraints[0].table, "path", None):
+        table = ctx.constraints[0].table.path  # one budget bound to a table (0.5x@T) reads as --table T
     from .executor import make_executor
 
     ctx.executor = make_executor(config.executor, config.ray_address, config.worker_threads)
