@@ -19,7 +19,7 @@ def register(sub) -> None:
     add_model_args(p, default="tiny_resnet_synthetic")
     add_grid_args(p)
     p.add_argument("--json", metavar="FILE", help="also write the groups as JSON")
-    p.add_argument("--list", action="store_true", help="list the built-in and torchvision model names and exit")
+    p.add_argument("--list", action="store_true", help="list the built-in and torchvision model names (and how to name timm ones) and exit")
     p.set_defaults(func=run)
 
 
@@ -27,6 +27,13 @@ def run(args) -> int:
     if args.list:
         print("built-in:    " + " ".join(ZOO))
         print("torchvision: " + " ".join(torchvision_classifiers()))
+        try:
+            import timm
+
+            print(f"timm:        timm:NAME for any of the {len(timm.list_models())} names in timm.list_models() "
+                  f"(timm {timm.__version__}; random init or --weights FILE, never a download)")
+        except ImportError:
+            print("timm:        timm:NAME once timm is installed: pip install 'hwprune[timm]'")
         return 0
     loaded = load_from_args(args)
     size = args.input_size or loaded.input_size
