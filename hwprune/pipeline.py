@@ -61,6 +61,7 @@ class RunConfig:
     quick: bool = False
     seed: int = 0
     progress: bool = True
+    precision: str = "fp32"  # int8: int8 table, int8 closed loop, int8 files and the fp32/int8 rows (hwprune.int8_run)
 
     def __post_init__(self):
         from .bench import parse_batches
@@ -74,6 +75,9 @@ class RunConfig:
             raise ConfigError(f"finetune-epochs {self.finetune_epochs} must be >= 0")
         if self.train_epochs is not None and self.train_epochs < 1:
             raise ConfigError(f"train-epochs {self.train_epochs} must be >= 1")
+        from .int8_budget import check_precision
+
+        check_precision(self.precision, self.backend)
 
     @property
     def is_default_model(self) -> bool:
@@ -241,6 +245,7 @@ def table_request(config: RunConfig, input_size: int):
     from .service import TableRequest
 
     return TableRequest(backend=config.backend, threads=config.threads, batch=1, spinning=config.spinning,
+                        precision=config.precision,
                         align=config.align, min_width=config.min_width, input_size=input_size)
 
 
@@ -296,7 +301,7 @@ def prune_step(config: RunConfig, run: Run, loaded: LoadedModel, data, table: Op
     kw = {"strategy": strategy, "budget": config.budget, "criterion": config.criterion, "align": config.align,
           "min_width": config.min_width, "input_size": input_size, "seed": config.seed, "backend": config.backend,
           "threads": config.threads, "progress": config.progress, "closed_loop_rounds": config.closed_loop_rounds,
-          "finetune_epochs": config.finetune_epochs,
+          "finetune_epochs": config.finetune_epochs, "precision": config.precision,
           "options": dict(s["strategy_options"])}
     pcfg = PruneConfig(**{k: v for k, v in kw.items() if k in fields})
     try:
@@ -444,12 +449,12 @@ def _run_steps(config: RunConfig, run: Run, work: str) -> dict:
     with run.step("bench") as st:
         bcfg = BenchConfig(backend=config.backend, threads=config.threads, batches=config.batches, input_size=size,
                            warmup=s["warmup"], repeats=s["repeats"], min_repeat_ms=s["min_repeat_ms"], seed=config.seed,
-                           spinning=config.spinning)
+                           spinning=config.spinning, precision=config.precision)
         pruned_loaded = LoadedModel(pruned, loaded.model_id, size, plan=res.plan)
         tbl = load_table(table) if table else None
         b = bench({"baseline": loaded, "pruned": pruned_loaded}, bcfg, table=tbl, progress=config.progress)
         st.detail = ", ".join(f"batch {k}: {v:.2f}x" for k, v in b["speedup"].items()) + " measured"
-        if config.backend == "ort-cpu" and not config.spinning:  # also as a default-options ORT deployment runs
+        if config.backend == "ort-cpu" and not config.spinning and config.precision == "fp32":  # also as ORT's defaults
             scfg = dataclasses.replace(bcfg, batches=(bcfg.batches[0],), spinning=True)
             bs = bench({"baseline": loaded, "pruned": pruned_loaded}, scfg, progress=False)
             b["ort_spinning"] = {k: bs[k] for k in ("rows", "speedup", "protocol")}
@@ -457,6 +462,17 @@ def _run_steps(config: RunConfig, run: Run, work: str) -> dict:
         write_json(os.path.join(work, "bench.json"), b)
         if "predicted_speedup" in b:
             st.detail += f"; {b['predicted_speedup']:.2f}x predicted"
+    int8 = None
+    if config.precision == "int8":
+        with run.step("int8 files + fp32/int8 bench") as st:
+            from .int8_run import int8_rows
+
+            int8 = int8_rows(loaded.model, pruned, data, size, work, config.out,
+                             dataclasses.replace(bcfg, batches=(1,), precision="fp32", int8=True))
+            b["int8_run"] = int8
+            write_json(os.path.join(work, "bench.json"), b)
+            st.detail = ", ".join(f"{r['model']} {r['latency_ms']:.3f} ms ({r['speedup']:.2f}x, top-1 "
+                                  f"{100 * r['top1']:.1f}%)" for r in int8["rows"])
     with run.step("report") as st:
         breakdown = table_breakdown(tbl, loaded, res.plan, size) if tbl is not None else None
         extra = {"run": {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(config).items()},
@@ -465,6 +481,12 @@ def _run_steps(config: RunConfig, run: Run, work: str) -> dict:
                  "steps": run.steps + [{"name": "report", "seconds": 0.0, "detail": ""}],
                  "total_seconds": time.perf_counter() - run.t0, "commands": [command_line(config)]}
         rep = write_report(work, res.report.to_dict(), b, breakdown=breakdown, accuracy=acc, extra=extra)
+        if int8 is not None:
+            from .int8_run import int8_markdown
+
+            rep["int8"] = int8
+            with open(rep["files"]["report_md"], "a") as f:
+                f.write(int8_markdown(int8))
         # the report names its files where they will be, not in the staging folder
         rep["files"] = {k: ([os.path.join(config.out, os.path.basename(p)) for p in v] if isinstance(v, list)
                             else os.path.join(config.out, os.path.basename(v))) for k, v in rep["files"].items()}

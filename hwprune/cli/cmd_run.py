@@ -31,6 +31,10 @@ def register(sub) -> None:
                         "as a deployment with ORT's default session options runs (default: workers blocked; "
                         "README: Spinning)")
     p.add_argument("--table", help="latency table to use (default: reuse a matching one or profile)")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "int8"],
+                   help="int8 (ort-cpu): prune against an int8 table to the budget (a share of the fp32 unpruned "
+                        "latency), check the quantized result by measurement, write baseline-int8.onnx and "
+                        "pruned-int8.onnx and report fp32 unpruned / int8 unpruned / int8 pruned")
     p.add_argument("--closed-loop-rounds", type=int, default=d.closed_loop_rounds,
                    help=f"re-searches when the measurement misses the budget (default {d.closed_loop_rounds}); "
                         "exit status 3 when the result still misses it, as `hwprune prune`")
@@ -56,7 +60,7 @@ def run(args) -> int:
                        train_epochs=args.train_epochs,
                        batches=args.batch, input_size=args.input_size, num_classes=args.num_classes,
                        align=resolve_align(args.align, args.backend), min_width=args.min_width, out=args.out,
-                       quick=args.quick, seed=args.seed, progress=not args.no_progress)
+                       quick=args.quick, seed=args.seed, progress=not args.no_progress, precision=args.precision)
     if hint := grid_hint(config.backend, config.align):
         print(hint, file=sys.stderr)
     rep = run_pipeline(config)
@@ -90,4 +94,6 @@ def summary_lines(rep: dict) -> str:
         L.append(f"note: {n}")
     L.append(f"took {rep.get('total_seconds', 0):.0f} s")
     L.append(f"report: {rep['files']['report_md']}")
+    for r in (rep.get("int8") or {}).get("rows", []):
+        L.append(f"{r['model']}: {r['latency_ms']:.3f} ms, {r['speedup']:.2f}x vs fp32 unpruned, top-1 {100 * r['top1']:.1f}%")
     return "\n".join(L)
