@@ -261,6 +261,9 @@ class ChannelGraph:
                     return None
                 members.append(LayerRef(self._name_of[mod], type(mod).__name__, side, len(item.idxs)))
                 types.add(type(mod))
+                if isinstance(mod, nn.Conv2d) and 1 < mod.groups == mod.in_channels != mod.out_channels:
+                    frozen = frozen or (f"depthwise conv {self._name_of[mod]!r} has a channel multiplier "
+                                        f"({mod.in_channels} -> {mod.out_channels}), which Torch-Pruning cuts as a dense conv")
                 n = _side_channels(mod, side)
                 if n and item.idxs and max(int(getattr(i, "idx", i)) for i in item.idxs) >= n:
                     frozen = frozen or (f"the trace maps its channels beyond the {n} {side}put channels of "

@@ -306,7 +306,7 @@ def extract_units(graph, dtype: str = "fp32", fuse: bool = True) -> list[UnitUse
         tied = bool(ins) and len(ins) == len(outs) == 1 and ins[0] == outs[0]
         if isinstance(mod, nn.Conv2d):
             act, add = fusions.get(name, ("none", False))
-            dw = mod.groups > 1 and mod.groups == mod.in_channels
+            dw = mod.groups > 1 and mod.groups == mod.in_channels == mod.out_channels  # a multiplier conv is a grouped conv unit
             if dw:
                 fam = UnitFamily("dwconv", int(shape[2]), int(shape[3]), _pair(mod.kernel_size), _pair(mod.stride),
                                  _pair(mod.padding), _pair(mod.dilation), 1, act, add, True, batch, dtype)
