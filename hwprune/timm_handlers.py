@@ -223,6 +223,10 @@ TIMM_BUILTINS: dict[tuple[str, str], ModuleHandler] = {
     ("timm.models.rexnet", "LinearBottleneck"): RefusedHandler(
         "ReXNet's partial residual (cat([x[:, :in] + shortcut, x[:, in:]])) couples a slice of the block output "
         "with its input; Torch-Pruning's group search does not finish on it, so ReXNet is not supported yet"),
+    ("timm.models.swin_transformer_v2_cr", "WindowMultiHeadAttention"): KeptWholeHandler(
+        _TIED_ATTENTION.format("Swin V2 (CR) window attention")),
+    ("timm.layers.attention2d", "MultiQueryAttention2d"): KeptWholeHandler(
+        _TIED_ATTENTION.format("MobileNetV4 multi-query attention")),
     ("timm.models.beit", "Attention"): KeptWholeHandler(_TIED_ATTENTION.format("BEiT attention (F.linear on qkv with q/v biases)")),
     ("timm.models.xcit", "XCA"): KeptWholeHandler(_TIED_ATTENTION.format("XCiT cross-covariance attention")),
     ("timm.models.convit", "GPSA"): KeptWholeHandler(_TIED_ATTENTION.format("ConViT gated positional attention")),
