@@ -169,9 +169,11 @@ def evaluate_candidate(shared: EvalShared, item) -> float:
     plan, reconstruct, finetune_steps = item
     model = apply(shared.model, plan)
     if reconstruct:
-        from .search import reconstruct_model
+        if shared.calib is None:
+            raise ConfigError("reconstruction needs calibration data: pass --data")
+        from .evaluate import reconstruct_  # least squares (EAPruning / He et al. 2017), as search.reconstruct_model
 
-        reconstruct_model(model, shared.model, shared.calib)
+        reconstruct_(model, shared.model, shared.calib, 4)
     if finetune_steps:
         from .strategies._common import short_finetune
 

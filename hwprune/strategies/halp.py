@@ -10,40 +10,7 @@ import torch
 from ._options import StrategyOptions, option
 from .registry import register_strategy
 from ._common import importance, repair
-
-
-def knapsack_mc(values: list[list[float]], costs: list[list[int]], capacity: int) -> tuple[float, list[int]]:
-    """Exact multiple-choice knapsack by dynamic programming over integer costs.
-
-    ``values[i][j]``, ``costs[i][j]``: option ``j`` of item ``i`` (exactly one option per item).
-    Returns (best total value, chosen option per item); value -inf and [] if infeasible.
-    """
-    NEG = -np.inf
-    dp = np.full(capacity + 1, NEG)
-    dp[0] = 0.0
-    choice = []
-    for vals, cs in zip(values, costs):
-        new = np.full(capacity + 1, NEG)
-        arg = np.full(capacity + 1, -1, dtype=np.int64)
-        for j, (v, c) in enumerate(zip(vals, cs)):
-            if c > capacity:
-                continue
-            shifted = np.full(capacity + 1, NEG)
-            shifted[c:] = dp[:capacity + 1 - c] + v
-            better = shifted > new
-            new[better] = shifted[better]
-            arg[better] = j
-        dp = new
-        choice.append(arg)
-    best_cap = int(np.argmax(dp))
-    if not np.isfinite(dp[best_cap]):
-        return float("-inf"), []
-    picks, cap = [], best_cap
-    for i in range(len(values) - 1, -1, -1):
-        j = int(choice[i][cap])
-        picks.append(j)
-        cap -= costs[i][j]
-    return float(dp[best_cap]), picks[::-1]
+from .knapsack import knapsack_mc  # the exact DP (lives with its multi-dimensional relaxation)
 
 
 def knapsack_brute(values, costs, capacity):

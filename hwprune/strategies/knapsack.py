@@ -2,7 +2,7 @@
 issue #20): Lagrangian relaxation of the extra dimensions with the exact DP inside.
 
 One dimension (the DP dimension: integer costs, capacity ``capacity``) is kept as a hard
-constraint and solved exactly by :func:`hwprune.strategies.halp.knapsack_mc`. Each extra dimension
+constraint and solved exactly by :func:`knapsack_mc` (HALP's DP). Each extra dimension
 ``k`` (float costs ``extra_costs[k][i][j]``, capacity ``extra_caps[k]``) is moved into the
 objective with a multiplier ``lam_k >= 0`` (Lagrangian relaxation; Fisher, 'The Lagrangian
 Relaxation Method for Solving Integer Programming Problems', Mgmt. Sci. 1981):
@@ -35,9 +35,42 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 
-def _solve(values, costs, capacity, extra_costs, extra_caps, lam):
-    from .halp import knapsack_mc
+def knapsack_mc(values: list[list[float]], costs: list[list[int]], capacity: int) -> tuple[float, list[int]]:
+    """Exact multiple-choice knapsack by dynamic programming over integer costs.
 
+    ``values[i][j]``, ``costs[i][j]``: option ``j`` of item ``i`` (exactly one option per item).
+    Returns (best total value, chosen option per item); value -inf and [] if infeasible.
+    """
+    NEG = -np.inf
+    dp = np.full(capacity + 1, NEG)
+    dp[0] = 0.0
+    choice = []
+    for vals, cs in zip(values, costs):
+        new = np.full(capacity + 1, NEG)
+        arg = np.full(capacity + 1, -1, dtype=np.int64)
+        for j, (v, c) in enumerate(zip(vals, cs)):
+            if c > capacity:
+                continue
+            shifted = np.full(capacity + 1, NEG)
+            shifted[c:] = dp[:capacity + 1 - c] + v
+            better = shifted > new
+            new[better] = shifted[better]
+            arg[better] = j
+        dp = new
+        choice.append(arg)
+    best_cap = int(np.argmax(dp))
+    if not np.isfinite(dp[best_cap]):
+        return float("-inf"), []
+    picks, cap = [], best_cap
+    for i in range(len(values) - 1, -1, -1):
+        j = int(choice[i][cap])
+        picks.append(j)
+        cap -= costs[i][j]
+    return float(dp[best_cap]), picks[::-1]
+
+
+
+def _solve(values, costs, capacity, extra_costs, extra_caps, lam):
     adj = [[v - sum(l * ec[i][j] / cap for l, ec, cap in zip(lam, extra_costs, extra_caps))
             for j, v in enumerate(vals)] for i, vals in enumerate(values)]
     val, picks = knapsack_mc(adj, costs, capacity)
