@@ -104,7 +104,7 @@ def test_unknown_backend_lists_the_registered_names():
 def test_options_a_backend_lacks_are_config_errors():
     from hwprune.latency.measure import Measurer
 
-    with pytest.raises(ConfigError, match="precision 'fp16' is not supported on ort-cpu; use fp32"):
+    with pytest.raises(ConfigError, match="precision 'fp16' is not supported on ort-cpu; use fp32 or int8"):
         Measurer("ort-cpu", precision="fp16")
     with pytest.raises(ConfigError, match="--ort-spinning applies to --backend ort-cpu only"):
         Measurer("torch-cpu", spinning=True)
