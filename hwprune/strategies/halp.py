@@ -126,7 +126,10 @@ def halp(ctx) -> dict[str, int]:
     ctx.need_budget("halp")
     bins, steps = ctx.options.halp_bins, ctx.options.halp_steps
     groups = ctx.graph.prunable
-    scores = taylor_ema(ctx, groups, ctx.options.halp_batches, ctx.options.halp_momentum)
+    key = f"_taylor_ema:{ctx.options.halp_batches}:{ctx.options.halp_momentum}"
+    if key not in ctx.artifacts:  # a closed-loop re-search reuses the scores of the same network
+        ctx.artifacts[key] = taylor_ema(ctx, groups, ctx.options.halp_batches, ctx.options.halp_momentum)
+    scores = ctx.artifacts[key]
     if scores is None:
         scores = {g.name: importance(ctx, "taylor", g) for g in groups}
     else:
