@@ -83,7 +83,7 @@ def test_killed_worker_is_retried(cluster, tmp_path):
     assert os.path.exists(marker)
 
 
-@pytest.mark.parametrize("name,opts", [("evolution", {"evo_pop": 6, "evo_gens": 2}),
+@pytest.mark.parametrize("name,opts", [("evolution", {"evo_pop": 6, "evo_gens": 1}),
                                        ("netadapt", {"netadapt_initial": 0.2})])
 def test_same_plan_as_local(cluster, tiny, name, opts):
     """Work items carry their plan; the model, data and evaluator go once per map: the plan, the
