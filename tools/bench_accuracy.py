@@ -331,8 +331,11 @@ def plot(rows: list[dict], path: str) -> None:
         if r["recipe"] in ("cut", "error"):
             continue
         groups.setdefault(f"{r['strategy']} / {r['recipe']}", []).append(r)
-    for label, rs in sorted(groups.items()):
-        ax.scatter([r["latency_ratio"] for r in rs], [100 * r["top1"] for r in rs], label=label, s=18)
+    markers = {"ft": "o", "kd": "s", "scratch-e": "^", "scratch-b": "v"}
+    colours = plt.cm.tab20(np.linspace(0, 1, max(len(groups), 2)))
+    for (label, rs), colour in zip(sorted(groups.items()), colours):
+        ax.scatter([r["latency_ratio"] for r in rs], [100 * r["top1"] for r in rs], label=label, s=22,
+                   color=colour, marker=markers.get(rs[0]["recipe"], "D"))
     ax.set_xlabel("measured latency (x unpruned, ort-cpu)")
     ax.set_ylabel("top-1 %")
     ax.grid(alpha=0.3)
