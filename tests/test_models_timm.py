@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
 import sys
 
 import pytest
@@ -170,20 +169,16 @@ def test_timm_absent_says_how_to_install(monkeypatch):
         load_model("timm:resnet18")
 
 
-def test_cli_prunes_a_timm_vit_and_exports_its_checkpoint(tmp_path):
+def test_cli_prunes_a_timm_vit_and_exports_its_checkpoint(tmp_path, capsys):
     """The CLI end to end: --input-size builds the ViT for 32 px, the checkpoint rebuilds it."""
-    out, onnx = tmp_path / "p", tmp_path / "m.onnx"
-    exe = [sys.executable, "-m", "hwprune"]
-    r = subprocess.run(exe + ["prune", "--model", "timm:vit_tiny_patch16_224", "--input-size", "32", "--ratio", "0.5",
-                              "--strategy", "uniform", "--out", str(out), "--quiet"],
-                       capture_output=True, text=True, cwd=ROOT)
-    assert r.returncode == 0, r.stderr
-    r = subprocess.run(exe + ["export", "--model", str(out / "pruned.pt"), "--out", str(onnx)],
-                       capture_output=True, text=True, cwd=ROOT)
-    assert r.returncode == 0, r.stderr
-    assert "parity" in r.stdout and onnx.is_file()
     from hwprune.checkpoint import load_checkpoint
+    from hwprune.cli.main import main
 
+    out, onnx = tmp_path / "p", tmp_path / "m.onnx"
+    assert main(["prune", "--model", "timm:vit_tiny_patch16_224", "--input-size", "32", "--ratio", "0.5",
+                 "--strategy", "uniform", "--out", str(out), "--quiet"]) == 0
+    assert main(["export", "--model", str(out / "pruned.pt"), "--out", str(onnx)]) == 0
+    assert "parity" in capsys.readouterr().out and onnx.is_file()
     loaded = load_checkpoint(str(out / "pruned.pt"))
     assert loaded.model_id["spec"] == "timm:vit_tiny_patch16_224" and loaded.input_size == 32
     assert loaded.model.blocks[0].mlp.fc1.out_features < 192 * 4
