@@ -102,8 +102,14 @@ def main() -> int:
 
     meta = {"cpu": cpu_fingerprint().get("cpu") or platform.processor(), "vnni": has_vnni(), "scheme": scheme()}
     rows = []
+    from hwprune.errors import BudgetError
+
     for name in args.models.split(","):
-        rows.append(one_model(name.strip(), args))
+        try:
+            rows.append(one_model(name.strip(), args))
+        except BudgetError as e:  # a table whose floor is above the budget: say so, go on with the next model
+            print(f"{name}: {e}", file=sys.stderr, flush=True)
+            continue
         print(json.dumps({k: rows[-1][k] for k in ("model", "speedup")}), flush=True)
     with open(args.out + ".json", "w") as f:
         json.dump({"args": vars(args), "meta": meta, "rows": rows}, f, indent=1)
