@@ -112,7 +112,7 @@ class OnnxHostBackend:
             return self.device.prepare(data, inputs=inputs)
 
     def runner(self, model: nn.Module, x: torch.Tensor) -> Callable[[], object]:
-        from .export import onnx_bytes
+        from .onnx_export import onnx_bytes
 
         return self.runner_from_onnx(onnx_bytes(model, x), x)
 
@@ -129,7 +129,7 @@ class OnnxHostBackend:
             return self.device.time({k: self.runner(m, x) for k, m in models.items()}, self.protocol)
         from hwprune_deploy.timing import measure_interleaved_fresh
 
-        from .export import onnx_bytes
+        from .onnx_export import onnx_bytes
 
         data = {k: onnx_bytes(m, x) for k, m in models.items()}
         return measure_interleaved_fresh({k: (lambda d=d: self.runner_from_onnx(d, x)) for k, d in data.items()},

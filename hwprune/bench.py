@@ -117,7 +117,7 @@ def measure_fp32_int8(config: BenchConfig, models: Mapping[str, torch.nn.Module]
     ``reference`` in fp32 as the reference level: ``{"<label> (fp32)": Timing, "<label> (int8)": Timing}``."""
     from hwprune_deploy.quant import quantize_qdq
 
-    from .export import onnx_bytes
+    from .onnx_export import onnx_bytes
     from .latency.measure import Measurer
 
     prepared, labels = {}, []

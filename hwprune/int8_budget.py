@@ -45,7 +45,7 @@ def measure_int8_ratio(model: torch.nn.Module, x: torch.Tensor, backend: str = "
     from hwprune_deploy.quant import quantize_qdq
     from hwprune_deploy.runner import timing_ms
 
-    from .export import onnx_bytes
+    from .onnx_export import onnx_bytes
     from .latency.measure import Measurer
 
     fp32 = onnx_bytes(model.eval(), x)

@@ -252,7 +252,7 @@ def export_int8(model: nn.Module, x: torch.Tensor, path: str, data, calib_batche
 
     from hwprune_deploy.quant import QuantizationError, quantize_qdq
 
-    from .export import check_onnx, verify_onnx
+    from .onnx_export import check_onnx, verify_onnx
     from .parity import parity_inputs
 
     if data is None or getattr(data, "calib", None) is None:
@@ -261,7 +261,7 @@ def export_int8(model: nn.Module, x: torch.Tensor, path: str, data, calib_batche
         raise ConfigError(f"--max-int8-drop {max_drop} must be >= 0 (top-1 points)")
     if calib_batches < 1 or eval_batches < 1:
         raise ConfigError(f"calibration batches {calib_batches} and check batches {eval_batches} must be >= 1")
-    from .export import onnx_bytes
+    from .onnx_export import onnx_bytes
 
     model = model.eval()
     fp32 = onnx_bytes(model, x, opset=opset, dynamic_batch=True)

@@ -7,7 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from hwprune.aoti import _compare, bench_packages, export_aoti, load_aoti, package_info
+from hwprune.aoti import _compare, export_aoti, load_aoti, package_info
+from hwprune.aoti_bench import bench_packages
 from hwprune.errors import ConfigError
 
 

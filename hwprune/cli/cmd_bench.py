@@ -49,7 +49,7 @@ def run(args) -> int:
     if len(args.weights) > len(args.model):
         raise ConfigError("more --weights than --model; give one --weights per --model, in order")
     if all(spec.endswith(".pt2") for spec in args.model):  # AOTInductor packages (hwprune export --format aoti)
-        from ..aoti import bench_packages, format_package_bench
+        from ..aoti_bench import bench_packages, format_package_bench
 
         res = bench_packages(args.model, threads=args.threads, warmup=args.warmup, repeats=args.repeats)
         print(format_package_bench(res))

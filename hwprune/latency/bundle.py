@@ -33,7 +33,7 @@ BUNDLE_FORMAT = "hwprune-bundle"
 
 def write_bundle(loaded: LoadedModel, config: ProfileConfig, path: str, points_per_axis: int = 6) -> dict:
     """Write ``path`` (zip); returns the manifest."""
-    from ..export import onnx_bytes
+    from ..onnx_export import onnx_bytes
     from .measure import build_variant
 
     if config.align is None:  # the device is elsewhere: its NCHWc block is unknown here; 8 suits AVX2 and GPUs

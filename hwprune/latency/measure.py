@@ -101,7 +101,7 @@ class Measurer:
         """What :meth:`models` needs of one model, so the caller can free the module: ONNX bytes
         for ONNX backends (as deployed), the module itself for torch backends."""
         if self.factory is not None:
-            from ..export import onnx_bytes
+            from ..onnx_export import onnx_bytes
 
             return onnx_bytes(model, x)
         return model

@@ -156,7 +156,7 @@ def _onnx_fusions(model: nn.Module, x: torch.Tensor, convs: list[str]) -> dict[s
     weight shape; if anything disagrees, no fusion is assumed (conv-only units)."""
     import onnx
 
-    from ..export import onnx_bytes
+    from ..onnx_export import onnx_bytes
 
     try:
         g = onnx.load_from_string(onnx_bytes(model, x)).graph
