@@ -12,15 +12,17 @@ from .aoti import package_runner
 from .errors import ConfigError
 
 
-def bench_packages(paths: Sequence[str], threads: int = 2, warmup: int = 5, repeats: int = 20) -> dict:
+def bench_packages(paths: Sequence[str] | dict[str, str], threads: int = 2, warmup: int = 5, repeats: int = 20) -> dict:
     """Latency of one or two packages, measured side by side (repeats interleaved): CUDA events
     on the GPU (:class:`hwprune.backends.TorchCudaBackend`), the wall clock with ``threads``
-    intra-op threads on the CPU. With two, ``speedup`` is the first's median over the second's."""
+    intra-op threads on the CPU. With two, ``speedup`` is the first's median over the second's.
+    ``paths``: files (each its own label) or ``{label: file}``."""
     from hwprune_deploy.timing import Protocol, measure_interleaved
 
     runners, infos = {}, {}
-    for p in paths:
-        label = p if p not in runners else f"{p} (B)"
+    named = paths.items() if isinstance(paths, dict) else ((p, p) for p in paths)
+    for label, p in named:
+        label = label if label not in runners else f"{label} (B)"
         runners[label], infos[label] = package_runner(p)
     devices = {i["device"] for i in infos.values()}
     if len(devices) > 1:

@@ -62,6 +62,9 @@ class RunConfig:
     seed: int = 0
     progress: bool = True
     precision: str = "fp32"  # int8: int8 table, int8 closed loop, int8 files and the fp32/int8 rows (hwprune.int8_run)
+    # also compile baseline and pruned as AOTInductor packages (.pt2) for the backend's device and
+    # bench them side by side; None: on for torch-cuda (the GPU artefact), off elsewhere
+    aoti: Optional[bool] = None
 
     def __post_init__(self):
         from .bench import parse_batches
@@ -78,6 +81,11 @@ class RunConfig:
         from .int8_budget import check_precision
 
         check_precision(self.precision, self.backend)
+        if self.aoti is None:
+            self.aoti = self.backend == "torch-cuda"
+        elif self.aoti and self.backend not in ("torch-cuda", "torch-cpu"):
+            raise ConfigError(f"--aoti compiles AOTInductor packages for a torch backend; --backend {self.backend} "
+                              "deploys ONNX. Use --backend torch-cuda (GPU) or torch-cpu")
 
     @property
     def is_default_model(self) -> bool:
@@ -462,6 +470,22 @@ def _run_steps(config: RunConfig, run: Run, work: str) -> dict:
         write_json(os.path.join(work, "bench.json"), b)
         if "predicted_speedup" in b:
             st.detail += f"; {b['predicted_speedup']:.2f}x predicted"
+    if config.aoti:
+        with run.step("AOTInductor packages") as st:
+            from .aoti import export_aoti
+            from .aoti_bench import bench_packages
+
+            device = "cuda" if config.backend == "torch-cuda" else "cpu"
+            xa = torch.randn(config.batches[0], 3, size, size)
+            pk = {k: export_aoti(m, xa, os.path.join(work, f"{k}.pt2"), device=device, samples=2)
+                  for k, m in (("baseline", loaded.model), ("pruned", pruned))}
+            ab = bench_packages({k: os.path.join(work, f"{k}.pt2") for k in ("baseline", "pruned")},
+                                threads=config.threads, warmup=s["warmup"], repeats=s["repeats"])
+            b["aoti"] = {**ab, "packages": {k: {**r.to_dict(), "path": os.path.join(config.out, f"{k}.pt2")}
+                                            for k, r in pk.items()}}
+            write_json(os.path.join(work, "bench.json"), b)
+            st.detail = (f"{device} packages, batch {config.batches[0]}: {ab['speedup']:.2f}x measured "
+                         f"(parity max |err| {pk['pruned'].parity.max_abs:.1e})")
     int8 = None
     if config.precision == "int8":
         with run.step("int8 files + fp32/int8 bench") as st:
@@ -487,6 +511,15 @@ def _run_steps(config: RunConfig, run: Run, work: str) -> dict:
             rep["int8"] = int8
             with open(rep["files"]["report_md"], "a") as f:
                 f.write(int8_markdown(int8))
+        if "aoti" in b:
+            a = b["aoti"]
+            rows = [f"| {k} | `{os.path.basename(a['packages'][k]['path'])}` | {m['median_ms']:.3f} | {m['p10_ms']:.3f} | "
+                    f"{a['packages'][k]['parity']['max_abs']:.1e} |" for k, m in a["models"].items()]
+            with open(rep["files"]["report_md"], "a") as f:
+                f.write("\n## AOTInductor packages (torch.export + AOTInductor, " + a["device"] + ")\n\n"
+                        "| model | package | median (ms) | p10 (ms) | parity max abs err |\n|---|---|---|---|---|\n"
+                        + "\n".join(rows) + f"\n\nMeasured speedup {a['speedup']:.2f}x (median, batch "
+                        f"{config.batches[0]}, {a['repeats']} interleaved repeats).\n")
         # the report names its files where they will be, not in the staging folder
         rep["files"] = {k: ([os.path.join(config.out, os.path.basename(p)) for p in v] if isinstance(v, list)
                             else os.path.join(config.out, os.path.basename(v))) for k, v in rep["files"].items()}
@@ -504,6 +537,11 @@ def command_line(config: RunConfig) -> str:
         if f.name == "progress" or v == dv or (isinstance(v, tuple) and list(v) == list(dv)):
             continue
         flag = {"spinning": "--ort-spinning"}.get(f.name, "--" + f.name.replace("_", "-"))
+        if f.name == "aoti":  # None on the default; the flag form of what was chosen
+            if v == (config.backend == "torch-cuda"):
+                continue
+            parts.append("--aoti" if v else "--no-aoti")
+            continue
         if isinstance(v, bool):
             parts.append(flag)
         elif f.name == "batches":

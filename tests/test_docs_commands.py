@@ -20,7 +20,7 @@ from hwprune.cli.main import build_parser, main
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOCS = ["README.md"] + sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, "docs", "*.md")))
 SMALL_MODEL, SIZE = "tiny_resnet_synthetic", "32"  # at 16 px the 0.1 ms model is all fixed cost: 0.5x unreachable
-NEEDS_HARDWARE = ("tensorrt", "torch-cuda")  # absent here: such commands must fail cleanly, not run
+NEEDS_HARDWARE = ("tensorrt", "torch-cuda", "--device cuda")  # absent here: such commands must fail cleanly, not run
 
 
 def _clean(cmd: str) -> str:

@@ -1,6 +1,7 @@
 """``hwprune run``: profile, prune, export, bench and report in one go (embedded default demo)."""
 from __future__ import annotations
 
+import argparse
 import sys
 
 from ..backends import list_backends
@@ -49,6 +50,10 @@ def register(sub) -> None:
     p.add_argument("--quick", action="store_true", help="smaller everything (CI smoke run, ~1 minute)")
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--aoti", action=argparse.BooleanOptionalAction, default=None,
+                   help="also compile baseline and pruned into AOTInductor packages (torch.export; .pt2 in --out) "
+                        "for the backend's device, parity-checked, and bench them side by side: the GPU artefact "
+                        "without TensorRT (default: on with --backend torch-cuda, off otherwise; torch-cpu allowed)")
     p.set_defaults(func=run)
 
 
@@ -60,7 +65,8 @@ def run(args) -> int:
                        train_epochs=args.train_epochs,
                        batches=args.batch, input_size=args.input_size, num_classes=args.num_classes,
                        align=resolve_align(args.align, args.backend), min_width=args.min_width, out=args.out,
-                       quick=args.quick, seed=args.seed, progress=not args.no_progress, precision=args.precision)
+                       quick=args.quick, seed=args.seed, progress=not args.no_progress, aoti=args.aoti,
+                       precision=args.precision)
     if hint := grid_hint(config.backend, config.align):
         print(hint, file=sys.stderr)
     rep = run_pipeline(config)
@@ -82,6 +88,10 @@ def summary_lines(rep: dict) -> str:
     for b, v in (rep.get("latency") or {}).items():
         L.append(f"batch {b}: {v['baseline']['median_ms']:.3f} -> {v['pruned']['median_ms']:.3f} ms, "
                  f"{v.get('speedup', 0):.2f}x measured speedup")
+    aoti = (rep.get("bench") or {}).get("aoti")
+    if aoti:
+        L.append(f"AOTInductor packages ({aoti['device']}): {aoti['speedup']:.2f}x measured speedup, pruned package "
+                 f"{aoti['packages']['pruned']['path']}")
     verdict = (rep.get("prune") or {}).get("verdict")
     if verdict:
         L.append(f"budget: {verdict}")
