@@ -30,7 +30,7 @@ LEGACY_DEFAULTS = {
     NetAdaptOptions: {"netadapt_initial": 0.04, "netadapt_decay": 0.96, "netadapt_ft_steps": 0},
     AmcOptions: {"amc_episodes": 40, "amc_warmup": None, "amc_sigma": 0.5, "amc_decay": 0.95, "amc_max_prune": 0.9},
     HalpOptions: {"halp_bins": 2000, "halp_steps": 4, "halp_batches": 32, "halp_momentum": 0.9},
-    EvolutionOptions: {"evo_pop": 16, "evo_gens": 8, "evo_reconstruct": True},
+    EvolutionOptions: {"evo_pop": 16, "evo_gens": 8, "evo_reconstruct": True, "evo_fill": True},
 }
 
 
