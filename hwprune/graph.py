@@ -18,6 +18,7 @@ from torch import nn
 
 from . import tp_compat
 from .errors import ConfigError, PlanMismatchError, UnsupportedModelError
+from . import timm_handlers  # noqa: F401 (registers timm's layer types by name; never imports timm)
 from .handlers import handler_for
 
 _ROOT_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear, nn.MultiheadAttention)

@@ -284,9 +284,5 @@ _BUILTIN.update({
     ("torchvision.models.convnext", "LayerNorm2d"): ParameterOwner(),
 })
 
-# timm's layer types (resolved once timm is imported); when hwprune.timm_handlers is being imported
-# first, it registers them itself at its end
-if hasattr(sys.modules.get("hwprune.timm_handlers"), "TIMM_BUILTINS") or "hwprune.timm_handlers" not in sys.modules:
-    from .timm_handlers import TIMM_BUILTINS  # noqa: E402
-
-    _BUILTIN.update(TIMM_BUILTINS)
+# timm's layer types are registered by hwprune.timm_handlers (imported by hwprune.graph), which
+# imports this module: never the other way round (no import cycle)

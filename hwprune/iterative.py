@@ -71,7 +71,7 @@ def compose(kept_total: dict[str, list[int]], plan: PruningPlan) -> dict[str, li
 def prune_iterative(loaded: LoadedModel, config, calib=None, table=None, evaluator=None, data=None):
     """:func:`hwprune.prune.prune` in ``config.iterative`` steps (see module doc)."""
     from .closed_loop import close_loop, provenance
-    from .prune import PruneResult, build_report, finetune_pruned
+    from .prune_steps import PruneResult, build_report, finetune_pruned
     from .recover import RecoverConfig, recover
     from .search import make_context, run_search, seed_everything
     from .strategies import STRATEGIES
