@@ -195,12 +195,13 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def write_markdown_section(path: str, table: str) -> None:
-    """Replace the text between the sweep markers in ``path`` (create the section if missing)."""
+def write_markdown_section(path: str, table: str, begin: str = MD_BEGIN, end: str = MD_END) -> None:
+    """Replace the text between the sweep markers ``begin``/``end`` in ``path`` (create the section
+    if missing)."""
     text = open(path).read() if os.path.exists(path) else ""
-    block = f"{MD_BEGIN}\n{table}\n{MD_END}"
-    if MD_BEGIN in text and MD_END in text:
-        text = re.sub(re.escape(MD_BEGIN) + ".*?" + re.escape(MD_END), lambda _: block, text, flags=re.S)
+    block = f"{begin}\n{table}\n{end}"
+    if begin in text and end in text:
+        text = re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda _: block, text, flags=re.S)
     else:
         text = text.rstrip() + "\n\n" + block + "\n"
     from hwprune.jsonio import atomic_write_bytes

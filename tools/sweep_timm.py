@@ -22,13 +22,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 import time
 import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from sweep_models import _fmt_e, _fmt_g, _fmt_m, _limit_memory, _spread_note  # noqa: E402
+from sweep_models import _fmt_e, _fmt_g, _fmt_m, _limit_memory, _spread_note, write_markdown_section  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MD_BEGIN, MD_END = "<!-- timm-sweep:begin -->", "<!-- timm-sweep:end -->"
@@ -254,19 +253,6 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def write_markdown_section(path: str, table: str) -> None:
-    """Replace the text between the timm sweep markers in ``path`` (append the block if missing)."""
-    from hwprune.jsonio import atomic_write_bytes
-
-    text = open(path).read() if os.path.exists(path) else ""
-    block = f"{MD_BEGIN}\n{table}\n{MD_END}"
-    if MD_BEGIN in text and MD_END in text:
-        text = re.sub(re.escape(MD_BEGIN) + ".*?" + re.escape(MD_END), lambda _: block, text, flags=re.S)
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    atomic_write_bytes(path, text.encode())
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", help="comma-separated timm names (default: the built-in list, one or two per family)")
@@ -310,7 +296,7 @@ def main(argv=None) -> int:
     ok = sum(r["status"] == "ok" for r in rows)
     print(f"\n{ok} / {len(rows)} ok")
     if args.markdown:
-        write_markdown_section(args.markdown, markdown_table(rows))
+        write_markdown_section(args.markdown, markdown_table(rows), MD_BEGIN, MD_END)
     return 0 if ok == len(rows) else 1
 
 
