@@ -29,7 +29,10 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    """A quick table of tiny_resnet at 32 px and a non-uniform (global, 0.6x) plan searched on it
+    """Budgets in these tests stay >= 0.55x: a clean-clone CI run read this quick table's floor at
+    0.444x (0.39x on other runs), so 0.4x was sometimes unreachable.
+
+    A quick table of tiny_resnet at 32 px and a non-uniform (global, 0.6x) plan searched on it
     (at 16 px the model is mostly fixed cost and a noisy quick table put its floor near 0.3x)."""
     tmp = tmp_path_factory.mktemp("family")
     loaded = load_model("tiny_resnet")
@@ -50,10 +53,10 @@ def test_source_plan_is_not_uniform(setup):
 
 
 def test_each_member_meets_its_budget_and_the_next_grid_step_misses(setup):
-    r = build_family(FamilyConfig(plan=setup["plan"], budgets="0.4x,0.5x,0.7x,40%flops,30%params",
+    r = build_family(FamilyConfig(plan=setup["plan"], budgets="0.55x,0.65x,0.8x,40%flops,30%params",
                                   table=setup["table"], baseline="uniform"))
     assert [m.name for m in r.members] == [f"{f}-{b}" for f in ("copycat", "uniform")
-                                           for b in ("0.4x", "0.5x", "0.7x", "40pctflops", "30pctparams")]
+                                           for b in ("0.55x", "0.65x", "0.8x", "40pctflops", "30pctparams")]
     graph = _graph(setup["source"], setup["loaded"])
     costs = {"ms": LatencyTable.load(setup["table"]).cost_model(graph),
              "flops": FlopsCostModel(graph, graph.example_input), "params": ParamsCostModel(graph)}
@@ -90,7 +93,7 @@ def test_copycat_at_multiplier_one_is_the_source_architecture(setup):
 
 
 def test_uniform_baseline_scales_every_group_alike(setup):
-    r = build_family(FamilyConfig(plan=setup["plan"], budgets="0.4x,0.6x", table=setup["table"], baseline="uniform"))
+    r = build_family(FamilyConfig(plan=setup["plan"], budgets="0.55x,0.7x", table=setup["table"], baseline="uniform"))
     assert set(r.fractions["uniform"].values()) == {1.0}
     assert r.summary["families"]["uniform"]["fractions"] == r.fractions["uniform"]
     graph = _graph(setup["source"], setup["loaded"])
@@ -102,7 +105,7 @@ def test_uniform_baseline_scales_every_group_alike(setup):
 
 def test_members_apply_run_and_their_checkpoints_load(setup, tmp_path):
     out = tmp_path / "fam"
-    r = build_family(FamilyConfig(plan=setup["plan"], budgets="0.4x,0.7x", table=setup["table"], out=str(out)))
+    r = build_family(FamilyConfig(plan=setup["plan"], budgets="0.55x,0.8x", table=setup["table"], out=str(out)))
     x = example_input(setup["source"].input_shape)
     for m in r.members:
         net = apply(setup["loaded"].model, PruningPlan.load(str(out / f"{m.name}.json")))
@@ -115,8 +118,8 @@ def test_members_apply_run_and_their_checkpoints_load(setup, tmp_path):
             assert torch.isfinite(ck.model(x)).all()
         # random init, not a slice of the base weights
         assert not torch.equal(ck.model.stem[0].weight, net.stem[0].weight)
-    assert sorted(os.listdir(out)) == sorted(["family.json", "family.png", "copycat-0.4x.json", "copycat-0.4x.pt",
-                                              "copycat-0.7x.json", "copycat-0.7x.pt"])
+    assert sorted(os.listdir(out)) == sorted(["family.json", "family.png", "copycat-0.55x.json", "copycat-0.55x.pt",
+                                              "copycat-0.8x.json", "copycat-0.8x.pt"])
 
 
 def _smallest_fraction(setup, unit: str) -> float:
@@ -188,10 +191,10 @@ def test_config_rejects_bad_values_before_work():
 
 def test_cli_writes_the_family(setup, tmp_path, capsys):
     out = tmp_path / "fam"
-    assert main(["family", "--plan", setup["plan"], "--budgets", "0.4x,0.5x,0.7x", "--table", setup["table"],
+    assert main(["family", "--plan", setup["plan"], "--budgets", "0.55x,0.65x,0.8x", "--table", setup["table"],
                  "--baseline", "uniform", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    names = [f"{f}-{b}" for f in ("copycat", "uniform") for b in ("0.4x", "0.5x", "0.7x")]
+    names = [f"{f}-{b}" for f in ("copycat", "uniform") for b in ("0.55x", "0.65x", "0.8x")]
     assert all(n in printed for n in names)
     assert sorted(os.listdir(out)) == sorted([f"{n}{ext}" for n in names for ext in (".json", ".pt")]
                                              + ["family.json", "family.png"])

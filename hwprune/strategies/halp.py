@@ -164,6 +164,9 @@ def halp(ctx) -> dict[str, int]:
         extra = 0.0  # the separable approximation can under-count; tighten until the table agrees
         for _ in range(30):
             cap = int(np.floor((goal - base - extra) * scale))
+            # no more than every group at full width can use: an exact bound (a table that sees
+            # almost no cost in any group makes scale, and so cap, astronomically large otherwise)
+            cap = min(cap, sum(max(c) for c in costs))
             val, picks = solve(costs, cap) if cap >= 0 else (float("-inf"), [])
             new = {g.name: o[p] for g, o, p in zip(groups, options, picks)} if picks else floor
             over = predict(new) - goal
