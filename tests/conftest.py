@@ -21,3 +21,14 @@ def run_cli(*args: str, check: bool = True, timeout: int = 600, cwd: str | None 
 @pytest.fixture
 def cli():
     return run_cli
+
+
+def assert_ran(code: int, text: str, where: str = "") -> None:
+    """A pipeline command ran through: exit 0, or exit 3 with the closed loop's MISSED verdict printed.
+    Tests that are not about the verdict use this: on a shared 2-core machine the other xdist worker can
+    slow every measurement of a closed-loop round by half, so a 0.5x budget a quiet machine meets is
+    sometimes missed; the verdict itself is tested where a table is built to make it certain."""
+    if code == 0:
+        return
+    assert code == 3 and "budget: MISSED" in text and "Traceback" not in text, \
+        f"{where} exited {code}:\n{text[-1500:]}"

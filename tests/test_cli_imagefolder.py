@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 
+from conftest import assert_ran
 from hwprune.cli.main import main
 
 CLASSES = 4
@@ -67,15 +68,17 @@ def test_run_quick_on_an_image_folder(image_folder, tmp_path, capsys):
     table = profile(load_model("tiny_resnet", kwargs={"num_classes": CLASSES}),
                     ProfileConfig.quick(input_size=32, align=8, out=str(tmp_path / "t.json")), progress=False)
     out = tmp_path / "run"
-    assert main(["run", "--quick", "--model", "tiny_resnet", "--num-classes", str(CLASSES), "--input-size", "32",
+    code = main(["run", "--quick", "--model", "tiny_resnet", "--num-classes", str(CLASSES), "--input-size", "32",
                  "--data", f"imagefolder:{image_folder}", "--table", table, "--align", "8", "--batch", "1",
-                 "--out", str(out), "--no-progress"]) == 0
+                 "--out", str(out), "--no-progress"])
+    printed = capsys.readouterr()
+    assert_ran(code, printed.out + printed.err, "run on an image folder")
     rep = json.loads((out / "report.json").read_text())
     assert rep["run"]["data"] == f"imagefolder:{image_folder}"
     assert rep["accuracy"]["split"] == f"imagefolder:{image_folder} val"
     assert 0.0 <= rep["accuracy"]["before"] <= 1.0 and 0.0 <= rep["accuracy"]["after_finetune"] <= 1.0
     assert rep["parity"]["pruned"]["ok"] and rep["latency"]["1"]["speedup"] > 0
-    assert rep["files"]["report_md"] == f"{out}/report.md" and f"report: {out}/report.md" in capsys.readouterr().out
+    assert rep["files"]["report_md"] == f"{out}/report.md" and f"report: {out}/report.md" in printed.out
     _runs(out / "pruned.pt")
     assert (out / "pruned.onnx").is_file()
 

@@ -2,11 +2,14 @@
 import json
 import os
 
+from conftest import assert_ran
+
 
 def test_run_quick_end_to_end(tmp_path, cli, monkeypatch):
     monkeypatch.setenv("HWPRUNE_CACHE", str(tmp_path / "cache"))  # the subprocess inherits it: hermetic
     out = tmp_path / "run"
-    proc = cli("run", "--quick", "--out", str(out), "--batch", "1", "--no-progress", cwd=str(tmp_path))
+    proc = cli("run", "--quick", "--out", str(out), "--batch", "1", "--no-progress", cwd=str(tmp_path), check=False)
+    assert_ran(proc.returncode, proc.stdout + proc.stderr, "run --quick")
     assert f"report: {out}/report.md" in proc.stdout
     assert "measured speedup" in proc.stdout
     for f in ("report.md", "report.json", "summary.png", "latency_throughput.png", "width_profile.png",
@@ -24,7 +27,10 @@ def test_run_quick_end_to_end(tmp_path, cli, monkeypatch):
     cl = rep["prune"]["latency"]["speedup_measured"]  # the prune step's closed loop, next to the bench's
     assert p["closed_loop_speedup"] == cl and f"closed loop {cl:.2f}x" in proc.stdout
     assert "closed loop measured" in md
-    assert rep["prune"]["latency"]["met_budget"] and "budget: measured" in proc.stdout and proc.returncode == 0
+    if rep["prune"]["latency"]["met_budget"]:  # the verdict, its line and the exit code agree
+        assert "budget: measured" in proc.stdout and proc.returncode == 0
+    else:  # a busy machine (the other xdist worker) can slow a round past the budget: exit 3, said plainly
+        assert "budget: MISSED" in proc.stdout and proc.returncode == 3
     # ort-cpu: also timed with ORT's default spinning workers, reported next to the rest
     sp = json.loads((out / "bench.json").read_text())["ort_spinning"]["speedup"]["1"]
     assert p["spinning_speedup"] == sp > 0 and f"ORT spinning {sp:.2f}x" in proc.stdout
