@@ -230,6 +230,24 @@ def test_calibration_curve_is_monotone_and_never_negative():
     assert TableCostModel([], {"calibration": flat}).from_units(1.4) == pytest.approx(1.45)
 
 
+def test_remainder_line_never_predicts_negative():
+    """A quick table (no calibration variants) keeps ``units + remainder``; a negative remainder (the
+    units over-predict the full model) shrinks with the model instead of pushing small ones below 0
+    (a clean-clone CI run read a -0.37 ms floor); the full model and marginal costs still agree."""
+    from hwprune.latency.calibration import fit_calibration
+    from hwprune.latency.table import TableCostModel
+
+    cal = fit_calibration({"full": 4.0}, {"full": 2.5})
+    assert cal["method"] == "remainder" and cal["b"] == pytest.approx(-1.5)
+    cm = TableCostModel([], {"calibration": cal, "units_full_ms": 4.0})
+    assert cm.from_units(4.0) == pytest.approx(2.5) and cm.from_units(6.0) == pytest.approx(4.5)
+    ys = [cm.from_units(0.01 + 0.02 * i) for i in range(200)]
+    assert min(ys) > 0 and all(b > a for a, b in zip(ys, ys[1:]))
+    assert cm.from_units(1.0) == pytest.approx(2.5 / 4.0)  # proportional below full width
+    over = TableCostModel([], {"calibration": fit_calibration({"full": 4.0}, {"full": 4.6}), "units_full_ms": 4.0})
+    assert over.from_units(1.0) == pytest.approx(1.6)  # an overhead stays constant
+
+
 def test_preferred_align_follows_the_cpu_layout_block():
     from hwprune.latency.profile import preferred_align
     from hwprune_deploy.ort import cpu_fingerprint, nchwc_block

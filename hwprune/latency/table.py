@@ -304,6 +304,7 @@ class TableCostModel:
         corr = cal.get("correction") or {}
         xs, rs = corr.get("units_ms") or [], corr.get("residual_ms") or []
         self.correction = (list(map(float, xs)), list(map(float, rs))) if len(xs) == len(rs) and len(xs) >= 3 else None
+        self.units_full = float(record.get("units_full_ms") or 0.0)
 
     def unit_costs(self, widths: Mapping[str, int]) -> dict[str, float]:
         """Per layer: interpolated unit latency (ms, before calibration)."""
@@ -316,6 +317,11 @@ class TableCostModel:
         """Whole-model latency (ms) for a units sum: plus the residual curve where the record has
         one (see :func:`hwprune.latency.profile.fit_calibration`), else ``a * sum + b``."""
         if self.correction is None:
+            if self.b < 0 and 0 < units_ms < self.units_full:
+                # a shortfall (the units over-predict the full model) shrinks with the model, as the
+                # curve's does below its smallest variant: a*u + b went negative for small u on a
+                # quick table (a CI run read a -0.37 ms floor); exact at full width as before
+                return self.a * units_ms + self.b * units_ms / self.units_full
             return self.a * units_ms + self.b
         xs, rs = self.correction
         if units_ms <= xs[0]:
@@ -336,7 +342,7 @@ class TableCostModel:
         w2[group] = new_width
         touched = [(u, f) for u, f in self.units if group in u.groups()]
         delta = float(sum(f.predict(*u.widths(w2)) - f.predict(*u.widths(widths)) for u, f in touched))
-        if self.correction is None:
+        if self.correction is None and (self.b >= 0 or self.units_full <= 0):
             return self.a * delta
         s = self.units_sum(widths)
         return self.from_units(s + delta) - self.from_units(s)
