@@ -1,6 +1,9 @@
 """The closed loop: cut the searched widths, measure the pruned model side by side with the
 unpruned one on the backend, and re-search with a tightened target while the measurement misses
-the budget (at most ``closed_loop_rounds`` times). The estimator is the budget's
+the budget (at most ``closed_loop_rounds`` times). A result measured more than ``spend_band``
+under its budget is searched again with the target loosened by what it left unused (a table that
+over-predicts the pruned end hands back a model faster, and less accurate, than the user asked
+for); if the looser result misses, the last one that met is kept. The estimator is the budget's
 (:data:`hwprune.bench.BUDGET_STATISTIC`)."""
 from __future__ import annotations
 
@@ -98,6 +101,7 @@ class LoopOutcome:
     spinning: bool = False
     search_seconds: float = 0.0
     devices: Optional[list[dict[str, Any]]] = None  # several budgets: one row per device (hwprune.devices)
+    goal_ms: Optional[float] = None  # the budget (ms) of the measurement the outcome was judged by
 
 
 def provenance(ctx: SearchContext, config: PruneConfig, table) -> dict[str, Any]:
@@ -117,6 +121,7 @@ def close_loop(ctx: SearchContext, loaded: LoadedModel, config: PruneConfig, str
     x = ctx.example_input
     out = LoopOutcome(widths=widths, plan=None, pruned=None)  # type: ignore[arg-type]
     out.precision, out.spinning = measure_as(config, measured_table)
+    kept: Optional[dict[str, Any]] = None  # the last result that met the budget, while a looser one is tried
     while True:
         out.plan = ctx.plan_for(out.widths, provenance=provenance(ctx, config, table))
         out.pruned = apply(loaded.model if cut_from is None else cut_from, out.plan)
@@ -150,7 +155,37 @@ def close_loop(ctx: SearchContext, loaded: LoadedModel, config: PruneConfig, str
             step.update(readings_ms=[list(r) for r in readings], baseline_ms=base_ms, measured_ms=got_ms,
                         goal_ms=goal_ms)
         out.steps.append(step)
-        if got_ms <= goal_ms * (1 + config.tolerance) or len(out.steps) > config.closed_loop_rounds:
+        met = got_ms <= goal_ms * (1 + config.tolerance)
+        if kept is not None and not met:
+            # a loosened target overshot: hand back the last result that met the budget, as measured
+            step["note"] = f"the loosened plan missed; kept round {kept['step']['round']}"
+            out.widths, out.plan, out.pruned, out.measured = kept["widths"], kept["plan"], kept["pruned"], kept["measured"]
+            out.goal_ms, ctx.target = kept["step"]["goal_ms"], kept["target"]
+            return out
+        out.goal_ms = goal_ms
+        if met:
+            # aimed at the middle of the band, not at the line: a plan aimed at the line misses it
+            # half the time by noise alone and the loosening is thrown away
+            aim = goal_ms * (1 - config.spend_band / 2)
+            loose = (min(ctx.baseline_cost, max(ctx.target, step["predicted"]) * aim / got_ms)
+                     if ctx.baseline_cost else ctx.target)
+            if (config.spend_band <= 0 or got_ms >= goal_ms * (1 - config.spend_band)
+                    or len(out.steps) > config.closed_loop_rounds or loose <= ctx.target * 1.001):
+                return out
+            # met with latency to spare (a table that over-predicts the pruned end): search again
+            # with the target raised by what the measurement left unused, keeping this result
+            kept = {"widths": out.widths, "plan": out.plan, "pruned": out.pruned, "measured": out.measured,
+                    "step": step, "target": ctx.target}
+            step["note"] = f"met {100 * (1 - got_ms / goal_ms):.0f}% under the budget; target loosened to spend it"
+            print(f"closed loop: measured {got_ms:.3f} ms, {100 * (1 - got_ms / goal_ms):.0f}% under the budget "
+                  f"{goal_ms:.3f} ms; re-searching with the table target loosened {ctx.target:.3f} -> {loose:.3f} "
+                  f"(the met result is kept if the looser one misses)", file=sys.stderr)
+            ctx.target = loose
+            t1 = time.perf_counter()
+            out.widths = run_search(strategy, ctx)
+            out.search_seconds += time.perf_counter() - t1
+            continue
+        if len(out.steps) > config.closed_loop_rounds:
             return out
         # scale what the table said of *this* result, not the target: a search that landed under
         # its target (amc, evolution) would otherwise be handed a target its last result already

@@ -33,6 +33,9 @@ class PruneConfig:
     threads: int = 2
     closed_loop_rounds: int = 3  # re-searches with a tightened target at most this many times
     tolerance: float = 0.03  # measured latency may exceed the budget by this fraction
+    # a result measured more than this fraction under its budget is searched again with the target
+    # loosened, to spend the latency the user allowed (0: keep the first result that meets it)
+    spend_band: float = 0.10
     finetune_epochs: int = 0
     finetune_lr: float = 0.01
     distill: bool = False
@@ -88,6 +91,8 @@ class PruneConfig:
             raise ConfigError("--precision int8 takes one budget without @TABLE (the int8 table is found or profiled)")
         if self.closed_loop_rounds < 0:
             raise ConfigError(f"closed-loop rounds {self.closed_loop_rounds} must be >= 0")
+        if not (0 <= self.spend_band < 1):
+            raise ConfigError(f"spend band {self.spend_band} must be a fraction in [0, 1), e.g. 0.10 (0 disables it)")
         if not (0 <= self.tolerance < 1):
             raise ConfigError(f"tolerance {self.tolerance} must be a fraction in [0, 1), e.g. 0.03")
         if self.iterative < 1:

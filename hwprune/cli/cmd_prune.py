@@ -68,6 +68,10 @@ def register(sub) -> None:
     g.add_argument("--threads", type=int, default=2, help="backend threads (default 2)")
     g.add_argument("--closed-loop-rounds", type=int, default=3, help="re-searches when the measurement misses (default 3)")
     g.add_argument("--tolerance", type=float, default=0.03, help="allowed measured overshoot (default 0.03)")
+    g.add_argument("--spend-band", type=float, default=0.10,
+                   help="a result measured more than this fraction under the budget is searched again with a looser "
+                        "target (within --closed-loop-rounds), so the latency you allowed buys accuracy; the last "
+                        "result that met the budget is kept if a looser one misses (default 0.10; 0 disables)")
     g.add_argument("--precision", default="fp32", choices=["fp32", "int8"],
                    help="int8 (ort-cpu): spend an int8 latency table (found in latency_tables/ or profiled with every "
                         "unit statically quantized) and measure the quantized result side by side with the quantized "
@@ -296,7 +300,7 @@ def run(args) -> int:
                          more_budgets=tuple((args.budget or [])[1:]), executor=args.executor,
                          ray_address=args.ray_address, worker_threads=args.worker_threads, options=_options(args),
                          backend=backend, threads=args.threads, closed_loop_rounds=args.closed_loop_rounds,
-                         tolerance=args.tolerance, finetune_epochs=args.finetune_epochs,
+                         tolerance=args.tolerance, spend_band=args.spend_band, finetune_epochs=args.finetune_epochs,
                          finetune_lr=args.finetune_lr, distill=args.distill, sparsity=args.sparsity,
                          progress=not args.quiet, precision=args.precision, budget_ref=args.budget_ref)
     if args.iterative != 1 or args.iterative_epochs != 1:
