@@ -81,14 +81,19 @@ PRESETS = {
                     budgets=[0.5],
                     strategies=["uniform", "flops", "halp", "netadapt"], recipes=["ft", "kd", "scratch-e"],
                     flops_steps=3, options={"netadapt_initial": 0.15, "halp_steps": 3, "halp_batches": 16}),
-    # sized for ~90 minutes on 2 quiet cores by scaling the quick run's per-image time (26 images/s
-    # at load 12-16, so perhaps 100-200 on quiet cores; not measured): ~250 epochs of 1024 images per
-    # seed. That budget does not train the unpruned model to convergence (see docs/strategies.md);
-    # a GPU session should raise --base-epochs and --n-train.
-    "default": Preset(width=16, n_train=1024, n_val=1000, base_epochs=8, recover_epochs=2, reg_epochs=1,
-                      seeds=[0, 1, 2], budgets=[0.5, 0.3], strategies=["uniform", "flops", "halp", "netadapt", "evolution"],
-                      recipes=["ft", "kd", "scratch-e", "scratch-b"], flops_steps=4,
-                      options={"netadapt_initial": 0.1, "halp_steps": 4, "evo_pop": 8, "evo_gens": 3}),
+    # ~35 minutes on 2 quiet cores (--torch-threads 2): what the issue's "done" line asks, at 0.5x --
+    # a model that the same extra training no longer improves (mosaic, 4096 images, 12 epochs:
+    # 72.1% -> 72.3% after 3 more, measured 2026-12-01), uniform against the latency-aware
+    # searches, each recovered by fine-tune, KD and Scratch-E with the same budget, 3 seeds
+    "default": Preset(width=16, n_train=4096, n_val=1000, base_epochs=12, recover_epochs=3, reg_epochs=1,
+                      seeds=[0, 1, 2], budgets=[0.5], strategies=["uniform", "halp", "netadapt"],
+                      recipes=["ft", "kd", "scratch-e"], flops_steps=4,
+                      options={"netadapt_initial": 0.1, "halp_steps": 4}),
+    # everything the issue lists (0.3x too, FLOPs-matched, evolution, Scratch-B): a GPU session's run
+    "full": Preset(width=16, n_train=4096, n_val=1000, base_epochs=12, recover_epochs=3, reg_epochs=1,
+                   seeds=[0, 1, 2], budgets=[0.5, 0.3], strategies=["uniform", "flops", "halp", "netadapt", "evolution"],
+                   recipes=["ft", "kd", "scratch-e", "scratch-b"], flops_steps=4,
+                   options={"netadapt_initial": 0.1, "halp_steps": 4, "evo_pop": 8, "evo_gens": 3}),
 }
 
 
@@ -326,6 +331,46 @@ def markdown(rows: list[dict], meta: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _sd(xs: list[float]) -> float:
+    return statistics.stdev(xs) if len(xs) > 1 else 0.0
+
+
+def verdict(rows: list[dict]) -> str:
+    """The issue's "done" line, computed: per budget, the best (strategy, recipe) against uniform
+    with the same recipe (same training budget), as the mean over seeds of the paired difference,
+    next to twice the pooled std of the two rows; and each latency-aware search against uniform
+    with every recipe."""
+    out = []
+    cell: dict = {}
+    for r in rows:
+        if r.get("recipe") not in (None, "cut", "error", "trained", "+ft", "+kd") and r["strategy"] != "unpruned":
+            cell.setdefault((r["budget"], r["strategy"], r["recipe"]), {})[r["seed"]] = 100 * r["top1"]
+    for b in sorted({k[0] for k in cell}):
+        here = {k: v for k, v in cell.items() if k[0] == b}
+        uni = {k[2]: v for k, v in here.items() if k[1] == "uniform"}
+        if not uni:
+            continue
+        best = max(here, key=lambda k: statistics.mean(here[k].values()))
+        ref = uni.get(best[2])
+        out.append(f"**{b}x**: best {best[1]} / {best[2]} "
+                   f"{statistics.mean(here[best].values()):.1f}% (n={len(here[best])})")
+        for k, v in sorted(here.items()):
+            if k[1] in ("uniform",) or k[2] not in uni or k[1].startswith("family") or "+" in k[1]:
+                continue
+            u = uni[k[2]]
+            seeds = sorted(set(v) & set(u))
+            if not seeds:
+                continue
+            d = [v[s] - u[s] for s in seeds]
+            sd = ((_sd([v[s] for s in seeds]) ** 2 + _sd([u[s] for s in seeds]) ** 2) / 2) ** 0.5
+            out.append(f"- {k[1]} vs uniform, both `{k[2]}`: {statistics.mean(d):+.2f} points "
+                       f"(paired, {len(seeds)} seeds; per seed {', '.join(f'{x:+.1f}' for x in d)}; "
+                       f"2x pooled std {2 * sd:.2f})")
+        if ref is None:
+            out.append(f"- (no uniform / {best[2]} row to compare the best with)")
+    return "\n".join(out) + "\n" if out else ""
+
+
 def plot(rows: list[dict], path: str) -> None:
     import matplotlib
 
@@ -354,6 +399,9 @@ def plot(rows: list[dict], path: str) -> None:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="the few-minute preset (one seed, one budget)")
+    ap.add_argument("--preset", choices=sorted(PRESETS), help="default: 'default' ('quick' with --quick); 'full' is "
+                    "every strategy, both budgets and Scratch-B (hours on a CPU)")
+    ap.add_argument("--recipes", help="comma-separated: ft,kd,scratch-e,scratch-b")
     ap.add_argument("--out", default="bench_out/accuracy")
     ap.add_argument("--task", choices=("mosaic", "shapes"), default="mosaic")
     ap.add_argument("--seeds", help="comma-separated seeds (default: the preset's)")
@@ -368,7 +416,7 @@ def main(argv=None) -> int:
                          "slowed a 2-thread run many times over)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.torch_threads)
-    name = "quick" if args.quick else "default"
+    name = args.preset or ("quick" if args.quick else "default")
     P = copy.deepcopy(PRESETS[name])
     if args.seeds:
         P.seeds = [int(s) for s in args.seeds.split(",")]
@@ -376,6 +424,8 @@ def main(argv=None) -> int:
         P.budgets = [float(b) for b in args.budgets.split(",")]
     if args.strategies:
         P.strategies = args.strategies.split(",")
+    if args.recipes:
+        P.recipes = args.recipes.split(",")
     for k in ("n_train", "base_epochs", "recover_epochs"):
         if getattr(args, k) is not None:
             setattr(P, k, getattr(args, k))
@@ -394,7 +444,7 @@ def main(argv=None) -> int:
             "seconds": time.perf_counter() - t0, "load_average": os.getloadavg()}
     write_json(os.path.join(args.out, "results.json"), {"meta": meta, "rows": rows})
     with open(os.path.join(args.out, "results.md"), "w") as f:
-        f.write(markdown(rows, meta))
+        f.write(markdown(rows, meta) + "\n" + verdict(rows))
     plot(rows, os.path.join(args.out, "accuracy_latency.png"))
     log(f"done in {meta['seconds'] / 60:.1f} min: {args.out}/results.md")
     print(json.dumps(meta))
