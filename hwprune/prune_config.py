@@ -102,6 +102,10 @@ class PruneConfig:
                               "50%flops) instead of --ratio")
         if self.iterative_epochs < 1:
             raise ConfigError(f"--iterative-epochs {self.iterative_epochs} must be >= 1")
+        if self.iterative > 1 and self.precision == "int8":
+            raise ConfigError(f"--precision int8 with --iterative {self.iterative}: the iterative steps would search "
+                              "fp32 costs; prune iteratively in fp32 (drop --precision), then export the result with "
+                              "`hwprune export --precision int8`")
         if self.finetune_epochs < 0:
             raise ConfigError(f"finetune-epochs {self.finetune_epochs} must be >= 0")
         self.ignore = tuple(self.ignore)

@@ -59,6 +59,8 @@ def test_iterative_refuses_what_it_cannot_do():
         PruneConfig(strategy="uniform", ratio=0.5, iterative=2)
     with pytest.raises(ConfigError, match="must be >= 1"):
         PruneConfig(strategy="uniform", budget="0.5x", iterative=0)
+    with pytest.raises(ConfigError, match="search fp32 costs"):
+        PruneConfig(strategy="uniform", budget="0.5x", iterative=2, precision="int8", backend="ort-cpu")
     with pytest.raises(ConfigError, match="training data"):
         prune(load_model("tiny_resnet"), PruneConfig(strategy="uniform", budget="50%flops", iterative=2,
                                                      progress=False))
