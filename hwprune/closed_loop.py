@@ -112,12 +112,14 @@ def provenance(ctx: SearchContext, config: PruneConfig, table) -> dict[str, Any]
 
 
 def close_loop(ctx: SearchContext, loaded: LoadedModel, config: PruneConfig, strategy: Callable,
-               widths: dict[str, int], table, measured_table, cut_from: Optional[nn.Module] = None) -> LoopOutcome:
+               widths: dict[str, int], table, measured_table, cut_from: Optional[nn.Module] = None,
+               check_drift: bool = True) -> LoopOutcome:
     """Cut ``widths`` and, with ``config.backend``, measure and re-search until the budget is met
     by measurement or the rounds run out (see module doc). ``measured_table``: the loaded table,
     for the precision/worker mode to measure in and the drift check. ``cut_from``: the network the
     widths are cut from when it is not ``loaded.model`` (an iterative prune's last step cuts the
-    already-pruned network; ``loaded.model`` stays the measured baseline)."""
+    already-pruned network; ``loaded.model`` stays the measured baseline; ``check_drift=False`` there,
+    as the context's baseline cost is that network's, not the unpruned model's)."""
     x = ctx.example_input
     out = LoopOutcome(widths=widths, plan=None, pruned=None)  # type: ignore[arg-type]
     out.precision, out.spinning = measure_as(config, measured_table)
@@ -130,7 +132,7 @@ def close_loop(ctx: SearchContext, loaded: LoadedModel, config: PruneConfig, str
         pair = {"baseline": loaded.model, "pruned": out.pruned}
         measured = measure_pair(config, pair, x, out.precision, out.spinning)
         base_ms, got_ms = timing_ms(measured["baseline"]), timing_ms(measured["pruned"])
-        if not out.steps:  # the first measurement of the unpruned model
+        if not out.steps and check_drift:  # the first measurement of the unpruned model
             out.drift = _table_drift(ctx, config, measured_table, base_ms)
         step = {"round": len(out.steps), "target": ctx.target, "predicted": ctx.predict(out.widths),
                 "baseline_ms": base_ms, "measured_ms": got_ms}

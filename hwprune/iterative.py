@@ -112,9 +112,10 @@ def prune_iterative(loaded: LoadedModel, config, calib=None, table=None, evaluat
         if last:
             ctx.config = config  # the closed loop's tolerance, rounds and backend are the user's
             ctx.budget = ctx0.budget  # the goal: a fraction of the *unpruned* model, measured
-            # measured as a one-shot prune is, but in fp32 with blocked workers whatever the table's
-            # mode, and without the drift check (its baseline here is the current network's)
-            loop = close_loop(ctx, loaded, config, strategy, widths, table, None, cut_from=current)
+            # measured as a one-shot prune is (the table's precision and worker mode), without the
+            # drift check (the context's baseline here is the current network's)
+            loop = close_loop(ctx, loaded, config, strategy, widths, table, _loaded_table(table), cut_from=current,
+                              check_drift=False)
             plan = loop.plan
             step["predicted"] = ctx.predict(loop.widths)
         else:
@@ -166,3 +167,16 @@ def _fix_report(report, ctx0, widths: dict[str, int], base: float, seconds: floa
         lat.baseline_predicted_ms = base
         lat.speedup_predicted = base / max(lat.predicted_ms, 1e-12)
     report.config["wall_seconds"] = seconds
+
+
+def _loaded_table(table):
+    """The table object the closed loop reads its measuring mode from (None: fp32, blocked workers)."""
+    if isinstance(table, str):
+        import warnings
+
+        from .latency import LatencyTable
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return LatencyTable.load(table)
+    return table
