@@ -335,6 +335,16 @@ def _sd(xs: list[float]) -> float:
     return statistics.stdev(xs) if len(xs) > 1 else 0.0
 
 
+def _paired(label: str, v: dict, u: dict) -> str:
+    """Mean of the per-seed differences ``v - u``, their std, and twice the pooled std of the two
+    rows (which carries the seed-to-seed spread of the unpruned model both arms share)."""
+    seeds = sorted(set(v) & set(u))
+    d = [v[s] - u[s] for s in seeds]
+    sd = ((_sd([v[s] for s in seeds]) ** 2 + _sd([u[s] for s in seeds]) ** 2) / 2) ** 0.5
+    return (f"{label}: {statistics.mean(d):+.2f} points (paired, {len(seeds)} seeds; per seed "
+            f"{', '.join(f'{x:+.1f}' for x in d)}; std of the differences {_sd(d):.2f}; 2x pooled std {2 * sd:.2f})")
+
+
 def verdict(rows: list[dict]) -> str:
     """The issue's "done" line, computed: per budget, the best (strategy, recipe) against uniform
     with the same recipe (same training budget), as the mean over seeds of the paired difference,
@@ -358,16 +368,14 @@ def verdict(rows: list[dict]) -> str:
             if k[1] in ("uniform",) or k[2] not in uni or k[1].startswith("family") or "+" in k[1]:
                 continue
             u = uni[k[2]]
-            seeds = sorted(set(v) & set(u))
-            if not seeds:
+            if not set(v) & set(u):
                 continue
-            d = [v[s] - u[s] for s in seeds]
-            sd = ((_sd([v[s] for s in seeds]) ** 2 + _sd([u[s] for s in seeds]) ** 2) / 2) ** 0.5
-            out.append(f"- {k[1]} vs uniform, both `{k[2]}`: {statistics.mean(d):+.2f} points "
-                       f"(paired, {len(seeds)} seeds; per seed {', '.join(f'{x:+.1f}' for x in d)}; "
-                       f"2x pooled std {2 * sd:.2f})")
+            out.append("- " + _paired(f"{k[1]} vs uniform, both `{k[2]}`", v, u))
         if ref is None:
             out.append(f"- (no uniform / {best[2]} row to compare the best with)")
+        if "ft" in uni and best != (b, "uniform", "ft"):  # the peers' recipe: uniform cut, plain fine-tune
+            out.append("- " + _paired(f"best ({best[1]} / `{best[2]}`) vs uniform / `ft` (the peers' recipe)",
+                                      here[best], uni["ft"]))
     return "\n".join(out) + "\n" if out else ""
 
 
@@ -396,6 +404,12 @@ def plot(rows: list[dict], path: str) -> None:
     fig.savefig(path, dpi=120)
 
 
+def write_report(rows: list[dict], meta: dict, out: str) -> None:
+    with open(os.path.join(out, "results.md"), "w") as f:
+        f.write(markdown(rows, meta) + "\n" + verdict(rows))
+    plot(rows, os.path.join(out, "accuracy_latency.png"))
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="the few-minute preset (one seed, one budget)")
@@ -414,7 +428,14 @@ def main(argv=None) -> int:
     ap.add_argument("--torch-threads", type=int, default=1,
                     help="PyTorch threads for training (default 1: on a shared machine OpenMP's spinning workers "
                          "slowed a 2-thread run many times over)")
+    ap.add_argument("--render", action="store_true",
+                    help="only re-write OUT/results.md and the plot from OUT/results.json (no training)")
     args = ap.parse_args(argv)
+    if args.render:
+        with open(os.path.join(args.out, "results.json")) as f:
+            done = json.load(f)
+        write_report(done["rows"], done["meta"], args.out)
+        return 0
     torch.set_num_threads(args.torch_threads)
     name = args.preset or ("quick" if args.quick else "default")
     P = copy.deepcopy(PRESETS[name])
@@ -443,9 +464,7 @@ def main(argv=None) -> int:
             "budgets": P.budgets, "strategies": P.strategies, "recipes": P.recipes, "threads": args.threads,
             "seconds": time.perf_counter() - t0, "load_average": os.getloadavg()}
     write_json(os.path.join(args.out, "results.json"), {"meta": meta, "rows": rows})
-    with open(os.path.join(args.out, "results.md"), "w") as f:
-        f.write(markdown(rows, meta) + "\n" + verdict(rows))
-    plot(rows, os.path.join(args.out, "accuracy_latency.png"))
+    write_report(rows, meta, args.out)
     log(f"done in {meta['seconds'] / 60:.1f} min: {args.out}/results.md")
     print(json.dumps(meta))
     return 0
