@@ -222,21 +222,50 @@ def _device(fixed: float = 0.0, first_over: float | None = None):
     return measure
 
 
-def _prune_on(setup, monkeypatch, budget, rounds=3, **device):
+def _prune_on(setup, monkeypatch, budget, rounds=3, spend_band=0.10, dev=None, **device):
     import hwprune.closed_loop as loop_mod
 
     loaded, path, _, _ = setup
-    dev = _device(**device)
+    dev = dev or _device(**device)
     monkeypatch.setattr(loop_mod, "measure_pair", dev)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         res = prune(loaded, PruneConfig(strategy="uniform", budget=budget, progress=False, backend="ort-cpu",
-                                        threads=2, closed_loop_rounds=rounds), table=path)
+                                        threads=2, closed_loop_rounds=rounds, spend_band=spend_band), table=path)
     return res, dev.calls
 
 
+def test_closed_loop_loosens_a_result_far_under_and_keeps_the_last_that_met(setup, monkeypatch):
+    """A device kinder than the table (the first result measures 0.7x the budget): the loop loosens
+    the target towards the middle of the spend band; a looser plan that misses is dropped and the
+    result that met is handed back, with its own measurement and budget."""
+    from hwprune_deploy.timing import Timing
+
+    res, calls = _prune_on(setup, monkeypatch, "0.75x", first_over=0.7)
+    loop, lat = res.report["closed_loop"], res.report["latency"]
+    assert loop[0]["measured_ms"] == pytest.approx(0.75 * 0.7) and "loosened" in loop[0]["note"], loop
+    aim = 0.75 * (1 - 0.10 / 2)
+    assert loop[1]["target"] == pytest.approx(min(res.report["cost"]["baseline"],
+                                                  max(loop[0]["target"], loop[0]["predicted"]) * aim / (0.75 * 0.7)))
+    assert lat["met_budget"] and lat["measured_ms"] >= loop[0]["measured_ms"]
+
+    seq = []
+
+    def harsh_after_first(config, models, x, precision="fp32", spinning=False):
+        ms = 0.75 * (0.7 if not seq else 1.2)  # the first plan far under, every looser one over
+        seq.append(ms)
+        return {"baseline": Timing(1.0, 1.0, 1.0, 0.0, 10, 1), "pruned": Timing(ms, ms, ms, 0.0, 10, 1)}
+
+    harsh_after_first.calls = seq
+    res, calls = _prune_on(setup, monkeypatch, "0.75x", dev=harsh_after_first)
+    loop, lat = res.report["closed_loop"], res.report["latency"]
+    assert len(loop) == 2 and "kept round 0" in loop[1]["note"], loop
+    assert lat["met_budget"] and lat["measured_ms"] == pytest.approx(0.75 * 0.7) and lat["budget_ms"] == 0.75
+    assert res.report["cost"]["final_target"] == loop[0]["target"] and res.report["verdict"].startswith("measured")
+
+
 def test_closed_loop_tightens_until_the_device_meets_the_budget(setup, monkeypatch):
-    res, calls = _prune_on(setup, monkeypatch, "0.75x", first_over=1.15)
+    res, calls = _prune_on(setup, monkeypatch, "0.75x", first_over=1.15, spend_band=0.0)  # tightening alone
     loop, lat = res.report["closed_loop"], res.report["latency"]
     assert len(loop) >= 2, loop  # this device is harsher than the table: the first result misses
     assert loop[0]["measured_ms"] == pytest.approx(0.75 * 1.15) and "readings_ms" not in loop[0]  # a clear miss stands
