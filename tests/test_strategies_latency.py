@@ -144,8 +144,14 @@ def test_closed_loop_spends_a_budget_the_table_wasted(resnet18, tmp_path):
     first = loop[0]
     assert first["measured_ms"] < first["goal_ms"] * 0.9, loop  # met, far under
     assert len(loop) >= 2 and loop[1]["target"] > first["target"] and "loosened" in first["note"], loop
-    assert lat["met_budget"], res.report["verdict"]
-    assert lat["measured_ms"] / lat["baseline_ms"] > first["measured_ms"] / first["baseline_ms"], loop
+    assert lat["met_budget"], res.report["verdict"]  # never a miss handed back for a met result
+    kept = [int(step["note"].rsplit(" ", 1)[1]) for step in loop if "kept round" in step.get("note", "")]
+    if not kept:
+        assert lat["measured_ms"] / lat["baseline_ms"] > first["measured_ms"] / first["baseline_ms"], loop
+    else:  # a busy machine (CI read resnet18 at 44 ms, 5x the table) shifted the ratios and a looser plan
+        # missed: the last result that met comes back, as measured (the rule itself: the logic tests)
+        assert loop[-1]["measured_ms"] > loop[-1]["goal_ms"] * 1.03 and kept == [len(loop) - 2], loop
+        assert lat["measured_ms"] == pytest.approx(loop[kept[0]]["measured_ms"]), loop
     assert res.report["cost"]["final_target"] > res.report["cost"]["target"]
     # the same table with the band at 0: the first result is kept
     with warnings.catch_warnings():
