@@ -86,7 +86,10 @@ class _ProfiledRun:
 
         from .ort import make_session, random_feed
 
-        self._dir = tempfile.mkdtemp(prefix="hwprune-prof-")
+        _sweep_dead_profiles(tempfile.gettempdir())
+        # named with our pid: a SIGKILL inside the short window before the folder is removed below
+        # leaves it behind, and the next measurement on this machine sweeps it (a clean-clone CI run hit it)
+        self._dir = tempfile.mkdtemp(prefix=f"hwprune-prof-{os.getpid()}-")
         self._fd: Optional[int] = None
         try:
             self.sess = make_session(data, threads=threads, opt_level=opt_level, spinning=spinning,
@@ -141,6 +144,34 @@ class _ProfiledRun:
                 if i >= 0:
                     per[i] += e["dur"] / 1e3
         return per
+
+
+_SWEPT: set = set()
+
+
+def _sweep_dead_profiles(folder: str) -> None:
+    """Remove ``hwprune-prof-<pid>-*`` folders of processes that no longer exist (once per process
+    and folder): what a hard kill between creating one and unlinking its profile file left."""
+    import re
+    import shutil
+
+    if folder in _SWEPT:
+        return
+    _SWEPT.add(folder)
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return
+    for name in names:
+        m = re.fullmatch(r"hwprune-prof-(\d+)-\w+", name)
+        if not m or int(m.group(1)) == os.getpid():
+            continue
+        try:
+            os.kill(int(m.group(1)), 0)
+        except ProcessLookupError:
+            shutil.rmtree(os.path.join(folder, name), ignore_errors=True)
+        except OSError:  # alive under another user (PermissionError): not ours to remove
+            pass
 
 
 def _drop_profile(folder: str, fd: Optional[int]) -> None:
