@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Mapping, Protocol
 
 import torch
-from torch import nn
 
 from .counting import count_params, own_flops_by_op
 from .graph import HEAD_PROJECTIONS, ChannelGraph, LayerIO
@@ -92,7 +91,8 @@ class FlopsCostModel:
 class ParamsCostModel:
     """Parameter count as a function of group widths: per layer, weight matrices/kernels scale with
     the kept input x output fractions (depthwise kernels with the channel fraction), vectors
-    (biases, norm scales) with the output fraction, parameters outside any layer (ViT's class
+    (biases, norm scales, and one value per output channel stored as (out, 1, 1, 1): timm's
+    ScaledStdConv2d ``gain``) with the output fraction, parameters outside any layer (ViT's class
     token and position embedding) with their group."""
 
     unit = "params"
@@ -103,7 +103,9 @@ class ParamsCostModel:
         self.per_layer = {}  # layer -> (matrix params, vector params)
         for n, m in graph.model.named_modules():
             ps = list(m.parameters(recurse=False))
-            self.per_layer[n] = (sum(p.numel() for p in ps if p.dim() >= 2), sum(p.numel() for p in ps if p.dim() < 2))
+            vec = [p.dim() < 2 or p.numel() == p.shape[0] for p in ps]  # one value per output channel
+            self.per_layer[n] = (sum(p.numel() for p, v in zip(ps, vec) if not v),
+                                 sum(p.numel() for p, v in zip(ps, vec) if v))
         self.total = count_params(graph.model)
 
     def predict(self, widths: Mapping[str, int]) -> float:

@@ -16,6 +16,8 @@ imported (a ``timm:NAME`` model has imported it), so hwprune never imports timm 
 - **Attention with internals the tracer cannot follow** (BEiT, XCiT, ConViT, CaiT), which also
   computes its head width from its input width: traced as one edge, its embedding kept whole with
   the reason (:class:`KeptWholeHandler`); the MLP and conv widths are still cut.
+- **Scaled weight-standardised convolutions** (NF-ResNet, NF-RegNet, NFNet): a Conv2d with a
+  per-output-channel ``gain`` that Torch-Pruning's conv pruner does not know; cut with the outputs.
 """
 
 from __future__ import annotations
@@ -199,6 +201,44 @@ class ScaleHandler(ModuleHandler):
         module.shape = (module.scale.numel(),) + tuple(module.shape[1:])
 
 
+class ScaledStdConvHandler(ModuleHandler):
+    """timm's ``ScaledStdConv2d``/``ScaledStdConv2dSame`` (normaliser-free nets): the weight is
+    standardised per output filter with ``F.batch_norm`` whose scale is ``gain * scale``, ``gain`` a
+    parameter of shape (out, 1, 1, 1). Torch-Pruning's conv pruner cuts weight and bias only, so a
+    cut model fails in that batch_norm; this cuts ``gain`` with the output channels.
+
+    ``scale`` (``fan_in ** -0.5``, fixed at construction) is kept: it is the constant the trained
+    gain was learned against, and keeping it keeps each remaining weight's magnitude (recomputing it
+    for the smaller fan-in would scale up every output). Grouped convs' inputs are cut per conv
+    group by the graph before reaching here; a depthwise one (input and output one width, which a
+    custom pruner does not couple) is frozen with the reason."""
+
+    def frozen(self, module):
+        if 1 < module.groups == module.in_channels:
+            return (f"depthwise {type(module).__name__} ({module.in_channels} channels): its input and output "
+                    "channels are one width, which hwprune's cutter for its gain does not couple yet")
+        return ""
+
+    def prune_out_channels(self, module, idxs):
+        keep = _keep(module.out_channels, idxs)
+        cut_conv_out(module, keep)
+        module.gain = _select(module.gain, keep, 0)
+        return module
+
+    def prune_in_channels(self, module, idxs):
+        if module.groups > 1:
+            raise PlanMismatchError(f"{type(module).__name__} with {module.groups} groups: its input channels are "
+                                    "cut per conv group by the graph, not here")
+        cut_conv_in(module, _keep(module.in_channels, idxs))
+        return module
+
+    def out_channels(self, module):
+        return module.out_channels
+
+    def in_channels(self, module):
+        return module.in_channels
+
+
 _ECA = "timm.layers.eca"
 
 TIMM_BUILTINS: dict[tuple[str, str], ModuleHandler] = {
@@ -206,6 +246,8 @@ TIMM_BUILTINS: dict[tuple[str, str], ModuleHandler] = {
     (_ECA, "CecaModule"): ChannelGateHandler(),
     ("timm.layers.selective_kernel", "SelectiveKernel"): SelectiveKernelHandler(),
     ("timm.models.swin_transformer", "PatchMerging"): PatchMergingHandler(norm_on_input=True),
+    ("timm.layers.std_conv", "ScaledStdConv2d"): ScaledStdConvHandler(),
+    ("timm.layers.std_conv", "ScaledStdConv2dSame"): ScaledStdConvHandler(),
     ("timm.models.pvt_v2", "Attention"): KeptWholeHandler(_TIED_ATTENTION.format("PVTv2 spatial-reduction attention")),
     ("timm.models.twins", "LocallyGroupedAttn"): KeptWholeHandler(_TIED_ATTENTION.format("Twins locally-grouped attention")),
     ("timm.models.twins", "GlobalSubSampleAttn"): KeptWholeHandler(_TIED_ATTENTION.format("Twins global sub-sampled attention")),

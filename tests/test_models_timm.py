@@ -34,6 +34,7 @@ CASES = [
     ("levit_128s", 64),              # attention with per-head biases: embedding kept whole by its handler
     ("resmlp_12_224", 32),           # token-mixing Linear: residual stream frozen, channel MLPs cut
     ("poolformerv2_s12", 32),        # MetaFormer Scale, bias-free LayerNorm2d / GroupNorm1
+    ("nf_regnet_b0", 32),            # ScaledStdConv2d (dense and grouped): a per-output-channel gain
 ]
 
 
@@ -110,6 +111,37 @@ def test_selective_kernel_is_cut_through_its_paths_and_split_input_refused():
     sk_split = nn.Sequential(nn.Conv2d(3, 32, 3), SelectiveKernel(32, 32, split_input=True), nn.Conv2d(32, 8, 1)).eval()
     with pytest.raises(UnsupportedModelError, match="splits its input channels across its 2 conv paths"):
         ChannelGraph(sk_split, x)
+
+
+def test_scaled_std_conv_gain_is_cut_with_the_output_channels_it_belongs_to():
+    """NF nets' ScaledStdConv2d scales each standardised filter by its own ``gain``: the gain of a
+    kept filter must stay with it (not just be cut to the right length), and the parameter model
+    counts it per output channel."""
+    from torch import nn
+    from timm.layers import ScaledStdConv2d
+
+    from hwprune.cost import ParamsCostModel
+    from hwprune.counting import count_params
+    from hwprune.graph import ChannelGraph
+
+    torch.manual_seed(0)
+    m = nn.Sequential(ScaledStdConv2d(3, 16, 3), nn.ReLU(), ScaledStdConv2d(16, 32, 3, groups=4), nn.ReLU(),
+                      ScaledStdConv2d(32, 8, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4)).eval()
+    for i in (0, 2):  # gain k + 1 on filter k: a kept filter's gain says which filter it was
+        m[i].gain.data = torch.arange(m[i].out_channels, dtype=torch.float).view(-1, 1, 1, 1) + 1
+    w0 = m[0].weight.detach().clone()
+    x = torch.randn(1, 3, 16, 16)
+    g = ChannelGraph(m, x)
+    assert {gr.name for gr in g.prunable} >= {"0", "2", "4"}
+    params = ParamsCostModel(g)
+    kept = {"0": [0, 3, 5, 6, 9, 10, 12, 15], "2": [k for b in range(4) for k in (8 * b + 1, 8 * b + 6)]}
+    g.prune_(kept)
+    assert m(x).shape == (1, 4)
+    for i, name in ((0, "0"), (2, "2")):
+        assert m[i].gain.flatten().tolist() == [k + 1.0 for k in kept[name]]
+    assert torch.equal(m[0].weight, w0[kept["0"]])
+    assert m[2].in_channels == 8 and m[4].in_channels == 8 and m[4].gain.shape == (8, 1, 1, 1)
+    assert params.predict({"0": 8, "2": 8}) == count_params(m)
 
 
 def test_timm_spec_builds_random_init_at_timms_input_size():
