@@ -36,6 +36,16 @@ def layer_scales(io: Mapping[str, LayerIO], widths: Mapping[str, int]) -> dict[s
 _LINEAR_OPS = ("addmm", "mm", "convolution", "_convolution", "linear")
 
 
+def _head_projections(container: str, inside: list[str]) -> list[str]:
+    """The layers of ``container`` that are, or sit inside, a projection into its heads: a name
+    of :data:`HEAD_PROJECTIONS` anywhere on the path below the container (``qkv``; ``qkv.conv``
+    where the projection is a conv-norm block, as in timm's EfficientViT)."""
+    def rel(lay: str) -> list[str]:  # the container itself by its own name
+        return (lay.rsplit(".", 1)[-1] if lay == container else lay[len(container) + 1:]).lower().split(".")
+
+    return [lay for lay in inside if any(part in HEAD_PROJECTIONS for part in rel(lay))]
+
+
 class FlopsCostModel:
     """FLOPs as a function of group widths: each layer's FLOPs scale with its kept input and
     output fractions (depthwise convs only with their channel fraction). Layers outside any
@@ -45,7 +55,10 @@ class FlopsCostModel:
     their projections functionally, see :func:`hwprune.counting.own_flops_by_op`) follow the layers
     of that container the graph scales: projections (matmuls) with their mean input x output
     fraction, attention products (bmm) with their mean output fraction -- heads stay, ``head_dim``
-    shrinks, so q.k and attn.v shrink linearly."""
+    shrinks, so q.k and attn.v shrink linearly. The products' fraction is that of the projections
+    into the heads where the container names them (``qkv``, ``q``/``k``/``v``, or a layer inside a
+    child so named: EfficientViT's ``qkv.conv``), not of its output projection, which only reads
+    the products."""
 
     unit = "flops"
 
@@ -57,8 +70,9 @@ class FlopsCostModel:
         layers = list(self.io)
         modules = dict(graph.model.named_modules())
         self.per_layer: dict[str, int] = {}  # leaf layer -> its FLOPs
-        # container -> (matmul FLOPs, other FLOPs, the scaled layers it is or holds)
-        self.functional: dict[str, tuple[int, int, list[str]]] = {}
+        # container -> (matmul FLOPs, other FLOPs, the scaled layers it is or holds, those of them
+        # that project into its heads)
+        self.functional: dict[str, tuple[int, int, list[str], list[str]]] = {}
         for name, ops in own.items():
             mod = modules.get(name)
             if mod is None or not name:
@@ -69,7 +83,7 @@ class FlopsCostModel:
             inside = [lay for lay in layers if lay == name or lay.startswith(name + ".")]
             if inside:
                 mm = sum(v for op, v in ops.items() if op in _LINEAR_OPS)
-                self.functional[name] = (mm, sum(ops.values()) - mm, inside)
+                self.functional[name] = (mm, sum(ops.values()) - mm, inside, _head_projections(name, inside))
 
     def predict(self, widths: Mapping[str, int]) -> float:
         total = float(self.total)
@@ -78,12 +92,12 @@ class FlopsCostModel:
             if layer in scales:
                 fin, fout, dw = scales[layer]
                 total -= f * (1.0 - (fout if dw else fin * fout))
-        for mm, other, inside in self.functional.values():
+        for mm, other, inside, into_heads in self.functional.values():
             s = [scales[lay] for lay in inside]
             total -= mm * (1.0 - sum(a * b for a, b, _ in s) / len(s))
             # attention products follow head_dim: the output of the projections into the heads
             # where the container names them (q/k/v, qkv), else every layer it holds
-            heads = [scales[lay] for lay in inside if lay.rsplit(".", 1)[-1].lower() in HEAD_PROJECTIONS] or s
+            heads = [scales[lay] for lay in into_heads] or s
             total -= other * (1.0 - sum(b for _, b, _ in heads) / len(heads))
         return total
 

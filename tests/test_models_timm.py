@@ -35,6 +35,7 @@ CASES = [
     ("resmlp_12_224", 32),           # token-mixing Linear: residual stream frozen, channel MLPs cut
     ("poolformerv2_s12", 32),        # MetaFormer Scale, bias-free LayerNorm2d / GroupNorm1
     ("nf_regnet_b0", 32),            # ScaledStdConv2d (dense and grouped): a per-output-channel gain
+    ("efficientvit_b0", 32),         # linear attention products computed in the container, heads from qkv.conv
 ]
 
 
