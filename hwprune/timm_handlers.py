@@ -156,7 +156,27 @@ class KeptWholeHandler(ModuleHandler):
         raise PlanMismatchError(f"{type(module).__name__}: {self.reason}")
 
     def out_channels(self, module):
-        return module.proj.out_features if hasattr(module, "proj") else 0
+        return _out_width(module)
+
+
+def _out_width(module: nn.Module) -> int:
+    """The channels a module gives out: those of its ``proj`` (a Linear, a conv or a conv-norm block),
+    else of the last Conv2d/Linear it holds."""
+    src = getattr(module, "proj", None) or module
+    last = [m for m in src.modules() if isinstance(m, (nn.Linear, nn.Conv2d))][-1]
+    return last.out_features if isinstance(last, nn.Linear) else last.out_channels
+
+
+class KeptWholeSplitHandler(KeptWholeHandler):
+    """:class:`KeptWholeHandler` for a module that splits its input by sizes it stores (its width is
+    their sum)."""
+
+    def __init__(self, reason: str, sizes: str):
+        super().__init__(reason)
+        self.sizes = sizes
+
+    def out_channels(self, module):
+        return sum(getattr(module, self.sizes))
 
 
 #: attention that reshapes its heads with its *input* width (``C // num_heads``, ``reshape(B, N, C)``)
@@ -164,6 +184,12 @@ class KeptWholeHandler(ModuleHandler):
 _TIED_ATTENTION = ("{} reshapes its heads with code the tracer does not follow (head width taken from its input "
                    "width, per-head parameters), so its embedding cannot be cut apart from its heads; its embedding "
                    "channels are kept whole (the MLP and conv widths are cut)")
+
+
+#: attention whose head reshapes send Torch-Pruning's group search out of bounds
+_HEADS_UNTRACED = ("{} reshapes its q/k/v convolutions into heads with code the tracer does not follow, and "
+                   "Torch-Pruning's group search on it does not finish ({}); traced as one unit, the channels through "
+                   "it are kept whole (the MLP and conv widths are cut)")
 
 
 class NormHandler(ModuleHandler):
@@ -273,6 +299,24 @@ TIMM_BUILTINS: dict[tuple[str, str], ModuleHandler] = {
         "timm MaxViT's block/grid partition attention: Torch-Pruning's group search on its partition reshapes ran out "
         "of an 8 GB cap after 11 minutes at 64 px, so timm MaxViT is not supported yet (torchvision's maxvit_t is)")
        for c in ("PartitionAttentionCl", "PartitionAttention2d")},
+    **{("timm.models.davit", c): KeptWholeHandler(_TIED_ATTENTION.format(f"DaViT {kind} attention"))
+       for c, kind in (("WindowAttention", "window"), ("ChannelAttention", "channel"),
+                       ("ChannelAttentionV2", "channel"))},
+    **{("timm.models.efficientformer_v2", c): KeptWholeHandler(_HEADS_UNTRACED.format(
+        f"EfficientFormerV2 {kind} (attention biases, talking heads: a conv across the heads)",
+        "efficientformerv2_s0 ran out of an 8 GB cap in it"))
+       for c, kind in (("Attention2d", "attention"), ("Attention2dDownsample", "downsampling attention"))},
+    ("timm.models.visformer", "Attention"): KeptWholeHandler(_HEADS_UNTRACED.format(
+        "Visformer attention", "visformer_tiny ran past 900 s in it")),
+    ("timm.models.focalnet", "FocalModulation"): KeptWholeHandler(
+        "FocalNet's focal modulation splits its input projection into query, context and gates and weights the "
+        "context by one-channel gate slices (gates[:, l:l+1]); Torch-Pruning's group search on it did not finish "
+        "(over a minute on a one-block FocalNet at 64 px, over 10 on focalnet_tiny_srf). Traced as one unit, the "
+        "channels through it are kept whole (the MLP widths are cut)"),
+    ("timm.models.inception_next", "InceptionDWConv2d"): KeptWholeSplitHandler(
+        "InceptionNeXt's token mixer splits its input into an identity part and three depthwise branches of "
+        "sizes it stores (split_indexes); a cut of the channels through it would change those sizes unevenly, "
+        "so they are kept whole (the MLP widths are cut)", "split_indexes"),
     ("timm.models.beit", "Attention"): KeptWholeHandler(_TIED_ATTENTION.format("BEiT attention (F.linear on qkv with q/v biases)")),
     ("timm.models.xcit", "XCA"): KeptWholeHandler(_TIED_ATTENTION.format("XCiT cross-covariance attention")),
     ("timm.models.convit", "GPSA"): KeptWholeHandler(_TIED_ATTENTION.format("ConViT gated positional attention")),

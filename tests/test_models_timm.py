@@ -36,6 +36,10 @@ CASES = [
     ("poolformerv2_s12", 32),        # MetaFormer Scale, bias-free LayerNorm2d / GroupNorm1
     ("nf_regnet_b0", 32),            # ScaledStdConv2d (dense and grouped): a per-output-channel gain
     ("efficientvit_b0", 32),         # linear attention products computed in the container, heads from qkv.conv
+    ("davit_tiny", 32),              # window and channel attention with head width from the input: kept whole
+    ("inception_next_tiny", 32),     # token mixer splitting by stored sizes: kept whole, MLPs cut
+    ("focalnet_tiny_srf", 32),       # focal modulation (one-channel gate slices): kept whole, MLPs cut
+    ("efficientformerv2_s0", 32),    # conv attention with talking heads: kept whole (the group search ran out of memory)
 ]
 
 
@@ -46,7 +50,7 @@ def test_timm_family_prunes_runs_costs_exports_and_matches_ort(name, size):
     row = check_one(name, size)
     assert row["status"] == "ok", f"{row['stage']}: {row['error']}\n{row.get('traceback', '')}"
     assert row["input_size"] == size  # ran at the size asked for, not a fallback
-    assert row["prunable"] > 0 and row["params_after"] < 0.75 * row["params_before"]
+    assert row["prunable"] > 0 and row["params_after"] < PARAMS_KEPT_UNDER.get(name, 0.75) * row["params_before"]
     assert row["flops_after"] < row["flops_before"]
     cost = row["cost"]
     # exact, except ECA's channel-axis Conv1d (counted at full width; the sweep's FLOPS_TOL)
@@ -59,9 +63,17 @@ def test_timm_family_prunes_runs_costs_exports_and_matches_ort(name, size):
     assert FROZEN_BECAUSE.get(name, "") in frozen, frozen
 
 
+#: where a 50% cut keeps more than 3/4 of the parameters: EfficientFormerV2's attention stages keep
+#: their embedding whole (79% kept at 32 px)
+PARAMS_KEPT_UNDER = {"efficientformerv2_s0": 0.85}
+
 #: what keeps channels whole in these families, as the graph says it
 FROZEN_BECAUSE = {"levit_128s": "LeViT attention (per-head attention biases) reshapes its heads",
-                  "resmlp_12_224": "the trace maps its channels beyond"}
+                  "resmlp_12_224": "the trace maps its channels beyond",
+                  "davit_tiny": "DaViT channel attention reshapes its heads",
+                  "inception_next_tiny": "InceptionNeXt's token mixer splits its input",
+                  "focalnet_tiny_srf": "FocalNet's focal modulation splits",
+                  "efficientformerv2_s0": "EfficientFormerV2 attention (attention biases, talking heads"}
 
 
 def test_a_cut_the_trace_misread_is_refused_not_returned_broken():
