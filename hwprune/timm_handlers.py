@@ -179,6 +179,11 @@ class KeptWholeSplitHandler(KeptWholeHandler):
         return sum(getattr(module, self.sizes))
 
 
+class InsideKeptWholeHandler(ModuleHandler):
+    """A module that only lives inside a kept-whole unit (GCViT's relative position bias, sized by
+    the heads): the unit is traced as one edge and never cut, so neither are its parameters."""
+
+
 #: attention that reshapes its heads with its *input* width (``C // num_heads``, ``reshape(B, N, C)``)
 #: and runs projections or per-head parameters the tracer cannot follow
 _TIED_ATTENTION = ("{} reshapes its heads with code the tracer does not follow (head width taken from its input "
@@ -308,6 +313,19 @@ TIMM_BUILTINS: dict[tuple[str, str], ModuleHandler] = {
        for c, kind in (("Attention2d", "attention"), ("Attention2dDownsample", "downsampling attention"))},
     ("timm.models.visformer", "Attention"): KeptWholeHandler(_HEADS_UNTRACED.format(
         "Visformer attention", "visformer_tiny ran past 900 s in it")),
+    **{("timm.models.ghostnet", c): RefusedHandler(
+        "GhostNet's ghost module concatenates a conv's output with a depthwise conv of that same output "
+        "(cat([x1, cheap(x1)])), so output channels i and i + out/2 are one channel; hwprune's groups count them "
+        "as two and a cut can empty the conv (a [0, 4, 1, 1] weight in ghostnet_050), so GhostNet is not "
+        "supported yet") for c in ("GhostModule", "GhostModuleV2", "GhostModuleV3")},
+    ("timm.models.mambaout", "GatedConvBlock"): RefusedHandler(
+        "MambaOut's gated conv block splits fc1's output on its last (channels-last) axis into gate, identity and "
+        "conv parts of sizes it stores (split_indices); Torch-Pruning maps channels through that split past the "
+        "group's width (l1 scoring indexed channel 27 of a 24-wide group in mambaout_femto), so MambaOut is not "
+        "supported yet"),
+    ("timm.models.gcvit", "WindowAttentionGlobal"): KeptWholeHandler(_TIED_ATTENTION.format(
+        "GCViT window attention (a global query repeated over the windows)")),
+    ("timm.models.gcvit", "RelPosBias"): InsideKeptWholeHandler(),
     ("timm.models.focalnet", "FocalModulation"): KeptWholeHandler(
         "FocalNet's focal modulation splits its input projection into query, context and gates and weights the "
         "context by one-channel gate slices (gates[:, l:l+1]); Torch-Pruning's group search on it did not finish "

@@ -40,6 +40,7 @@ CASES = [
     ("inception_next_tiny", 32),     # token mixer splitting by stored sizes: kept whole, MLPs cut
     ("focalnet_tiny_srf", 32),       # focal modulation (one-channel gate slices): kept whole, MLPs cut
     ("efficientformerv2_s0", 32),    # conv attention with talking heads: kept whole (the group search ran out of memory)
+    ("gcvit_xxtiny", 32),            # window attention with a global query passed in: kept whole, its bias table too
 ]
 
 
@@ -63,9 +64,9 @@ def test_timm_family_prunes_runs_costs_exports_and_matches_ort(name, size):
     assert FROZEN_BECAUSE.get(name, "") in frozen, frozen
 
 
-#: where a 50% cut keeps more than 3/4 of the parameters: EfficientFormerV2's attention stages keep
-#: their embedding whole (79% kept at 32 px)
-PARAMS_KEPT_UNDER = {"efficientformerv2_s0": 0.85}
+#: where a 50% cut keeps more than 3/4 of the parameters: the attention stages of EfficientFormerV2
+#: (79% kept at 32 px) and of GCViT (76%) keep their embedding whole
+PARAMS_KEPT_UNDER = {"efficientformerv2_s0": 0.85, "gcvit_xxtiny": 0.85}
 
 #: what keeps channels whole in these families, as the graph says it
 FROZEN_BECAUSE = {"levit_128s": "LeViT attention (per-head attention biases) reshapes its heads",
@@ -73,7 +74,8 @@ FROZEN_BECAUSE = {"levit_128s": "LeViT attention (per-head attention biases) res
                   "davit_tiny": "DaViT channel attention reshapes its heads",
                   "inception_next_tiny": "InceptionNeXt's token mixer splits its input",
                   "focalnet_tiny_srf": "FocalNet's focal modulation splits",
-                  "efficientformerv2_s0": "EfficientFormerV2 attention (attention biases, talking heads"}
+                  "efficientformerv2_s0": "EfficientFormerV2 attention (attention biases, talking heads",
+                  "gcvit_xxtiny": "GCViT window attention (a global query repeated over the windows)"}
 
 
 def test_a_cut_the_trace_misread_is_refused_not_returned_broken():
@@ -155,6 +157,21 @@ def test_scaled_std_conv_gain_is_cut_with_the_output_channels_it_belongs_to():
     assert torch.equal(m[0].weight, w0[kept["0"]])
     assert m[2].in_channels == 8 and m[4].in_channels == 8 and m[4].gain.shape == (8, 1, 1, 1)
     assert params.predict({"0": 8, "2": 8}) == count_params(m)
+
+
+@pytest.mark.parametrize("name,module,why", [
+    ("ghostnet_050", "blocks.0.0.ghost1", "output channels i and i \\+ out/2 are one channel"),
+    ("mambaout_femto", "stages.0.blocks.0", "splits fc1's output on its last \\(channels-last\\) axis"),
+])
+def test_unsupported_timm_blocks_are_refused_by_name_before_tracing(name, module, why):
+    """A coupling hwprune cannot cut yet is refused naming the module and why, not as a cut model
+    that fails (GhostNet) or an index error from the importance scores (MambaOut)."""
+    from hwprune.errors import UnsupportedModelError
+    from hwprune.graph import ChannelGraph
+
+    m = timm.create_model(name).eval()
+    with pytest.raises(UnsupportedModelError, match=f"module '{module}' .*{why}"):
+        ChannelGraph(m, torch.randn(1, 3, 32, 32))
 
 
 def test_timm_spec_builds_random_init_at_timms_input_size():
