@@ -162,10 +162,11 @@ def test_scaled_std_conv_gain_is_cut_with_the_output_channels_it_belongs_to():
 @pytest.mark.parametrize("name,module,why", [
     ("ghostnet_050", "blocks.0.0.ghost1", "output channels i and i \\+ out/2 are one channel"),
     ("mambaout_femto", "stages.0.blocks.0", "splits fc1's output on its last \\(channels-last\\) axis"),
+    ("cspresnet50", "stages.0", "splits conv_exp's output into two halves of a size it stores"),
 ])
 def test_unsupported_timm_blocks_are_refused_by_name_before_tracing(name, module, why):
     """A coupling hwprune cannot cut yet is refused naming the module and why, not as a cut model
-    that fails (GhostNet) or an index error from the importance scores (MambaOut)."""
+    that fails (GhostNet, CSPNet) or an index error from the importance scores (MambaOut)."""
     from hwprune.errors import UnsupportedModelError
     from hwprune.graph import ChannelGraph
 
