@@ -180,8 +180,9 @@ class KeptWholeSplitHandler(KeptWholeHandler):
 
 
 class InsideKeptWholeHandler(ModuleHandler):
-    """A module that only lives inside a kept-whole unit (GCViT's relative position bias, sized by
-    the heads): the unit is traced as one edge and never cut, so neither are its parameters."""
+    """A module that only lives inside a kept-whole unit (GCViT's relative position bias,
+    EfficientViT-M's cascaded group attention and its attention biases, sized by the heads): the
+    unit is traced as one edge and never cut, so neither are its parameters."""
 
 
 #: attention that reshapes its heads with its *input* width (``C // num_heads``, ``reshape(B, N, C)``)
@@ -332,6 +333,10 @@ TIMM_BUILTINS: dict[tuple[str, str], ModuleHandler] = {
     ("timm.models.gcvit", "WindowAttentionGlobal"): KeptWholeHandler(_TIED_ATTENTION.format(
         "GCViT window attention (a global query repeated over the windows)")),
     ("timm.models.gcvit", "RelPosBias"): InsideKeptWholeHandler(),
+    ("timm.models.efficientvit_msra", "LocalWindowAttention"): KeptWholeHandler(_HEADS_UNTRACED.format(
+        "EfficientViT-M (MSRA) cascaded group attention (chunks its input per head, per-head attention biases)",
+        "efficientvit_m0 ran out of an 8 GB cap in it")),
+    ("timm.models.efficientvit_msra", "CascadedGroupAttention"): InsideKeptWholeHandler(),
     ("timm.models.focalnet", "FocalModulation"): KeptWholeHandler(
         "FocalNet's focal modulation splits its input projection into query, context and gates and weights the "
         "context by one-channel gate slices (gates[:, l:l+1]); Torch-Pruning's group search on it did not finish "

@@ -41,6 +41,7 @@ CASES = [
     ("focalnet_tiny_srf", 32),       # focal modulation (one-channel gate slices): kept whole, MLPs cut
     ("efficientformerv2_s0", 32),    # conv attention with talking heads: kept whole (the group search ran out of memory)
     ("gcvit_xxtiny", 32),            # window attention with a global query passed in: kept whole, its bias table too
+    ("efficientvit_m0", 32),         # cascaded group attention (per-head chunks and biases): kept whole
 ]
 
 
@@ -75,7 +76,8 @@ FROZEN_BECAUSE = {"levit_128s": "LeViT attention (per-head attention biases) res
                   "inception_next_tiny": "InceptionNeXt's token mixer splits its input",
                   "focalnet_tiny_srf": "FocalNet's focal modulation splits",
                   "efficientformerv2_s0": "EfficientFormerV2 attention (attention biases, talking heads",
-                  "gcvit_xxtiny": "GCViT window attention (a global query repeated over the windows)"}
+                  "gcvit_xxtiny": "GCViT window attention (a global query repeated over the windows)",
+                  "efficientvit_m0": "EfficientViT-M (MSRA) cascaded group attention"}
 
 
 def test_a_cut_the_trace_misread_is_refused_not_returned_broken():
