@@ -87,6 +87,25 @@ def test_units_are_fused_and_keyed_by_shape():
     assert all(u.gin or u.gout for u in units if u.family.kind == "conv" and u.cin > 3)
 
 
+def test_same_and_valid_padding_become_unit_paddings_of_the_same_output_size():
+    """Convs built with padding='same' / 'valid' (ConvMixer's depthwise convs) are units too: the
+    unit's symmetric padding gives the conv's own output size (a 'same' string once broke int())."""
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, padding="valid"), torch.nn.ReLU(),
+                              torch.nn.Conv2d(16, 16, 9, groups=16, padding="same", dilation=2),
+                              torch.nn.Conv2d(16, 8, 5, padding="same"))
+    x = torch.randn(1, 3, 24, 24)
+    units = {u.layer: u.family for u in extract_units(ChannelGraph(net, x), fuse=False)}
+    assert units["0"].padding == (0, 0) and units["2"].padding == (8, 8) and units["3"].padding == (2, 2)
+    assert units["2"].kind == "dwconv"
+    shapes = {}
+    for name in ("0", "2", "3"):
+        net.get_submodule(name).register_forward_hook(lambda m, i, o, n=name: shapes.update({n: o.shape[-2:]}))
+    net(x)
+    for name, fam in units.items():  # the family's own output-size formula agrees with the real conv
+        oh = (fam.h + 2 * fam.padding[0] - fam.dilation[0] * (fam.kernel[0] - 1) - 1) // fam.stride[0] + 1
+        assert oh == shapes[name][0], (name, oh, shapes[name])
+
+
 def test_profile_table_round_trip_and_cost_model(table_path, tmp_path):
     t = LatencyTable.load(table_path)
     assert t.in_progress is None and t.backend == "ort-cpu" and t.device.get("threads") == 2

@@ -150,6 +150,18 @@ def _pair(v) -> tuple[int, int]:
     return tuple(v) if isinstance(v, (tuple, list)) else (int(v), int(v))
 
 
+def _padding(mod: nn.Conv2d) -> tuple[int, int]:
+    """A conv's padding as two ints: ``'valid'`` is 0 and ``'same'`` (stride 1 only, in PyTorch) is
+    ``dilation * (kernel - 1) // 2`` per side, the symmetric padding of the same output size (for an
+    even kernel PyTorch pads one more pixel on one side; the unit is then one pixel smaller)."""
+    if mod.padding == "valid":
+        return (0, 0)
+    if mod.padding == "same":
+        k, d = _pair(mod.kernel_size), _pair(mod.dilation)
+        return (d[0] * (k[0] - 1) // 2, d[1] * (k[1] - 1) // 2)
+    return _pair(mod.padding)
+
+
 def _onnx_fusions(model: nn.Module, x: torch.Tensor, convs: list[str]) -> dict[str, tuple[str, bool]]:
     """Per conv layer name: (activation, residual add) as fused by the runtime, read from the
     model's ONNX export. Conv nodes are matched to modules in execution order and checked by
@@ -309,13 +321,13 @@ def extract_units(graph, dtype: str = "fp32", fuse: bool = True) -> list[UnitUse
             dw = mod.groups > 1 and mod.groups == mod.in_channels == mod.out_channels  # a multiplier conv is a grouped conv unit
             if dw:
                 fam = UnitFamily("dwconv", int(shape[2]), int(shape[3]), _pair(mod.kernel_size), _pair(mod.stride),
-                                 _pair(mod.padding), _pair(mod.dilation), 1, act, add, True, batch, dtype)
+                                 _padding(mod), _pair(mod.dilation), 1, act, add, True, batch, dtype)
                 ctl = outs or ins
                 units.append(UnitUse(name, fam, mod.in_channels, mod.out_channels, gout_n or gin_n, gout_n or gin_n,
                                      ctl, ctl))
                 continue
             fam = UnitFamily("conv", int(shape[2]), int(shape[3]), _pair(mod.kernel_size), _pair(mod.stride),
-                             _pair(mod.padding), _pair(mod.dilation), int(mod.groups), act, add, tied, batch, dtype)
+                             _padding(mod), _pair(mod.dilation), int(mod.groups), act, add, tied, batch, dtype)
             units.append(UnitUse(name, fam, mod.in_channels, mod.out_channels, gin_n, gout_n, ins, outs))
         else:
             tokens = 1
