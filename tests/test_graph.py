@@ -2,9 +2,8 @@ import pytest
 import torch
 from torch import nn
 
-from hwprune.errors import PlanMismatchError, UnsupportedModelError
+from hwprune.errors import PlanMismatchError
 from hwprune.graph import ChannelGraph, keep_top
-from hwprune.models import load_model
 from hwprune.zoo import tiny_resnet, tiny_vit
 
 
@@ -84,3 +83,28 @@ def test_params_cost_model_counts_attention_internals():
         res = prune(loaded, cfg)
         predicted = ParamsCostModel(graph).predict(res.plan.widths)
         assert abs(predicted / count_params(res.model) - 1) < 0.02
+
+
+def test_a_root_owned_nchw_position_embedding_is_cut_along_its_channels():
+    """A (1, C, H, W) parameter added to a feature map (Visformer's pos_embed1..3) is cut along C,
+    with the conv it is added to; Torch-Pruning's default (the last dimension) cut W instead and
+    the pruned model no longer ran."""
+    class PosNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem, self.conv = nn.Conv2d(3, 16, 3, 2, 1), nn.Conv2d(16, 16, 3, 1, 1)
+            self.pos = nn.Parameter(torch.randn(1, 16, 8, 8))
+            self.head = nn.Linear(16, 4)
+
+        def forward(self, x):
+            y = torch.relu(self.stem(x)) + self.pos
+            return self.head(torch.relu(self.conv(y)).mean((2, 3)))
+
+    net, x = PosNet().eval(), torch.randn(2, 3, 16, 16)
+    g = ChannelGraph(net, x)
+    name = next(gr.name for gr in g.prunable if gr.name.startswith("stem"))
+    keep = [0, 2, 5, 7, 9, 11, 12, 15]
+    ref = net.pos.detach()[:, keep].clone()
+    g.prune_({name: keep})
+    assert tuple(net.pos.shape) == (1, 8, 8, 8) and torch.equal(net.pos.detach(), ref)
+    assert net(x).shape == (2, 4)

@@ -42,6 +42,7 @@ CASES = [
     ("efficientformerv2_s0", 32),    # conv attention with talking heads: kept whole (the group search ran out of memory)
     ("gcvit_xxtiny", 32),            # window attention with a global query passed in: kept whole, its bias table too
     ("efficientvit_m0", 32),         # cascaded group attention (per-head chunks and biases): kept whole
+    ("visformer_tiny", 32),          # (1, C, H, W) position embeddings owned by the root: cut along C
 ]
 
 
