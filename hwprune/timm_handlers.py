@@ -179,10 +179,26 @@ class KeptWholeSplitHandler(KeptWholeHandler):
         return sum(getattr(module, self.sizes))
 
 
+class KeptWholeWideningHandler(KeptWholeHandler):
+    """:class:`KeptWholeHandler` for a module whose output may be wider than its input (the first
+    attention of a CoAtNet stage projects ``dim`` to ``dim_out``): not tied, its input and output are
+    two groups, each frozen with the reason (a tied one would give both sides the output's width)."""
+
+    tied = False
+
+    def prune_in_channels(self, module, idxs):
+        raise PlanMismatchError(f"{type(module).__name__}: {self.reason}")
+
+    def in_channels(self, module):
+        first = [m for m in module.modules() if isinstance(m, (nn.Linear, nn.Conv2d))][0]
+        return first.in_features if isinstance(first, nn.Linear) else first.in_channels
+
+
 class InsideKeptWholeHandler(ModuleHandler):
-    """A module that only lives inside a kept-whole unit (GCViT's relative position bias,
-    EfficientViT-M's cascaded group attention and its attention biases, sized by the heads): the
-    unit is traced as one edge and never cut, so neither are its parameters."""
+    """A module that only lives inside a kept-whole unit (timm's relative position bias table in
+    GCViT's and CoAtNet's attention -- timm MaxViT's, its other user, is refused; EfficientViT-M's
+    cascaded group attention and its attention biases, sized by the heads): the unit is traced as
+    one edge and never cut, so neither are its parameters."""
 
 
 #: attention that reshapes its heads with its *input* width (``C // num_heads``, ``reshape(B, N, C)``)
@@ -332,7 +348,11 @@ TIMM_BUILTINS: dict[tuple[str, str], ModuleHandler] = {
         "supported yet"),
     ("timm.models.gcvit", "WindowAttentionGlobal"): KeptWholeHandler(_TIED_ATTENTION.format(
         "GCViT window attention (a global query repeated over the windows)")),
-    ("timm.models.gcvit", "RelPosBias"): InsideKeptWholeHandler(),
+    # timm.layers' RelPosBias (gcvit and maxxvit import it): a table per head, in attention kept whole
+    ("timm.layers.pos_embed_rel", "RelPosBias"): InsideKeptWholeHandler(),
+    ("timm.models.maxxvit", "Attention2d"): KeptWholeWideningHandler(_HEADS_UNTRACED.format(
+        "CoAtNet's attention (heads viewed from its qkv conv, a relative position bias per head)",
+        "coatnet_pico_rw_224 ran out of an 8 GB cap in it")),
     ("timm.models.efficientvit_msra", "LocalWindowAttention"): KeptWholeHandler(_HEADS_UNTRACED.format(
         "EfficientViT-M (MSRA) cascaded group attention (chunks its input per head, per-head attention biases)",
         "efficientvit_m0 ran out of an 8 GB cap in it")),
@@ -346,6 +366,11 @@ TIMM_BUILTINS: dict[tuple[str, str], ModuleHandler] = {
         "InceptionNeXt's token mixer splits its input into an identity part and three depthwise branches of "
         "sizes it stores (split_indexes); a cut of the channels through it would change those sizes unevenly, "
         "so they are kept whole (the MLP widths are cut)", "split_indexes"),
+    ("timm.models.mobilevit", "LinearSelfAttention"): KeptWholeHandler(
+        "MobileViTv2's linear self-attention splits its qkv conv's output by sizes it stores "
+        "(split([1, embed_dim, embed_dim])) into a one-channel query and key/value halves; the trace does not map a cut "
+        "through that split (a 50% cut of mobilevitv2_050 left a conv with no output channels), so the channels "
+        "through it are kept whole (the MLP and conv widths are cut)"),
     ("timm.models.beit", "Attention"): KeptWholeHandler(_TIED_ATTENTION.format("BEiT attention (F.linear on qkv with q/v biases)")),
     ("timm.models.xcit", "XCA"): KeptWholeHandler(_TIED_ATTENTION.format("XCiT cross-covariance attention")),
     ("timm.models.convit", "GPSA"): KeptWholeHandler(_TIED_ATTENTION.format("ConViT gated positional attention")),

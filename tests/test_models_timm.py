@@ -43,6 +43,8 @@ CASES = [
     ("gcvit_xxtiny", 32),            # window attention with a global query passed in: kept whole, its bias table too
     ("efficientvit_m0", 32),         # cascaded group attention (per-head chunks and biases): kept whole
     ("visformer_tiny", 32),          # (1, C, H, W) position embeddings owned by the root: cut along C
+    ("mobilevitv2_050", 32),         # linear self-attention splitting qkv by stored sizes [1, d, d]: kept whole
+    ("coatnet_pico_rw_224", 32),     # conv attention widening dim -> dim_out, relative position bias: kept whole, both sides
 ]
 
 
@@ -78,7 +80,9 @@ FROZEN_BECAUSE = {"levit_128s": "LeViT attention (per-head attention biases) res
                   "focalnet_tiny_srf": "FocalNet's focal modulation splits",
                   "efficientformerv2_s0": "EfficientFormerV2 attention (attention biases, talking heads",
                   "gcvit_xxtiny": "GCViT window attention (a global query repeated over the windows)",
-                  "efficientvit_m0": "EfficientViT-M (MSRA) cascaded group attention"}
+                  "efficientvit_m0": "EfficientViT-M (MSRA) cascaded group attention",
+                  "mobilevitv2_050": "MobileViTv2's linear self-attention splits its qkv conv's output",
+                  "coatnet_pico_rw_224": "CoAtNet's attention (heads viewed from its qkv conv"}
 
 
 def test_a_cut_the_trace_misread_is_refused_not_returned_broken():
