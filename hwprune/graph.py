@@ -296,7 +296,7 @@ class ChannelGraph:
             elif tp_compat.is_sum(dep):
                 has_add = True
             elif mod in self._uncertain_splits:
-                frozen = frozen or "channels pass through a chunk/split whose consumer order is not recorded"
+                frozen = frozen or self._uncertain_splits[mod]
             elif tp_compat.through_channel_mixer(dep):
                 frozen = "channels pass through a channel shuffle (interleaved across concat halves)"
         if not members:

@@ -335,12 +335,6 @@ TIMM_BUILTINS: dict[tuple[str, str], ModuleHandler] = {
         "(cat([x1, cheap(x1)])), so output channels i and i + out/2 are one channel; hwprune's groups count them "
         "as two and a cut can empty the conv (a [0, 4, 1, 1] weight in ghostnet_050), so GhostNet is not "
         "supported yet") for c in ("GhostModule", "GhostModuleV2", "GhostModuleV3")},
-    **{("timm.models.cspnet", c): RefusedHandler(
-        "CSPNet's cross stage splits conv_exp's output into two halves of a size it stores "
-        "(x.split(expand_chs // 2)) and concatenates one, after its blocks, with the other, so the halves must be "
-        "cut alike; the trace does not see that (cspresnet50 was cut unequally and the split no longer fit; on "
-        "cs3darknet_s Torch-Pruning's trace fails at the concatenation), so CSPNet is not supported yet")
-       for c in ("CrossStage", "CrossStage3")},
     ("timm.models.mambaout", "GatedConvBlock"): RefusedHandler(
         "MambaOut's gated conv block splits fc1's output on its last (channels-last) axis into gate, identity and "
         "conv parts of sizes it stores (split_indices); Torch-Pruning maps channels through that split past the "

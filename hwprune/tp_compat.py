@@ -7,7 +7,8 @@ what its tracer misreads; it all lives here, so a Torch-Pruning upgrade is check
 - tracing stand-ins: opaque modules (see :attr:`hwprune.handlers.ModuleHandler.opaque`) and
   channel-permuting functions are swapped for one autograd edge while the graph is traced;
 - module-type handlers are handed to Torch-Pruning as custom pruners (:func:`tp_pruner`);
-- ``chunk``/``split`` nodes get their real sizes back on recent PyTorch (:func:`repair_splits`);
+- ``chunk``/``split`` nodes get their real sizes back on recent PyTorch (:func:`repair_splits`),
+  also during the build (:func:`_split_sizes_on_build`);
 - a grouped conv's input channels are cut per conv group (:func:`prune_group`);
 - what a dependency is (which side it cuts, a sum, a channel shuffle) is read off its repr.
 
@@ -110,7 +111,7 @@ def build_dependency_graph(model: nn.Module, example_input: torch.Tensor, handle
     import torch_pruning as tp
 
     custom = {t: tp_pruner(h) for t, h in handlers.items()}
-    with warnings.catch_warnings(), tracing_stand_ins(opaque):
+    with warnings.catch_warnings(), tracing_stand_ins(opaque), _split_sizes_on_build():
         warnings.simplefilter("ignore")
         return tp.DependencyGraph().build_dependency(model, example_inputs=example_input, customized_pruners=custom,
                                                      unwrapped_parameters=channel_first_maps(model, custom))
@@ -136,18 +137,56 @@ def channel_first_maps(model: nn.Module, custom: Mapping[type, object]) -> list[
     return out
 
 
-def repair_splits(dg) -> set:
-    """Give ``chunk``/``split`` nodes their real channel sizes; returns the repaired nodes' modules.
+@contextlib.contextmanager
+def _split_sizes_on_build():
+    """Size the splits with more consumers than chunks (:func:`_size_splits`) while Torch-Pruning
+    builds its graph, between its shape inference and its first index maps: its guess for such a
+    split can hold no size, and a concatenation of it then fails the build (cs3darknet_s). The
+    other splits are sized after the build, as before (their groups are frozen either way)."""
+    from torch_pruning.dependency import shape_infer
+
+    real = shape_infer.init_shape_information
+
+    def init(graph):
+        real(graph)
+        _size_splits(graph, shared_only=True)
+
+    shape_infer.init_shape_information = init
+    try:
+        yield
+    finally:
+        shape_infer.init_shape_information = real
+
+
+def repair_splits(dg) -> dict:
+    """Give ``chunk``/``split`` nodes their real channel sizes and index maps; returns the repaired
+    nodes' modules, each with why the groups through it are frozen (:func:`_size_splits`)."""
+    from torch_pruning.dependency import index_mapping
+
+    repaired, by_chunk = _size_splits(dg)
+    if repaired:
+        index_mapping.update_index_mapping(dg)
+    for node, offsets, chunk_of in by_chunk:
+        _map_split_by_chunk(node, offsets, chunk_of)
+    return repaired
+
+
+def _size_splits(dg, shared_only: bool = False) -> tuple[dict, list]:
+    """Set the channel sizes of ``chunk``/``split`` nodes from what autograd saved; returns
+    ``({module: why groups through it are frozen}, [(node, chunk offsets, {consumer: chunk})])``,
+    the second for splits whose index maps :func:`repair_splits` sets itself.
 
     On recent PyTorch, SplitBackward saves ``_saved_self_sym_sizes`` (not ``_saved_self_sizes``),
     so Torch-Pruning falls back to inferring split sizes from the consumers and gets them wrong
     (e.g. ShuffleNetV2's ``x.chunk(2, dim=1)``). Which consumer took which chunk is not recorded,
-    so groups through a repaired split are frozen (see ``ChannelGraph._describe``).
+    so groups through a repaired split are frozen (see ``ChannelGraph._describe``). Where a chunk
+    has several consumers (a CSPNet cross stage's second half feeds a block's conv and its residual
+    sum), the chunk each reads is taken from autograd (:func:`_chunk_of`). ``shared_only``: only
+    those.
     """
     import torch_pruning as tp
-    from torch_pruning.dependency import index_mapping
 
-    repaired = set()
+    repaired, by_chunk = {}, []
     for node in dg.module2node.values():
         gf = node.grad_fn
         size, dim = getattr(gf, "_saved_split_size", None), getattr(gf, "_saved_dim", None)
@@ -156,14 +195,57 @@ def repair_splits(dg) -> set:
             continue
         total = int(sizes[1])
         chs = [min(int(size), total - i * int(size)) for i in range(-(-total // int(size)))]
-        if len(chs) != len(node.outputs):
-            continue
-        node.module.split_sizes = chs
-        node.module.offsets = [sum(chs[:i]) for i in range(len(chs) + 1)]
-        repaired.add(node.module)
-    if repaired:
-        index_mapping.update_index_mapping(dg)
-    return repaired
+        offsets = [sum(chs[:i]) for i in range(len(chs) + 1)]
+        if len(chs) == len(node.outputs):
+            if shared_only:
+                continue
+            node.module.split_sizes, node.module.offsets = chs, offsets
+            repaired[node.module] = "channels pass through a chunk/split whose consumer order is not recorded"
+        else:
+            chunk_of = _chunk_of(node, len(chs))
+            if chunk_of is None:
+                continue
+            # what each consumer reads, in consumer order: Torch-Pruning sizes a concatenation's
+            # inputs from these (its sizes from the guess are dropped); the index maps are set later
+            node.module.split_sizes = [chs[chunk_of[out]] for out in node.outputs]
+            for out in node.outputs:
+                if out.type == tp.ops.OPTYPE.CONCAT:
+                    out.module.concat_sizes = None
+            by_chunk.append((node, offsets, chunk_of))
+            repaired[node.module] = (f"channels pass through a split into chunks of a size the code fixes ({size}), "
+                                     "which a cut would have to keep alike")
+    return repaired, by_chunk
+
+
+def _chunk_of(node, n_chunks: int) -> dict | None:
+    """The chunk of split ``node`` each of its consumers reads, by the autograd output number that
+    links them (None where a consumer reads none or several of them)."""
+    chunk_of = {}
+    for out in node.outputs:
+        nrs = {nr for fn, nr in getattr(out.grad_fn, "next_functions", ()) if fn is node.grad_fn}
+        if len(nrs) != 1 or next(iter(nrs)) >= n_chunks:
+            return None
+        chunk_of[out] = nrs.pop()
+    return chunk_of
+
+
+def _map_split_by_chunk(node, offsets: list[int], chunk_of: dict) -> None:
+    """Map each consumer of a split to the channels of the chunk it reads. Torch-Pruning maps the
+    i-th consumer to the i-th chunk, so where a chunk has more consumers than one it coupled the
+    chunks' channels with the wrong layers (cspresnet50's cut then no longer ran). It redoes its
+    maps before every group it builds; the node's index mapping is switched off for that, so these
+    stay."""
+    from torch_pruning.dependency.index_mapping import _SplitIndexMapping
+
+    node.enable_index_mapping = False
+    for out, c in chunk_of.items():
+        span = offsets[c:c + 2]
+        for dep in node.dependencies:
+            if dep.target is out:
+                dep.index_mapping[0] = _SplitIndexMapping(offset=span, reverse=False)
+        for dep in out.dependencies:
+            if dep.target is node:
+                dep.index_mapping[0] = _SplitIndexMapping(offset=span, reverse=True)
 
 
 def dep_side(dep) -> str:
