@@ -181,13 +181,22 @@ class KeptWholeSplitHandler(KeptWholeHandler):
 
 class KeptWholeWideningHandler(KeptWholeHandler):
     """:class:`KeptWholeHandler` for a module whose output may be wider than its input (the first
-    attention of a CoAtNet stage projects ``dim`` to ``dim_out``): not tied, its input and output are
-    two groups, each frozen with the reason (a tied one would give both sides the output's width)."""
+    attention of a CoAtNet stage projects ``dim`` to ``dim_out``, a ghost module widens): not tied,
+    its input and output are two groups, each frozen with the reason (a tied one would give both
+    sides the output's width). ``out_attr``: the attribute holding its output width, where its last
+    layer does not give it (a ghost module slices its concatenation to ``out_chs``)."""
 
     tied = False
 
+    def __init__(self, reason: str, out_attr: str | None = None):
+        super().__init__(reason)
+        self.out_attr = out_attr
+
     def prune_in_channels(self, module, idxs):
         raise PlanMismatchError(f"{type(module).__name__}: {self.reason}")
+
+    def out_channels(self, module):
+        return getattr(module, self.out_attr) if self.out_attr else _out_width(module)
 
     def in_channels(self, module):
         first = [m for m in module.modules() if isinstance(m, (nn.Linear, nn.Conv2d))][0]
@@ -330,11 +339,12 @@ TIMM_BUILTINS: dict[tuple[str, str], ModuleHandler] = {
        for c, kind in (("Attention2d", "attention"), ("Attention2dDownsample", "downsampling attention"))},
     ("timm.models.visformer", "Attention"): KeptWholeHandler(_HEADS_UNTRACED.format(
         "Visformer attention", "visformer_tiny ran past 900 s in it")),
-    **{("timm.models.ghostnet", c): RefusedHandler(
+    **{("timm.models.ghostnet", c): KeptWholeWideningHandler(
         "GhostNet's ghost module concatenates a conv's output with a depthwise conv of that same output "
-        "(cat([x1, cheap(x1)])), so output channels i and i + out/2 are one channel; hwprune's groups count them "
-        "as two and a cut can empty the conv (a [0, 4, 1, 1] weight in ghostnet_050), so GhostNet is not "
-        "supported yet") for c in ("GhostModule", "GhostModuleV2", "GhostModuleV3")},
+        "(cat([x1, cheap(x1)])[:, :out_chs]), so its output channels i and i + out/2 are one channel, which "
+        "hwprune's groups would count as two (a cut emptied a conv of ghostnet_050); its input and output "
+        "channels are kept whole (the SE, shortcut and head widths are cut)", "out_chs")
+       for c in ("GhostModule", "GhostModuleV2", "GhostModuleV3")},
     ("timm.models.mambaout", "GatedConvBlock"): RefusedHandler(
         "MambaOut's gated conv block splits fc1's output on its last (channels-last) axis into gate, identity and "
         "conv parts of sizes it stores (split_indices); Torch-Pruning maps channels through that split past the "

@@ -47,6 +47,8 @@ CASES = [
     ("coatnet_pico_rw_224", 32),     # conv attention widening dim -> dim_out, relative position bias: kept whole, both sides
     ("cspresnet50", 32),             # a split's second half read by a block's conv and its residual sum: mapped by chunk
     ("cs3darknet_s", 32),            # its first half read twice (Torch-Pruning's build failed at the concatenation)
+    ("ghostnet_050", 32),            # ghost modules (a conv and its depthwise copy concatenated): kept whole, SE and head cut
+    ("ghostnetv2_100", 64),          # ghost modules with a pooled gate branch (not run at 32): kept whole likewise
 ]
 
 
@@ -86,7 +88,9 @@ FROZEN_BECAUSE = {"levit_128s": "LeViT attention (per-head attention biases) res
                   "mobilevitv2_050": "MobileViTv2's linear self-attention splits its qkv conv's output",
                   "coatnet_pico_rw_224": "CoAtNet's attention (heads viewed from its qkv conv",
                   "cspresnet50": "channels pass through a split into chunks of a size the code fixes",
-                  "cs3darknet_s": "channels pass through a split into chunks of a size the code fixes"}
+                  "cs3darknet_s": "channels pass through a split into chunks of a size the code fixes",
+                  "ghostnet_050": "GhostNet's ghost module concatenates a conv's output",
+                  "ghostnetv2_100": "GhostNet's ghost module concatenates a conv's output"}
 
 
 def test_a_cut_the_trace_misread_is_refused_not_returned_broken():
@@ -171,12 +175,11 @@ def test_scaled_std_conv_gain_is_cut_with_the_output_channels_it_belongs_to():
 
 
 @pytest.mark.parametrize("name,module,why", [
-    ("ghostnet_050", "blocks.0.0.ghost1", "output channels i and i \\+ out/2 are one channel"),
     ("mambaout_femto", "stages.0.blocks.0", "splits fc1's output on its last \\(channels-last\\) axis"),
 ])
 def test_unsupported_timm_blocks_are_refused_by_name_before_tracing(name, module, why):
-    """A coupling hwprune cannot cut yet is refused naming the module and why, not as a cut model
-    that fails (GhostNet) or an index error from the importance scores (MambaOut)."""
+    """A coupling hwprune cannot cut yet is refused naming the module and why, not as an index
+    error from the importance scores (MambaOut)."""
     from hwprune.errors import UnsupportedModelError
     from hwprune.graph import ChannelGraph
 
