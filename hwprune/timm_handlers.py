@@ -204,10 +204,10 @@ class KeptWholeWideningHandler(KeptWholeHandler):
 
 
 class InsideKeptWholeHandler(ModuleHandler):
-    """A module that only lives inside a kept-whole unit (timm's relative position bias table in
-    GCViT's and CoAtNet's attention -- timm MaxViT's, its other user, is refused; EfficientViT-M's
-    cascaded group attention and its attention biases, sized by the heads): the unit is traced as
-    one edge and never cut, so neither are its parameters."""
+    """A module that only lives inside a kept-whole unit (timm's relative position bias tables in
+    GCViT's, CoAtNet's and MaxViT's attention; EfficientViT-M's cascaded group attention and its
+    attention biases, sized by the heads): the unit is traced as one edge and never cut, so neither
+    are its parameters."""
 
 
 #: attention that reshapes its heads with its *input* width (``C // num_heads``, ``reshape(B, N, C)``)
@@ -326,10 +326,11 @@ TIMM_BUILTINS: dict[tuple[str, str], ModuleHandler] = {
         _TIED_ATTENTION.format("Swin V2 (CR) window attention")),
     ("timm.layers.attention2d", "MultiQueryAttention2d"): KeptWholeHandler(
         _TIED_ATTENTION.format("MobileNetV4 multi-query attention")),
-    **{("timm.models.maxxvit", c): RefusedHandler(
-        "timm MaxViT's block/grid partition attention: Torch-Pruning's group search on its partition reshapes ran out "
-        "of an 8 GB cap after 11 minutes at 64 px, so timm MaxViT is not supported yet (torchvision's maxvit_t is)")
-       for c in ("PartitionAttentionCl", "PartitionAttention2d")},
+    ("timm.models.maxxvit", "AttentionCl"): KeptWholeWideningHandler(
+        "timm MaxViT's attention (channels-last) views its qkv Linear's output as heads with code the tracer does "
+        "not follow (a relative position bias per head), and Torch-Pruning's group search through it did not finish "
+        "(maxvit_pico_rw_256 ran out of an 8 GB cap after 11 minutes at 64 px); traced as one unit, the channels "
+        "through it are kept whole (the MLP and conv widths are cut)"),
     **{("timm.models.davit", c): KeptWholeHandler(_TIED_ATTENTION.format(f"DaViT {kind} attention"))
        for c, kind in (("WindowAttention", "window"), ("ChannelAttention", "channel"),
                        ("ChannelAttentionV2", "channel"))},
@@ -352,10 +353,12 @@ TIMM_BUILTINS: dict[tuple[str, str], ModuleHandler] = {
         "supported yet"),
     ("timm.models.gcvit", "WindowAttentionGlobal"): KeptWholeHandler(_TIED_ATTENTION.format(
         "GCViT window attention (a global query repeated over the windows)")),
-    # timm.layers' RelPosBias (gcvit and maxxvit import it): a table per head, in attention kept whole
+    # timm.layers' RelPosBias (gcvit and maxxvit import it): a table per head, in attention kept whole (its other
+    # user, vit_relpos's RelPosAttention, is not: a cut there fails with or without this entry, in a reshape)
     ("timm.layers.pos_embed_rel", "RelPosBias"): InsideKeptWholeHandler(),
+    ("timm.layers.pos_embed_rel", "RelPosBiasTf"): InsideKeptWholeHandler(),  # only in maxxvit's attention
     ("timm.models.maxxvit", "Attention2d"): KeptWholeWideningHandler(_HEADS_UNTRACED.format(
-        "CoAtNet's attention (heads viewed from its qkv conv, a relative position bias per head)",
+        "CoAtNet's (and NCHW MaxViT's) attention (heads viewed from its qkv conv, a relative position bias per head)",
         "coatnet_pico_rw_224 ran out of an 8 GB cap in it")),
     ("timm.models.efficientvit_msra", "LocalWindowAttention"): KeptWholeHandler(_HEADS_UNTRACED.format(
         "EfficientViT-M (MSRA) cascaded group attention (chunks its input per head, per-head attention biases)",

@@ -49,6 +49,7 @@ CASES = [
     ("cs3darknet_s", 32),            # its first half read twice (Torch-Pruning's build failed at the concatenation)
     ("ghostnet_050", 32),            # ghost modules (a conv and its depthwise copy concatenated): kept whole, SE and head cut
     ("ghostnetv2_100", 64),          # ghost modules with a pooled gate branch (not run at 32): kept whole likewise
+    ("maxvit_pico_rw_256", 32),      # channels-last block/grid partition attention: attention kept whole, partitions traced
 ]
 
 
@@ -86,11 +87,12 @@ FROZEN_BECAUSE = {"levit_128s": "LeViT attention (per-head attention biases) res
                   "gcvit_xxtiny": "GCViT window attention (a global query repeated over the windows)",
                   "efficientvit_m0": "EfficientViT-M (MSRA) cascaded group attention",
                   "mobilevitv2_050": "MobileViTv2's linear self-attention splits its qkv conv's output",
-                  "coatnet_pico_rw_224": "CoAtNet's attention (heads viewed from its qkv conv",
+                  "coatnet_pico_rw_224": "CoAtNet's (and NCHW MaxViT's) attention (heads viewed from its qkv conv",
                   "cspresnet50": "channels pass through a split into chunks of a size the code fixes",
                   "cs3darknet_s": "channels pass through a split into chunks of a size the code fixes",
                   "ghostnet_050": "GhostNet's ghost module concatenates a conv's output",
-                  "ghostnetv2_100": "GhostNet's ghost module concatenates a conv's output"}
+                  "ghostnetv2_100": "GhostNet's ghost module concatenates a conv's output",
+                  "maxvit_pico_rw_256": "timm MaxViT's attention (channels-last) views its qkv"}
 
 
 def test_a_cut_the_trace_misread_is_refused_not_returned_broken():
