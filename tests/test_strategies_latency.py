@@ -152,7 +152,10 @@ def test_closed_loop_spends_a_budget_the_table_wasted(resnet18, tmp_path):
         # missed: the last result that met comes back, as measured (the rule itself: the logic tests)
         assert loop[-1]["measured_ms"] > loop[-1]["goal_ms"] * 1.03 and kept == [len(loop) - 2], loop
         assert lat["measured_ms"] == pytest.approx(loop[kept[0]]["measured_ms"]), loop
-    assert res.report["cost"]["final_target"] > res.report["cost"]["target"]
+    if kept == [0]:  # the first plan came back: its own target, not a looser one (a loaded suite run)
+        assert res.report["cost"]["final_target"] == pytest.approx(res.report["cost"]["target"])
+    else:
+        assert res.report["cost"]["final_target"] > res.report["cost"]["target"]
     # the same table with the band at 0: the first result is kept
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
