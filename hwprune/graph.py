@@ -194,8 +194,10 @@ class ChannelGraph:
                 raise UnsupportedModelError(f"module {self._name_of[m]!r} ({type(m).__name__}): {why}")
         cutters = {type(m): h for m, h in handled if h.cuts}
         try:
+            params = dict(model.named_parameters())
             self._dg = tp_compat.build_dependency_graph(model, example_input, cutters,
-                                                        opaque=[m for m, h in handled if h.opaque])
+                                                        opaque=[m for m, h in handled if h.opaque],
+                                                        unwrapped=[params[n] for n in unknown_params if n in params])
         except Exception as e:
             raise UnsupportedModelError(
                 f"tracing {type(model).__name__} for channel coupling failed: {type(e).__name__}: {e}"

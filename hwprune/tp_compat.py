@@ -104,36 +104,33 @@ def tp_pruner(handler):
 
 
 def build_dependency_graph(model: nn.Module, example_input: torch.Tensor, handlers: Mapping[type, object],
-                           opaque: Iterable[nn.Module]):
+                           opaque: Iterable[nn.Module], unwrapped: Iterable[nn.Parameter] = ()):
     """Trace ``model`` (in its current mode) into a Torch-Pruning DependencyGraph, with a custom
     pruner per module type in ``handlers`` (type -> cutting handler) and ``opaque`` modules
-    traced as stand-ins."""
+    traced as stand-ins. ``unwrapped``: the parameters owned by modules no layer type or handler
+    covers (the graph decides which, :func:`hwprune.graph._unknown_param_owners`); those shaped
+    like an NCHW map are handed over with their channel dimension (:func:`channel_first_maps`)."""
     import torch_pruning as tp
 
     custom = {t: tp_pruner(h) for t, h in handlers.items()}
     with warnings.catch_warnings(), tracing_stand_ins(opaque), _split_sizes_on_build():
         warnings.simplefilter("ignore")
         return tp.DependencyGraph().build_dependency(model, example_inputs=example_input, customized_pruners=custom,
-                                                     unwrapped_parameters=channel_first_maps(model, custom))
+                                                     unwrapped_parameters=channel_first_maps(unwrapped))
 
 
-def channel_first_maps(model: nn.Module, custom: Mapping[type, object]) -> list[tuple[nn.Parameter, int]]:
-    """Parameters outside every layer Torch-Pruning knows that are shaped like an NCHW feature map,
+def channel_first_maps(params: Iterable[nn.Parameter]) -> list[tuple[nn.Parameter, int]]:
+    """Of ``params`` (parameters outside every known layer), those shaped like an NCHW feature map,
     ``(1, C, H, W)`` with a square spatial grid (Visformer's position embeddings, added to the
     stage's feature map), with their channel dimension: 1. Torch-Pruning otherwise cuts an unwrapped
     parameter along its *last* non-singleton dimension, right for tokens ``(1, N, C)`` and
     channels-last maps ``(1, H, W, C)`` (left to it), wrong here: it cut W and the model no longer
     ran."""
-    known = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.Linear, nn.modules.batchnorm._BatchNorm,
-             nn.LayerNorm, nn.GroupNorm, nn.PReLU, nn.Embedding, nn.MultiheadAttention)
     out = []
-    for mod in model.modules():
-        if isinstance(mod, known) or type(mod) in custom:
-            continue
-        for p in mod.parameters(recurse=False):
-            shape = tuple(p.shape)
-            if len(shape) == 4 and shape[0] == 1 and shape[2] == shape[3] and shape[1] not in (1, shape[2]):
-                out.append((p, 1))
+    for p in params:
+        shape = tuple(p.shape)
+        if len(shape) == 4 and shape[0] == 1 and shape[2] == shape[3] and shape[1] not in (1, shape[2]):
+            out.append((p, 1))
     return out
 
 
