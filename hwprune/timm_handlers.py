@@ -159,12 +159,19 @@ class KeptWholeHandler(ModuleHandler):
         return _out_width(module)
 
 
+def _layer_width(module: nn.Module, side: str) -> int:
+    """Channels of a module's first layer's input (``side='in'``) or last layer's output (``'out'``),
+    among the Conv2d/Linear it holds."""
+    layers = [m for m in module.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    if side == "in":
+        return layers[0].in_features if isinstance(layers[0], nn.Linear) else layers[0].in_channels
+    return layers[-1].out_features if isinstance(layers[-1], nn.Linear) else layers[-1].out_channels
+
+
 def _out_width(module: nn.Module) -> int:
     """The channels a module gives out: those of its ``proj`` (a Linear, a conv or a conv-norm block),
     else of the last Conv2d/Linear it holds."""
-    src = getattr(module, "proj", None) or module
-    last = [m for m in src.modules() if isinstance(m, (nn.Linear, nn.Conv2d))][-1]
-    return last.out_features if isinstance(last, nn.Linear) else last.out_channels
+    return _layer_width(getattr(module, "proj", None) or module, "out")
 
 
 class KeptWholeSplitHandler(KeptWholeHandler):
@@ -199,8 +206,7 @@ class KeptWholeWideningHandler(KeptWholeHandler):
         return getattr(module, self.out_attr) if self.out_attr else _out_width(module)
 
     def in_channels(self, module):
-        first = [m for m in module.modules() if isinstance(m, (nn.Linear, nn.Conv2d))][0]
-        return first.in_features if isinstance(first, nn.Linear) else first.in_channels
+        return _layer_width(module, "in")
 
 
 class InsideKeptWholeHandler(ModuleHandler):
