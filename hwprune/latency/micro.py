@@ -36,6 +36,8 @@ def _act_nodes(helper, act: str, src: str, dst: str, inits: list) -> list:
         return [helper.make_node("HardSwish", [src], [dst])]
     if act == "sigmoid":
         return [helper.make_node("Sigmoid", [src], [dst])]
+    if act == "hardsigmoid":  # PyTorch's relu6(x + 3) / 6
+        return [helper.make_node("HardSigmoid", [src], [dst], alpha=1.0 / 6, beta=0.5)]
     return [helper.make_node("Identity", [src], [dst])]
 
 
@@ -100,6 +102,18 @@ def unit_onnx(fam: UnitFamily, cin: int, cout: int, sparse24: bool = False, resi
             inputs = [helper.make_tensor_value_info("X", TensorProto.FLOAT, [b, fam.h, cin])]
             nodes += [helper.make_node("MatMul", ["X", "W"], ["M"]), helper.make_node("Add", ["M", "B"], ["C"])]
             out_shape = [b, fam.h, cout]
+    elif fam.kind == "se":  # pool -> gate -> scale the map: the SE FCs are units of their own
+        xin = "X"
+        if input_context and cin >= 8:  # the map comes from a conv, in the runtime's blocked layout
+            xin = CONTEXT_PREFIX + "input"
+            inits.append(numpy_helper.from_array(np.ones((cin, 1, 1, 1), np.float32), "ctx_wx"))
+            nodes.append(helper.make_node("Conv", ["X", "ctx_wx"], [xin], name=xin, kernel_shape=[1, 1], group=cin))
+        shape = [b, cin, fam.h, fam.w]
+        inputs = [helper.make_tensor_value_info("X", TensorProto.FLOAT, shape)]
+        nodes.append(helper.make_node("GlobalAveragePool", [xin], ["P"]))
+        nodes += _act_nodes(helper, fam.act, "P", "G", inits)
+        nodes.append(helper.make_node("Mul", [xin, "G"], ["C"]))
+        out_shape = shape
     elif fam.kind == "attn":  # heads x (softmax(q k^T / sqrt(d)) v) over h tokens, as ONNX exports SDPA
         shape = [b, cin, fam.h, fam.w]
         inputs = [helper.make_tensor_value_info("X", TensorProto.FLOAT, shape)]
@@ -125,7 +139,7 @@ def unit_onnx(fam: UnitFamily, cin: int, cout: int, sparse24: bool = False, resi
             inputs.append(helper.make_tensor_value_info("R", TensorProto.FLOAT, out_shape))
         nodes.append(helper.make_node("Add", ["C", res], ["S"]))
         src = "S"
-    nodes += _act_nodes(helper, fam.act, src, "Y", inits)
+    nodes += _act_nodes(helper, "none" if fam.kind == "se" else fam.act, src, "Y", inits)
     graph = helper.make_graph(nodes, "unit", inputs, [helper.make_tensor_value_info("Y", TensorProto.FLOAT, out_shape)],
                               initializer=inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="hwprune")
@@ -167,7 +181,7 @@ def unit_module(fam: UnitFamily, cin: int, cout: int, device=None):
     from torch import nn
 
     acts = {"relu": nn.ReLU(), "relu6": nn.ReLU6(), "hardswish": nn.Hardswish(), "sigmoid": nn.Sigmoid(),
-            "none": nn.Identity()}
+            "hardsigmoid": nn.Hardsigmoid(), "none": nn.Identity()}
     b = fam.batch
     kw = {"device": device}
     if fam.kind in ("conv", "dwconv"):
@@ -186,6 +200,15 @@ def unit_module(fam: UnitFamily, cin: int, cout: int, device=None):
                 return torch.nn.functional.scaled_dot_product_attention(x, x, x)
 
         return Products().eval(), (x,)
+    elif fam.kind == "se":
+        x = torch.randn(b, cin, fam.h, fam.w, **kw)
+        gate = acts[fam.act]
+
+        class Gate(nn.Module):
+            def forward(self, x, r=None):
+                return x * gate(x.mean((2, 3), keepdim=True))
+
+        return Gate().eval(), (x,)
     else:
         op = nn.Linear(cin, cout, **kw)
         x = torch.randn(b, cin, **kw) if fam.h == 1 else torch.randn(b, fam.h, cin, **kw)

@@ -24,7 +24,7 @@ from torch import nn
 
 from ..graph import kept_channels
 
-ACTS = ("none", "relu", "relu6", "hardswish", "sigmoid")
+ACTS = ("none", "relu", "relu6", "hardswish", "sigmoid", "hardsigmoid")
 
 
 @dataclass(frozen=True)
@@ -35,9 +35,12 @@ class UnitFamily:
     ``h, w``: spatial size of the *input* (tokens x 1 for linear layers).
     """
 
-    kind: str  # conv | dwconv | linear | attn
+    kind: str  # conv | dwconv | linear | attn | se
     # attn: the attention products (softmax(q k^T / sqrt(d)) v) of ``h`` tokens, heads of ``w``
     # channels; cin = cout = the head count (tied)
+    # se: what a squeeze-and-excitation gate runs besides its two FCs (those are conv/linear units
+    # of their own): the global pooling of a ``h x w`` map, the gate (``act``: sigmoid or
+    # hardsigmoid) and the channel-wise multiply; cin = cout = the map's channels (tied)
     h: int
     w: int
     kernel: tuple[int, int] = (1, 1)
@@ -64,7 +67,7 @@ class UnitFamily:
         return (f"{self.kind}{fused}-k{k}-s{s}-p{p}{d}{g}-in{self.h}x{self.w}-b{self.batch}-{self.dtype}{t}")
 
     def out_hw(self) -> tuple[int, int]:
-        if self.kind in ("linear", "attn"):
+        if self.kind in ("linear", "attn", "se"):
             return self.h, self.w
         oh = (self.h + 2 * self.padding[0] - self.dilation[0] * (self.kernel[0] - 1) - 1) // self.stride[0] + 1
         ow = (self.w + 2 * self.padding[1] - self.dilation[1] * (self.kernel[1] - 1) - 1) // self.stride[1] + 1
@@ -264,12 +267,48 @@ def _functional_projections(mod: nn.Module, name: str = "", args=(), kwargs=None
     return [(f"{name}.qkv", mod.qkv, padded), (f"{name}.proj", mod.proj, padded)]
 
 
+def _gate_act(mod: nn.Module) -> str:
+    """The gate of a squeeze-and-excitation module: ``hardsigmoid`` (MobileNetV3, timm's
+    ``hard_sigmoid``) or ``sigmoid`` (EfficientNet, RegNetY, SE-ResNet, and the default)."""
+    for m in mod.modules():
+        name = type(m).__name__.lower()
+        if "hard" in name and "sigmoid" in name:
+            return "hardsigmoid"
+    return "sigmoid"
+
+
+def _se_modules(model: nn.Module, maps: dict, calls: list) -> list[tuple[str, tuple, str]]:
+    """Squeeze-and-excitation gates found by what they do, not by class name: a module whose
+    input and output are the same (B, C, H, W) map with H x W > 1, and every Conv2d/Linear
+    inside which ran (at least two: the squeeze and the excitation) on a pooled 1 x 1 map or a
+    (B, C) vector. The innermost such module is taken. Returns (name, input shape, gate) each;
+    torchvision's ``SqueezeExcitation``, timm's ``SqueezeExcite``/``SEModule`` and user-written
+    SE blocks all match; a block that also holds a spatial conv does not."""
+    fcs: dict[str, list[tuple]] = {}
+    for name, mod, shape in calls:
+        fcs.setdefault(name, []).append(shape)
+    found = []
+    for mname, (inp, out) in maps.items():
+        if inp != out or len(inp) != 4 or inp[2] * inp[3] <= 1:
+            continue
+        inside = [s for n, ss in fcs.items() if n.startswith(mname + ".") for s in ss]
+        pooled = all((len(s) == 4 and s[2] * s[3] == 1) or len(s) == 2 for s in inside)
+        if len(inside) >= 2 and pooled:
+            found.append(mname)
+    inner = [n for n in found if not any(o != n and o.startswith(n + ".") for o in found)]
+    mods = dict(model.named_modules())
+    return [(n, maps[n][0], _gate_act(mods[n])) for n in inner]
+
+
 def extract_units(graph, dtype: str = "fp32", fuse: bool = True) -> list[UnitUse]:
     """The units of ``graph.model`` at ``graph.example_input``: every Conv2d and Linear that runs,
     with real input shapes and the channel groups controlling its widths -- including the q/k/v
     and output projections attention modules run functionally (``nn.MultiheadAttention``'s
-    ``in_proj``/``out_proj``, Swin's ``qkv``/``proj``); the attention products between them stay
-    in the remainder."""
+    ``in_proj``/``out_proj``, Swin's ``qkv``/``proj``) -- the attention products of a prunable
+    heads group, and each squeeze-and-excitation gate's pooling, gate and multiply (an ``se``
+    unit at the width of the map it scales: on mobilenet_v3_small they are memory-bound work
+    that shrinks with that width, and left in the full-width remainder they made pruned variants
+    slower than predicted by up to 15%)."""
     model, x = graph.model, graph.example_input
     calls: list[tuple[str, nn.Module, tuple]] = []
     names = {m: n for n, m in model.named_modules()}
@@ -281,9 +320,17 @@ def extract_units(graph, dtype: str = "fp32", fuse: bool = True) -> list[UnitUse
         if args and torch.is_tensor(args[0]):
             tokens_in.setdefault(names[mod], tuple(args[0].shape))
 
+    maps: dict[str, tuple] = {}  # module -> (input shape, output shape) of its first 4-D call
+
+    def _maps(mod, args, out):
+        if args and torch.is_tensor(args[0]) and torch.is_tensor(out) and args[0].dim() == 4:
+            maps.setdefault(names[mod], (tuple(args[0].shape), tuple(out.shape)))
+
     for a in heads:
         hooks.append(model.get_submodule(a).register_forward_pre_hook(_tokens))
     for m in model.modules():
+        if m is not model and type(m) not in (nn.Conv2d, nn.Linear) and any(True for _ in m.children()):
+            hooks.append(m.register_forward_hook(_maps))
         if type(m) in (nn.Conv2d, nn.Linear):
             hooks.append(m.register_forward_hook(
                 lambda mod, inp, out: calls.append((names[mod], mod, tuple(inp[0].shape)))))
@@ -342,6 +389,13 @@ def extract_units(graph, dtype: str = "fp32", fuse: bool = True) -> list[UnitUse
         fam = UnitFamily("attn", int(shape[1]), g.head_dim, tied=True, batch=batch, dtype=dtype)
         feed = ((g.name, g.width, 1),)
         units.append(UnitUse(f"{a}.products", fam, g.width, g.width, g.name, g.name, feed, feed))
+    by_name = {u.layer: u for u in units}
+    for mname, shape, gate in _se_modules(model, maps, calls):
+        first = next((n for n, _, _ in ordered if n.startswith(mname + ".")), None)  # the squeeze FC
+        feed = by_name[first].ins if first in by_name else ()
+        g = feed[0][0] if feed else None
+        fam = UnitFamily("se", int(shape[2]), int(shape[3]), act=gate, tied=True, batch=batch, dtype=dtype)
+        units.append(UnitUse(f"{mname}.gate", fam, int(shape[1]), int(shape[1]), g, g, feed, feed))
     return units
 
 
