@@ -31,6 +31,12 @@ STATISTIC = "p10"
 #: optimised graph of the quantized full model in tests/test_int8.py), so unit kernel time leaves
 #: them out. fp32 micro-models hold none of the int8 ones.
 LAYOUT_OPS = ("ReorderInput", "ReorderOutput", "QuantizeLinear", "DequantizeLinear", "Transpose")
+#: metadata key a micro-model sets to "interior" when every layout op in it but the final output's
+#: sits between its context nodes and is the unit's own cost (see hwprune.latency.micro.unit_onnx)
+LAYOUT_KEY = "hwprune.layout"
+#: the layout ops such a micro-model counts: ORT's NCHWc reorders (never an int8 model's
+#: quantize/dequantize at its edges)
+REORDER_OPS = ("ReorderInput", "ReorderOutput")
 #: nodes named so are context in a micro-model (see hwprune.latency.micro.CONTEXT_PREFIX)
 CONTEXT_PREFIX = "ctx_"
 
@@ -109,6 +115,8 @@ class _ProfiledRun:
         # also when the run is dropped unread (an error mid-measurement) or the process exits
         weakref.finalize(self, _drop_profile, self._dir, self._fd)
         self.feed = random_feed(self.sess)
+        meta = self.sess.get_modelmeta().custom_metadata_map or {}
+        self.interior_layout = meta.get(LAYOUT_KEY) == "interior"
 
     def __call__(self):
         return self.sess.run(None, self.feed)
@@ -130,21 +138,37 @@ class _ProfiledRun:
             shutil.rmtree(self._dir, ignore_errors=True)
 
     def kernel_ms(self) -> list[float]:
-        import bisect
+        """Per run: the summed kernel time of the unit's nodes (see :func:`kernel_per_run`)."""
         import json
 
-        events = json.loads(self._read_profile())
-        runs = sorted(e["ts"] for e in events if e.get("cat") == "Session" and e.get("name") == "model_run")
-        per = [0.0] * len(runs)
-        for e in events:
-            name = e.get("name", "")
-            if (e.get("cat") == "Node" and name.endswith("_kernel_time") and not name.startswith(CONTEXT_PREFIX)
-                    and e.get("args", {}).get("op_name") not in LAYOUT_OPS):
-                i = bisect.bisect_right(runs, e["ts"]) - 1
-                if i >= 0:
-                    per[i] += e["dur"] / 1e3
-        return per
+        return kernel_per_run(json.loads(self._read_profile()), self.interior_layout)
 
+
+
+def kernel_per_run(events: list, interior_layout: bool = False) -> list[float]:
+    """Per ``model_run`` in an ORT profile: the summed kernel time (ms) of the unit's nodes.
+    Context nodes never count; layout ops count only with ``interior_layout`` (a micro-model
+    marked so, :data:`LAYOUT_KEY`), and there only ORT's reorders, all but the run's last node
+    (the graph output's, which no network runs)."""
+    import bisect
+
+    runs = sorted(e["ts"] for e in events if e.get("cat") == "Session" and e.get("name") == "model_run")
+    nodes: list[list[dict]] = [[] for _ in runs]
+    for e in events:
+        if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time"):
+            i = bisect.bisect_right(runs, e["ts"]) - 1
+            if i >= 0:
+                nodes[i].append(e)
+    per = [0.0] * len(runs)
+    for i, run in enumerate(nodes):
+        run.sort(key=lambda e: e["ts"])
+        for j, e in enumerate(run):
+            op = e.get("args", {}).get("op_name")
+            own = interior_layout and op in REORDER_OPS and j < len(run) - 1
+            if e["name"].startswith(CONTEXT_PREFIX) or (op in LAYOUT_OPS and not own):
+                continue
+            per[i] += e["dur"] / 1e3
+    return per
 
 _SWEPT: set = set()
 

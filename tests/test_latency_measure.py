@@ -198,3 +198,35 @@ def test_units_fuse_the_add_where_ort_does(tmp_path):
         if u.family.add:
             parent, leaf = u.layer.rsplit(".", 1)  # ONNX names read /layers/layers.0/conv2/Conv_output_0...
             assert any(f"{parent}/{leaf}/" in n for n in fused_add), (u.layer, fused_add)
+
+
+
+def test_output_context_counts_the_reorders_a_unit_causes(tmp_path):
+    """With an output context a unit sits between two context convs fed by 3-channel inputs (no
+    edge reorder in front): a grouped conv ORT cannot run in its blocked layout (4 channels per
+    group) is reordered out and back, as in a network, and kernel time counts those reorders; a
+    conv that stays blocked has none, and the graph output's reorder never counts."""
+    import json
+
+    from hwprune_deploy.runner import _ProfiledRun, kernel_per_run
+
+    odd = UnitFamily("conv", 28, 28, kernel=(3, 3), padding=(1, 1), groups=6, act="relu")
+    data = unit_onnx(odd, 24, 24, input_context=True, output_context=True)
+    assert optimized_ops(data, tmp_path) == ["Conv", "ReorderOutput", "FusedConv", "ReorderInput", "Conv",
+                                             "ReorderOutput"]
+    assert optimized_ops(unit_onnx(PW, 32, 32, input_context=True, output_context=True), tmp_path) == \
+        ["Conv", "Conv", "Conv", "ReorderOutput"]
+    assert not _ProfiledRun(unit_onnx(odd, 24, 24, input_context=True), 2, "all", False).interior_layout
+    run = _ProfiledRun(data, 2, "all", False)
+    assert run.interior_layout
+    for _ in range(3):
+        run()
+    events = json.loads(run._read_profile())
+    nodes = sorted((e for e in events if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")),
+                   key=lambda e: e["ts"])[:6]  # the first run
+    ops = [e["args"]["op_name"] for e in nodes]
+    assert ops == ["Conv", "ReorderOutput", "FusedConv", "ReorderInput", "Conv", "ReorderOutput"]
+    want = sum(e["dur"] for e in nodes[1:4]) / 1e3  # out of the blocked layout, the conv, back in
+    got = kernel_per_run(events, interior_layout=True)
+    assert len(got) == 3 and got[0] == pytest.approx(want)
+    assert kernel_per_run(events)[0] == pytest.approx(nodes[2]["dur"] / 1e3)  # the old reading: the conv alone

@@ -123,3 +123,27 @@ def test_profile_prices_se_gates_and_they_shrink_with_the_map(tmp_path):
     group = next(u for u, _ in cm.units if u.layer == "b2.se.gate").ins[0][0]
     small = cm.unit_costs({group: 8})["b2.se.gate"]
     assert small < full["b2.se.gate"]
+
+
+def test_silu_after_a_conv_is_part_of_its_unit(tmp_path):
+    """nn.SiLU exports as Sigmoid + Mul, which ORT fuses into one QuickGelu after the conv; the
+    unit carries it (act ``silu``) instead of leaving 49 full-width activations of EfficientNet-B0
+    in the remainder, and its micro-model runs the same fused op."""
+    import onnx
+    import onnxruntime as ort
+
+    graph = ChannelGraph(torchvision.models.efficientnet_b0().eval(), torch.randn(1, 3, 64, 64))
+    acts = [u.family.act for u in extract_units(graph) if u.family.kind in ("conv", "dwconv")]
+    assert acts.count("silu") == 49
+    fam = UnitFamily("conv", 14, 14, act="silu")
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.optimized_model_filepath = str(tmp_path / "opt.onnx")
+    so.log_severity_level = 3
+    data = unit_onnx(fam, 32, 32, input_context=True, output_context=True)
+    sess = ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
+    assert "QuickGelu" in [n.op_type for n in onnx.load(str(tmp_path / "opt.onnx")).graph.node]
+    mod, (x,) = unit_module(fam, 32, 32)
+    assert isinstance(mod.act, nn.SiLU)
+    assert sess.run(None, {"X": np.random.default_rng(0).standard_normal((1, 3, 14, 14), np.float32)})[0].shape == \
+        (1, 32, 14, 14)

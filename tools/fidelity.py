@@ -158,7 +158,8 @@ def main(argv=None) -> int:
 
 PROTOCOL = ("Units: every Conv2d/Linear with the ops ORT fuses into it (BN folded, activation, residual add; the "
             "residual comes from a context conv so ORT fuses the add as it does in the network; the input from "
-            "another context conv, so the unit reads what a conv just wrote, as in the network), as ONNX "
+            "another context conv, so the unit reads what a conv just wrote, as in the network) and each "
+            "squeeze-and-excitation gate's pooling, gate and channel-wise multiply, as ONNX "
             "micro-models at ORT_ENABLE_ALL, 1 inter-op + N intra-op threads. Widths on the device's grid: the "
             "table's align (by default the CPU's NCHWc channel block: 16 with AVX-512, 8 with AVX2 -- other widths "
             "drop a conv out of ORT's blocked layout and add reorders no unit shows). Per unit the (cin, cout) plane "

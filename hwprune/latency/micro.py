@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 # name prefix of context nodes: in a micro-model only to put the unit in the state it runs in
 # inside a network; the torch-free runner defines it and leaves such nodes out of kernel time
-from hwprune_deploy.runner import CONTEXT_PREFIX
+from hwprune_deploy.runner import CONTEXT_PREFIX, LAYOUT_KEY
 
 from .units import UnitFamily
 
@@ -36,6 +36,8 @@ def _act_nodes(helper, act: str, src: str, dst: str, inits: list) -> list:
         return [helper.make_node("HardSwish", [src], [dst])]
     if act == "sigmoid":
         return [helper.make_node("Sigmoid", [src], [dst])]
+    if act == "silu":  # x * sigmoid(x), as PyTorch exports nn.SiLU (ORT fuses the pair into QuickGelu)
+        return [helper.make_node("Sigmoid", [src], [dst + "_sig"]), helper.make_node("Mul", [src, dst + "_sig"], [dst])]
     if act == "hardsigmoid":  # PyTorch's relu6(x + 3) / 6
         return [helper.make_node("HardSigmoid", [src], [dst], alpha=1.0 / 6, beta=0.5)]
     return [helper.make_node("Identity", [src], [dst])]
@@ -43,8 +45,22 @@ def _act_nodes(helper, act: str, src: str, dst: str, inits: list) -> list:
 
 
 
+#: channels of the graph inputs that feed the context convs: fewer than ORT's NCHWc block, so
+#: ORT's blocked conv reads them as they are and no input reorder runs at the micro-model's edge
+CTX_FEED = 3
+
+
+def _ctx_conv(helper, numpy_helper, inits: list, src: str, name: str, channels: int, feed: int) -> list:
+    """A context conv ``feed`` -> ``channels`` (1x1) named and writing ``name`` (the prefix keeps it
+    out of kernel time; ORT renames converted nodes "<output>_nchwc", so the output carries it too)."""
+    w = np.ones((channels, 1 if feed == channels else feed, 1, 1), np.float32) / (1 if feed == channels else feed)
+    inits.append(numpy_helper.from_array(w, name + "_w"))
+    return [helper.make_node("Conv", [src, name + "_w"], [name], name=name, kernel_shape=[1, 1],
+                             group=channels if feed == channels else 1)]
+
+
 def unit_onnx(fam: UnitFamily, cin: int, cout: int, sparse24: bool = False, residual_context: bool = False,
-              input_context: bool = False) -> bytes:
+              input_context: bool = False, output_context: bool = False) -> bytes:
     """ONNX bytes of ``fam`` at (cin, cout). ``sparse24``: weights carry a 2:4 pattern along the
     input-channel axis (2 of every 4 zero) so TensorRT's sparse-weights flag can pick sparse kernels.
 
@@ -59,7 +75,15 @@ def unit_onnx(fam: UnitFamily, cin: int, cout: int, sparse24: bool = False, resi
     a conv reads what the conv before it just wrote, in NCHWc and split across the threads the
     same way; straight after the micro-model's single-threaded input reorder it ran much slower
     (tiny_resnet's 3x3 16->32 conv at 32x32: 44 us, 25 us after the context, 27 us inside the
-    network; 32->16: 34, 41 and 41 us)."""
+    network; 32->16: 34, 41 and 41 us).
+
+    ``output_context`` (ORT CPU; conv, depthwise and SE units): the unit's output feeds a 1x1
+    depthwise context conv, as it feeds the next conv in a network, and the input and residual
+    contexts read 3-channel graph inputs (ORT's blocked conv reads those as they are). Every
+    layout reorder then left in the micro-model sits *between* its contexts -- one the unit
+    itself causes, as in the network: an SE gate's multiply runs in plain NCHW, so ORT reorders
+    the map out of its blocked layout and back around it -- and the model says so in its metadata
+    (:data:`LAYOUT_KEY`), so kernel time counts those reorders (all but the final output's)."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -77,13 +101,11 @@ def unit_onnx(fam: UnitFamily, cin: int, cout: int, sparse24: bool = False, resi
             w[:, 2::4] = 0
             w = w.reshape(cout, cin // groups, *fam.kernel)
         inits += [numpy_helper.from_array(w, "W"), numpy_helper.from_array(pattern_array((cout,)), "B")]
-        xin = "X"
+        xin, xch = "X", cin
         if input_context and cin >= 8:
-            # node and output both carry the prefix: ORT renames converted nodes "<output>_nchwc"
-            xin = CONTEXT_PREFIX + "input"
-            inits.append(numpy_helper.from_array(np.ones((cin, 1, 1, 1), np.float32), "ctx_wx"))
-            nodes.append(helper.make_node("Conv", ["X", "ctx_wx"], [xin], name=xin, kernel_shape=[1, 1], group=cin))
-        inputs = [helper.make_tensor_value_info("X", TensorProto.FLOAT, [b, cin, fam.h, fam.w])]
+            xin, xch = CONTEXT_PREFIX + "input", (CTX_FEED if output_context else cin)
+            nodes += _ctx_conv(helper, numpy_helper, inits, "X", xin, cin, xch)
+        inputs = [helper.make_tensor_value_info("X", TensorProto.FLOAT, [b, xch, fam.h, fam.w])]
         nodes.append(helper.make_node("Conv", [xin, "W", "B"], ["C"], kernel_shape=list(fam.kernel),
                                       strides=list(fam.stride), pads=[*fam.padding, *fam.padding],
                                       dilations=list(fam.dilation), group=groups))
@@ -103,13 +125,12 @@ def unit_onnx(fam: UnitFamily, cin: int, cout: int, sparse24: bool = False, resi
             nodes += [helper.make_node("MatMul", ["X", "W"], ["M"]), helper.make_node("Add", ["M", "B"], ["C"])]
             out_shape = [b, fam.h, cout]
     elif fam.kind == "se":  # pool -> gate -> scale the map: the SE FCs are units of their own
-        xin = "X"
+        xin, xch = "X", cin
         if input_context and cin >= 8:  # the map comes from a conv, in the runtime's blocked layout
-            xin = CONTEXT_PREFIX + "input"
-            inits.append(numpy_helper.from_array(np.ones((cin, 1, 1, 1), np.float32), "ctx_wx"))
-            nodes.append(helper.make_node("Conv", ["X", "ctx_wx"], [xin], name=xin, kernel_shape=[1, 1], group=cin))
+            xin, xch = CONTEXT_PREFIX + "input", (CTX_FEED if output_context else cin)
+            nodes += _ctx_conv(helper, numpy_helper, inits, "X", xin, cin, xch)
         shape = [b, cin, fam.h, fam.w]
-        inputs = [helper.make_tensor_value_info("X", TensorProto.FLOAT, shape)]
+        inputs = [helper.make_tensor_value_info("X", TensorProto.FLOAT, [b, xch, fam.h, fam.w])]
         nodes.append(helper.make_node("GlobalAveragePool", [xin], ["P"]))
         nodes += _act_nodes(helper, fam.act, "P", "G", inits)
         nodes.append(helper.make_node("Mul", [xin, "G"], ["C"]))
@@ -129,21 +150,28 @@ def unit_onnx(fam: UnitFamily, cin: int, cout: int, sparse24: bool = False, resi
     src = "C"
     if fam.add:
         if residual_context and fam.kind != "linear":
-            inputs.append(helper.make_tensor_value_info("R0", TensorProto.FLOAT, out_shape))
-            inits += [numpy_helper.from_array(np.ones((cout, 1, 1, 1), np.float32), "ctx_w")]
-            # node and output both carry the prefix: ORT renames converted nodes "<output>_nchwc"
+            rch = CTX_FEED if output_context else cout
+            inputs.append(helper.make_tensor_value_info("R0", TensorProto.FLOAT, [out_shape[0], rch, *out_shape[2:]]))
             res = CONTEXT_PREFIX + "residual"
-            nodes.append(helper.make_node("Conv", ["R0", "ctx_w"], [res], name=res, kernel_shape=[1, 1], group=cout))
+            nodes += _ctx_conv(helper, numpy_helper, inits, "R0", res, cout, rch)
         else:
             res = "R"
             inputs.append(helper.make_tensor_value_info("R", TensorProto.FLOAT, out_shape))
         nodes.append(helper.make_node("Add", ["C", res], ["S"]))
         src = "S"
-    nodes += _act_nodes(helper, "none" if fam.kind == "se" else fam.act, src, "Y", inits)
-    graph = helper.make_graph(nodes, "unit", inputs, [helper.make_tensor_value_info("Y", TensorProto.FLOAT, out_shape)],
+    octx = output_context and fam.kind in ("conv", "dwconv", "se") and out_shape[1] >= 8
+    y = "U" if octx else "Y"
+    nodes += _act_nodes(helper, "none" if fam.kind == "se" else fam.act, src, y, inits)
+    out = "Y"
+    if octx:  # the output graph tensor carries the prefix as well (ORT names the converted conv after it)
+        out = CONTEXT_PREFIX + "output"
+        nodes += _ctx_conv(helper, numpy_helper, inits, y, out, out_shape[1], out_shape[1])
+    graph = helper.make_graph(nodes, "unit", inputs, [helper.make_tensor_value_info(out, TensorProto.FLOAT, out_shape)],
                               initializer=inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="hwprune")
     model.ir_version = 8
+    if octx:
+        helper.set_model_props(model, {LAYOUT_KEY: "interior"})
     return model.SerializeToString()
 
 
@@ -181,7 +209,7 @@ def unit_module(fam: UnitFamily, cin: int, cout: int, device=None):
     from torch import nn
 
     acts = {"relu": nn.ReLU(), "relu6": nn.ReLU6(), "hardswish": nn.Hardswish(), "sigmoid": nn.Sigmoid(),
-            "hardsigmoid": nn.Hardsigmoid(), "none": nn.Identity()}
+            "hardsigmoid": nn.Hardsigmoid(), "silu": nn.SiLU(), "none": nn.Identity()}
     b = fam.batch
     kw = {"device": device}
     if fam.kind in ("conv", "dwconv"):

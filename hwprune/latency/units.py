@@ -24,7 +24,7 @@ from torch import nn
 
 from ..graph import kept_channels
 
-ACTS = ("none", "relu", "relu6", "hardswish", "sigmoid", "hardsigmoid")
+ACTS = ("none", "relu", "relu6", "hardswish", "sigmoid", "hardsigmoid", "silu")
 
 
 @dataclass(frozen=True)
@@ -228,8 +228,18 @@ def _onnx_fusions(model: nn.Module, x: torch.Tensor, convs: list[str]) -> dict[s
             nxt = single(nxt.output[0])
         if nxt is not None:
             act = {"Relu": "relu", "Clip": "relu6", "HardSwish": "hardswish", "Sigmoid": "sigmoid"}.get(nxt.op_type, "none")
+        elif _silu(consumers.get(src, []), src):  # x * sigmoid(x): ORT runs it as one QuickGelu after the conv
+            act = "silu"
         out[layer] = (act, add)
     return out
+
+
+def _silu(users: list, src: str) -> bool:
+    """Do the two ``users`` of ``src`` compute ``src * sigmoid(src)`` (nn.SiLU as exported)?"""
+    if len(users) != 2 or sorted(n.op_type for n in users) != ["Mul", "Sigmoid"]:
+        return False
+    sig, mul = sorted(users, key=lambda n: n.op_type != "Sigmoid")
+    return sorted(mul.input) == sorted([src, sig.output[0]])
 
 
 class _Projection:
