@@ -152,6 +152,18 @@ def test_second_model_extends_table_and_reuses_units(table_path, tmp_path):
             assert after.families[k].measured_at[p] == ts
 
 
+def test_extending_a_table_of_an_older_unit_context_warns(table_path, tmp_path):
+    """Units are timed in context (input, residual and output context convs); a table profiled
+    before the output context existed is extended with a warning naming both, not silently."""
+    doc = json.loads(open(table_path).read())
+    doc["protocol"]["unit"]["context"] = "input from a 1x1 depthwise conv (cin >= 8)"
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(doc))
+    with pytest.warns(UserWarning, match="older unit context.*--out"):
+        profile(load_model("tiny_resnet", kwargs={"width": 8, "depth": 2}),
+                ProfileConfig.quick(input_size=16, out=str(path)), progress=False)
+
+
 @pytest.mark.parametrize("damage", ["truncated", "garbage", "version", "not-a-table", "missing-key"])
 def test_corrupted_tables_raise_table_error(table_path, tmp_path, damage):
     text = open(table_path).read()

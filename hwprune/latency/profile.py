@@ -285,6 +285,14 @@ def profile(loaded: LoadedModel, config: ProfileConfig, progress: bool = True) -
             how = {True: "with ORT's workers spinning (--ort-spinning)", False: "with ORT's workers blocked"}
             raise TableError(f"table {path!r} was timed {how[table_spinning(table)]}, and this profile would time "
                              f"{how[config.spinning]}; one table holds one protocol: pass a different --out")
+        old_ctx = (table.protocol.get("unit") or {}).get("context")
+        if meas.unit_context and old_ctx and old_ctx != UNIT_CONTEXT:
+            import warnings
+
+            warnings.warn(f"table {path!r} was profiled with an older unit context ({old_ctx}); units it already "
+                          f"holds keep those times, new ones are timed as now ({UNIT_CONTEXT}). For one protocol "
+                          "throughout, profile into a new table (--out) or re-measure this one (delete it).",
+                          stacklevel=2)
         if table.in_progress and not config.resume:
             raise TableError(f"table {path!r} holds an interrupted profile of {table.in_progress.get('spec')!r}; "
                              "continue it with --resume (finished units are kept) or delete the file")
