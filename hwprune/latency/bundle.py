@@ -66,8 +66,7 @@ def write_bundle(loaded: LoadedModel, config: ProfileConfig, path: str, points_p
         plist = []
         for i, (a, b) in enumerate(pts):
             name = f"units/{len(families):03d}/{a}x{b}.onnx"
-            files[name] = unit_onnx(u.family, a, b, sparse24=sparse, residual_context=context, input_context=context,
-                                   output_context=context)
+            files[name] = unit_onnx(u.family, a, b, sparse24=sparse, residual_context=context, input_context=context)
             plist.append({"cin": a, "cout": b, "file": name})
         families[fk] = {"spec": u.family.to_dict(), "cins": cins, "couts": couts, "points": plist}
     variants = calibration_variants(graph.groups, config)

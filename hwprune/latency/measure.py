@@ -82,7 +82,7 @@ class Measurer:
         """Interleaved timing of ``fam`` at each (cin, cout) point."""
         if self.factory is not None:
             models = {f"{a},{b}": unit_onnx(fam, a, b, sparse24=self.sparse24, residual_context=self.unit_context,
-                                            input_context=self.unit_context, output_context=self.unit_context) for a, b in points}
+                                            input_context=self.unit_context) for a, b in points}
             t = measure_onnx_set(models, self.unit_factory, self.unit_protocol)
             return {p: t[f"{p[0]},{p[1]}"] for p in points}
         fns = {}

@@ -38,9 +38,8 @@ from .units import UnitUse, extract_units, model_key
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 TABLE_DIR = "latency_tables"
 #: what surrounds a unit in an ORT micro-model (see hwprune.latency.micro.unit_onnx), as tables record it
-UNIT_CONTEXT = ("input and residual from 1x1 convs of 3-channel graph inputs (cin >= 8), output into a 1x1 "
-                "depthwise conv (conv, depthwise and SE units); context nodes left out of kernel time, the layout "
-                "reorders between them counted")
+UNIT_CONTEXT = ("input from a 1x1 depthwise conv (cin >= 8), residual from a 1x1 depthwise conv; context nodes "
+                "left out of kernel time")
 #: how ORT's intra-op workers wait between ops, as a table's protocol records it (by --ort-spinning)
 ORT_WORKERS = {False: "blocked between ops (session.intra_op.allow_spinning=0)",
                True: "spinning between the ops of a run, stopped between runs (session.force_spinning_stop=1)"}
