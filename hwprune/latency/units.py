@@ -316,9 +316,8 @@ def extract_units(graph, dtype: str = "fp32", fuse: bool = True) -> list[UnitUse
     and output projections attention modules run functionally (``nn.MultiheadAttention``'s
     ``in_proj``/``out_proj``, Swin's ``qkv``/``proj``) -- the attention products of a prunable
     heads group, and each squeeze-and-excitation gate's pooling, gate and multiply (an ``se``
-    unit at the width of the map it scales: on mobilenet_v3_small they are memory-bound work
-    that shrinks with that width, and left in the full-width remainder they made pruned variants
-    slower than predicted by up to 15%)."""
+    unit at the width of the map it scales: memory-bound work that shrinks with that width,
+    which the full-width remainder priced as if it never did)."""
     model, x = graph.model, graph.example_input
     calls: list[tuple[str, nn.Module, tuple]] = []
     names = {m: n for n, m in model.named_modules()}
