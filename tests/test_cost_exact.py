@@ -66,6 +66,12 @@ def test_cost_models_and_unit_widths_match_the_pruned_model(family):
                 w = pruned.get_submodule(u.layer.rpartition(".")[0]).in_proj_weight
                 assert u.widths(widths) == (w.shape[1], w.shape[0]), u.layer
                 continue
+            if u.family.kind == "se":  # an SE gate (pool, gate, multiply) scales its squeeze conv's input map
+                gate = pruned.get_submodule(u.layer.rpartition(".")[0])
+                squeeze = next(m for m in gate.modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
+                c = squeeze.in_channels if isinstance(squeeze, nn.Conv2d) else squeeze.in_features
+                assert u.widths(widths) == (c, c), u.layer
+                continue
             mod = pruned.get_submodule(u.layer)
             real = (mod.in_channels, mod.out_channels) if isinstance(mod, nn.Conv2d) else (mod.in_features, mod.out_features)
             if u.family.kind == "dwconv":
