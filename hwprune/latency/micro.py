@@ -59,6 +59,18 @@ def _ctx_conv(helper, numpy_helper, inits: list, src: str, name: str, channels: 
                              group=channels if feed == channels else 1)]
 
 
+def _input_context(helper, numpy_helper, inits: list, nodes: list, cin: int, input_context: bool,
+                   output_context: bool) -> tuple[str, int]:
+    """(tensor the unit reads, channels of graph input X): with ``input_context`` and cin >= 8 the
+    unit reads a context conv's output (appended to ``nodes``), in the runtime's blocked layout, as
+    it reads the previous conv's in a network; X then has cin channels, or 3 with an output context."""
+    if not (input_context and cin >= 8):
+        return "X", cin
+    xch = CTX_FEED if output_context else cin
+    nodes += _ctx_conv(helper, numpy_helper, inits, "X", CONTEXT_PREFIX + "input", cin, xch)
+    return CONTEXT_PREFIX + "input", xch
+
+
 def unit_onnx(fam: UnitFamily, cin: int, cout: int, sparse24: bool = False, residual_context: bool = False,
               input_context: bool = False, output_context: bool = False) -> bytes:
     """ONNX bytes of ``fam`` at (cin, cout). ``sparse24``: weights carry a 2:4 pattern along the
@@ -101,10 +113,7 @@ def unit_onnx(fam: UnitFamily, cin: int, cout: int, sparse24: bool = False, resi
             w[:, 2::4] = 0
             w = w.reshape(cout, cin // groups, *fam.kernel)
         inits += [numpy_helper.from_array(w, "W"), numpy_helper.from_array(pattern_array((cout,)), "B")]
-        xin, xch = "X", cin
-        if input_context and cin >= 8:
-            xin, xch = CONTEXT_PREFIX + "input", (CTX_FEED if output_context else cin)
-            nodes += _ctx_conv(helper, numpy_helper, inits, "X", xin, cin, xch)
+        xin, xch = _input_context(helper, numpy_helper, inits, nodes, cin, input_context, output_context)
         inputs = [helper.make_tensor_value_info("X", TensorProto.FLOAT, [b, xch, fam.h, fam.w])]
         nodes.append(helper.make_node("Conv", [xin, "W", "B"], ["C"], kernel_shape=list(fam.kernel),
                                       strides=list(fam.stride), pads=[*fam.padding, *fam.padding],
@@ -125,10 +134,7 @@ def unit_onnx(fam: UnitFamily, cin: int, cout: int, sparse24: bool = False, resi
             nodes += [helper.make_node("MatMul", ["X", "W"], ["M"]), helper.make_node("Add", ["M", "B"], ["C"])]
             out_shape = [b, fam.h, cout]
     elif fam.kind == "se":  # pool -> gate -> scale the map: the SE FCs are units of their own
-        xin, xch = "X", cin
-        if input_context and cin >= 8:  # the map comes from a conv, in the runtime's blocked layout
-            xin, xch = CONTEXT_PREFIX + "input", (CTX_FEED if output_context else cin)
-            nodes += _ctx_conv(helper, numpy_helper, inits, "X", xin, cin, xch)
+        xin, xch = _input_context(helper, numpy_helper, inits, nodes, cin, input_context, output_context)
         shape = [b, cin, fam.h, fam.w]
         inputs = [helper.make_tensor_value_info("X", TensorProto.FLOAT, [b, xch, fam.h, fam.w])]
         nodes.append(helper.make_node("GlobalAveragePool", [xin], ["P"]))
