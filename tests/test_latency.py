@@ -231,7 +231,13 @@ def test_validate_reports_errors(table_path):
     stored = next(iter(LatencyTable.load(table_path).models.values()))["calibration"]["variants"]
     assert len(rc["calibration"]["variants"]) == len(stored) == 2  # the profiler's own calibration variants
     assert all(c["measured_ms"] > 0 and 0 < c["units_ms"] for c in rc["calibration"]["variants"].values())
-    assert len(rc["calibration"]["correction"]["units_ms"]) >= 3
+    # one knot per distinct units sum: two variants can sum alike when the table's monotone envelope
+    # flattens the widths they differ in (a CI run), and fewer than three knots fit no curve
+    sums = sorted([LatencyTable.load(table_path).cost_model(graph_of(tiny())).units_sum({})]
+                  + [c["units_ms"] for c in rc["calibration"]["variants"].values()])
+    distinct = 1 + sum(b - a > 1e-9 for a, b in zip(sums, sums[1:]))
+    knots = (rc["calibration"].get("correction") or {}).get("units_ms", [])
+    assert len(knots) == distinct if distinct == 3 else len(knots) in (0, distinct)
     for v in d["variants"]:
         assert v["error_recalibrated"] == pytest.approx(
             (v["predicted_ratio_recalibrated"] - v["measured_ratio"]) / v["measured_ratio"])
