@@ -10,7 +10,9 @@ profiler on (threads and worker mode as the table was timed); per node the media
 the runs, then the median over rounds. Conv/Gemm nodes are matched to the table's units in
 execution order by weight shape and output size (ORT renames fused nodes by their output). With
 two variants it also prints the per-unit *differences*: the table's against the network's, which
-shows which units' width changes the table under- or over-prices. In-graph per-node times move by
+shows which units' width changes the table under- or over-prices. An int8 table's variants are
+quantized as its units were (ORT static QDQ) and its QLinearConv/QGemm nodes matched; the nodes no
+unit accounts for are summed by op type. In-graph per-node times move by
 10-30% from second to second on a shared VM, so compare within a round-robin like this one, not
 across runs.
 """
@@ -64,11 +66,20 @@ def node_times(data: bytes, threads: int, spinning: bool, runs: int) -> tuple[li
             a = e.get("args", {})
             ins = [next(iter(s.values())) for s in a.get("input_type_shape", [])]
             outs = [next(iter(s.values())) for s in a.get("output_type_shape", [])]
-            meta[name] = {"name": name, "op": a.get("op_name"), "in": ins[0] if ins else None,
-                          "weight": ins[1] if len(ins) > 1 else None, "out": outs[0] if outs else None}
+            op = a.get("op_name")
+            wi = WEIGHT_INPUT.get(op, 1)
+            meta[name] = {"name": name, "op": op, "in": ins[0] if ins else None,
+                          "weight": ins[wi] if len(ins) > wi else None, "out": outs[0] if outs else None}
             order.append(name)
         per.setdefault(name, []).append(float(e["dur"]))
     return [{**meta[n], "us": float(np.median(per[n]))} for n in order], float(np.median(wall))
+
+
+#: which input of a node is its weight: QLinearConv and QGemm take (x, x_scale, x_zero_point, w, ...)
+WEIGHT_INPUT = {"QLinearConv": 3, "QGemm": 3, "QLinearMatMul": 3}
+#: the nodes that are a conv/linear unit's kernel, fp32 and int8 (ORT's fused QDQ forms)
+UNIT_OPS = ("Conv", "FusedConv", "NhwcFusedConv", "Gemm", "MatMul", "QLinearConv", "QGemm", "QLinearMatMul",
+            "MatMulInteger", "ConvInteger")
 
 
 def _width_eq(got, want: int) -> bool:
@@ -80,7 +91,7 @@ def _width_eq(got, want: int) -> bool:
 def match_units(nodes: list[dict], units, widths: dict) -> dict[int, dict]:
     """unit index -> node, matching Conv/Gemm nodes in order by (cout, cin/groups, kernel) of the
     weight and the output size."""
-    free = [n for n in nodes if n["op"] in ("Conv", "FusedConv", "Gemm", "MatMul") and n["out"]]
+    free = [n for n in nodes if n["op"] in UNIT_OPS and n["out"]]
     out: dict[int, dict] = {}
     for i, u in enumerate(units):
         cin, cout = u.widths(widths)
@@ -92,8 +103,9 @@ def match_units(nodes: list[dict], units, widths: dict) -> dict[int, dict]:
             oh, ow = fam.out_hw()
             def want(n, g=g, oh=oh, ow=ow, cin=cin, cout=cout, k=list(fam.kernel)):
                 wt = list(n["weight"] or [])
+                hw = list(n["out"][-2:]) if n["op"] != "QLinearConv" or n["out"][1] == cout else list(n["out"][1:3])
                 return (len(wt) == 4 and _width_eq(wt[0], cout) and (wt[1] == 1 if g == cin else _width_eq(wt[1], cin // g))
-                        and wt[2:] == k and list(n["out"][-2:]) == [oh, ow])
+                        and wt[2:] == k and hw == [oh, ow])
         for j, n in enumerate(free):
             if want(n):
                 out[i] = free.pop(j)
@@ -151,6 +163,10 @@ def main(argv=None) -> int:
     units = [u for u, _ in cm.units]
     threads, spin = int(table.device.get("threads", 2)), table_spinning(table)
     data = {k: onnx_bytes(build_variant(loaded.model, x, w) if w else loaded.model, x) for k, w in variants.items()}
+    if getattr(table, "precision", "fp32") == "int8":  # as the table timed its units: ORT's static QDQ
+        from hwprune_deploy.quant import quantize_qdq
+
+        data = {k: quantize_qdq(d) for k, d in data.items()}
     rounds: dict[str, list] = {k: [] for k in variants}
     for r in range(args.rounds):  # round-robin, so both variants meet the same states of the machine
         for k in variants:
@@ -171,10 +187,17 @@ def main(argv=None) -> int:
         other = sum(n["us"] for n in nodes if id(n) not in matched)
         res[k] = {"rows": rows, "wall_ms": wall, "other_us": other, "predicted_ms": cm.predict(w),
                   "units_ms": cm.units_sum(w), "unmatched": len(units) - len(m)}
+        by_op: dict[str, list] = {}
+        for n in nodes:
+            if id(n) not in matched:
+                by_op.setdefault(n["op"], []).append(n["us"])
+        res[k]["other_by_op"] = {op: (len(v), sum(v)) for op, v in sorted(by_op.items(), key=lambda t: -sum(t[1]))}
         print(f"{k}: wall {wall:.3f} ms (median of {args.runs} runs x {args.rounds} rounds), table predicts "
               f"{res[k]['predicted_ms']:.3f} ms; units: table {res[k]['units_ms']:.3f} ms, in network "
               f"{np.nansum([r['net_us'] for r in rows]) / 1000:.3f} ms; other nodes {other / 1000:.3f} ms"
               + (f"; {res[k]['unmatched']} units unmatched" if res[k]["unmatched"] else ""))
+        print("  other nodes by op: " + ", ".join(f"{op} x{c} {us / 1000:.3f} ms"
+                                                 for op, (c, us) in res[k]["other_by_op"].items()))
     keys = list(variants)
     if len(keys) == 1:
         rows = sorted(res[keys[0]]["rows"], key=lambda r: -abs(r["net_us"] - r["table_us"]))
