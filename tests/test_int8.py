@@ -32,12 +32,16 @@ def optimized_graph(data: bytes, tmp_path, name="opt.onnx"):
     return onnx.load(str(tmp_path / name)).graph
 
 
-def test_int8_units_are_what_ort_runs_in_the_quantized_network(tmp_path):
+@pytest.mark.parametrize("spec", ["tiny_resnet_synthetic", "tiny_resnet"])
+def test_int8_units_are_what_ort_runs_in_the_quantized_network(tmp_path, spec):
     """The fusions ORT applies to a QDQ graph, checked on the quantized full model: every conv
     becomes a QLinearConv with its ReLU gone (folded into the output range), every residual add a
     QLinearAdd of its own (not fused into the conv, unlike fp32), and between them nothing else --
     no Quantize/Dequantize/Transpose inside the network, only at its edges. Each unit's quantized
-    micro-model, less its context and edge nodes (what kernel time leaves out), runs exactly that."""
+    micro-model, less its context and edge nodes (what kernel time leaves out), runs exactly that.
+    Trained and random-init alike: in a random-init network the exporter shares one zero bias
+    among equal-width convs, which left most of random-init resnet18's convs as float Conv between
+    Dequantize and Quantize until each was given its own copy (:func:`own_weights`)."""
     from hwprune.export import onnx_bytes
     from hwprune.graph import ChannelGraph
     from hwprune.latency.micro import unit_onnx
@@ -45,8 +49,13 @@ def test_int8_units_are_what_ort_runs_in_the_quantized_network(tmp_path):
     from hwprune_deploy.quant import quantize_qdq
     from hwprune_deploy.runner import CONTEXT_PREFIX, LAYOUT_OPS
 
-    model = load_model("tiny_resnet_synthetic").model.eval()
+    from hwprune_deploy.quant import own_weights
+
+    torch.manual_seed(0)
+    model = load_model(spec).model.eval()
     x = torch.randn(1, 3, SIZE, SIZE)
+    shared = own_weights(onnx.load_from_string(onnx_bytes(model, x)))
+    assert (shared > 0) == (spec == "tiny_resnet"), shared  # the random-init net shares biases, the trained one not
     units = extract_units(ChannelGraph(model, x), dtype="int8")
     g = optimized_graph(quantize_qdq(onnx_bytes(model, x)), tmp_path)
     ops = [n.op_type for n in g.node]

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import tempfile
 
@@ -54,6 +55,7 @@ def node_times(data: bytes, threads: int, spinning: bool, runs: int) -> tuple[li
             events = json.load(f)
     finally:
         shutil.rmtree(d, ignore_errors=True)
+    shapes = weight_shapes(data)
     starts = sorted(e["ts"] for e in events if e.get("cat") == "Session" and e.get("name") == "model_run")[-runs:]
     per: dict[str, list[float]] = {}
     meta: dict[str, dict] = {}
@@ -68,8 +70,11 @@ def node_times(data: bytes, threads: int, spinning: bool, runs: int) -> tuple[li
             outs = [next(iter(s.values())) for s in a.get("output_type_shape", [])]
             op = a.get("op_name")
             wi = WEIGHT_INPUT.get(op, 1)
+            weight = ins[wi] if len(ins) > wi else None
+            if op in WEIGHT_INPUT:  # int8 weights are prepacked and not listed: the graph's shape, by node name
+                weight = shapes.get(re.sub(r"_token_\d+$", "", name))
             meta[name] = {"name": name, "op": op, "in": ins[0] if ins else None,
-                          "weight": ins[wi] if len(ins) > wi else None, "out": outs[0] if outs else None}
+                          "weight": weight, "out": outs[0] if outs else None}
             order.append(name)
         per.setdefault(name, []).append(float(e["dur"]))
     return [{**meta[n], "us": float(np.median(per[n]))} for n in order], float(np.median(wall))
@@ -80,6 +85,25 @@ WEIGHT_INPUT = {"QLinearConv": 3, "QGemm": 3, "QLinearMatMul": 3}
 #: the nodes that are a conv/linear unit's kernel, fp32 and int8 (ORT's fused QDQ forms)
 UNIT_OPS = ("Conv", "FusedConv", "NhwcFusedConv", "Gemm", "MatMul", "QLinearConv", "QGemm", "QLinearMatMul",
             "MatMulInteger", "ConvInteger")
+
+
+def weight_shapes(data: bytes) -> dict[str, list[int]]:
+    """ONNX node name -> weight shape of every Conv/Gemm/MatMul of the model ``data`` (through the
+    DequantizeLinear of a QDQ model's weight)."""
+    import onnx
+
+    g = onnx.load_from_string(data).graph
+    dims = {i.name: list(i.dims) for i in g.initializer}
+    prod = {o: n for n in g.node for o in n.output}
+    out = {}
+    for n in g.node:
+        if n.op_type in ("Conv", "Gemm", "MatMul") and len(n.input) > 1:
+            w = n.input[1]
+            if w in prod and prod[w].op_type == "DequantizeLinear":
+                w = prod[w].input[0]
+            if w in dims:
+                out[n.name] = dims[w]
+    return out
 
 
 def _width_eq(got, want: int) -> bool:
