@@ -228,13 +228,13 @@ def test_validate_reports_errors(table_path):
     assert 0 <= d["absolute_ms"]["within_5pct"] <= d["absolute_ms"]["within_10pct"] <= 1
     # recalibrated: the calibration variants were timed alongside and the residual curve re-fitted
     rc = d["recalibrated"]
-    stored = next(iter(LatencyTable.load(table_path).models.values()))["calibration"]["variants"]
+    rec = next(iter(LatencyTable.load(table_path).models.values()))
+    stored = rec["calibration"]["variants"]
     assert len(rc["calibration"]["variants"]) == len(stored) == 2  # the profiler's own calibration variants
     assert all(c["measured_ms"] > 0 and 0 < c["units_ms"] for c in rc["calibration"]["variants"].values())
     # one knot per distinct units sum: two variants can sum alike when the table's monotone envelope
     # flattens the widths they differ in (a CI run), and fewer than three knots fit no curve
-    sums = sorted([LatencyTable.load(table_path).cost_model(graph_of(tiny())).units_sum({})]
-                  + [c["units_ms"] for c in rc["calibration"]["variants"].values()])
+    sums = sorted([rec["units_full_ms"]] + [c["units_ms"] for c in rc["calibration"]["variants"].values()])
     distinct = 1 + sum(b - a > 1e-9 for a, b in zip(sums, sums[1:]))
     knots = (rc["calibration"].get("correction") or {}).get("units_ms", [])
     assert len(knots) == distinct if distinct == 3 else len(knots) in (0, distinct)

@@ -107,16 +107,18 @@ def _resnet18_only(tmp_path, name: str, calibration) -> str:
     return str(path)
 
 
-def _scaled_table(tmp_path, factor: float) -> str:
-    """The committed table made to under-predict every pruned variant by ``factor`` (its residual
-    curve replaced by ``-(1 - factor) x units`` below 97% of the unpruned units, 0 at full width):
-    the unpruned model is predicted right, a pruned one ``factor`` times its real latency."""
-    def calibration(units):
-        xs = [0.05 * units, 0.97 * units, units]
-        return {"a": 1.0, "b": 0.0, "correction": {"units_ms": xs,
-                                                    "residual_ms": [-(1 - factor) * xs[0], -(1 - factor) * xs[1], 0.0]}}
+def _scaled_calibration(units: float, factor: float) -> dict:
+    """A calibration that under-predicts every pruned variant by ``factor`` (residual curve
+    ``-(1 - factor) x units`` below 97% of the unpruned ``units``, 0 at full width): the unpruned
+    model is predicted right, a pruned one ``factor`` times its real latency."""
+    xs = [0.05 * units, 0.97 * units, units]
+    return {"a": 1.0, "b": 0.0, "correction": {"units_ms": xs,
+                                                "residual_ms": [-(1 - factor) * xs[0], -(1 - factor) * xs[1], 0.0]}}
 
-    return _resnet18_only(tmp_path, f"scaled-{factor}.json", calibration)
+
+def _scaled_table(tmp_path, factor: float) -> str:
+    """The committed table's resnet18 record with :func:`_scaled_calibration`."""
+    return _resnet18_only(tmp_path, f"scaled-{factor}.json", lambda units: _scaled_calibration(units, factor))
 
 
 def test_closed_loop_re_searches_on_the_real_stopwatch_until_it_meets(resnet18, tmp_path):
@@ -173,10 +175,7 @@ def test_prune_and_run_exit_3_when_the_budget_is_missed(setup, tmp_path, cli):
     _, path, _, _ = setup
     doc = json.loads(open(path).read())
     for rec in doc["models"].values():  # as _scaled_table(0.5): the first plan is barely pruned, measured ~2x the budget
-        units = rec["units_full_ms"]
-        xs = [0.05 * units, 0.97 * units, units]
-        rec["calibration"] = {"a": 1.0, "b": 0.0, "correction": {"units_ms": xs,
-                                                                 "residual_ms": [-0.5 * xs[0], -0.5 * xs[1], 0.0]}}
+        rec["calibration"] = _scaled_calibration(rec["units_full_ms"], 0.5)
     table = str(tmp_path / "scaled.json")
     open(table, "w").write(json.dumps(doc))
     # the tiny model and uniform: the verdict is the point here (resnet18 at 224 took 3.5 minutes of CI)

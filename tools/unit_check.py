@@ -158,6 +158,7 @@ def main(argv=None) -> int:
     from hwprune.latency.measure import build_variant, table_spinning
     from hwprune.latency.validate import profiled_input_size
     from hwprune.models import load_model
+    from hwprune_deploy.backends import get_backend
 
     variants: dict[str, dict] = {}
     if args.variant:
@@ -186,11 +187,10 @@ def main(argv=None) -> int:
     cm = table.cost_model(graph)
     units = [u for u, _ in cm.units]
     threads, spin = int(table.device.get("threads", 2)), table_spinning(table)
-    data = {k: onnx_bytes(build_variant(loaded.model, x, w) if w else loaded.model, x) for k, w in variants.items()}
-    if getattr(table, "precision", "fp32") == "int8":  # as the table timed its units: ORT's static QDQ
-        from hwprune_deploy.quant import quantize_qdq
-
-        data = {k: quantize_qdq(d) for k, d in data.items()}
+    # as the backend ran the table's units: an int8 table's variants statically quantized (QDQ)
+    backend = get_backend("ort-cpu", precision=getattr(table, "precision", "fp32"))
+    data = {k: backend.quantized(onnx_bytes(build_variant(loaded.model, x, w) if w else loaded.model, x))
+            for k, w in variants.items()}
     rounds: dict[str, list] = {k: [] for k in variants}
     for r in range(args.rounds):  # round-robin, so both variants meet the same states of the machine
         for k in variants:
