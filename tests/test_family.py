@@ -5,6 +5,7 @@ the CLI writes the whole folder."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 
@@ -27,20 +28,32 @@ from hwprune.prune import PruneConfig, prune
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
+def _floor(loaded, table: str, align: int = 8, min_width: int = 8) -> float:
+    """What the table predicts for every group at its grid minimum, over the unpruned prediction."""
+    graph = ChannelGraph(loaded.model, example_input((1, 3, 32, 32)))
+    cost = LatencyTable.load(table).cost_model(graph)
+    return cost.predict(WidthLadder(graph.prunable, {}, align, min_width).widths(0)) / cost.predict({})
+
+
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    """Budgets in these tests stay >= 0.55x: a clean-clone CI run read this quick table's floor at
-    0.444x (0.39x on other runs), so 0.4x was sometimes unreachable.
+    """A quick table of tiny_resnet at 32 px and a non-uniform (global) plan searched on it.
 
-    A quick table of tiny_resnet at 32 px and a non-uniform (global, 0.6x) plan searched on it
-    (at 16 px the model is mostly fixed cost and a noisy quick table put its floor near 0.3x)."""
+    The budgets are placed above the floor this table measured (every group at the grid minimum):
+    a quick table of a model this small is mostly fixed cost and its floor moved between 0.39x and
+    0.56x across CI runs, so fixed budgets such as 0.55x were sometimes unreachable. ``b`` holds
+    three budgets, 5, 15 and 35 points of the unpruned latency above the floor (rounded up)."""
     tmp = tmp_path_factory.mktemp("family")
     loaded = load_model("tiny_resnet")
     table = profile(loaded, ProfileConfig.quick(input_size=32, out=str(tmp / "t.json")), progress=False)
-    result = prune(loaded, PruneConfig(strategy="global", budget="0.6x", input_size=32, progress=False), table=table)
+    floor = _floor(loaded, table)
+    assert floor < 0.6, f"the quick table's floor is {floor:.3f}x: too high to place three budgets above it"
+    b = [f"{math.ceil((floor + d) * 100) / 100:.2f}x" for d in (0.05, 0.15, 0.35)]
+    result = prune(loaded, PruneConfig(strategy="global", budget=b[2], input_size=32, progress=False), table=table)
     plan_path = str(tmp / "plan.json")
     result.plan.save(plan_path)
-    return {"tmp": tmp, "loaded": loaded, "table": table, "plan": plan_path, "source": result.plan}
+    return {"tmp": tmp, "loaded": loaded, "table": table, "plan": plan_path, "source": result.plan, "b": b,
+            "floor": floor}
 
 
 def _graph(plan: PruningPlan, loaded) -> ChannelGraph:
@@ -53,10 +66,11 @@ def test_source_plan_is_not_uniform(setup):
 
 
 def test_each_member_meets_its_budget_and_the_next_grid_step_misses(setup):
-    r = build_family(FamilyConfig(plan=setup["plan"], budgets="0.55x,0.65x,0.8x,40%flops,30%params",
+    lo, mid, hi = setup["b"]
+    r = build_family(FamilyConfig(plan=setup["plan"], budgets=f"{lo},{mid},{hi},40%flops,30%params",
                                   table=setup["table"], baseline="uniform"))
     assert [m.name for m in r.members] == [f"{f}-{b}" for f in ("copycat", "uniform")
-                                           for b in ("0.55x", "0.65x", "0.8x", "40pctflops", "30pctparams")]
+                                           for b in (lo, mid, hi, "40pctflops", "30pctparams")]
     graph = _graph(setup["source"], setup["loaded"])
     costs = {"ms": LatencyTable.load(setup["table"]).cost_model(graph),
              "flops": FlopsCostModel(graph, graph.example_input), "params": ParamsCostModel(graph)}
@@ -93,7 +107,8 @@ def test_copycat_at_multiplier_one_is_the_source_architecture(setup):
 
 
 def test_uniform_baseline_scales_every_group_alike(setup):
-    r = build_family(FamilyConfig(plan=setup["plan"], budgets="0.55x,0.7x", table=setup["table"], baseline="uniform"))
+    r = build_family(FamilyConfig(plan=setup["plan"], budgets=",".join(setup["b"][::2]), table=setup["table"],
+                                  baseline="uniform"))
     assert set(r.fractions["uniform"].values()) == {1.0}
     assert r.summary["families"]["uniform"]["fractions"] == r.fractions["uniform"]
     graph = _graph(setup["source"], setup["loaded"])
@@ -105,7 +120,8 @@ def test_uniform_baseline_scales_every_group_alike(setup):
 
 def test_members_apply_run_and_their_checkpoints_load(setup, tmp_path):
     out = tmp_path / "fam"
-    r = build_family(FamilyConfig(plan=setup["plan"], budgets="0.55x,0.8x", table=setup["table"], out=str(out)))
+    lo, hi = setup["b"][0], setup["b"][2]
+    r = build_family(FamilyConfig(plan=setup["plan"], budgets=f"{lo},{hi}", table=setup["table"], out=str(out)))
     x = example_input(setup["source"].input_shape)
     for m in r.members:
         net = apply(setup["loaded"].model, PruningPlan.load(str(out / f"{m.name}.json")))
@@ -118,8 +134,8 @@ def test_members_apply_run_and_their_checkpoints_load(setup, tmp_path):
             assert torch.isfinite(ck.model(x)).all()
         # random init, not a slice of the base weights
         assert not torch.equal(ck.model.stem[0].weight, net.stem[0].weight)
-    assert sorted(os.listdir(out)) == sorted(["family.json", "family.png", "copycat-0.55x.json", "copycat-0.55x.pt",
-                                              "copycat-0.8x.json", "copycat-0.8x.pt"])
+    assert sorted(os.listdir(out)) == sorted(["family.json", "family.png", f"copycat-{lo}.json", f"copycat-{lo}.pt",
+                                              f"copycat-{hi}.json", f"copycat-{hi}.pt"])
 
 
 def _smallest_fraction(setup, unit: str) -> float:
@@ -172,7 +188,7 @@ def test_malformed_budget_lists(text, match):
 
 
 def test_table_defaults_to_the_plans_own(setup, tmp_path):
-    r = build_family(FamilyConfig(plan=setup["plan"], budgets="0.5x"))
+    r = build_family(FamilyConfig(plan=setup["plan"], budgets=setup["b"][1]))
     assert r.summary["table"] == setup["table"] and r.members[0].predicted["ms"] <= r.members[0].target
     tableless = prune(setup["loaded"], PruneConfig(strategy="uniform", ratio=0.4, input_size=32, progress=False)).plan
     path = str(tmp_path / "p.json")
@@ -191,10 +207,10 @@ def test_config_rejects_bad_values_before_work():
 
 def test_cli_writes_the_family(setup, tmp_path, capsys):
     out = tmp_path / "fam"
-    assert main(["family", "--plan", setup["plan"], "--budgets", "0.55x,0.65x,0.8x", "--table", setup["table"],
+    assert main(["family", "--plan", setup["plan"], "--budgets", ",".join(setup["b"]), "--table", setup["table"],
                  "--baseline", "uniform", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    names = [f"{f}-{b}" for f in ("copycat", "uniform") for b in ("0.55x", "0.65x", "0.8x")]
+    names = [f"{f}-{b}" for f in ("copycat", "uniform") for b in setup["b"]]
     assert all(n in printed for n in names)
     assert sorted(os.listdir(out)) == sorted([f"{n}{ext}" for n in names for ext in (".json", ".pt")]
                                              + ["family.json", "family.png"])
