@@ -119,8 +119,8 @@ def check_reachable(budget: Budget, target: float, baseline: float, smallest: fl
         )
 
 
-def min_widths(graph, align: int, min_width: int) -> dict[str, int]:
-    return {g.name: g.candidate_widths(align, min_width)[0] for g in graph.prunable}
+def min_widths(graph, align: int, min_width: int, max_prune: float = 1.0) -> dict[str, int]:
+    return {g.name: g.candidate_widths(align, min_width, max_prune)[0] for g in graph.prunable}
 
 
 def cost_model_for(budget: Budget, graph, example_input, table: Any = None):

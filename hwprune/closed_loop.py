@@ -107,6 +107,7 @@ class LoopOutcome:
 def provenance(ctx: SearchContext, config: PruneConfig, table) -> dict[str, Any]:
     return {"strategy": config.strategy, "criterion": config.criterion, "ratio": config.ratio,
             "budget": config.budget, "seed": config.seed, "align": config.align, "min_width": config.min_width,
+            "max_prune": config.max_prune,
             "table": getattr(table, "path", table if isinstance(table, str) else None),
             "target": ctx.target, "unit": ctx.cost.unit}
 

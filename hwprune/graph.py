@@ -114,20 +114,23 @@ class ChannelGroup:
         s = math.lcm(max(1, align), self.blocks)
         return s if s < self.width else self.width
 
-    def candidate_widths(self, align: int = 8, min_width: int = 8) -> list[int]:
-        """Widths on the hardware grid, ascending; always includes the full width."""
+    def candidate_widths(self, align: int = 8, min_width: int = 8, max_prune: float = 1.0) -> list[int]:
+        """Widths on the hardware grid, ascending; always includes the full width. ``max_prune``:
+        the largest fraction of the group's channels (or heads) a width may remove."""
         if not self.prunable:
             return [self.width]
         s = self.step(align)
         lo = 1 if self.kind == "heads" else max(s, min_width)
+        if max_prune < 1.0:
+            lo = max(lo, math.ceil((1.0 - max_prune) * self.width - 1e-9))
         ws = [w for w in range(s, self.width + 1, s) if w >= lo]
         if not ws or ws[-1] != self.width:
             ws.append(self.width)
         return ws
 
-    def snap(self, width: float, align: int = 8, min_width: int = 8) -> int:
+    def snap(self, width: float, align: int = 8, min_width: int = 8, max_prune: float = 1.0) -> int:
         """Nearest grid width to ``width`` (ties go up, so we never cut more than asked)."""
-        ws = self.candidate_widths(align, min_width)
+        ws = self.candidate_widths(align, min_width, max_prune)
         return min(ws, key=lambda w: (abs(w - width), -w))
 
 

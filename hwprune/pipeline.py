@@ -57,6 +57,7 @@ class RunConfig:
     num_classes: Optional[int] = None
     align: int = 8
     min_width: int = 8
+    max_prune: float = 1.0  # no search removes more than this fraction of any group (as PruneConfig)
     out: str = "hwprune_run"
     quick: bool = False
     seed: int = 0
@@ -76,6 +77,9 @@ class RunConfig:
         check_ort_spinning(self.spinning, self.backend)
         if self.finetune_epochs < 0:
             raise ConfigError(f"finetune-epochs {self.finetune_epochs} must be >= 0")
+        from .prune_config import check_max_prune
+
+        check_max_prune(self.max_prune)
         if self.train_epochs is not None and self.train_epochs < 1:
             raise ConfigError(f"train-epochs {self.train_epochs} must be >= 1")
         from .int8_budget import check_precision
@@ -307,8 +311,8 @@ def prune_step(config: RunConfig, run: Run, loaded: LoadedModel, data, table: Op
     if strategy == FALLBACK_STRATEGY or "budget" not in fields:
         return bisect_uniform(config, run, loaded, input_size)
     kw = {"strategy": strategy, "budget": config.budget, "criterion": config.criterion, "align": config.align,
-          "min_width": config.min_width, "input_size": input_size, "seed": config.seed, "backend": config.backend,
-          "threads": config.threads, "progress": config.progress, "closed_loop_rounds": config.closed_loop_rounds,
+          "min_width": config.min_width, "max_prune": config.max_prune, "input_size": input_size, "seed": config.seed,
+          "backend": config.backend, "threads": config.threads, "progress": config.progress, "closed_loop_rounds": config.closed_loop_rounds,
           "finetune_epochs": config.finetune_epochs, "precision": config.precision,
           "options": dict(s["strategy_options"])}
     pcfg = PruneConfig(**{k: v for k, v in kw.items() if k in fields})

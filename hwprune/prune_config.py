@@ -8,6 +8,13 @@ from typing import Any, Optional
 from .errors import ConfigError
 
 
+def check_max_prune(value: float) -> None:
+    """``--max-prune``: a fraction in (0, 1] (ConfigError naming the value and the fix otherwise)."""
+    if not 0.0 < value <= 1.0:
+        raise ConfigError(f"max-prune {value} is out of range; give the largest fraction of a group's channels a "
+                          "search may remove, in (0, 1], e.g. 0.75 (default 1: only --min-width bounds it)")
+
+
 @dataclass
 class PruneConfig:
     """What to prune and how. Validated on construction so bad values fail before any work.
@@ -22,6 +29,7 @@ class PruneConfig:
     criterion: str = "l1"
     align: int = 8
     min_width: int = 8
+    max_prune: float = 1.0  # no search removes more than this fraction of any group's channels
     batch: int = 1
     input_size: Optional[int] = None
     ignore: tuple[str, ...] = ()
@@ -56,6 +64,7 @@ class PruneConfig:
             raise ConfigError(f"align {self.align} must be >= 1 (8 suits tensor cores and SIMD)")
         if self.min_width < 1:
             raise ConfigError(f"min-width {self.min_width} must be >= 1")
+        check_max_prune(self.max_prune)
         if self.batch < 1:
             raise ConfigError(f"batch {self.batch} must be >= 1")
         if self.budget is not None:

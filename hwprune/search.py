@@ -100,7 +100,7 @@ class SearchContext:
         return strategy_options(self.config.strategy, self.config.options)
 
     def grid(self, group: ChannelGroup) -> list[int]:
-        return group.candidate_widths(self.config.align, self.config.min_width)
+        return group.candidate_widths(self.config.align, self.config.min_width, self.config.max_prune)
 
     def predict(self, widths: dict[str, int]) -> float:
         return float(self.cost.predict(widths))
@@ -272,7 +272,7 @@ def resolve_constraints(config: PruneConfig, graph, x, table=None) -> list[Const
         rows.append({"bound": bound, "budget": bound.budget, "cost": cost, "table": t,
                      "label": device_label(bound, t), "baseline": baseline,
                      "target": float(bound.budget.target(baseline)),
-                     "smallest": float(cost.predict(min_widths(graph, config.align, config.min_width)))})
+                     "smallest": float(cost.predict(min_widths(graph, config.align, config.min_width, config.max_prune)))})
     if len(rows) == 1:
         r = rows[0]
         check_reachable(r["budget"], r["target"], r["baseline"], r["smallest"])

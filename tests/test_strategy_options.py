@@ -236,3 +236,46 @@ def test_cli_help_lists_every_strategys_options(cli):
 
 def test_errors_share_the_root():
     assert issubclass(ConfigError, HwpruneError)
+
+
+@pytest.mark.parametrize("name", ["uniform", "global", "halp", "netadapt"])
+def test_max_prune_keeps_a_share_of_every_group(loaded, name):
+    """--max-prune F: no search takes any group below (1 - F) of its width (rounded up to the
+    grid), and the budget is still met; without it the same searches cut some groups further
+    (35% of the FLOPs: every group at half width keeps ~25%, so F = 0.5 leaves room)."""
+    cfg = dict(strategy=name, budget="35%flops", align=8, progress=False, options={"netadapt_initial": 0.15})
+    ev = fidelity_evaluator(loaded.model, torch.randn(1, 3, 32, 32), n=8)
+    ctx = make_context(loaded, PruneConfig(**cfg, max_prune=0.5))
+    floor = {g.name: g.candidate_widths(8, 8, 0.5)[0] for g in ctx.graph.prunable}
+    assert all(floor[g.name] >= g.width / 2 for g in ctx.graph.prunable)
+    res = prune(loaded, PruneConfig(**cfg, max_prune=0.5), evaluator=ev)
+    widths = {g.name: res.plan.widths.get(g.name, g.width) for g in ctx.graph.prunable}
+    assert all(w >= floor[g] for g, w in widths.items()), (widths, floor)
+    assert res.report["cost"]["predicted"] <= res.report["cost"]["target"] * (1 + 1e-9)
+    assert res.plan.provenance["max_prune"] == 0.5
+    free = prune(loaded, PruneConfig(**cfg), evaluator=ev).plan.widths
+    if name in ("halp", "netadapt"):  # uniform and (here) global cut the groups about alike
+        assert any(free.get(g.name, g.width) < floor[g.name] for g in ctx.graph.prunable), free
+    with torch.no_grad():
+        assert res.model(torch.randn(1, 3, 32, 32)).shape[0] == 1
+
+
+def test_max_prune_out_of_range_and_unreachable_say_what_to_change(loaded, cli, tmp_path):
+    for bad in (0.0, 1.5, -0.2):
+        with pytest.raises(ConfigError, match=rf"max-prune {bad} is out of range.*\(0, 1\]"):
+            PruneConfig(strategy="uniform", ratio=0.5, max_prune=bad)
+    from hwprune.pipeline import RunConfig, command_line
+
+    with pytest.raises(ConfigError, match=r"max-prune 0 is out of range"):
+        RunConfig(max_prune=0)
+    assert build_parser().parse_args(["run", "--max-prune", "0.75"]).max_prune == 0.75
+    assert command_line(RunConfig(max_prune=0.75)) == "hwprune run --max-prune 0.75"
+    with pytest.raises(HwpruneError, match="below the smallest reachable"):
+        prune(loaded, PruneConfig(strategy="halp", budget="10%flops", max_prune=0.5, progress=False))
+    p = cli("prune", "--model", "tiny_resnet", "--input-size", "32", "--budget", "30%flops", "--strategy", "uniform",
+            "--max-prune", "0.8", "--out", str(tmp_path / "o"), "--quiet", check=False)
+    assert p.returncode == 0, p.stderr
+    plan = json.loads((tmp_path / "o" / "plan.json").read_text())
+    assert plan["provenance"]["max_prune"] == 0.8
+    bad = cli("prune", "--model", "tiny_resnet", "--budget", "30%flops", "--max-prune", "2", check=False)
+    assert bad.returncode == 2 and "max-prune 2.0 is out of range" in bad.stderr

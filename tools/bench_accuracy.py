@@ -183,12 +183,14 @@ def get_table(loaded, out: str, threads: int, quick: bool) -> str:
         return profile(loaded, cfg, progress=False)
 
 
-def cut(loaded, strategy: str, budget: float, seed: int, table: str, data, evaluator, P: Preset, threads: int):
-    """(PruneResult, extra) for one strategy at ``budget`` x the unpruned model's measured latency."""
+def cut(loaded, strategy: str, budget: float, seed: int, table: str, data, evaluator, P: Preset, threads: int,
+        max_prune: float = 1.0):
+    """(PruneResult, extra) for one strategy at ``budget`` x the unpruned model's measured latency
+    (``max_prune``: PruneConfig.max_prune, the largest share of a group a search may remove)."""
     common = dict(calib=data.calib, evaluator=evaluator, data=data)
     if strategy != "flops":
         cfg = PruneConfig(strategy=strategy, budget=f"{budget}x", seed=seed, backend="ort-cpu", threads=threads,
-                          closed_loop_rounds=2, progress=False, options=dict(P.options))
+                          closed_loop_rounds=2, progress=False, options=dict(P.options), max_prune=max_prune)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return prune(loaded, cfg, table=table, **common), {}

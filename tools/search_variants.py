@@ -9,7 +9,9 @@ variants, each recovered by ``ft`` and ``kd`` (3 epochs, the benchmark's recipes
 - ``halp-layernorm``: each group's scores divided by their mean (Molchanov et al. 2017 normalise
   per layer), so the knapsack compares channels within a layer rather than across layers;
 - ``netadapt``: as shipped (proposals scored by adaptive-BN accuracy right after the cut);
-- ``netadapt-ft30``: NetAdapt's short-term fine-tune, 30 SGD steps before each proposal is scored.
+- ``netadapt-ft30``: NetAdapt's short-term fine-tune, 30 SGD steps before each proposal is scored;
+- ``halp-mp0.75`` (any ``STRATEGY-mpF``): the search may remove at most a fraction F of any group
+  (``--max-prune F``, Torch-Pruning's ``max_pruning_ratio``), so no layer collapses to 8 channels.
 
 The searches score candidates on a split apart from the reported one (``make_task(n_search=...)``).
 
@@ -34,7 +36,7 @@ import hwprune.strategies.halp as H  # noqa: E402
 from hwprune.evaluate import make_evaluator, top1  # noqa: E402
 from hwprune.models import load_model  # noqa: E402
 
-VARIANTS = ("uniform", "halp", "halp-squared", "halp-layernorm", "netadapt", "netadapt-ft30")
+VARIANTS = ("uniform", "halp", "halp-squared", "halp-layernorm", "netadapt", "netadapt-ft30", "halp-mp0.75")
 
 
 def scored(transform):
@@ -72,7 +74,8 @@ def main(argv=None) -> int:
         H.taylor_ema = scored(TRANSFORMS[name]) if TRANSFORMS.get(name) else ORIGINAL
         if name == "netadapt-ft30":
             P2.options["netadapt_ft_steps"] = 30
-        res, _ = B.cut(loaded, name.split("-")[0], 0.5, args.seed, args.table, data, ev, P2, 2)
+        mp = float(name.rsplit("-mp", 1)[1]) if "-mp" in name else 1.0
+        res, _ = B.cut(loaded, name.split("-")[0], 0.5, args.seed, args.table, data, ev, P2, 2, max_prune=mp)
         search_s = time.perf_counter() - t0
         lat = B.measure(base, res.model, 2)
         accs = {}

@@ -43,6 +43,10 @@ def register(sub) -> None:
                                    "--strategy netadapt --data synthetic --evaluator adaptive-bn --out out/p")
     add_model_args(p, default="tiny_resnet_synthetic")
     add_grid_args(p, align_default=None, align_help=DEVICE_ALIGN_HELP)
+    p.add_argument("--max-prune", type=float, default=1.0, metavar="F",
+                   help="no search removes more than this fraction of any group's channels (e.g. 0.75 keeps at "
+                        "least a quarter of every layer; Torch-Pruning's max_pruning_ratio). Default 1: only "
+                        "--min-width bounds a layer, and a search may take some layers down to it")
     p.add_argument("--strategy", default="uniform", help=f"width search ({', '.join(list_strategies())})")
     p.add_argument("--ratio", type=float, help="fraction of channels to remove per group (uniform), e.g. 0.5")
     p.add_argument("--budget", action="append", metavar="BUDGET[@TABLE]",
@@ -295,7 +299,7 @@ def run(args) -> int:
         backend = None
     align = resolve_align(args.align, backend)
     config = PruneConfig(strategy=args.strategy, ratio=args.ratio, criterion=args.criterion, align=align,
-                         min_width=args.min_width, batch=args.batch, input_size=args.input_size,
+                         min_width=args.min_width, max_prune=args.max_prune, batch=args.batch, input_size=args.input_size,
                          ignore=tuple(args.ignore), seed=args.seed, budget=args.budget[0] if args.budget else None,
                          more_budgets=tuple((args.budget or [])[1:]), executor=args.executor,
                          ray_address=args.ray_address, worker_threads=args.worker_threads, options=_options(args),

@@ -46,6 +46,8 @@ def register(sub) -> None:
     p.add_argument("--input-size", type=int, help="square input resolution (default: the model's own)")
     p.add_argument("--align", type=int, default=None, help=DEVICE_ALIGN_HELP)
     p.add_argument("--min-width", type=int, default=d.min_width, help="narrowest group width (default 8)")
+    p.add_argument("--max-prune", type=float, default=d.max_prune, metavar="F",
+                   help="no search removes more than this fraction of any group's channels (default 1)")
     p.add_argument("--out", default=d.out, help=f"output folder (default {d.out})")
     p.add_argument("--quick", action="store_true", help="smaller everything (CI smoke run, ~1 minute)")
     p.add_argument("--seed", type=int, default=0, help="random seed")
@@ -64,7 +66,8 @@ def run(args) -> int:
                        finetune_epochs=args.finetune_epochs,
                        train_epochs=args.train_epochs,
                        batches=args.batch, input_size=args.input_size, num_classes=args.num_classes,
-                       align=resolve_align(args.align, args.backend), min_width=args.min_width, out=args.out,
+                       align=resolve_align(args.align, args.backend), min_width=args.min_width,
+                       max_prune=args.max_prune, out=args.out,
                        quick=args.quick, seed=args.seed, progress=not args.no_progress, aoti=args.aoti,
                        precision=args.precision)
     if hint := grid_hint(config.backend, config.align):

@@ -7,7 +7,7 @@ from .registry import register_strategy
 
 def uniform_widths(ctx, ratio: float) -> dict[str, int]:
     cfg = ctx.config
-    return {g.name: g.snap(g.width * (1.0 - ratio), cfg.align, cfg.min_width) for g in ctx.graph.prunable}
+    return {g.name: g.snap(g.width * (1.0 - ratio), cfg.align, cfg.min_width, cfg.max_prune) for g in ctx.graph.prunable}
 
 
 @register_strategy("uniform")
