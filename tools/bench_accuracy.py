@@ -186,8 +186,12 @@ def get_table(loaded, out: str, threads: int, quick: bool) -> str:
 def cut(loaded, strategy: str, budget: float, seed: int, table: str, data, evaluator, P: Preset, threads: int,
         max_prune: float = 1.0):
     """(PruneResult, extra) for one strategy at ``budget`` x the unpruned model's measured latency
-    (``max_prune``: PruneConfig.max_prune, the largest share of a group a search may remove)."""
+    (``max_prune``: PruneConfig.max_prune, the largest share of a group a search may remove; a
+    strategy named ``NAME-mpF`` is NAME with ``max_prune=F``)."""
     common = dict(calib=data.calib, evaluator=evaluator, data=data)
+    if "-mp" in strategy:
+        strategy, mp = strategy.rsplit("-mp", 1)
+        max_prune = float(mp)
     if strategy != "flops":
         cfg = PruneConfig(strategy=strategy, budget=f"{budget}x", seed=seed, backend="ort-cpu", threads=threads,
                           closed_loop_rounds=2, progress=False, options=dict(P.options), max_prune=max_prune)
@@ -289,12 +293,14 @@ def run_seed(seed: int, P: Preset, data, args, table_holder: dict) -> list[dict]
             lat = {k: rows[-1][k] for k in ("baseline_ms", "measured_ms", "latency_ratio")}
             rows += recover_rows(seed, budget, strategy, res.model, base, data, P, args.threads, extra, lat)
     b0 = P.budgets[0]
+    skip = set(filter(None, args.skip.split(",")))
     try:
-        rows += families(seed, b0, plans, rows, base, loaded, data, P, args, table)
+        if "families" not in skip:
+            rows += families(seed, b0, plans, rows, base, loaded, data, P, args, table)
     except Exception as e:  # a broken section is reported, and the rest of the run kept
         log(f"families failed: {type(e).__name__}: {e}")
         rows.append({"seed": seed, "budget": b0, "strategy": "family", "recipe": "error", "error": repr(e)})
-    if (b0, "halp") in plans:
+    if (b0, "halp") in plans and "regularize" not in skip:
         from hwprune.regularize import regularize_then_cut
 
         for name in ("slimming", "tpp"):
@@ -450,7 +456,9 @@ def main(argv=None) -> int:
     ap.add_argument("--task", choices=("mosaic", "shapes"), default="mosaic")
     ap.add_argument("--seeds", help="comma-separated seeds (default: the preset's)")
     ap.add_argument("--budgets", help="comma-separated latency fractions (default: the preset's)")
-    ap.add_argument("--strategies", help="comma-separated: uniform,flops,halp,netadapt,evolution")
+    ap.add_argument("--strategies", help="comma-separated: uniform,flops,halp,netadapt,evolution; NAME-mpF is NAME "
+                    "with --max-prune F (e.g. halp-mp0.75)")
+    ap.add_argument("--skip", default="", help="comma-separated sections to leave out: families,regularize")
     ap.add_argument("--n-train", type=int, help="training images (default: the preset's)")
     ap.add_argument("--base-epochs", type=int, help="epochs of the unpruned model and of Scratch-E (default: the preset's)")
     ap.add_argument("--recover-epochs", type=int, help="fine-tune / KD epochs (default: the preset's)")
