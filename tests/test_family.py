@@ -28,10 +28,11 @@ from hwprune.prune import PruneConfig, prune
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-def _floor(loaded, table: str, align: int = 8, min_width: int = 8) -> float:
-    """What the table predicts for every group at its grid minimum, over the unpruned prediction."""
+def _smallest_fraction(loaded, table: str, unit: str, align: int = 8, min_width: int = 8) -> float:
+    """The cost of every group at its grid minimum over the unpruned cost (``unit`` ms: on
+    ``table``; flops: counted), tiny_resnet at 32 px."""
     graph = ChannelGraph(loaded.model, example_input((1, 3, 32, 32)))
-    cost = LatencyTable.load(table).cost_model(graph)
+    cost = LatencyTable.load(table).cost_model(graph) if unit == "ms" else FlopsCostModel(graph, graph.example_input)
     return cost.predict(WidthLadder(graph.prunable, {}, align, min_width).widths(0)) / cost.predict({})
 
 
@@ -46,14 +47,13 @@ def setup(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("family")
     loaded = load_model("tiny_resnet")
     table = profile(loaded, ProfileConfig.quick(input_size=32, out=str(tmp / "t.json")), progress=False)
-    floor = _floor(loaded, table)
+    floor = _smallest_fraction(loaded, table, "ms")
     assert floor < 0.6, f"the quick table's floor is {floor:.3f}x: too high to place three budgets above it"
     b = [f"{math.ceil((floor + d) * 100) / 100:.2f}x" for d in (0.05, 0.15, 0.35)]
     result = prune(loaded, PruneConfig(strategy="global", budget=b[2], input_size=32, progress=False), table=table)
     plan_path = str(tmp / "plan.json")
     result.plan.save(plan_path)
-    return {"tmp": tmp, "loaded": loaded, "table": table, "plan": plan_path, "source": result.plan, "b": b,
-            "floor": floor}
+    return {"tmp": tmp, "loaded": loaded, "table": table, "plan": plan_path, "source": result.plan, "b": b}
 
 
 def _graph(plan: PruningPlan, loaded) -> ChannelGraph:
@@ -138,18 +138,14 @@ def test_members_apply_run_and_their_checkpoints_load(setup, tmp_path):
                                               f"copycat-{hi}.json", f"copycat-{hi}.pt"])
 
 
-def _smallest_fraction(setup, unit: str) -> float:
-    """The cost of every group at its grid minimum over the unpruned cost, on the fixture's table."""
-    src = setup["source"]
-    graph = _graph(src, setup["loaded"])
-    cost = (LatencyTable.load(setup["table"]).cost_model(graph) if unit == "ms" else
-            FlopsCostModel(graph, graph.example_input))
-    ladder = WidthLadder(graph.prunable, {}, src.provenance["align"], src.provenance["min_width"])
-    return cost.predict(ladder.widths(0)) / cost.predict({})
+def _plan_floor(setup, unit: str) -> float:
+    """:func:`_smallest_fraction` on the fixture's table and the source plan's grid."""
+    prov = setup["source"].provenance
+    return _smallest_fraction(setup["loaded"], setup["table"], unit, prov["align"], prov["min_width"])
 
 
 def test_unreachable_budget_names_the_smallest_reachable(setup):
-    frac = _smallest_fraction(setup, "flops")
+    frac = _plan_floor(setup, "flops")
     with pytest.raises(BudgetError, match=r"budget 1%flops .*below the smallest the copycat family reaches, "
                                           r"[0-9.]+%flops .*all groups at the grid minimum.*raise it") as e:
         build_family(FamilyConfig(plan=setup["plan"], budgets="50%flops,1%flops"))
@@ -158,7 +154,7 @@ def test_unreachable_budget_names_the_smallest_reachable(setup):
     r = build_family(FamilyConfig(plan=setup["plan"], budgets=f"{named}%flops", baseline="uniform"))
     assert [m.level for m in r.members] == [0, 0]  # reachable, at the grid minimum, by either family
     # latency: a quick table's smallest is noisy, so ask for half of what this table predicts
-    frac = _smallest_fraction(setup, "ms")
+    frac = _plan_floor(setup, "ms")
     if frac > 0.002:
         with pytest.raises(BudgetError, match=r"below the smallest the copycat family reaches, ([0-9.]+)x \("):
             build_family(FamilyConfig(plan=setup["plan"], budgets=f"{frac / 2:.4f}x", table=setup["table"]))

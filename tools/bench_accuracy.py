@@ -194,12 +194,12 @@ def get_table(loaded, out: str, threads: int, quick: bool) -> str:
         return profile(loaded, cfg, progress=False)
 
 
-def cut(loaded, strategy: str, budget: float, seed: int, table: str, data, evaluator, P: Preset, threads: int,
-        max_prune: float = 1.0):
-    """(PruneResult, extra) for one strategy at ``budget`` x the unpruned model's measured latency
-    (``max_prune``: PruneConfig.max_prune, the largest share of a group a search may remove; a
-    strategy named ``NAME-mpF`` is NAME with ``max_prune=F``)."""
+def cut(loaded, strategy: str, budget: float, seed: int, table: str, data, evaluator, P: Preset, threads: int):
+    """(PruneResult, extra) for one strategy at ``budget`` x the unpruned model's measured latency.
+    A strategy named ``NAME-mpF`` is NAME with ``PruneConfig.max_prune=F`` (``--max-prune F``: the
+    largest share of any group a search may remove)."""
     common = dict(calib=data.calib, evaluator=evaluator, data=data)
+    max_prune = 1.0
     if "-mp" in strategy:
         strategy, mp = strategy.rsplit("-mp", 1)
         max_prune = float(mp)

@@ -74,8 +74,8 @@ def main(argv=None) -> int:
         H.taylor_ema = scored(TRANSFORMS[name]) if TRANSFORMS.get(name) else ORIGINAL
         if name == "netadapt-ft30":
             P2.options["netadapt_ft_steps"] = 30
-        mp = float(name.rsplit("-mp", 1)[1]) if "-mp" in name else 1.0
-        res, _ = B.cut(loaded, name.split("-")[0], 0.5, args.seed, args.table, data, ev, P2, 2, max_prune=mp)
+        strategy = name if "-mp" in name else name.split("-")[0]  # B.cut reads a NAME-mpF cap itself
+        res, _ = B.cut(loaded, strategy, 0.5, args.seed, args.table, data, ev, P2, 2)
         search_s = time.perf_counter() - t0
         lat = B.measure(base, res.model, 2)
         accs = {}

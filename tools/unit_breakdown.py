@@ -26,10 +26,8 @@ from hwprune.latency import LatencyTable  # noqa: E402
 from hwprune.models import load_model  # noqa: E402
 
 
-def breakdown(model: str, table: str, size: int) -> dict[str, tuple[float, int]]:
-    """{unit kind: (ms at full width, number of units)} of ``model`` in ``table``."""
-    loaded = load_model(model)
-    graph = ChannelGraph(loaded.model, torch.randn(1, 3, size, size))
+def breakdown(graph: ChannelGraph, table: str) -> dict[str, tuple[float, int]]:
+    """{unit kind: (ms at full width, number of units)} of the model behind ``graph`` in ``table``."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         cost = LatencyTable.load(table).cost_model(graph)
@@ -49,7 +47,8 @@ def main(argv=None) -> int:
     p.add_argument("--tables", nargs=2, required=True, metavar=("A", "B"), help="two tables holding the model")
     p.add_argument("--size", type=int, default=224)
     args = p.parse_args(argv)
-    a, b = (breakdown(args.model, t, args.size) for t in args.tables)
+    graph = ChannelGraph(load_model(args.model).model, torch.randn(1, 3, args.size, args.size))  # traced once
+    a, b = (breakdown(graph, t) for t in args.tables)
     ta, tb = sum(v[0] for v in a.values()), sum(v[0] for v in b.values())
     print(f"{args.model}: units at full width {ta:.2f} ms ({args.tables[0]}), {tb:.2f} ms ({args.tables[1]})")
     print("| unit kind | units | A ms | A share | B ms | B share | A/B |")
