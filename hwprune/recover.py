@@ -89,6 +89,17 @@ def check_num_classes(model: nn.Module, data, input_size: Optional[int] = None) 
                           f"classes, or none), or use data with at most {k} classes")
 
 
+def seed_loader(loader, seed: int) -> None:
+    """Re-seed the torch generators ``loader`` draws from (its sampler's shuffling and any
+    augmentation generator its dataset holds; :func:`hwprune.train_state.loader_generators`).
+    Without this a loader keeps its stream across trainings, and a run's data order depends on
+    what trained on that loader before it, not on its seed."""
+    from .train_state import loader_generators
+
+    for k, g in enumerate(loader_generators(loader)):
+        g.manual_seed(1_000_003 * (seed + 1) + k)
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -144,7 +155,11 @@ def fit(model: nn.Module, data, settings: LoopSettings, teacher: Optional[nn.Mod
     After each epoch ``on_epoch_end`` gets ``{epoch, steps, total_steps, loss, optimizer,
     scheduler, rng, seconds}`` (state dicts and random states); ``resume`` is such a dict (with the
     model's weights already loaded by the caller): the loop continues after that epoch, drawing
-    the same data order and randomness an uninterrupted run would."""
+    the same data order and randomness an uninterrupted run would.
+
+    ``settings.seed`` sets the global RNGs *and* the loader's own generators (shuffling,
+    augmentation; :func:`seed_loader`), so two calls with one seed train on one data order
+    whatever ran before them on that loader."""
     from tqdm import tqdm
 
     from .train_state import capture_rng, restore_rng
@@ -161,6 +176,8 @@ def fit(model: nn.Module, data, settings: LoopSettings, teacher: Optional[nn.Mod
     if total <= 0:
         return {"loss": [], "steps": 0, "epochs": 0, "seconds": 0.0}
     torch.manual_seed(settings.seed)
+    if resume is None:
+        seed_loader(loader, settings.seed)
     opt = torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=0.9, nesterov=True,
                           weight_decay=settings.weight_decay)
     sched = _scheduler(opt, settings, total)

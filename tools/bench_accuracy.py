@@ -149,17 +149,11 @@ def make_task(task: str, n_train: int, n_val: int, seed: int = 0, batch: int = 6
 
 # ------------------------------------------------------------------ training and measuring
 def train_(model, data, epochs: int, lr: float, seed: int, teacher=None):
-    """Train ``model`` on ``data.train``; the data order and augmentation follow ``seed``.
-
-    The loader's own generators (shuffling, augmentation) are re-seeded here: ``fit`` seeds only
-    the global RNGs, so before 2026-12-02 every training call continued the loader's stream where
-    the last one stopped, and a result depended on its position in the run rather than on its
-    seed (a run over seeds 3-5 reproduced seeds 0-2 of an earlier run digit for digit, and two
-    recipes of one seed never saw the same data order)."""
-    from hwprune.train_state import loader_generators
-
-    for k, g in enumerate(loader_generators(data.train)):
-        g.manual_seed(1_000_003 * (seed + 1) + k)
+    """Train ``model`` on ``data.train``; the data order and augmentation follow ``seed``
+    (``fit`` re-seeds the loader's own generators from it). Before 2026-12-02 ``fit`` seeded only
+    the global RNGs, so every training call continued the loader's stream where the last one
+    stopped, and a result depended on its position in the run rather than on its seed (a run
+    over seeds 3-5 reproduced seeds 0-2 of an earlier run digit for digit)."""
     if epochs > 0:
         fit(model, data, LoopSettings(epochs=epochs, lr=lr, seed=seed, progress=False), teacher=teacher)
     return model.eval()
