@@ -54,3 +54,15 @@ def test_verdict_compares_each_search_with_uniform_under_the_same_recipe():
     assert "- halp vs uniform, both `ft`: +4.50 points (paired, 2 seeds; per seed +5.0, +4.0" in text
     assert "- halp vs uniform, both `kd`: -0.50 points" in text
     assert "vs uniform / `ft` (the peers' recipe): +9.00 points (paired, 2 seeds; per seed +10.0, +8.0" in text
+
+
+def test_strategy_names_carry_their_cap_and_steps():
+    """NAME-mpF and NAME-itK (and both) parse to the strategy's options; too many steps for the
+    recovery epochs is refused before any training."""
+    import pytest
+
+    b = _bench()
+    assert [b.iterative_steps(s) for s in ("halp", "halp-mp0.75", "halp-it3", "halp-mp0.75-it2")] == [1, 1, 3, 2]
+    P = b.PRESETS["default"]
+    with pytest.raises(SystemExit, match="leave none"):
+        b.iterative_rows(0, 0.5, f"halp-it{P.recover_epochs + 1}", None, None, None, None, None, P, None)

@@ -188,18 +188,29 @@ def get_table(loaded, out: str, threads: int, quick: bool) -> str:
         return profile(loaded, cfg, progress=False)
 
 
-def cut(loaded, strategy: str, budget: float, seed: int, table: str, data, evaluator, P: Preset, threads: int):
+def iterative_steps(strategy: str) -> int:
+    """K of a strategy named ``NAME-itK`` (1: one-shot)."""
+    return int(strategy.rsplit("-it", 1)[1]) if "-it" in strategy else 1
+
+
+def cut(loaded, strategy: str, budget: float, seed: int, table: str, data, evaluator, P: Preset, threads: int,
+        distill: bool = False):
     """(PruneResult, extra) for one strategy at ``budget`` x the unpruned model's measured latency.
     A strategy named ``NAME-mpF`` is NAME with ``PruneConfig.max_prune=F`` (``--max-prune F``: the
-    largest share of any group a search may remove)."""
+    largest share of any group a search may remove); ``NAME-itK`` is NAME reached in K cut +
+    fine-tune steps (``--iterative K``, one epoch of fine-tuning between steps, with KD from the
+    unpruned model when ``distill``), HALP's progressive pruning in the benchmark's budget: the
+    K - 1 epochs between steps count towards the recovery's epochs (:func:`run_seed`)."""
     common = dict(calib=data.calib, evaluator=evaluator, data=data)
-    max_prune = 1.0
+    max_prune, steps = 1.0, iterative_steps(strategy)
+    strategy = strategy.rsplit("-it", 1)[0]
     if "-mp" in strategy:
         strategy, mp = strategy.rsplit("-mp", 1)
         max_prune = float(mp)
     if strategy != "flops":
         cfg = PruneConfig(strategy=strategy, budget=f"{budget}x", seed=seed, backend="ort-cpu", threads=threads,
-                          closed_loop_rounds=2, progress=False, options=dict(P.options), max_prune=max_prune)
+                          closed_loop_rounds=2, progress=False, options=dict(P.options), max_prune=max_prune,
+                          iterative=steps, iterative_epochs=1, distill=distill)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return prune(loaded, cfg, table=table, **common), {}
@@ -290,6 +301,9 @@ def run_seed(seed: int, P: Preset, data, args, table_holder: dict) -> list[dict]
     plans: dict = {}
     for budget in P.budgets:
         for strategy in P.strategies:
+            if iterative_steps(strategy) > 1:
+                rows += iterative_rows(seed, budget, strategy, loaded, base, table, data, evaluator, P, args)
+                continue
             t1 = time.perf_counter()
             res, extra = cut(loaded, strategy, budget, seed, table, data, evaluator, P, args.threads)
             extra.update(search_s=time.perf_counter() - t1)
@@ -317,6 +331,25 @@ def run_seed(seed: int, P: Preset, data, args, table_holder: dict) -> list[dict]
             except Exception as e:
                 log(f"{name} failed: {type(e).__name__}: {e}")
                 rows.append({"seed": seed, "budget": b0, "strategy": f"halp+{name}", "recipe": "error", "error": repr(e)})
+    return rows
+
+
+def iterative_rows(seed, budget, strategy, loaded, base, table, data, evaluator, P: Preset, args) -> list[dict]:
+    """``NAME-itK`` under ``ft`` and ``kd`` with the one-shot recipes' training budget: K - 1 epochs
+    between the K steps (KD from the unpruned model for ``kd``), then the rest of
+    ``recover_epochs`` after the last cut."""
+    K = iterative_steps(strategy)
+    if K - 1 >= P.recover_epochs:
+        raise SystemExit(f"{strategy}: {K - 1} epochs between steps leave none of --recover-epochs "
+                         f"{P.recover_epochs} for after the last cut; use K <= {P.recover_epochs}")
+    rows = []
+    for recipe in [r for r in P.recipes if r in ("ft", "kd")]:
+        t1 = time.perf_counter()
+        res, extra = cut(loaded, strategy, budget, seed, table, data, evaluator, P, args.threads,
+                         distill=recipe == "kd")
+        m = train_(res.model, data, P.recover_epochs - (K - 1), 0.01, seed, teacher=base if recipe == "kd" else None)
+        rows.append(row(seed, budget, strategy, recipe, m, base, data, args.threads,
+                        **{**extra, "search_s": time.perf_counter() - t1, "epochs": P.recover_epochs}))
     return rows
 
 
@@ -462,7 +495,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", help="comma-separated seeds (default: the preset's)")
     ap.add_argument("--budgets", help="comma-separated latency fractions (default: the preset's)")
     ap.add_argument("--strategies", help="comma-separated: uniform,flops,halp,netadapt,evolution; NAME-mpF is NAME "
-                    "with --max-prune F (e.g. halp-mp0.75)")
+                    "with --max-prune F (e.g. halp-mp0.75); NAME-itK reaches the budget in K steps with an epoch "
+                    "of ft/kd between them (--iterative K; e.g. halp-it3), within the same recovery epochs")
     ap.add_argument("--skip", default="", help="comma-separated sections to leave out: families,regularize")
     ap.add_argument("--n-train", type=int, help="training images (default: the preset's)")
     ap.add_argument("--base-epochs", type=int, help="epochs of the unpruned model and of Scratch-E (default: the preset's)")

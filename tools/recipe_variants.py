@@ -1,0 +1,110 @@
+"""Which recovery recipe recovers a pruned model best with the same training budget?
+
+``tools/bench_accuracy.py``'s default task (tiny_resnet width 16 on ``mosaic``, one unpruned model
+trained 12 epochs with seed 0), cut to 0.5x by uniform and halp against the benchmark's table (the
+plan the table predicts; no stopwatch here, so this tool can run beside other work), then each cut
+recovered with every recipe below for the same 3 epochs, under several seeds (the seed sets the
+recovery's data order and randomness; :func:`hwprune.recover.fit` re-seeds the loader from it):
+
+- ``ft``: fine-tune, one-cycle peak lr 0.01 (the benchmark's and ``prune --finetune``'s);
+- ``ft-lr0.1``: the same at the unpruned model's training peak lr 0.1 -- *learning-rate rewinding*
+  (Renda, Frankle & Carbin, ICLR 2020: re-train the pruned network with the original schedule's
+  large learning rate rather than fine-tuning at a small one);
+- ``kd``: Hinton KD from the unpruned model, alpha 0.5, T 4, lr 0.01 (the benchmark's);
+- ``kd-a0.9``, ``kd-a1``: the KD term weighted 0.9 / alone (alpha 0.9 at T 4 is the KD baseline of
+  Tian et al.'s CRD benchmark, ICLR 2020);
+- ``kd-a0.9-lr0.1``: KD alpha 0.9 with learning-rate rewinding.
+
+Every recipe is scored on the search split (1000 images apart from the reported one: pick a
+recipe there) and on the reported val split. Prints one line per run and a mean +- std table.
+
+    nice -n 5 python tools/recipe_variants.py --table bench_out/accuracy_v2/table.json --seeds 0,1,2
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import statistics
+import sys
+import time
+import warnings
+
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+
+import bench_accuracy as B  # noqa: E402
+from hwprune.evaluate import make_evaluator, top1  # noqa: E402
+from hwprune.models import load_model  # noqa: E402
+from hwprune.prune import PruneConfig, prune  # noqa: E402
+from hwprune.recover import LoopSettings, fit  # noqa: E402
+
+#: name -> (peak lr, KD alpha or None for no teacher)
+RECIPES = {"ft": (0.01, None), "ft-lr0.1": (0.1, None), "kd": (0.01, 0.5), "kd-a0.9": (0.01, 0.9),
+           "kd-a1": (0.01, 1.0), "kd-a0.9-lr0.1": (0.1, 0.9)}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--table", required=True, help="the benchmark's tiny_resnet table (bench_accuracy writes OUT/table.json)")
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--strategies", default="uniform,halp")
+    ap.add_argument("--recipes", default=",".join(RECIPES))
+    ap.add_argument("--out", default=None, help="write every run here as JSON")
+    ap.add_argument("--torch-threads", type=int, default=1)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.torch_threads)
+    recipes = args.recipes.split(",")
+    unknown = [r for r in recipes if r not in RECIPES]
+    if unknown:
+        ap.error(f"unknown recipe(s) {unknown}: choose from {', '.join(RECIPES)}")
+    P = B.PRESETS["default"]
+    data = B.make_task("mosaic", P.n_train, P.n_val, n_search=P.n_search)
+    search = data.meta["search"]
+    torch.manual_seed(0)
+    loaded = load_model("hwprune.zoo:tiny_resnet", kwargs={"width": P.width})
+    loaded.input_size = 32
+    B.train_(loaded.model, data, P.base_epochs, 0.1, 0)
+    base = loaded.model
+    print(f"unpruned: val {100 * top1(base, data.val):.1f}%  search {100 * top1(base, search.val):.1f}%", flush=True)
+    ev = make_evaluator("adaptive-bn", search)
+    runs = []
+    for strategy in args.strategies.split(","):
+        cfg = PruneConfig(strategy=strategy, budget="0.5x", seed=0, progress=False, options=dict(P.options),
+                          closed_loop_rounds=0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            cut = prune(loaded, cfg, table=args.table, calib=data.calib, evaluator=ev, data=data).model
+        for seed in (int(s) for s in args.seeds.split(",")):
+            for recipe in recipes:
+                lr, alpha = RECIPES[recipe]
+                m = copy.deepcopy(cut)
+                t0 = time.perf_counter()
+                fit(m, data, LoopSettings(epochs=P.recover_epochs, lr=lr, seed=seed, progress=False,
+                                          kd_alpha=alpha if alpha is not None else 0.5),
+                    teacher=base if alpha is not None else None)
+                r = {"strategy": strategy, "recipe": recipe, "seed": seed, "val": 100 * top1(m, data.val),
+                     "search": 100 * top1(m, search.val), "seconds": time.perf_counter() - t0}
+                runs.append(r)
+                print(f"{strategy:>8} {recipe:>14} seed {seed}: val {r['val']:.1f}%  search {r['search']:.1f}%  "
+                      f"({r['seconds']:.0f} s)", flush=True)
+    print("\n| strategy | recipe | val top-1 % | search-split top-1 % | n |\n|---|---|---|---|---|")
+    for strategy in args.strategies.split(","):
+        for recipe in recipes:
+            rs = [r for r in runs if r["strategy"] == strategy and r["recipe"] == recipe]
+            def ms(k):
+                xs = [r[k] for r in rs]
+                return f"{statistics.mean(xs):.1f} ± {statistics.stdev(xs) if len(xs) > 1 else 0.0:.1f}"
+            print(f"| {strategy} | {recipe} | {ms('val')} | {ms('search')} | {len(rs)} |")
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump({"runs": runs}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
