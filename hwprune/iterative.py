@@ -71,6 +71,7 @@ def compose(kept_total: dict[str, list[int]], plan: PruningPlan) -> dict[str, li
 def prune_iterative(loaded: LoadedModel, config, calib=None, table=None, evaluator=None, data=None):
     """:func:`hwprune.prune.prune` in ``config.iterative`` steps (see module doc)."""
     from .closed_loop import close_loop, provenance
+    from .latency import as_table
     from .prune_steps import PruneResult, build_report, finetune_pruned
     from .recover import RecoverConfig, recover
     from .search import make_context, run_search, seed_everything
@@ -114,8 +115,8 @@ def prune_iterative(loaded: LoadedModel, config, calib=None, table=None, evaluat
             ctx.budget = ctx0.budget  # the goal: a fraction of the *unpruned* model, measured
             # measured as a one-shot prune is (the table's precision and worker mode), without the
             # drift check (the context's baseline here is the current network's)
-            loop = close_loop(ctx, loaded, config, strategy, widths, table, _loaded_table(table), cut_from=current,
-                              check_drift=False)
+            loop = close_loop(ctx, loaded, config, strategy, widths, table, as_table(table, check_device=False),
+                              cut_from=current, check_drift=False)
             plan = loop.plan
             step["predicted"] = ctx.predict(loop.widths)
         else:
@@ -167,16 +168,3 @@ def _fix_report(report, ctx0, widths: dict[str, int], base: float, seconds: floa
         lat.baseline_predicted_ms = base
         lat.speedup_predicted = base / max(lat.predicted_ms, 1e-12)
     report.config["wall_seconds"] = seconds
-
-
-def _loaded_table(table):
-    """The table object the closed loop reads its measuring mode from (None: fp32, blocked workers)."""
-    if isinstance(table, str):
-        import warnings
-
-        from .latency import LatencyTable
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return LatencyTable.load(table)
-    return table

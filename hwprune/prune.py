@@ -80,9 +80,9 @@ def _int8_config(loaded: LoadedModel, config: PruneConfig, table):
         return config, None  # a user's own cost model
     loaded_table = None
     if table is not None:
-        from .latency import LatencyTable
+        from .latency import as_table
 
-        loaded_table = LatencyTable.load(table) if isinstance(table, str) else table
+        loaded_table = as_table(table)
         prec = loaded_table.precision
         if prec != config.precision:
             raise ConfigError(f"the latency table holds {prec} latencies and this search is {config.precision}: "
@@ -107,10 +107,10 @@ def _search_and_check(ctx: SearchContext, loaded: LoadedModel, config: PruneConf
     widths = run_search(strategy, ctx)
     search_s = time.perf_counter() - t0
     measured_table = table
-    if isinstance(table, str) and (config.backend or ctx.cost.unit != "ms"):  # read once: loop and prediction
-        from .latency import LatencyTable
+    if config.backend or ctx.cost.unit != "ms":  # read once: loop and prediction
+        from .latency import as_table
 
-        measured_table = LatencyTable.load(table)
+        measured_table = as_table(table)
     if ctx.multi:  # several budgets: every reachable device is measured (hwprune.devices)
         from .devices import close_loop_devices
 

@@ -260,10 +260,10 @@ def resolve_constraints(config: PruneConfig, graph, x, table=None) -> list[Const
     rows = []
     for bound in config.budget_list():
         t = bound.table if bound.table is not None else table
-        if isinstance(t, str) and bound.budget.is_latency:
-            from .latency import LatencyTable
+        if bound.budget.is_latency:
+            from .latency import as_table
 
-            t = LatencyTable.load(t)
+            t = as_table(t)
         try:
             cost = cost_model_for(bound.budget, graph, x, t)
         except TableError as e:
@@ -304,10 +304,9 @@ def table_prediction(ctx: SearchContext, table, widths: dict[str, int]) -> Optio
     the latency and speedup it says, as a latency-budget run reports them. None without a table."""
     if table is None:
         return None
-    if isinstance(table, str):
-        from .latency import LatencyTable
+    from .latency import as_table
 
-        table = LatencyTable.load(table)
+    table = as_table(table)
     cost = table if hasattr(table, "predict") and not hasattr(table, "cost_model") else table.cost_model(ctx.graph)
     if getattr(cost, "unit", None) != "ms":
         return None

@@ -7,8 +7,8 @@
 """
 from ..errors import TableError
 from .profile import ProfileConfig, profile
-from .table import LatencyTable, TableCostModel, TableMismatchWarning
+from .table import LatencyTable, TableCostModel, TableMismatchWarning, as_table
 from .validate import ValidationResult, validate
 
-__all__ = ["ProfileConfig", "profile", "LatencyTable", "TableCostModel", "TableError", "TableMismatchWarning",
+__all__ = ["ProfileConfig", "profile", "LatencyTable", "as_table", "TableCostModel", "TableError", "TableMismatchWarning",
            "validate", "ValidationResult"]

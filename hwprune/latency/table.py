@@ -348,6 +348,13 @@ class TableCostModel:
         return self.from_units(s + delta) - self.from_units(s)
 
 
+def as_table(table, check_device: bool = True):
+    """``table`` read with :meth:`LatencyTable.load` when it is a path; anything else (a loaded
+    table, a user's cost model, None) as it is. ``check_device=False`` skips the other-device
+    warning (for a second read of a table already checked)."""
+    return LatencyTable.load(table, check_device=check_device) if isinstance(table, str) else table
+
+
 def device_slug(device: dict) -> str:
     """A filesystem-safe name of a fingerprinted device: the GPU's name, or the CPU's plus its
     core count (``nvidia-h100-80gb-hbm3``, ``amd-epyc-2c``)."""
