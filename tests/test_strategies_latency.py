@@ -281,6 +281,27 @@ def test_closed_loop_loosens_a_result_far_under_and_keeps_the_last_that_met(setu
     assert res.report["cost"]["final_target"] == loop[0]["target"] and res.report["verdict"].startswith("measured")
 
 
+def test_a_loosened_plan_that_reads_a_miss_once_is_measured_again(setup, monkeypatch):
+    """The loosened plan's first reading misses (a slow moment), its second meets: pooled, the
+    looser plan meets and is kept rather than thrown away for the tighter one."""
+    from hwprune_deploy.timing import Timing
+
+    seq = []
+
+    def slow_once(config, models, x, precision="fp32", spinning=False):
+        ms = 0.75 * (0.7, 1.1, 0.85)[min(len(seq), 2)]  # far under; then a miss read once, a pass next
+        seq.append(ms)
+        return {"baseline": Timing(1.0, 1.0, 1.0, 0.0, 10, 1), "pruned": Timing(ms, ms, ms, 0.0, 10, 1)}
+
+    slow_once.calls = seq
+    res, calls = _prune_on(setup, monkeypatch, "0.75x", dev=slow_once)
+    loop, lat = res.report["closed_loop"], res.report["latency"]
+    assert len(calls) == 3 and len(loop) == 2 and "loosened" in loop[0]["note"], loop
+    assert loop[1]["readings_ms"] == [[1.0, 0.75 * 1.1], [1.0, 0.75 * 0.85]] and "kept round" not in loop[1].get("note", "")
+    assert lat["met_budget"] and lat["measured_ms"] == pytest.approx(0.75 * 0.975)
+    assert res.report["cost"]["final_target"] > loop[0]["target"]
+
+
 def test_closed_loop_tightens_until_the_device_meets_the_budget(setup, monkeypatch):
     res, calls = _prune_on(setup, monkeypatch, "0.75x", first_over=1.15, spend_band=0.0)  # tightening alone
     loop, lat = res.report["closed_loop"], res.report["latency"]
