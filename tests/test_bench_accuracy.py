@@ -66,3 +66,5 @@ def test_strategy_names_carry_their_cap_and_steps():
     P = b.PRESETS["default"]
     with pytest.raises(SystemExit, match="leave none"):
         b.iterative_rows(0, 0.5, f"halp-it{P.recover_epochs + 1}", None, None, None, None, None, P, None)
+    with pytest.raises(SystemExit, match="no iterative form"):
+        b.cut(None, "flops-it2", 0.5, 0, None, None, None, P, 2)

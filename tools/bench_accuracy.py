@@ -201,9 +201,12 @@ def cut(loaded, strategy: str, budget: float, seed: int, table: str, data, evalu
     fine-tune steps (``--iterative K``, one epoch of fine-tuning between steps, with KD from the
     unpruned model when ``distill``), HALP's progressive pruning in the benchmark's budget: the
     K - 1 epochs between steps count towards the recovery's epochs (:func:`run_seed`)."""
-    common = dict(calib=data.calib, evaluator=evaluator, data=data)
     max_prune, steps = 1.0, iterative_steps(strategy)
     strategy = strategy.rsplit("-it", 1)[0]
+    if steps > 1 and strategy == "flops":
+        raise SystemExit(f"flops-it{steps}: the FLOPs-matched cut bisects a one-shot prune and has no iterative "
+                         "form; use flops, or NAME-itK with a latency strategy (e.g. halp-it3)")
+    common = dict(calib=data.calib, evaluator=evaluator, data=data)
     if "-mp" in strategy:
         strategy, mp = strategy.rsplit("-mp", 1)
         max_prune = float(mp)
