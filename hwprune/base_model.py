@@ -115,5 +115,5 @@ def build_model(spec: str, kwargs: dict[str, Any] | None = None) -> tuple[nn.Mod
     hint = f" Did you mean {', '.join(close)}?" if close else ""
     raise ModelLoadError(
         f"unknown model {spec!r}.{hint} Use a torchvision classifier name (see `hwprune inspect --list`), "
-        "a built-in (tiny_resnet, tiny_vit), 'timm:NAME', 'module:factory', 'file.py:factory' or an hwprune checkpoint."
+        "a built-in (tiny_resnet, tiny_mobilenet, tiny_vit), 'timm:NAME', 'module:factory', 'file.py:factory' or an hwprune checkpoint."
     )

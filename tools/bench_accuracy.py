@@ -8,7 +8,8 @@ What it runs, per seed (model initialisation, training order and search seed; th
    *top-left* tile, the other three tiles are shapes of the same kind as distractors. At 16 px the
    shapes are small, and the network has to tell one tile from three similar ones. (``shapes``: the
    plain 32 px synthetic task, for comparison.)
-2. **The unpruned model**: tiny_resnet trained from scratch for ``base_epochs`` (one-cycle SGD,
+2. **The unpruned model** (``--model``): tiny_resnet, or tiny_mobilenet (MobileNetV2-style: depthwise
+   convs whose latency does not follow FLOPs, where a latency-aware search has room to win), trained from scratch for ``base_epochs`` (one-cycle SGD,
    lr 0.1). Convergence is checked, not assumed: a copy gets the same extra training as the pruned
    models (``recover_epochs`` of fine-tune, and of fine-tune + self-KD) and its gain is reported.
 3. **Strategies at equal measured latency** (``--budgets``, default 0.5x and 0.3x of the unpruned
@@ -61,7 +62,7 @@ from hwprune.scratch import reinitialize_  # noqa: E402
 
 @dataclass
 class Preset:
-    width: int  # tiny_resnet's base width (channels 1x, 2x, 4x over its three stages)
+    width: int  # the model's base width (tiny_resnet: channels 1x, 2x, 4x over its three stages)
     n_train: int
     n_val: int
     base_epochs: int
@@ -174,13 +175,13 @@ def flops_of(model) -> float:
     return float(summarize(model, torch.randn(1, 3, 32, 32))["flops"])
 
 
-def get_table(loaded, out: str, threads: int, quick: bool) -> str:
+def get_table(loaded, out: str, threads: int, quick: bool, model: str = "tiny_resnet") -> str:
     from hwprune.latency import ProfileConfig, profile
 
     path = os.path.join(out, "table.json")
     if os.path.exists(path):
         return path
-    log(f"profiling tiny_resnet at 32 px into {path} (ort-cpu, {threads} threads{', quick protocol' if quick else ''})")
+    log(f"profiling {model} at 32 px into {path} (ort-cpu, {threads} threads{', quick protocol' if quick else ''})")
     cfg = (ProfileConfig.quick(backend="ort-cpu", threads=threads, input_size=32, out=path, align=8, calib_variants=4)
            if quick else ProfileConfig(backend="ort-cpu", threads=threads, input_size=32, out=path, align=8))
     with warnings.catch_warnings():
@@ -230,6 +231,9 @@ def cut(loaded, strategy: str, budget: float, seed: int, table: str, data, evalu
     res, pct = best if best is not None else (res, mid)
     return res, {"flops_budget_pct": pct}
 
+
+#: the built-in networks the benchmark can prune (hwprune.zoo), both with a ``width`` argument
+MODELS = ("tiny_resnet", "tiny_mobilenet")
 
 #: unpruned models trained so far, by training seed (Preset.base_seed shares one across seeds)
 BASES: dict = {}
@@ -282,7 +286,7 @@ def run_seed(seed: int, P: Preset, data, args, table_holder: dict) -> list[dict]
         loaded = copy.deepcopy(BASES[bseed])
     else:
         torch.manual_seed(bseed)
-        loaded = load_model("hwprune.zoo:tiny_resnet", kwargs={"width": P.width})
+        loaded = load_model(f"hwprune.zoo:{args.model}", kwargs={"width": P.width})
         loaded.input_size = 32
         t0 = time.perf_counter()
         train_(loaded.model, data, P.base_epochs, 0.1, bseed)
@@ -292,7 +296,7 @@ def run_seed(seed: int, P: Preset, data, args, table_holder: dict) -> list[dict]
             BASES[bseed] = copy.deepcopy(loaded)
     base = loaded.model
     if "path" not in table_holder:
-        table_holder["path"] = get_table(loaded, args.out, args.threads, args.quick)
+        table_holder["path"] = get_table(loaded, args.out, args.threads, args.quick, args.model)
     table = table_holder["path"]
     rows.append(row(seed, 1.0, "unpruned", "trained", base, copy.deepcopy(base), data, args.threads,
                     epochs=P.base_epochs))
@@ -394,7 +398,7 @@ def markdown(rows: list[dict], meta: dict) -> str:
         k = (r["budget"], r["strategy"], r["recipe"])
         if k not in keys:
             keys.append(k)
-    lines = [f"tiny_resnet (width {meta['width']}) on the `{meta['task']}` task, {meta['preset']} preset, seeds {meta['seeds']}; top-1 on "
+    lines = [f"{meta.get('model', 'tiny_resnet')} (width {meta['width']}) on the `{meta['task']}` task, {meta['preset']} preset, seeds {meta['seeds']}; top-1 on "
              f"{meta['n_val']} held-out images; latency measured on ort-cpu ({meta['threads']} threads) side by side "
              "with the unpruned model", "",
              "| budget | strategy | recipe | top-1 % | measured latency (x unpruned) | FLOPs (x) | n |",
@@ -495,6 +499,9 @@ def main(argv=None) -> int:
     ap.add_argument("--recipes", help="comma-separated: ft,kd,scratch-e,scratch-b")
     ap.add_argument("--out", default="bench_out/accuracy")
     ap.add_argument("--task", choices=("mosaic", "shapes"), default="mosaic")
+    ap.add_argument("--model", choices=MODELS, default="tiny_resnet",
+                    help="the network pruned (default tiny_resnet: a plain ResNet, whose latency at 32 px follows its "
+                         "FLOPs; tiny_mobilenet: inverted residuals with depthwise convs, whose latency does not)")
     ap.add_argument("--seeds", help="comma-separated seeds (default: the preset's)")
     ap.add_argument("--budgets", help="comma-separated latency fractions (default: the preset's)")
     ap.add_argument("--strategies", help="comma-separated: uniform,flops,halp,netadapt,evolution; NAME-mpF is NAME "
@@ -548,7 +555,7 @@ def main(argv=None) -> int:
     for seed in P.seeds:
         rows += run_seed(seed, P, data, args, holder)
         write_json(os.path.join(args.out, "results.json"), {"rows": rows})  # partial results survive a kill
-    meta = {"preset": name, "task": args.task, "width": P.width, "seeds": P.seeds, "n_train": P.n_train, "n_val": P.n_val,
+    meta = {"preset": name, "task": args.task, "model": args.model, "width": P.width, "seeds": P.seeds, "n_train": P.n_train, "n_val": P.n_val,
             "base_epochs": P.base_epochs, "base_seed": P.base_seed, "n_search": P.n_search, "recover_epochs": P.recover_epochs, "reg_epochs": P.reg_epochs,
             "budgets": P.budgets, "strategies": P.strategies, "recipes": P.recipes, "threads": args.threads,
             "seconds": time.perf_counter() - t0, "load_average": os.getloadavg()}
