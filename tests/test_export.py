@@ -35,6 +35,22 @@ def test_pruned_export_parity_dynamic_batch(tmp_path, spec):
     assert os.listdir(tmp_path) == [f"{spec}.onnx"]
 
 
+def test_tiny_mobilenet_prunes_its_depthwise_blocks_and_exports(tmp_path):
+    """The built-in MobileNetV2-style network: a 0.5 cut narrows each block's expansion, depthwise
+    conv and projection input together, and the export matches PyTorch on ORT."""
+    from hwprune.counting import count_flops
+
+    loaded, res = pruned("tiny_mobilenet")
+    x = torch.randn(1, 3, 32, 32)
+    assert count_flops(res.model, x) < 0.5 * count_flops(loaded.model, x)
+    for blk, full in zip(res.model.layers[1:], loaded.model.layers[1:]):  # blocks with an expansion
+        expand, dw, project = blk.conv[0], blk.conv[3], blk.conv[6]
+        assert expand.out_channels == dw.groups == dw.in_channels == dw.out_channels == project.in_channels
+        assert dw.out_channels < full.conv[3].out_channels
+    parity = export_onnx(res.model, x, str(tmp_path / "m.onnx"), dynamic_batch=True, samples=3, parity_batches=(1, 4))
+    assert parity.ok and not parity.degenerate
+
+
 def test_constant_reference_is_flagged_and_graph_verified_on_probe(tmp_path):
     """Untrained torchvision ViT outputs exactly 0 (zero head): parity 0.0 would prove nothing."""
     loaded = load_model("tiny_vit")
