@@ -81,7 +81,7 @@ def build_report(ctx: SearchContext, loaded: LoadedModel, config: PruneConfig, l
         lat.table_drift = loop.drift
         report.warnings.append(loop.drift["warning"])
     if ctx.budget is not None and ctx.budget.is_latency:
-        goal = loop.goal_ms if loop.goal_ms is not None else loop.steps[-1]["goal_ms"]
+        goal = loop.goal_ms  # close_loop sets it whenever it measured against a latency budget
         lat.budget_ms, lat.met_budget = goal, p_ms <= goal * (1 + config.tolerance)
         report.verdict = (f"measured {p_ms:.3f} ms meets the budget {goal:.3f} ms (+{100 * config.tolerance:.0f}% tolerance)"
                           if lat.met_budget else
