@@ -40,7 +40,7 @@ def register(sub) -> None:
                        description="Prune channels and write OUT/plan.json, OUT/pruned.pt (plan + weights) and "
                                    "OUT/report.json (budget, predicted and measured latency, FLOPs, params, "
                                    "accuracy, widths). Example: hwprune prune --model tiny_resnet_synthetic --budget 0.5x "
-                                   "--strategy netadapt --data synthetic --evaluator adaptive-bn --out out/p")
+                                   "--strategy netadapt --data synthetic --evaluator adaptive-bn --out out/netadapt --plot")
     add_model_args(p, default="tiny_resnet_synthetic")
     add_grid_args(p, align_default=None, align_help=DEVICE_ALIGN_HELP)
     p.add_argument("--max-prune", type=float, default=1.0, metavar="F",
