@@ -301,7 +301,10 @@ def run_seed(seed: int, P: Preset, data, args, table_holder: dict) -> list[dict]
     rows.append(row(seed, 1.0, "unpruned", "trained", base, copy.deepcopy(base), data, args.threads,
                     epochs=P.base_epochs))
     lat0 = {k: rows[-1][k] for k in ("baseline_ms", "measured_ms", "latency_ratio")}
+    skip = set(filter(None, args.skip.split(",")))
     for recipe, teacher in (("+ft", None), ("+kd", base)):  # convergence: the same extra training
+        if "convergence" in skip:
+            break
         m = train_(copy.deepcopy(base), data, P.recover_epochs, 0.01, seed, teacher=teacher)
         rows.append(row(seed, 1.0, "unpruned", recipe, m, base, data, args.threads, lat=lat0))
     evaluator = make_evaluator("adaptive-bn", data.meta.get("search", data))  # scores candidates off the report split
@@ -319,7 +322,6 @@ def run_seed(seed: int, P: Preset, data, args, table_holder: dict) -> list[dict]
             lat = {k: rows[-1][k] for k in ("baseline_ms", "measured_ms", "latency_ratio")}
             rows += recover_rows(seed, budget, strategy, res.model, base, data, P, args.threads, extra, lat)
     b0 = P.budgets[0]
-    skip = set(filter(None, args.skip.split(",")))
     try:
         if "families" not in skip:
             rows += families(seed, b0, plans, rows, base, loaded, data, P, args, table)
@@ -507,7 +509,9 @@ def main(argv=None) -> int:
     ap.add_argument("--strategies", help="comma-separated: uniform,flops,halp,netadapt,evolution; NAME-mpF is NAME "
                     "with --max-prune F (e.g. halp-mp0.75); NAME-itK reaches the budget in K steps with an epoch "
                     "of ft/kd between them (--iterative K; e.g. halp-it3), within the same recovery epochs")
-    ap.add_argument("--skip", default="", help="comma-separated sections to leave out: families,regularize")
+    ap.add_argument("--skip", default="", help="comma-separated sections to leave out: families,regularize,"
+                    "convergence (the unpruned model's extra +ft/+kd rows, when an earlier run on the same "
+                    "model checked them)")
     ap.add_argument("--n-train", type=int, help="training images (default: the preset's)")
     ap.add_argument("--base-epochs", type=int, help="epochs of the unpruned model and of Scratch-E (default: the preset's)")
     ap.add_argument("--recover-epochs", type=int, help="fine-tune / KD epochs (default: the preset's)")
@@ -529,6 +533,9 @@ def main(argv=None) -> int:
             done = json.load(f)
         write_report(done["rows"], done["meta"], args.out)
         return 0
+    unknown = set(filter(None, args.skip.split(","))) - {"families", "regularize", "convergence"}
+    if unknown:
+        ap.error(f"--skip {','.join(sorted(unknown))}: the sections are families, regularize and convergence")
     torch.set_num_threads(args.torch_threads)
     name = args.preset or ("quick" if args.quick else "default")
     P = copy.deepcopy(PRESETS[name])
