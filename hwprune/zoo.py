@@ -3,10 +3,11 @@
 ``tiny_resnet`` is a CIFAR-style ResNet with basic blocks (random init, like a torchvision name
 without --weights), small enough to train on the synthetic data in a minute or two on 2 CPU cores
 and wide enough (up to 128 channels) that pruning it changes measured latency.
-``tiny_mobilenet`` is a MobileNetV2-style network for 32 px (inverted residuals, depthwise convs)
-whose latency does not follow its FLOPs. ``tiny_resnet_synthetic`` is the same network with the shipped weights trained on the synthetic
+``tiny_resnet_synthetic`` is tiny_resnet with the shipped weights trained on the synthetic
 data (``hwprune.data``): the embedded default of ``hwprune run`` and the model the examples prune,
 since a search among candidates of a random-init network compares noise.
+``tiny_mobilenet`` is a MobileNetV2-style network for 32 px (inverted residuals, depthwise convs)
+whose latency does not follow its FLOPs.
 """
 from __future__ import annotations
 
@@ -62,44 +63,29 @@ def tiny_resnet(num_classes: int = 10, width: int = 32, depth: int = 2) -> nn.Mo
     return TinyResNet(num_classes=num_classes, width=width, depth=depth)
 
 
-class InvertedResidual(nn.Module):
-    """MobileNetV2's block (Sandler et al. CVPR 2018): 1x1 expansion (``expand`` x), 3x3 depthwise,
-    linear 1x1 projection; a residual when the shape is kept."""
-
-    def __init__(self, cin: int, cout: int, stride: int, expand: int):
-        super().__init__()
-        hidden = cin * expand
-        layers = []
-        if expand != 1:
-            layers += [nn.Conv2d(cin, hidden, 1, bias=False), nn.BatchNorm2d(hidden), nn.ReLU6(inplace=True)]
-        layers += [nn.Conv2d(hidden, hidden, 3, stride, 1, groups=hidden, bias=False), nn.BatchNorm2d(hidden),
-                   nn.ReLU6(inplace=True), nn.Conv2d(hidden, cout, 1, bias=False), nn.BatchNorm2d(cout)]
-        self.conv = nn.Sequential(*layers)
-        self.residual = stride == 1 and cin == cout
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.conv(x) if self.residual else self.conv(x)
-
-
 class TinyMobileNet(nn.Module):
-    """MobileNetV2-style CNN for 32x32 inputs: a 3x3 stem, inverted residual stages of (expansion,
-    channels, blocks, stride) at 32, 16 and 8 px, a 1x1 head conv, pooling and a linear classifier.
-    Its depthwise convs are memory-bound where the 1x1s are GEMMs, so its latency does not follow
-    its FLOPs the way a plain ResNet's does."""
+    """MobileNetV2-style CNN for 32x32 inputs: a 3x3 stem, stages of torchvision's inverted residual
+    blocks (MobileNetV2, Sandler et al. CVPR 2018: 1x1 expansion, 3x3 depthwise, linear 1x1
+    projection) given as (expansion, channels, blocks, stride) at 32, 16 and 8 px, a 1x1 head conv,
+    pooling and a linear classifier. Its depthwise convs are memory-bound where the 1x1s are GEMMs,
+    so its latency does not follow its FLOPs the way a plain ResNet's does."""
 
     #: (expansion, output channels as multiples of ``width``, blocks, stride)
     STAGES = ((1, 1, 1, 1), (4, 2, 2, 2), (4, 3, 2, 2), (4, 4, 2, 1))
 
     def __init__(self, num_classes: int = 10, width: int = 16, head: int = 256):
+        from torchvision.models.mobilenetv2 import InvertedResidual
+        from torchvision.ops.misc import Conv2dNormActivation
+
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(3, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU6(inplace=True))
+        self.stem = Conv2dNormActivation(3, width, 3, activation_layer=nn.ReLU6)
         layers, cin = [], width
         for t, mult, n, s in self.STAGES:
             for j in range(n):
                 layers.append(InvertedResidual(cin, mult * width, s if j == 0 else 1, t))
                 cin = mult * width
         self.layers = nn.Sequential(*layers)
-        self.head = nn.Sequential(nn.Conv2d(cin, head, 1, bias=False), nn.BatchNorm2d(head), nn.ReLU6(inplace=True))
+        self.head = Conv2dNormActivation(cin, head, 1, activation_layer=nn.ReLU6)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(head, num_classes)
 

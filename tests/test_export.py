@@ -44,9 +44,9 @@ def test_tiny_mobilenet_prunes_its_depthwise_blocks_and_exports(tmp_path):
     x = torch.randn(1, 3, 32, 32)
     assert count_flops(res.model, x) < 0.5 * count_flops(loaded.model, x)
     for blk, full in zip(res.model.layers[1:], loaded.model.layers[1:]):  # blocks with an expansion
-        expand, dw, project = blk.conv[0], blk.conv[3], blk.conv[6]
+        expand, dw, project = blk.conv[0][0], blk.conv[1][0], blk.conv[2]
         assert expand.out_channels == dw.groups == dw.in_channels == dw.out_channels == project.in_channels
-        assert dw.out_channels < full.conv[3].out_channels
+        assert dw.out_channels < full.conv[1][0].out_channels
     parity = export_onnx(res.model, x, str(tmp_path / "m.onnx"), dynamic_batch=True, samples=3, parity_batches=(1, 4))
     assert parity.ok and not parity.degenerate
 
