@@ -232,6 +232,19 @@ def cut(loaded, strategy: str, budget: float, seed: int, table: str, data, evalu
     return res, {"flops_budget_pct": pct}
 
 
+#: the sections ``--skip`` can leave out
+SECTIONS = ("families", "regularize", "convergence")
+
+
+def sections(text: str) -> frozenset:
+    """``--skip``'s comma-separated section names, each one of :data:`SECTIONS`."""
+    names = frozenset(filter(None, text.split(",")))
+    if names - set(SECTIONS):
+        raise argparse.ArgumentTypeError(f"{','.join(sorted(names - set(SECTIONS)))}: the sections are "
+                                         f"{', '.join(SECTIONS)}")
+    return names
+
+
 #: the built-in networks the benchmark can prune (hwprune.zoo), both with a ``width`` argument
 MODELS = ("tiny_resnet", "tiny_mobilenet")
 
@@ -301,10 +314,8 @@ def run_seed(seed: int, P: Preset, data, args, table_holder: dict) -> list[dict]
     rows.append(row(seed, 1.0, "unpruned", "trained", base, copy.deepcopy(base), data, args.threads,
                     epochs=P.base_epochs))
     lat0 = {k: rows[-1][k] for k in ("baseline_ms", "measured_ms", "latency_ratio")}
-    skip = set(filter(None, args.skip.split(",")))
-    for recipe, teacher in (("+ft", None), ("+kd", base)):  # convergence: the same extra training
-        if "convergence" in skip:
-            break
+    extra_training = () if "convergence" in args.skip else (("+ft", None), ("+kd", base))
+    for recipe, teacher in extra_training:  # convergence: the same extra training as the pruned models get
         m = train_(copy.deepcopy(base), data, P.recover_epochs, 0.01, seed, teacher=teacher)
         rows.append(row(seed, 1.0, "unpruned", recipe, m, base, data, args.threads, lat=lat0))
     evaluator = make_evaluator("adaptive-bn", data.meta.get("search", data))  # scores candidates off the report split
@@ -323,12 +334,12 @@ def run_seed(seed: int, P: Preset, data, args, table_holder: dict) -> list[dict]
             rows += recover_rows(seed, budget, strategy, res.model, base, data, P, args.threads, extra, lat)
     b0 = P.budgets[0]
     try:
-        if "families" not in skip:
+        if "families" not in args.skip:
             rows += families(seed, b0, plans, rows, base, loaded, data, P, args, table)
     except Exception as e:  # a broken section is reported, and the rest of the run kept
         log(f"families failed: {type(e).__name__}: {e}")
         rows.append({"seed": seed, "budget": b0, "strategy": "family", "recipe": "error", "error": repr(e)})
-    if (b0, "halp") in plans and "regularize" not in skip:
+    if (b0, "halp") in plans and "regularize" not in args.skip:
         from hwprune.regularize import regularize_then_cut
 
         for name in ("slimming", "tpp"):
@@ -509,7 +520,7 @@ def main(argv=None) -> int:
     ap.add_argument("--strategies", help="comma-separated: uniform,flops,halp,netadapt,evolution; NAME-mpF is NAME "
                     "with --max-prune F (e.g. halp-mp0.75); NAME-itK reaches the budget in K steps with an epoch "
                     "of ft/kd between them (--iterative K; e.g. halp-it3), within the same recovery epochs")
-    ap.add_argument("--skip", default="", help="comma-separated sections to leave out: families,regularize,"
+    ap.add_argument("--skip", type=sections, default=frozenset(), help="comma-separated sections to leave out: families,regularize,"
                     "convergence (the unpruned model's extra +ft/+kd rows, when an earlier run on the same "
                     "model checked them)")
     ap.add_argument("--n-train", type=int, help="training images (default: the preset's)")
@@ -533,9 +544,6 @@ def main(argv=None) -> int:
             done = json.load(f)
         write_report(done["rows"], done["meta"], args.out)
         return 0
-    unknown = set(filter(None, args.skip.split(","))) - {"families", "regularize", "convergence"}
-    if unknown:
-        ap.error(f"--skip {','.join(sorted(unknown))}: the sections are families, regularize and convergence")
     torch.set_num_threads(args.torch_threads)
     name = args.preset or ("quick" if args.quick else "default")
     P = copy.deepcopy(PRESETS[name])
