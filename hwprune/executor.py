@@ -14,9 +14,17 @@ how to score it). Results come back in the order of ``items``, so a search is id
 executes it -- each evaluation is a pure function of (shared, item); see :func:`evaluate_candidate`.
 
 Ray is optional (``pip install 'hwprune[ray]'``) and imported only when asked for. Each Ray task
-sets ``torch.set_num_threads(worker_threads)`` (default 1) so that N workers on N cores do not each
-start a thread per core and fight over them. A task whose worker dies is re-run by Ray
-(``max_retries``), so a killed worker costs time, not the search.
+sets ``torch.set_num_threads(worker_threads)`` (default 1) and holds that many CPUs, so that N
+workers on N cores do not each start a thread per core and fight over them. A task whose worker
+dies is re-run by Ray (``max_retries``), so a killed worker costs time, not the search.
+
+One limit of "identical": a score that *trains* (NetAdapt's short fine-tune) sums gradients in an
+order that depends on torch's thread count, so with workers on another thread count than the local
+run the scores differ in the last bits and, now and then, a different proposal wins (seen: netadapt
+with 10 fine-tune steps, 2 local threads against 1 per worker). Inference-only scores (fidelity,
+adaptive BN) and least-squares reconstruction gave the same plans. :func:`thread_mismatch` says
+when a search is in that case; ``--worker-threads`` equal to the local thread count gives the
+local plan.
 """
 from __future__ import annotations
 
@@ -85,7 +93,7 @@ def _run_task(fn, shared, item, threads: int):
 
 
 class RayExecutor(Executor):
-    """Ray tasks (one CPU each), results gathered in item order.
+    """Ray tasks (``worker_threads`` CPUs each, 1 by default), results gathered in item order.
 
     ``address``: None joins a Ray runtime this process already initialised (``ray.init`` in a test or
     a notebook) or starts a local one; ``"auto"`` joins the cluster started on this machine with
@@ -108,7 +116,14 @@ class RayExecutor(Executor):
                                   "`ray start --head`, pass --ray-address HOST:PORT, or use --executor local") from None
             self._started = True
         self._ray = ray
-        self._remote = ray.remote(num_cpus=1, max_retries=self.max_retries)(_run_task)
+        biggest = max((n.get("Resources", {}).get("CPU", 0) for n in ray.nodes() if n.get("Alive")), default=0)
+        if self.worker_threads > biggest:  # Ray would wait forever for a node that fits the task
+            self.close()
+            raise ConfigError(f"--worker-threads {self.worker_threads}: each Ray task holds that many CPUs, and the "
+                              f"largest node of this cluster has {biggest:g}; pass --worker-threads {max(1, int(biggest))} "
+                              "or fewer")
+        # a task holds as many CPUs as it runs threads, so Ray never packs more threads than cores on a node
+        self._remote = ray.remote(num_cpus=self.worker_threads, max_retries=self.max_retries)(_run_task)
         self._shared_key, self._shared_ref = None, None
 
     def map(self, fn, items, shared=None):
@@ -124,6 +139,22 @@ class RayExecutor(Executor):
         if self._started:
             self._ray.shutdown()
             self._started = False
+
+
+def thread_mismatch(executor: Executor, finetune_steps: int) -> Optional[str]:
+    """Why this search's scores may differ from a local run's, or None: candidates that are
+    fine-tuned (``finetune_steps`` > 0) on Ray workers running another number of torch threads than
+    this process (see the module doc)."""
+    if not finetune_steps or getattr(executor, "name", "local") != "ray":
+        return None
+    import torch
+
+    here = torch.get_num_threads()
+    if executor.worker_threads == here:
+        return None
+    return (f"candidates are fine-tuned on Ray workers with {executor.worker_threads} torch thread(s) where a local "
+            f"run uses {here}: gradients are summed in another order, so scores can differ in the last bits and the "
+            f"plan from a local run's; pass --worker-threads {here} for the local plan")
 
 
 def check_executor(name: str, address: Optional[str] = None) -> None:

@@ -173,7 +173,12 @@ class SearchContext:
             if k not in self._acc_cache:
                 todo.setdefault(k, w)
         if todo:
-            from .executor import evaluate_candidate
+            from .executor import evaluate_candidate, thread_mismatch
+
+            why = thread_mismatch(self.executor, finetune_steps)
+            if why and not self.__dict__.get("_told_threads"):
+                self.__dict__["_told_threads"] = True
+                print(f"note: {why}", file=sys.stderr)
 
             items = [(self.plan_for(w), reconstruct, finetune_steps) for w in todo.values()]
             for k, acc in zip(todo, self.executor.map(evaluate_candidate, items, shared=self._eval_shared())):

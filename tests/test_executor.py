@@ -103,6 +103,33 @@ def test_same_plan_as_local(cluster, tiny, name, opts):
     assert torch.equal(local.model(torch.ones(1, 3, 32, 32)), ray_.model(torch.ones(1, 3, 32, 32)))
 
 
+def test_fine_tuned_scores_match_local_with_the_same_threads(cluster, tiny, capsys):
+    """NetAdapt with short fine-tunes: a score that trains depends on torch's thread count, so Ray
+    workers given the local thread count (and as many Ray CPUs) score every proposal as the local
+    run does; with another count the search says so once."""
+    from hwprune.data import make_data
+    from hwprune.executor import thread_mismatch
+
+    loaded, ev = tiny
+    data = make_data("synthetic", input_size=32, batch_size=16, seed=0, n_train=32, n_val=32)
+    here = torch.get_num_threads()
+    opts = {"netadapt_initial": 0.25, "netadapt_ft_steps": 2}  # one iteration: every group proposes
+    res = {}
+    for ex in ("local", "ray"):
+        res[ex] = prune(loaded, PruneConfig(strategy="netadapt", budget="80%flops", options=opts, align=16,
+                                            progress=False, executor=ex, worker_threads=here),
+                        calib=data.calib, evaluator=ev)
+    assert res["local"].artifacts["netadapt_history"] == res["ray"].artifacts["netadapt_history"]
+    assert res["local"].plan.kept == res["ray"].plan.kept
+    assert "--worker-threads" not in capsys.readouterr().err
+    other = make_executor("ray", worker_threads=1 if here > 1 else 2)
+    assert f"pass --worker-threads {here}" in thread_mismatch(other, 2)
+    assert thread_mismatch(other, 0) is None and thread_mismatch(LocalExecutor(), 2) is None
+    with pytest.raises(ConfigError, match="--worker-threads 3: .* largest node of this cluster has 2; pass "
+                                          "--worker-threads 2"):
+        make_executor("ray", worker_threads=3)  # no node could run it: Ray would wait forever
+
+
 def test_cli_refuses_a_ray_address_that_does_not_answer(tmp_path):
     pytest.importorskip("ray")
     out = tmp_path / "p"

@@ -7,7 +7,9 @@ plans must be identical, and the wall-clock ratio is the speedup.
     .venv/bin/python tools/bench_executor.py --model resnet18 --input-size 64 --out bench_executor.json
 
 The local run uses torch's default threads (all cores for each candidate, one after another); Ray
-runs one candidate per CPU with one torch thread each. Candidates are scored by the data-free
+runs one candidate per CPU with one torch thread each (``--worker-threads``). With short fine-tunes
+(``--option netadapt_ft_steps=10 --data synthetic``) scores depend on the thread count, so the
+plans match only with ``--worker-threads`` equal to the local threads (see hwprune.executor). Candidates are scored by the data-free
 fidelity evaluator on ``--n-inputs`` random images (``--data synthetic`` scores adaptive-BN top-1
 instead). Ray's workers are started (and import hwprune) before the clock starts: a one-off cost per
 cluster, recorded as ``ray_worker_startup_s``. Timings are only meaningful on an otherwise idle machine.
@@ -38,11 +40,22 @@ def main(argv=None) -> int:
     p.add_argument("--netadapt-initial", type=float, default=0.1)
     p.add_argument("--n-inputs", type=int, default=64, help="images each candidate is scored on (fidelity)")
     p.add_argument("--data", help="synthetic: score adaptive-BN top-1 on synthetic data instead")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="a strategy option for both runs, e.g. netadapt_ft_steps=10 (short fine-tunes; needs --data)")
     p.add_argument("--num-cpus", type=int, default=2)
+    p.add_argument("--worker-threads", type=int, default=1,
+                   help="torch threads (and Ray CPUs) per Ray task; scores that fine-tune match the local run's only "
+                        "when this equals the local torch threads")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="write the results as JSON here")
     args = p.parse_args(argv)
 
+    extra = {}
+    for kv in args.option:
+        key, sep, value = kv.partition("=")
+        if not sep:
+            p.error(f"--option {kv!r}: write KEY=VALUE, e.g. netadapt_ft_steps=10")
+        extra[key] = value
     import ray
     import torch
 
@@ -69,11 +82,12 @@ def main(argv=None) -> int:
     rows = []
     try:
         for name in args.strategies.split(","):
-            opts = {"evo_pop": args.evo_pop, "evo_gens": args.evo_gens, "netadapt_initial": args.netadapt_initial}
+            opts = {"evo_pop": args.evo_pop, "evo_gens": args.evo_gens, "netadapt_initial": args.netadapt_initial,
+                    **extra}
             res, secs = {}, {}
             for ex in ("local", "ray"):
                 cfg = PruneConfig(strategy=name, budget=args.budget, options=opts, input_size=size, align=8,
-                                  seed=args.seed, progress=False, executor=ex)
+                                  seed=args.seed, progress=False, executor=ex, worker_threads=args.worker_threads)
                 t0 = time.perf_counter()
                 res[ex] = prune(loaded, cfg, calib=calib, evaluator=evaluator)
                 secs[ex] = time.perf_counter() - t0
@@ -88,7 +102,8 @@ def main(argv=None) -> int:
     finally:
         ray.shutdown()
     meta = {"model": args.model, "input_size": size, "budget": args.budget, "num_cpus": args.num_cpus,
-            "evo_pop": args.evo_pop, "evo_gens": args.evo_gens, "evaluator": "adaptive-bn" if args.data else
+            "evo_pop": args.evo_pop, "evo_gens": args.evo_gens, "options": extra,
+            "worker_threads": args.worker_threads, "evaluator": "adaptive-bn" if args.data else
             f"fidelity on {args.n_inputs} random inputs", "torch_threads_local": torch.get_num_threads(),
             "ray_worker_startup_s": warm_s}
     if args.out:

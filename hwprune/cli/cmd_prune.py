@@ -88,12 +88,15 @@ def register(sub) -> None:
                         "with ORT's default session options runs); default: workers blocked, as tables are profiled")
     g.add_argument("--executor", default="local", choices=["local", "ray"],
                    help="where candidates are scored (evolution's population, netadapt's proposals): local (default) "
-                        "or ray (pip install 'hwprune[ray]'); same plan either way")
+                        "or ray (pip install 'hwprune[ray]'); same plan either way (with short fine-tunes, when "
+                        "--worker-threads equals this machine's torch threads)")
     g.add_argument("--ray-address", metavar="auto|HOST:PORT",
                    help="--executor ray: the cluster to join (auto: one started here with `ray start --head`; "
                         "default: a Ray runtime started for this run on this machine)")
     g.add_argument("--worker-threads", type=int, default=1,
-                   help="--executor ray: torch threads per worker (default 1, so workers do not fight over cores)")
+                   help="--executor ray: torch threads (and Ray CPUs) per task (default 1, so workers do not fight "
+                        "over cores); candidates that are fine-tuned score as in a local run only when this equals "
+                        "the local torch threads")
     g.add_argument("--recalibrate", action="store_true",
                    help="before searching, re-time an existing table's full model and calibration variants and re-fit "
                         "its residual curve (units kept; about 30 s for resnet50): for a table profiled hours ago on a "
