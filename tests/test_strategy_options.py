@@ -29,7 +29,7 @@ LEGACY_DEFAULTS = {
     SensitivityOptions: {"sens_points": 5},
     NetAdaptOptions: {"netadapt_initial": 0.04, "netadapt_decay": 0.96, "netadapt_ft_steps": 0},
     AmcOptions: {"amc_episodes": 40, "amc_warmup": None, "amc_sigma": 0.5, "amc_decay": 0.95, "amc_max_prune": 0.9},
-    HalpOptions: {"halp_bins": 2000, "halp_steps": 4, "halp_batches": 32, "halp_momentum": 0.9},
+    HalpOptions: {"halp_bins": 2000, "halp_steps": 4, "halp_batches": 32, "halp_momentum": 0.9, "halp_max_prune": 0.625},
     EvolutionOptions: {"evo_pop": 16, "evo_gens": 8, "evo_reconstruct": True, "evo_fill": True},
 }
 
@@ -253,6 +253,8 @@ def test_max_prune_keeps_a_share_of_every_group(loaded, name):
     assert all(w >= floor[g] for g, w in widths.items()), (widths, floor)
     assert res.report["cost"]["predicted"] <= res.report["cost"]["target"] * (1 + 1e-9)
     assert res.plan.provenance["max_prune"] == 0.5
+    if name == "halp":  # halp has a floor of its own (below); without it
+        cfg["options"] = {"halp_max_prune": 1}
     free = prune(loaded, PruneConfig(**cfg), evaluator=ev).plan.widths
     if name in ("halp", "netadapt"):  # uniform and (here) global cut the groups about alike
         assert any(free.get(g.name, g.width) < floor[g.name] for g in ctx.graph.prunable), free
@@ -279,3 +281,26 @@ def test_max_prune_out_of_range_and_unreachable_say_what_to_change(loaded, cli, 
     assert plan["provenance"]["max_prune"] == 0.8
     bad = cli("prune", "--model", "tiny_resnet", "--budget", "30%flops", "--max-prune", "2", check=False)
     assert bad.returncode == 2 and "max-prune 2.0 is out of range" in bad.stderr
+
+
+def test_halp_keeps_three_eighths_of_every_group_unless_the_budget_needs_less(loaded, capsys):
+    """halp's own floor (halp_max_prune 0.625): at a budget reachable with every group at 3/8 of its
+    width no group goes below that; at one that is not, the floor is relaxed in 1/8 steps just
+    enough (and the run says so), so halp reaches what it reached without a floor."""
+    from hwprune.strategies.halp import halp_floor
+
+    ev = fidelity_evaluator(loaded.model, torch.randn(1, 3, 32, 32), n=8)
+    cfg = dict(strategy="halp", align=8, progress=False)
+    ctx = make_context(loaded, PruneConfig(**cfg, budget="35%flops"))
+    floor = {g.name: g.candidate_widths(8, 8, 0.625)[0] for g in ctx.graph.prunable}
+    assert halp_floor(ctx, ctx.graph.prunable) == 0.625
+    res = prune(loaded, PruneConfig(**cfg, budget="35%flops"), evaluator=ev)
+    assert res.artifacts["halp_max_prune"] == 0.625
+    assert all(res.plan.widths.get(g, w) >= w for g, w in floor.items()), (res.plan.widths, floor)
+    assert "cannot reach the budget" not in capsys.readouterr().err
+    uncapped = prune(loaded, PruneConfig(**cfg, budget="35%flops", options={"halp_max_prune": 1}), evaluator=ev)
+    assert any(uncapped.plan.widths.get(g, w) < w for g, w in floor.items())  # the floor changed the plan
+    tight = prune(loaded, PruneConfig(**cfg, budget="15%flops"), evaluator=ev)
+    assert 0.625 < tight.artifacts["halp_max_prune"] <= 1
+    assert tight.report["cost"]["predicted"] <= tight.report["cost"]["target"] * (1 + 1e-9)
+    assert "halp's floor halp_max_prune=0.625 cannot reach the budget; searching with" in capsys.readouterr().err

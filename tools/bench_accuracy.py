@@ -198,7 +198,8 @@ def cut(loaded, strategy: str, budget: float, seed: int, table: str, data, evalu
         distill: bool = False):
     """(PruneResult, extra) for one strategy at ``budget`` x the unpruned model's measured latency.
     A strategy named ``NAME-mpF`` is NAME with ``PruneConfig.max_prune=F`` (``--max-prune F``: the
-    largest share of any group a search may remove); ``NAME-itK`` is NAME reached in K cut +
+    largest share of any group a search may remove; for halp also its own ``halp_max_prune``, so
+    ``halp-mp1`` is halp without its default floor); ``NAME-itK`` is NAME reached in K cut +
     fine-tune steps (``--iterative K``, one epoch of fine-tuning between steps, with KD from the
     unpruned model when ``distill``), HALP's progressive pruning in the benchmark's budget: the
     K - 1 epochs between steps count towards the recovery's epochs (:func:`run_seed`)."""
@@ -208,12 +209,15 @@ def cut(loaded, strategy: str, budget: float, seed: int, table: str, data, evalu
         raise SystemExit(f"flops-it{steps}: the FLOPs-matched cut bisects a one-shot prune and has no iterative "
                          "form; use flops, or NAME-itK with a latency strategy (e.g. halp-it3)")
     common = dict(calib=data.calib, evaluator=evaluator, data=data)
+    options = dict(P.options)
     if "-mp" in strategy:
         strategy, mp = strategy.rsplit("-mp", 1)
         max_prune = float(mp)
+        if strategy == "halp":  # halp's own floor (halp_max_prune, 0.625) set to F too: halp-mp1 is uncapped halp
+            options["halp_max_prune"] = max_prune
     if strategy != "flops":
         cfg = PruneConfig(strategy=strategy, budget=f"{budget}x", seed=seed, backend="ort-cpu", threads=threads,
-                          closed_loop_rounds=2, progress=False, options=dict(P.options), max_prune=max_prune,
+                          closed_loop_rounds=2, progress=False, options=options, max_prune=max_prune,
                           iterative=steps, iterative_epochs=1, distill=distill)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -518,7 +522,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", help="comma-separated seeds (default: the preset's)")
     ap.add_argument("--budgets", help="comma-separated latency fractions (default: the preset's)")
     ap.add_argument("--strategies", help="comma-separated: uniform,flops,halp,netadapt,evolution; NAME-mpF is NAME "
-                    "with --max-prune F (e.g. halp-mp0.75); NAME-itK reaches the budget in K steps with an epoch "
+                    "with --max-prune F (e.g. halp-mp0.75; halp-mp1 is halp without its default floor of 3/8 a layer); NAME-itK reaches the budget in K steps with an epoch "
                     "of ft/kd between them (--iterative K; e.g. halp-it3), within the same recovery epochs")
     ap.add_argument("--skip", type=sections, default=frozenset(), help="comma-separated sections to leave out: families,regularize,"
                     "convergence (the unpruned model's extra +ft/+kd rows, when an earlier run on the same "

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import itertools
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,6 +41,36 @@ class HalpOptions(StrategyOptions):
     halp_batches: int = option(32, "minibatches the Taylor importance is averaged over (training data when "
                                    "given, else the calibration batches again)", ge=1)
     halp_momentum: float = option(0.9, "momentum of the importance's moving average over minibatches", ge=0, lt=1)
+    halp_max_prune: float = option(0.625, "largest fraction of a group's channels halp removes while the budget is "
+                                          "reachable with it (relaxed by 1/8 steps up to --max-prune when not; 1: "
+                                          "no floor)", gt=0, le=1)
+
+
+FLOOR_STEP = 0.125
+
+
+def halp_floor(ctx, groups) -> float:
+    """The per-group pruning cap halp searches with: ``halp_max_prune`` (0.625: every group keeps
+    at least 3/8 of its channels) when the budget can be met with every group at that floor, else
+    the cap raised in steps of 1/8 until it can, at most ``--max-prune``.
+
+    Why a floor: the knapsack ranks channels by a Taylor score read off a few hundred images and
+    will cut a group down to the hardware grid's last step (8 channels) when that group's summed
+    score is small; after a short recovery such bottlenecks cost accuracy. On the accuracy
+    benchmark (tiny_resnet on `mosaic`, 0.5x measured latency, 3 epochs of recovery, six paired
+    seeds, docs/strategies.md) uncapped halp was 2.0 points behind uniform widths with either
+    recipe, every seed; with a cap of 0.625 it was level (+0.17 fine-tune, -0.30 KD), a cap of
+    0.75 in between (an earlier run whose seeds did not fix the data order had the cap at -0.4 /
+    -1.6 and uncapped halp at -1.3 / -0.6: inside that run's noise). HALP's own code (NVlabs/HALP) has no floor, but it prunes during a 90-epoch
+    training run, which heals what a short recovery does not. ``--option halp_max_prune=1``
+    searches without it."""
+    cfg, want = ctx.config, ctx.options.halp_max_prune
+    cap = min(want, cfg.max_prune)
+    while True:
+        smallest = {g.name: g.candidate_widths(cfg.align, cfg.min_width, cap)[0] for g in groups}
+        if cap >= cfg.max_prune or ctx.meets(smallest):
+            return cap
+        cap = min(cfg.max_prune, cap + FLOOR_STEP)
 
 
 def taylor_ema(ctx, groups, batches: int, momentum: float) -> dict[str, torch.Tensor] | None:
@@ -115,6 +146,8 @@ def halp(ctx) -> dict[str, int]:
     by DP on latency discretised into ``halp_bins`` bins (rounded up, so the answer is feasible on the
     discretised costs). As in HALP, the budget is approached in ``halp_steps`` progressively tighter
     steps, re-reading the marginal costs at the current widths each time; widths only shrink.
+    No group loses more than ``halp_max_prune`` (0.625) of its channels while the budget allows it
+    (:func:`halp_floor`: why, and how it is relaxed for tight budgets).
 
     Several budgets (devices, issue #20) make it a knapsack with several cost dimensions: the budget
     with the most to shed (smallest target/unpruned) is the DP dimension; every other one is moved
@@ -143,13 +176,22 @@ def halp(ctx) -> dict[str, int]:
     def predict(w):
         return ctx.predict_on(dp, w)
 
+    max_prune = halp_floor(ctx, groups)
+    ctx.artifacts["halp_max_prune"] = max_prune
+    if max_prune > min(ctx.options.halp_max_prune, ctx.config.max_prune):
+        print(f"note: halp's floor halp_max_prune={ctx.options.halp_max_prune:g} cannot reach the budget; searching "
+              f"with {max_prune:g}", file=sys.stderr)
+
+    def grid(g):
+        return g.candidate_widths(ctx.config.align, ctx.config.min_width, max_prune)
+
     bar = ctx.bar(steps, "halp")
     for step in range(1, steps + 1):
         goal = ctx.baseline_of(dp) + (ctx.target_of(dp) - ctx.baseline_of(dp)) * step / steps
         cur = predict(widths)
         options, values, costs_f = [], [], []
         for g in groups:
-            ws = [w for w in ctx.grid(g) if w <= widths[g.name]]
+            ws = [w for w in grid(g) if w <= widths[g.name]]
             options.append(ws)
             values.append(kept_value(scores[g.name] / total, ws, g.blocks))
             # marginal latency of this group at width w, relative to its minimum (>= 0)
