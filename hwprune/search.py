@@ -99,8 +99,11 @@ class SearchContext:
 
         return strategy_options(self.config.strategy, self.config.options)
 
-    def grid(self, group: ChannelGroup) -> list[int]:
-        return group.candidate_widths(self.config.align, self.config.min_width, self.config.max_prune)
+    def grid(self, group: ChannelGroup, max_prune: Optional[float] = None) -> list[int]:
+        """The group's widths on the search grid; ``max_prune`` (default ``--max-prune``) caps how
+        much of the group may go (halp's own floor passes a smaller one)."""
+        cap = self.config.max_prune if max_prune is None else max_prune
+        return group.candidate_widths(self.config.align, self.config.min_width, cap)
 
     def predict(self, widths: dict[str, int]) -> float:
         return float(self.cost.predict(widths))

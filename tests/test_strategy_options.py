@@ -293,7 +293,7 @@ def test_halp_keeps_three_eighths_of_every_group_unless_the_budget_needs_less(lo
     cfg = dict(strategy="halp", align=8, progress=False)
     ctx = make_context(loaded, PruneConfig(**cfg, budget="35%flops"))
     floor = {g.name: g.candidate_widths(8, 8, 0.625)[0] for g in ctx.graph.prunable}
-    assert halp_floor(ctx, ctx.graph.prunable) == 0.625
+    assert halp_floor(ctx) == 0.625
     res = prune(loaded, PruneConfig(**cfg, budget="35%flops"), evaluator=ev)
     assert res.artifacts["halp_max_prune"] == 0.625
     assert all(res.plan.widths.get(g, w) >= w for g, w in floor.items()), (res.plan.widths, floor)

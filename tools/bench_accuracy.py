@@ -522,8 +522,9 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", help="comma-separated seeds (default: the preset's)")
     ap.add_argument("--budgets", help="comma-separated latency fractions (default: the preset's)")
     ap.add_argument("--strategies", help="comma-separated: uniform,flops,halp,netadapt,evolution; NAME-mpF is NAME "
-                    "with --max-prune F (e.g. halp-mp0.75; halp-mp1 is halp without its default floor of 3/8 a layer); NAME-itK reaches the budget in K steps with an epoch "
-                    "of ft/kd between them (--iterative K; e.g. halp-it3), within the same recovery epochs")
+                    "with --max-prune F (e.g. halp-mp0.75; halp-mp1 is halp without its default floor of 3/8 a "
+                    "layer); NAME-itK reaches the budget in K steps with an epoch of ft/kd between them "
+                    "(--iterative K; e.g. halp-it3), within the same recovery epochs")
     ap.add_argument("--skip", type=sections, default=frozenset(), help="comma-separated sections to leave out: families,regularize,"
                     "convergence (the unpruned model's extra +ft/+kd rows, when an earlier run on the same "
                     "model checked them)")

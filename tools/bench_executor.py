@@ -9,8 +9,8 @@ plans must be identical, and the wall-clock ratio is the speedup.
 The local run uses torch's default threads (all cores for each candidate, one after another); Ray
 runs one candidate per CPU with one torch thread each (``--worker-threads``). With short fine-tunes
 (``--option netadapt_ft_steps=10 --data synthetic``) scores depend on the thread count, so the
-plans match only with ``--worker-threads`` equal to the local threads (see hwprune.executor). Candidates are scored by the data-free
-fidelity evaluator on ``--n-inputs`` random images (``--data synthetic`` scores adaptive-BN top-1
+plans match only with ``--worker-threads`` equal to the local threads (see hwprune.executor).
+Candidates are scored by the data-free fidelity evaluator on ``--n-inputs`` random images (``--data synthetic`` scores adaptive-BN top-1
 instead). Ray's workers are started (and import hwprune) before the clock starts: a one-off cost per
 cluster, recorded as ``ray_worker_startup_s``. Timings are only meaningful on an otherwise idle machine.
 """
@@ -50,12 +50,13 @@ def main(argv=None) -> int:
     p.add_argument("--out", help="write the results as JSON here")
     args = p.parse_args(argv)
 
-    extra = {}
-    for kv in args.option:
-        key, sep, value = kv.partition("=")
-        if not sep:
-            p.error(f"--option {kv!r}: write KEY=VALUE, e.g. netadapt_ft_steps=10")
-        extra[key] = value
+    from hwprune.cli.cmd_prune import option_pairs
+    from hwprune.errors import ConfigError
+
+    try:
+        extra = option_pairs(args.option)
+    except ConfigError as e:
+        p.error(str(e))
     import ray
     import torch
 

@@ -142,10 +142,17 @@ def register(sub) -> None:
 def _options(args) -> dict:
     """The dedicated flags and --option KEY=VALUE pairs as given (strings): PruneConfig checks them
     against the strategy's options dataclass, which coerces the values and says what is wrong."""
+    opts = {k: getattr(args, k) for k in OPTION_FLAGS if getattr(args, k) is not None}
+    opts.update(option_pairs(args.option))
+    return opts
+
+
+def option_pairs(pairs) -> dict:
+    """``--option KEY=VALUE`` pairs as a dict of strings; a pair without ``=`` is a ConfigError."""
     from ..errors import ConfigError
 
-    opts = {k: getattr(args, k) for k in OPTION_FLAGS if getattr(args, k) is not None}
-    for kv in args.option:
+    opts = {}
+    for kv in pairs:
         k, eq, v = kv.partition("=")
         if not eq or not k.strip():
             raise ConfigError(f"--option {kv!r}: write KEY=VALUE, e.g. --option halp_steps=6")

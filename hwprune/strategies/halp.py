@@ -49,7 +49,7 @@ class HalpOptions(StrategyOptions):
 FLOOR_STEP = 0.125
 
 
-def halp_floor(ctx, groups) -> float:
+def halp_floor(ctx) -> float:
     """The per-group pruning cap halp searches with: ``halp_max_prune`` (0.625: every group keeps
     at least 3/8 of its channels) when the budget can be met with every group at that floor, else
     the cap raised in steps of 1/8 until it can, at most ``--max-prune``.
@@ -61,16 +61,16 @@ def halp_floor(ctx, groups) -> float:
     seeds, docs/strategies.md) uncapped halp was 2.0 points behind uniform widths with either
     recipe, every seed; with a cap of 0.625 it was level (+0.17 fine-tune, -0.30 KD), a cap of
     0.75 in between (an earlier run whose seeds did not fix the data order had the cap at -0.4 /
-    -1.6 and uncapped halp at -1.3 / -0.6: inside that run's noise). HALP's own code (NVlabs/HALP) has no floor, but it prunes during a 90-epoch
-    training run, which heals what a short recovery does not. ``--option halp_max_prune=1``
-    searches without it."""
-    cfg, want = ctx.config, ctx.options.halp_max_prune
-    cap = min(want, cfg.max_prune)
-    while True:
-        smallest = {g.name: g.candidate_widths(cfg.align, cfg.min_width, cap)[0] for g in groups}
-        if cap >= cfg.max_prune or ctx.meets(smallest):
-            return cap
+    -1.6 and uncapped halp at -1.3 / -0.6: inside that run's noise). HALP's own code (NVlabs/HALP)
+    has no floor, but it prunes during a 90-epoch training run, which heals what a short recovery
+    does not. ``--option halp_max_prune=1`` searches without it."""
+    from ..budget import min_widths
+
+    cfg = ctx.config
+    cap = min(ctx.options.halp_max_prune, cfg.max_prune)
+    while cap < cfg.max_prune and not ctx.meets(min_widths(ctx.graph, cfg.align, cfg.min_width, cap)):
         cap = min(cfg.max_prune, cap + FLOOR_STEP)
+    return cap
 
 
 def taylor_ema(ctx, groups, batches: int, momentum: float) -> dict[str, torch.Tensor] | None:
@@ -176,14 +176,11 @@ def halp(ctx) -> dict[str, int]:
     def predict(w):
         return ctx.predict_on(dp, w)
 
-    max_prune = halp_floor(ctx, groups)
+    max_prune = halp_floor(ctx)
     ctx.artifacts["halp_max_prune"] = max_prune
     if max_prune > min(ctx.options.halp_max_prune, ctx.config.max_prune):
         print(f"note: halp's floor halp_max_prune={ctx.options.halp_max_prune:g} cannot reach the budget; searching "
               f"with {max_prune:g}", file=sys.stderr)
-
-    def grid(g):
-        return g.candidate_widths(ctx.config.align, ctx.config.min_width, max_prune)
 
     bar = ctx.bar(steps, "halp")
     for step in range(1, steps + 1):
@@ -191,7 +188,7 @@ def halp(ctx) -> dict[str, int]:
         cur = predict(widths)
         options, values, costs_f = [], [], []
         for g in groups:
-            ws = [w for w in grid(g) if w <= widths[g.name]]
+            ws = [w for w in ctx.grid(g, max_prune) if w <= widths[g.name]]
             options.append(ws)
             values.append(kept_value(scores[g.name] / total, ws, g.blocks))
             # marginal latency of this group at width w, relative to its minimum (>= 0)
