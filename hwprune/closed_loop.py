@@ -3,8 +3,9 @@ unpruned one on the backend, and re-search with a tightened target while the mea
 the budget (at most ``closed_loop_rounds`` times). A result measured more than ``spend_band``
 under its budget is searched again with the target loosened by what it left unused (a table that
 over-predicts the pruned end hands back a model faster, and less accurate, than the user asked
-for); if the looser result misses (confirmed by a second reading, pooled with the first), the
-last one that met is kept. The estimator is the budget's
+for); if the looser result misses (confirmed by a second reading, pooled with the first), the target
+is searched halfway between the one that met and the one that missed while rounds remain, and
+in the end the last result that met is kept. The estimator is the budget's
 (:data:`hwprune.bench.BUDGET_STATISTIC`)."""
 from __future__ import annotations
 
@@ -113,6 +114,20 @@ def provenance(ctx: SearchContext, config: PruneConfig, table) -> dict[str, Any]
             "target": ctx.target, "unit": ctx.cost.unit}
 
 
+#: a loosened target that missed is bisected towards the one that met while they are more than
+#: this far apart (relative)
+BISECT_MIN = 0.01
+
+
+def _search_at(ctx: SearchContext, strategy: Callable, target: float, out: LoopOutcome) -> dict[str, int]:
+    """Search again with the table target set to ``target``; the time goes to ``out``."""
+    ctx.target = target
+    t1 = time.perf_counter()
+    widths = run_search(strategy, ctx)
+    out.search_seconds += time.perf_counter() - t1
+    return widths
+
+
 def close_loop(ctx: SearchContext, loaded: LoadedModel, config: PruneConfig, strategy: Callable,
                widths: dict[str, int], table, measured_table, cut_from: Optional[nn.Module] = None,
                check_drift: bool = True) -> LoopOutcome:
@@ -164,7 +179,21 @@ def close_loop(ctx: SearchContext, loaded: LoadedModel, config: PruneConfig, str
         out.steps.append(step)
         met = got_ms <= goal_ms * (1 + config.tolerance)
         if kept is not None and not met:
-            # a loosened target overshot: hand back the last result that met the budget, as measured
+            # a loosened target overshot: while rounds remain, search halfway between the target
+            # that met and the one that missed (a loosening that overshoots by noise or by a
+            # staircase step would otherwise throw the whole spare latency away: a benchmark run
+            # kept a 0.41x model for a 0.5x budget so); else hand back the last result that met
+            missed = ctx.target
+            mid = (kept["target"] + missed) / 2
+            if len(out.steps) <= config.closed_loop_rounds and missed > kept["target"] * (1 + BISECT_MIN):
+                widths = _search_at(ctx, strategy, mid, out)
+                if widths != kept["widths"] and widths != out.widths:
+                    step["note"] = (f"the loosened plan missed; re-searching halfway, target {missed:.3f} -> "
+                                    f"{mid:.3f} (round {kept['step']['round']} is kept if it misses too)")
+                    print(f"closed loop: measured {got_ms:.3f} ms > budget {goal_ms:.3f} ms; " + step["note"],
+                          file=sys.stderr)
+                    out.widths, kept["missed"] = widths, missed
+                    continue
             step["note"] = f"the loosened plan missed; kept round {kept['step']['round']}"
             out.widths, out.plan, out.pruned, out.measured = kept["widths"], kept["plan"], kept["pruned"], kept["measured"]
             out.goal_ms, ctx.target = kept["step"]["goal_ms"], kept["target"]
@@ -176,21 +205,20 @@ def close_loop(ctx: SearchContext, loaded: LoadedModel, config: PruneConfig, str
             aim = goal_ms * (1 - config.spend_band / 2)
             loose = (min(ctx.baseline_cost, max(ctx.target, step["predicted"]) * aim / got_ms)
                      if ctx.baseline_cost else ctx.target)
+            if kept is not None and kept.get("missed"):  # a target known to miss bounds the loosening
+                loose = min(loose, (ctx.target + kept["missed"]) / 2)
             if (config.spend_band <= 0 or got_ms >= goal_ms * (1 - config.spend_band)
                     or len(out.steps) > config.closed_loop_rounds or loose <= ctx.target * 1.001):
                 return out
             # met with latency to spare (a table that over-predicts the pruned end): search again
             # with the target raised by what the measurement left unused, keeping this result
             kept = {"widths": out.widths, "plan": out.plan, "pruned": out.pruned, "measured": out.measured,
-                    "step": step, "target": ctx.target}
+                    "step": step, "target": ctx.target, "missed": (kept or {}).get("missed")}
             step["note"] = f"met {100 * (1 - got_ms / goal_ms):.0f}% under the budget; target loosened to spend it"
             print(f"closed loop: measured {got_ms:.3f} ms, {100 * (1 - got_ms / goal_ms):.0f}% under the budget "
                   f"{goal_ms:.3f} ms; re-searching with the table target loosened {ctx.target:.3f} -> {loose:.3f} "
                   f"(the met result is kept if the looser one misses)", file=sys.stderr)
-            ctx.target = loose
-            t1 = time.perf_counter()
-            out.widths = run_search(strategy, ctx)
-            out.search_seconds += time.perf_counter() - t1
+            out.widths = _search_at(ctx, strategy, loose, out)
             continue
         if len(out.steps) > config.closed_loop_rounds:
             return out
@@ -204,7 +232,4 @@ def close_loop(ctx: SearchContext, loaded: LoadedModel, config: PruneConfig, str
         print(f"closed loop: measured {got_ms:.3f} ms > budget {goal_ms:.3f} ms (+{100 * config.tolerance:.0f}%); "
               f"re-searching with the table target tightened {ctx.target:.3f} -> {new_target:.3f} ms",
               file=sys.stderr)
-        ctx.target = new_target
-        t1 = time.perf_counter()
-        out.widths = run_search(strategy, ctx)
-        out.search_seconds += time.perf_counter() - t1
+        out.widths = _search_at(ctx, strategy, new_target, out)

@@ -276,9 +276,35 @@ def test_closed_loop_loosens_a_result_far_under_and_keeps_the_last_that_met(setu
     harsh_after_first.calls = seq
     res, calls = _prune_on(setup, monkeypatch, "0.75x", dev=harsh_after_first)
     loop, lat = res.report["closed_loop"], res.report["latency"]
-    assert len(loop) == 2 and "kept round 0" in loop[1]["note"], loop
+    assert 2 <= len(loop) <= 4 and "kept round 0" in loop[-1]["note"], loop
+    for prev, step in zip(loop[1:], loop[2:]):  # each miss is bisected towards round 0's target
+        assert "halfway" in prev["note"] and step["target"] == pytest.approx((loop[0]["target"] + prev["target"]) / 2)
     assert lat["met_budget"] and lat["measured_ms"] == pytest.approx(0.75 * 0.7) and lat["budget_ms"] == 0.75
     assert res.report["cost"]["final_target"] == loop[0]["target"] and res.report["verdict"].startswith("measured")
+
+
+def test_a_loosened_plan_that_misses_is_searched_again_halfway(setup, monkeypatch):
+    """Far under, then a loosened plan that misses (twice read), then the plan searched halfway
+    between the two targets meets inside the spend band: that one is handed back, not round 0's."""
+    from hwprune_deploy.timing import Timing
+
+    seq = []
+
+    def overshoot_then_middle(config, models, x, precision="fp32", spinning=False):
+        ms = 0.75 * (0.7, 1.2, 1.2, 0.93)[min(len(seq), 3)]
+        seq.append(ms)
+        return {"baseline": Timing(1.0, 1.0, 1.0, 0.0, 10, 1), "pruned": Timing(ms, ms, ms, 0.0, 10, 1)}
+
+    overshoot_then_middle.calls = seq
+    res, calls = _prune_on(setup, monkeypatch, "0.75x", dev=overshoot_then_middle)
+    loop, lat = res.report["closed_loop"], res.report["latency"]
+    assert len(calls) == 4 and len(loop) == 3, loop
+    assert "halfway" in loop[1]["note"] and loop[1]["readings_ms"] == [[1.0, 0.75 * 1.2], [1.0, 0.75 * 1.2]]
+    assert loop[2]["target"] == pytest.approx((loop[0]["target"] + loop[1]["target"]) / 2)
+    assert loop[0]["target"] < loop[2]["target"] < loop[1]["target"] and "note" not in loop[2], loop
+    assert lat["met_budget"] and lat["measured_ms"] == pytest.approx(0.75 * 0.93)
+    assert res.report["cost"]["final_target"] == pytest.approx(loop[2]["target"])
+    assert loop[0]["predicted"] < loop[2]["predicted"] < loop[1]["predicted"]
 
 
 def test_a_loosened_plan_that_reads_a_miss_once_is_measured_again(setup, monkeypatch):

@@ -74,8 +74,9 @@ def register(sub) -> None:
     g.add_argument("--tolerance", type=float, default=0.03, help="allowed measured overshoot (default 0.03)")
     g.add_argument("--spend-band", type=float, default=0.10,
                    help="a result measured more than this fraction under the budget is searched again with a looser "
-                        "target (within --closed-loop-rounds), so the latency you allowed buys accuracy; the last "
-                        "result that met the budget is kept if a looser one misses (default 0.10; 0 disables)")
+                        "target (within --closed-loop-rounds), so the latency you allowed buys accuracy; a looser one "
+                        "that misses is searched again halfway back while rounds remain, and the last result that "
+                        "met the budget is kept (default 0.10; 0 disables)")
     g.add_argument("--precision", default="fp32", choices=["fp32", "int8"],
                    help="int8 (ort-cpu): spend an int8 latency table (found in latency_tables/ or profiled with every "
                         "unit statically quantized) and measure the quantized result side by side with the quantized "
