@@ -141,6 +141,7 @@ def close_loop(ctx: SearchContext, loaded: LoadedModel, config: PruneConfig, str
     out = LoopOutcome(widths=widths, plan=None, pruned=None)  # type: ignore[arg-type]
     out.precision, out.spinning = measure_as(config, measured_table)
     kept: Optional[dict[str, Any]] = None  # the last result that met the budget, while a looser one is tried
+    missed: Optional[float] = None  # the last loosened target whose plan missed: loosening stays below it
     while True:
         out.plan = ctx.plan_for(out.widths, provenance=provenance(ctx, config, table))
         out.pruned = apply(loaded.model if cut_from is None else cut_from, out.plan)
@@ -192,7 +193,7 @@ def close_loop(ctx: SearchContext, loaded: LoadedModel, config: PruneConfig, str
                                     f"{mid:.3f} (round {kept['step']['round']} is kept if it misses too)")
                     print(f"closed loop: measured {got_ms:.3f} ms > budget {goal_ms:.3f} ms; " + step["note"],
                           file=sys.stderr)
-                    out.widths, kept["missed"] = widths, missed
+                    out.widths = widths
                     continue
             step["note"] = f"the loosened plan missed; kept round {kept['step']['round']}"
             out.widths, out.plan, out.pruned, out.measured = kept["widths"], kept["plan"], kept["pruned"], kept["measured"]
@@ -205,15 +206,15 @@ def close_loop(ctx: SearchContext, loaded: LoadedModel, config: PruneConfig, str
             aim = goal_ms * (1 - config.spend_band / 2)
             loose = (min(ctx.baseline_cost, max(ctx.target, step["predicted"]) * aim / got_ms)
                      if ctx.baseline_cost else ctx.target)
-            if kept is not None and kept.get("missed"):  # a target known to miss bounds the loosening
-                loose = min(loose, (ctx.target + kept["missed"]) / 2)
+            if missed is not None:  # a target known to miss bounds the loosening
+                loose = min(loose, (ctx.target + missed) / 2)
             if (config.spend_band <= 0 or got_ms >= goal_ms * (1 - config.spend_band)
                     or len(out.steps) > config.closed_loop_rounds or loose <= ctx.target * 1.001):
                 return out
             # met with latency to spare (a table that over-predicts the pruned end): search again
             # with the target raised by what the measurement left unused, keeping this result
             kept = {"widths": out.widths, "plan": out.plan, "pruned": out.pruned, "measured": out.measured,
-                    "step": step, "target": ctx.target, "missed": (kept or {}).get("missed")}
+                    "step": step, "target": ctx.target}
             step["note"] = f"met {100 * (1 - got_ms / goal_ms):.0f}% under the budget; target loosened to spend it"
             print(f"closed loop: measured {got_ms:.3f} ms, {100 * (1 - got_ms / goal_ms):.0f}% under the budget "
                   f"{goal_ms:.3f} ms; re-searching with the table target loosened {ctx.target:.3f} -> {loose:.3f} "

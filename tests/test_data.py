@@ -52,10 +52,8 @@ d = make_data("synthetic", input_size=224, batch_size=64, seed=0)  # 6000 images
 for loader in (d.calib, d.val, d.train):
     for xb, yb in itertools.islice(loader, 2):
         assert xb.shape == (64, 3, 224, 224)
-# this process's own peak: VmHWM belongs to the address space exec made, while ru_maxrss keeps
-# the forking pytest worker's peak across exec (a 2 GB worker read 2062 MB here on CI)
-hwm = [int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:")]
-print("peak_mb", hwm[0] // 1024 if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+from hwprune.memory import peak_rss_mb  # this process's own peak, not the forking worker's (VmHWM)
+print("peak_mb", int(peak_rss_mb()))
 """
 
 

@@ -10,8 +10,8 @@ The local run uses torch's default threads (all cores for each candidate, one af
 runs one candidate per CPU with one torch thread each (``--worker-threads``). With short fine-tunes
 (``--option netadapt_ft_steps=10 --data synthetic``) scores depend on the thread count, so the
 plans match only with ``--worker-threads`` equal to the local threads (see hwprune.executor).
-Candidates are scored by the data-free fidelity evaluator on ``--n-inputs`` random images (``--data synthetic`` scores adaptive-BN top-1
-instead). Ray's workers are started (and import hwprune) before the clock starts: a one-off cost per
+Candidates are scored by the data-free fidelity evaluator on ``--n-inputs`` random images
+(``--data synthetic`` scores adaptive-BN top-1 instead). Ray's workers are started (and import hwprune) before the clock starts: a one-off cost per
 cluster, recorded as ``ray_worker_startup_s``. Timings are only meaningful on an otherwise idle machine.
 """
 from __future__ import annotations
