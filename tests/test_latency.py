@@ -132,7 +132,12 @@ def test_table_error_for_uncovered_model(table_path):
     t = LatencyTable.load(table_path)
     other = graph_of(load_model("tiny_resnet", kwargs={"width": 16, "depth": 1}))
     assert not t.covers(other)
-    with pytest.raises(TableError, match="hwprune profile"):
+    with pytest.raises(TableError, match="hwprune profile") as e:
+        t.cost_model(other)
+    # the same name and input, another build: the message shows what the table's was built with
+    held = next(iter(t.models.values()))
+    held["model_id"] = {**held.get("model_id", {}), "kwargs": {"width": 8}}
+    with pytest.raises(TableError, match=r"tiny_resnet\(width=8\) @ 1x3x16x16"):
         t.cost_model(other)
 
 

@@ -233,8 +233,12 @@ class LatencyTable:
         rec = self.models.get(key)
         if rec is None:
             shape = "x".join(map(str, graph.example_input.shape))
-            known = ", ".join(f"{r.get('spec')} @ {'x'.join(map(str, r.get('input_shape', [])))}"
-                              for r in self.models.values()) or "none"
+            def held(r: dict) -> str:  # the builder's arguments too: tiny_resnet and tiny_resnet(width=16) differ
+                kw = (r.get("model_id") or {}).get("kwargs") or {}
+                args = f"({', '.join(f'{k}={v!r}' for k, v in kw.items())})" if kw else ""
+                return f"{r.get('spec')}{args} @ {'x'.join(map(str, r.get('input_shape', [])))}"
+
+            known = ", ".join(held(r) for r in self.models.values()) or "none"
             raise TableError(f"table {self.path or ''} has no profile of this model at input {shape} "
                              f"(it holds: {known}). Add it with `hwprune profile --model <M> --input-size "
                              f"{graph.example_input.shape[-1]} --batch {graph.example_input.shape[0]} "
