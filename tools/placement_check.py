@@ -1,0 +1,110 @@
+"""Does a latency table misprice plans by *where* they prune?
+
+    python tools/placement_check.py --model tiny_resnet --table hwprune_run/latency_table.json
+    python tools/placement_check.py --model resnet18 --table latency_tables/amd-epyc-2c-ort-cpu-fp32-b1.json
+
+``hwprune validate`` and ``tools/fidelity.py`` draw random variants: every group is cut by about
+the same share, so a table whose error depends on which layers are cut (early, high-resolution
+ones against late, wide ones) can score well on them while a search that prefers one side -- halp
+keeps the layers the table says are cheap -- is mispriced every time. This tool builds structured
+variants of the model: the *early* half of its channel groups (by where their layers are defined)
+cut to each ``--cuts`` share with the late half kept, the reverse, and all groups cut alike, plus
+any plans given with ``--plan`` (a plan.json of `hwprune prune`), and times each side by side
+with the unpruned model (the closed loop's estimator, ``--reps`` times). Per variant it prints the
+table's predicted latency ratio, the ratio of the raw units' sums (before calibration) and the
+measured ratio, and their errors; ``--out`` writes them as JSON.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+
+import numpy as np
+import torch
+
+
+def _order(model: torch.nn.Module, graph) -> list:
+    """Prunable groups, earliest first: by where the first layer of each is defined."""
+    pos = {name: i for i, (name, _) in enumerate(model.named_modules())}
+    groups = [g for g in graph.groups if g.prunable]
+    return sorted(groups, key=lambda g: min(pos.get(m.module, 1 << 30) for m in g.members))
+
+
+def _cut(groups, share: float, align: int, min_width: int) -> dict[str, int]:
+    return {g.name: int(g.snap(g.width * share, align, min_width)) for g in groups}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, help="a model spec hwprune loads")
+    p.add_argument("--model-kwargs", default=None, help='JSON keyword arguments of the model builder, e.g. \'{"width": 16}\'')
+    p.add_argument("--table", required=True, help="the latency table to check (ort-cpu)")
+    p.add_argument("--input-size", type=int, default=None, help="default: the size the table profiled the model at")
+    p.add_argument("--cuts", type=float, nargs="+", default=[0.5, 0.25], help="keep shares of the cut half")
+    p.add_argument("--plan", action="append", default=[], help="a plan.json to add (repeatable)")
+    p.add_argument("--reps", type=int, default=3, help="side-by-side measurements (median taken)")
+    p.add_argument("--threads", type=int, default=None, help="default: the table's")
+    p.add_argument("--out", default=None, help="write the rows as JSON here")
+    a = p.parse_args(argv)
+
+    from hwprune.graph import ChannelGraph
+    from hwprune.latency import LatencyTable
+    from hwprune.latency.calibration import profiled_input_size
+    from hwprune.latency.measure import build_variant, measure_against_baseline, table_spinning
+    from hwprune.models import load_model
+    from hwprune.plan import PruningPlan
+    from hwprune_deploy.runner import timing_ms
+
+    warnings.simplefilter("ignore")
+    torch.manual_seed(0)
+    table = LatencyTable.load(a.table)
+    loaded = load_model(a.model, kwargs=json.loads(a.model_kwargs) if a.model_kwargs else None)
+    size = a.input_size or profiled_input_size(table, loaded)
+    x = torch.randn(1, 3, size, size)
+    graph = ChannelGraph(loaded.model, x)
+    cm = table.cost_model(graph)
+    align = int(table.protocol.get("align", 8))
+    threads = a.threads or int(table.device.get("threads", 2))
+    groups = _order(loaded.model, graph)
+    early, late = groups[: len(groups) // 2], groups[len(groups) // 2:]
+    plans: dict[str, dict[str, int]] = {}
+    for s in a.cuts:
+        plans[f"early x{s:g}"] = _cut(early, s, align, 8)
+        plans[f"late x{s:g}"] = _cut(late, s, align, 8)
+        plans[f"all x{s:g}"] = _cut(groups, s, align, 8)
+    for path in a.plan:
+        plan = PruningPlan.load(path)
+        plans[path] = {k: len(v) for k, v in plan.kept.items()}
+    models = {"baseline": loaded.model, **{k: build_variant(loaded.model, x, w) for k, w in plans.items()}}
+    ratios: dict[str, list[float]] = {k: [] for k in plans}
+    for r in range(a.reps):
+        print(f"measuring {len(models)} models side by side, {r + 1}/{a.reps} ...", file=sys.stderr, flush=True)
+        m = measure_against_baseline(table.backend, models, x, threads, spinning=table_spinning(table))
+        base = timing_ms(m["baseline"])
+        for k in plans:
+            ratios[k].append(timing_ms(m[k]) / base)
+    base_pred, base_units = cm.predict({}), cm.units_sum({})
+    rows = []
+    print(f"{a.model} @ {size}, table {a.table}; early groups: {len(early)}, late: {len(late)}")
+    print("| variant | predicted ratio | units ratio | measured ratio | spread | error (table) | error (units) |")
+    print("|---|---|---|---|---|---|---|")
+    for k, w in plans.items():
+        pr, ur = cm.predict(w) / base_pred, cm.units_sum(w) / base_units
+        me = float(np.median(ratios[k]))
+        row = {"variant": k, "widths": w, "predicted_ratio": pr, "units_ratio": ur, "measured_ratio": me,
+               "measured": ratios[k], "error": pr / me - 1, "error_units": ur / me - 1}
+        rows.append(row)
+        print(f"| {k} | {pr:.3f} | {ur:.3f} | {me:.3f} | {np.ptp(ratios[k]):.3f} | {100 * row['error']:+.1f}% "
+              f"| {100 * row['error_units']:+.1f}% |")
+    if a.out:
+        with open(a.out, "w") as f:
+            json.dump({"model": a.model, "table": a.table, "input_size": size, "threads": threads,
+                       "early": [g.name for g in early], "late": [g.name for g in late], "rows": rows}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
