@@ -132,7 +132,7 @@ def test_table_error_for_uncovered_model(table_path):
     t = LatencyTable.load(table_path)
     other = graph_of(load_model("tiny_resnet", kwargs={"width": 16, "depth": 1}))
     assert not t.covers(other)
-    with pytest.raises(TableError, match="hwprune profile") as e:
+    with pytest.raises(TableError, match="hwprune profile"):
         t.cost_model(other)
     # the same name and input, another build: the message shows what the table's was built with
     held = next(iter(t.models.values()))
@@ -338,6 +338,46 @@ def test_validate_draws_variants_on_the_tables_grid(table_path):
     align = t.protocol["align"]
     for v in d["variants"]:
         assert all(w % align == 0 or w == full[k] for k, w in v["widths"].items())
+
+
+def test_validate_shapes_times_structured_variants_apart(table_path):
+    """--shapes: the early half cut, the late half cut and all cut, timed with the random variants
+    but reported apart, each with the table's and the units' ratio."""
+    from hwprune_deploy.timing import Protocol
+
+    d = validate(tiny(), table_path, samples=2, seed=3, progress=False, passes=1, recalibrate=False, shapes=True,
+                 protocol=Protocol(warmup=1, repeats=2, min_repeat_ms=0.2)).to_dict()
+    assert d["samples"] == 2 and len(d["variants"]) == 2  # the figures stay the random variants'
+    shapes = {v["name"]: v for v in d["shapes"]}
+    assert list(shapes) == ["early x0.5", "late x0.5", "all x0.5", "early x0.25", "late x0.25", "all x0.25"]
+    early, late = shapes["early x0.5"]["widths"], shapes["late x0.5"]["widths"]
+    assert early and late and not set(early) & set(late) and set(early) | set(late) == set(shapes["all x0.5"]["widths"])
+    for v in d["shapes"]:
+        assert v["measured_ms"] > 0 and v["measured_ratio"] == pytest.approx(v["measured_ms"] / d["reference_ms"])
+        assert v["error"] == pytest.approx((v["predicted_ratio"] - v["measured_ratio"]) / v["measured_ratio"])
+        assert 0 < v["units_ratio"] < 1 and 0 < v["predicted_ratio"] < 1
+    for cut in ("early", "late", "all"):  # a deeper cut is never priced dearer (this net's early groups are 8-16 wide:
+        # both shares snap to the 8-channel floor there)
+        assert shapes[f"{cut} x0.25"]["predicted_ratio"] <= shapes[f"{cut} x0.5"]["predicted_ratio"]
+        assert shapes[f"{cut} x0.25"]["units_ratio"] <= shapes[f"{cut} x0.5"]["units_ratio"]
+    assert shapes["all x0.25"]["units_ratio"] < shapes["all x0.5"]["units_ratio"] < shapes["late x0.5"]["units_ratio"]
+
+
+def test_shape_variants_split_the_network_where_its_layers_are_defined():
+    from hwprune.latency.validate import shape_variants
+
+    loaded = load_model("resnet18")
+    graph = ChannelGraph(loaded.model, torch.randn(1, 3, 64, 64))
+    v = shape_variants(loaded.model, graph, 16, 8)
+    full = {g.name: g.width for g in graph.prunable}
+    early, late = v["early x0.5"], v["late x0.5"]
+    assert any(k.startswith("layer1") for k in early) and not any(k.startswith("layer4") for k in early)
+    assert any(k.startswith("layer4") for k in late) and not any(k.startswith("layer1") for k in late)
+    assert abs(len(early) - len(late)) <= 1 and set(early) | set(late) == set(full)
+    assert all(w == max(8, full[k] // 4 // 16 * 16) or w % 16 == 0 for k, w in v["all x0.25"].items())
+    assert all(w < full[k] for k, w in v["all x0.5"].items())
+    with pytest.raises(Exception, match="keep share"):
+        shape_variants(loaded.model, graph, 16, 8, cuts=(1.5,))
 
 
 def test_calibration_variants_bracket_the_light_end_of_validation():

@@ -92,11 +92,12 @@ def test_validate_cli_prints_errors_and_plots(cli, tmp_path):
     table = tmp_path / "t.json"
     p = cli("profile", *TINY, "--quick", "--no-progress", "--out", str(table), "--plot", str(tmp_path / "plots"))
     assert "latency table written to" in p.stdout and "plots" in p.stdout
-    p = cli("validate", *TINY, "--table", str(table), "--samples", "2", "--no-progress",
+    p = cli("validate", *TINY, "--table", str(table), "--samples", "2", "--no-progress", "--shapes",
             "--json", str(tmp_path / "v.json"), "--plot", str(tmp_path / "plots"))
     assert "median |error|" in p.stdout and "within +-5%" in p.stdout and "recalibrated (residual curve" in p.stdout
+    assert "structured variants" in p.stdout and "late x0.25" in p.stdout and "worst: " in p.stdout
     d = json.loads((tmp_path / "v.json").read_text())
-    assert d["samples"] == 2
+    assert d["samples"] == 2 and len(d["shapes"]) == 6
     pngs = [f for f in os.listdir(tmp_path / "plots") if f.endswith(".png")]
     assert any(f.startswith("unit_") for f in pngs) and any(f.startswith("validate_") for f in pngs)
 

@@ -3,6 +3,10 @@
     python tools/placement_check.py --model tiny_resnet --table hwprune_run/latency_table.json
     python tools/placement_check.py --model resnet18 --table latency_tables/amd-epyc-2c-ort-cpu-fp32-b1.json
 
+``hwprune validate --shapes`` times the same structured variants (:func:`hwprune.latency.validate.shape_variants`)
+in the passes of a validation; this tool adds ``--plan`` (your own plans), ``--reps`` side-by-side
+readings and the units' ratio per row, and does not time random variants.
+
 ``hwprune validate`` and ``tools/fidelity.py`` draw random variants: every group is cut by about
 the same share, so a table whose error depends on which layers are cut (early, high-resolution
 ones against late, wide ones) can score well on them while a search that prefers one side -- halp
@@ -25,17 +29,6 @@ import numpy as np
 import torch
 
 
-def _order(model: torch.nn.Module, graph) -> list:
-    """Prunable groups, earliest first: by where the first layer of each is defined."""
-    pos = {name: i for i, (name, _) in enumerate(model.named_modules())}
-    groups = [g for g in graph.groups if g.prunable]
-    return sorted(groups, key=lambda g: min(pos.get(m.module, 1 << 30) for m in g.members))
-
-
-def _cut(groups, share: float, align: int, min_width: int) -> dict[str, int]:
-    return {g.name: int(g.snap(g.width * share, align, min_width)) for g in groups}
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -54,6 +47,7 @@ def main(argv=None) -> int:
     from hwprune.latency import LatencyTable
     from hwprune.latency.calibration import profiled_input_size
     from hwprune.latency.measure import build_variant, measure_against_baseline, table_spinning
+    from hwprune.latency.validate import shape_variants
     from hwprune.models import load_model
     from hwprune.plan import PruningPlan
     from hwprune_deploy.runner import timing_ms
@@ -68,13 +62,9 @@ def main(argv=None) -> int:
     cm = table.cost_model(graph)
     align = int(table.protocol.get("align", 8))
     threads = a.threads or int(table.device.get("threads", 2))
-    groups = _order(loaded.model, graph)
-    early, late = groups[: len(groups) // 2], groups[len(groups) // 2:]
-    plans: dict[str, dict[str, int]] = {}
-    for s in a.cuts:
-        plans[f"early x{s:g}"] = _cut(early, s, align, 8)
-        plans[f"late x{s:g}"] = _cut(late, s, align, 8)
-        plans[f"all x{s:g}"] = _cut(groups, s, align, 8)
+    plans: dict[str, dict[str, int]] = dict(shape_variants(loaded.model, graph, align, 8, cuts=a.cuts))
+    early = plans[f"early x{a.cuts[0]:g}"]
+    late = plans[f"late x{a.cuts[0]:g}"]
     for path in a.plan:
         plan = PruningPlan.load(path)
         plans[path] = {k: len(v) for k, v in plan.kept.items()}
@@ -102,7 +92,7 @@ def main(argv=None) -> int:
     if a.out:
         with open(a.out, "w") as f:
             json.dump({"model": a.model, "table": a.table, "input_size": size, "threads": threads,
-                       "early": [g.name for g in early], "late": [g.name for g in late], "rows": rows}, f, indent=1)
+                       "early": list(early), "late": list(late), "rows": rows}, f, indent=1)
     return 0
 
 

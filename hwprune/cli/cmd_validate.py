@@ -1,4 +1,5 @@
-"""``hwprune validate``: predicted vs measured latency on random pruned variants (issue #3)."""
+"""``hwprune validate``: predicted vs measured latency on random pruned variants (issue #3), and with
+``--shapes`` on structured ones."""
 from __future__ import annotations
 
 from .common import add_model_args, load_from_args
@@ -19,6 +20,11 @@ def register(sub) -> None:
                    help="do not also re-fit the table's calibration from its calibration variants timed alongside "
                         "(by default both figures are printed: the table as profiled, and recalibrated to the machine "
                         "as it is now -- on a shared VM the machine drifts between profiling and validation)")
+    p.add_argument("--shapes", action="store_true",
+                   help="also time structured variants in the same passes -- the early half of the network cut to "
+                        "1/2 and 1/4 with the late half kept, the reverse, and all cut alike -- and print their errors "
+                        "apart: random variants cut every layer by about the same share, a search does not, and a "
+                        "table can price the one well and the other badly (docs/latency.md, 'Where a plan prunes')")
     p.add_argument("--json", help="write the full result (per-variant widths and errors) here")
     p.add_argument("--plot", metavar="DIR", help="write a predicted-vs-measured scatter PNG to DIR")
     p.add_argument("--no-progress", action="store_true")
@@ -32,7 +38,7 @@ def run(args) -> int:
     loaded = load_from_args(args)
     r = validate(loaded, args.table, samples=args.samples, seed=args.seed, align=args.align,
                  min_width=args.min_width, progress=not args.no_progress, input_size=args.input_size,
-                 recalibrate=not args.no_recalibrate)
+                 recalibrate=not args.no_recalibrate, shapes=args.shapes)
     rc = r.recalibration is not None
     print(f"{'variant':>7} {'predicted':>10} {'measured':>9} {'error':>7}   {'predicted ms':>12} {'measured ms':>11} "
           f"{'error':>7}" + (f"   {'recalibrated':>12} {'error':>7}" if rc else ""))
@@ -54,6 +60,16 @@ def run(args) -> int:
               f"variants timed alongside): median |error| {100 * q['median_abs_error']:.1f}%, within +-5%: "
               f"{100 * q['within_5pct']:.0f}%, within +-10%: {100 * q['within_10pct']:.0f}%, max |error| "
               f"{100 * q['max_abs_error']:.1f}%")
+    if r.shapes:
+        print("structured variants (timed in the same passes; not in the figures above): predicted / measured ratio, "
+              "error; 'units' is the units' sum alone, before calibration")
+        for v in r.shapes:
+            print(f"  {v['name']:>11}  {v['predicted_ratio']:.3f}x / {v['measured_ratio']:.3f}x  {100 * v['error']:+6.1f}%   "
+                  f"units {v['units_ratio']:.3f}x {100 * (v['units_ratio'] / v['measured_ratio'] - 1):+6.1f}%" +
+                  (f"   recalibrated {100 * v['error_recalibrated']:+6.1f}%" if rc else ""))
+        worst = max(r.shapes, key=lambda v: abs(v["error"]))
+        print(f"  worst: {worst['name']} {100 * worst['error']:+.1f}% -- a search whose plans have that shape (halp keeps "
+              "the layers the table says are cheap) lands off by about that much until the closed loop corrects it")
     if args.json:
         write_json(args.json, r.to_dict())
         print(f"wrote {args.json}")

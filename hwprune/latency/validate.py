@@ -8,7 +8,10 @@ disagree: see :meth:`Measurer.models`), and reports per-variant error, median |e
 +-5% / +-10% -- the fidelity figure nn-Meter (Zhang et al., MobiSys 2021) reports for its predictor.
 By default the table's calibration variants are timed in the same passes and the figures are
 also given for the table recalibrated to the machine as it is during validation (see
-:func:`validate`).
+:func:`validate`). With ``shapes`` it also times *structured* variants in the same passes
+(:func:`shape_variants`: the early half of the network cut, the late half cut, all cut alike):
+random variants cut every group by about the same share, a search does not, and a table can price
+the one well and the other badly (docs/latency.md, "Where a plan prunes").
 """
 from __future__ import annotations
 
@@ -47,6 +50,7 @@ class ValidationResult:
     predicted_full_ms: float = float("nan")
     recalibration: Optional[dict] = None  # the calibration re-fitted from this run's measurements
     spinning: bool = False  # ORT workers spun during runs (a table profiled with --ort-spinning)
+    shapes: list[dict] = field(default_factory=list)  # structured variants (``shapes``), not in the figures
 
     def _errs(self, key: str) -> np.ndarray:
         return np.array([v[key] for v in self.variants], dtype=float)
@@ -79,7 +83,29 @@ class ValidationResult:
                 "recalibrated": ({**self.summary("error_recalibrated"), "calibration": self.recalibration}
                                  if self.recalibration is not None else None),
                 "reference_ms": self.reference_ms, "predicted_full_ms": self.predicted_full_ms,
-                "seconds": self.seconds, "variants": self.variants}
+                "seconds": self.seconds, "variants": self.variants, "shapes": self.shapes}
+
+
+#: keep shares of the structured variants (:func:`shape_variants`)
+SHAPE_CUTS = (0.5, 0.25)
+
+
+def shape_variants(model: torch.nn.Module, graph: ChannelGraph, align: int, min_width: int,
+                   cuts=SHAPE_CUTS) -> dict[str, dict[str, int]]:
+    """Structured pruned variants, by name: per keep share ``s`` in ``cuts``, ``early xs`` (the
+    first half of the prunable groups, ordered by where their first layer is defined, cut to
+    ``s``; the rest kept), ``late xs`` (the reverse) and ``all xs`` (every group cut alike)."""
+    pos = {name: i for i, (name, _) in enumerate(model.named_modules())}
+    groups = sorted((g for g in graph.groups if g.prunable),
+                    key=lambda g: min(pos.get(m.module, 1 << 30) for m in g.members))
+    halves = {"early": groups[: len(groups) // 2], "late": groups[len(groups) // 2:], "all": groups}
+    out = {}
+    for s in cuts:
+        if not 0 < s < 1:
+            raise ConfigError(f"shape cut {s} must be a keep share between 0 and 1 (e.g. 0.5)")
+        for name, gs in halves.items():
+            out[f"{name} x{s:g}"] = {g.name: int(g.snap(g.width * s, align, min_width)) for g in gs}
+    return out
 
 
 def spread_order(samples: int, calibration: int) -> list[str]:
@@ -95,7 +121,8 @@ def spread_order(samples: int, calibration: int) -> list[str]:
 
 def validate(loaded: LoadedModel, table_path: str, samples: int = 30, seed: int = 0, align: Optional[int] = None,
              min_width: int = 8, progress: bool = True, input_size: Optional[int] = None, threads: Optional[int] = None,
-             chunk: int = 5, protocol=None, passes: Optional[int] = None, recalibrate: bool = True) -> ValidationResult:
+             chunk: int = 5, protocol=None, passes: Optional[int] = None, recalibrate: bool = True,
+             shapes: bool = False) -> ValidationResult:
     """Predict vs measure ``samples`` random pruned variants of ``loaded`` (see module doc).
 
     ``recalibrate``: also time the table's calibration variants (the profiler's, disjoint from
@@ -105,7 +132,11 @@ def validate(loaded: LoadedModel, table_path: str, samples: int = 30, seed: int 
     the machine's state drifts between profiling and validation, and the drift is not a common
     factor: a slower thread hand-off adds more to a small variant than to the full model, so
     ratios move by several % at the heavily pruned end. Re-fitting 10 whole-model measurements
-    brings the table to the machine as it is now; the figure as profiled is kept as ``error``."""
+    brings the table to the machine as it is now; the figure as profiled is kept as ``error``.
+
+    ``shapes``: also time :func:`shape_variants` in the same passes; they go to
+    ``ValidationResult.shapes`` (same fields, ``name`` instead of ``index``), not into the
+    random variants' figures."""
     import time
 
     if samples < 1:
@@ -144,18 +175,26 @@ def validate(loaded: LoadedModel, table_path: str, samples: int = 30, seed: int 
     cal_widths = calibration_set(table, graph, align, min_width) if recalibrate else []
     for i, w in enumerate(cal_widths):  # timed in the same passes and chunks as the variants
         prepared[f"c{i}"] = meas.prepare(build_variant(loaded.model, x, w), x)
-    if bar is not None and cal_widths:
-        bar.total += len(cal_widths) * n_passes
+    shaped = shape_variants(loaded.model, graph, align, min_width) if shapes else {}
+    shape_key = {f"s{i}": name for i, name in enumerate(shaped)}
+    for key, name in shape_key.items():
+        prepared[key] = meas.prepare(build_variant(loaded.model, x, shaped[name]), x)
+    if bar is not None and (cal_widths or shaped):
+        bar.total += (len(cal_widths) + len(shaped)) * n_passes
         bar.refresh()
     # every chunk is scaled to the median reference, so measured / reference is exactly the
     # variant's ratio to the unpruned model timed side by side in its chunk
-    prepared = {k: prepared[k] for k in spread_order(samples, len(cal_widths))}
+    order = spread_order(samples, len(cal_widths))
+    for i, key in enumerate(shape_key):  # spread among the random variants too
+        order.insert(int((i + 0.5) * (len(order) - 1) / len(shape_key)), key)
+    prepared = {k: prepared[k] for k in order}
     timings = meas.models(prepared, x, passes=passes, chunk=chunk, reference="reference",
                           progress=(lambda n: bar.update(n)) if bar is not None else None)
     ref = timing_ms(timings.pop("reference"))
     pred_full = cm.predict({})
     res.reference_ms, res.predicted_full_ms = ref, pred_full
     cal_ms = {name: timing_ms(timings.pop(name)) for name in [k for k in timings if k.startswith("c")]}
+    shape_t = {shape_key[k]: timings.pop(k) for k in list(timings) if k in shape_key}
     cm_r = None
     if cal_widths:
         from .table import TableCostModel
@@ -165,18 +204,25 @@ def validate(loaded: LoadedModel, table_path: str, samples: int = 30, seed: int 
         cm_r = TableCostModel(cm.units, {**cm.record, "calibration": fit})
         res.recalibration = {**fit, "variants": {k: {"units_ms": sums[k], "measured_ms": v} for k, v in cal_ms.items()}}
         full_r = cm_r.predict({})
-    for name, t in timings.items():
-        j = int(name[1:])
-        pred = cm.predict(widths[j])
+    def row(w: dict[str, int], t) -> dict:
+        pred = cm.predict(w)
         m = timing_ms(t)
         pr, mr = pred / pred_full, m / ref
-        v = {"index": j, "widths": widths[j], "predicted_ms": pred, "measured_ms": m,
+        v = {"widths": w, "predicted_ms": pred, "measured_ms": m,
              "iqr_ms": float(t.iqr_ms), "predicted_ratio": pr, "measured_ratio": mr,
-             "error": (pr - mr) / mr, "error_ms": (pred - m) / m}
+             "error": (pr - mr) / mr, "error_ms": (pred - m) / m,
+             # before calibration: the units' sums alone
+             "units_ratio": cm.units_sum(w) / cm.units_sum({})}
         if cm_r is not None:
-            v["predicted_ratio_recalibrated"] = cm_r.predict(widths[j]) / full_r
+            v["predicted_ratio_recalibrated"] = cm_r.predict(w) / full_r
             v["error_recalibrated"] = (v["predicted_ratio_recalibrated"] - mr) / mr
-        res.variants.append(v)
+        return v
+
+    for name, t in timings.items():
+        j = int(name[1:])
+        res.variants.append({"index": j, **row(widths[j], t)})
+    res.shapes = [{"name": name, **row(shaped[name], t)} for name, t in shape_t.items()]
+    res.shapes.sort(key=lambda v: list(shaped).index(v["name"]))
     if bar is not None:
         bar.close()
     res.variants.sort(key=lambda v: v["index"])
