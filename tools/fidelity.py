@@ -3,6 +3,7 @@
     python tools/fidelity.py                       # resnet18, resnet50, mobilenet_v2 @224, ORT CPU, 2 threads, b1
     python tools/fidelity.py --models resnet18 --input-size 112 --samples 10   # a quick look
     python tools/fidelity.py --backend torch-cuda --precision fp16 --batch 32   # on a GPU box
+    python tools/fidelity.py --shapes             # + plans cutting only the early / the late half of each model
 
 For each model: ``hwprune profile`` (into one shared table under latency_tables/, extended model
 by model; profiling time recorded in the table; rows of models not re-run are kept in the report unless --fresh), then ``hwprune validate`` over N random pruned
@@ -69,6 +70,9 @@ def main(argv=None) -> int:
     ap.add_argument("--fresh", action="store_true", help="delete the table first (re-measure every unit)")
     ap.add_argument("--validate-only", action="store_true", help="reuse the table as it is; only validate")
     ap.add_argument("--plot", help="also write staircase and scatter PNGs to this folder")
+    ap.add_argument("--shapes", action="store_true",
+                    help="also time the structured variants of `hwprune validate --shapes` (early half cut, late "
+                         "half cut, all cut) in the validation's passes and report them in a table of their own")
     args = ap.parse_args(argv)
 
     from hwprune.jsonio import write_json
@@ -102,7 +106,7 @@ def main(argv=None) -> int:
             prof_s = time.perf_counter() - t0
         t1 = time.perf_counter()
         r = validate(load_model(spec), table_path, samples=args.samples, seed=0, threads=args.threads,
-                     input_size=args.input_size, progress=True)
+                     input_size=args.input_size, progress=True, shapes=args.shapes)
         d = r.to_dict()
         rec = [m for m in LatencyTable.load(table_path, check_device=False).models.values() if m["spec"] == spec][-1]
         row = {"model": spec, "input_size": args.input_size, "profile_seconds": round(prof_s, 1),
@@ -116,7 +120,8 @@ def main(argv=None) -> int:
                "recalibrated": d["recalibrated"],
                "meets_target_recalibrated": bool(d["recalibrated"]) and d["recalibrated"]["within_5pct"] >= 0.95
                and d["recalibrated"]["within_10pct"] == 1.0,
-               "loadavg_before": load0, "loadavg_after": loadavg(), "variants": d["variants"]}
+               "loadavg_before": load0, "loadavg_after": loadavg(), "variants": d["variants"],
+               "shapes": d.get("shapes") or []}
         results.append(row)
         print(f"{spec}: profile {prof_s:.0f} s, median |err| {100 * d['median_abs_error']:.1f}%, "
               f"within 5% {100 * d['within_5pct']:.0f}%, within 10% {100 * d['within_10pct']:.0f}%, "
@@ -217,6 +222,8 @@ def markdown(s: dict) -> str:
              f" --backend {s['backend']} --precision {s.get('precision', 'fp32')} --batch {s['batch']}")
     if (s.get("device") or {}).get("spinning"):
         flags += " --ort-spinning"
+    if any(r.get("shapes") for r in s["results"]):
+        flags += " --shapes"
     lines = [head, "", f"{where}. Table: `{s['table']}`, widths on multiples of {s.get('align', 8)}. "
              f"Total time {s['total_seconds']:.0f} s.", "",
              "Error of the predicted latency *ratio* to the unpruned model (what a `0.5x` budget spends) against "
@@ -237,6 +244,17 @@ def markdown(s: dict) -> str:
                      f"{recal_cell(r)} | "
                      f"{100 * r['absolute_ms']['median_abs_error']:.1f}% / {100 * r['absolute_ms']['within_5pct']:.0f}% | "
                      f"{'/'.join(map(str, r['loadavg_after']))} |")
+    shaped = [r for r in s["results"] if r.get("shapes")]
+    if shaped:
+        names = [v["name"] for v in shaped[0]["shapes"]]
+        lines += ["", "Structured variants (`--shapes`: the early half of the channel groups cut, the late half, "
+                  "all; timed in the same passes, not in the figures above), error of the predicted ratio "
+                  "(recalibrated in brackets):", "",
+                  "| model | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+        for r in shaped:
+            cells = [f"{100 * v['error']:+.1f}%" + (f" ({100 * v['error_recalibrated']:+.1f}%)"
+                                                     if "error_recalibrated" in v else "") for v in r["shapes"]]
+            lines.append(f"| {r['model']} | " + " | ".join(cells) + " |")
     lines += ["", f"Protocol: {s['protocol_text']}", "",
               f"Reproduce: `python tools/fidelity.py{flags}` (add `--fresh` to re-measure every unit).", ""]
     return "\n".join(lines)
