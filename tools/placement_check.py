@@ -44,6 +44,7 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
 
     from hwprune.graph import ChannelGraph
+    from hwprune.jsonio import write_json
     from hwprune.latency import LatencyTable
     from hwprune.latency.calibration import profiled_input_size
     from hwprune.latency.measure import build_variant, measure_against_baseline, table_spinning
@@ -62,12 +63,12 @@ def main(argv=None) -> int:
     cm = table.cost_model(graph)
     align = int(table.protocol.get("align", 8))
     threads = a.threads or int(table.device.get("threads", 2))
-    plans: dict[str, dict[str, int]] = dict(shape_variants(loaded.model, graph, align, 8, cuts=a.cuts))
+    min_width = int(table.protocol.get("min_width") or 8)
+    plans: dict[str, dict[str, int]] = dict(shape_variants(loaded.model, graph, align, min_width, cuts=a.cuts))
     early = plans[f"early x{a.cuts[0]:g}"]
     late = plans[f"late x{a.cuts[0]:g}"]
     for path in a.plan:
-        plan = PruningPlan.load(path)
-        plans[path] = {k: len(v) for k, v in plan.kept.items()}
+        plans[path] = PruningPlan.load(path).widths
     models = {"baseline": loaded.model, **{k: build_variant(loaded.model, x, w) for k, w in plans.items()}}
     ratios: dict[str, list[float]] = {k: [] for k in plans}
     for r in range(a.reps):
@@ -90,9 +91,8 @@ def main(argv=None) -> int:
         print(f"| {k} | {pr:.3f} | {ur:.3f} | {me:.3f} | {np.ptp(ratios[k]):.3f} | {100 * row['error']:+.1f}% "
               f"| {100 * row['error_units']:+.1f}% |")
     if a.out:
-        with open(a.out, "w") as f:
-            json.dump({"model": a.model, "table": a.table, "input_size": size, "threads": threads,
-                       "early": list(early), "late": list(late), "rows": rows}, f, indent=1)
+        write_json(a.out, {"model": a.model, "table": a.table, "input_size": size, "threads": threads,
+                           "early": list(early), "late": list(late), "rows": rows})
     return 0
 
 

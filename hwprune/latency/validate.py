@@ -204,6 +204,8 @@ def validate(loaded: LoadedModel, table_path: str, samples: int = 30, seed: int 
         cm_r = TableCostModel(cm.units, {**cm.record, "calibration": fit})
         res.recalibration = {**fit, "variants": {k: {"units_ms": sums[k], "measured_ms": v} for k, v in cal_ms.items()}}
         full_r = cm_r.predict({})
+    units_full = cm.units_sum({})
+
     def row(w: dict[str, int], t) -> dict:
         pred = cm.predict(w)
         m = timing_ms(t)
@@ -212,7 +214,7 @@ def validate(loaded: LoadedModel, table_path: str, samples: int = 30, seed: int 
              "iqr_ms": float(t.iqr_ms), "predicted_ratio": pr, "measured_ratio": mr,
              "error": (pr - mr) / mr, "error_ms": (pred - m) / m,
              # before calibration: the units' sums alone
-             "units_ratio": cm.units_sum(w) / cm.units_sum({})}
+             "units_ratio": cm.units_sum(w) / units_full}
         if cm_r is not None:
             v["predicted_ratio_recalibrated"] = cm_r.predict(w) / full_r
             v["error_recalibrated"] = (v["predicted_ratio_recalibrated"] - mr) / mr
@@ -221,8 +223,7 @@ def validate(loaded: LoadedModel, table_path: str, samples: int = 30, seed: int 
     for name, t in timings.items():
         j = int(name[1:])
         res.variants.append({"index": j, **row(widths[j], t)})
-    res.shapes = [{"name": name, **row(shaped[name], t)} for name, t in shape_t.items()]
-    res.shapes.sort(key=lambda v: list(shaped).index(v["name"]))
+    res.shapes = [{"name": name, **row(w, shape_t[name])} for name, w in shaped.items()]
     if bar is not None:
         bar.close()
     res.variants.sort(key=lambda v: v["index"])
