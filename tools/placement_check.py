@@ -42,6 +42,16 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=None, help="default: the table's")
     p.add_argument("--out", default=None, help="write the rows as JSON here")
     a = p.parse_args(argv)
+    from hwprune.errors import HwpruneError
+
+    try:
+        return _run(a)
+    except HwpruneError as e:  # a bad table, model or cut: say so, no traceback
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def _run(a) -> int:
 
     from hwprune.graph import ChannelGraph
     from hwprune.jsonio import write_json
@@ -51,7 +61,7 @@ def main(argv=None) -> int:
     from hwprune.latency.validate import shape_variants
     from hwprune.models import load_model
     from hwprune.plan import PruningPlan
-    from hwprune_deploy.runner import timing_ms
+    from hwprune_deploy.runner import MODEL_PROTOCOL, timing_ms
 
     warnings.simplefilter("ignore")
     torch.manual_seed(0)
@@ -92,6 +102,10 @@ def main(argv=None) -> int:
               f"| {100 * row['error_units']:+.1f}% |")
     if a.out:
         write_json(a.out, {"model": a.model, "table": a.table, "input_size": size, "threads": threads,
+                           "protocol": {"model": MODEL_PROTOCOL.to_dict(), "reps": a.reps,
+                                        "estimator": "measure_against_baseline: side by side with the unpruned "
+                                                     "model, p10 of repeats, mean of the two fastest of >= 4 "
+                                                     "passes; median over reps"},
                            "early": list(early), "late": list(late), "rows": rows})
     return 0
 
