@@ -360,7 +360,12 @@ def test_validate_shapes_times_structured_variants_apart(table_path):
         # both shares snap to the 8-channel floor there)
         assert shapes[f"{cut} x0.25"]["predicted_ratio"] <= shapes[f"{cut} x0.5"]["predicted_ratio"]
         assert shapes[f"{cut} x0.25"]["units_ratio"] <= shapes[f"{cut} x0.5"]["units_ratio"]
-    assert shapes["all x0.25"]["units_ratio"] < shapes["all x0.5"]["units_ratio"] < shapes["late x0.5"]["units_ratio"]
+    assert shapes["all x0.5"]["units_ratio"] <= shapes["late x0.5"]["units_ratio"]
+    # the cuts themselves are strictly deeper (prices may tie: a quick table's monotone envelope flattens
+    # its cheapest widths, as a clean-clone CI run read all x0.25 and all x0.5 at 0.943 both)
+    deeper = shapes["all x0.25"]["widths"]
+    assert all(w <= shapes["all x0.5"]["widths"][k] for k, w in deeper.items())
+    assert any(w < shapes["all x0.5"]["widths"][k] for k, w in deeper.items())
 
 
 def test_shape_variants_split_the_network_where_its_layers_are_defined():
