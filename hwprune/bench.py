@@ -30,9 +30,9 @@ from .models import LoadedModel
 #: the estimator a latency budget promises, and that ``prune``'s closed loop, ``bench``'s speedup
 #: and the reports all use: the p10 of repeats (interference on a shared machine only ever adds
 #: time, so a low quantile is the device's own latency), pruned and unpruned timed side by side
-#: in chunks, per model the mean of the two fastest of >=4 passes
+#: in chunks, per model the mean of the fastest half of >=4 passes (8 under 4 ms)
 BUDGET_STATISTIC = (f"{STATISTIC} of repeats, timed side by side with the reference in chunks; per model the mean of "
-                    "the two fastest of >=4 passes")
+                    "the fastest half of >=4 passes (8 under 4 ms)")
 
 
 def parse_batches(spec: str | Sequence[int] | int) -> tuple[int, ...]:
@@ -135,7 +135,7 @@ def measure_fp32_int8(config: BenchConfig, models: Mapping[str, torch.nn.Module]
 def measure_side_by_side(config: BenchConfig, models: Mapping[str, torch.nn.Module], x: torch.Tensor,
                          reference: str) -> dict[str, Timing]:
     """The models timed the way a budget is checked (:func:`hwprune.latency.measure.measure_against_baseline`:
-    the reference in every chunk, >=4 passes, the mean of the two fastest), with bench's protocol."""
+    the reference in every chunk, >=4 passes, the mean of the fastest half), with bench's protocol."""
     from .latency.measure import measure_against_baseline
 
     protocol = Protocol(warmup=config.warmup, repeats=config.repeats, min_repeat_ms=config.min_repeat_ms,

@@ -31,7 +31,7 @@ def measure_pair(config: PruneConfig, models: dict[str, nn.Module], x: torch.Ten
              spinning: bool = False) -> dict[str, Any]:
     """Measure ``pruned`` against ``baseline`` the way the latency table was calibrated and is
     validated (:meth:`hwprune.latency.measure.Measurer.models`): the unpruned model in every
-    chunk as the reference, >=4 passes, the mean of the two fastest, the protocol statistic
+    chunk as the reference, >=4 passes (8 under 4 ms), the mean of the fastest half, the protocol statistic
     (p10 of repeats). The closed loop then checks the budget with the very estimator the table's
     calibration was fitted with; with a different one (an unfiltered median of interleaved
     repeats) the two disagreed by several % on a busy 2-vCPU VM and the loop chased the gap.

@@ -45,7 +45,7 @@ def int8_rows(baseline: torch.nn.Module, pruned: torch.nn.Module, data, size: in
 def int8_markdown(rep: dict[str, Any]) -> str:
     """The report.md section of :func:`int8_rows`."""
     L = ["", "## fp32 and int8 (ONNX Runtime, static QDQ quantization)", "",
-         f"Batch {rep['batch']}, timed side by side (p10 of repeats, mean of the two fastest passes); top-1 of the "
+         f"Batch {rep['batch']}, timed side by side (p10 of repeats, mean of the fastest half of the passes); top-1 of the "
          f"ONNX files in ONNX Runtime on {rep['images']} images of the {rep['split']}.", "",
          "| model | latency ms | speedup vs fp32 unpruned | top-1 |", "|---|---|---|---|"]
     for r in rep["rows"]:

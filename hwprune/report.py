@@ -340,7 +340,7 @@ def to_markdown(rep: Mapping[str, Any], figures: list[str]) -> str:
                      f"measured {pr['measured_pruned_ms']:.3f} ms ({100 * pr.get('pruned_error', 0):+.1f}%).")
             if pr.get("closed_loop_speedup"):
                 L.append(f"The prune step's closed loop measured **{pr['closed_loop_speedup']:.2f}x** with the table's own "
-                         "estimator (p10 of repeats, pruned and unpruned side by side, mean of the two fastest of >= 4 "
+                         "estimator (p10 of repeats, pruned and unpruned side by side, mean of the fastest half of >= 4 "
                          "passes); the bench above is one interleaved pass (median), so the two differ by the machine's "
                          "noise between them.")
             if pr.get("spinning_speedup"):

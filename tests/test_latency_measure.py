@@ -161,24 +161,33 @@ def test_models_with_reference_rank_real_models_and_keep_all_keys():
         meas.models(models, torch.zeros(1), reference="nope")
 
 
-def test_models_default_passes_and_the_two_fastest_estimator():
-    """By default every model gets MODEL_PASSES passes; the figure is the mean of its two
-    fastest (scaled) passes, recorded pass by pass in ``last_history``."""
+def test_models_default_passes_and_the_fastest_half_estimator():
+    """By default every model gets MODEL_PASSES passes and a model faster than FAST_MS gets
+    FAST_PASSES in all; the figure is the mean of the fastest half of its (scaled) passes,
+    recorded pass by pass in ``last_history``."""
     import torch
 
-    from hwprune.latency.measure import MODEL_PASSES, Measurer, two_fastest
+    from hwprune.latency.measure import FAST_PASSES, MODEL_PASSES, Measurer, fastest_half, two_fastest
     from hwprune_deploy.timing import Timing
 
     meas = Measurer("ort-cpu", 2, model_protocol=QUICK)
     models = {"a": unit_onnx(PW, 32, 32), "ref": unit_onnx(PW, 64, 64)}
-    t = meas.models(models, torch.zeros(1), chunk=1, reference="ref")
+    t = meas.models(models, torch.zeros(1), chunk=1, reference="ref")  # a pointwise conv: well under FAST_MS
     hist = meas.last_history["a"]
-    assert MODEL_PASSES >= 4 and MODEL_PASSES <= len(hist) <= MODEL_PASSES + 2
-    two = sorted(h.p10_ms for h in hist)[:2]
-    assert t["a"].p10_ms == pytest.approx(sum(two) / 2)
+    assert MODEL_PASSES >= 4 and len(hist) == FAST_PASSES > MODEL_PASSES
+    half = sorted(h.p10_ms for h in hist)[:FAST_PASSES // 2]
+    assert t["a"].p10_ms == pytest.approx(sum(half) / len(half))
+    t = meas.models(models, torch.zeros(1), chunk=1, reference="ref", fast_ms=0.0)  # nothing counts as fast
+    hist = meas.last_history["a"]
+    assert MODEL_PASSES <= len(hist) <= MODEL_PASSES + 2
+    assert t["a"].p10_ms == pytest.approx(fastest_half(hist).p10_ms)
     ts = [Timing(m, p, p + 1, 0.1, 5, 2) for m, p in ((3.0, 2.0), (2.5, 1.0), (9.0, 8.0), (2.0, 1.5))]
     assert two_fastest(ts).p10_ms == pytest.approx(1.25) and two_fastest(ts).median_ms == pytest.approx(2.25)
-    assert two_fastest(ts[:1]) == ts[0]
+    assert fastest_half(ts).p10_ms == pytest.approx(1.25)  # 2 of 4: the two fastest
+    eight = ts + [Timing(1, p, p + 1, 0.1, 5, 2) for p in (0.5, 3.0, 4.0, 7.0)]
+    assert fastest_half(eight).p10_ms == pytest.approx((0.5 + 1.0 + 1.5 + 2.0) / 4)
+    assert fastest_half(eight).repeats == 20
+    assert two_fastest(ts[:1]) == ts[0] and fastest_half(ts[:1]) == ts[0]
 
 
 def test_units_fuse_the_add_where_ort_does(tmp_path):

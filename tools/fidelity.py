@@ -180,8 +180,8 @@ PROTOCOL = ("Units: every Conv2d/Linear with the ops ORT fuses into it (BN folde
             "variants (seed 0), per group a width on the table's grid around a random global keep ratio in "
             "[0.25, 1], channels really removed, exported to ONNX, timed by wall clock in >= 4 passes (different "
             "orders, chunks of 5 plus the unpruned model as a side-by-side reference that rescales each chunk; "
-            "up to 6 while a variant's two fastest passes differ by > 3%), mean of the two fastest passes; the "
-            "calibration variants are timed the same way.")
+            "up to 6 while a variant's two fastest passes differ by > 3%; 8 for a variant under 4 ms), mean of the "
+            "fastest half of its passes; the calibration variants are timed the same way.")
 
 
 PROTOCOL_BLOCKED = (" ORT's intra-op workers blocked between ops (session.intra_op.allow_spinning=0), for units, "
