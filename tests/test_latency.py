@@ -355,7 +355,11 @@ def test_validate_shapes_times_structured_variants_apart(table_path):
     for v in d["shapes"]:
         assert v["measured_ms"] > 0 and v["measured_ratio"] == pytest.approx(v["measured_ms"] / d["reference_ms"])
         assert v["error"] == pytest.approx((v["predicted_ratio"] - v["measured_ratio"]) / v["measured_ratio"])
-        assert 0 < v["units_ratio"] < 1 and 0 < v["predicted_ratio"] < 1
+        # never priced dearer than the unpruned model; a half cut of this tiny net's 8-16-wide groups
+        # can snap back to their full width on a coarse grid and leave the sum as it was (seen in CI
+        # on 2026-12-03: a ratio of exactly 1.0)
+        assert 0 < v["units_ratio"] <= 1 and 0 < v["predicted_ratio"] <= 1
+    assert shapes["all x0.25"]["units_ratio"] < 1 and shapes["all x0.25"]["predicted_ratio"] < 1
     for cut in ("early", "late", "all"):  # a deeper cut is never priced dearer (this net's early groups are 8-16 wide:
         # both shares snap to the 8-channel floor there)
         assert shapes[f"{cut} x0.25"]["predicted_ratio"] <= shapes[f"{cut} x0.5"]["predicted_ratio"]
