@@ -160,7 +160,10 @@ def test_closed_loop_spends_a_budget_the_table_wasted(resnet18, tmp_path):
         assert lat["measured_ms"] / lat["baseline_ms"] > first["measured_ms"] / first["baseline_ms"], loop
     else:  # a busy machine (CI read resnet18 at 44 ms, 5x the table) shifted the ratios and a looser plan
         # missed: the last result that met comes back, as measured (the rule itself: the logic tests)
-        assert loop[-1]["measured_ms"] > loop[-1]["goal_ms"] * 1.03 and kept == [len(loop) - 2], loop
+        # (the kept round is the last that met: a halfway re-search may sit between it and the last,
+        # as in a CI run 2026-12-03 -- met, met, missed, halfway missed -> round 1 kept)
+        met = [s["round"] for s in loop if s["measured_ms"] <= s["goal_ms"] * 1.03]
+        assert loop[-1]["measured_ms"] > loop[-1]["goal_ms"] * 1.03 and kept == [met[-1]], loop
         assert lat["measured_ms"] == pytest.approx(loop[kept[0]]["measured_ms"]), loop
     if kept == [0]:  # the first plan came back: its own target, not a looser one (a loaded suite run)
         assert res.report["cost"]["final_target"] == pytest.approx(res.report["cost"]["target"])
