@@ -253,7 +253,7 @@ def _device(fixed: float = 0.0, first_over: float | None = None):
 def _prune_on(setup, monkeypatch, budget, rounds=3, spend_band=0.10, dev=None, **device):
     import hwprune.closed_loop as loop_mod
 
-    loaded, path, _, _ = setup
+    loaded, path = setup[:2]
     dev = dev or _device(**device)
     monkeypatch.setattr(loop_mod, "measure_pair", dev)
     with warnings.catch_warnings():
@@ -294,9 +294,13 @@ def test_closed_loop_loosens_a_result_far_under_and_keeps_the_last_that_met(setu
     assert res.report["cost"]["final_target"] == loop[0]["target"] and res.report["verdict"].startswith("measured")
 
 
-def test_a_loosened_plan_that_misses_is_searched_again_halfway(setup, monkeypatch):
+def test_a_loosened_plan_that_misses_is_searched_again_halfway(resnet18, monkeypatch):
     """Far under, then a loosened plan that misses (twice read), then the plan searched halfway
-    between the two targets meets inside the spend band: that one is handed back, not round 0's."""
+    between the two targets meets inside the spend band: that one is handed back, not round 0's.
+    On resnet18 and the committed table, not the tiny net's table profiled by the fixture: that
+    one's plans are a coarse staircase that changes with every profile, and a CI run's put the
+    loosened target at the unpruned model and the halfway target on one of the two plans already
+    tried, so no halfway round ran (2026-12-03)."""
     from hwprune_deploy.timing import Timing
 
     seq = []
@@ -307,7 +311,7 @@ def test_a_loosened_plan_that_misses_is_searched_again_halfway(setup, monkeypatc
         return {"baseline": Timing(1.0, 1.0, 1.0, 0.0, 10, 1), "pruned": Timing(ms, ms, ms, 0.0, 10, 1)}
 
     overshoot_then_middle.calls = seq
-    res, calls = _prune_on(setup, monkeypatch, "0.75x", dev=overshoot_then_middle)
+    res, calls = _prune_on((resnet18[0], COMMITTED), monkeypatch, "0.75x", dev=overshoot_then_middle)
     loop, lat = res.report["closed_loop"], res.report["latency"]
     assert len(calls) == 4 and len(loop) == 3, loop
     assert "halfway" in loop[1]["note"] and loop[1]["readings_ms"] == [[1.0, 0.75 * 1.2], [1.0, 0.75 * 1.2]]
