@@ -248,6 +248,26 @@ def test_validate_reports_errors(table_path):
             (v["predicted_ratio_recalibrated"] - v["measured_ratio"]) / v["measured_ratio"])
         assert 0 < v["predicted_ratio_recalibrated"] < 1.0
     assert 0 <= rc["within_5pct"] <= rc["within_10pct"] <= 1
+    # one pass: no halves to compare, and no repeatability figure made up
+    assert all(v["split_half"] is None for v in d["variants"]) and d["split_half"] is None
+
+
+def test_validate_reports_its_own_stopwatchs_repeatability(table_path):
+    """With >= 4 passes, every variant's measured ratio is also estimated from its even and its
+    odd passes apart, and the run reports how far the halves disagree: a figure that says whether
+    the +-5% bar can be judged on this machine."""
+    import numpy as np
+    from hwprune_deploy.timing import Protocol
+
+    d = validate(tiny(), table_path, samples=3, seed=2, progress=False, passes=4, recalibrate=False,
+                 protocol=Protocol(warmup=1, repeats=3, min_repeat_ms=0.5)).to_dict()
+    halves = [v["split_half"] for v in d["variants"]]
+    assert all(h is not None and abs(h) < 1 for h in halves), halves  # two estimates of one ratio
+    rep = d["split_half"]
+    assert rep["variants"] == 3
+    assert rep["rms"] == pytest.approx(float(np.sqrt(np.mean(np.square(halves)))))
+    assert rep["within_5pct"] == pytest.approx(float(np.mean(np.abs(halves) <= 0.05)))
+    assert rep["max_abs"] == pytest.approx(max(abs(h) for h in halves))
 
 
 def test_calibration_curve_is_monotone_and_never_negative():

@@ -116,7 +116,7 @@ def main(argv=None) -> int:
                "median_abs_error": d["median_abs_error"], "within_5pct": d["within_5pct"],
                "within_10pct": d["within_10pct"], "max_abs_error": d["max_abs_error"],
                "meets_target": d["within_5pct"] >= 0.95 and d["within_10pct"] == 1.0,
-               "absolute_ms": d["absolute_ms"], "reference_ms": d["reference_ms"],
+               "absolute_ms": d["absolute_ms"], "reference_ms": d["reference_ms"], "split_half": d.get("split_half"),
                "recalibrated": d["recalibrated"],
                "meets_target_recalibrated": bool(d["recalibrated"]) and d["recalibrated"]["within_5pct"] >= 0.95
                and d["recalibrated"]["within_10pct"] == 1.0,
@@ -125,7 +125,8 @@ def main(argv=None) -> int:
         results.append(row)
         print(f"{spec}: profile {prof_s:.0f} s, median |err| {100 * d['median_abs_error']:.1f}%, "
               f"within 5% {100 * d['within_5pct']:.0f}%, within 10% {100 * d['within_10pct']:.0f}%, "
-              f"max {100 * d['max_abs_error']:.1f}%; recalibrated {recal_cell(row)}", flush=True)
+              f"max {100 * d['max_abs_error']:.1f}%; recalibrated {recal_cell(row)}; split-half {split_cell(row)}",
+              flush=True)
         if args.plot:
             from hwprune.latency.plots import plot_validation
 
@@ -209,6 +210,13 @@ def recal_cell(row: dict) -> str:
             f"{100 * q['max_abs_error']:.1f}%")
 
 
+def split_cell(row: dict) -> str:
+    q = row.get("split_half")
+    if not q:
+        return "-"
+    return f"{100 * q['rms']:.1f}% / {100 * q['within_5pct']:.0f}%"
+
+
 def markdown(s: dict) -> str:
     dev = s["device"]
     if dev.get("gpu"):
@@ -231,11 +239,15 @@ def markdown(s: dict) -> str:
              "compare milliseconds, which also carry the machine's own drift between profiling and validation "
              "(full: table's unpruned latency -> unpruned measured during validation). Recalibrated: the same "
              "variants against the table with its residual curve re-fitted from its own calibration variants, timed in "
-             "the same passes as the validation variants (units unchanged; `hwprune validate` prints both).", "",
+             "the same passes as the validation variants (units unchanged; `hwprune validate` prints both). "
+             "Split-half: the stopwatch's own repeatability in this run -- each variant's measured ratio from its "
+             "even-numbered passes against its odd-numbered ones, rms difference / share within 5% (each half has "
+             "half the passes: this overstates the whole run's noise, and does not see drift between runs); where it "
+             "is under 95%, a +-5% bar is at the limit of what the machine can judge.", "",
              "| model | input | profile (s) | units | points | full (ms) | median abs err | within 5% | within 10% | "
              "max abs err | recalibrated: median / within 5% / within 10% / max | ms: median abs err / within 5% | "
-             "load avg (1/5/15 min) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "split-half: rms / within 5% | load avg (1/5/15 min) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in s["results"]:
         lines.append(f"| {r['model']} | {r['input_size']} | {r['profile_seconds']:.0f} | {r['units']} | "
                      f"{r['points_measured']} | {r['full_ms']:.2f} -> {r['reference_ms']:.2f} | "
@@ -243,7 +255,7 @@ def markdown(s: dict) -> str:
                      f"{100 * r['within_5pct']:.0f}% | {100 * r['within_10pct']:.0f}% | {100 * r['max_abs_error']:.1f}% | "
                      f"{recal_cell(r)} | "
                      f"{100 * r['absolute_ms']['median_abs_error']:.1f}% / {100 * r['absolute_ms']['within_5pct']:.0f}% | "
-                     f"{'/'.join(map(str, r['loadavg_after']))} |")
+                     f"{split_cell(r)} | {'/'.join(map(str, r['loadavg_after']))} |")
     shaped = [r for r in s["results"] if r.get("shapes")]
     if shaped:
         names = [v["name"] for v in shaped[0]["shapes"]]

@@ -54,6 +54,12 @@ def run(args) -> int:
     print(f"  in ms (unpruned: predicted {r.predicted_full_ms:.3f}, measured now {r.reference_ms:.3f}): median |error| "
           f"{100 * ab['median_abs_error']:.1f}%, within +-5%: {100 * ab['within_5pct']:.0f}%, within +-10%: "
           f"{100 * ab['within_10pct']:.0f}%, max |error| {100 * ab['max_abs_error']:.1f}%")
+    rep = r.repeatability()
+    if rep is not None:
+        print(f"  repeatability of this run's stopwatch: each variant's ratio from its even passes against its odd "
+              f"passes differs by {100 * rep['rms']:.1f}% rms, within 5% on {100 * rep['within_5pct']:.0f}% of "
+              f"variants" + (" -- the +-5% figures above are at the limit of what this machine can judge"
+                             if rep["within_5pct"] < 0.95 else ""))
     if rc:
         q = r.summary("error_recalibrated")
         print(f"  recalibrated (residual curve re-fitted from the table's {len(r.recalibration['variants'])} calibration "

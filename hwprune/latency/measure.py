@@ -275,6 +275,16 @@ def fastest_half(history: list[Timing]) -> Timing:
     return v[0] if len(v) == 1 else mean_timing(*v[:max(2, len(v) // 2)])
 
 
+def split_halves(history: list[Timing]) -> Optional[tuple[Timing, Timing]]:
+    """A model's passes split in two, the even-numbered and the odd-numbered ones (neighbouring
+    passes, so both halves span the same minutes), each reduced with :func:`fastest_half`: two
+    estimates from one run, whose disagreement shows how well the run's own stopwatch pinned
+    the model down. ``None`` for fewer than 4 passes (a half would be a single reading)."""
+    if len(history) < 4:
+        return None
+    return fastest_half(history[0::2]), fastest_half(history[1::2])
+
+
 def mean_timing(*ts: Timing) -> Timing:
     """Readings of one model pooled field by field (their repeats add up)."""
     n = len(ts)

@@ -27,7 +27,7 @@ from ..models import LoadedModel
 from hwprune_deploy.runner import timing_ms
 
 from .calibration import calibration_set, fit_calibration, profiled_input_size
-from .measure import Measurer, build_variant, model_passes, random_widths, table_spinning
+from .measure import Measurer, build_variant, model_passes, random_widths, split_halves, table_spinning
 from .table import LatencyTable
 
 
@@ -75,11 +75,26 @@ class ValidationResult:
         return {"median_abs_error": float(np.median(e)), "within_5pct": self.share_within(0.05, key),
                 "within_10pct": self.share_within(0.10, key), "max_abs_error": float(np.max(e))}
 
+    def repeatability(self) -> Optional[dict]:
+        """How well this run's own stopwatch pinned the measured ratios down: per variant the
+        ratio from its even-numbered passes against the ratio from its odd-numbered ones
+        (:func:`~hwprune.latency.measure.split_halves`), relative to the measured ratio. The
+        share of variants whose halves agree within 5% says whether a +-5% bar can be judged on
+        this machine at all; each half has half the passes, so this overstates the noise of the
+        whole run's ratio (by about sqrt 2 if the passes' noise is independent), while drift over
+        longer than a run (two runs apart) it does not see. ``None`` when no variant had >= 4 passes."""
+        d = np.array([v["split_half"] for v in self.variants if v.get("split_half") is not None], dtype=float)
+        if not len(d):
+            return None
+        return {"rms": float(np.sqrt(np.mean(d ** 2))), "within_5pct": float(np.mean(np.abs(d) <= 0.05)),
+                "max_abs": float(np.max(np.abs(d))), "variants": int(len(d))}
+
     def to_dict(self) -> dict:
         return {"model": self.model, "table": self.table, "backend": self.backend, "spinning": self.spinning,
                 "input_shape": self.input_shape,
                 "samples": len(self.variants), "metric": "latency ratio to the unpruned model, timed side by side",
                 **self.summary("error"), "absolute_ms": self.summary("error_ms"),
+                "split_half": self.repeatability(),
                 "recalibrated": ({**self.summary("error_recalibrated"), "calibration": self.recalibration}
                                  if self.recalibration is not None else None),
                 "reference_ms": self.reference_ms, "predicted_full_ms": self.predicted_full_ms,
@@ -191,6 +206,7 @@ def validate(loaded: LoadedModel, table_path: str, samples: int = 30, seed: int 
     timings = meas.models(prepared, x, passes=passes, chunk=chunk, reference="reference",
                           progress=(lambda n: bar.update(n)) if bar is not None else None)
     ref = timing_ms(timings.pop("reference"))
+    halves = {k: split_halves(h) for k, h in (getattr(meas, "last_history", None) or {}).items()}
     pred_full = cm.predict({})
     res.reference_ms, res.predicted_full_ms = ref, pred_full
     cal_ms = {name: timing_ms(timings.pop(name)) for name in [k for k in timings if k.startswith("c")]}
@@ -206,13 +222,15 @@ def validate(loaded: LoadedModel, table_path: str, samples: int = 30, seed: int 
         full_r = cm_r.predict({})
     units_full = cm.units_sum({})
 
-    def row(w: dict[str, int], t) -> dict:
+    def row(w: dict[str, int], t, key: str) -> dict:
         pred = cm.predict(w)
         m = timing_ms(t)
         pr, mr = pred / pred_full, m / ref
+        hv = halves.get(key)  # every pass is scaled to the reference's level: ms / ref is a ratio
         v = {"widths": w, "predicted_ms": pred, "measured_ms": m,
              "iqr_ms": float(t.iqr_ms), "predicted_ratio": pr, "measured_ratio": mr,
              "error": (pr - mr) / mr, "error_ms": (pred - m) / m,
+             "split_half": (timing_ms(hv[0]) - timing_ms(hv[1])) / m if hv is not None else None,
              # before calibration: the units' sums alone
              "units_ratio": cm.units_sum(w) / units_full}
         if cm_r is not None:
@@ -222,8 +240,9 @@ def validate(loaded: LoadedModel, table_path: str, samples: int = 30, seed: int 
 
     for name, t in timings.items():
         j = int(name[1:])
-        res.variants.append({"index": j, **row(widths[j], t)})
-    res.shapes = [{"name": name, **row(w, shape_t[name])} for name, w in shaped.items()]
+        res.variants.append({"index": j, **row(widths[j], t, name)})
+    shape_keys = {name: k for k, name in shape_key.items()}
+    res.shapes = [{"name": name, **row(w, shape_t[name], shape_keys[name])} for name, w in shaped.items()]
     if bar is not None:
         bar.close()
     res.variants.sort(key=lambda v: v["index"])
