@@ -8,7 +8,11 @@ from .common import add_model_args, load_from_args
 def register(sub) -> None:
     p = sub.add_parser("validate", help="check a latency table against measured pruned variants",
                        description="Draw N random pruned variants of the model, predict each from the table, "
-                                   "measure each end to end on the table's backend, and print the errors.")
+                                   "measure each end to end on the table's backend, and print the errors. "
+                                   "Also printed: how repeatable this run's own stopwatch was (each variant's "
+                                   "ratio from its even passes against its odd passes); where its halves agree "
+                                   "within 5% on fewer than 95% of the variants, a +-5% bar cannot be judged on "
+                                   "this machine.")
     add_model_args(p)
     p.add_argument("--table", required=True, help="latency table JSON (from `hwprune profile`)")
     p.add_argument("--samples", type=int, default=30, help="random variants to draw (default 30)")
