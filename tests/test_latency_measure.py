@@ -190,7 +190,6 @@ def test_models_default_passes_and_the_fastest_half_estimator():
     assert two_fastest(ts[:1]) == ts[0] and fastest_half(ts[:1]) == ts[0]
 
 
-
 def test_split_halves_are_the_even_and_the_odd_passes_each_reduced_alone():
     from hwprune.latency.measure import split_halves
     from hwprune_deploy.timing import Timing
@@ -203,6 +202,7 @@ def test_split_halves_are_the_even_and_the_odd_passes_each_reduced_alone():
     assert even.p10_ms == pytest.approx((0.8 + 1.0) / 2)  # fastest 2 of (1.0, 1.2, 0.8, 5.0)
     assert odd.p10_ms == pytest.approx((2.0 + 2.2) / 2)  # fastest 2 of (2.0, 2.2, 2.4, 9.0)
     assert split_halves(hist[:3]) is None  # a half of one reading is no estimate
+
 
 def test_units_fuse_the_add_where_ort_does(tmp_path):
     """A block with a downsample has two convs feeding its Add; ORT fuses the add (+ReLU) into one

@@ -26,11 +26,21 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from hwprune.latency.measure import fastest_half, two_fastest  # noqa: E402
+from hwprune_deploy.runner import timing_ms  # noqa: E402
+
+
+def _middle_half(h) -> float:
+    x = sorted(timing_ms(t) for t in h)
+    return float(np.mean(x[len(x) // 4: len(x) - len(x) // 4]))
+
+
+#: a model's figure from its passes (Timings): hwprune's own estimators, before and now, and two others
 ESTIMATORS = {
-    "two fastest": lambda x: np.mean(x[:2]),
-    "fastest half": lambda x: np.mean(x[:max(2, len(x) // 2)]),
-    "middle half": lambda x: np.mean(x[len(x) // 4: len(x) - len(x) // 4]),
-    "median": np.median,
+    "two fastest": lambda h: timing_ms(two_fastest(h)),
+    "fastest half": lambda h: timing_ms(fastest_half(h)),
+    "middle half": _middle_half,
+    "median": lambda h: float(np.median([timing_ms(t) for t in h])),
 }
 
 
@@ -38,7 +48,6 @@ def one_run(spec: str, table: str, passes: int, samples: int) -> dict:
     from hwprune.latency import measure as M
     from hwprune.latency.validate import validate
     from hwprune.models import load_model
-    from hwprune_deploy.runner import timing_ms
 
     hist: dict = {}
     orig = M.Measurer.models
@@ -46,7 +55,7 @@ def one_run(spec: str, table: str, passes: int, samples: int) -> dict:
     def models(self, *a, **k):  # exactly `passes` passes for every model, every pass kept
         k.update(passes=passes, max_passes=passes, fast_passes=passes)
         out = orig(self, *a, **k)
-        hist.update({n: [timing_ms(t) for t in h] for n, h in self.last_history.items()})
+        hist.update(self.last_history)
         return out
 
     M.Measurer.models = models
@@ -61,8 +70,8 @@ def spread(runs: list[dict], k: int, est) -> list[tuple[float, float]]:
     out = []
     for a, b in itertools.combinations(runs, 2):
         names = sorted(n for n in a["history"] if n.startswith("v"))
-        ra = np.array([est(sorted(a["history"][n][:k])) for n in names])
-        rb = np.array([est(sorted(b["history"][n][:k])) for n in names])
+        ra = np.array([est(a["history"][n][:k]) for n in names])
+        rb = np.array([est(b["history"][n][:k]) for n in names])
         d = ra / rb
         d = d / np.median(d) - 1  # the pair's common level removed
         out.append((float(np.sqrt(np.mean(d ** 2))), float(np.mean(np.abs(d) <= 0.05))))
@@ -86,8 +95,9 @@ def main(argv=None) -> int:
         s = runs[-1]["summary"]
         print(f"run {i + 1}: unpruned {runs[-1]['reference_ms']:.3f} ms, within 5% {s['within_5pct']:.0%}", flush=True)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(runs, f)
+        with open(args.json, "w") as f:  # every pass's reading, ms
+            json.dump([{**r, "history": {n: [timing_ms(t) for t in h] for n, h in r["history"].items()}}
+                       for r in runs], f)
     print("\nrun-to-run rms spread of variant ratios / share within 5% (range over pairs of runs)")
     print("| passes | " + " | ".join(ESTIMATORS) + " |")
     print("|---" * (len(ESTIMATORS) + 1) + "|")

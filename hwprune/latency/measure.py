@@ -262,7 +262,9 @@ def _scaled(t: Timing, f: float) -> Timing:
 
 def two_fastest(history: list[Timing]) -> Timing:
     """The mean of the two fastest passes (by the protocol statistic), field by field; one pass
-    is returned as it is. See :meth:`Measurer.models` for why this estimator."""
+    is returned as it is. :meth:`Measurer.models`' estimator before models under 4 ms got more
+    passes (:func:`fastest_half` equals it for 2-5 passes); ``tools/pass_estimators.py`` still
+    compares the two."""
     v = sorted(history, key=timing_ms)[:2]
     return v[0] if len(v) == 1 else mean_timing(*v)
 

@@ -206,7 +206,7 @@ def validate(loaded: LoadedModel, table_path: str, samples: int = 30, seed: int 
     timings = meas.models(prepared, x, passes=passes, chunk=chunk, reference="reference",
                           progress=(lambda n: bar.update(n)) if bar is not None else None)
     ref = timing_ms(timings.pop("reference"))
-    halves = {k: split_halves(h) for k, h in (getattr(meas, "last_history", None) or {}).items()}
+    halves = {k: split_halves(h) for k, h in meas.last_history.items()}
     pred_full = cm.predict({})
     res.reference_ms, res.predicted_full_ms = ref, pred_full
     cal_ms = {name: timing_ms(timings.pop(name)) for name in [k for k in timings if k.startswith("c")]}
@@ -241,8 +241,7 @@ def validate(loaded: LoadedModel, table_path: str, samples: int = 30, seed: int 
     for name, t in timings.items():
         j = int(name[1:])
         res.variants.append({"index": j, **row(widths[j], t, name)})
-    shape_keys = {name: k for k, name in shape_key.items()}
-    res.shapes = [{"name": name, **row(w, shape_t[name], shape_keys[name])} for name, w in shaped.items()]
+    res.shapes = [{"name": name, **row(shaped[name], shape_t[name], key)} for key, name in shape_key.items()]
     if bar is not None:
         bar.close()
     res.variants.sort(key=lambda v: v["index"])
