@@ -90,7 +90,8 @@ def test_bundle_measured_without_torch_and_read_back(cli, tmp_path):
 
 def test_validate_cli_prints_errors_and_plots(cli, tmp_path):
     table = tmp_path / "t.json"
-    p = cli("profile", *TINY, "--quick", "--no-progress", "--out", str(table), "--plot", str(tmp_path / "plots"))
+    p = cli("profile", *TINY, "--quick", "--calib-variants", "3", "--no-progress", "--out", str(table),
+            "--plot", str(tmp_path / "plots"))
     assert "latency table written to" in p.stdout and "plots" in p.stdout
     p = cli("validate", *TINY, "--table", str(table), "--samples", "2", "--no-progress", "--shapes",
             "--json", str(tmp_path / "v.json"), "--plot", str(tmp_path / "plots"))
@@ -122,6 +123,15 @@ def test_recalibrate_refits_the_curve_and_keeps_units(cli, tmp_path):
     assert widths(ra) == widths(rb) and len(widths(ra)) == 3  # the same variants, timed again
     assert ra["recalibrated"]["seconds"] > 0 and after["history"][-1]["recalibrated"] is True
     assert ra["full_ms"] > 0 and ra["calibration"]["variants"] != rb["calibration"]["variants"]  # new timings
+    # a table profiled without calibration variants keeps none: only the full model is re-timed
+    bare = tmp_path / "bare.json"
+    cli("profile", *TINY, "--quick", "--calib-variants", "0", "--no-progress", "--out", str(bare))
+    p = cli("profile", *TINY, "--recalibrate", "--out", str(bare))
+    assert "(0 calibration variants" in p.stdout and "only the full model was re-timed" in p.stdout
+    (rec,) = json.loads(bare.read_text())["models"].values()
+    assert rec["calibration"]["variants"] == {} and rec["recalibrated"]["seconds"] > 0
+    p = cli("validate", *TINY, "--table", str(bare), "--samples", "1", "--no-progress")
+    assert "no recalibrated figure" in p.stdout and "recalibrated (residual curve" not in p.stdout
     missing = tmp_path / "none.json"
     p = cli("profile", *TINY, "--recalibrate", "--out", str(missing), check=False)
     assert p.returncode != 0 and "none.json" in p.stderr and "profile first" in p.stderr

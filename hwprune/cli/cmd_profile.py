@@ -147,6 +147,9 @@ def _recalibrate(args) -> int:
     print(f"recalibrated {loaded.model_id.get('spec')} in {path} ({r['variants']} calibration variants, "
           f"{r['seconds']:.1f} s): full model {b['full_ms']:.3f} -> {a['full_ms']:.3f} ms; residual at the lightest "
           f"variant {lightest(b['calibration'])} -> {lightest(a['calibration'])}")
+    if not r["variants"]:
+        print("  the table has no calibration variants (profiled with --quick or --calib-variants 0), so only the full "
+              "model was re-timed and its remainder re-fitted; profile with --calib-variants 20 for a residual curve")
     return 0
 
 

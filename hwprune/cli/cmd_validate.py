@@ -70,6 +70,9 @@ def run(args) -> int:
               f"variants timed alongside): median |error| {100 * q['median_abs_error']:.1f}%, within +-5%: "
               f"{100 * q['within_5pct']:.0f}%, within +-10%: {100 * q['within_10pct']:.0f}%, max |error| "
               f"{100 * q['max_abs_error']:.1f}%")
+    elif not args.no_recalibrate:
+        print("  no recalibrated figure: the table has no calibration variants to re-time (profiled with --quick or "
+              "--calib-variants 0)")
     if r.shapes:
         print("structured variants (timed in the same passes; not in the figures above): predicted / measured ratio, "
               "error; 'units' is the units' sum alone, before calibration")

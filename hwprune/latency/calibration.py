@@ -36,12 +36,14 @@ def profiled_input_size(table: LatencyTable, loaded: LoadedModel) -> int:
 
 def calibration_set(table: LatencyTable, graph: ChannelGraph, align: int, min_width: int) -> list[dict[str, int]]:
     """The widths of the table's calibration variants for this model: as profile or a bundle
-    read-back stored them, or (older tables store none) drawn again from the profiler's seed
-    stream on the table's grid."""
+    read-back stored them -- none for a table profiled without any (``--quick``,
+    ``--calib-variants 0``), whose recalibration then re-times the full model alone -- or, for
+    older tables that do not record them, drawn again from the profiler's seed stream on the
+    table's grid."""
     rec = table.record_for(graph)
-    stored = (rec.get("calibration") or {}).get("variants") or {}
-    if stored:
-        return [dict(v["widths"]) for v in stored.values()]
+    calib = rec.get("calibration") or {}
+    if "variants" in calib:
+        return [dict(v["widths"]) for v in calib["variants"].values()]
     return calibration_widths(graph.groups, CALIB_VARIANTS, CALIB_SEED, align, min_width)
 
 
