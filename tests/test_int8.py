@@ -105,6 +105,30 @@ def test_ort_cpu_int8_backend_times_the_quantized_unit():
         get_backend("torch-cpu", precision="int8")
 
 
+def test_int8_measurer_quantizes_each_model_once_whatever_the_passes(monkeypatch):
+    """Every int8 whole-model and unit timing goes through one quantization per model: the
+    device runners would otherwise quantize again each time a pass opens a session (before the
+    fix: 16 quantizations for two models timed in 8 passes; resnet50's fidelity run quantized
+    every variant on every pass). What is timed is the quantized model, pass after pass."""
+    import hwprune_deploy.quant as quant
+    from hwprune.latency.measure import Measurer
+    from hwprune.latency.units import UnitFamily
+    from hwprune.zoo import tiny_resnet
+
+    calls = []
+    real = quant.quantize_qdq
+    monkeypatch.setattr(quant, "quantize_qdq", lambda *a, **k: calls.append(1) or real(*a, **k))
+    meas = Measurer("ort-cpu", 2, "int8")
+    x = torch.randn(1, 3, 16, 16)
+    t = meas.models({"a": tiny_resnet().eval(), "b": tiny_resnet(width=16).eval()}, x, reference="a")
+    assert len(calls) == 2 and min(len(h) for h in meas.last_history.values()) >= 4
+    assert 0 < t["b"].p10_ms and 0 < t["a"].p10_ms
+    calls.clear()
+    fam = UnitFamily("conv", 16, 16, kernel=(3, 3), padding=(1, 1), act="relu", dtype="int8")
+    u = meas.units(fam, [(16, 16), (32, 32)], passes=3)
+    assert len(calls) == 2 and set(u) == {(16, 16), (32, 32)} and all(v.p10_ms > 0 for v in u.values())
+
+
 def test_export_int8_writes_a_qdq_file_checked_against_fp32(tmp_path, data):
     from hwprune.quantize import export_int8
 

@@ -184,11 +184,7 @@ def _measure_family(table: LatencyTable, fam_spec, cands: tuple[set, set], meas:
         points = [p for p in dict.fromkeys(points) if again or not fam.has(*p)]
         if not points:
             return
-        best: dict = {}
-        for _ in range(config.passes):  # noise only adds time: keep the fastest pass
-            for p, t in meas.units(fam_spec, points).items():
-                if p not in best or timing_ms(t) < timing_ms(best[p]):
-                    best[p] = t
+        best = meas.units(fam_spec, points, passes=config.passes)  # noise only adds time: the fastest pass
         for p, t in best.items():
             k = f"{p[0]},{p[1]}"
             v = max(timing_ms(t) - stats["overhead_ms"], 1e-4)
