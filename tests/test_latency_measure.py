@@ -161,6 +161,35 @@ def test_models_with_reference_rank_real_models_and_keep_all_keys():
         meas.models(models, torch.zeros(1), reference="nope")
 
 
+def test_spilled_models_wait_on_disk_and_are_timed_chunk_by_chunk(tmp_path, monkeypatch):
+    """Prepared models kept on disk (validate holds every variant before its passes, and as bytes
+    its memory grew with their number): a value is a file until read, a reordered
+    view reads the same files, Measurer.models reads one chunk at a time, and closing removes
+    the folder."""
+    import tempfile
+
+    import torch
+
+    from hwprune.latency.measure import Measurer, SpilledModels
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    small, big = unit_onnx(PW, 16, 16), unit_onnx(PW, 128, 128)
+    read = []
+    with SpilledModels() as m:
+        m["small"], m["big"], m["ref"] = small, big, unit_onnx(PW, 64, 64)
+        (folder,) = tmp_path.iterdir()
+        assert len(list(folder.iterdir())) == 3 and not any(isinstance(v, bytes) for v in vars(m).values())
+        assert m["small"] == small and m["big"] == big
+        view = m.reordered(["ref", "big", "small"])
+        assert list(view) == ["ref", "big", "small"] and view["big"] == big
+        get = SpilledModels.__getitem__
+        monkeypatch.setattr(SpilledModels, "__getitem__", lambda self, k: read.append(k) or get(self, k))
+        t = Measurer("ort-cpu", 2, model_protocol=QUICK).models(view, torch.zeros(1), passes=2, chunk=1, reference="ref")
+        assert t["small"].p10_ms < t["ref"].p10_ms < t["big"].p10_ms
+        assert read.count("small") >= 2 and read.count("ref") >= 4  # read again for every chunk of every pass
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_models_default_passes_and_the_fastest_half_estimator():
     """By default every model gets MODEL_PASSES passes and a model faster than FAST_MS gets
     FAST_PASSES in all; the figure is the mean of the fastest half of its (scaled) passes,
