@@ -52,10 +52,7 @@ class SpilledModels(MutableMapping):
         self._files: dict[str, str] = {} if _files is None else _files
 
     def __setitem__(self, key: str, data: bytes) -> None:
-        if key in self._files:
-            fd, path = os.open(self._files[key], os.O_WRONLY | os.O_TRUNC), self._files[key]
-        else:
-            fd, path = tempfile.mkstemp(suffix=".onnx", dir=self._dir.name)
+        fd, path = tempfile.mkstemp(suffix=".onnx", dir=self._dir.name)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         self._files[key] = path

@@ -209,45 +209,45 @@ def validate(loaded: LoadedModel, table_path: str, samples: int = 30, seed: int 
         prepared = prepared.reordered(order) if isinstance(prepared, SpilledModels) else {k: prepared[k] for k in order}
         timings = meas.models(prepared, x, passes=passes, chunk=chunk, reference="reference",
                               progress=(lambda n: bar.update(n)) if bar is not None else None)
-        ref = timing_ms(timings.pop("reference"))
-        halves = {k: split_halves(h) for k, h in meas.last_history.items()}
-        pred_full = cm.predict({})
-        res.reference_ms, res.predicted_full_ms = ref, pred_full
-        cal_ms = {name: timing_ms(timings.pop(name)) for name in [k for k in timings if k.startswith("c")]}
-        shape_t = {shape_key[k]: timings.pop(k) for k in list(timings) if k in shape_key}
-        cm_r = None
-        if cal_widths:
-            from .table import TableCostModel
+    ref = timing_ms(timings.pop("reference"))
+    halves = {k: split_halves(h) for k, h in meas.last_history.items()}
+    pred_full = cm.predict({})
+    res.reference_ms, res.predicted_full_ms = ref, pred_full
+    cal_ms = {name: timing_ms(timings.pop(name)) for name in [k for k in timings if k.startswith("c")]}
+    shape_t = {shape_key[k]: timings.pop(k) for k in list(timings) if k in shape_key}
+    cm_r = None
+    if cal_widths:
+        from .table import TableCostModel
 
-            sums = {"full": cm.units_sum({}), **{f"c{i}": cm.units_sum(w) for i, w in enumerate(cal_widths)}}
-            fit = fit_calibration(sums, {"full": ref, **cal_ms})
-            cm_r = TableCostModel(cm.units, {**cm.record, "calibration": fit})
-            res.recalibration = {**fit, "variants": {k: {"units_ms": sums[k], "measured_ms": v} for k, v in cal_ms.items()}}
-            full_r = cm_r.predict({})
-        units_full = cm.units_sum({})
+        sums = {"full": cm.units_sum({}), **{f"c{i}": cm.units_sum(w) for i, w in enumerate(cal_widths)}}
+        fit = fit_calibration(sums, {"full": ref, **cal_ms})
+        cm_r = TableCostModel(cm.units, {**cm.record, "calibration": fit})
+        res.recalibration = {**fit, "variants": {k: {"units_ms": sums[k], "measured_ms": v} for k, v in cal_ms.items()}}
+        full_r = cm_r.predict({})
+    units_full = cm.units_sum({})
 
-        def row(w: dict[str, int], t, key: str) -> dict:
-            pred = cm.predict(w)
-            m = timing_ms(t)
-            pr, mr = pred / pred_full, m / ref
-            hv = halves.get(key)  # every pass is scaled to the reference's level: ms / ref is a ratio
-            v = {"widths": w, "predicted_ms": pred, "measured_ms": m,
-                 "iqr_ms": float(t.iqr_ms), "predicted_ratio": pr, "measured_ratio": mr,
-                 "error": (pr - mr) / mr, "error_ms": (pred - m) / m,
-                 "split_half": (timing_ms(hv[0]) - timing_ms(hv[1])) / m if hv is not None else None,
-                 # before calibration: the units' sums alone
-                 "units_ratio": cm.units_sum(w) / units_full}
-            if cm_r is not None:
-                v["predicted_ratio_recalibrated"] = cm_r.predict(w) / full_r
-                v["error_recalibrated"] = (v["predicted_ratio_recalibrated"] - mr) / mr
-            return v
+    def row(w: dict[str, int], t, key: str) -> dict:
+        pred = cm.predict(w)
+        m = timing_ms(t)
+        pr, mr = pred / pred_full, m / ref
+        hv = halves.get(key)  # every pass is scaled to the reference's level: ms / ref is a ratio
+        v = {"widths": w, "predicted_ms": pred, "measured_ms": m,
+             "iqr_ms": float(t.iqr_ms), "predicted_ratio": pr, "measured_ratio": mr,
+             "error": (pr - mr) / mr, "error_ms": (pred - m) / m,
+             "split_half": (timing_ms(hv[0]) - timing_ms(hv[1])) / m if hv is not None else None,
+             # before calibration: the units' sums alone
+             "units_ratio": cm.units_sum(w) / units_full}
+        if cm_r is not None:
+            v["predicted_ratio_recalibrated"] = cm_r.predict(w) / full_r
+            v["error_recalibrated"] = (v["predicted_ratio_recalibrated"] - mr) / mr
+        return v
 
-        for name, t in timings.items():
-            j = int(name[1:])
-            res.variants.append({"index": j, **row(widths[j], t, name)})
-        res.shapes = [{"name": name, **row(shaped[name], shape_t[name], key)} for key, name in shape_key.items()]
-        if bar is not None:
-            bar.close()
-        res.variants.sort(key=lambda v: v["index"])
-        res.seconds = time.perf_counter() - t0
-        return res
+    for name, t in timings.items():
+        j = int(name[1:])
+        res.variants.append({"index": j, **row(widths[j], t, name)})
+    res.shapes = [{"name": name, **row(shaped[name], shape_t[name], key)} for key, name in shape_key.items()]
+    if bar is not None:
+        bar.close()
+    res.variants.sort(key=lambda v: v["index"])
+    res.seconds = time.perf_counter() - t0
+    return res
