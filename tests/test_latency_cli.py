@@ -1,6 +1,7 @@
 """The profile/validate CLI for real: kill and resume, device bundles measured without torch, plots."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,6 +14,25 @@ from hwprune.latency import LatencyTable
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 TINY = ["--model", "tiny_resnet", "--input-size", "16"]
+
+
+@pytest.fixture(scope="module")
+def quick_table(tmp_path_factory):
+    """One quick profile (3 calibration variants, grid 8, unit plots) that the tests below copy
+    and use as a user would a table they profiled: each profile is ~10 s of this suite."""
+    from conftest import run_cli
+
+    root = tmp_path_factory.mktemp("quick_table")
+    p = run_cli("profile", *TINY, "--quick", "--align", "8", "--calib-variants", "3", "--no-progress",
+                "--out", str(root / "t.json"), "--plot", str(root / "plots"))
+    assert "latency table written to" in p.stdout and "plots" in p.stdout
+    return root
+
+
+def _copy_table(quick_table, tmp_path):
+    """The shared table (and its plots folder) as this test's own files."""
+    shutil.copytree(quick_table / "plots", tmp_path / "plots")
+    return shutil.copy(quick_table / "t.json", tmp_path / "t.json")
 
 
 def test_kill_and_resume_keeps_finished_units(cli, tmp_path):
@@ -88,11 +108,8 @@ def test_bundle_measured_without_torch_and_read_back(cli, tmp_path):
     assert [v["widths"] for v in rec["calibration"]["variants"].values()] == shipped
 
 
-def test_validate_cli_prints_errors_and_plots(cli, tmp_path):
-    table = tmp_path / "t.json"
-    p = cli("profile", *TINY, "--quick", "--calib-variants", "3", "--no-progress", "--out", str(table),
-            "--plot", str(tmp_path / "plots"))
-    assert "latency table written to" in p.stdout and "plots" in p.stdout
+def test_validate_cli_prints_errors_and_plots(cli, tmp_path, quick_table):
+    table = _copy_table(quick_table, tmp_path)
     p = cli("validate", *TINY, "--table", str(table), "--samples", "2", "--no-progress", "--shapes",
             "--json", str(tmp_path / "v.json"), "--plot", str(tmp_path / "plots"))
     assert "median |error|" in p.stdout and "within +-5%" in p.stdout and "recalibrated (residual curve" in p.stdout
@@ -110,9 +127,9 @@ def test_profile_errors_are_clear(cli, tmp_path):
     assert p.returncode == 2 and "does not exist" in p.stderr
 
 
-def test_recalibrate_refits_the_curve_and_keeps_units(cli, tmp_path):
+def test_recalibrate_refits_the_curve_and_keeps_units(cli, tmp_path, quick_table):
     table = tmp_path / "t.json"
-    cli("profile", *TINY, "--quick", "--calib-variants", "3", "--no-progress", "--out", str(table))
+    table.write_bytes((quick_table / "t.json").read_bytes())
     before = json.loads(table.read_text())
     p = cli("profile", *TINY, "--recalibrate", "--out", str(table))
     assert "recalibrated tiny_resnet" in p.stdout and "3 calibration variants" in p.stdout
@@ -137,9 +154,9 @@ def test_recalibrate_refits_the_curve_and_keeps_units(cli, tmp_path):
     assert p.returncode != 0 and "none.json" in p.stderr and "profile first" in p.stderr
 
 
-def test_prune_recalibrates_a_given_table_before_searching(cli, tmp_path):
+def test_prune_recalibrates_a_given_table_before_searching(cli, tmp_path, quick_table):
     table = tmp_path / "t.json"
-    cli("profile", *TINY, "--quick", "--align", "8", "--calib-variants", "3", "--no-progress", "--out", str(table))
+    table.write_bytes((quick_table / "t.json").read_bytes())
     before = json.loads(table.read_text())
     p = cli("prune", *TINY, "--budget", "0.8x", "--table", str(table), "--align", "8", "--recalibrate", "--quiet",
             "--out", str(tmp_path / "p"))
