@@ -569,12 +569,13 @@ def test_calibration_is_timed_again_when_the_machine_state_moved(capsys):
     cfg = ProfileConfig.quick(input_size=16, calib_variants=1, align=8, state_retries=1)
     meas = Measurer("ort-cpu", 2, model_protocol=cfg.model_protocol)
     x = example_input(loaded, cfg)
-    prepared = _prepare_variants(meas, loaded, x, calibration_variants(graph_of(loaded).groups, cfg))
-    assert set(prepared) == {"full", "calib0"}
-    state = _StateProbe(meas.prober(prepared["full"], x), cfg.probe_every_s)
-    state.maybe()
-    state.readings = [100 * state.readings[0]]
-    timings, rec = _calibrate_in_state(meas, prepared, x, cfg, state)
+    with meas.store() as prepared:  # on disk, as profile keeps them: each attempt reads them again
+        _prepare_variants(meas, loaded, x, calibration_variants(graph_of(loaded).groups, cfg), prepared)
+        assert set(prepared) == {"full", "calib0"}
+        state = _StateProbe(meas.prober(prepared["full"], x), cfg.probe_every_s)
+        state.maybe()
+        state.readings = [100 * state.readings[0]]
+        timings, rec = _calibrate_in_state(meas, prepared, x, cfg, state)
     assert len(rec["attempts"]) == 2 and not rec["in_state"]
     assert all(a["deviation"] < -0.5 for a in rec["attempts"])
     k = rec["kept"]

@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import json
 import os
-import time
 import zipfile
 
 from ..errors import TableError
 from ..graph import ChannelGraph
-from ..jsonio import atomic_write_bytes
 from ..models import LoadedModel
 from .micro import overhead_onnx, patternize_onnx, unit_onnx
 from .measure import table_spinning

@@ -58,14 +58,18 @@ def calibration_variants(groups, config) -> dict[str, dict[str, int]]:
     return variants
 
 
-def _prepare_variants(meas: Measurer, loaded: LoadedModel, x: torch.Tensor, variants: dict) -> dict:
-    return {k: meas.prepare(loaded.model if not w else build_variant(loaded.model, x, w), x)
-            for k, w in variants.items()}
+def _prepare_variants(meas: Measurer, loaded: LoadedModel, x: torch.Tensor, variants: dict, into) -> None:
+    """Build and prepare each of ``variants`` (widths; empty: the unpruned model) into ``into``
+    (a :meth:`Measurer.store`): one variant's module lives at a time."""
+    for k, w in variants.items():
+        into[k] = meas.prepare(loaded.model if not w else build_variant(loaded.model, x, w), x)
 
 
 def _time_variants(meas: Measurer, loaded: LoadedModel, x: torch.Tensor, variants: dict,
                    passes: Optional[int]) -> dict:
-    return meas.models(_prepare_variants(meas, loaded, x, variants), x, passes=passes, reference="full")
+    with meas.store() as prepared:
+        _prepare_variants(meas, loaded, x, variants, prepared)
+        return meas.models(prepared, x, passes=passes, reference="full")
 
 
 def store_calibration(table: LatencyTable, rec: dict, variants: dict[str, dict[str, int]],

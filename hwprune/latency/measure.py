@@ -8,6 +8,7 @@ Also: random pruned variants (for calibration and validation) built by really re
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import tempfile
@@ -115,6 +116,13 @@ class Measurer:
         else:
             self.factory = self.unit_factory = None
             self.torch_backend = be
+
+    def store(self):
+        """Where prepared models wait until they are timed, as a context manager: on disk for
+        ONNX backends (:class:`SpilledModels`, read one chunk per pass by :meth:`models`), so
+        memory does not grow with the number of variants; a dict for torch backends, whose
+        prepared models are live modules."""
+        return SpilledModels() if self.factory is not None else contextlib.nullcontext({})
 
     @property
     def sparse(self) -> bool:

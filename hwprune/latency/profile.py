@@ -318,8 +318,10 @@ def profile(loaded: LoadedModel, config: ProfileConfig, progress: bool = True) -
     state.maybe(force=True)
     # remainder (full width) and calibration variants, measured side by side, in the units' state
     variants = calibration_variants(graph.groups, config)
-    prepared = {"full": full, **_prepare_variants(meas, loaded, x, {k: w for k, w in variants.items() if k != "full"})}
-    timings, state_rec = _calibrate_in_state(meas, prepared, x, config, state)
+    with meas.store() as prepared:  # on disk for ONNX backends: 20 resnet50 variants are GBs as bytes
+        prepared["full"] = full
+        _prepare_variants(meas, loaded, x, {k: w for k, w in variants.items() if k != "full"}, prepared)
+        timings, state_rec = _calibrate_in_state(meas, prepared, x, config, state)
     bar.step(1, "remainder + calibration")
     bar.close()
     rec = {"spec": spec, "model_id": loaded.model_id, "input_shape": list(x.shape),
@@ -334,7 +336,7 @@ def profile(loaded: LoadedModel, config: ProfileConfig, progress: bool = True) -
                           "points_measured": stats["measured"], "resumed": bool(config.resume and prior_seconds)})
     table.in_progress = None
     table.save(path)
-    del prepared, full, state, timings
+    del full, state, timings
     release_freed_memory()  # the variants' sessions leave GBs mapped otherwise (hwprune.memory)
     return path
 

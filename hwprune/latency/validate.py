@@ -15,7 +15,6 @@ the one well and the other badly (docs/latency.md, "Where a plan prunes").
 """
 from __future__ import annotations
 
-import contextlib
 
 from dataclasses import dataclass, field
 from typing import Optional
@@ -181,7 +180,7 @@ def validate(loaded: LoadedModel, table_path: str, samples: int = 30, seed: int 
         bar = tqdm(total=samples, desc=f"building {spec} variants", unit="variant", dynamic_ncols=True)
     # ONNX backends: the prepared variants wait on disk, one chunk read per pass, so memory does not
     # grow with the number of variants (30 fp32 resnet50 variants: 5.7 GB peak RSS held as bytes, 4.6 GB spilled)
-    with (SpilledModels() if meas.factory is not None else contextlib.nullcontext({})) as prepared:
+    with meas.store() as prepared:
         for j in range(samples):  # build + export each variant once; the module is freed
             prepared[f"v{j}"] = meas.prepare(build_variant(loaded.model, x, widths[j]), x)
             if bar is not None:
