@@ -7,7 +7,8 @@ shape, finite), check the cost models against the really pruned network as
 against the parameter count, every latency unit's widths against its Conv2d/Linear's channels),
 export to ONNX with :func:`hwprune.export.export_onnx` and check ONNX Runtime against PyTorch
 (parity tolerance scaled by the output's spread, :mod:`hwprune.parity`). Each architecture runs in
-its own subprocess with an address-space cap (the same worker scheme as ``tools/sweep_models.py``).
+its own subprocess with an address-space cap (the steps and the worker scheme are
+``tools/sweep_models.py``'s, with the cost check on).
 
     nice -n 15 python tools/sweep_timm.py --json docs/models_timm.json --markdown docs/models.md
     nice -n 15 python tools/sweep_timm.py --models resnet18,vit_tiny_patch16_224 --input-size 64
@@ -27,7 +28,8 @@ import time
 import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from sweep_models import _fmt_e, _fmt_g, _fmt_m, _limit_memory, _spread_note, write_markdown_section  # noqa: E402
+from sweep_models import (FLOPS_TOL, _fmt_e, _fmt_g, _fmt_m, _spread_note, merge_rows, prune_and_check,  # noqa: E402,F401
+                          run_isolated, write_markdown_section)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MD_BEGIN, MD_END = "<!-- timm-sweep:begin -->", "<!-- timm-sweep:end -->"
@@ -68,74 +70,11 @@ ARCHS: list[tuple[str, str]] = [
 FAMILY = {a: f for f, a in ARCHS}
 
 
-#: the FLOPs model may miss FLOPs that scale with a group but sit in no layer the graph scales (an
-#: ECA gate's Conv1d runs along the channel axis: 0.04% of ecaresnet26t at 64 px, 0.16% at 32); up to
-#: this relative error is reported in the row's note, not failed. The parameter model and the
-#: latency units' widths must be exact.
-FLOPS_TOL = 5e-3
-
-
-def _cost_check(cost, params_model, units, widths, pruned, x) -> dict:
-    """The cost models and the latency units against the really pruned network (as
-    tests/test_cost_exact.py): returns the figures; raises on a mismatch."""
-    from torch import nn
-
-    from hwprune.counting import count_flops, count_params
-
-    flops_pred, flops_real = cost.predict(widths), count_flops(pruned, x)
-    params_pred, params_real = params_model.predict(widths), count_params(pruned)
-    bad = []
-    for u in units:
-        if u.layer.endswith(".in_proj"):
-            w = pruned.get_submodule(u.layer.rpartition(".")[0]).in_proj_weight
-            real = (w.shape[1], w.shape[0])
-        else:
-            try:
-                mod = pruned.get_submodule(u.layer)
-            except AttributeError:
-                continue  # a functional projection with no module of its own
-            if isinstance(mod, nn.Conv2d):
-                real = (mod.in_channels, mod.out_channels)
-                if u.family.kind == "dwconv":
-                    real = (real[1], real[1])
-            elif isinstance(mod, nn.Linear):
-                real = (mod.in_features, mod.out_features)
-            else:
-                continue
-        if tuple(u.widths(widths)) != tuple(real):
-            bad.append(f"{u.layer}: unit {u.widths(widths)} vs real {real}")
-    out = {"flops_pred": flops_pred, "flops_real": flops_real, "params_pred": params_pred, "params_real": params_real,
-           "units": len(units), "unit_mismatches": bad[:5], "n_unit_mismatches": len(bad)}
-    fe, pe = abs(flops_pred / max(flops_real, 1) - 1), abs(params_pred / max(params_real, 1) - 1)
-    out["flops_rel_err"], out["params_rel_err"] = fe, pe
-    msgs = []
-    if fe > FLOPS_TOL:
-        msgs.append(f"FLOPs model {flops_pred:.4g} vs counted {flops_real:.4g} ({100 * fe:.2f}% off)")
-    elif fe > 1e-6:
-        out["note"] = f"FLOPs model {100 * fe:.3f}% off"
-    if pe > 1e-6:
-        msgs.append(f"parameter model {params_pred:.4g} vs counted {params_real:.4g} ({100 * pe:.2f}% off)")
-    if bad:
-        msgs.append(f"{len(bad)} latency units' widths differ from the pruned layers (e.g. {bad[0]})")
-    out["ok"] = not msgs
-    out["error"] = "; ".join(msgs)
-    return out
-
-
 def check_one(name: str, size: int, ratio: float = 0.5, criterion: str = "l1") -> dict:
     """Build timm:``name``, prune, forward, cost check, export, parity; returns a result row."""
-    import tempfile
-
     import torch
 
-    from hwprune.cost import ParamsCostModel
-    from hwprune.counting import summarize
-    from hwprune.export import export_onnx
-    from hwprune.latency.units import extract_units
     from hwprune.models import load_model
-    from hwprune.prune import PruneConfig, make_context, seed_everything
-    from hwprune.randinit import give_spread_
-    from hwprune.strategies import STRATEGIES
     from hwprune.timm_models import default_input_size, fixed_input_size
 
     torch.set_num_threads(int(os.environ.get("SWEEP_THREADS", "1")))
@@ -163,44 +102,7 @@ def check_one(name: str, size: int, ratio: float = 0.5, criterion: str = "l1") -
         if tried:
             row["size_note"] = f"runs at its own {s}, not {size} ({tried[0]})"
         size = row["input_size"] = s
-        row["stage"] = "spread"
-        row["spread_fix"] = {"built": give_spread_(loaded.model, size)}
-        row["stage"] = "graph"
-        cfg = PruneConfig(strategy="uniform", ratio=ratio, criterion=criterion, input_size=size)
-        x = torch.randn(1, 3, size, size)
-        b = summarize(loaded.model, x)
-        with torch.no_grad():
-            y0 = loaded.model(x)
-        seed_everything(cfg.seed)
-        ctx = make_context(loaded, cfg)
-        graph = ctx.graph
-        row["groups"], row["prunable"] = len(graph.groups), len(graph.prunable)
-        row["frozen"] = {g.name: g.reason for g in graph.groups if not g.prunable}
-        params_model, units = ParamsCostModel(graph), extract_units(graph, fuse=False)
-        row["stage"] = "prune"
-        plan = ctx.plan_for(STRATEGIES.get(cfg.strategy)(ctx))
-        pruned = graph.prune_(plan.kept).eval()
-        a = summarize(pruned, x)
-        row.update(flops_before=b["flops"], flops_after=a["flops"], params_before=b["params"], params_after=a["params"])
-        row["stage"] = "forward"
-        with torch.no_grad():
-            y1 = pruned(x)
-        if tuple(y0.shape) != tuple(y1.shape):
-            raise RuntimeError(f"output shape {tuple(y1.shape)} != original {tuple(y0.shape)}")
-        if not torch.isfinite(y1).all():
-            raise RuntimeError("pruned model output is not finite")
-        row["stage"] = "cost"
-        row["cost"] = _cost_check(ctx.cost, params_model, units, plan.widths, pruned, x)
-        row["stage"] = "spread"
-        row["spread_fix"]["pruned"] = give_spread_(pruned, size)
-        row["stage"] = "onnx"
-        with tempfile.TemporaryDirectory() as d:
-            parity = export_onnx(pruned, x, os.path.join(d, "m.onnx"))
-        row["parity"] = parity.to_dict()
-        if not row["cost"]["ok"]:
-            row["stage"] = "cost"
-            raise RuntimeError("cost models disagree with the pruned network: " + row["cost"]["error"])
-        row["status"], row["stage"] = "ok", "done"
+        prune_and_check(row, loaded, size, ratio, criterion, check_costs=True)
     except Exception as e:  # a row per failure, with where and why
         row["error"] = f"{type(e).__name__}: {str(e)[:400]}"
         row["traceback"] = traceback.format_exc()[-2000:]
@@ -209,20 +111,8 @@ def check_one(name: str, size: int, ratio: float = 0.5, criterion: str = "l1") -
 
 
 def _run_isolated(name: str, size: int, timeout: int, mem_gb: float) -> dict:
-    import subprocess
-
     cmd = [sys.executable, os.path.abspath(__file__), "--_one", name, "--input-size", str(size)]
-    try:
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT,
-                           preexec_fn=_limit_memory(mem_gb) if mem_gb > 0 else None)
-    except subprocess.TimeoutExpired:
-        return {"model": name, "family": FAMILY.get(name, ""), "input_size": size, "status": "fail",
-                "stage": "timeout", "error": f"timed out after {timeout} s"}
-    for line in reversed(p.stdout.splitlines()):
-        if line.startswith("{"):
-            return json.loads(line)
-    return {"model": name, "family": FAMILY.get(name, ""), "input_size": size, "status": "fail", "stage": "crash",
-            "error": f"worker exited {p.returncode}: {p.stderr.strip()[-400:]}"}
+    return run_isolated(cmd, {"model": name, "family": FAMILY.get(name, ""), "input_size": size}, timeout, mem_gb)
 
 
 def markdown_table(rows: list[dict]) -> str:
@@ -269,17 +159,8 @@ def main(argv=None) -> int:
     if args._one:
         print(json.dumps(check_one(args._one, args.input_size)))
         return 0
-    from hwprune.jsonio import write_json
-
     def save(rows_now):
-        merged = {}
-        if args.json and os.path.exists(args.json):
-            merged = {r["model"]: r for r in json.load(open(args.json))}
-        merged.update({r["model"]: r for r in rows_now})
-        out = sorted(merged.values(), key=lambda r: (r.get("family", ""), r["model"]))
-        if args.json:
-            write_json(args.json, out)
-        return out
+        return merge_rows(args.json, rows_now, lambda r: (r.get("family", ""), r["model"]))
 
     names = args.models.split(",") if args.models else [a for _, a in ARCHS]
     names = [n for n in names if n and n not in set(args.skip.split(","))]
