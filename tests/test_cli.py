@@ -8,6 +8,34 @@ def test_help_lists_all_commands(cli):
         assert c in out
 
 
+def test_help_version_and_typos_answer_without_loading_the_library():
+    """`hwprune --help`, `--version`, no command and a mistyped one build no command's module
+    (torch and the library: ~3 s before), and list what the full parser lists, line for line."""
+    import subprocess
+    import sys
+
+    from hwprune.cli.main import COMMANDS, build_parser
+
+    code = ("import sys\n"
+            "from hwprune.cli.main import main\n"
+            "for argv in (['--help'], ['--version'], [], ['prnue', '--x']):\n"
+            "    try:\n"
+            "        main(argv)\n"
+            "    except SystemExit:\n"
+            "        pass\n"
+            "assert 'torch' not in sys.modules, 'torch imported'\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert "hwprune 0" in p.stdout and "invalid choice: 'prnue'" in p.stderr
+    for c in COMMANDS:
+        assert c in p.stdout
+    full, light = build_parser().format_help(), build_parser("").format_help()
+    assert light == full
+    # a command given: that command in full, the rest as their summary
+    args = build_parser("inspect").parse_args(["inspect", "--model", "tiny_resnet"])
+    assert args.command == "inspect" and callable(args.func)
+
+
 def test_inspect_prints_groups(cli, tmp_path):
     out = cli("inspect", "--model", "tiny_resnet", "--json", str(tmp_path / "g.json")).stdout
     assert "layers.0.conv1" in out and "FLOPs%" in out

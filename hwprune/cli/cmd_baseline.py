@@ -11,6 +11,7 @@ import os
 import sys
 
 from .common import load_from_args
+from .main import SUMMARIES
 
 EPILOG = """\
 examples:
@@ -22,8 +23,7 @@ Both write OUT/pruned.pt (dense weights with zeros; export and bench take it) an
 
 
 def register(sub) -> None:
-    p = sub.add_parser("baseline", help="unstructured accuracy baselines: magnitude pruning, lottery ticket "
-                                        "(dense shapes, no speedup)",
+    p = sub.add_parser("baseline", help=SUMMARIES["baseline"],
                        description="Zero single weights by magnitude and train with the masks fixed: "
                                    "'unstructured' prunes the trained model once (Han et al. 2015) and fine-tunes; "
                                    "'lottery' retrains the architecture from a fresh initialisation, pruning "

@@ -6,10 +6,11 @@ from ..bench import BenchConfig, bench, format_bench
 from ..errors import ConfigError
 from ..jsonio import write_json
 from ..models import load_model
+from .main import SUMMARIES
 
 
 def register(sub) -> None:
-    p = sub.add_parser("bench", help="measure latency and throughput side by side",
+    p = sub.add_parser("bench", help=SUMMARIES["bench"],
                        description="Measure latency (median, p90) and throughput per batch size; with two "
                                    "--model the repeats are interleaved and the speedup of B over A printed; "
                                    "with --table the table's prediction is shown next to the measurement.")

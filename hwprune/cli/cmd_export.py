@@ -6,10 +6,11 @@ import os
 from ..export import ExportConfig, export
 from ..parity import DEFAULT_ATOL, DEFAULT_RTOL, VACUOUS_FACTOR
 from .common import add_model_args, load_from_args
+from .main import SUMMARIES
 
 
 def register(sub) -> None:
-    p = sub.add_parser("export", help="export ONNX / TensorRT engines with a parity check",
+    p = sub.add_parser("export", help=SUMMARIES["export"],
                        description="Export a (pruned) model. ONNX: onnx.checker + ONNX Runtime vs PyTorch on "
                                    "several random inputs (max abs/rel error printed); a mismatch beyond "
                                    "tolerance is an error and nothing is written. TensorRT: the parity-checked "

@@ -4,10 +4,12 @@ Parses arguments and calls :func:`hwprune.family.build_family`; the method and t
 are described there (Crowley et al., "Pruning neural networks: is it time to nip it in the bud?")."""
 from __future__ import annotations
 
+from .main import SUMMARIES
+
 
 def register(sub) -> None:
     p = sub.add_parser(
-        "family", help="rescale a pruned plan's width profile to several budgets (copycat architectures)",
+        "family", help=SUMMARIES["family"],
         description="Copycat family (Crowley et al. 2018): take the fraction of channels each group of a pruned plan "
                     "keeps, scale all of them by one multiplier and snap to the device grid, choosing per budget the "
                     "largest multiplier the latency table (or FLOPs / params) predicts within it. Writes one plan and "

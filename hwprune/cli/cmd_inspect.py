@@ -1,8 +1,6 @@
 """``hwprune inspect``: list a model's channel groups and where its FLOPs are."""
 from __future__ import annotations
 
-import json
-
 import torch
 
 from ..counting import per_module_flops, summarize
@@ -10,10 +8,11 @@ from ..graph import ChannelGraph
 from ..models import torchvision_classifiers
 from ..zoo import ZOO
 from .common import add_grid_args, add_model_args, load_from_args
+from .main import SUMMARIES
 
 
 def register(sub) -> None:
-    p = sub.add_parser("inspect", help="print a model's channel groups (name, width, FLOPs share)",
+    p = sub.add_parser("inspect", help=SUMMARIES["inspect"],
                        description="Trace a model and print every group of coupled channels: the layers "
                                    "that must be cut together, their width and their share of the FLOPs.")
     add_model_args(p, default="tiny_resnet_synthetic")

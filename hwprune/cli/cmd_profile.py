@@ -6,10 +6,11 @@ import time
 
 from ..backends import list_backends
 from .common import add_grid_args, add_model_args, load_from_args
+from .main import SUMMARIES
 
 
 def register(sub) -> None:
-    p = sub.add_parser("profile", help="build a per-layer latency table on a device",
+    p = sub.add_parser("profile", help=SUMMARIES["profile"],
                        description="Measure the fused units (conv+bn+act, conv+bn+add+act, depthwise, linear) of a "
                                    "model on a backend into a latency table (default latency_tables/<device>-<backend>-"
                                    "<precision>-b<batch>.json; an existing table is extended). With --bundle, write "

@@ -15,6 +15,7 @@ from ..prune import PruneConfig, prune
 from ..strategies import describe_strategies, get_strategy_spec, list_strategies, option_owners
 from .common import (DEVICE_ALIGN_HELP, add_grid_args, add_model_args, budget_exit_code, grid_hint, load_from_args,
                      resolve_align)
+from .main import SUMMARIES
 
 
 #: strategy options with a flag of their own (--amc-episodes N is --option amc_episodes=N)
@@ -35,7 +36,7 @@ class _EpilogFormatter(argparse.HelpFormatter):
 
 
 def register(sub) -> None:
-    p = sub.add_parser("prune", help="prune a model to a latency/FLOPs budget (or a uniform ratio)",
+    p = sub.add_parser("prune", help=SUMMARIES["prune"],
                        formatter_class=_EpilogFormatter, epilog=OPTIONS_EPILOG + describe_strategies(),
                        description="Prune channels and write OUT/plan.json, OUT/pruned.pt (plan + weights) and "
                                    "OUT/report.json (budget, predicted and measured latency, FLOPs, params, "
@@ -301,7 +302,6 @@ def run(args) -> int:
             return run_sparsity_only(args)
     bounds = parse_budgets(args.budget or [])
     check_tables_exist(bounds)  # a budget bound to a missing table fails before the model is loaded
-    budget = bounds[0].budget if bounds else None
     any_latency = any(b.budget.is_latency for b in bounds)
     backend = args.backend
     if backend is None and any_latency:

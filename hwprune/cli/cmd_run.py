@@ -7,11 +7,12 @@ import sys
 from ..backends import list_backends
 from ..pipeline import RunConfig, run_pipeline
 from .common import DEVICE_ALIGN_HELP, budget_exit_code, grid_hint, resolve_align
+from .main import SUMMARIES
 
 
 def register(sub) -> None:
     d = RunConfig()
-    p = sub.add_parser("run", help="profile, prune, export, bench and report in one go",
+    p = sub.add_parser("run", help=SUMMARIES["run"],
                        description="The whole path in one command: profile the device (or reuse a matching "
                                    "table from latency_tables/), prune to the budget, fine-tune if asked, export "
                                    "ONNX, bench baseline vs pruned side by side, write report.md/report.json/PNGs. "

@@ -7,6 +7,7 @@ import sys
 
 from ..recover import DEFAULT_LR, INITS, SCHEDULES, RecoverConfig, recover
 from .common import load_from_args
+from .main import SUMMARIES
 
 EPILOG = """\
 examples:
@@ -18,7 +19,7 @@ examples:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("train", help="recover accuracy: fine-tune, distil or retrain a (pruned) model from scratch",
+    p = sub.add_parser("train", help=SUMMARIES["train"],
                        description="Train a (pruned) model: fine-tune its weights (--init inherit) or re-initialise "
                                    "them and train the architecture from scratch (--init scratch; Liu et al., "
                                    "Rethinking the Value of Network Pruning, ICLR 2019), optionally distilling from "

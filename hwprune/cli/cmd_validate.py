@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from .common import add_model_args, load_from_args
+from .main import SUMMARIES
 
 
 def register(sub) -> None:
-    p = sub.add_parser("validate", help="check a latency table against measured pruned variants",
+    p = sub.add_parser("validate", help=SUMMARIES["validate"],
                        description="Draw N random pruned variants of the model, predict each from the table, "
                                    "measure each end to end on the table's backend, and print the errors. "
                                    "Also printed: how repeatable this run's own stopwatch was (each variant's "

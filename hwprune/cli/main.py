@@ -9,7 +9,21 @@ import sys
 
 from ..errors import HwpruneError
 
-COMMANDS = ["inspect", "profile", "validate", "prune", "family", "train", "baseline", "export", "bench", "run"]
+#: the commands, in the order ``hwprune --help`` lists them, with the line it shows for each (the
+#: same line each command's ``register`` gives its subparser)
+SUMMARIES = {
+    "inspect": "print a model's channel groups (name, width, FLOPs share)",
+    "profile": "build a per-layer latency table on a device",
+    "validate": "check a latency table against measured pruned variants",
+    "prune": "prune a model to a latency/FLOPs budget (or a uniform ratio)",
+    "family": "rescale a pruned plan's width profile to several budgets (copycat architectures)",
+    "train": "recover accuracy: fine-tune, distil or retrain a (pruned) model from scratch",
+    "baseline": "unstructured accuracy baselines: magnitude pruning, lottery ticket (dense shapes, no speedup)",
+    "export": "export ONNX / TensorRT engines with a parity check",
+    "bench": "measure latency and throughput side by side",
+    "run": "profile, prune, export, bench and report in one go",
+}
+COMMANDS = list(SUMMARIES)
 
 DESCRIPTION = """\
 hwprune: prune PyTorch vision models to a latency budget measured on *your* device.
@@ -22,13 +36,19 @@ Or all at once, on an embedded default demo:  hwprune run
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The CLI's parser: every command in full, or (``command`` given) that one in full and the
+    others as their one-line summary only. A command's module imports what it runs (torch and the
+    library: ~3 s), so ``hwprune --help``, ``--version`` or a mistyped command build none of them."""
     parser = argparse.ArgumentParser(prog="hwprune", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"hwprune {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
-        importlib.import_module(f".cmd_{name}", __package__).register(sub)
+        if command is None or name == command:
+            importlib.import_module(f".cmd_{name}", __package__).register(sub)
+        else:
+            sub.add_parser(name, help=SUMMARIES[name])
     return parser
 
 
@@ -42,7 +62,9 @@ def _version() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    words = sys.argv[1:] if argv is None else argv
+    command = next((w for w in words if not w.startswith("-")), "")
+    parser = build_parser(command if command in SUMMARIES else "")
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
