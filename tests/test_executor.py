@@ -3,6 +3,7 @@ shut down after) giving the same plans as local for evolution and netadapt, pinn
 per worker, retrying a task whose worker was killed, and clear errors for a missing Ray or an
 address that does not answer. Fleet profiling: two "devices" that are two Ray resources of this
 machine, each measuring its bundle with the torch-free runner, one table each."""
+import json
 import os
 import subprocess
 import sys
@@ -186,3 +187,31 @@ def test_fleet_profiles_two_devices_on_their_ray_resources(cluster, tiny, tmp_pa
     with pytest.raises(ConfigError, match="no Ray node offers 'dev-c'"):
         profile_fleet(loaded, load_fleet(_fleet_file(tmp_path, {"c": ""})), input_size=16, points_per_axis=2)
 
+
+
+def test_family_members_train_on_ray_as_they_train_here(cluster, tmp_path):
+    """Family training on the cluster, one member a task, with the local thread count per worker:
+    every member's trained weights and top-1 equal the local run's."""
+    from hwprune.checkpoint import load_checkpoint
+    from hwprune.family import FamilyConfig, build_family
+    from hwprune.family_train import FamilyTraining, train_family
+    from hwprune.recover import RecoverConfig
+
+    loaded = load_model("tiny_resnet")
+    plan = prune(loaded, PruneConfig(strategy="global", budget="50%flops", progress=False)).plan
+    plan.save(str(tmp_path / "plan.json"))
+    training = FamilyTraining(data="synthetic", recipe=RecoverConfig(epochs=1, init="scratch"), batch_size=32,
+                              n_train=96, n_val=64)
+    here = torch.get_num_threads()
+    rows, weights = {}, {}
+    for ex in ("local", "ray"):
+        out = str(tmp_path / ex)
+        build_family(FamilyConfig(plan=str(tmp_path / "plan.json"), budgets="40%flops,70%flops", out=out, plot=False))
+        executor = make_executor(ex, worker_threads=here)
+        rows[ex] = train_family(out, training, executor)
+        executor.close()
+        weights[ex] = [load_checkpoint(os.path.join(out, r["trained"])).model.state_dict() for r in rows[ex]]
+        assert json.loads(open(os.path.join(out, "family.json")).read())["training"]["executor"] == ex
+    assert [(r["member"], r["top1"]) for r in rows["local"]] == [(r["member"], r["top1"]) for r in rows["ray"]]
+    for a, b in zip(weights["local"], weights["ray"]):
+        assert all(torch.equal(a[k], b[k]) for k in a)

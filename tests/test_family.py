@@ -242,3 +242,48 @@ def test_plot_accuracy_vs_latency_renders_fake_points(tmp_path):
         plot_accuracy_vs_latency([{"family": "a", "top1": 1.0}], str(tmp_path / "x.png"))
     with pytest.raises(ConfigError, match="positive latency"):
         plot_accuracy_vs_latency([AccuracyPoint("a", float("nan"), 1.0)], str(tmp_path / "x.png"))
+
+
+def test_cli_trains_every_member_from_scratch(setup, tmp_path, capsys):
+    """--data/--epochs train each member from scratch as one work item: trained/<member>/ holds
+    what `hwprune train --init scratch` writes, family.json gains each member's top-1, a member
+    trained alone (the work item, anywhere) gives the same weights, and a half-given recipe is
+    refused before anything is written."""
+    from hwprune.family_train import FamilyTraining, train_member
+    from hwprune.recover import RecoverConfig
+
+    out = tmp_path / "fam"
+    argv = ["family", "--plan", setup["plan"], "--budgets", setup["b"][2], "--table", setup["table"],
+            "--baseline", "uniform", "--out", str(out)]
+    data = ["--data", "synthetic", "--n-train", "128", "--n-val", "64", "--batch-size", "32"]
+    assert main(argv + data + ["--epochs", "1"]) == 0
+    printed = capsys.readouterr().out
+    summary = json.loads((out / "family.json").read_text())
+    names = [m["name"] for m in summary["members"]]
+    assert len(names) == 2 and sorted(os.listdir(out / "trained")) == sorted(names)
+    for m in summary["members"]:
+        assert 0 <= m["top1"] <= 1 and m["trained"] == f"trained/{m['name']}/trained.pt" and m["name"] in printed
+        rep = json.loads((out / "trained" / m["name"] / "report.json").read_text())
+        assert rep["init"] == "scratch" and rep["epochs"] == 1 and rep["accuracy"]["after"] == m["top1"]
+        trained = load_checkpoint(str(out / m["trained"]))
+        built = load_checkpoint(str(out / f"{m['name']}.pt"))
+        assert trained.plan.kept == built.plan.kept  # the member's architecture, trained
+        assert any(not torch.equal(a, b) for a, b in zip(trained.model.state_dict().values(),
+                                                          built.model.state_dict().values()))
+    assert summary["training"]["epochs"] == 1 and summary["training"]["executor"] == "local"
+    # the work item alone: same bytes in, same weights out
+    first = names[0]
+    again = train_member(FamilyTraining(data="synthetic", recipe=RecoverConfig(epochs=1, init="scratch"), batch_size=32,
+                                        n_train=128, n_val=64),
+                         (first, (out / f"{first}.pt").read_bytes()))
+    alone = torch.load(__import__("io").BytesIO(again["checkpoint"]), weights_only=False)["state_dict"]
+    kept = load_checkpoint(str(out / "trained" / first / "trained.pt")).model.state_dict()
+    assert all(torch.equal(alone[k], kept[k]) for k in kept)
+    # a half-given recipe: exit 2, nothing written
+    for extra, msg in ((["--epochs", "1"], "needs --data"), (data, "--epochs E, or --scratch-b"),
+                       (["--executor", "ray"], "add --data and --epochs"),
+                       (data + ["--epochs", "1", "--no-checkpoints"], "--no-checkpoints")):
+        bad = tmp_path / "bad"
+        code = main(argv[:-1] + [str(bad)] + extra)
+        err = capsys.readouterr().err
+        assert code == 2 and msg in err and "Traceback" not in err and not bad.exists(), (extra, err)

@@ -32,12 +32,66 @@ def register(sub) -> None:
     p.add_argument("--no-plot", action="store_true", help="do not draw family.png")
     p.add_argument("--seed", type=int, default=0, help="seed of the random-init weights (default 0)")
     p.add_argument("--out", required=True, help="folder to write (replaced as a whole when the run succeeds)")
+    g = p.add_argument_group(
+        "training the members from scratch (optional; each member is one work item of --executor)",
+        "With --data and --epochs (or --scratch-b), every member is re-initialised and trained with the same "
+        "recipe, as `hwprune train --init scratch` would: OUT/trained/<member>/trained.pt + report.json, and each "
+        "member's top-1 in OUT/family.json. --executor ray trains one member per Ray task (the data spec is "
+        "resolved on the worker). Example: hwprune family --plan out/netadapt/plan.json --budgets 0.6x,0.9x "
+        "--data synthetic --epochs 1 --out out/family_trained")
+    g.add_argument("--data", help="training data: synthetic | imagefolder:PATH | cifar10:PATH | module:function")
+    e = g.add_mutually_exclusive_group()
+    e.add_argument("--epochs", type=int, help="train each member for E epochs")
+    e.add_argument("--scratch-b", action="store_true",
+                   help="Scratch-B: each member gets the unpruned model's computation budget in epochs")
+    g.add_argument("--base-epochs", type=int, help="with --scratch-b: epochs the unpruned model was trained for")
+    g.add_argument("--lr", type=float, help="peak learning rate (default: hwprune train's for --init scratch)")
+    g.add_argument("--batch-size", type=int, default=64, help="batch size (default 64)")
+    g.add_argument("--n-train", type=int, default=5000, help="synthetic data: training images (default 5000)")
+    g.add_argument("--n-val", type=int, default=1000, help="synthetic data: validation images (default 1000)")
+    g.add_argument("--executor", choices=["local", "ray"], default="local",
+                   help="where the members train: in this process, one after another (default), or as Ray tasks")
+    g.add_argument("--ray-address", help="with --executor ray: auto | HOST:PORT of a running cluster (default: start "
+                                         "a Ray runtime for this run)")
+    g.add_argument("--worker-threads", type=int, default=1,
+                   help="torch threads (and Ray CPUs) per Ray task (default 1); the local thread count gives the "
+                        "local run's numbers")
     p.set_defaults(func=run)
+
+
+def _training(args):
+    """The members' recipe from the flags (None: build only); a half-given one is refused before
+    anything is built."""
+    from ..errors import ConfigError
+    from ..family_train import FamilyTraining
+    from ..recover import RecoverConfig
+
+    asked = args.data or args.epochs is not None or args.scratch_b
+    if not asked:
+        if args.executor != "local" or args.ray_address:
+            raise ConfigError("--executor/--ray-address choose where the members train: add --data and --epochs "
+                              "(or --scratch-b)")
+        return None
+    if not args.data:
+        raise ConfigError("training the members needs --data (synthetic, imagefolder:PATH, ...)")
+    if args.no_checkpoints:
+        raise ConfigError("--no-checkpoints writes no members to train: drop it, or drop --data/--epochs")
+    recipe = RecoverConfig(epochs=args.epochs, init="scratch", scratch_b=args.scratch_b, base_epochs=args.base_epochs,
+                           lr=args.lr, seed=args.seed)  # says what is missing (--epochs or --scratch-b) or out of range
+    return FamilyTraining(data=args.data, recipe=recipe, batch_size=args.batch_size, n_train=args.n_train,
+                          n_val=args.n_val)
 
 
 def run(args) -> int:
     from ..family import FamilyConfig, build_family
 
+    training = _training(args)
+    executor = None
+    if training is not None:
+        from ..executor import make_executor
+
+        training.make_data(32)  # an unreadable data spec fails before the family is built
+        executor = make_executor(args.executor, address=args.ray_address, worker_threads=args.worker_threads)
     result = build_family(FamilyConfig(
         plan=args.plan, budgets=args.budgets, table=args.table, baseline=args.baseline, name=args.name,
         align=args.align, min_width=args.min_width, out=args.out, checkpoints=not args.no_checkpoints,
@@ -50,4 +104,16 @@ def run(args) -> int:
               f"{m['flops'] / 1e6:>9.2f} {m['params']:>9.0f}"
               + (f"  (same widths as {m['same_as']})" if m["same_as"] else ""))
     print(f"wrote {len(result.members)} members to {args.out} (plans, checkpoints to train from scratch, family.json)")
+    if training is None:
+        return 0
+    from ..family_train import train_family
+
+    try:
+        rows = train_family(args.out, training, executor)
+    finally:
+        executor.close()
+    print(f"{'member':<24} {'top-1':>7} {'epochs':>6} {'s':>6}  trained from scratch ({args.executor})")
+    for r in rows:
+        top1 = "-" if r["top1"] is None else f"{100 * r['top1']:.1f}%"
+        print(f"{r['member']:<24} {top1:>7} {r['epochs']:>6} {r['seconds']:>6.0f}  {r['trained']}")
     return 0
