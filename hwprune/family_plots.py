@@ -79,10 +79,12 @@ def _as_point(p: Any) -> AccuracyPoint:
     return pt
 
 
-def plot_accuracy_vs_latency(points: Sequence[Any], path: str, title: str = "top-1 vs measured latency") -> str:
+def plot_accuracy_vs_latency(points: Sequence[Any], path: str, title: str = "top-1 vs measured latency",
+                             xlabel: str = "measured latency (ms)") -> str:
     """Top-1 against measured latency, one line per family (sorted by latency) -- the paper's
     Figure 1 with latency on the device for its x axis. ``points``: :class:`AccuracyPoint` or
-    dicts ``{"family", "latency_ms", "top1", "label"?}``. Returns ``path``."""
+    dicts ``{"family", "latency_ms", "top1", "label"?}``; ``xlabel`` names what ``latency_ms``
+    holds when it is not a measurement (a table's prediction, MFLOPs). Returns ``path``."""
     pts = [_as_point(p) for p in points]
     if not pts:
         raise ConfigError("no accuracy points to plot; pass at least one {family, latency_ms, top1}")
@@ -94,7 +96,7 @@ def plot_accuracy_vs_latency(points: Sequence[Any], path: str, title: str = "top
         for p in mine:
             if p.label:
                 ax.annotate(p.label, (p.latency_ms, p.top1), fontsize=7, xytext=(3, 3), textcoords="offset points")
-    ax.set_xlabel("measured latency (ms)")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("top-1 (%)")
     ax.set_title(title)
     ax.grid(alpha=0.3)

@@ -17,8 +17,9 @@ sums gradients in an order set by its thread count: a Ray worker gives the local
 with ``worker_threads`` equal to the local thread count (see :mod:`hwprune.executor`).
 
 Writes ``DIR/trained/<member>/trained.pt`` and ``report.json`` (as ``hwprune train`` does), all
-members whole or none (:func:`~hwprune.outdir.staged_output_dir`), and adds each member's top-1
-to ``DIR/family.json`` (``top1``, ``train_seconds``, ``trained``).
+members whole or none (:func:`~hwprune.outdir.staged_output_dir`), adds each member's top-1 to
+``DIR/family.json`` (``top1``, ``train_seconds``, ``trained``) and draws ``DIR/family_accuracy.png``
+(top-1 against predicted latency, or FLOPs, per family).
 """
 from __future__ import annotations
 
@@ -140,4 +141,20 @@ def train_family(folder: str, training: FamilyTraining, executor=None) -> list[d
     summary["training"] = training.to_dict()
     summary["training"]["executor"] = getattr(executor, "name", "local")
     write_json(path, summary)
+    plot_trained(summary, os.path.join(folder, "family_accuracy.png"))
     return rows
+
+
+def plot_trained(summary: dict[str, Any], path: str) -> str:
+    """Each trained member's top-1 against its predicted latency (its FLOPs when the family was
+    built without a latency table), one line per family: the copycat family against the uniform
+    one at the same cost. The x axis is the table's prediction, not a measurement: bench the
+    trained checkpoints (``hwprune bench``) for measured latency."""
+    from .family_plots import plot_accuracy_vs_latency
+
+    trained = [m for m in summary["members"] if m.get("top1") is not None]
+    by_ms = all(m.get("predicted_ms") is not None for m in trained)
+    points = [{"family": m["family"], "latency_ms": m["predicted_ms"] if by_ms else m["flops"] / 1e6,
+               "top1": 100 * m["top1"], "label": m["budget"]} for m in trained]
+    return plot_accuracy_vs_latency(points, path, title="family members trained from scratch",
+                                    xlabel="predicted latency (ms, latency table)" if by_ms else "MFLOPs")

@@ -271,6 +271,7 @@ def test_cli_trains_every_member_from_scratch(setup, tmp_path, capsys):
         assert any(not torch.equal(a, b) for a, b in zip(trained.model.state_dict().values(),
                                                           built.model.state_dict().values()))
     assert summary["training"]["epochs"] == 1 and summary["training"]["executor"] == "local"
+    assert (out / "family_accuracy.png").read_bytes()[:8] == PNG
     # the work item alone: same bytes in, same weights out
     first = names[0]
     again = train_member(FamilyTraining(data="synthetic", recipe=RecoverConfig(epochs=1, init="scratch"), batch_size=32,
