@@ -146,7 +146,7 @@ def smallen(cmd: str, scratch: str) -> list[str]:
     for flag in ("--budget", "--budgets"):
         if flag in argv and argv[argv.index(flag) + 1].endswith("x"):
             argv[argv.index(flag) + 1] = "0.8x" if flag == "--budget" else "0.85x,0.95x"
-    if verb in ("train", "baseline"):  # the documented sizes, smaller
+    if verb in ("train", "baseline") or (verb == "family" and "--data" in argv):  # the documented sizes, smaller
         _set(argv, "--n-train", "128", add=False)
         _set(argv, "--n-val", "64")
         _set(argv, "--epochs", "1", add=False)

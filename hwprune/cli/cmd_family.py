@@ -83,15 +83,22 @@ def _training(args):
 
 
 def run(args) -> int:
-    from ..family import FamilyConfig, build_family
+    from ..executor import LocalExecutor, make_executor
 
     training = _training(args)
-    executor = None
     if training is not None:
-        from ..executor import make_executor
-
         training.make_data(32)  # an unreadable data spec fails before the family is built
-        executor = make_executor(args.executor, address=args.ray_address, worker_threads=args.worker_threads)
+    executor = (make_executor(args.executor, address=args.ray_address, worker_threads=args.worker_threads)
+                if training is not None else LocalExecutor())  # a Ray address that does not answer: refused here
+    try:
+        return _build_and_train(args, training, executor)
+    finally:
+        executor.close()
+
+
+def _build_and_train(args, training, executor) -> int:
+    from ..family import FamilyConfig, build_family
+
     result = build_family(FamilyConfig(
         plan=args.plan, budgets=args.budgets, table=args.table, baseline=args.baseline, name=args.name,
         align=args.align, min_width=args.min_width, out=args.out, checkpoints=not args.no_checkpoints,
@@ -108,10 +115,7 @@ def run(args) -> int:
         return 0
     from ..family_train import train_family
 
-    try:
-        rows = train_family(args.out, training, executor)
-    finally:
-        executor.close()
+    rows = train_family(args.out, training, executor)
     print(f"{'member':<24} {'top-1':>7} {'epochs':>6} {'s':>6}  trained from scratch ({args.executor})")
     for r in rows:
         top1 = "-" if r["top1"] is None else f"{100 * r['top1']:.1f}%"
