@@ -91,8 +91,8 @@ def train_member(training: FamilyTraining, item: tuple[str, bytes]) -> dict[str,
     return {"member": name, "report": result.report.to_dict(), "checkpoint": trained}
 
 
-def family_members(folder: str) -> list[str]:
-    """The members of the family in ``folder`` that have a checkpoint, in family.json's order."""
+def family_members(folder: str) -> tuple[dict[str, Any], list[str]]:
+    """``folder``'s family.json and the names of its members that have a checkpoint, in its order."""
     path = os.path.join(folder, "family.json")
     if not os.path.isfile(path):
         raise ConfigError(f"{folder!r} holds no family.json: build the family first (hwprune family --plan P "
@@ -103,7 +103,7 @@ def family_members(folder: str) -> list[str]:
     if not names:
         raise ConfigError(f"the family in {folder!r} has no member checkpoints to train: build it without "
                           "--no-checkpoints")
-    return names
+    return summary, names
 
 
 def train_family(folder: str, training: FamilyTraining, executor=None) -> list[dict[str, Any]]:
@@ -114,7 +114,7 @@ def train_family(folder: str, training: FamilyTraining, executor=None) -> list[d
     from .jsonio import atomic_write_bytes, write_json
     from .outdir import staged_output_dir
 
-    names = family_members(folder)
+    summary, names = family_members(folder)
     items = []
     for name in names:
         with open(os.path.join(folder, f"{name}.pt"), "rb") as f:
@@ -130,17 +130,14 @@ def train_family(folder: str, training: FamilyTraining, executor=None) -> list[d
             rep = r["report"]
             rows.append({"member": r["member"], "top1": rep["accuracy"]["after"], "epochs": rep["epochs"],
                          "seconds": rep["seconds"], "trained": os.path.join(TRAINED, r["member"], "trained.pt")})
-    path = os.path.join(folder, "family.json")
-    with open(path) as f:
-        summary = json.load(f)
     by_name = {r["member"]: r for r in rows}
     for m in summary["members"]:
         if m["name"] in by_name:
             r = by_name[m["name"]]
             m.update(top1=r["top1"], train_seconds=r["seconds"], trained=r["trained"])
     summary["training"] = training.to_dict()
-    summary["training"]["executor"] = getattr(executor, "name", "local")
-    write_json(path, summary)
+    summary["training"]["executor"] = executor.name
+    write_json(os.path.join(folder, "family.json"), summary)
     plot_trained(summary, os.path.join(folder, "family_accuracy.png"))
     return rows
 

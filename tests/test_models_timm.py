@@ -55,7 +55,8 @@ CASES = [
 
 @pytest.mark.parametrize("name,size", CASES)
 def test_timm_family_prunes_runs_costs_exports_and_matches_ort(name, size):
-    from sweep_timm import FLOPS_TOL, check_one
+    from sweep_models import FLOPS_TOL
+    from sweep_timm import check_one
 
     row = check_one(name, size)
     assert row["status"] == "ok", f"{row['stage']}: {row['error']}\n{row.get('traceback', '')}"

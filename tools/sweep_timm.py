@@ -28,7 +28,7 @@ import time
 import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from sweep_models import (FLOPS_TOL, _fmt_e, _fmt_g, _fmt_m, _spread_note, merge_rows, prune_and_check,  # noqa: E402,F401
+from sweep_models import (_fmt_e, _fmt_g, _fmt_m, _spread_note, merge_rows, prune_and_check,  # noqa: E402
                           run_isolated, write_markdown_section)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -15,7 +15,6 @@ the one well and the other badly (docs/latency.md, "Where a plan prunes").
 """
 from __future__ import annotations
 
-
 from dataclasses import dataclass, field
 from typing import Optional
 
