@@ -4,6 +4,7 @@ Parses arguments and calls :func:`hwprune.family.build_family`; the method and t
 are described there (Crowley et al., "Pruning neural networks: is it time to nip it in the bud?")."""
 from __future__ import annotations
 
+from .common import add_executor_args
 from .main import SUMMARIES
 
 
@@ -49,13 +50,7 @@ def register(sub) -> None:
     g.add_argument("--batch-size", type=int, default=64, help="batch size (default 64)")
     g.add_argument("--n-train", type=int, default=5000, help="synthetic data: training images (default 5000)")
     g.add_argument("--n-val", type=int, default=1000, help="synthetic data: validation images (default 1000)")
-    g.add_argument("--executor", choices=["local", "ray"], default="local",
-                   help="where the members train: in this process, one after another (default), or as Ray tasks")
-    g.add_argument("--ray-address", help="with --executor ray: auto | HOST:PORT of a running cluster (default: start "
-                                         "a Ray runtime for this run)")
-    g.add_argument("--worker-threads", type=int, default=1,
-                   help="torch threads (and Ray CPUs) per Ray task (default 1); the local thread count gives the "
-                        "local run's numbers")
+    add_executor_args(g, "the members train (local: one after another; ray: one member a task)")
     p.set_defaults(func=run)
 
 

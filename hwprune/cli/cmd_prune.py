@@ -13,8 +13,8 @@ from ..jsonio import write_json
 from ..outdir import check_output_dir, staged_output_dir
 from ..prune import PruneConfig, prune
 from ..strategies import describe_strategies, get_strategy_spec, list_strategies, option_owners
-from .common import (DEVICE_ALIGN_HELP, add_grid_args, add_model_args, budget_exit_code, grid_hint, load_from_args,
-                     resolve_align)
+from .common import (DEVICE_ALIGN_HELP, add_executor_args, add_grid_args, add_model_args, budget_exit_code, grid_hint,
+                     load_from_args, resolve_align)
 from .main import SUMMARIES
 
 
@@ -88,17 +88,7 @@ def register(sub) -> None:
     g.add_argument("--ort-spinning", action="store_true",
                    help="ort-cpu: spend and check a table timed with ORT's worker threads spinning (as a deployment "
                         "with ORT's default session options runs); default: workers blocked, as tables are profiled")
-    g.add_argument("--executor", default="local", choices=["local", "ray"],
-                   help="where candidates are scored (evolution's population, netadapt's proposals): local (default) "
-                        "or ray (pip install 'hwprune[ray]'); same plan either way (with short fine-tunes, when "
-                        "--worker-threads equals this machine's torch threads)")
-    g.add_argument("--ray-address", metavar="auto|HOST:PORT",
-                   help="--executor ray: the cluster to join (auto: one started here with `ray start --head`; "
-                        "default: a Ray runtime started for this run on this machine)")
-    g.add_argument("--worker-threads", type=int, default=1,
-                   help="--executor ray: torch threads (and Ray CPUs) per task (default 1, so workers do not fight "
-                        "over cores); candidates that are fine-tuned score as in a local run only when this equals "
-                        "the local torch threads")
+    add_executor_args(g, "candidates are scored (evolution's population, netadapt's proposals)")
     g.add_argument("--recalibrate", action="store_true",
                    help="before searching, re-time an existing table's full model and calibration variants and re-fit "
                         "its residual curve (units kept; about 30 s for resnet50): for a table profiled hours ago on a "

@@ -32,6 +32,22 @@ def add_grid_args(p: argparse.ArgumentParser, align_default: int | None = 8, ali
                    help="module name whose channels stay untouched (repeatable)")
 
 
+def add_executor_args(g, what: str) -> None:
+    """``--executor``, ``--ray-address``, ``--worker-threads`` (:mod:`hwprune.executor`) on the
+    argument group ``g``; ``what`` says what the executor runs, e.g. "candidates are scored"."""
+    g.add_argument("--executor", default="local", choices=["local", "ray"],
+                   help=f"where {what}: local (default, in this process) or ray (pip install 'hwprune[ray]'); the "
+                        "same result either way (for work that trains, when --worker-threads equals this machine's "
+                        "torch threads)")
+    g.add_argument("--ray-address", metavar="auto|HOST:PORT",
+                   help="--executor ray: the cluster to join (auto: one started here with `ray start --head`; "
+                        "default: a Ray runtime started for this run on this machine)")
+    g.add_argument("--worker-threads", type=int, default=1,
+                   help="--executor ray: torch threads (and Ray CPUs) per task (default 1, so workers do not fight "
+                        "over cores); work that trains (fine-tuned candidates, family members) gives the local "
+                        "run's numbers only when this equals the local torch threads")
+
+
 def load_from_args(args) -> LoadedModel:
     kwargs = {"num_classes": args.num_classes} if args.num_classes else {}
     if str(args.model).startswith("timm:") and getattr(args, "input_size", None):
