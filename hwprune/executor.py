@@ -6,6 +6,7 @@ them to an executor as a list; one small interface covers running them here or o
     ex = make_executor("local")                           # in this process, in order (the default)
     ex = make_executor("ray", address="auto")             # Ray tasks, one CPU each
     results = ex.map(fn, items, shared=payload)           # [fn(payload, item) for item in items]
+    for r in ex.imap(fn, items, shared=payload): ...      # the same, one result at a time
 
 ``fn`` must be a module-level function (Ray pickles it by reference). ``shared`` is what every item
 needs (the unpruned model, calibration data, the evaluator, the seed): Ray puts it in its object
@@ -30,7 +31,7 @@ from __future__ import annotations
 
 import socket
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Iterable, Iterator, Optional
 
 from .errors import ConfigError
 
@@ -42,8 +43,15 @@ class Executor:
 
     name = "local"
 
-    def map(self, fn: Callable[[Any, Any], Any], items: Sequence[Any], shared: Any = None) -> list[Any]:
+    def imap(self, fn: Callable[[Any, Any], Any], items: Iterable[Any], shared: Any = None) -> Iterator[Any]:
+        """The results one at a time, in item order. ``items`` may be a generator: an executor
+        draws from it only as it can run them, and the caller may drop each result once used, so
+        work whose items or results are large (a family's checkpoints) holds only what is in
+        flight instead of every item and every result at once."""
         raise NotImplementedError
+
+    def map(self, fn: Callable[[Any, Any], Any], items: Iterable[Any], shared: Any = None) -> list[Any]:
+        return list(self.imap(fn, items, shared))
 
     def close(self) -> None:
         """Release what the executor started (a Ray runtime it initialised itself)."""
@@ -54,8 +62,9 @@ class LocalExecutor(Executor):
 
     name = "local"
 
-    def map(self, fn, items, shared=None):
-        return [fn(shared, item) for item in items]
+    def imap(self, fn, items, shared=None):
+        for item in items:  # the next item is drawn only after the last result was taken
+            yield fn(shared, item)
 
 
 def _import_ray():
@@ -126,14 +135,20 @@ class RayExecutor(Executor):
         self._remote = ray.remote(num_cpus=self.worker_threads, max_retries=self.max_retries)(_run_task)
         self._shared_key, self._shared_ref = None, None
 
-    def map(self, fn, items, shared=None):
-        if not items:
-            return []
+    def imap(self, fn, items, shared=None):
+        """Submits every item at once (they run in parallel): Ray copies each argument into its
+        object store, so the caller's copy of an item can go as soon as it is submitted. A result
+        reaches this process when it is asked for and is not kept here after it is yielded."""
         ray = self._ray
-        if self._shared_key is not id(shared) or self._shared_ref is None:  # one upload per payload
-            self._shared_key, self._shared_ref = id(shared), ray.put(shared)
-        refs = [self._remote.remote(fn, self._shared_ref, item, self.worker_threads) for item in items]
-        return ray.get(refs)
+        refs = []
+        for item in items:
+            if not refs and (self._shared_key is not id(shared) or self._shared_ref is None):
+                self._shared_key, self._shared_ref = id(shared), ray.put(shared)  # one upload per payload
+            refs.append(self._remote.remote(fn, self._shared_ref, item, self.worker_threads))
+        item = None  # noqa: F841 -- the last item too is Ray's to keep, not this generator's
+        for i in range(len(refs)):
+            ref, refs[i] = refs[i], None
+            yield ray.get(ref)
 
     def close(self) -> None:
         if self._started:

@@ -8,7 +8,9 @@ each member trains independently of the others. :func:`train_family` hands them 
 one member a task. A work item carries the member's checkpoint bytes and the task returns the
 trained checkpoint's bytes and its report, so a worker needs no access to the host's files --
 only to the data: the data spec is resolved on the worker (``synthetic`` anywhere; a path must
-exist there too).
+exist there too). Items are read and results written one at a time (:meth:`Executor.imap`), so
+this process holds one member's checkpoints, not the family's (on Ray, the items wait in Ray's
+object store).
 
 Every member is re-initialised (``init="scratch"``, its seed) and trained with the same recipe
 (:class:`~hwprune.recover.RecoverConfig`: ``epochs`` each, or Scratch-B's budget of the unpruned
@@ -115,15 +117,16 @@ def train_family(folder: str, training: FamilyTraining, executor=None) -> list[d
     from .outdir import staged_output_dir
 
     summary, names = family_members(folder)
-    items = []
-    for name in names:
-        with open(os.path.join(folder, f"{name}.pt"), "rb") as f:
-            items.append((name, f.read()))
+
+    def items():  # read as the executor asks: one member in memory at a time here, all at once only on Ray
+        for name in names:
+            with open(os.path.join(folder, f"{name}.pt"), "rb") as f:
+                yield name, f.read()
+
     executor = executor or LocalExecutor()
-    results = executor.map(train_member, items, shared=training)
     rows = []
     with staged_output_dir(os.path.join(folder, TRAINED)) as work:
-        for r in results:
+        for r in executor.imap(train_member, items(), shared=training):  # each written, then dropped
             os.makedirs(os.path.join(work, r["member"]))
             atomic_write_bytes(os.path.join(work, r["member"], "trained.pt"), r["checkpoint"])
             write_json(os.path.join(work, r["member"], "report.json"), r["report"])

@@ -43,6 +43,22 @@ def test_local_executor_maps_in_order():
         PruneConfig(ray_address="auto")
 
 
+def test_local_imap_draws_each_item_only_after_the_last_result_was_taken():
+    """imap streams: with a generator of items, the next item is not drawn (read from disk, in
+    family training) until the caller has taken the result before it."""
+    events = []
+
+    def items():
+        for i in range(3):
+            events.append(f"draw {i}")
+            yield i
+
+    for r in LocalExecutor().imap(lambda shared, x: shared + x, items(), shared=10):
+        events.append(f"took {r}")
+    assert events == ["draw 0", "took 10", "draw 1", "took 11", "draw 2", "took 12"]
+    assert LocalExecutor().map(lambda shared, x: x, iter([])) == []
+
+
 def test_missing_ray_is_a_clear_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # what an environment without Ray looks like to `import ray`
     with pytest.raises(ConfigError, match=r"pip install 'hwprune\[ray\]'"):

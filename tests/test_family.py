@@ -228,6 +228,37 @@ def test_cli_writes_the_family(setup, tmp_path, capsys):
     assert len(os.listdir(out)) == 14
 
 
+def test_training_holds_one_member_at_a_time(setup, tmp_path):
+    """train_family reads a member's checkpoint only when the executor asks for it and writes each
+    trained member before the next is read, so the host holds one member's bytes, not the
+    family's (it used to read every member, then train all, then write all)."""
+    from hwprune.executor import LocalExecutor
+    from hwprune.family_train import FamilyTraining, train_family
+    from hwprune.recover import RecoverConfig
+
+    out = str(tmp_path / "fam")
+    build_family(FamilyConfig(plan=setup["plan"], budgets=setup["b"][2], table=setup["table"], baseline="uniform",
+                              out=out, plot=False))
+    written_when_drawn = []
+
+    class Watching(LocalExecutor):
+        def imap(self, fn, items, shared=None):
+            def watched():
+                for name, ckpt in items:  # what the staged trained/ folder holds as this member is read
+                    staged = [d for d in os.listdir(out) if d.startswith(".trained.tmp-")]
+                    written_when_drawn.append(sorted(p for s in staged for p in os.listdir(os.path.join(out, s))))
+                    yield name, ckpt
+            return super().imap(fn, watched(), shared)
+
+    training = FamilyTraining(data="synthetic", recipe=RecoverConfig(epochs=1, init="scratch"), batch_size=32,
+                              n_train=32, n_val=32)
+    rows = train_family(out, training, Watching())
+    names = [r["member"] for r in rows]
+    assert len(names) == 2  # one budget: the copycat member and the uniform one
+    assert written_when_drawn == [sorted(names[:i]) for i in range(len(names))]
+    assert sorted(os.listdir(os.path.join(out, "trained"))) == sorted(names)
+
+
 def test_plot_accuracy_vs_latency_renders_fake_points(tmp_path):
     pts = [AccuracyPoint("copycat", 0.3, 71.0, "0.3x"), AccuracyPoint("copycat", 0.6, 78.5),
            {"family": "uniform", "latency_ms": 0.62, "top1": 76.0},
