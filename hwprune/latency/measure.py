@@ -8,7 +8,6 @@ Also: random pruned variants (for calibration and validation) built by really re
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import os
 import tempfile
@@ -84,6 +83,23 @@ class SpilledModels(MutableMapping):
         self.close()
 
 
+class LiveModels(dict):
+    """Prepared models of a torch backend (live modules), kept in memory: the same interface as
+    :class:`SpilledModels` (a context manager with :meth:`reordered`) over a plain dict."""
+
+    def reordered(self, keys) -> "LiveModels":
+        return LiveModels((k, self[k]) for k in keys)
+
+    def close(self) -> None:
+        """Nothing to remove."""
+
+    def __enter__(self) -> "LiveModels":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 class Measurer:
     """Times units and models on one backend with the house protocol."""
 
@@ -120,9 +136,9 @@ class Measurer:
     def store(self):
         """Where prepared models wait until they are timed, as a context manager: on disk for
         ONNX backends (:class:`SpilledModels`, read one chunk per pass by :meth:`models`), so
-        memory does not grow with the number of variants; a dict for torch backends, whose
-        prepared models are live modules."""
-        return SpilledModels() if self.factory is not None else contextlib.nullcontext({})
+        memory does not grow with the number of variants; in memory for torch backends, whose
+        prepared models are live modules (:class:`LiveModels`)."""
+        return SpilledModels() if self.factory is not None else LiveModels()
 
     @property
     def sparse(self) -> bool:

@@ -27,7 +27,7 @@ from ..models import LoadedModel
 from hwprune_deploy.runner import timing_ms
 
 from .calibration import calibration_set, fit_calibration, profiled_input_size
-from .measure import Measurer, SpilledModels, build_variant, model_passes, random_widths, split_halves, table_spinning
+from .measure import Measurer, build_variant, model_passes, random_widths, split_halves, table_spinning
 from .table import LatencyTable
 
 
@@ -204,7 +204,7 @@ def validate(loaded: LoadedModel, table_path: str, samples: int = 30, seed: int 
         order = spread_order(samples, len(cal_widths))
         for i, key in enumerate(shape_key):  # spread among the random variants too
             order.insert(int((i + 0.5) * (len(order) - 1) / len(shape_key)), key)
-        prepared = prepared.reordered(order) if isinstance(prepared, SpilledModels) else {k: prepared[k] for k in order}
+        prepared = prepared.reordered(order)
         timings = meas.models(prepared, x, passes=passes, chunk=chunk, reference="reference",
                               progress=(lambda n: bar.update(n)) if bar is not None else None)
     ref = timing_ms(timings.pop("reference"))
