@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 from typing import Any
 
 import torch
@@ -18,6 +19,51 @@ from .jsonio import atomic_write_bytes
 
 CKPT_FORMAT = "hwprune-checkpoint"
 CKPT_VERSION = 1
+STATE_DICT_KEYS = ("state_dict", "model", "model_state_dict")  # where training scripts nest the weights
+
+
+def torch_load_safe(path: str) -> Any:
+    """``torch.load(path, weights_only=True)``; what it refuses is a ModelLoadError saying why and
+    what to do (:func:`why_unloadable`)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ModelLoadError(f"{path!r}: {why_unloadable(path, e)}") from None
+
+
+def why_unloadable(path: str, e: Exception) -> str:
+    """Why ``torch.load(weights_only=True)`` refused ``path`` (raising ``e``), and the fix. A file
+    that pickles a whole model (``torch.save(model, path)``) is the common case: hwprune never
+    unpickles classes (that runs whatever code the file names), so the message gives the one-line
+    re-save of its weights, for a file the user trusts."""
+    text = str(e)
+    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    if found:
+        out = os.path.splitext(os.path.basename(path))[0] + "_weights.pt"
+        return (f"it holds a pickled object ({found.group(1)}), not weights: it was saved with torch.save(model, "
+                f"...), and hwprune does not unpickle classes (that runs code the file names). If you trust the file, "
+                f"save its weights once -- python -c \"import torch; torch.save(torch.load('{path}', "
+                f"weights_only=False).state_dict(), '{out}')\" -- and pass the architecture as --model NAME with "
+                f"--weights {out}")
+    cause = re.search(r"WeightsUnpickler error:\s*(.+)", text)  # torch's own cause, after its general advice
+    first = (cause.group(1) if cause else (text.strip().splitlines() or [""])[0]).strip()[:200]
+    return f"torch.load cannot read it ({type(e).__name__}: {first}); is it truncated or not a torch file?"
+
+
+def nested_state_dict(obj: Any) -> tuple[dict | None, str | None]:
+    """(the state_dict, the key it was under) of a loaded file: the file itself when it is one, or
+    a training checkpoint's ``state_dict`` / ``model`` / ``model_state_dict`` entry; (None, None)
+    otherwise."""
+    def is_sd(d):
+        return isinstance(d, dict) and bool(d) and all(isinstance(v, torch.Tensor) for v in d.values())
+
+    if is_sd(obj):
+        return obj, None
+    if isinstance(obj, dict):
+        for key in STATE_DICT_KEYS:
+            if is_sd(obj.get(key)):
+                return obj[key], key
+    return None, None
 
 
 def save_checkpoint(path: str, model: nn.Module, plan, meta: dict[str, Any] | None = None) -> None:
@@ -44,13 +90,14 @@ def _read_or_why(path: str) -> tuple[dict[str, Any] | None, str]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        first = (str(e).strip().splitlines() or [""])[0][:200]
-        return None, f"torch.load cannot read it ({type(e).__name__}: {first}); is it truncated or not a torch file?"
+        return None, why_unloadable(path, e)
     if isinstance(obj, dict) and obj.get("format") == CKPT_FORMAT:
         return obj, ""
-    if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
-        return None, ("it holds a plain state_dict, not a pruned model: pass the architecture as --model NAME "
-                      "and this file as --weights")
+    sd, key = nested_state_dict(obj)
+    if sd is not None:
+        what = "a plain state_dict" if key is None else f"a training checkpoint (its state_dict under {key!r})"
+        return None, (f"it holds {what}, not a pruned model: pass the architecture as --model NAME and this file "
+                      "as --weights")
     return None, f"it holds {type(obj).__name__} without the {CKPT_FORMAT!r} format tag"
 
 

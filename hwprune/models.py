@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import torch
 from torch import nn
 
 from .base_model import (LoadedModel, ModelSourceError, build_from_id, build_model, file_sha256, make_model_id,
@@ -29,21 +28,23 @@ __all__ = ["LoadedModel", "ModelSourceError", "build_from_id", "build_model", "f
 
 
 def load_state_dict_file(model: nn.Module, path: str) -> None:
-    """Load user weights: a state_dict, or a dict holding one under 'state_dict'/'model'."""
+    """Load user weights: a state_dict, or a training checkpoint holding one under 'state_dict',
+    'model' or 'model_state_dict' (keys of a DataParallel model lose their 'module.' prefix)."""
+    from .checkpoint import CKPT_FORMAT, STATE_DICT_KEYS, nested_state_dict, torch_load_safe
+
     if not os.path.isfile(path):
         raise ModelLoadError(f"weights file {path!r} does not exist")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise ModelLoadError(f"cannot read weights {path!r}: {e}. Save them with torch.save(model.state_dict(), path).") from e
-    if isinstance(obj, dict):
-        for key in ("state_dict", "model", "model_state_dict"):
-            if key in obj and isinstance(obj[key], dict):
-                obj = obj[key]
-                break
-    if not isinstance(obj, dict):
-        raise ModelLoadError(f"weights file {path!r} holds {type(obj).__name__}, not a state_dict")
-    sd = {k.removeprefix("module."): v for k, v in obj.items()}
+    obj = torch_load_safe(path)
+    if isinstance(obj, dict) and obj.get("format") == CKPT_FORMAT:
+        raise ModelLoadError(f"weights file {path!r} is a pruned hwprune checkpoint: pass it as --model {path} "
+                             "(it rebuilds its own architecture), without --weights")
+    sd, _ = nested_state_dict(obj)
+    if sd is None:
+        keys = f" with keys {sorted(map(str, obj))[:6]}" if isinstance(obj, dict) else ""
+        raise ModelLoadError(f"weights file {path!r} holds {type(obj).__name__}{keys}, not a state_dict (nor one "
+                             f"under {', '.join(map(repr, STATE_DICT_KEYS))}); save it with "
+                             "torch.save(model.state_dict(), path)")
+    sd = {k.removeprefix("module."): v for k, v in sd.items()}
     try:
         missing, unexpected = model.load_state_dict(sd, strict=False)
     except RuntimeError as e:  # shape mismatches

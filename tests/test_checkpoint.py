@@ -1,6 +1,7 @@
 """Checkpoints rebuild from any folder, and say what is wrong with a file that is not one
 (issue #22 item 10, issue #17)."""
 import os
+import re
 
 import pytest
 import torch
@@ -83,3 +84,46 @@ def test_missing_or_unreadable_checkpoint_is_named_not_an_unknown_model(tmp_path
     assert main(["export", "--model", str(plain)]) == 2
     err = capsys.readouterr().err
     assert "plain state_dict" in err and "--weights" in err
+
+
+def test_weights_files_as_users_save_them(tmp_path, capsys):
+    """What training scripts write is read, or refused with the fix: a state_dict nested under
+    'state_dict' with DataParallel's 'module.' prefixes loads the same weights; a whole pickled model
+    (torch.save(model)) is never unpickled, and the message's one-line re-save gives a file that
+    loads; a training checkpoint given as --model, or a pruned checkpoint given as --weights, says
+    which flag it belongs to."""
+    import subprocess
+    import sys
+
+    from hwprune.errors import ModelLoadError
+    from hwprune.zoo import tiny_resnet
+
+    net = tiny_resnet(num_classes=10)
+    sd = net.state_dict()
+    nested = tmp_path / "nested.pt"
+    torch.save({"epoch": 3, "state_dict": {f"module.{k}": v for k, v in sd.items()}}, nested)
+    loaded = load_model("tiny_resnet", weights=str(nested)).model.state_dict()
+    assert all(torch.equal(loaded[k], sd[k]) for k in sd)
+    assert main(["inspect", "--model", str(nested)]) == 2
+    assert "training checkpoint (its state_dict under 'state_dict')" in capsys.readouterr().err
+
+    whole = tmp_path / "whole.pt"
+    torch.save(net, whole)
+    with pytest.raises(ModelLoadError, match=r"pickled object \(hwprune\.zoo\.TinyResNet\)") as e:
+        load_model("tiny_resnet", weights=str(whole))
+    fix = re.search(r'python -c "(.+?)"', str(e.value)).group(1)
+    subprocess.run([sys.executable, "-c", fix], cwd=tmp_path, check=True)
+    resaved = load_model("tiny_resnet", weights=str(tmp_path / "whole_weights.pt")).model.state_dict()
+    assert all(torch.equal(resaved[k], sd[k]) for k in sd)
+    assert main(["inspect", "--model", str(whole)]) == 2
+    assert "pickled object" in capsys.readouterr().err
+
+    pruned = tmp_path / "pruned.pt"
+    res = prune(load_model("tiny_resnet"), PruneConfig(strategy="uniform", ratio=0.5, input_size=32))
+    save_checkpoint(str(pruned), res.model, res.plan)
+    with pytest.raises(ModelLoadError, match="pass it as --model"):
+        load_model("tiny_resnet", weights=str(pruned))
+    other = tmp_path / "other.pt"
+    torch.save({"optimizer": {"lr": 0.1}}, other)
+    with pytest.raises(ModelLoadError, match=r"holds dict with keys \['optimizer'\], not a state_dict"):
+        load_model("tiny_resnet", weights=str(other))
