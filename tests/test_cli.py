@@ -1,6 +1,8 @@
 import json
 import os
 
+import pytest
+
 
 def test_help_lists_all_commands(cli):
     out = cli("--help").stdout
@@ -34,6 +36,26 @@ def test_help_version_and_typos_answer_without_loading_the_library():
     # a command given: that command in full, the rest as their summary
     args = build_parser("inspect").parse_args(["inspect", "--model", "tiny_resnet"])
     assert args.command == "inspect" and callable(args.func)
+
+
+def test_unknown_flags_are_named_with_the_commands_own_usage_and_closest_flag(capsys):
+    """A flag the command does not take exits 2 under that command's usage (argparse reports it
+    at the top level), naming the closest flag of the command for a typo, and saying the command
+    has no such flag otherwise; nothing runs."""
+    from hwprune.cli.main import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["prune", "--model", "tiny_resnet", "--stratgy", "halp", "--out=x", "--n-tran=5"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "usage: hwprune prune" in err
+    assert "hwprune prune: error: unrecognized arguments: --stratgy halp --n-tran=5" in err
+    assert "--stratgy: did you mean --strategy?" in err and "--n-tran: did you mean --n-train?" in err
+    with pytest.raises(SystemExit):
+        main(["bench", "--model", "tiny_resnet", "--zzz"])
+    assert "`hwprune bench` has no --zzz" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--zzz"])
+    assert "hwprune: error: unrecognized arguments: --zzz" in capsys.readouterr().err
 
 
 def test_inspect_prints_groups(cli, tmp_path):

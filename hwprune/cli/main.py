@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import sys
 
@@ -44,6 +45,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"hwprune {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser.commands = sub.choices  # name -> its subparser, for errors that name the command's own flags
     for name in COMMANDS:
         if command is None or name == command:
             importlib.import_module(f".cmd_{name}", __package__).register(sub)
@@ -65,7 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     words = sys.argv[1:] if argv is None else argv
     command = next((w for w in words if not w.startswith("-")), "")
     parser = build_parser(command if command in SUMMARIES else "")
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        _unrecognized(parser, args, extra)
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
@@ -77,6 +81,23 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"hwprune {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def _unrecognized(parser: argparse.ArgumentParser, args: argparse.Namespace, extra: list[str]) -> None:
+    """Exit 2 on arguments the command does not take, with that command's usage (not the top
+    level's) and, for a mistyped flag, the command's closest flag."""
+    sp = parser.commands.get(getattr(args, "command", None) or "")
+    if sp is None:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    known = [o for a in sp._actions for o in a.option_strings if o.startswith("--")]
+    hints = []
+    for word in extra:
+        flag = word.split("=", 1)[0]
+        if flag.startswith("--"):
+            close = difflib.get_close_matches(flag, known, n=1, cutoff=0.7)
+            hints.append(f"{flag}: did you mean {close[0]}?" if close else f"`hwprune {args.command}` has no {flag}")
+    sp.error(f"unrecognized arguments: {' '.join(extra)}" + (f" ({'; '.join(hints)}; see hwprune {args.command} "
+                                                              "--help)" if hints else ""))
 
 
 if __name__ == "__main__":
