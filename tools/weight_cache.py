@@ -1,7 +1,7 @@
 """Does a convolution cost more inside a network than alone? Weight caching, measured.
 
 A latency-table unit is timed as a micro-model run over and over: its weights stay in the CPU's
-last-level cache between runs. Inside a network whose weights exceed that cache (resnet18: 45 MB,
+last-level cache between runs. Inside a network whose weights exceed that cache (resnet18: 47 MB,
 resnet50: 100 MB, against this VM's 32 MB L3) every layer's weights come from DRAM again on each
 inference. For a layer with many weights and few output positions (late layers at small inputs:
 resnet18's layer4 at 64 px works on 2x2 maps) that streaming, not arithmetic, sets its time.
