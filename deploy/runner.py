@@ -11,7 +11,7 @@ statistic is used for units, whole models and validation, so they stay comparabl
 from __future__ import annotations
 
 import os
-from typing import Optional, Callable, Iterable, Mapping
+from typing import Optional, Callable, Mapping
 
 from .timing import Protocol, Timing, measure_interleaved
 from .progress import bar as progress_bar

@@ -14,7 +14,7 @@ batch size), so a report can put measured speedup next to predicted.
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Sequence
 
 import torch

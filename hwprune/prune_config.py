@@ -68,8 +68,6 @@ class PruneConfig:
         if self.batch < 1:
             raise ConfigError(f"batch {self.batch} must be >= 1")
         if self.budget is not None:
-            from .budget import parse_budget
-
             self.more_budgets = tuple(self.more_budgets)
             self.budget_list()  # malformed -> ConfigError now, not after loading the model
             if self.ratio is not None:

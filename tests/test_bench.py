@@ -1,6 +1,5 @@
 """Bench: side-by-side ORT measurement of pruned ResNet/ViT, batch-list errors."""
 import json
-import os
 
 import pytest
 import torch

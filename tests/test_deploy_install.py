@@ -9,7 +9,6 @@ import subprocess
 import sys
 import warnings
 
-import pytest
 
 from hwprune.graph import ChannelGraph
 from hwprune.latency import LatencyTable, ProfileConfig

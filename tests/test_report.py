@@ -3,7 +3,6 @@ import json
 import os
 
 import pytest
-import torch
 
 from hwprune.bench import BenchConfig, bench
 from hwprune.checkpoint import save_checkpoint

@@ -1,6 +1,5 @@
 """One rule for which latency table a request uses: `hwprune prune` and `hwprune run` agree."""
 import os
-import shutil
 
 import pytest
 

@@ -2,7 +2,6 @@
 layers, kept fixed through `hwprune prune --finetune-epochs` and `hwprune train`, saved in checkpoints,
 present in the exported ONNX weights (read back with onnx), with ORT parity; and the errors."""
 import json
-import os
 
 import numpy as np
 import onnx

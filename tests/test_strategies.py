@@ -1,5 +1,4 @@
 """Strategies on tiny_resnet against exact cost models (FLOPs, params) and a stand-in evaluator."""
-import itertools
 import json
 
 import numpy as np

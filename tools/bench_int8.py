@@ -27,7 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from hwprune.bench import BenchConfig, measure_fp32_int8  # noqa: E402
 from hwprune.latency import ProfileConfig, profile  # noqa: E402
-from hwprune.models import LoadedModel, load_model  # noqa: E402
+from hwprune.models import load_model  # noqa: E402
 from hwprune.prune import PruneConfig, prune  # noqa: E402
 from hwprune_deploy.quant import has_vnni, scheme  # noqa: E402
 from hwprune_deploy.runner import timing_ms  # noqa: E402

@@ -21,7 +21,6 @@ Writes OUT/results.json and OUT/results.md (mean +- std over seeds per strategy)
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys

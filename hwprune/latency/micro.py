@@ -96,7 +96,6 @@ def unit_onnx(fam: UnitFamily, cin: int, cout: int, sparse24: bool = False, resi
     itself causes, as in the network: an SE gate's multiply runs in plain NCHW, so ORT reorders
     the map out of its blocked layout and back around it -- and the model says so in its metadata
     (:data:`LAYOUT_KEY`), so kernel time counts those reorders (all but the final output's)."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     b = fam.batch
