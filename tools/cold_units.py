@@ -31,6 +31,7 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # tools/unit_check.py: the table and model set-up
 
 
 def kernel_us(runs: list, calls: int, warmup: int = 3) -> float:
@@ -58,25 +59,15 @@ def main(argv=None) -> int:
     ap.add_argument("--out", help="write the rows as JSON here")
     args = ap.parse_args(argv)
 
-    import torch
-
-    from hwprune.graph import ChannelGraph
-    from hwprune.latency import LatencyTable
-    from hwprune.latency.measure import build_variant, measure_against_baseline, table_spinning
+    from hwprune.latency.measure import build_variant, measure_against_baseline
     from hwprune.latency.micro import unit_onnx
-    from hwprune.latency.validate import profiled_input_size
-    from hwprune.models import load_model
     from hwprune_deploy.runner import _ProfiledRun, timing_ms
+    from unit_check import table_setup
 
-    table = LatencyTable.load(args.table)
-    loaded = load_model(args.model)
-    size = args.input_size or profiled_input_size(table, loaded)
-    x = torch.randn(table.batch, 3, size, size, generator=torch.Generator().manual_seed(0))
-    graph = ChannelGraph(loaded.model, x)
-    cm = table.cost_model(graph)
+    table, loaded, x, cm, threads, spin = table_setup(args.model, args.table, args.input_size)
+    size = x.shape[-1]
     with open(args.plan) as f:
         plan_widths = {g: len(k) for g, k in json.load(f)["kept"].items()}
-    threads, spin = int(table.device.get("threads", 2)), table_spinning(table)
     model_bytes = sum(p.numel() * p.element_size() for p in loaded.model.parameters())
     print(f"{args.model} @ {size}: weights {model_bytes / 1e6:.1f} MB; units with >= {args.min_mb} MB timed warm "
           f"and cold", file=sys.stderr)

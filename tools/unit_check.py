@@ -137,6 +137,26 @@ def match_units(nodes: list[dict], units, widths: dict) -> dict[int, dict]:
     return out
 
 
+def table_setup(model: str, table_path: str, input_size=None):
+    """(table, loaded model, seeded example input, the table's cost model of the model, threads,
+    spinning) -- the model as the table timed it (its resolution unless ``input_size``), threads
+    and ORT worker mode as the table's units were timed. Shared with tools/cold_units.py."""
+    import torch
+
+    from hwprune.graph import ChannelGraph
+    from hwprune.latency import LatencyTable
+    from hwprune.latency.measure import table_spinning
+    from hwprune.latency.validate import profiled_input_size
+    from hwprune.models import load_model
+
+    table = LatencyTable.load(table_path)
+    loaded = load_model(model)
+    size = input_size or profiled_input_size(table, loaded)
+    x = torch.randn(table.batch, 3, size, size, generator=torch.Generator().manual_seed(0))
+    cm = table.cost_model(ChannelGraph(loaded.model, x))
+    return table, loaded, x, cm, int(table.device.get("threads", 2)), table_spinning(table)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", required=True)
@@ -150,14 +170,8 @@ def main(argv=None) -> int:
     ap.add_argument("--top", type=int, default=15, help="rows to print, largest |difference| first")
     args = ap.parse_args(argv)
 
-    import torch
-
     from hwprune.export import onnx_bytes
-    from hwprune.graph import ChannelGraph
-    from hwprune.latency import LatencyTable
-    from hwprune.latency.measure import build_variant, table_spinning
-    from hwprune.latency.validate import profiled_input_size
-    from hwprune.models import load_model
+    from hwprune.latency.measure import build_variant
     from hwprune_deploy.backends import get_backend
 
     variants: dict[str, dict] = {}
@@ -179,14 +193,8 @@ def main(argv=None) -> int:
         variants["full"] = {}
     if len(variants) > 2:
         ap.error("give one or two variants")
-    table = LatencyTable.load(args.table)
-    loaded = load_model(args.model)
-    size = args.input_size or profiled_input_size(table, loaded)
-    x = torch.randn(table.batch, 3, size, size, generator=torch.Generator().manual_seed(0))
-    graph = ChannelGraph(loaded.model, x)
-    cm = table.cost_model(graph)
+    table, loaded, x, cm, threads, spin = table_setup(args.model, args.table, args.input_size)
     units = [u for u, _ in cm.units]
-    threads, spin = int(table.device.get("threads", 2)), table_spinning(table)
     # as the backend ran the table's units: an int8 table's variants statically quantized (QDQ)
     backend = get_backend("ort-cpu", precision=getattr(table, "precision", "fp32"))
     data = {k: backend.quantized(onnx_bytes(build_variant(loaded.model, x, w) if w else loaded.model, x))
