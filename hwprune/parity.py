@@ -21,11 +21,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from .defaults import DEFAULT_ATOL, DEFAULT_RTOL, VACUOUS_FACTOR  # noqa: F401  (parity.DEFAULT_* re-exported)
 from .errors import ExportError
 
-VACUOUS_FACTOR = 10.0  # an output whose spread is <= 10 x atol is negligible: atol alone would pass a 10% error
-DEFAULT_ATOL = 1e-6  # a floor for float32 noise, tiny next to any output that is checked
-DEFAULT_RTOL = 1e-3  # relative to the reference output's spread (its standard deviation)
 
 
 @dataclass

@@ -41,13 +41,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base_model import LoadedModel
+from .defaults import DEFAULT_LR, INITS, SCHEDULES  # noqa: F401  (recover.INITS etc. re-exported)
 from .errors import ConfigError, ModelLoadError
 from .scratch import base_train_epochs, reinitialize_, scratch_b_epochs
-
-INITS = ("inherit", "scratch")
-SCHEDULES = ("one-cycle", "cosine")
-#: learning rate when none is given: fine-tuning nudges trained weights, scratch trains them anew
-DEFAULT_LR = {"inherit": 0.01, "scratch": 0.1}
 
 
 def _loader(data):

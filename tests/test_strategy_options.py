@@ -15,11 +15,7 @@ from hwprune.prune import PruneConfig, make_context, prune
 from hwprune.strategies import (StrategyOptions, check_options, get_strategy_spec, list_strategies, option_owners,
                                 strategy_options)
 from hwprune.strategies._common import fidelity_evaluator
-from hwprune.strategies.amc import AmcOptions
-from hwprune.strategies.evolution import EvolutionOptions
-from hwprune.strategies.halp import HalpOptions
-from hwprune.strategies.netadapt import NetAdaptOptions
-from hwprune.strategies.sensitivity import SensitivityOptions
+from hwprune.strategies.options import AmcOptions, EvolutionOptions, HalpOptions, NetAdaptOptions, SensitivityOptions
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 ALL = ["uniform", "global", "sensitivity", "netadapt", "amc", "halp", "evolution"]
@@ -58,6 +54,37 @@ def test_every_strategy_declares_options_and_needs():
     # one owner per option name, so "an option of another strategy" is well defined
     names = [o for n in list_strategies() for o in get_strategy_spec(n).options.names()]
     assert len(names) == len(set(names))
+
+
+def test_lazily_declared_builtins_resolve_to_the_functions_their_modules_define():
+    """The built-in strategies and criteria are declared by "module:function" path (so listing
+    them imports no search); each path names a function of its own module, which runs when asked."""
+    import importlib
+    import inspect
+
+    from hwprune.importance import CRITERIA
+    from hwprune.registry import Registry, resolve
+    from hwprune.strategies import STRATEGIES
+
+    for registry in (STRATEGIES, CRITERIA):
+        for name in registry.list():
+            target = registry._items[name]
+            fn = registry.get(name)
+            fn = getattr(fn, "fn", fn)  # a StrategySpec's search function
+            assert inspect.isfunction(fn), (name, fn)
+            if isinstance(target, str) or isinstance(getattr(target, "target", None), str):
+                path = target if isinstance(target, str) else target.target
+                module, attr = path.split(":")
+                assert getattr(importlib.import_module(module), attr) is fn and fn.__module__ == module, path
+    # a user's own entry by path: imported on first get, then cached
+    reg = Registry("thing")
+    reg.add("dumps", "json:dumps")
+    assert "dumps" in reg and reg.list() == ["dumps"]
+    import json
+
+    assert reg.get("dumps") is json.dumps and reg._items["dumps"] is json.dumps
+    with pytest.raises(ValueError, match="not 'package.module:attribute'"):
+        resolve("json.dumps")
 
 
 @pytest.mark.parametrize("name", [n for n in ALL if n != "uniform"])

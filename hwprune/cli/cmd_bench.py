@@ -1,11 +1,10 @@
 """``hwprune bench``: latency and throughput of one or two models, measured side by side."""
 from __future__ import annotations
 
-from ..backends import list_backends
-from ..bench import BenchConfig, bench, format_bench
+from hwprune_deploy.backends import list_backends
+
 from ..errors import ConfigError
 from ..jsonio import write_json
-from ..models import load_model
 from .main import SUMMARIES
 
 
@@ -42,6 +41,9 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    from ..bench import BenchConfig, bench, format_bench
+    from ..models import load_model
+
     config = BenchConfig(backend=args.backend, threads=args.threads, batches=args.batch, input_size=args.input_size,
                          warmup=args.warmup, repeats=args.repeats, precision=args.precision, int8=args.int8,
                          spinning=args.ort_spinning)

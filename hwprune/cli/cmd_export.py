@@ -3,8 +3,7 @@ from __future__ import annotations
 
 import os
 
-from ..export import ExportConfig, export
-from ..parity import DEFAULT_ATOL, DEFAULT_RTOL, VACUOUS_FACTOR
+from ..defaults import DEFAULT_ATOL, DEFAULT_RTOL, VACUOUS_FACTOR
 from .common import add_model_args, load_from_args
 from .main import SUMMARIES
 
@@ -59,6 +58,8 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    from ..export import ExportConfig, export
+
     config = ExportConfig(format=args.format, opset=args.opset, dynamic_batch=args.dynamic_batch, batch=args.batch,
                           input_size=args.input_size, atol=args.atol, rtol=args.rtol, samples=args.samples,
                           fp16=args.fp16, int8=args.int8, calib_data=args.calib_data, sparse=args.sparse,

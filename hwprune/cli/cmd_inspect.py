@@ -1,12 +1,6 @@
 """``hwprune inspect``: list a model's channel groups and where its FLOPs are."""
 from __future__ import annotations
 
-import torch
-
-from ..counting import per_module_flops, summarize
-from ..graph import ChannelGraph
-from ..models import torchvision_classifiers
-from ..zoo import ZOO
 from .common import add_grid_args, add_model_args, load_from_args
 from .main import SUMMARIES
 
@@ -23,6 +17,13 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    import torch
+
+    from ..counting import per_module_flops, summarize
+    from ..graph import ChannelGraph
+    from ..models import torchvision_classifiers
+    from ..zoo import ZOO
+
     if args.list:
         print("built-in:    " + " ".join(ZOO))
         print("torchvision: " + " ".join(torchvision_classifiers()))

@@ -4,7 +4,8 @@ from __future__ import annotations
 import os
 import time
 
-from ..backends import list_backends
+from hwprune_deploy.backends import list_backends
+
 from .common import add_grid_args, add_model_args, load_from_args
 from .main import SUMMARIES
 

@@ -6,12 +6,12 @@ import argparse
 import os
 import sys
 
-from ..backends import list_backends
-from ..checkpoint import save_checkpoint
+from hwprune_deploy.backends import list_backends
+
 from ..importance import list_criteria
 from ..jsonio import write_json
 from ..outdir import check_output_dir, staged_output_dir
-from ..prune import PruneConfig, prune
+from ..prune_config import PruneConfig
 from ..strategies import describe_strategies, get_strategy_spec, list_strategies, option_owners
 from .common import (DEVICE_ALIGN_HELP, add_executor_args, add_grid_args, add_model_args, budget_exit_code, grid_hint,
                      load_from_args, resolve_align)
@@ -206,6 +206,8 @@ def write_outputs(folder: str, result, plot: bool = False) -> list[str]:
     ``folder``; returns the names written."""
     r = result.report
     result.plan.save(os.path.join(folder, "plan.json"))
+    from ..checkpoint import save_checkpoint
+
     save_checkpoint(os.path.join(folder, "pruned.pt"), result.model, result.plan)
     written = ["plan.json", "pruned.pt", "report.json"]
     if "pareto" in result.artifacts:
@@ -352,6 +354,8 @@ def run(args) -> int:
         eval_words = "no --data: logit fidelity to the unpruned model on random inputs (a stand-in, not accuracy)"
     if eval_words:
         print(f"evaluator: {eval_words}", file=sys.stderr)
+    from ..prune import prune
+
     result = prune(loaded, config, calib=data.calib if data is not None else None, table=table,
                    evaluator=evaluator, data=data)
     r = result.report

@@ -2,16 +2,19 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
+from types import SimpleNamespace
 
-from ..backends import list_backends
-from ..pipeline import RunConfig, run_pipeline
+from hwprune_deploy.backends import list_backends
+
+from ..run_config import RunConfig
 from .common import DEVICE_ALIGN_HELP, budget_exit_code, grid_hint, resolve_align
 from .main import SUMMARIES
 
 
 def register(sub) -> None:
-    d = RunConfig()
+    d = SimpleNamespace(**{f.name: f.default for f in dataclasses.fields(RunConfig)})  # the defaults, unchecked
     p = sub.add_parser("run", help=SUMMARIES["run"],
                        description="The whole path in one command: profile the device (or reuse a matching "
                                    "table from latency_tables/), prune to the budget, fine-tune if asked, export "
@@ -61,6 +64,8 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    from ..pipeline import run_pipeline
+
     config = RunConfig(model=args.model, weights=args.weights, data=args.data, budget=args.budget,
                        strategy=args.strategy, criterion=args.criterion, backend=args.backend, threads=args.threads,
                        spinning=args.ort_spinning, table=args.table, closed_loop_rounds=args.closed_loop_rounds,

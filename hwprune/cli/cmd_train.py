@@ -5,7 +5,7 @@ import argparse
 import os
 import sys
 
-from ..recover import DEFAULT_LR, INITS, SCHEDULES, RecoverConfig, recover
+from ..defaults import DEFAULT_LR, INITS, SCHEDULES
 from .common import load_from_args
 from .main import SUMMARIES
 
@@ -74,6 +74,8 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    from ..recover import RecoverConfig, recover
+
     from ..data import make_data
     from ..models import load_model
     from ..train_state import partial_dir

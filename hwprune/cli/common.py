@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
-from ..models import LoadedModel, load_model
+if TYPE_CHECKING:
+    from ..base_model import LoadedModel
 
 
 def add_model_args(p: argparse.ArgumentParser, default: str | None = None) -> None:
@@ -48,7 +50,9 @@ def add_executor_args(g, what: str) -> None:
                         "run's numbers only when this equals the local torch threads")
 
 
-def load_from_args(args) -> LoadedModel:
+def load_from_args(args) -> "LoadedModel":
+    from ..models import load_model
+
     kwargs = {"num_classes": args.num_classes} if args.num_classes else {}
     if str(args.model).startswith("timm:") and getattr(args, "input_size", None):
         kwargs["img_size"] = args.input_size  # a ViT/Swin is built for its input size (hwprune.timm_models)

@@ -24,7 +24,6 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError
-from .registry import CRITERIA
 from .magnitude import l1
 
 CALIB_BATCHES = 4
@@ -149,14 +148,12 @@ def _reduce(graph, group, calib, name: str, fn) -> torch.Tensor:
     return torch.stack(vals).mean(0)
 
 
-@CRITERIA.register("act-mean")
 def act_mean(graph, group, calib=None) -> torch.Tensor:
     """Mean post-activation value per channel (Distiller's activation-mean ranking): a channel
     that is rarely and weakly active contributes little."""
     return _reduce(graph, group, calib, "act-mean", lambda s: s.sum / s.m)
 
 
-@CRITERIA.register("act-std")
 def act_std(graph, group, calib=None) -> torch.Tensor:
     """Standard deviation of the post-activation values per channel (Distiller): a channel that is
     nearly constant carries no information the next layer's bias could not absorb."""
@@ -164,14 +161,12 @@ def act_std(graph, group, calib=None) -> torch.Tensor:
                    lambda s: (s.sumsq / s.m - (s.sum / s.m) ** 2).clamp_min(0).sqrt())
 
 
-@CRITERIA.register("apoz")
 def apoz(graph, group, calib=None) -> torch.Tensor:
     """Average Percentage of Zeros (Hu et al., 2016): the fraction of a channel's post-ReLU outputs
     that are zero; a channel that is almost always zero is pruned first. Score = 1 - APoZ."""
     return _reduce(graph, group, calib, "apoz", lambda s: 1.0 - s.zeros / s.m)
 
 
-@CRITERIA.register("fisher")
 def fisher(graph, group, calib=None) -> torch.Tensor:
     """Fisher pruning (Theis et al., 2018): the loss increase from masking channel c is estimated as
     ``1/(2N) * sum_n (sum_hw a_nchw * g_nchw)^2``, with a the activation and g dLoss/da per sample."""
@@ -179,7 +174,6 @@ def fisher(graph, group, calib=None) -> torch.Tensor:
                    lambda s: s.fisher / (2 * s.n) if torch.is_tensor(s.fisher) else None)
 
 
-@CRITERIA.register("hrank")
 def hrank(graph, group, calib=None) -> torch.Tensor:
     """HRank (Lin et al., CVPR 2020): the average matrix rank of a channel's feature maps over
     calibration images; low-rank maps carry less information. Computed on the first batch
@@ -188,7 +182,6 @@ def hrank(graph, group, calib=None) -> torch.Tensor:
                    lambda s: s.rank / s.rank_n if s.rank_n else None)
 
 
-@CRITERIA.register("taylor")
 def taylor(graph, group, calib=None) -> torch.Tensor:
     """First-order Taylor importance (Molchanov et al., CVPR 2019): ``|w * dL/dw|`` summed over each
     channel's parameters in every coupled layer (Torch-Pruning's TaylorImportance on gradients

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import torch
 
-from .registry import CRITERIA
 
 
 def _group_norm(graph, group, p: int) -> torch.Tensor:
@@ -21,19 +20,16 @@ def _group_norm(graph, group, p: int) -> torch.Tensor:
     return scores.detach().float().cpu()
 
 
-@CRITERIA.register("l1")
 def l1(graph, group, calib=None) -> torch.Tensor:
     """L1 norm of each filter, summed over coupled layers (Li et al., 'Pruning Filters for Efficient ConvNets')."""
     return _group_norm(graph, group, 1)
 
 
-@CRITERIA.register("l2")
 def l2(graph, group, calib=None) -> torch.Tensor:
     """L2 norm of each filter, summed over coupled layers."""
     return _group_norm(graph, group, 2)
 
 
-@CRITERIA.register("random")
 def random(graph, group, calib=None, seed: int = 0) -> torch.Tensor:
     """Uniform random scores (a baseline; deterministic per group name and seed)."""
     gen = torch.Generator().manual_seed(seed * 1_000_003 + sum(map(ord, group.name)))
@@ -47,7 +43,6 @@ def _tp_scores(graph, group, imp) -> torch.Tensor:
     return scores.detach().float().cpu()
 
 
-@CRITERIA.register("fpgm")
 def fpgm(graph, group, calib=None) -> torch.Tensor:
     """Filter Pruning via Geometric Median (He et al., CVPR 2019).
 
@@ -71,7 +66,6 @@ def fpgm(graph, group, calib=None) -> torch.Tensor:
     return l2(graph, group) if total is None else total.cpu()
 
 
-@CRITERIA.register("bn-gamma")
 def bn_gamma(graph, group, calib=None) -> torch.Tensor:
     """Network slimming (Liu et al., ICCV 2017): a channel's BatchNorm scale |gamma| says how much
     it contributes after normalisation; summed over the group's BN layers. Groups without a BN

@@ -2,15 +2,11 @@
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
-from typing import Optional
 
 import numpy as np
 import torch
 from torch import nn
 
-from ._options import StrategyOptions, option
-from .registry import register_strategy
 from ._common import snap_down
 
 STATE_FEATURES = ("index", "cin", "cout", "stride", "kernel", "cost", "reduced", "rest", "prev_action")
@@ -118,18 +114,6 @@ def normalise(x: np.ndarray) -> np.ndarray:
     return (x - lo) / np.where(hi - lo > 0, hi - lo, 1.0)
 
 
-@dataclass
-class AmcOptions(StrategyOptions):
-    amc_episodes: int = option(40, "episodes (one pass of the agent over the groups each)", ge=1)
-    amc_warmup: Optional[int] = option(None, "random episodes that fill the replay buffer before the agent acts "
-                                             "(default: a quarter of amc_episodes, at least 1)",
-                                       ge=0, default_text="episodes/4", example=10)
-    amc_sigma: float = option(0.5, "exploration noise, relative to amc_max_prune", ge=0)
-    amc_decay: float = option(0.95, "decay of the noise per episode after the warm-up", gt=0, le=1)
-    amc_max_prune: float = option(0.9, "largest fraction of a group's channels the agent may remove", gt=0, le=1)
-
-
-@register_strategy("amc", AmcOptions, needs_evaluator=True, needs_budget=True)
 def amc(ctx) -> dict[str, int]:
     """He et al., 'AMC: AutoML for Model Compression and Acceleration on Mobile Devices' (ECCV 2018).
 

@@ -1,12 +1,9 @@
 """Evolutionary multi-objective search over per-group widths (EAPruning)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import numpy as np
 
-from ._options import StrategyOptions, option
-from .registry import register_strategy
 
 
 def dominates(a, b) -> bool:
@@ -32,16 +29,6 @@ def choose_for_budget(front: list[dict], target: float) -> dict | None:
     """The most accurate front member meeting the budget (ties: the cheaper)."""
     ok = [m for m in front if m["cost"] <= target * (1 + 1e-9)]
     return min(ok, key=lambda m: (m["error"], m["cost"])) if ok else None
-
-
-@dataclass
-class EvolutionOptions(StrategyOptions):
-    evo_pop: int = option(16, "NSGA-III population (candidates per generation)", ge=4)
-    evo_gens: int = option(8, "generations", ge=1)
-    evo_reconstruct: bool = option(True, "least-squares reconstruction of each candidate's weights on the "
-                                         "calibration batches before it is evaluated (only with --data)")
-    evo_fill: bool = option(True, "spend the budget: grow the chosen member's widths, most important channels "
-                                  "per unit of cost first, while it still meets the budget")
 
 
 def fill_budget(ctx, widths: dict[str, int]) -> dict[str, int]:
@@ -78,7 +65,6 @@ def fill_budget(ctx, widths: dict[str, int]) -> dict[str, int]:
         widths = best
 
 
-@register_strategy("evolution", EvolutionOptions, needs_evaluator=True, needs_budget=True)
 def evolution(ctx) -> dict[str, int]:
     """EAPruning (Li et al., 'EAPruning: Evolutionary Pruning for Vision Transformers and CNNs',
     BMVC 2022; arXiv 2210.00181): NSGA-III (Deb & Jain 2014, via pymoo) over channel *numbers*

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import torch
 
-from .registry import register_strategy
 from ._common import repair, snap_down
 
 
@@ -25,7 +24,6 @@ def widths_at(ctx, norm: dict[str, torch.Tensor], thr: float) -> dict[str, int]:
     return widths
 
 
-@register_strategy("global", needs_budget=True)
 def global_threshold(ctx) -> dict[str, int]:
     """One importance threshold for the whole network (Liu et al., 'Learning Efficient
     Convolutional Networks through Network Slimming', ICCV 2017; Torch-Pruning ``global_pruning``).

@@ -3,13 +3,10 @@ from __future__ import annotations
 
 import itertools
 import sys
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from ._options import StrategyOptions, option
-from .registry import register_strategy
 from ._common import importance, repair
 from .knapsack import knapsack_mc  # the exact DP (lives with its multi-dimensional relaxation)
 
@@ -32,18 +29,6 @@ def kept_value(scores: torch.Tensor, widths: list[int], blocks: int = 1) -> list
     s = scores.float().clamp_min(0).sort(descending=True).values
     c = torch.cat([torch.zeros(1), s.cumsum(0)])
     return [float(c[min(k, len(s))]) for k in widths]
-
-
-@dataclass
-class HalpOptions(StrategyOptions):
-    halp_bins: int = option(2000, "latency bins of the knapsack DP (more: finer and slower)", ge=1)
-    halp_steps: int = option(4, "progressively tighter steps toward the budget", ge=1)
-    halp_batches: int = option(32, "minibatches the Taylor importance is averaged over (training data when "
-                                   "given, else the calibration batches again)", ge=1)
-    halp_momentum: float = option(0.9, "momentum of the importance's moving average over minibatches", ge=0, lt=1)
-    halp_max_prune: float = option(0.625, "largest fraction of a group's channels halp removes while the budget is "
-                                          "reachable with it (relaxed by 1/8 steps up to --max-prune when not; 1: "
-                                          "no floor)", gt=0, le=1)
 
 
 FLOOR_STEP = 0.125
@@ -133,7 +118,6 @@ def taylor_ema(ctx, groups, batches: int, momentum: float) -> dict[str, torch.Te
     return ema
 
 
-@register_strategy("halp", HalpOptions, needs_budget=True)
 def halp(ctx) -> dict[str, int]:
     """Shen et al., 'Structural Pruning via Latency-Saliency Knapsack' (HALP, NeurIPS 2022).
 

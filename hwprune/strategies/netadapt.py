@@ -2,10 +2,7 @@
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
 
-from ._options import StrategyOptions, option
-from .registry import register_strategy
 from ._common import repair
 
 
@@ -32,16 +29,6 @@ def largest_meeting(ctx, widths: dict[str, int], group, target: float, on: int =
     return None
 
 
-@dataclass
-class NetAdaptOptions(StrategyOptions):
-    netadapt_initial: float = option(0.04, "first iteration's cost decrement, a fraction of the unpruned cost",
-                                     gt=0, le=1)
-    netadapt_decay: float = option(0.96, "decay of the decrement per iteration", gt=0, le=1)
-    netadapt_ft_steps: int = option(0, "short fine-tune steps before each proposal is evaluated (needs --data)",
-                                    ge=0)
-
-
-@register_strategy("netadapt", NetAdaptOptions, needs_evaluator=True, needs_budget=True)
 def netadapt(ctx) -> dict[str, int]:
     """Yang et al., 'NetAdapt: Platform-Aware Neural Network Adaptation for Mobile Applications'
     (ECCV 2018), Algorithm 1, with the latency lookup table as the empirical measurement.

@@ -1,32 +1,42 @@
-"""The strategy registry, in a module of its own: the strategy modules register into it and the
-package ``__init__`` imports them to fill it, so neither imports the other (an import cycle).
+"""The strategy registry, in a module of its own and free of PyTorch: the built-in strategies are
+declared at the bottom by lazy path with their options (:mod:`.options`), so listing them and their
+options -- ``hwprune prune --help`` -- imports no search; a search's module is imported the first
+time it runs.
 
-Each entry is a :class:`StrategySpec`: the search function, its typed options (a
-:class:`StrategyOptions` dataclass the function reads as ``ctx.options``) and whether it needs an
-evaluator and a budget. :func:`check_options` validates a ``PruneConfig.options`` dict against it.
+Each entry is a :class:`StrategySpec`: the search function (or its ``"module:function"`` path),
+its typed options (a :class:`StrategyOptions` dataclass the function reads as ``ctx.options``) and
+whether it needs an evaluator and a budget. :func:`check_options` validates a
+``PruneConfig.options`` dict against it.
 """
 from __future__ import annotations
 
 import difflib
 import textwrap
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Optional, Union
 
 from ..errors import ConfigError
-from ..registry import Registry
+from ..registry import Registry, resolve
 from ._options import StrategyOptions
+from .options import AmcOptions, EvolutionOptions, HalpOptions, NetAdaptOptions, SensitivityOptions
 
 
 @dataclass(frozen=True)
 class StrategySpec:
-    """A registered strategy: its search function, its options class and what it needs.
-    Calling the spec runs the search (``STRATEGIES.get(name)(ctx)``)."""
+    """A registered strategy: its search function (or ``"module:function"``, imported on first
+    use), its options class and what it needs. Calling the spec runs the search
+    (``STRATEGIES.get(name)(ctx)``)."""
 
     name: str
-    fn: Callable
+    target: Union[Callable, str]
     options: type[StrategyOptions]
     needs_evaluator: bool
     needs_budget: bool
+
+    @property
+    def fn(self) -> Callable:
+        """The search function (its module imported now if the target is a path)."""
+        return resolve(self.target)
 
     def __call__(self, ctx) -> dict[str, int]:
         return self.fn(ctx)
@@ -36,15 +46,17 @@ STRATEGIES: Registry[StrategySpec] = Registry("strategy")
 
 
 def register_strategy(name: str, options: type[StrategyOptions] = StrategyOptions, needs_evaluator: bool = False,
-                      needs_budget: bool = False) -> Callable[[Callable], Callable]:
-    """Decorator: register a search function under ``name`` with its options class; returns the
-    function unchanged (so strategies can call each other, as evolution seeds from uniform)."""
+                      needs_budget: bool = False, target: Optional[str] = None):
+    """Register a search function under ``name`` with its options class. As a decorator it returns
+    the function unchanged (so strategies can call each other, as evolution seeds from uniform);
+    with ``target`` (``"package.module:function"``, imported the first time the search runs) it
+    registers directly, as the built-ins below are."""
 
-    def deco(fn: Callable) -> Callable:
-        STRATEGIES.register(name)(StrategySpec(name, fn, options, needs_evaluator, needs_budget))
+    def deco(fn: Union[Callable, str]):
+        STRATEGIES.add(name, StrategySpec(name, fn, options, needs_evaluator, needs_budget))
         return fn
 
-    return deco
+    return deco if target is None else deco(target)
 
 
 def get_strategy_spec(name: str) -> StrategySpec:
@@ -118,3 +130,17 @@ def describe_strategies() -> str:
             lines += textwrap.wrap(r["help"], width=100, initial_indent=head.ljust(30) + " ",
                                    subsequent_indent=" " * 31, break_on_hyphens=False)
     return "\n".join(lines)
+
+
+# The built-in strategies, one line each: a new one is its module, its options in .options and a
+# line here (or a register_strategy decorator of its own, for a strategy that lives outside hwprune).
+register_strategy("amc", AmcOptions, needs_evaluator=True, needs_budget=True, target="hwprune.strategies.amc:amc")
+register_strategy("evolution", EvolutionOptions, needs_evaluator=True, needs_budget=True,
+                  target="hwprune.strategies.evolution:evolution")
+register_strategy("global", needs_budget=True, target="hwprune.strategies.global_threshold:global_threshold")
+register_strategy("halp", HalpOptions, needs_budget=True, target="hwprune.strategies.halp:halp")
+register_strategy("netadapt", NetAdaptOptions, needs_evaluator=True, needs_budget=True,
+                  target="hwprune.strategies.netadapt:netadapt")
+register_strategy("sensitivity", SensitivityOptions, needs_evaluator=True, needs_budget=True,
+                  target="hwprune.strategies.sensitivity:sensitivity")
+register_strategy("uniform", target="hwprune.strategies.uniform:uniform")

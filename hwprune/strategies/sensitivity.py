@@ -1,12 +1,9 @@
 """Sensitivity analysis: per-group accuracy-vs-width curves, then a greedy allocation."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import numpy as np
 
-from ._options import StrategyOptions, option
-from .registry import register_strategy
 from ._common import lower, repair
 
 
@@ -23,13 +20,6 @@ def interp_acc(curve: dict[int, float], width: int) -> float:
     return float(np.interp(width, ws, [curve[w] for w in ws]))
 
 
-@dataclass
-class SensitivityOptions(StrategyOptions):
-    sens_points: int = option(5, "widths per group's accuracy curve (always the smallest and the full width)",
-                              ge=2)
-
-
-@register_strategy("sensitivity", SensitivityOptions, needs_evaluator=True, needs_budget=True)
 def sensitivity(ctx) -> dict[str, int]:
     """Li et al., 'Pruning Filters for Efficient ConvNets' (ICLR 2017), Sec. 3.3: prune each group
     alone to several widths and record accuracy (the sensitivity curve), then allocate.

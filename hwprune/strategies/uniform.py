@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from ..errors import ConfigError
-from .registry import register_strategy
 
 
 def uniform_widths(ctx, ratio: float) -> dict[str, int]:
@@ -10,7 +9,6 @@ def uniform_widths(ctx, ratio: float) -> dict[str, int]:
     return {g.name: g.snap(g.width * (1.0 - ratio), cfg.align, cfg.min_width, cfg.max_prune) for g in ctx.graph.prunable}
 
 
-@register_strategy("uniform")
 def uniform(ctx) -> dict[str, int]:
     """Keep ``(1 - ratio) * width`` channels in every group (the common FLOPs-style baseline,
     e.g. Li et al. ICLR 2017 / Torch-Pruning's default).
