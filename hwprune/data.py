@@ -408,7 +408,8 @@ def make_data(spec: str, input_size: int = 32, batch_size: int = 64, seed: int =
         raise ConfigError(f"batch size {batch_size} must be >= 1")
     if spec == "synthetic":
         if n_train < batch_size or n_val < 1:
-            raise ConfigError(f"synthetic data needs n_train >= batch_size ({batch_size}) and n_val >= 1")
+            raise ConfigError(f"synthetic data needs --n-train >= the batch size ({batch_size}) and --n-val >= 1; "
+                              f"got {n_train} and {n_val}")
         return _synthetic(input_size, batch_size, seed, n_train, n_val, calib_size)
     kind, sep, rest = spec.partition(":")
     if sep and kind == "imagefolder":

@@ -71,8 +71,14 @@ class Run:
 # ------------------------------------------------------------------------------ sizes
 
 def sizes(config: RunConfig) -> dict[str, Any]:
-    """Scale of everything: the full default vs ``--quick`` (CI)."""
-    if config.quick:
+    """Scale of everything: the full default vs ``--quick`` (CI); ``--n-train``/``--n-val`` as given."""
+    s = _scale(config.quick)
+    s.update({k: v for k, v in (("n_train", config.n_train), ("n_val", config.n_val)) if v is not None})
+    return s
+
+
+def _scale(quick: bool) -> dict[str, Any]:
+    if quick:
         from hwprune_deploy.timing import Protocol
 
         # the quick table: 2 points per axis, one interleaved pass, a short protocol (6 repeats of
@@ -98,6 +104,14 @@ def load_data(config: RunConfig, input_size: int):
     s = sizes(config)
     return make_data(config.data, input_size=input_size, batch_size=s["batch_size"], seed=config.seed,
                      n_train=s["n_train"], n_val=s["n_val"], calib_size=s["calib_size"])
+
+
+def _images(loader) -> str:
+    """", N images" for a loader over a sized dataset (what a top-1 figure was scored on), else ""."""
+    try:
+        return f", {len(loader.dataset)} images"
+    except (AttributeError, TypeError):
+        return ""
 
 
 def make_eval(data, run: Run):
@@ -378,7 +392,7 @@ def _run_steps(config: RunConfig, run: Run, work: str) -> dict:
         res = prune_step(config, run, loaded, data, table, evaluator, strategy, size)
         st.detail = f"{strategy}, budget {config.budget}: FLOPs {res.report.flops_reduction:.2f}x fewer"
     pruned = res.model.eval()
-    acc = {"before": acc_before, "split": f"{config.data} val"}
+    acc = {"before": acc_before, "split": f"{config.data} val" + _images(getattr(data, "val", None))}
     rep_acc = res.report.accuracy or {}
     if config.finetune_epochs and not (rep_acc.get("after_finetune") is not None):
         with run.step("fine-tune") as st:

@@ -35,6 +35,8 @@ class RunConfig:
     max_prune: float = 1.0  # no search removes more than this fraction of any group (as PruneConfig)
     out: str = "hwprune_run"
     quick: bool = False
+    n_train: Optional[int] = None  # synthetic data: training images (None: 5000, --quick 256)
+    n_val: Optional[int] = None  # synthetic data: held-out images the evaluator scores (None: 1000, --quick 128)
     seed: int = 0
     progress: bool = True
     precision: str = "fp32"  # int8: int8 table, int8 closed loop, int8 files and the fp32/int8 rows (hwprune.int8_run)
@@ -56,6 +58,9 @@ class RunConfig:
         from .prune_config import check_max_prune
 
         check_max_prune(self.max_prune)
+        for flag, n in (("n-train", self.n_train), ("n-val", self.n_val)):
+            if n is not None and n < 1:
+                raise ConfigError(f"--{flag} {n} must be >= 1 (images of the synthetic data)")
         if self.train_epochs is not None and self.train_epochs < 1:
             raise ConfigError(f"train-epochs {self.train_epochs} must be >= 1")
         from .int8_budget import check_precision

@@ -8,7 +8,8 @@ from conftest import assert_ran
 def test_run_quick_end_to_end(tmp_path, cli, monkeypatch):
     monkeypatch.setenv("HWPRUNE_CACHE", str(tmp_path / "cache"))  # the subprocess inherits it: hermetic
     out = tmp_path / "run"
-    proc = cli("run", "--quick", "--out", str(out), "--batch", "1", "--no-progress", cwd=str(tmp_path), check=False)
+    proc = cli("run", "--quick", "--n-val", "96", "--out", str(out), "--batch", "1", "--no-progress", cwd=str(tmp_path),
+               check=False)
     assert_ran(proc.returncode, proc.stdout + proc.stderr, "run --quick")
     assert f"report: {out}/report.md" in proc.stdout
     assert "measured speedup" in proc.stdout
@@ -18,6 +19,8 @@ def test_run_quick_end_to_end(tmp_path, cli, monkeypatch):
     rep = json.loads((out / "report.json").read_text())
     assert rep["latency"]["1"]["speedup"] > 0
     assert rep["accuracy"]["before"] is not None and rep["accuracy"]["after"] is not None
+    assert rep["accuracy"]["split"] == "synthetic val, 96 images"  # --n-val (--quick alone: 128)
+    assert "| top-1 (synthetic val, 96 images) |" in (out / "report.md").read_text()
     assert rep["parity"]["pruned"]["ok"]
     p = rep["predicted"]  # a table is always there (profiled quickly when none matches): measured next to predicted
     assert p["speedup"] > 0 and p["measured_speedup"] == rep["latency"]["1"]["speedup"]
@@ -105,3 +108,26 @@ def test_report_command_line_parses_back_to_the_same_config():
     args = build_parser().parse_args(argv[1:])
     assert (args.ort_spinning, args.budget, args.batch, args.quick, args.seed, args.out) == \
         (True, "0.6x", "1,4", True, 3, "o")
+
+
+def test_run_takes_the_synthetic_data_sizes_as_prune_does():
+    """`hwprune run --n-train/--n-val` (prune's flags; `run` used to refuse them): they reach the
+    data the run builds, survive into the reproducing command line, and bad values name the flag."""
+    import pytest
+
+    from hwprune import pipeline
+    from hwprune.cli.main import build_parser
+    from hwprune.data import make_data
+    from hwprune.errors import ConfigError
+
+    args = build_parser("run").parse_args(["run", "--quick", "--n-train", "300", "--n-val", "50"])
+    config = pipeline.RunConfig(quick=True, n_train=args.n_train, n_val=args.n_val)
+    s = pipeline.sizes(config)
+    assert (s["n_train"], s["n_val"]) == (300, 50) and pipeline.sizes(pipeline.RunConfig(quick=True))["n_val"] == 128
+    data = pipeline.load_data(config, 16)
+    assert (len(data.train.dataset), len(data.val.dataset)) == (300, 50)
+    assert pipeline.command_line(config) == "hwprune run --quick --n-train 300 --n-val 50"
+    with pytest.raises(ConfigError, match=r"--n-val 0 must be >= 1"):
+        pipeline.RunConfig(n_val=0)
+    with pytest.raises(ConfigError, match=r"--n-train >= the batch size \(64\).*got 32 and 50"):
+        make_data("synthetic", input_size=16, batch_size=64, n_train=32, n_val=50)

@@ -54,6 +54,9 @@ def register(sub) -> None:
                    help="no search removes more than this fraction of any group's channels (default 1)")
     p.add_argument("--out", default=d.out, help=f"output folder (default {d.out})")
     p.add_argument("--quick", action="store_true", help="smaller everything (CI smoke run, ~1 minute)")
+    p.add_argument("--n-train", type=int, help="synthetic data: training images (default 5000; --quick 256)")
+    p.add_argument("--n-val", type=int,
+                   help="synthetic data: held-out images the accuracy is scored on (default 1000; --quick 128)")
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--aoti", action=argparse.BooleanOptionalAction, default=None,
@@ -74,7 +77,8 @@ def run(args) -> int:
                        batches=args.batch, input_size=args.input_size, num_classes=args.num_classes,
                        align=resolve_align(args.align, args.backend), min_width=args.min_width,
                        max_prune=args.max_prune, out=args.out,
-                       quick=args.quick, seed=args.seed, progress=not args.no_progress, aoti=args.aoti,
+                       quick=args.quick, n_train=args.n_train, n_val=args.n_val, seed=args.seed,
+                       progress=not args.no_progress, aoti=args.aoti,
                        precision=args.precision)
     if hint := grid_hint(config.backend, config.align):
         print(hint, file=sys.stderr)
