@@ -9,7 +9,7 @@ import torch
 from hwprune.errors import TableError
 from hwprune.graph import ChannelGraph
 from hwprune.latency import LatencyTable, ProfileConfig, TableMismatchWarning, profile, validate
-from hwprune.latency.sampling import bilinear, interp1, spread_points
+from hwprune.latency.sampling import bilinear, interp1, probe_disagrees, spread_points
 from hwprune.latency.table import Family
 from hwprune.latency.units import UnitFamily, extract_units
 from hwprune.models import load_model
@@ -75,6 +75,18 @@ def test_axis_scans_reproduce_a_staircase_between_grid_points():
         for b in widths:
             assert fam.predict(a, b) == pytest.approx(truth(a, b), rel=1e-9), (a, b)
     assert max(abs(plain.predict(a, b) / truth(a, b) - 1) for a in widths for b in widths) > 0.05
+
+
+def test_refinement_follows_bends_not_the_noise_of_microsecond_units():
+    """A probe refines its axis when it is off the interpolation by more than the tolerance *and*
+    by more than its own reading's standard error (1.28 IQR / sqrt(repeats)): a 30% step read with
+    a tight spread refines; the same 3 us miss on a 6 us unit whose repeats spread by 9 us (an SE
+    FC on a shared host) does not; a miss under the tolerance never does, however tight."""
+    assert probe_disagrees(10.0, 13.0, iqr=0.5, repeats=12, tol=0.05) == pytest.approx(3 / 13)
+    assert probe_disagrees(5.2, 8.06, iqr=9.11, repeats=12, tol=0.05) == 0.0  # 2.9 us < 3.4 us of noise
+    assert probe_disagrees(5.2, 8.06, iqr=9.11, repeats=48, tol=0.05) > 0  # 4x the repeats: 1.7 us of noise
+    assert probe_disagrees(10.0, 10.4, iqr=0.0, repeats=12, tol=0.05) == 0.0
+    assert probe_disagrees(10.0, 11.0, iqr=0.0, repeats=12, tol=0.05) == pytest.approx(1 / 11)
 
 
 def test_units_are_fused_and_keyed_by_shape():

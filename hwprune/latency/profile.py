@@ -31,7 +31,7 @@ from hwprune_deploy.timing import Protocol
 from .calibration import CALIB_SEED, CALIB_VARIANTS, _prepare_variants, calibration_variants, store_calibration
 from .calibration import fit_calibration, recalibrate  # noqa: F401  (still importable from here, as before the move)
 from .measure import Measurer, table_spinning
-from .sampling import edge_spikes, midpoints, spread_points
+from .sampling import edge_spikes, midpoints, probe_disagrees, spread_points
 from .table import Family, LatencyTable, default_table_name, now
 from .units import UnitUse, extract_units, model_key
 
@@ -165,7 +165,8 @@ def _measure_family(table: LatencyTable, fam_spec, cands: tuple[set, set], meas:
        (:class:`Family` interpolates in the scans' latency, not in width);
     3. refinement along the *near* edge (smallest width of the other axis), where a unit is
        least like the product form the scans assume (per-call floors at tiny widths): a probe
-       midpoint more than ``refine_tol`` off the prediction adds its width to the grid, up to
+       midpoint more than ``refine_tol`` off the prediction, and more than its own reading's noise
+       (:func:`~hwprune.latency.sampling.probe_disagrees`), adds its width to the grid, up to
        ``max_points_per_axis``;
     4. noise: points well above the monotone envelope are re-measured once, then the envelope
        (suffix minimum over points with more channels) is applied to the grid and the scans.
@@ -221,8 +222,9 @@ def _measure_family(table: LatencyTable, fam_spec, cands: tuple[set, set], meas:
                     return (v, near) if axis_name == "cin" else (near, v)
 
                 run([pt(v) for v in mids])
-                off = {v: abs(fam.predict(*pt(v)) - fam.value(*pt(v))) / max(fam.value(*pt(v)), 1e-9) for v in mids}
-                bad = sorted((v for v in mids if off[v] > config.refine_tol), key=lambda v: -off[v])[:room]
+                off = {v: probe_disagrees(fam.predict(*pt(v)), fam.value(*pt(v)), fam.iqr.get("%d,%d" % pt(v), 0.0),
+                                          meas.unit_protocol.repeats, config.refine_tol) for v in mids}
+                bad = sorted((v for v in mids if off[v] > 0), key=lambda v: -off[v])[:room]
                 if not bad:
                     break
                 if axis_name == "cin":

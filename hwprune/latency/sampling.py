@@ -87,6 +87,27 @@ def bilinear(xs: Sequence[int], ys: Sequence[int], value, x: float, y: float,
     return (v00 * (1 - tx) * (1 - ty) + v10 * tx * (1 - ty) + v01 * (1 - tx) * ty + v11 * tx * ty)
 
 
+def probe_disagrees(predicted: float, measured: float, iqr: float, repeats: int, tol: float) -> float:
+    """How far a probe midpoint is off the interpolation, relative to its reading (0 when it is not
+    off): the miss must exceed ``tol`` of the reading *and* the reading's own noise.
+
+    The noise is the standard error of the reading, from the repeats' inter-quartile range: the
+    p10 of ``n`` repeats of a normal spread has a standard error of ``sqrt(0.1 * 0.9 / n) /
+    pdf(z_0.1) = 1.71 sigma / sqrt(n)``, and ``iqr = 1.35 sigma``, so ``1.28 * iqr / sqrt(n)``.
+    Why: a unit of a few microseconds (an SE block's FCs on a 1x1 map) reads with an IQR of 30-90%
+    of its value on a shared 2-core host, and with a 5% tolerance alone its near edge was refined
+    on readings such as 5.1, 8.1, 5.4, 6.5, 6.2, 8.7 us at six widths (IQRs up to 11 us): grid
+    points that pin the interpolation to noise. On mobilenet_v3_small this rule measured 726 unit
+    points instead of 766; most of a family's points are its axis scans (every candidate width
+    along the far edges), which refinement does not touch.
+    """
+    miss = abs(predicted - measured)
+    noise = 1.28 * max(iqr, 0.0) / max(repeats, 1) ** 0.5
+    if miss <= tol * max(measured, 1e-9) or miss <= noise:
+        return 0.0
+    return miss / max(measured, 1e-9)
+
+
 def midpoints(axis: Sequence[int], candidates: Sequence[int]) -> list[int]:
     """For each gap of ``axis`` with candidate widths inside, the candidate nearest its middle
     in log width (the geometric mean; see :func:`spread_points`)."""
