@@ -176,6 +176,20 @@ _REGISTRY: dict[str, BackendSpec] = {}
 _LOADED: dict[str, type] = {}
 
 
+def load_target(target: str):
+    """The object a lazy ``"package.module:attribute"`` path names (the module imported now; the
+    attribute may be dotted). ValueError for a path not of that form; ImportError/AttributeError
+    as importing and looking it up raise them. hwprune's own registries (criteria, strategies)
+    resolve their lazy entries with this too."""
+    module, sep, attr = target.partition(":")
+    if not sep or not module or not attr:
+        raise ValueError(f"lazy registry target {target!r} is not 'package.module:attribute'")
+    obj = importlib.import_module(module)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
 def register_backend(name: str, target: Union[str, type, None] = None, *, onnx: Optional[bool] = None,
                      summary: str = ""):
     """Register a backend class under ``name`` (a warning on overwrite, as timm's registry does).
@@ -226,9 +240,9 @@ def backend_class(name: str) -> type:
     spec = backend_spec(name)
     cls = spec.target
     if isinstance(cls, str):
-        module, _, attr = cls.partition(":")
+        module = cls.partition(":")[0]
         try:
-            cls = getattr(importlib.import_module(module), attr)
+            cls = load_target(cls)
         except ImportError as e:
             raise BackendUnavailableError(
                 f"backend {name!r} is unavailable: its module {module!r} cannot be imported ({e}); "

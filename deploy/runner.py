@@ -143,7 +143,6 @@ class _ProfiledRun:
         return kernel_per_run_raw(self._read_profile(), self.interior_layout)
 
 
-
 def kernel_per_run_raw(raw: bytes, interior_layout: bool = False) -> list[float]:
     """:func:`kernel_per_run` of an ORT profile file's bytes: read line by line when ORT wrote it
     one event a line in its usual layout (:func:`_kernel_events_fast`), else parsed as JSON.
@@ -151,7 +150,7 @@ def kernel_per_run_raw(raw: bytes, interior_layout: bool = False) -> list[float]
     Why: a unit of a few microseconds runs hundreds of times per timing, and ``json.loads`` of
     its ~1 MB profile took 23% of a whole ``hwprune profile`` (tiny_resnet at 32 px: 26 of 114 s,
     866 profiles, 690 MB); the line reader takes a fifth to a half of the time and gives the same
-    floats (tests/test_profile_kernel.py compares both on real ORT profiles)."""
+    floats (tests/test_latency_measure.py compares both on real ORT profiles)."""
     fast = _kernel_events_fast(raw)
     if fast is None:
         import json

@@ -11,7 +11,6 @@ backends): the built-in criteria and strategies are declared that way, so listin
 from __future__ import annotations
 
 import difflib
-import importlib
 import warnings
 from typing import Any, Callable, Generic, TypeVar, Union
 
@@ -21,16 +20,13 @@ T = TypeVar("T")
 
 
 def resolve(target: Union[str, Any]) -> Any:
-    """``"package.module:attribute"`` imported and looked up; anything else returned as it is."""
+    """``"package.module:attribute"`` imported and looked up (the backends registry's
+    :func:`hwprune_deploy.backends.load_target`); anything else returned as it is."""
     if not isinstance(target, str):
         return target
-    module, sep, attr = target.partition(":")
-    if not sep or not module or not attr:
-        raise ValueError(f"lazy registry target {target!r} is not 'package.module:attribute'")
-    obj: Any = importlib.import_module(module)
-    for part in attr.split("."):
-        obj = getattr(obj, part)
-    return obj
+    from hwprune_deploy.backends import load_target
+
+    return load_target(target)
 
 
 class Registry(Generic[T]):

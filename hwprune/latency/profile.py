@@ -32,7 +32,7 @@ from .calibration import CALIB_SEED, CALIB_VARIANTS, _prepare_variants, calibrat
 from .calibration import fit_calibration, recalibrate  # noqa: F401  (still importable from here, as before the move)
 from .measure import Measurer, table_spinning
 from .sampling import edge_spikes, midpoints, probe_disagrees, spread_points
-from .table import Family, LatencyTable, default_table_name, now
+from .table import Family, LatencyTable, _pk, default_table_name, now
 from .units import UnitUse, extract_units, model_key
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
@@ -187,7 +187,7 @@ def _measure_family(table: LatencyTable, fam_spec, cands: tuple[set, set], meas:
             return
         best = meas.units(fam_spec, points, passes=config.passes)  # noise only adds time: the fastest pass
         for p, t in best.items():
-            k = f"{p[0]},{p[1]}"
+            k = _pk(*p)
             v = max(timing_ms(t) - stats["overhead_ms"], 1e-4)
             if again and k in fam.points:
                 v = min(v, fam.points[k])
@@ -222,7 +222,7 @@ def _measure_family(table: LatencyTable, fam_spec, cands: tuple[set, set], meas:
                     return (v, near) if axis_name == "cin" else (near, v)
 
                 run([pt(v) for v in mids])
-                off = {v: probe_disagrees(fam.predict(*pt(v)), fam.value(*pt(v)), fam.iqr.get("%d,%d" % pt(v), 0.0),
+                off = {v: probe_disagrees(fam.predict(*pt(v)), fam.value(*pt(v)), fam.iqr.get(_pk(*pt(v)), 0.0),
                                           meas.unit_protocol.repeats, config.refine_tol) for v in mids}
                 bad = sorted((v for v in mids if off[v] > 0), key=lambda v: -off[v])[:room]
                 if not bad:
