@@ -124,7 +124,7 @@ def smallen(cmd: str, scratch: str) -> list[str]:
     verb = argv[0]
     models = [i + 1 for i, a in enumerate(argv) if a == "--model"]
     for i in models:
-        if not argv[i].endswith(".pt") and ":" not in argv[i]:
+        if not argv[i].endswith((".pt", ".pt2", ".onnx")) and ":" not in argv[i]:  # a zoo name; a file stays
             argv[i] = SMALL_MODEL
     if verb in ("profile", "validate", "prune", "run", "bench") or (verb == "inspect" and models):
         _set(argv, "--input-size", SIZE)
