@@ -12,7 +12,8 @@ what its tracer misreads; it all lives here, so a Torch-Pruning upgrade is check
 - a grouped conv's input channels are cut per conv group (:func:`prune_group`);
 - what a dependency is (which side it cuts, a sum, a channel shuffle) is read off its repr.
 
-Nothing outside this module imports ``torch_pruning`` except importance criteria, which call its
+Nothing outside this module imports ``torch_pruning`` except importance criteria (through
+:func:`torch_pruning`, as here), which call its
 public importance classes on :meth:`hwprune.graph.ChannelGraph.tp_group`.
 """
 from __future__ import annotations
@@ -77,11 +78,34 @@ def tracing_stand_ins(opaque: Iterable[nn.Module]):
             setattr(owner, fn_name, real)
 
 
+def torch_pruning():
+    """The ``torch_pruning`` module, imported without timm where timm is not loaded yet.
+
+    Torch-Pruning imports timm (when installed) only to hook timm's attention into its own FLOP
+    counter, which hwprune does not use (FLOPs come from PyTorch's counter, :mod:`hwprune.counting`).
+    That import cost about 0.6 s of every command's start here (torch + torchvision 4.1-4.4 s, timm
+    0.6-0.7 s more). A timm already imported (a ``timm:`` model) is left as it is, and timm stays
+    importable afterwards: only Torch-Pruning's own import is kept from it."""
+    import sys
+
+    if "torch_pruning" in sys.modules or "timm" in sys.modules:
+        import torch_pruning as tp
+
+        return tp
+    sys.modules["timm"] = None  # an import of timm inside raises ImportError, which Torch-Pruning allows for
+    try:
+        import torch_pruning as tp
+    finally:
+        if "timm" in sys.modules and sys.modules["timm"] is None:
+            del sys.modules["timm"]
+    return tp
+
+
 def tp_pruner(handler):
     """A Torch-Pruning pruner that cuts through a :class:`~hwprune.handlers.ModuleHandler`. A tied
     handler's input and output are one function: Torch-Pruning's intra-layer rule couples a
     layer's input and output exactly when ``prune_in_channels is prune_out_channels``."""
-    import torch_pruning as tp
+    tp = torch_pruning()
 
     class _HandlerPruner(tp.pruner.function.BasePruningFunc):
         def prune_out_channels(self, layer, idxs):
@@ -110,7 +134,7 @@ def build_dependency_graph(model: nn.Module, example_input: torch.Tensor, handle
     traced as stand-ins. ``unwrapped``: the parameters owned by modules no layer type or handler
     covers (the graph decides which, :func:`hwprune.graph._unknown_param_owners`); those shaped
     like an NCHW map are handed over with their channel dimension (:func:`channel_first_maps`)."""
-    import torch_pruning as tp
+    tp = torch_pruning()
 
     custom = {t: tp_pruner(h) for t, h in handlers.items()}
     with warnings.catch_warnings(), tracing_stand_ins(opaque), _split_sizes_on_build():
@@ -140,6 +164,7 @@ def _split_sizes_on_build():
     builds its graph, between its shape inference and its first index maps: its guess for such a
     split can hold no size, and a concatenation of it then fails the build (cs3darknet_s). The
     other splits are sized after the build, as before (their groups are frozen either way)."""
+    torch_pruning()
     from torch_pruning.dependency import shape_infer
 
     real = shape_infer.init_shape_information
@@ -181,7 +206,7 @@ def _size_splits(dg, shared_only: bool = False) -> tuple[dict, list]:
     sum), the chunk each reads is taken from autograd (:func:`_chunk_of`). ``shared_only``: only
     those.
     """
-    import torch_pruning as tp
+    tp = torch_pruning()
 
     repaired, by_chunk = {}, []
     for node in dg.module2node.values():

@@ -186,7 +186,9 @@ def taylor(graph, group, calib=None) -> torch.Tensor:
     """First-order Taylor importance (Molchanov et al., CVPR 2019): ``|w * dL/dw|`` summed over each
     channel's parameters in every coupled layer (Torch-Pruning's TaylorImportance on gradients
     accumulated over the calibration batches; the model's own ``.grad`` is restored afterwards)."""
-    import torch_pruning as tp
+    from ..tp_compat import torch_pruning
+
+    tp = torch_pruning()
 
     _need_calib("taylor", calib)
     grads = _collect(graph, calib)["grads"]

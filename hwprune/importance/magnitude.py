@@ -11,7 +11,9 @@ def _group_norm(graph, group, p: int) -> torch.Tensor:
     Uses Torch-Pruning's group magnitude importance underneath, which reduces over every coupled
     layer (both the layers whose outputs and whose inputs the channel indexes).
     """
-    import torch_pruning as tp
+    from ..tp_compat import torch_pruning
+
+    tp = torch_pruning()
 
     imp = tp.importance.GroupMagnitudeImportance(p=p, group_reduction="sum", normalizer=None)
     scores = imp(graph.tp_group(group.name))
@@ -70,7 +72,9 @@ def bn_gamma(graph, group, calib=None) -> torch.Tensor:
     """Network slimming (Liu et al., ICCV 2017): a channel's BatchNorm scale |gamma| says how much
     it contributes after normalisation; summed over the group's BN layers. Groups without a BN
     (e.g. transformer embeddings) fall back to the L1 norm so every group still gets a ranking."""
-    import torch_pruning as tp
+    from ..tp_compat import torch_pruning
+
+    tp = torch_pruning()
 
     has_bn = any("BatchNorm" in m.type for m in group.members)
     if not has_bn:

@@ -75,9 +75,11 @@ def taylor_ema(ctx, groups, batches: int, momentum: float) -> dict[str, torch.Te
     import copy
 
     import torch.nn.functional as F
-    import torch_pruning as tp
 
+    from ..tp_compat import torch_pruning
     from ..train_state import capture_rng, restore_rng
+
+    tp = torch_pruning()
 
     source = getattr(ctx, "train", None)
     source = ctx.calib if source is None else source
