@@ -121,3 +121,20 @@ def test_prune_ratio_with_table_reports_predicted_latency(tmp_path, capsys):
     assert 0 < lat["predicted_ms"] < lat["baseline_predicted_ms"]
     assert abs(lat["speedup_predicted"] - lat["baseline_predicted_ms"] / lat["predicted_ms"]) < 1e-9
     assert f"latency predicted {lat['baseline_predicted_ms']:.3f} -> {lat['predicted_ms']:.3f} ms" in capsys.readouterr().out
+
+
+def test_prune_refuses_bad_data_before_profiling_a_table(tmp_path, monkeypatch, capsys):
+    """A wrong --data path (or a class count the model cannot score) fails before a latency table
+    is profiled: where no table matched, `hwprune prune --budget 0.5x --data imagefolder:/nope`
+    profiled for minutes and only then said the folder did not exist."""
+    from hwprune.cli.main import main
+
+    monkeypatch.chdir(tmp_path)  # no latency_tables/ here: a budget run would profile one first
+    monkeypatch.setenv("HWPRUNE_CACHE", str(tmp_path / "cache"))
+    missing = tmp_path / "nope"
+    code = main(["prune", "--model", "tiny_resnet", "--input-size", "16", "--budget", "0.5x", "--strategy", "halp",
+                 "--data", f"imagefolder:{missing}", "--out", str(tmp_path / "o"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and str(missing) in err and "Traceback" not in err, err
+    assert "latency table" not in err and not (tmp_path / "latency_tables").exists()
+    assert not (tmp_path / "o").exists()

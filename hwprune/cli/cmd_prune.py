@@ -323,6 +323,8 @@ def run(args) -> int:
     check_output_dir(args.out)  # before the search, not after it
     loaded = load_from_args(args)
     size = args.input_size or loaded.input_size
+    # the data before the table: a wrong --data path or class count fails now, not after minutes of profiling
+    data, evaluator, eval_words = make_evaluation(args, loaded, size)
     table = args.table
     if any_latency and (hint := grid_hint(config.backend, config.align)):
         print(hint, file=sys.stderr)
@@ -344,7 +346,6 @@ def run(args) -> int:
         rc = recalibrate(loaded, table, threads=args.threads, input_size=args.input_size)
         print(f"latency table recalibrated ({rc['variants']} calibration variants, {rc['seconds']:.1f} s): unpruned "
               f"{rc['before']['full_ms']:.3f} -> {rc['after']['full_ms']:.3f} ms", file=sys.stderr)
-    data, evaluator, eval_words = make_evaluation(args, loaded, size)
     if evaluator is None and args.strategy in ("sensitivity", "netadapt", "amc", "evolution"):
         import torch
 
