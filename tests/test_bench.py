@@ -97,3 +97,43 @@ def test_bench_with_ort_spinning_times_one_session_at_a_time(tmp_path, cli):
     assert "spinning" in format_bench(res)
     with pytest.raises(ConfigError, match="ort-cpu"):
         BenchConfig(backend="torch-cpu", spinning=True)
+
+
+def test_cli_bench_times_exported_onnx_files_as_they_are(tmp_path, capsys):
+    """`hwprune bench --model a.onnx --model b.onnx`: the files `hwprune export` wrote (fp32 with a
+    dynamic batch, int8 QDQ) timed on ORT CPU side by side, per batch; bad files and mixed specs
+    are refused naming the file and the fix."""
+    from hwprune.cli.main import main
+
+    base, q8, static = tmp_path / "base.onnx", tmp_path / "q8.onnx", tmp_path / "static.onnx"
+    assert main(["export", "--model", "tiny_resnet", "--input-size", "32", "--dynamic-batch", "--out", str(base)]) == 0
+    assert main(["export", "--model", "tiny_resnet", "--input-size", "32", "--dynamic-batch", "--precision", "int8",
+                 "--calib-data", "synthetic", "--max-int8-drop", "100", "--out", str(q8)]) == 0
+    assert main(["export", "--model", "tiny_resnet", "--input-size", "32", "--out", str(static)]) == 0
+    capsys.readouterr()
+    out = tmp_path / "b.json"
+    assert main(["bench", "--model", str(base), "--model", str(q8), "--batch", "1,2", "--repeats", "3", "--warmup", "1",
+                 "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    res = json.loads(out.read_text())
+    assert res["files"][str(base)]["precision"] == "fp32" and res["files"][str(q8)]["precision"] == "int8 (QDQ)"
+    assert res["files"][str(base)]["input_shape"] == [2, 3, 32, 32]  # the last batch timed
+    assert [(r["model"], r["batch"]) for r in res["rows"]] == [(str(base), 1), (str(q8), 1), (str(base), 2), (str(q8), 2)]
+    for r in res["rows"]:
+        assert 0 < r["p10_ms"] <= r["median_ms"] <= r["p90_ms"]
+    for b in ("1", "2"):
+        a, q = (next(r for r in res["rows"] if r["model"] == m and str(r["batch"]) == b) for m in (str(base), str(q8)))
+        assert res["speedup"][b] == pytest.approx(a["median_ms"] / q["median_ms"])
+        assert res["speedup_p10"][b] == pytest.approx(a["p10_ms"] / q["p10_ms"])
+    assert "int8 (QDQ)" in text and "speedup of B over A" in text
+
+    (tmp_path / "junk.onnx").write_text("not a model")
+    for argv, says in ((["--model", str(static), "--batch", "2"], "export --dynamic-batch"),
+                       (["--model", str(static), "--input-size", "64"], "exported for 32x32"),
+                       (["--model", str(tmp_path / "none.onnx")], "does not exist"),
+                       (["--model", str(tmp_path / "junk.onnx")], "cannot load"),
+                       (["--model", str(base), "--model", "tiny_resnet"], "export the checkpoint first"),
+                       (["--model", str(base), "--int8"], "timed as they are")):
+        code = main(["bench", *argv, "--repeats", "3", "--warmup", "1"])
+        err = capsys.readouterr().err
+        assert code == 2 and says in err and "Traceback" not in err, (argv, err)

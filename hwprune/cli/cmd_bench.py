@@ -15,6 +15,7 @@ def register(sub) -> None:
                                    "with --table the table's prediction is shown next to the measurement.")
     p.add_argument("--model", action="append", required=True, metavar="SPEC",
                    help="model A (the reference), then optionally model B: a checkpoint, zoo or torchvision name; or "
+                        ".onnx files as `hwprune export` writes them (fp32 or int8), timed on ORT CPU as they are; or "
                         "two .pt2 AOTInductor packages (hwprune export --format aoti), timed on the device they "
                         "were compiled for")
     p.add_argument("--weights", action="append", default=[], metavar="FILE",
@@ -56,6 +57,23 @@ def run(args) -> int:
 
         res = bench_packages(args.model, threads=args.threads, warmup=args.warmup, repeats=args.repeats)
         print(format_package_bench(res))
+        if args.json:
+            write_json(args.json, res)
+            print(f"wrote {args.json}")
+        return 0
+    onnx_files = [spec.endswith(".onnx") for spec in args.model]
+    if any(onnx_files):  # exported files (hwprune export --format onnx [--precision int8]), timed as deployed
+        if not all(onnx_files):
+            raise ConfigError(f"bench times ONNX files against ONNX files ({', '.join(args.model)}): export the "
+                              "checkpoint first (`hwprune export --model CKPT --out B.onnx`) and bench the two files")
+        if args.backend != "ort-cpu" or args.precision != "fp32" or args.int8 or args.table or args.weights:
+            raise ConfigError("ONNX files are timed as they are, on ort-cpu: --backend, --precision, --int8, --table "
+                              "and --weights apply to checkpoints and model names (an int8 file is timed as int8)")
+        from ..onnx_bench import bench_onnx_files, format_onnx_bench
+
+        res = bench_onnx_files(args.model, threads=args.threads, batches=config.batches, warmup=args.warmup,
+                               repeats=args.repeats, spinning=args.ort_spinning, input_size=args.input_size)
+        print(format_onnx_bench(res))
         if args.json:
             write_json(args.json, res)
             print(f"wrote {args.json}")

@@ -1,0 +1,125 @@
+"""Side-by-side timing of exported ONNX files (``hwprune bench --model a.onnx --model b.onnx``).
+
+What ``hwprune export`` writes (fp32, or int8 QDQ with ``--precision int8``) is the deployable
+artefact; this times those files themselves on ONNX Runtime's CPU provider, with the session
+options latency tables and ``bench`` use (fixed intra-op threads, one inter-op thread, full graph
+optimisation; workers blocked between ops unless ``spinning``), repeats interleaved between the
+files so a noisy neighbour hits both alike. Torch-free: only onnx and onnxruntime."""
+from __future__ import annotations
+
+import os
+from typing import Optional, Sequence
+
+import numpy as np
+
+from .errors import ConfigError
+
+
+def _input_shape(path: str, sess, batch: int, input_size: Optional[int]) -> tuple[str, list[int]]:
+    """(name, shape) of the file's one image input at ``batch``; symbolic spatial dims take
+    ``input_size``. Errors name the file, the dimension and the fix."""
+    inputs = sess.get_inputs()
+    if len(inputs) != 1:
+        raise ConfigError(f"{path} has {len(inputs)} inputs ({', '.join(i.name for i in inputs)}); bench times "
+                          "image classifiers with one NCHW input, as `hwprune export` writes them")
+    inp = inputs[0]
+    shape = list(inp.shape)
+    if len(shape) != 4:
+        raise ConfigError(f"{path}: input {inp.name!r} has shape {shape}; bench needs one NCHW image input")
+    n = shape[0]
+    if isinstance(n, int) and n != batch:
+        raise ConfigError(f"{path} is exported for batch {n} only and --batch asks for {batch}: bench it with "
+                          f"--batch {n}, or export with `hwprune export --dynamic-batch`")
+    shape[0] = batch
+    for i in (2, 3):
+        if not isinstance(shape[i], int):
+            if input_size is None:
+                raise ConfigError(f"{path}: input {inp.name!r} has a symbolic size {shape[i]!r}; pass --input-size")
+            shape[i] = input_size
+        elif input_size is not None and shape[i] != input_size:
+            raise ConfigError(f"{path} is exported for {shape[2]}x{shape[3]} inputs and --input-size asks for "
+                              f"{input_size}: leave --input-size out, or export at that size")
+    if not isinstance(shape[1], int):
+        shape[1] = 3
+    return inp.name, shape
+
+
+def _precision(path: str) -> str:
+    import onnx
+
+    ops = {n.op_type for n in onnx.load(path, load_external_data=False).graph.node}
+    return "int8 (QDQ)" if "QuantizeLinear" in ops or "QLinearConv" in ops else "fp32"
+
+
+def bench_onnx_files(paths: Sequence[str], threads: int = 2, batches: Sequence[int] = (1,), warmup: int = 5,
+                     repeats: int = 20, spinning: bool = False, input_size: Optional[int] = None) -> dict:
+    """Latency of one or two ONNX files per batch size, measured side by side; with two,
+    ``speedup[batch]`` is the first's median over the second's (and ``speedup_p10``, the
+    statistic latency budgets use). ``spinning``: ORT's workers spin between ops (its default
+    session options); each repeat then runs in a fresh session, one alive at a time."""
+    from hwprune_deploy.ort import make_session
+    from hwprune_deploy.timing import Protocol, measure_interleaved, measure_interleaved_fresh
+
+    if not 1 <= len(paths) <= 2:
+        raise ConfigError(f"bench compares one or two ONNX files; got {len(paths)}")
+    for p in paths:
+        if not os.path.isfile(p):
+            raise ConfigError(f"ONNX file {p!r} does not exist (looked in {os.getcwd()}); write one with "
+                              "`hwprune export --format onnx --out FILE`")
+    labels = {}
+    for p in paths:
+        labels[p if p not in labels else f"{p} (B)"] = p
+    protocol = Protocol(warmup=warmup, repeats=repeats)
+
+    def session(path):
+        try:
+            return make_session(path, threads=threads, spinning=spinning, spin_between_runs=False)
+        except Exception as e:  # onnxruntime's own errors: InvalidProtobuf, NoSuchFile, Fail
+            raise ConfigError(f"ONNX Runtime cannot load {path}: {str(e).splitlines()[0][:300]}") from None
+
+    def runner(sess, feed):
+        return lambda: sess.run(None, feed)
+
+    rows, speedup, speedup_p10 = [], {}, {}
+    shapes = {}
+    for b in batches:
+        feeds, sessions = {}, {}
+        for label, p in labels.items():
+            sess = session(p)
+            name, shape = _input_shape(p, sess, b, input_size)
+            shapes[label] = shape
+            feeds[label] = {name: np.random.default_rng(0).standard_normal(shape).astype(np.float32)}
+            sessions[label] = sess
+        if spinning:  # spinning sessions must not be alive together: a fresh one per repeat
+            del sessions
+            timings = measure_interleaved_fresh({k: (lambda p=labels[k], f=feeds[k]: runner(session(p), f))
+                                                 for k in labels}, protocol)
+        else:
+            timings = measure_interleaved({k: runner(sessions[k], feeds[k]) for k in labels}, protocol)
+        for k, t in timings.items():
+            rows.append({"model": k, "batch": b, "median_ms": t.median_ms, "p10_ms": t.p10_ms, "p90_ms": t.p90_ms,
+                         "iqr_ms": t.iqr_ms, "throughput": 1000.0 * b / t.median_ms})
+        if len(timings) == 2:
+            (_, ta), (_, tb) = timings.items()
+            speedup[str(b)], speedup_p10[str(b)] = ta.median_ms / tb.median_ms, ta.p10_ms / tb.p10_ms
+    out = {"backend": "ort-cpu", "threads": threads, "spinning": spinning, "warmup": warmup, "repeats": repeats,
+           "files": {k: {"path": os.path.abspath(p), "precision": _precision(p), "input_shape": shapes[k]}
+                     for k, p in labels.items()},
+           "rows": rows}
+    if speedup:
+        out["speedup"], out["speedup_p10"] = speedup, speedup_p10
+    return out
+
+
+def format_onnx_bench(res: dict) -> str:
+    workers = "workers spinning" if res["spinning"] else "workers blocked"
+    lines = [f"ONNX files on ONNX Runtime CPU, {res['threads']} threads, {workers} "
+             f"({res['repeats']} interleaved repeats after {res['warmup']} warm-up):"]
+    for k, f in res["files"].items():
+        lines.append(f"  {k}: {f['precision']}, input {'x'.join(map(str, f['input_shape'][1:]))}")
+    for r in res["rows"]:
+        lines.append(f"  batch {r['batch']:>3}  {r['model']}: median {r['median_ms']:.3f} ms (p10 {r['p10_ms']:.3f}, "
+                     f"p90 {r['p90_ms']:.3f}), {r['throughput']:.1f} img/s")
+    for b, s in res.get("speedup", {}).items():
+        lines.append(f"  batch {b}: speedup of B over A {s:.2f}x by median ({res['speedup_p10'][b]:.2f}x by p10)")
+    return "\n".join(lines)
