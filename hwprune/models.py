@@ -70,6 +70,10 @@ def load_model(spec: str, weights: str | None = None, kwargs: dict[str, Any] | N
         if weights:
             load_state_dict_file(loaded.model, weights)
         return loaded
+    if spec.endswith((".onnx", ".pt2", ".engine")):  # an exported artefact: no PyTorch module to cut or rebuild
+        raise ModelLoadError(f"{spec!r} is an exported file, not a PyTorch model: prune, train and export start from "
+                             "the checkpoint or model it was exported from (e.g. OUT/pruned.pt); time exported files "
+                             "with `hwprune bench --model FILE` (.onnx and .pt2)")
     model, size = build_model(spec, kwargs)
     if weights:
         load_state_dict_file(model, weights)

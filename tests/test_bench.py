@@ -137,3 +137,7 @@ def test_cli_bench_times_exported_onnx_files_as_they_are(tmp_path, capsys):
         code = main(["bench", *argv, "--repeats", "3", "--warmup", "1"])
         err = capsys.readouterr().err
         assert code == 2 and says in err and "Traceback" not in err, (argv, err)
+    # an exported file where a PyTorch model is needed: said so, not 'unknown model'
+    assert main(["prune", "--model", str(base), "--ratio", "0.5", "--out", str(tmp_path / "p")]) == 2
+    err = capsys.readouterr().err
+    assert "is an exported file, not a PyTorch model" in err and "hwprune bench" in err
