@@ -1,10 +1,13 @@
 """``hwprune-deploy`` / ``python -m hwprune_deploy.cli``: the device-side runner (torch-free).
 
     hwprune-deploy measure bundle.zip --out result.json [--threads 2] [--backend ort-cpu|tensorrt|...]
+    hwprune-deploy bench base.onnx pruned.onnx [--batch 1,8] [--threads 2] [--spinning] [--json b.json]
 
 Measures every unit micro-model and full model in a bundle written by ``hwprune profile
 --bundle`` and writes the timings; back on the host, ``hwprune profile --from-bundle-result
-result.json`` turns them into a latency table. Needs numpy + onnxruntime (or tensorrt + pycuda).
+result.json`` turns them into a latency table. ``bench`` times one or two exported ONNX files
+(``hwprune export``, fp32 or int8) side by side on ONNX Runtime's CPU provider, as ``hwprune bench``
+does on the host. Needs numpy + onnxruntime (or tensorrt + pycuda).
 ``--backend`` takes any ONNX backend of the registry (:mod:`hwprune_deploy.backends`).
 """
 from __future__ import annotations
@@ -42,7 +45,19 @@ def main(argv=None) -> int:
     m.add_argument("--repeats", type=int, help="repeats per model (default: the house protocol)")
     m.add_argument("--min-repeat-ms", type=float, help="shortest repeat in ms (default: the house protocol)")
     m.add_argument("--no-progress", action="store_true")
+    b = sub.add_parser("bench", help="time one or two exported ONNX files side by side (ORT CPU)")
+    b.add_argument("files", nargs="+", metavar="FILE.onnx", help="model A (the reference), then optionally model B")
+    b.add_argument("--batch", default="1", help="comma-separated batch sizes, e.g. 1,8 (default 1)")
+    b.add_argument("--threads", type=int, default=2, help="intra-op threads (default 2)")
+    b.add_argument("--input-size", type=int, help="square input size, for files exported with symbolic sizes")
+    b.add_argument("--repeats", type=int, default=20, help="timed repeats per file and batch (default 20)")
+    b.add_argument("--warmup", type=int, default=5, help="warm-up calls (default 5)")
+    b.add_argument("--spinning", action="store_true",
+                   help="ORT's worker threads spin between ops (its default session options); default: blocked")
+    b.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     args = p.parse_args(argv)
+    if args.command == "bench":
+        return _bench(args)
     if args.command != "measure":
         p.print_help()
         return 0
@@ -66,6 +81,34 @@ def main(argv=None) -> int:
     write_json_atomic(args.out, res)
     print(f"measured {len(res['results'])} models in {res['seconds']:.1f} s -> {args.out}")
     print(f"read it back on the host: hwprune profile --from-bundle-result {args.out}")
+    return 0
+
+
+def _bench(args) -> int:
+    from .onnx_bench import OnnxBenchError, bench_onnx_files, format_onnx_bench
+
+    try:
+        batches = [int(v) for v in args.batch.split(",")]
+        if any(v < 1 for v in batches):
+            raise ValueError
+    except ValueError:
+        print(f"hwprune-deploy: error: --batch {args.batch!r} must be positive integers separated by commas, "
+              "e.g. 1,8", file=sys.stderr)
+        return 2
+    if args.repeats < 3 or args.warmup < 0 or args.threads < 1:
+        print(f"hwprune-deploy: error: --repeats {args.repeats} must be >= 3, --warmup {args.warmup} >= 0 and "
+              f"--threads {args.threads} >= 1", file=sys.stderr)
+        return 2
+    try:
+        res = bench_onnx_files(args.files, threads=args.threads, batches=batches, warmup=args.warmup,
+                               repeats=args.repeats, spinning=args.spinning, input_size=args.input_size)
+    except OnnxBenchError as e:
+        print(f"hwprune-deploy: error: {e}", file=sys.stderr)
+        return 2
+    print(format_onnx_bench(res))
+    if args.json:
+        write_json_atomic(args.json, res)
+        print(f"wrote {args.json}")
     return 0
 
 

@@ -61,3 +61,20 @@ def test_device_side_installs_without_torch_and_measures_a_bundle(tmp_path):
     # prediction at the floor can be off on a busy machine; its units are what the device measured)
     assert table.backend == "ort-cpu" and table.device["threads"] == 1
     assert 0 < cost.units_sum(small) < cost.units_sum({}) and cost.predict({}) > 0
+
+    # the same install times the files `hwprune export` writes, as `hwprune bench` does on the host
+    from hwprune.export import export_onnx
+
+    onnx_file = str(tmp_path / "tiny.onnx")
+    assert export_onnx(loaded.model, torch.randn(1, 3, 16, 16), onnx_file).ok
+    out = str(tmp_path / "bench.json")
+    r = _run([str(venv / "bin" / "hwprune-deploy"), "bench", onnx_file, onnx_file, "--threads", "1", "--repeats", "3",
+              "--warmup", "1", "--json", out], cwd=str(tmp_path))
+    with open(out) as f:
+        b = json.load(f)
+    assert [row["batch"] for row in b["rows"]] == [1, 1] and all(row["p10_ms"] > 0 for row in b["rows"])
+    assert b["files"][onnx_file]["input_shape"] == [1, 3, 16, 16] and "speedup of B over A" in r.stdout
+    assert b["files"][onnx_file]["precision"].startswith("unknown")  # no onnx package on the device: said so
+    bad = subprocess.run([str(venv / "bin" / "hwprune-deploy"), "bench", onnx_file, "--batch", "2"],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "--dynamic-batch" in bad.stderr and "Traceback" not in bad.stderr

@@ -69,10 +69,13 @@ def run(args) -> int:
         if args.backend != "ort-cpu" or args.precision != "fp32" or args.int8 or args.table or args.weights:
             raise ConfigError("ONNX files are timed as they are, on ort-cpu: --backend, --precision, --int8, --table "
                               "and --weights apply to checkpoints and model names (an int8 file is timed as int8)")
-        from ..onnx_bench import bench_onnx_files, format_onnx_bench
+        from hwprune_deploy.onnx_bench import OnnxBenchError, bench_onnx_files, format_onnx_bench
 
-        res = bench_onnx_files(args.model, threads=args.threads, batches=config.batches, warmup=args.warmup,
-                               repeats=args.repeats, spinning=args.ort_spinning, input_size=args.input_size)
+        try:
+            res = bench_onnx_files(args.model, threads=args.threads, batches=config.batches, warmup=args.warmup,
+                                   repeats=args.repeats, spinning=args.ort_spinning, input_size=args.input_size)
+        except OnnxBenchError as e:
+            raise ConfigError(str(e)) from None
         print(format_onnx_bench(res))
         if args.json:
             write_json(args.json, res)

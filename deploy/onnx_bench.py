@@ -1,10 +1,12 @@
-"""Side-by-side timing of exported ONNX files (``hwprune bench --model a.onnx --model b.onnx``).
+"""Side-by-side timing of exported ONNX files (``hwprune bench --model a.onnx --model b.onnx`` on
+the host, ``hwprune-deploy bench a.onnx b.onnx`` on a device without PyTorch).
 
 What ``hwprune export`` writes (fp32, or int8 QDQ with ``--precision int8``) is the deployable
 artefact; this times those files themselves on ONNX Runtime's CPU provider, with the session
 options latency tables and ``bench`` use (fixed intra-op threads, one inter-op thread, full graph
 optimisation; workers blocked between ops unless ``spinning``), repeats interleaved between the
-files so a noisy neighbour hits both alike. Torch-free: only onnx and onnxruntime."""
+files so a noisy neighbour hits both alike. Torch-free: numpy and onnxruntime (onnx, where
+installed, only to say whether a file is int8)."""
 from __future__ import annotations
 
 import os
@@ -12,7 +14,10 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from .errors import ConfigError
+
+
+class OnnxBenchError(ValueError):
+    """A file or setting bench cannot time; the message names the file and the fix."""
 
 
 def _input_shape(path: str, sess, batch: int, input_size: Optional[int]) -> tuple[str, list[int]]:
@@ -20,24 +25,24 @@ def _input_shape(path: str, sess, batch: int, input_size: Optional[int]) -> tupl
     ``input_size``. Errors name the file, the dimension and the fix."""
     inputs = sess.get_inputs()
     if len(inputs) != 1:
-        raise ConfigError(f"{path} has {len(inputs)} inputs ({', '.join(i.name for i in inputs)}); bench times "
+        raise OnnxBenchError(f"{path} has {len(inputs)} inputs ({', '.join(i.name for i in inputs)}); bench times "
                           "image classifiers with one NCHW input, as `hwprune export` writes them")
     inp = inputs[0]
     shape = list(inp.shape)
     if len(shape) != 4:
-        raise ConfigError(f"{path}: input {inp.name!r} has shape {shape}; bench needs one NCHW image input")
+        raise OnnxBenchError(f"{path}: input {inp.name!r} has shape {shape}; bench needs one NCHW image input")
     n = shape[0]
     if isinstance(n, int) and n != batch:
-        raise ConfigError(f"{path} is exported for batch {n} only and --batch asks for {batch}: bench it with "
+        raise OnnxBenchError(f"{path} is exported for batch {n} only and --batch asks for {batch}: bench it with "
                           f"--batch {n}, or export with `hwprune export --dynamic-batch`")
     shape[0] = batch
     for i in (2, 3):
         if not isinstance(shape[i], int):
             if input_size is None:
-                raise ConfigError(f"{path}: input {inp.name!r} has a symbolic size {shape[i]!r}; pass --input-size")
+                raise OnnxBenchError(f"{path}: input {inp.name!r} has a symbolic size {shape[i]!r}; pass --input-size")
             shape[i] = input_size
         elif input_size is not None and shape[i] != input_size:
-            raise ConfigError(f"{path} is exported for {shape[2]}x{shape[3]} inputs and --input-size asks for "
+            raise OnnxBenchError(f"{path} is exported for {shape[2]}x{shape[3]} inputs and --input-size asks for "
                               f"{input_size}: leave --input-size out, or export at that size")
     if not isinstance(shape[1], int):
         shape[1] = 3
@@ -45,8 +50,10 @@ def _input_shape(path: str, sess, batch: int, input_size: Optional[int]) -> tupl
 
 
 def _precision(path: str) -> str:
-    import onnx
-
+    try:
+        import onnx
+    except ImportError:  # the device side without the int8 extra
+        return "unknown (pip install onnx to tell)"
     ops = {n.op_type for n in onnx.load(path, load_external_data=False).graph.node}
     return "int8 (QDQ)" if "QuantizeLinear" in ops or "QLinearConv" in ops else "fp32"
 
@@ -57,14 +64,14 @@ def bench_onnx_files(paths: Sequence[str], threads: int = 2, batches: Sequence[i
     ``speedup[batch]`` is the first's median over the second's (and ``speedup_p10``, the
     statistic latency budgets use). ``spinning``: ORT's workers spin between ops (its default
     session options); each repeat then runs in a fresh session, one alive at a time."""
-    from hwprune_deploy.ort import make_session
-    from hwprune_deploy.timing import Protocol, measure_interleaved, measure_interleaved_fresh
+    from .ort import make_session
+    from .timing import Protocol, measure_interleaved, measure_interleaved_fresh
 
     if not 1 <= len(paths) <= 2:
-        raise ConfigError(f"bench compares one or two ONNX files; got {len(paths)}")
+        raise OnnxBenchError(f"bench compares one or two ONNX files; got {len(paths)}")
     for p in paths:
         if not os.path.isfile(p):
-            raise ConfigError(f"ONNX file {p!r} does not exist (looked in {os.getcwd()}); write one with "
+            raise OnnxBenchError(f"ONNX file {p!r} does not exist (looked in {os.getcwd()}); write one with "
                               "`hwprune export --format onnx --out FILE`")
     labels = {}
     for p in paths:
@@ -75,7 +82,7 @@ def bench_onnx_files(paths: Sequence[str], threads: int = 2, batches: Sequence[i
         try:
             return make_session(path, threads=threads, spinning=spinning, spin_between_runs=False)
         except Exception as e:  # onnxruntime's own errors: InvalidProtobuf, NoSuchFile, Fail
-            raise ConfigError(f"ONNX Runtime cannot load {path}: {str(e).splitlines()[0][:300]}") from None
+            raise OnnxBenchError(f"ONNX Runtime cannot load {path}: {str(e).splitlines()[0][:300]}") from None
 
     def runner(sess, feed):
         return lambda: sess.run(None, feed)
