@@ -115,6 +115,11 @@ def bench_onnx_files(paths: Sequence[str], threads: int = 2, batches: Sequence[i
            "rows": rows}
     if speedup:
         out["speedup"], out["speedup_p10"] = speedup, speedup_p10
+    in_shapes = {k: tuple(v[1:]) for k, v in shapes.items()}
+    if len(set(in_shapes.values())) > 1:
+        (a, sa), (b, sb) = in_shapes.items()
+        out["note"] = (f"the files take different inputs ({'x'.join(map(str, sa))} and {'x'.join(map(str, sb))}): "
+                       "the speedup compares different work")
     return out
 
 
@@ -129,4 +134,6 @@ def format_onnx_bench(res: dict) -> str:
                      f"p90 {r['p90_ms']:.3f}), {r['throughput']:.1f} img/s")
     for b, s in res.get("speedup", {}).items():
         lines.append(f"  batch {b}: speedup of B over A {s:.2f}x by median ({res['speedup_p10'][b]:.2f}x by p10)")
+    if res.get("note"):
+        lines.append(f"  note: {res['note']}")
     return "\n".join(lines)

@@ -125,7 +125,14 @@ def test_cli_bench_times_exported_onnx_files_as_they_are(tmp_path, capsys):
         a, q = (next(r for r in res["rows"] if r["model"] == m and str(r["batch"]) == b) for m in (str(base), str(q8)))
         assert res["speedup"][b] == pytest.approx(a["median_ms"] / q["median_ms"])
         assert res["speedup_p10"][b] == pytest.approx(a["p10_ms"] / q["p10_ms"])
-    assert "int8 (QDQ)" in text and "speedup of B over A" in text
+    assert "int8 (QDQ)" in text and "speedup of B over A" in text and "note:" not in text
+
+    # export says how to time what it wrote; files of different input sizes are benched with a note
+    big = tmp_path / "big.onnx"
+    assert main(["export", "--model", "tiny_resnet", "--input-size", "48", "--out", str(big)]) == 0
+    assert f"time it: hwprune bench --model {big}" in capsys.readouterr().out
+    assert main(["bench", "--model", str(static), "--model", str(big), "--repeats", "3", "--warmup", "1"]) == 0
+    assert "note: the files take different inputs (3x32x32 and 3x48x48)" in capsys.readouterr().out
 
     (tmp_path / "junk.onnx").write_text("not a model")
     for argv, says in ((["--model", str(static), "--batch", "2"], "export --dynamic-batch"),

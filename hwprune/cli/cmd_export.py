@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 
 from ..defaults import DEFAULT_ATOL, DEFAULT_RTOL, VACUOUS_FACTOR
 from .common import add_model_args, load_from_args
@@ -101,4 +102,6 @@ def run(args) -> int:
               f"conv/matmul weights ({sp['sparse_layers']} layers of the model are masked)")
     extra = f" (+ {result.onnx_path})" if result.onnx_path else ""
     print(f"wrote {result.path}{extra}")
+    if str(result.path).endswith((".onnx", ".pt2")):  # the next step: time the file as deployed
+        print(f"time it: hwprune bench --model {shlex.quote(str(result.path))}")
     return 0
