@@ -61,8 +61,9 @@ def _precision(path: str) -> str:
 def bench_onnx_files(paths: Sequence[str], threads: int = 2, batches: Sequence[int] = (1,), warmup: int = 5,
                      repeats: int = 20, spinning: bool = False, input_size: Optional[int] = None) -> dict:
     """Latency of one or two ONNX files per batch size, measured side by side; with two,
-    ``speedup[batch]`` is the first's median over the second's (and ``speedup_p10``, the
-    statistic latency budgets use). ``spinning``: ORT's workers spin between ops (its default
+    ``speedup[batch]`` is the first's p10 over the second's (the statistic latency budgets use,
+    here from one interleaved run, not the closed loop's several passes) and ``speedup_median``
+    the same by median, as ``hwprune bench`` names them. ``spinning``: ORT's workers spin between ops (its default
     session options); each repeat then runs in a fresh session, one alive at a time."""
     from .ort import make_session
     from .timing import Protocol, measure_interleaved, measure_interleaved_fresh
@@ -87,7 +88,7 @@ def bench_onnx_files(paths: Sequence[str], threads: int = 2, batches: Sequence[i
     def runner(sess, feed):
         return lambda: sess.run(None, feed)
 
-    rows, speedup, speedup_p10 = [], {}, {}
+    rows, speedup, speedup_median = [], {}, {}
     shapes = {}
     for b in batches:
         feeds, sessions = {}, {}
@@ -108,13 +109,13 @@ def bench_onnx_files(paths: Sequence[str], threads: int = 2, batches: Sequence[i
                          "iqr_ms": t.iqr_ms, "throughput": 1000.0 * b / t.median_ms})
         if len(timings) == 2:
             (_, ta), (_, tb) = timings.items()
-            speedup[str(b)], speedup_p10[str(b)] = ta.median_ms / tb.median_ms, ta.p10_ms / tb.p10_ms
+            speedup[str(b)], speedup_median[str(b)] = ta.p10_ms / tb.p10_ms, ta.median_ms / tb.median_ms
     out = {"backend": "ort-cpu", "threads": threads, "spinning": spinning, "warmup": warmup, "repeats": repeats,
            "files": {k: {"path": os.path.abspath(p), "precision": _precision(p), "input_shape": shapes[k]}
                      for k, p in labels.items()},
            "rows": rows}
     if speedup:
-        out["speedup"], out["speedup_p10"] = speedup, speedup_p10
+        out["speedup"], out["speedup_median"] = speedup, speedup_median
     in_shapes = {k: tuple(v[1:]) for k, v in shapes.items()}
     if len(set(in_shapes.values())) > 1:
         (a, sa), (b, sb) = in_shapes.items()
@@ -133,7 +134,7 @@ def format_onnx_bench(res: dict) -> str:
         lines.append(f"  batch {r['batch']:>3}  {r['model']}: median {r['median_ms']:.3f} ms (p10 {r['p10_ms']:.3f}, "
                      f"p90 {r['p90_ms']:.3f}), {r['throughput']:.1f} img/s")
     for b, s in res.get("speedup", {}).items():
-        lines.append(f"  batch {b}: speedup of B over A {s:.2f}x by median ({res['speedup_p10'][b]:.2f}x by p10)")
+        lines.append(f"  batch {b}: speedup of B over A {s:.2f}x by p10 ({res['speedup_median'][b]:.2f}x by median)")
     if res.get("note"):
         lines.append(f"  note: {res['note']}")
     return "\n".join(lines)
