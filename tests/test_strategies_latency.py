@@ -153,7 +153,12 @@ def test_closed_loop_spends_a_budget_the_table_wasted(resnet18, tmp_path):
     assert lat["met_budget"], res.report["verdict"]  # never a miss handed back for a met result
     kept = [int(step["note"].rsplit(" ", 1)[1]) for step in loop if "kept round" in step.get("note", "")]
     if not kept:
-        assert lat["measured_ms"] / lat["baseline_ms"] > first["measured_ms"] / first["baseline_ms"], loop
+        # the plan that came back is wider than the first: by the table (deterministic for uniform), and by
+        # measurement within the stopwatch's noise -- a clean-clone CI run (2026-12-03, resnet18 read at 31-33
+        # ms, 4x the table) measured the first plan at 0.358x, two wider ones at 0.44x and the wider final
+        # one at 0.355x: the ratio of one reading moves by several % with the machine's state
+        assert res.report["cost"]["predicted"] > first["predicted"], loop
+        assert lat["measured_ms"] / lat["baseline_ms"] > 0.95 * first["measured_ms"] / first["baseline_ms"], loop
     else:  # a busy machine (CI read resnet18 at 44 ms, 5x the table) shifted the ratios and a looser plan
         # missed: the last result that met comes back, as measured (the rule itself: the logic tests)
         # (the kept round is the last that met: a halfway re-search may sit between it and the last,
