@@ -85,24 +85,14 @@ def main(argv=None) -> int:
 
 
 def _bench(args) -> int:
-    from .onnx_bench import OnnxBenchError, bench_onnx_files, format_onnx_bench
+    from .onnx_bench import bench_onnx_files, format_onnx_bench
+    from .timing import parse_batches
 
-    try:
-        batches = [int(v) for v in args.batch.split(",")]
-        if any(v < 1 for v in batches):
-            raise ValueError
-    except ValueError:
-        print(f"hwprune-deploy: error: --batch {args.batch!r} must be positive integers separated by commas, "
-              "e.g. 1,8", file=sys.stderr)
-        return 2
-    if args.repeats < 3 or args.warmup < 0 or args.threads < 1:
-        print(f"hwprune-deploy: error: --repeats {args.repeats} must be >= 3, --warmup {args.warmup} >= 0 and "
-              f"--threads {args.threads} >= 1", file=sys.stderr)
-        return 2
-    try:
-        res = bench_onnx_files(args.files, threads=args.threads, batches=batches, warmup=args.warmup,
-                               repeats=args.repeats, spinning=args.spinning, input_size=args.input_size)
-    except OnnxBenchError as e:
+    try:  # OnnxBenchError and a bad batch list are ValueErrors that name the value and the fix
+        res = bench_onnx_files(args.files, threads=args.threads, batches=parse_batches(args.batch),
+                               warmup=args.warmup, repeats=args.repeats, spinning=args.spinning,
+                               input_size=args.input_size)
+    except ValueError as e:
         print(f"hwprune-deploy: error: {e}", file=sys.stderr)
         return 2
     print(format_onnx_bench(res))

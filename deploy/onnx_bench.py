@@ -15,7 +15,6 @@ from typing import Optional, Sequence
 import numpy as np
 
 
-
 class OnnxBenchError(ValueError):
     """A file or setting bench cannot time; the message names the file and the fix."""
 
@@ -26,7 +25,7 @@ def _input_shape(path: str, sess, batch: int, input_size: Optional[int]) -> tupl
     inputs = sess.get_inputs()
     if len(inputs) != 1:
         raise OnnxBenchError(f"{path} has {len(inputs)} inputs ({', '.join(i.name for i in inputs)}); bench times "
-                          "image classifiers with one NCHW input, as `hwprune export` writes them")
+                             "image classifiers with one NCHW input, as `hwprune export` writes them")
     inp = inputs[0]
     shape = list(inp.shape)
     if len(shape) != 4:
@@ -34,7 +33,7 @@ def _input_shape(path: str, sess, batch: int, input_size: Optional[int]) -> tupl
     n = shape[0]
     if isinstance(n, int) and n != batch:
         raise OnnxBenchError(f"{path} is exported for batch {n} only and --batch asks for {batch}: bench it with "
-                          f"--batch {n}, or export with `hwprune export --dynamic-batch`")
+                             f"--batch {n}, or export with `hwprune export --dynamic-batch`")
     shape[0] = batch
     for i in (2, 3):
         if not isinstance(shape[i], int):
@@ -43,7 +42,7 @@ def _input_shape(path: str, sess, batch: int, input_size: Optional[int]) -> tupl
             shape[i] = input_size
         elif input_size is not None and shape[i] != input_size:
             raise OnnxBenchError(f"{path} is exported for {shape[2]}x{shape[3]} inputs and --input-size asks for "
-                              f"{input_size}: leave --input-size out, or export at that size")
+                                 f"{input_size}: leave --input-size out, or export at that size")
     if not isinstance(shape[1], int):
         shape[1] = 3
     return inp.name, shape
@@ -70,37 +69,40 @@ def bench_onnx_files(paths: Sequence[str], threads: int = 2, batches: Sequence[i
 
     if not 1 <= len(paths) <= 2:
         raise OnnxBenchError(f"bench compares one or two ONNX files; got {len(paths)}")
+    if repeats < 3 or warmup < 0 or threads < 1 or not batches or min(batches) < 1:
+        raise OnnxBenchError(f"repeats {repeats} must be >= 3, warmup {warmup} >= 0, threads {threads} >= 1 and "
+                             f"every batch in {list(batches)} >= 1")
     for p in paths:
         if not os.path.isfile(p):
             raise OnnxBenchError(f"ONNX file {p!r} does not exist (looked in {os.getcwd()}); write one with "
-                              "`hwprune export --format onnx --out FILE`")
+                                 "`hwprune export --format onnx --out FILE`")
     labels = {}
     for p in paths:
         labels[p if p not in labels else f"{p} (B)"] = p
     protocol = Protocol(warmup=warmup, repeats=repeats)
 
-    def session(path):
+    def session(path, spin: bool):
         try:
-            return make_session(path, threads=threads, spinning=spinning, spin_between_runs=False)
+            return make_session(path, threads=threads, spinning=spin, spin_between_runs=False)
         except Exception as e:  # onnxruntime's own errors: InvalidProtobuf, NoSuchFile, Fail
             raise OnnxBenchError(f"ONNX Runtime cannot load {path}: {str(e).splitlines()[0][:300]}") from None
 
     def runner(sess, feed):
         return lambda: sess.run(None, feed)
 
+    # each file loaded once, workers blocked: the timed sessions or, with spinning, only where the
+    # input shapes are read (spinning sessions must not be alive together: those are made fresh)
+    sessions = {label: session(p, False) for label, p in labels.items()}
     rows, speedup, speedup_median = [], {}, {}
     shapes = {}
     for b in batches:
-        feeds, sessions = {}, {}
+        feeds = {}
         for label, p in labels.items():
-            sess = session(p)
-            name, shape = _input_shape(p, sess, b, input_size)
+            name, shape = _input_shape(p, sessions[label], b, input_size)
             shapes[label] = shape
             feeds[label] = {name: np.random.default_rng(0).standard_normal(shape).astype(np.float32)}
-            sessions[label] = sess
-        if spinning:  # spinning sessions must not be alive together: a fresh one per repeat
-            del sessions
-            timings = measure_interleaved_fresh({k: (lambda p=labels[k], f=feeds[k]: runner(session(p), f))
+        if spinning:  # a fresh spinning session per repeat, one alive at a time
+            timings = measure_interleaved_fresh({k: (lambda p=labels[k], f=feeds[k]: runner(session(p, True), f))
                                                  for k in labels}, protocol)
         else:
             timings = measure_interleaved({k: runner(sessions[k], feeds[k]) for k in labels}, protocol)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -110,3 +110,29 @@ def measure_interleaved_fresh(makers: dict[str, Callable[[], Callable[[], object
             samples[name].append(_repeat_ms(fn, inners[name]))
             del fn
     return _timings(samples, inners)
+
+
+def parse_batches(spec: "str | Sequence[int] | int") -> tuple[int, ...]:
+    """'1,8,32' -> (1, 8, 32), duplicates dropped; a non-integer or non-positive entry is a
+    ValueError naming it (``hwprune.bench.parse_batches`` raises it as a ConfigError)."""
+    if isinstance(spec, int):
+        items = [spec]
+    elif isinstance(spec, str):
+        items = [s.strip() for s in spec.split(",")]
+    else:
+        items = list(spec)
+    out = []
+    for s in items:
+        try:
+            if isinstance(s, float) or (isinstance(s, str) and not s.lstrip("+").isdigit()):
+                raise ValueError
+            b = int(s)
+        except (TypeError, ValueError):
+            raise ValueError(f"batch size {s!r} in batch list {spec!r} is not an integer; "
+                             "give comma-separated positive integers, e.g. --batch 1,8,32") from None
+        if b < 1:
+            raise ValueError(f"batch size {b} in batch list {spec!r} must be >= 1")
+        out.append(b)
+    if not out:
+        raise ValueError(f"batch list {spec!r} is empty; e.g. --batch 1,8,32")
+    return tuple(dict.fromkeys(out))

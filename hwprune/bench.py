@@ -20,7 +20,7 @@ from typing import Any, Mapping, Optional, Sequence
 import torch
 
 from hwprune_deploy.runner import STATISTIC, timing_ms as budget_ms
-from hwprune_deploy.timing import Protocol, Timing
+from hwprune_deploy.timing import Protocol, Timing, parse_batches as _parse_batches
 from hwprune_deploy.progress import bar as progress_bar
 
 from .backends import check_backend_name, check_ort_spinning, get_backend
@@ -36,28 +36,12 @@ BUDGET_STATISTIC = (f"{STATISTIC} of repeats, timed side by side with the refere
 
 
 def parse_batches(spec: str | Sequence[int] | int) -> tuple[int, ...]:
-    """'1,8,32' -> (1, 8, 32); a non-integer or non-positive entry is a ConfigError naming it."""
-    if isinstance(spec, int):
-        items = [spec]
-    elif isinstance(spec, str):
-        items = [s.strip() for s in spec.split(",")]
-    else:
-        items = list(spec)
-    out = []
-    for s in items:
-        try:
-            if isinstance(s, float) or (isinstance(s, str) and not s.lstrip("+").isdigit()):
-                raise ValueError
-            b = int(s)
-        except (TypeError, ValueError):
-            raise ConfigError(f"batch size {s!r} in batch list {spec!r} is not an integer; "
-                              "give comma-separated positive integers, e.g. --batch 1,8,32") from None
-        if b < 1:
-            raise ConfigError(f"batch size {b} in batch list {spec!r} must be >= 1")
-        out.append(b)
-    if not out:
-        raise ConfigError(f"batch list {spec!r} is empty; e.g. --batch 1,8,32")
-    return tuple(dict.fromkeys(out))
+    """'1,8,32' -> (1, 8, 32); a non-integer or non-positive entry is a ConfigError naming it
+    (the device side's parser, :func:`hwprune_deploy.timing.parse_batches`)."""
+    try:
+        return _parse_batches(spec)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 @dataclass

@@ -56,11 +56,7 @@ def run(args) -> int:
         from ..aoti_bench import bench_packages, format_package_bench
 
         res = bench_packages(args.model, threads=args.threads, warmup=args.warmup, repeats=args.repeats)
-        print(format_package_bench(res))
-        if args.json:
-            write_json(args.json, res)
-            print(f"wrote {args.json}")
-        return 0
+        return _show(format_package_bench(res), res, args.json)
     onnx_files = [spec.endswith(".onnx") for spec in args.model]
     if any(onnx_files):  # exported files (hwprune export --format onnx [--precision int8]), timed as deployed
         if not all(onnx_files):
@@ -76,18 +72,19 @@ def run(args) -> int:
                                    repeats=args.repeats, spinning=args.ort_spinning, input_size=args.input_size)
         except OnnxBenchError as e:
             raise ConfigError(str(e)) from None
-        print(format_onnx_bench(res))
-        if args.json:
-            write_json(args.json, res)
-            print(f"wrote {args.json}")
-        return 0
+        return _show(format_onnx_bench(res), res, args.json)
     models = {}
     for i, spec in enumerate(args.model):
         label = spec if spec not in models else f"{spec} ({'AB'[i]})"
         models[label] = load_model(spec, weights=args.weights[i] if i < len(args.weights) else None)
     res = bench(models, config, table=args.table)
-    print(format_bench(res))
-    if args.json:
-        write_json(args.json, res)
-        print(f"wrote {args.json}")
+    return _show(format_bench(res), res, args.json)
+
+
+def _show(text: str, res: dict, json_path) -> int:
+    """Print a bench's table and, with --json, write its results."""
+    print(text)
+    if json_path:
+        write_json(json_path, res)
+        print(f"wrote {json_path}")
     return 0
