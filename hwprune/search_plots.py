@@ -14,6 +14,17 @@ def _plt():
     return plt
 
 
+def save_figure(fig, path: str) -> str:
+    """Lay out, write (making the folder) and close a figure; returns ``path``."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def plot_width_profile(report: dict[str, Any], path: str) -> str:
     """Kept fraction per channel group in graph order (as in the Fisher-pruning paper's figure)."""
     plt = _plt()
@@ -26,11 +37,7 @@ def plot_width_profile(report: dict[str, Any], path: str) -> str:
     ax.set_ylabel("kept fraction of channels")
     b = report.get("budget") or {}
     ax.set_title(f"{report.get('strategy')} @ {b.get('text', report['config'].get('ratio'))}: width profile")
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_pareto(pareto: dict[str, Any], path: str) -> str:
@@ -47,8 +54,4 @@ def plot_pareto(pareto: dict[str, Any], path: str) -> str:
     ax.set_xlabel(f"predicted {unit}")
     ax.set_ylabel("accuracy (after reconstruction)" if pareto.get("reconstruct") else "accuracy")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -3,7 +3,8 @@ example cannot silently go stale: each is parsed by the real CLI parser, and eac
 code block (and each --help example) is run in order, on small settings, from a scratch folder
 that holds a small latency table, image folders for /data/..., and the user package the README
 names. Only the sizes change (model -> tiny_resnet_synthetic at 16 px, --quick, fewer samples,
-batches and epochs); flags, verbs and file paths are the documented ones."""
+batches and epochs; `siblings` keeps its torchvision model, at 64 px, and its family's candidates);
+flags, verbs and file paths are the documented ones."""
 from __future__ import annotations
 
 import glob
@@ -75,6 +76,20 @@ def help_examples() -> list[str]:
     return out
 
 
+def help_example_lists() -> list[str]:
+    """The commands listed under an ``examples:`` heading of a command's --help epilog: parsed by
+    the test below (flags and values must be the command's own), not run (``--help`` examples
+    given as ``Example: ...`` are run, in the same order as a document's)."""
+    out = []
+    for p in _subparsers()[1].values():
+        block = (p.epilog or "").partition("examples:\n")[2]
+        for line in block.splitlines():
+            if not line.startswith("  hwprune "):
+                break
+            out.append(_clean(line.split(" #")[0]))
+    return out
+
+
 def _subparsers():
     parser = build_parser()
     return parser, next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction").choices
@@ -105,6 +120,12 @@ def test_every_documented_command_parses():
     for cmd in help_examples():
         parser.parse_args(shlex.split(cmd)[1:])
         seen += 1
+    listed = help_example_lists()
+    assert len(listed) >= 8, listed  # train, baseline and siblings list theirs
+    for cmd in listed:
+        if "..." not in cmd:
+            parser.parse_args(shlex.split(cmd)[1:])
+            seen += 1
     assert seen >= 15
 
 
@@ -124,8 +145,15 @@ def smallen(cmd: str, scratch: str) -> list[str]:
     verb = argv[0]
     models = [i + 1 for i, a in enumerate(argv) if a == "--model"]
     for i in models:
+        if verb == "siblings":  # a torchvision name stays (its family is the point): smaller inputs, fewer candidates
+            break
         if not argv[i].endswith((".pt", ".pt2", ".onnx")) and ":" not in argv[i]:  # a zoo name; a file stays
             argv[i] = SMALL_MODEL
+    if verb == "siblings":
+        _set(argv, "--input-size", "64")
+        _set(argv, "--scope", "family", add=False)  # every torchvision classifier -> its family's
+        _set(argv, "--repeats", "3")
+        _set(argv, "--warmup", "1")
     if verb in ("profile", "validate", "prune", "run", "bench") or (verb == "inspect" and models):
         _set(argv, "--input-size", SIZE)
     if verb in ("profile", "run"):

@@ -22,6 +22,7 @@ SUMMARIES = {
     "baseline": "unstructured accuracy baselines: magnitude pruning, lottery ticket (dense shapes, no speedup)",
     "export": "export ONNX / TensorRT engines with a parity check",
     "bench": "measure latency and throughput side by side",
+    "siblings": "the family's smaller stock models at your latency, measured, with their published top-1",
     "run": "profile, prune, export, bench and report in one go",
 }
 COMMANDS = list(SUMMARIES)
