@@ -39,6 +39,30 @@ class Timing:
         return asdict(self)
 
 
+#: default number of full passes over the models when a whole model's latency is checked
+#: (``hwprune.latency.measure.Measurer.models``, ONNX-file bench)
+MODEL_PASSES = 4
+#: a model faster than this (ms, the p10 of its fastest half of passes) ...
+FAST_MS = 4.0
+#: ... gets this many passes in all: a 2 ms model's readings move far more with the machine's state
+FAST_PASSES = 8
+
+
+def mean_timing(*ts: Timing) -> Timing:
+    """Readings of one model pooled field by field (their repeats add up)."""
+    n = len(ts)
+    return Timing(sum(t.median_ms for t in ts) / n, sum(t.p10_ms for t in ts) / n, sum(t.p90_ms for t in ts) / n,
+                  sum(t.iqr_ms for t in ts) / n, sum(t.repeats for t in ts), ts[0].inner)
+
+
+def fastest_half(history: Sequence[Timing]) -> Timing:
+    """The mean of the fastest half of a model's passes (by p10, the statistic latency budgets
+    use; at least two), field by field: the two fastest of 2-5 passes, 3 of 6, 4 of 8. One pass
+    is returned as it is. Why this estimator: ``hwprune.latency.measure.Measurer.models``."""
+    v = sorted(history, key=lambda t: t.p10_ms)
+    return v[0] if len(v) == 1 else mean_timing(*v[:max(2, len(v) // 2)])
+
+
 def summarize_ms(samples_ms) -> Timing:
     a = np.asarray(samples_ms, dtype=float)
     q10, q25, q50, q75, q90 = np.percentile(a, [10, 25, 50, 75, 90])

@@ -170,13 +170,6 @@ def test_closed_loop_spends_a_budget_the_table_wasted(resnet18, tmp_path):
         assert res.report["cost"]["final_target"] == pytest.approx(res.report["cost"]["target"])
     else:
         assert res.report["cost"]["final_target"] > res.report["cost"]["target"]
-    # the same table with the band at 0: the first result is kept
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        once = prune(loaded, PruneConfig(strategy="uniform", budget="0.5x", progress=False, align=16, backend="ort-cpu",
-                                         threads=2, closed_loop_rounds=3, spend_band=0.0),
-                     table=_scaled_table(tmp_path, 1.6))
-    assert len(once.report["closed_loop"]) == 1 and once.report["latency"]["met_budget"]
 
 
 def test_prune_and_run_exit_3_when_the_budget_is_missed(setup, tmp_path, cli):
@@ -277,6 +270,10 @@ def test_closed_loop_loosens_a_result_far_under_and_keeps_the_last_that_met(setu
     assert loop[1]["target"] == pytest.approx(min(res.report["cost"]["baseline"],
                                                   max(loop[0]["target"], loop[0]["predicted"]) * aim / (0.75 * 0.7)))
     assert lat["met_budget"] and lat["measured_ms"] >= loop[0]["measured_ms"]
+    # the band at 0 (--spend-band 0): the first result, far under, is kept as it is
+    res, calls = _prune_on(setup, monkeypatch, "0.75x", first_over=0.7, spend_band=0.0)
+    assert len(res.report["closed_loop"]) == len(calls) == 1 and res.report["latency"]["met_budget"]
+    assert res.report["cost"]["final_target"] == res.report["cost"]["target"]
 
     seq = []
 

@@ -18,19 +18,16 @@ import numpy as np
 import torch
 
 from hwprune_deploy.runner import MODEL_PROTOCOL, UNIT_PROTOCOL, measure_onnx_set, timing_ms
-from hwprune_deploy.timing import Protocol, Timing, measure, measure_interleaved
+from hwprune_deploy.timing import (FAST_MS, FAST_PASSES, MODEL_PASSES, Protocol, Timing, fastest_half, mean_timing,
+                                   measure, measure_interleaved)
 
 from ..backends import check_ort_spinning, get_backend
 from ..errors import ConfigError
 from .micro import overhead_onnx, unit_onnx, unit_module
 from .units import UnitFamily
 
-#: default number of full passes over the models in :meth:`Measurer.models`
-MODEL_PASSES = 4
-#: a model faster than this (ms, the protocol statistic of its fastest half of passes) ...
-FAST_MS = 4.0
-#: ... gets this many passes in all (see :meth:`Measurer.models`)
-FAST_PASSES = 8
+# MODEL_PASSES, FAST_MS, FAST_PASSES, fastest_half and mean_timing (imported above, used and
+# re-exported here) live in hwprune_deploy.timing, so the device side's ONNX-file bench uses them too
 
 
 def model_passes(passes: Optional[int]) -> int:
@@ -364,14 +361,6 @@ def two_fastest(history: list[Timing]) -> Timing:
     return v[0] if len(v) == 1 else mean_timing(*v)
 
 
-def fastest_half(history: list[Timing]) -> Timing:
-    """The mean of the fastest half of the passes (by the protocol statistic; at least two),
-    field by field: :func:`two_fastest` for 2-5 passes, the fastest 3 of 6, 4 of 8. One pass is
-    returned as it is. See :meth:`Measurer.models`."""
-    v = sorted(history, key=timing_ms)
-    return v[0] if len(v) == 1 else mean_timing(*v[:max(2, len(v) // 2)])
-
-
 def split_halves(history: list[Timing]) -> Optional[tuple[Timing, Timing]]:
     """A model's passes split in two, the even-numbered and the odd-numbered ones (neighbouring
     passes, so both halves span the same minutes), each reduced with :func:`fastest_half`: two
@@ -380,13 +369,6 @@ def split_halves(history: list[Timing]) -> Optional[tuple[Timing, Timing]]:
     if len(history) < 4:
         return None
     return fastest_half(history[0::2]), fastest_half(history[1::2])
-
-
-def mean_timing(*ts: Timing) -> Timing:
-    """Readings of one model pooled field by field (their repeats add up)."""
-    n = len(ts)
-    return Timing(sum(t.median_ms for t in ts) / n, sum(t.p10_ms for t in ts) / n, sum(t.p90_ms for t in ts) / n,
-                  sum(t.iqr_ms for t in ts) / n, sum(t.repeats for t in ts), ts[0].inner)
 
 
 def passes_agree(history: list[Timing], tol: float) -> bool:
