@@ -122,3 +122,20 @@ def test_judge_counts_the_tolerance_and_prefers_figures_at_the_timed_resolution(
     assert judge(rows, 20.0)[1] is None and judge(rows, None) == ([], None)
     # b3 (another resolution) is out, r34 (slower and less accurate than regnet) and the reference (slower, no better)
     assert pareto_front(rows) == ["r18", "regnet"]
+
+
+def test_prune_of_a_torchvision_model_names_the_siblings_command_and_it_runs(tmp_path, capsys):
+    out = tmp_path / "p"
+    assert main(["prune", "--model", "mobilenet_v3_small", "--input-size", "32", "--ratio", "0.5", "--align", "8",
+                 "--out", str(out)]) == 0
+    hint = [ln for ln in capsys.readouterr().out.splitlines() if "hwprune siblings" in ln]
+    assert len(hint) == 1, hint
+    argv = hint[0].split("hwprune ", 1)[1].split()
+    assert argv[:3] == ["siblings", "--model", str(out / "pruned.pt")]
+    assert main(argv + ["--repeats", "3", "--warmup", "1", "--json", str(tmp_path / "s.json")]) == 0
+    rows = {r["model"] for r in json.loads((tmp_path / "s.json").read_text())["rows"]}
+    assert {"mobilenet_v3_small (reference)", "pruned", "shufflenet_v2_x0_5"} <= rows  # --scope all: under its GFLOPs
+    # a zoo model has no torchvision siblings: no hint
+    assert main(["prune", "--model", "tiny_resnet", "--input-size", "16", "--ratio", "0.5", "--align", "8",
+                 "--out", str(tmp_path / "q")]) == 0
+    assert "hwprune siblings" not in capsys.readouterr().out

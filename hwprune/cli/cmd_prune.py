@@ -408,4 +408,9 @@ def run(args) -> int:
               f"{h['removed_norm'][0]:.3g} -> {h['removed_norm'][-1]:.3g}"
               + (f", accuracy {acc['before_cut']:.4f} before the cut -> {acc['after_cut']:.4f} after" if acc else ""))
     print(f"wrote {', '.join(os.path.join(args.out, w) for w in written)}")
+    from ..models import torchvision_classifiers
+
+    if loaded.model_id.get("spec") in torchvision_classifiers():
+        print(f"is it worth shipping? time the stock models at its latency: hwprune siblings --model "
+              f"{os.path.join(args.out, 'pruned.pt')} --scope all")
     return budget_exit_code(r)
