@@ -130,6 +130,22 @@ class SiblingsConfig:
                                   "latency one (0.5x, 2speedup, 12ms)")
 
 
+def _check_forward(models: dict, size: int) -> None:
+    """One forward pass of each model at ``size`` px, so a model that cannot take that input
+    (torchvision's ViTs take 224 px only) is named with the fix before minutes of timing."""
+    import torch
+
+    x = torch.zeros(1, 3, size, size)
+    for label, m in models.items():
+        try:
+            with torch.no_grad():
+                m.model.eval()(x)
+        except Exception as e:  # noqa: BLE001 -- the model's own complaint, shown whole
+            raise ConfigError(f"{label} cannot run at {size}x{size} px ({type(e).__name__}: "
+                              f"{str(e).strip().splitlines()[0][:200] if str(e).strip() else 'no message'}): pass an "
+                              f"--input-size it takes, or leave it out of --candidates") from None
+
+
 def _base_name(loaded) -> str:
     """The spec the reference was built from (a pruned checkpoint's base model)."""
     return str(loaded.plan.model_id["spec"] if loaded.plan is not None else loaded.model_id["spec"])
@@ -162,6 +178,10 @@ def siblings(reference, config: SiblingsConfig, pruned=None, progress: bool = Tr
             models[n] = load_model(n, kwargs=kwargs if published(n) is not None else None)
         except TypeError as e:  # a builder without the reference's kwargs (num_classes)
             raise ConfigError(f"cannot build candidate {n!r} with the reference's arguments {kwargs}: {e}") from None
+    if len(models) == 1 + (pruned is not None):
+        raise ConfigError(f"no candidate besides the reference {base} itself ({', '.join(names)}): name other models "
+                          "with --candidates, or leave it out for the family's")
+    _check_forward(models, size)
     if progress:
         print(f"timing {len(models)} models side by side on {config.backend} at {size} px, batch {config.batch} "
               f"(>=4 passes each{', about 8 s a model at 224 px on 2 cores' if len(models) > 6 else ''})",

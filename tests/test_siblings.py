@@ -89,6 +89,8 @@ def _run(argv):
     (["--model", "tiny_resnet", "--budget", "0.5x"], "--candidates"),
     (["--model", "a.onnx"], "checkpoint or model name"),
     (["--model", "resnet50", "--candidates", ","], "names no model"),
+    (["--model", "resnet50", "--candidates", "resnet50", "--budget", "0.5x"], "no candidate besides the reference"),
+    (["--model", "resnet18", "--candidates", "vit_b_32", "--input-size", "64"], r"vit_b_32 cannot run at 64x64 px"),
 ])
 def test_siblings_refuses_bad_input_with_the_fix(argv, match):
     with pytest.raises(ConfigError, match=match):
@@ -139,3 +141,14 @@ def test_prune_of_a_torchvision_model_names_the_siblings_command_and_it_runs(tmp
     assert main(["prune", "--model", "tiny_resnet", "--input-size", "16", "--ratio", "0.5", "--align", "8",
                  "--out", str(tmp_path / "q")]) == 0
     assert "hwprune siblings" not in capsys.readouterr().out
+
+
+def test_run_summary_names_the_siblings_command_for_torchvision_models():
+    from hwprune.cli.cmd_run import summary_lines
+
+    rep = {"model": {"spec": "resnet50"}, "strategy": "halp", "budget": "0.5x",
+           "backend": {"name": "ort-cpu", "threads": 2}, "flops": {"reduction": 2.0}, "params": {"reduction": 1.5},
+           "files": {"report_md": "/o/run/report.md"}}
+    assert summary_lines(rep).splitlines()[-1].endswith("hwprune siblings --model /o/run/pruned.pt --scope all")
+    rep["model"]["spec"] = "tiny_resnet"  # the zoo's models have no torchvision siblings
+    assert "siblings" not in summary_lines(rep)

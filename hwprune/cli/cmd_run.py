@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 from types import SimpleNamespace
 
@@ -117,6 +118,12 @@ def summary_lines(rep: dict) -> str:
         L.append(f"note: {n}")
     L.append(f"took {rep.get('total_seconds', 0):.0f} s")
     L.append(f"report: {rep['files']['report_md']}")
+    from ..models import torchvision_classifiers
+
+    if rep["model"].get("spec") in torchvision_classifiers():  # the stock models at this latency: worth shipping?
+        out = os.path.dirname(rep["files"]["report_md"])
+        L.append(f"is it worth shipping? time the stock models at its latency: hwprune siblings --model "
+                 f"{os.path.join(out, 'pruned.pt')} --scope all")
     for r in (rep.get("int8") or {}).get("rows", []):
         L.append(f"{r['model']}: {r['latency_ms']:.3f} ms, {r['speedup']:.2f}x vs fp32 unpruned, top-1 {100 * r['top1']:.1f}%")
     return "\n".join(L)
