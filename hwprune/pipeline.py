@@ -309,7 +309,7 @@ def bisect_uniform(config: RunConfig, run: Run, loaded: LoadedModel, input_size:
 
     protocol = Protocol(warmup=s["warmup"], repeats=s["repeats"], min_repeat_ms=s["min_repeat_ms"], statistic=STATISTIC)
     x = torch.randn(1, 3, input_size, input_size)
-    lo, hi, best = 0.0, 0.95, None
+    lo, hi, best, closest = 0.0, 0.95, None, None
     for _ in range(s["bisect_steps"]):
         mid = (lo + hi) / 2
         res = prune(loaded, PruneConfig(strategy="uniform", ratio=mid, criterion=config.criterion, align=config.align,
@@ -317,12 +317,18 @@ def bisect_uniform(config: RunConfig, run: Run, loaded: LoadedModel, input_size:
         t = measure_against_baseline(config.backend, {"baseline": loaded.model, "pruned": res.model}, x,
                                      config.threads, protocol=protocol, spinning=config.spinning)
         got = timing_ms(t["pruned"]) / timing_ms(t["baseline"])
+        closest = got if closest is None else min(closest, got)
         if got <= frac:
             best, hi = (res, mid, got), mid
         else:
             lo = mid
     if best is None:
-        raise HwpruneError(f"uniform pruning up to ratio {hi:.2f} did not reach {config.budget} by measurement")
+        raise HwpruneError(
+            f"uniform pruning up to ratio {hi:.2f} did not reach {config.budget} by measurement on {config.backend} "
+            f"(the fastest pruned model measured {closest:.2f}x of the unpruned one at batch 1): this model at this "
+            "size is bound by fixed per-call costs (kernel launches on a GPU), which channel pruning does not cut. "
+            "Use a looser --budget, a larger --input-size, or prune against a table profiled at a larger batch "
+            "(hwprune profile --backend ... --batch 64, then hwprune prune --table)")
     res, ratio, got = best
     res.report.config["budget"] = config.budget
     res.report.config["strategy"] = FALLBACK_STRATEGY

@@ -70,6 +70,7 @@ def test_bad_input_is_refused_before_any_compile(tmp_path, cli):
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_package_matches_eager_fp16(tmp_path):
     r = export_aoti(_small(), torch.randn(8, 3, 16, 16), str(tmp_path / "g.pt2"), device="cuda", precision="fp16")

@@ -123,6 +123,29 @@ def test_prune_ratio_with_table_reports_predicted_latency(tmp_path, capsys):
     assert f"latency predicted {lat['baseline_predicted_ms']:.3f} -> {lat['predicted_ms']:.3f} ms" in capsys.readouterr().out
 
 
+def test_prune_measures_on_the_tables_backend(tmp_path, capsys):
+    """A budget spent on a torch-cpu table is checked on torch-cpu, not on the ORT CPU default: the
+    closed loop measures where the table was measured unless --backend says otherwise (before, a GPU
+    table's budget was judged on ORT CPU)."""
+    from hwprune.cli.main import main
+    from hwprune.latency import ProfileConfig, profile
+    from hwprune.models import load_model
+
+    table = profile(load_model("tiny_resnet"), ProfileConfig.quick(backend="torch-cpu", input_size=16, align=8,
+                                                                   out=str(tmp_path / "t.json")), progress=False)
+    out = tmp_path / "o"
+    assert main(["prune", "--model", "tiny_resnet", "--input-size", "16", "--budget", "0.9x", "--align", "8",
+                 "--table", table, "--out", str(out), "--quiet", "--closed-loop-rounds", "1"]) in (0, 3)
+    lat = json.loads((out / "report.json").read_text())["latency"]
+    assert lat["backend"] == "torch-cpu" and lat["measured_ms"] > 0
+    assert "latency measured on torch-cpu" in capsys.readouterr().out
+    out2 = tmp_path / "o2"  # an explicit --backend still wins
+    assert main(["prune", "--model", "tiny_resnet", "--input-size", "16", "--budget", "0.9x", "--align", "8",
+                 "--table", table, "--out", str(out2), "--quiet", "--closed-loop-rounds", "1",
+                 "--backend", "ort-cpu"]) in (0, 3)
+    assert json.loads((out2 / "report.json").read_text())["latency"]["backend"] == "ort-cpu"
+
+
 def test_prune_refuses_bad_data_before_profiling_a_table(tmp_path, monkeypatch, capsys):
     """A wrong --data path (or a class count the model cannot score) fails before a latency table
     is profiled: where no table matched, `hwprune prune --budget 0.5x --data imagefolder:/nope`

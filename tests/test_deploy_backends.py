@@ -88,18 +88,26 @@ def test_torch_backends_time_the_bn_folded_network():
 @pytest.mark.gpu
 @pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
 def test_torch_cuda_profile_then_validate(tmp_path):
-    """The whole loop on a GPU: a torch-cuda table (CUDA-event timing) whose predictions are
-    checked against CUDA-event measurements of really pruned variants."""
+    """The whole loop on a GPU: a torch-cuda table (CUDA-event timing) predicts really pruned
+    variants, measured with CUDA events, within a stated bound: every variant is predicted faster
+    than the full model, and the median |ratio error| is under 15% (none beyond 35%), so a table
+    that lost its units or timed the wrong thing fails here, not only one that returns nothing."""
+    import numpy as np
+
     from hwprune.latency import LatencyTable, ProfileConfig, profile, validate
     from hwprune.models import load_model
 
-    path = profile(load_model("tiny_resnet"), ProfileConfig.quick(backend="torch-cuda", precision="fp16", batch=8,
-                                                                   input_size=32, out=str(tmp_path / "t.json"),
+    path = profile(load_model("tiny_resnet"), ProfileConfig.quick(backend="torch-cuda", precision="fp16", batch=64,
+                                                                   input_size=64, out=str(tmp_path / "t.json"),
                                                                    calib_variants=3), progress=False)
     t = LatencyTable.load(path)
     assert t.backend == "torch-cuda" and t.precision == "fp16" and t.device["gpu"]
-    d = validate(load_model("tiny_resnet"), path, samples=4, progress=False, passes=1).to_dict()
-    assert all(v["measured_ms"] > 0 and v["predicted_ms"] > 0 for v in d["variants"])
+    d = validate(load_model("tiny_resnet"), path, samples=6, progress=False, passes=2).to_dict()
+    errs = np.abs([v["error"] for v in d["variants"]])
+    summary = [(round(v["predicted_ratio"], 3), round(v["measured_ratio"], 3)) for v in d["variants"]]
+    print("torch-cuda validate (predicted, measured ratio):", summary, "median |error|", float(np.median(errs)))
+    assert all(0 < v["predicted_ratio"] < 1.0 and v["measured_ms"] > 0 for v in d["variants"]), summary
+    assert np.median(errs) < 0.15 and errs.max() < 0.35, summary
 
 
 @pytest.mark.gpu
@@ -123,8 +131,16 @@ def test_torch_cuda_sparse24_linear_computes_the_masked_product():
     assert isinstance(sp.weight, SparseSemiStructuredTensor)
     with torch.inference_mode():
         torch.testing.assert_close(sp(x), ref, rtol=2e-2, atol=2e-2)
+    # timed as the table times it (captured in a CUDA graph by default): a ViT-B MLP-sized 2:4 Linear
+    # runs near the dense one (0.8-1.2x on an H200), not behind ~0.5 ms of per-call host set-up
+    big = torch.nn.Linear(768, 3072).half().cuda().eval()
+    xb = torch.randn(32 * 197, 768, dtype=torch.float16, device="cuda")
     b = get_backend("torch-cuda-sparse")
-    assert b.measure(copy.deepcopy(lin), x).median_ms > 0
+    assert b.cuda_graphs and b.fingerprint()["cuda_graphs"]
+    d = get_backend("torch-cuda", precision="fp16", cuda_graphs=True).measure(copy.deepcopy(big), xb).median_ms
+    s = b.measure(copy.deepcopy(big), xb).median_ms
+    print(f"768x3072 Linear, 6304 tokens, fp16, CUDA graphs: dense {d:.4f} ms, 2:4 {s:.4f} ms")
+    assert s < 2.0 * d, (d, s)
 
 
 def _onnx_input_shape(data: bytes) -> tuple:

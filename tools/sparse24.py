@@ -33,6 +33,9 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--precision", default="fp16", help="fp16 (default) | bf16")
     ap.add_argument("--out-dir", default=os.path.join(ROOT, "latency_tables"))
+    ap.add_argument("--eager", action="store_true",
+                    help="time both paths eagerly instead of captured in CUDA graphs (the default): eager, "
+                         "the 2:4 path is dominated by ~0.5 ms of per-call host set-up (see --diagnose)")
     ap.add_argument("--diagnose", action="store_true",
                     help="instead of the table: time each shape's 2:4 unit several ways (eager, CUDA graph, "
                          "torch.compile, CUTLASS forced, 2-D input) to find where a flat ~1 ms goes (issue #21)")
@@ -60,8 +63,9 @@ def main(argv=None) -> int:
     require_cuda()  # after the arguments, so a typo is reported even on a machine without a GPU
     if args.diagnose:
         return diagnose(shapes, args.tokens, args.batch, args.precision)
-    dense = get_backend("torch-cuda", precision=args.precision, protocol=UNIT_PROTOCOL)
-    sparse = get_backend("torch-cuda-sparse", precision=args.precision, protocol=UNIT_PROTOCOL)
+    graphs = not args.eager
+    dense = get_backend("torch-cuda", precision=args.precision, protocol=UNIT_PROTOCOL, cuda_graphs=graphs)
+    sparse = get_backend("torch-cuda-sparse", precision=args.precision, protocol=UNIT_PROTOCOL, cuda_graphs=graphs)
     fam = UnitFamily("linear", args.tokens, 1, batch=args.batch, dtype=args.precision)
     rows = []
     for a, b in shapes:
@@ -80,23 +84,27 @@ def main(argv=None) -> int:
         print(f"{a:>5} x {b:<5} dense {r['dense_ms']:.4f} ms ({r['dense_tflops']:.0f} TFLOP/s)  "
               f"2:4 {r['sparse24_ms']:.4f} ms  speedup {r['speedup']:.2f}x", flush=True)
     fp = dense.fingerprint()
-    stem = os.path.join(args.out_dir, f"sparse24-{device_slug(fp)}-{args.precision}-b{args.batch}")
+    stem = os.path.join(args.out_dir, f"sparse24-{device_slug(fp)}-{args.precision}-b{args.batch}"
+                        + ("-eager" if args.eager else ""))
     p = UNIT_PROTOCOL
     summary = {"device": fp, "precision": args.precision, "batch": args.batch, "tokens_per_image": args.tokens,
                "protocol": {"warmup": p.warmup, "repeats": p.repeats, "inner_calls": 10, "statistic": "p10",
-                            "timer": "CUDA events"},
+                            "timer": "CUDA events", "cuda_graphs": graphs},
                "units": rows}
     os.makedirs(args.out_dir, exist_ok=True)
     write_json(stem + ".json", summary)
     lines = [f"# 2:4 semi-structured vs dense Linear units ({fp['gpu']}, {args.precision}, batch {args.batch} x "
              f"{args.tokens} tokens)", "",
              f"torch {fp['torch']}, CUDA {fp['cuda']}. Unit = Linear with bias as hwprune's profiler times it; "
-             "dense on `torch-cuda`, 2:4 on `torch-cuda-sparse`, timed interleaved with CUDA events "
-             f"({p.warmup} warm-up, {p.repeats} repeats of 10 calls, 10th percentile).", "",
+             "dense on `torch-cuda`, 2:4 on `torch-cuda-sparse`, "
+             + ("each captured in a CUDA graph and replayed, " if graphs else "eager (no CUDA graphs), ")
+             + f"timed interleaved with CUDA events ({p.warmup} warm-up, {p.repeats} repeats of 10 calls, "
+             "10th percentile).", "",
              "| cin x cout | dense (ms) | dense TFLOP/s | 2:4 (ms) | speedup |", "|---|---|---|---|---|"]
     lines += [f"| {r['cin']} x {r['cout']} | {r['dense_ms']:.4f} | {r['dense_tflops']:.0f} | {r['sparse24_ms']:.4f} | "
               f"{r['speedup']:.2f}x |" for r in rows]
-    lines += ["", f"Reproduce: `python tools/sparse24.py --batch {args.batch} --precision {args.precision}` "
+    lines += ["", f"Reproduce: `python tools/sparse24.py --batch {args.batch} --precision {args.precision}"
+              + (" --eager" if args.eager else "") + "` "
               "(on a CUDA GPU).", ""]
     with open(stem + ".md", "w") as f:
         f.write("\n".join(lines))

@@ -69,7 +69,8 @@ def register(sub) -> None:
                         "noisier search)")
     g = p.add_argument_group("closed loop (measurement)")
     g.add_argument("--backend", default=None, choices=[*list_backends(), "none"],
-                   help="measure the result on this backend (default ort-cpu for latency budgets; 'none' to skip)")
+                   help="measure the result on this backend (default: the backend the latency table was measured on, "
+                        "ort-cpu when a table is found or profiled; 'none' to skip)")
     g.add_argument("--threads", type=int, default=2, help="backend threads (default 2)")
     g.add_argument("--closed-loop-rounds", type=int, default=3, help="re-searches when the measurement misses (default 3)")
     g.add_argument("--tolerance", type=float, default=0.03, help="allowed measured overshoot (default 0.03)")
@@ -285,6 +286,22 @@ def run_sparsity_only(args) -> int:
     return 0
 
 
+def _table_backend(args, bounds) -> str | None:
+    """The backend of the table the first latency budget is spent on (``--table`` or ``@TABLE``):
+    the closed loop measures where the table was measured unless --backend says otherwise (a
+    torch-cuda table checked on ORT CPU would judge the budget on the wrong device)."""
+    import json
+
+    path = next((b.table for b in bounds if b.budget.is_latency and b.table), None) or args.table
+    if not path or not os.path.isfile(path):
+        return None
+    try:
+        with open(path) as f:
+            return json.load(f).get("backend") or None
+    except (OSError, ValueError):
+        return None  # an unreadable table is reported, with its fix, where it is loaded
+
+
 def run(args) -> int:
     from ..budget import check_tables_exist, parse_budgets
 
@@ -297,7 +314,7 @@ def run(args) -> int:
     any_latency = any(b.budget.is_latency for b in bounds)
     backend = args.backend
     if backend is None and any_latency:
-        backend = "ort-cpu"
+        backend = _table_backend(args, bounds) or "ort-cpu"
     if backend in ("none", ""):
         backend = None
     align = resolve_align(args.align, backend)
