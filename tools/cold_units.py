@@ -60,7 +60,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     from hwprune.latency.measure import build_variant, measure_against_baseline
-    from hwprune.latency.micro import unit_onnx
+    from hwprune.latency.micro import unit_contexts, unit_onnx
     from hwprune_deploy.runner import _ProfiledRun, timing_ms
     from unit_check import table_setup
 
@@ -79,7 +79,7 @@ def main(argv=None) -> int:
         delta = 0.0
         for u, fam in cm.units:
             cin, cout = u.widths(widths)
-            data = unit_onnx(fam.spec, cin, cout, residual_context=True, input_context=True)
+            data = unit_onnx(fam.spec, cin, cout, **unit_contexts(fam.spec, True))
             big = len(data) >= args.min_mb * 1e6
             reps = max(1, min(args.max_replicas, math.ceil(model_bytes / len(data)))) if big else 1
             warm, cold = [], []

@@ -19,7 +19,7 @@ import zipfile
 from ..errors import TableError
 from ..graph import ChannelGraph
 from ..models import LoadedModel
-from .micro import overhead_onnx, patternize_onnx, unit_onnx
+from .micro import overhead_onnx, patternize_onnx, unit_contexts, unit_onnx
 from .measure import table_spinning
 from .profile import TABLE_DIR, ProfileConfig, axis_candidates, calibration_variants, example_input, store_calibration
 from .sampling import spread_points
@@ -64,7 +64,7 @@ def write_bundle(loaded: LoadedModel, config: ProfileConfig, path: str, points_p
         plist = []
         for i, (a, b) in enumerate(pts):
             name = f"units/{len(families):03d}/{a}x{b}.onnx"
-            files[name] = unit_onnx(u.family, a, b, sparse24=sparse, residual_context=context, input_context=context)
+            files[name] = unit_onnx(u.family, a, b, sparse24=sparse, **unit_contexts(u.family, context))
             plist.append({"cin": a, "cout": b, "file": name})
         families[fk] = {"spec": u.family.to_dict(), "cins": cins, "couts": couts, "points": plist}
     variants = calibration_variants(graph.groups, config)

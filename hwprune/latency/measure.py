@@ -23,7 +23,7 @@ from hwprune_deploy.timing import (FAST_MS, FAST_PASSES, MODEL_PASSES, Protocol,
 
 from ..backends import check_ort_spinning, get_backend
 from ..errors import ConfigError
-from .micro import overhead_onnx, unit_onnx, unit_module
+from .micro import overhead_onnx, unit_contexts, unit_onnx, unit_module
 from .units import UnitFamily
 
 # MODEL_PASSES, FAST_MS, FAST_PASSES, fastest_half and mean_timing (imported above, used and
@@ -167,9 +167,8 @@ class Measurer:
             return best
 
         if self.factory is not None:
-            models = {f"{a},{b}": self.as_run(unit_onnx(fam, a, b, sparse24=self.sparse24,
-                                                        residual_context=self.unit_context,
-                                                        input_context=self.unit_context)) for a, b in points}
+            ctx = unit_contexts(fam, self.unit_context)
+            models = {f"{a},{b}": self.as_run(unit_onnx(fam, a, b, sparse24=self.sparse24, **ctx)) for a, b in points}
             return fastest({p: t[f"{p[0]},{p[1]}"] for p in points} for t in
                            (measure_onnx_set(models, self.unit_factory, self.unit_protocol) for _ in range(max(1, passes))))
         fns = {}

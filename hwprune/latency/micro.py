@@ -71,6 +71,24 @@ def _input_context(helper, numpy_helper, inits: list, nodes: list, cin: int, inp
     return CONTEXT_PREFIX + "input", xch
 
 
+#: activations ORT CPU fuses into a conv only when the conv runs in its blocked (NCHWc) layout. A
+#: hard-swish conv whose output is the micro-model's graph output runs as a plain Conv, HardSigmoid
+#: and Mul; fed to another conv, as in a network, ORT runs one blocked Conv[HardSwish]. Measured
+#: (tools/act_fusion_check.py): MobileNetV3-Small's stem at 8 and 16 channels took 239-286 and
+#: 311-382 us as the unit was timed before, 154-184 and 220-248 us with an output context; the
+#: network's 8 -> 16 step is 65 us, the context's 66 us, the old unit's 72-96 us. ReLU stems are
+#: fused either way, and the output context for every unit cost mobilenet_v2's fidelity.
+FUSED_WHEN_BLOCKED = ("hardswish",)
+
+
+def unit_contexts(fam: UnitFamily, context: bool) -> dict:
+    """How :func:`unit_onnx` surrounds ``fam`` on a backend that times units in context (ORT CPU):
+    input and residual contexts for every unit, and the output context for convs whose activation
+    ORT fuses only in the blocked layout (:data:`FUSED_WHEN_BLOCKED`); nothing without ``context``."""
+    return {"residual_context": context, "input_context": context,
+            "output_context": bool(context and fam.kind in ("conv", "dwconv") and fam.act in FUSED_WHEN_BLOCKED)}
+
+
 def unit_onnx(fam: UnitFamily, cin: int, cout: int, sparse24: bool = False, residual_context: bool = False,
               input_context: bool = False, output_context: bool = False) -> bytes:
     """ONNX bytes of ``fam`` at (cin, cout). ``sparse24``: weights carry a 2:4 pattern along the

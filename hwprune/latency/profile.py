@@ -38,7 +38,8 @@ from .units import UnitUse, extract_units, model_key
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 TABLE_DIR = "latency_tables"
 #: what surrounds a unit in an ORT micro-model (see hwprune.latency.micro.unit_onnx), as tables record it
-UNIT_CONTEXT = ("input from a 1x1 depthwise conv (cin >= 8), residual from a 1x1 depthwise conv; context nodes "
+UNIT_CONTEXT = ("input from a 1x1 depthwise conv (cin >= 8), residual from a 1x1 depthwise conv; hard-swish convs "
+                "also feed a 1x1 output context conv (ORT fuses HardSwish only into a blocked conv); context nodes "
                 "left out of kernel time")
 #: how ORT's intra-op workers wait between ops, as a table's protocol records it (by --ort-spinning)
 ORT_WORKERS = {False: "blocked between ops (session.intra_op.allow_spinning=0)",
