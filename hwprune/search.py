@@ -275,7 +275,8 @@ def resolve_constraints(config: PruneConfig, graph, x, table=None) -> list[Const
         try:
             cost = cost_model_for(bound.budget, graph, x, t)
         except TableError as e:
-            raise TableError(f"budget {bound.text!r}: {e} (is the table for another model?)") from None
+            hint = "" if "profiled at batch" in str(e) else " (is the table for another model?)"
+            raise TableError(f"budget {bound.text!r}: {e}{hint}") from None
         baseline = float(cost.predict({}))
         rows.append({"bound": bound, "budget": bound.budget, "cost": cost, "table": t,
                      "label": device_label(bound, t), "baseline": baseline,

@@ -631,3 +631,15 @@ def test_validation_error_is_bounded_on_a_real_table():
         r = validate(load_model("resnet18"), root, samples=5, seed=3, progress=False, passes=2).to_dict()
     errs = np.abs([v["error_recalibrated"] for v in r["variants"]])
     assert len(errs) == 5 and np.median(errs) < 0.10 and errs.max() < 0.35, r["variants"]
+
+
+def test_a_table_of_another_batch_names_the_batch_to_pass(table_path):
+    """A batch-1 table asked to price the model traced at batch 8 says so and names --batch 1
+    (before, it suggested profiling batch 8 into the same table, which profile refuses); another
+    model at the table's batch still gets the command that adds it."""
+    t = LatencyTable.load(table_path)
+    g8 = ChannelGraph(tiny().model, torch.randn(8, 3, 16, 16))
+    with pytest.raises(TableError, match=r"profiled at batch 1 .* batch 8 .*Pass --batch 1"):
+        t.record_for(g8)
+    with pytest.raises(TableError, match=r"Add it with `hwprune profile .*--input-size 24 --batch 1"):
+        t.record_for(graph_of(tiny(), size=24))

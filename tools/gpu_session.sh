@@ -3,7 +3,8 @@
 #   bash tools/gpu_session.sh            # writes its logs and tables under $OUT (default gpu_out/)
 # 1. the GPU tests that skip on CPU machines (`pytest -m gpu`: torch-cuda unit timing in three
 #    precisions, a torch-cuda profile + validate held to an error bound, the 2:4 Linear's masked
-#    product and its graph-captured time against dense; then, in its own process, the CUDA
+#    product and its graph-captured time against dense; then tools/aoti_probe.py (a bare CUDA
+#    AOTInductor package compiled and loaded in two processes) and, in its own process, the CUDA
 #    AOTInductor package against eager fp16)
 # 2. the dense vs 2:4 table (tools/sparse24.py, CUDA graphs; json + md into $OUT). Its --diagnose
 #    mode (eager, graph, compile, CUTLASS, 2-D input) found where the eager path's time goes.
@@ -33,9 +34,15 @@ export PYTHONPATH="$SITE:$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 t0=$SECONDS
 timeout 120 $PY -m pytest -v -rA -s -m gpu -p no:cacheprovider tests/test_deploy_backends.py > "$OUT/gpu_tests.log" 2>&1
 echo "pytest -m gpu tests/test_deploy_backends.py rc=$? in $((SECONDS - t0)) s" >> "$OUT/gpu.txt"
-t0=$SECONDS  # apart: loading a CUDA AOTInductor package segfaulted the whole pytest process once (torch 2.11)
+t0=$SECONDS  # a bare package, no hwprune code: compiled in one process, loaded in another (torch or us?)
+for s in "cuda compile /tmp/hwprune_probe.pt2" "cuda load /tmp/hwprune_probe.pt2"; do
+  echo "== aoti_probe $s" >> "$OUT/aoti.log"
+  timeout 80 $PY -X faulthandler tools/aoti_probe.py $s 2>&1 | grep -v "DEBUG" | tail -15 >> "$OUT/aoti.log"
+done
+echo "aoti_probe (bare CUDA package) in $((SECONDS - t0)) s: see aoti.log" >> "$OUT/gpu.txt"
+t0=$SECONDS  # apart: loading a CUDA AOTInductor package segfaulted the whole pytest process (torch 2.11, H200)
 TORCHINDUCTOR_COMPILE_THREADS=1 timeout 120 $PY -X faulthandler -m pytest -v -rA -s -m gpu -p no:cacheprovider \
-  tests/test_aoti.py > "$OUT/aoti.log" 2>&1
+  tests/test_aoti.py >> "$OUT/aoti.log" 2>&1
 echo "pytest -m gpu tests/test_aoti.py rc=$? in $((SECONDS - t0)) s" >> "$OUT/gpu.txt"
 t0=$SECONDS
 timeout 45 $PY tools/sparse24.py --out-dir "$OUT" > /dev/null 2> /tmp/hwprune_sparse24.err

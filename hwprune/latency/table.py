@@ -239,9 +239,16 @@ class LatencyTable:
                 return f"{r.get('spec')}{args} @ {'x'.join(map(str, r.get('input_shape', [])))}"
 
             known = ", ".join(held(r) for r in self.models.values()) or "none"
+            batch = graph.example_input.shape[0]
+            if batch != self.batch:  # one table holds one batch: profiling into it would be refused
+                raise TableError(f"table {self.path or ''} was profiled at batch {self.batch} and this model is "
+                                 f"traced at batch {batch} (input {shape}; the table holds: {known}). Pass "
+                                 f"--batch {self.batch} to spend it, or profile batch {batch} into another table "
+                                 f"(`hwprune profile --model <M> --batch {batch} --backend {self.backend} --out "
+                                 "<new table>`).")
             raise TableError(f"table {self.path or ''} has no profile of this model at input {shape} "
                              f"(it holds: {known}). Add it with `hwprune profile --model <M> --input-size "
-                             f"{graph.example_input.shape[-1]} --batch {graph.example_input.shape[0]} "
+                             f"{graph.example_input.shape[-1]} --batch {batch} "
                              f"--backend {self.backend} --out {self.path or '<table>'}`.")
         return rec
 
