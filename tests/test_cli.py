@@ -126,7 +126,9 @@ def test_prune_ratio_with_table_reports_predicted_latency(tmp_path, capsys):
 def test_prune_measures_on_the_tables_backend(tmp_path, capsys):
     """A budget spent on a torch-cpu table is checked on torch-cpu, not on the ORT CPU default: the
     closed loop measures where the table was measured unless --backend says otherwise (before, a GPU
-    table's budget was judged on ORT CPU)."""
+    table's budget was judged on ORT CPU). The budget is one any model meets (a quick torch-cpu
+    table on CI's busy cores once read this model at 180 ms, and 0.9x was out of its reach): what
+    is checked is where the loop measured, not how far it pruned."""
     from hwprune.cli.main import main
     from hwprune.latency import ProfileConfig, profile
     from hwprune.models import load_model
@@ -134,15 +136,15 @@ def test_prune_measures_on_the_tables_backend(tmp_path, capsys):
     table = profile(load_model("tiny_resnet"), ProfileConfig.quick(backend="torch-cpu", input_size=16, align=8,
                                                                    out=str(tmp_path / "t.json")), progress=False)
     out = tmp_path / "o"
-    assert main(["prune", "--model", "tiny_resnet", "--input-size", "16", "--budget", "0.9x", "--align", "8",
-                 "--table", table, "--out", str(out), "--quiet", "--closed-loop-rounds", "1"]) in (0, 3)
+    assert main(["prune", "--model", "tiny_resnet", "--input-size", "16", "--budget", "60000ms", "--align", "8",
+                 "--table", table, "--out", str(out), "--quiet", "--closed-loop-rounds", "1"]) == 0
     lat = json.loads((out / "report.json").read_text())["latency"]
     assert lat["backend"] == "torch-cpu" and lat["measured_ms"] > 0
     assert "latency measured on torch-cpu" in capsys.readouterr().out
     out2 = tmp_path / "o2"  # an explicit --backend still wins
-    assert main(["prune", "--model", "tiny_resnet", "--input-size", "16", "--budget", "0.9x", "--align", "8",
+    assert main(["prune", "--model", "tiny_resnet", "--input-size", "16", "--budget", "60000ms", "--align", "8",
                  "--table", table, "--out", str(out2), "--quiet", "--closed-loop-rounds", "1",
-                 "--backend", "ort-cpu"]) in (0, 3)
+                 "--backend", "ort-cpu"]) == 0
     assert json.loads((out2 / "report.json").read_text())["latency"]["backend"] == "ort-cpu"
 
 
