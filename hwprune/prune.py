@@ -84,7 +84,9 @@ def _int8_config(loaded: LoadedModel, config: PruneConfig, table):
 
         loaded_table = as_table(table)
         prec = loaded_table.precision
-        if prec != config.precision:
+        from .service import spends
+
+        if not spends(config.precision, prec):
             raise ConfigError(f"the latency table holds {prec} latencies and this search is {config.precision}: "
                               + ("set precision='int8' (--precision int8) to spend it" if prec == "int8" else
                                  f"profile an {config.precision} table (hwprune profile --precision {config.precision})"))

@@ -89,13 +89,25 @@ def find_table(req: TableRequest, loaded: LoadedModel, folders=(TABLE_DIR,)) -> 
     return None
 
 
+#: table precisions a float (non-int8) search spends as they are: a GPU table timed in fp16 or bf16
+#: is checked in its own precision by the closed loop (:func:`hwprune.closed_loop.measure_as`)
+HALF_PRECISIONS = ("fp16", "bf16")
+
+
+def spends(search_precision: str, table_precision: str) -> bool:
+    """Whether a ``search_precision`` search (fp32 or int8) can spend a ``table_precision`` table:
+    the same precision, or an fp32 (float) search and a half-precision GPU table. int8 is never
+    mixed with a float table either way."""
+    return table_precision == search_precision or (search_precision == "fp32" and table_precision in HALF_PRECISIONS)
+
+
 def check_given_table(path: str, req: TableRequest) -> None:
     """A table the user named must have been timed the way the closed loop and bench will time."""
     from .latency import LatencyTable
     from .latency.measure import table_spinning
 
     table = LatencyTable.load(path)
-    if table.precision != req.precision:
+    if not spends(req.precision, table.precision):
         raise ConfigError(f"table {path!r} holds {table.precision} latencies and this search is {req.precision}: "
                           + ("pass --precision int8 to spend it, or an fp32 table" if table.precision == "int8" else
                              f"pass an {req.precision} table (hwprune profile --precision {req.precision}), or leave "

@@ -148,6 +148,35 @@ def test_prune_measures_on_the_tables_backend(tmp_path, capsys):
     assert json.loads((out2 / "report.json").read_text())["latency"]["backend"] == "ort-cpu"
 
 
+def test_a_float_search_spends_a_half_precision_gpu_table(tmp_path, capsys):
+    """A GPU table profiled in fp16 (hwprune profile --backend torch-cuda --precision fp16) is spent
+    by the default (fp32, float) search, as the closed loop already checks such a table in its own
+    precision; before, prune refused it ("holds fp16 latencies and this search is fp32") and an fp16
+    GPU table could not be pruned against at all. int8 and float tables still never mix. No GPU
+    here: a real torch-cpu table relabelled fp16 stands in for the table, with --backend none
+    (nothing is measured, so nothing is passed off as an fp16 measurement)."""
+    from hwprune.cli.main import main
+    from hwprune.latency import ProfileConfig, profile
+    from hwprune.models import load_model
+
+    table = profile(load_model("tiny_resnet"), ProfileConfig.quick(backend="torch-cpu", input_size=16, align=8,
+                                                                   out=str(tmp_path / "t.json")), progress=False)
+    doc = json.loads(open(table).read())
+    doc["precision"] = "fp16"
+    half = tmp_path / "fp16.json"
+    half.write_text(json.dumps(doc))
+    out = tmp_path / "o"
+    argv = ["prune", "--model", "tiny_resnet", "--input-size", "16", "--budget", "0.8x", "--align", "8",
+            "--table", str(half), "--backend", "none", "--quiet"]
+    assert main(argv + ["--out", str(out)]) == 0
+    rep = json.loads((out / "report.json").read_text())
+    assert 0 < rep["latency"]["predicted_ms"] <= 0.8 * 1.001 * rep["latency"]["baseline_predicted_ms"]
+    capsys.readouterr()
+    assert main(argv + ["--out", str(tmp_path / "o8"), "--precision", "int8"]) == 2
+    assert "holds fp16 latencies and this search is int8" in capsys.readouterr().err
+    assert not (tmp_path / "o8").exists()
+
+
 def test_prune_refuses_bad_data_before_profiling_a_table(tmp_path, monkeypatch, capsys):
     """A wrong --data path (or a class count the model cannot score) fails before a latency table
     is profiled: where no table matched, `hwprune prune --budget 0.5x --data imagefolder:/nope`

@@ -9,7 +9,7 @@
 # 2. the dense vs 2:4 table (tools/sparse24.py, CUDA graphs; json + md into $OUT). Its --diagnose
 #    mode (eager, graph, compile, CUTLASS, 2-D input) found where the eager path's time goes.
 # 3. the GPU prune path: hwprune profile --backend torch-cuda at batch 256, hwprune prune --table
-#    to 0.7x with halp, checked by measurement on the GPU (fp32: prune takes fp32 or int8 tables)
+#    to 0.7x with halp, checked by measurement on the GPU; then the same with an fp16 table
 # The machine has no network: Python packages it lacks (torch-pruning) travel as wheels in .whl/
 # (see the device tool's README); hwprune itself is put on PYTHONPATH, nothing is built there.
 # Each step has its own time limit so one slow step cannot eat the session; read $OUT/*.log after.
@@ -55,4 +55,10 @@ t0=$SECONDS  # the GPU prune path: a table at a batch where widths matter, a hal
   timeout 90 $PY -m hwprune prune --model tiny_resnet --table /tmp/hwprune_gpu_t.json --budget 0.7x --strategy halp --batch 256 \
     --quiet --out /tmp/hwprune_gpu_prune; } > "$OUT/prune.log" 2>&1
 echo "profile + prune on torch-cuda rc=$? in $((SECONDS - t0)) s" >> "$OUT/gpu.txt"
+t0=$SECONDS  # the same in fp16: a float search spends a half-precision table, the loop measures in fp16
+{ timeout 90 $PY -m hwprune profile --model tiny_resnet --backend torch-cuda --precision fp16 --batch 256 --quick \
+    --no-progress --out /tmp/hwprune_gpu_t16.json &&
+  timeout 90 $PY -m hwprune prune --model tiny_resnet --table /tmp/hwprune_gpu_t16.json --budget 0.7x --strategy halp \
+    --batch 256 --quiet --out /tmp/hwprune_gpu_prune16; } > "$OUT/prune_fp16.log" 2>&1
+echo "profile + prune on torch-cuda fp16 rc=$? in $((SECONDS - t0)) s" >> "$OUT/gpu.txt"
 cat "$OUT/gpu.txt"

@@ -82,7 +82,8 @@ def register(sub) -> None:
     g.add_argument("--precision", default="fp32", choices=["fp32", "int8"],
                    help="int8 (ort-cpu): spend an int8 latency table (found in latency_tables/ or profiled with every "
                         "unit statically quantized) and measure the quantized result side by side with the quantized "
-                        "unpruned model")
+                        "unpruned model. fp32 (default) also spends a GPU table profiled in fp16 or bf16 "
+                        "(hwprune profile --backend torch-cuda --precision fp16), measured in that precision")
     g.add_argument("--budget-ref", default="fp32", choices=["fp32", "int8"],
                    help="int8: a relative budget (0.25x, 4speedup) is a share of the fp32 unpruned model (default: what "
                         "runs today; measured once side by side with the int8 one) or of the int8 unpruned model")
