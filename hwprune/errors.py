@@ -29,6 +29,11 @@ class TableError(HwpruneError):
     """A latency table is missing, corrupted, truncated or of the wrong version."""
 
 
+class TableBatchError(TableError):
+    """A table profiled at one batch asked to price the model traced at another (one table holds
+    one batch): the fix is the batch, not another table or model."""
+
+
 class BudgetError(HwpruneError):
     """A budget cannot be reached (states the smallest reachable value)."""
 

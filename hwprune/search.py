@@ -263,7 +263,7 @@ def resolve_constraints(config: PruneConfig, graph, x, table=None) -> list[Const
     a TableError naming the budget; budgets out of reach are one BudgetError listing, per device,
     the budget and the smallest reachable cost (every group at its minimum width)."""
     from .budget import check_reachable, cost_model_for, describe_unreachable, min_widths
-    from .errors import TableError
+    from .errors import TableBatchError, TableError
 
     rows = []
     for bound in config.budget_list():
@@ -275,7 +275,7 @@ def resolve_constraints(config: PruneConfig, graph, x, table=None) -> list[Const
         try:
             cost = cost_model_for(bound.budget, graph, x, t)
         except TableError as e:
-            hint = "" if "profiled at batch" in str(e) else " (is the table for another model?)"
+            hint = "" if isinstance(e, TableBatchError) else " (is the table for another model?)"
             raise TableError(f"budget {bound.text!r}: {e}{hint}") from None
         baseline = float(cost.predict({}))
         rows.append({"bound": bound, "budget": bound.budget, "cost": cost, "table": t,

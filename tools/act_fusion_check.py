@@ -1,7 +1,9 @@
 """Is a unit's activation fused in its micro-model as it is in the network? Times the
-``in224x224`` stem units of a table (conv+hardswish and conv+relu, 3 -> 8 and 16 channels) built as
-``hwprune profile`` builds them and with an output context (the unit's output feeding a conv, as
-in a network), by kernel time, interleaved, and prints ORT's optimised nodes of each.
+``in224x224`` stem units of a table (conv+hardswish and conv+relu, 3 -> 8 and 16 channels) built
+without an output context (as ``hwprune profile`` built every unit before 2026-12-04, and still
+builds ReLU ones) and with one (the unit's output feeding a conv, as in a network, and as the
+profiler now builds hard-swish units: ``hwprune.latency.micro.unit_contexts``), by kernel time,
+interleaved, and prints ORT's optimised nodes of each.
 
     python tools/act_fusion_check.py --table T.json
 
@@ -44,7 +46,7 @@ def main(argv=None) -> int:
         models, nodes = {}, {}
         for c in (8, 16):
             for octx in (False, True):
-                name = f"{c}, {'output context' if octx else 'as profiled'}"
+                name = f"{c}, {'output context' if octx else 'no output context'}"
                 models[name] = unit_onnx(fam, 3, c, residual_context=m.unit_context, input_context=m.unit_context,
                                          output_context=octx)
                 so = ort.SessionOptions()

@@ -291,16 +291,12 @@ def _table_backend(args, bounds) -> str | None:
     """The backend of the table the first latency budget is spent on (``--table`` or ``@TABLE``):
     the closed loop measures where the table was measured unless --backend says otherwise (a
     torch-cuda table checked on ORT CPU would judge the budget on the wrong device)."""
-    import json
+    from ..latency import LatencyTable
 
     path = next((b.table for b in bounds if b.budget.is_latency and b.table), None) or args.table
     if not path or not os.path.isfile(path):
-        return None
-    try:
-        with open(path) as f:
-            return json.load(f).get("backend") or None
-    except (OSError, ValueError):
-        return None  # an unreadable table is reported, with its fix, where it is loaded
+        return None  # a missing --table is reported, with its fix, where the search loads it
+    return LatencyTable.load(path, check_device=False).backend  # the device warning comes once, later
 
 
 def run(args) -> int:

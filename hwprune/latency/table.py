@@ -27,7 +27,7 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Mapping, Optional
 
-from ..errors import TableError
+from ..errors import TableBatchError, TableError
 from ..jsonio import write_json
 from .sampling import bilinear, interp1, monotone_envelope, suffix_min
 from .units import UnitFamily, UnitUse, extract_units, model_key
@@ -241,11 +241,11 @@ class LatencyTable:
             known = ", ".join(held(r) for r in self.models.values()) or "none"
             batch = graph.example_input.shape[0]
             if batch != self.batch:  # one table holds one batch: profiling into it would be refused
-                raise TableError(f"table {self.path or ''} was profiled at batch {self.batch} and this model is "
-                                 f"traced at batch {batch} (input {shape}; the table holds: {known}). Pass "
-                                 f"--batch {self.batch} to spend it, or profile batch {batch} into another table "
-                                 f"(`hwprune profile --model <M> --batch {batch} --backend {self.backend} --out "
-                                 "<new table>`).")
+                raise TableBatchError(f"table {self.path or ''} was profiled at batch {self.batch} and this model is "
+                                      f"traced at batch {batch} (input {shape}; the table holds: {known}). Pass "
+                                      f"--batch {self.batch} to spend it, or profile batch {batch} into another "
+                                      f"table (`hwprune profile --model <M> --batch {batch} --backend {self.backend} "
+                                      "--out <new table>`).")
             raise TableError(f"table {self.path or ''} has no profile of this model at input {shape} "
                              f"(it holds: {known}). Add it with `hwprune profile --model <M> --input-size "
                              f"{graph.example_input.shape[-1]} --batch {batch} "
