@@ -196,6 +196,9 @@ class ChannelGraph:
             if why:
                 raise UnsupportedModelError(f"module {self._name_of[m]!r} ({type(m).__name__}): {why}")
         cutters = {type(m): h for m, h in handled if h.cuts}
+        order: list[nn.Module] = []  # Conv/Linear layers in the order the trace runs them
+        hooks = [m.register_forward_hook(lambda mod, i, o: order.append(mod))
+                 for m in model.modules() if isinstance(m, _ROOT_TYPES)]
         try:
             params = dict(model.named_parameters())
             self._dg = tp_compat.build_dependency_graph(model, example_input, cutters,
@@ -206,9 +209,13 @@ class ChannelGraph:
                 f"tracing {type(model).__name__} for channel coupling failed: {type(e).__name__}: {e}"
             ) from e
         finally:
+            for h in hooks:
+                h.remove()
             model.train(was_training)
         self._uncertain_splits = tp_compat.repair_splits(self._dg)
-        output_layer = self._output_layer()
+        # the last Conv/Linear the trace ran: its output channels are the model's outputs (read off
+        # the trace's own forward pass; a second pass cost a third of building the graph)
+        output_layer = order[-1] if order else None
         ignored_mods = [model.get_submodule(n) for n in ignore] + ([output_layer] if output_layer is not None else [])
         ignored_mods = list(dict.fromkeys(ignored_mods))
         self._roots: dict[str, tuple[nn.Module, object]] = {}
@@ -242,19 +249,6 @@ class ChannelGraph:
                     f"(hwprune.handlers.register_handler) or keep those channels with --ignore {owner or hit}.")
 
     # ------------------------------------------------------------------ construction helpers
-    def _output_layer(self) -> nn.Module | None:
-        """The last Conv/Linear executed: its output channels are the model's outputs."""
-        order: list[nn.Module] = []
-        hooks = [m.register_forward_hook(lambda mod, i, o: order.append(mod))
-                 for m in self.model.modules() if isinstance(m, _ROOT_TYPES)]
-        try:
-            with torch.no_grad():
-                self.model.eval()(self.example_input)
-        finally:
-            for h in hooks:
-                h.remove()
-        return order[-1] if order else None
-
     def _describe(self, g, ignored_mods) -> ChannelGroup | None:
         members, types, blocks, has_add, frozen, free = [], set(), 1, False, "", []
         width = len(g[0].idxs)

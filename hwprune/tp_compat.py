@@ -139,7 +139,9 @@ def build_dependency_graph(model: nn.Module, example_input: torch.Tensor, handle
     custom = {t: tp_pruner(h) for t, h in handlers.items()}
     with warnings.catch_warnings(), tracing_stand_ins(opaque), _split_sizes_on_build():
         warnings.simplefilter("ignore")
-        return tp.DependencyGraph().build_dependency(model, example_inputs=example_input, customized_pruners=custom,
+        # a tuple: Torch-Pruning first calls ``model(*example_inputs)``, which for a bare batch-1 tensor is an
+        # *unbatched* [C, H, W] input -- it ran the network until some layer refused it (or all the way)
+        return tp.DependencyGraph().build_dependency(model, example_inputs=(example_input,), customized_pruners=custom,
                                                      unwrapped_parameters=channel_first_maps(unwrapped))
 
 
