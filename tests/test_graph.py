@@ -21,6 +21,18 @@ def test_resnet_groups_couple_residual_channels():
     assert names["layers.0.conv1"].kind == "conv" and names["layers.0.conv1"].width == 32
 
 
+def test_building_the_graph_runs_the_model_once_on_the_batched_input():
+    """Every candidate a search evaluates builds a graph: one forward pass, on the input as given.
+    Before, a batch-1 tensor handed to Torch-Pruning was first unpacked into an unbatched [C, H, W]
+    call (run until a layer refused it), and the output layer was found by a second, full pass."""
+    m = tiny_resnet().eval()
+    shapes = []
+    m.register_forward_pre_hook(lambda mod, args: shapes.append(tuple(args[0].shape)))
+    g = ChannelGraph(m, torch.randn(1, 3, 32, 32))
+    assert shapes == [(1, 3, 32, 32)]
+    assert all(gr.name != "fc" for gr in g.groups)  # the output layer was still found, and kept whole
+
+
 def test_candidate_widths_respect_align_and_min_width():
     m = tiny_resnet().eval()
     g = ChannelGraph(m, torch.randn(1, 3, 32, 32)).group("layers.4.conv1")  # width 128

@@ -110,12 +110,12 @@ def test_bundle_measured_without_torch_and_read_back(cli, tmp_path):
 
 def test_validate_cli_prints_errors_and_plots(cli, tmp_path, quick_table):
     table = _copy_table(quick_table, tmp_path)
-    p = cli("validate", *TINY, "--table", str(table), "--samples", "2", "--no-progress", "--shapes",
+    p = cli("validate", *TINY, "--table", str(table), "--samples", "2", "--no-progress", "--shapes", "--passes", "9",
             "--json", str(tmp_path / "v.json"), "--plot", str(tmp_path / "plots"))
     assert "median |error|" in p.stdout and "within +-5%" in p.stdout and "recalibrated (residual curve" in p.stdout
     assert "structured variants" in p.stdout and "late x0.25" in p.stdout and "worst: " in p.stdout
     d = json.loads((tmp_path / "v.json").read_text())
-    assert d["samples"] == 2 and len(d["shapes"]) == 6
+    assert d["samples"] == 2 and len(d["shapes"]) == 6 and d["passes"] == 9
     pngs = [f for f in os.listdir(tmp_path / "plots") if f.endswith(".png")]
     assert any(f.startswith("unit_") for f in pngs) and any(f.startswith("validate_") for f in pngs)
 
@@ -125,6 +125,8 @@ def test_profile_errors_are_clear(cli, tmp_path):
     assert p.returncode == 2 and "ort-gpu" in p.stderr and "Traceback" not in p.stderr
     p = cli("validate", *TINY, "--table", str(tmp_path / "missing.json"), check=False)
     assert p.returncode == 2 and "does not exist" in p.stderr
+    p = cli("validate", *TINY, "--table", str(tmp_path / "missing.json"), "--passes", "0", check=False)
+    assert p.returncode == 2 and "passes 0 must be >= 1" in p.stderr and "Traceback" not in p.stderr
 
 
 def test_recalibrate_refits_the_curve_and_keeps_units(cli, tmp_path, quick_table):

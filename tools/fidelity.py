@@ -69,6 +69,9 @@ def main(argv=None) -> int:
     ap.add_argument("--report-dir", default=os.path.join(ROOT, "latency_tables"))
     ap.add_argument("--fresh", action="store_true", help="delete the table first (re-measure every unit)")
     ap.add_argument("--validate-only", action="store_true", help="reuse the table as it is; only validate")
+    ap.add_argument("--passes", type=int, default=None,
+                    help="validation passes over the variants (default 4, 8 for a model under 4 ms); more pin the "
+                         "measured ratios down on a noisy machine (the split-half column says when it is needed)")
     ap.add_argument("--plot", help="also write staircase and scatter PNGs to this folder")
     ap.add_argument("--shapes", action="store_true",
                     help="also time the structured variants of `hwprune validate --shapes` (early half cut, late "
@@ -106,10 +109,10 @@ def main(argv=None) -> int:
             prof_s = time.perf_counter() - t0
         t1 = time.perf_counter()
         r = validate(load_model(spec), table_path, samples=args.samples, seed=0, threads=args.threads,
-                     input_size=args.input_size, progress=True, shapes=args.shapes)
+                     input_size=args.input_size, progress=True, shapes=args.shapes, passes=args.passes)
         d = r.to_dict()
         rec = [m for m in LatencyTable.load(table_path, check_device=False).models.values() if m["spec"] == spec][-1]
-        row = {"model": spec, "input_size": args.input_size, "profile_seconds": round(prof_s, 1),
+        row = {"model": spec, "input_size": args.input_size, "passes": args.passes, "profile_seconds": round(prof_s, 1),
                "validate_seconds": round(time.perf_counter() - t1, 1), "units": len(rec["units"]),
                "points_measured": rec.get("points_measured"), "full_ms": rec["full_ms"],
                "calibration": {k: rec["calibration"][k] for k in ("a", "b", "method")},
@@ -144,15 +147,19 @@ def main(argv=None) -> int:
     if not args.fresh and os.path.exists(report):  # keep the rows of models this run did not touch
         with open(report) as f:
             old = json.load(f)
-        if old.get("table") == os.path.relpath(table_path, ROOT) and old.get("samples") == args.samples:
+        if (old.get("table") == os.path.relpath(table_path, ROOT) and old.get("samples") == args.samples
+                and old.get("passes") == args.passes):
             done = {r["model"] for r in results}
             results = [r for r in old.get("results", []) if r["model"] not in done] + results
     summary = {"table": os.path.relpath(table_path, ROOT), "backend": args.backend, "precision": args.precision,
                "threads": args.threads, "batch": args.batch, "align": table.protocol.get("align"),
-               "device": table.device, "protocol": table.protocol, "samples": args.samples,
+               "device": table.device, "protocol": table.protocol, "samples": args.samples, "passes": args.passes,
                "total_seconds": round(sum(r["profile_seconds"] + r["validate_seconds"] for r in results), 1),
                "protocol_text": (PROTOCOL + (PROTOCOL_SPIN if args.ort_spinning else PROTOCOL_BLOCKED)
-                                 if args.backend == "ort-cpu" else PROTOCOL_TORCH), "results": results}
+                                 if args.backend == "ort-cpu" else PROTOCOL_TORCH) +
+                                (f" This run: --passes {args.passes}, every validation and calibration variant timed in "
+                                 f">= {args.passes} passes (up to {args.passes + 2} while its two fastest differ by > 3%), "
+                                 "mean of the fastest half." if args.passes else ""), "results": results}
     os.makedirs(args.report_dir, exist_ok=True)
     write_json(report, summary)
     with open(os.path.join(args.report_dir, stem + ".md"), "w") as f:

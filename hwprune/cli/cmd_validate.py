@@ -30,6 +30,11 @@ def register(sub) -> None:
                         "1/2 and 1/4 with the late half kept, the reverse, and all cut alike -- and print their errors "
                         "apart: random variants cut every layer by about the same share, a search does not, and a "
                         "table can price the one well and the other badly (docs/latency.md, 'Where a plan prunes')")
+    p.add_argument("--passes", type=int, default=None, metavar="N",
+                   help="time every variant in at least N passes (default 4; a model under 4 ms gets at least 8); "
+                        "a variant's figure is the mean of its fastest half. On a noisy machine, where the "
+                        "repeatability line says the halves disagree, more passes (e.g. --passes 12) pin the "
+                        "measured ratios down, at a proportional cost in time")
     p.add_argument("--json", help="write the full result (per-variant widths and errors) here")
     p.add_argument("--plot", metavar="DIR", help="write a predicted-vs-measured scatter PNG to DIR")
     p.add_argument("--no-progress", action="store_true")
@@ -43,7 +48,7 @@ def run(args) -> int:
     loaded = load_from_args(args)
     r = validate(loaded, args.table, samples=args.samples, seed=args.seed, align=args.align,
                  min_width=args.min_width, progress=not args.no_progress, input_size=args.input_size,
-                 recalibrate=not args.no_recalibrate, shapes=args.shapes)
+                 recalibrate=not args.no_recalibrate, shapes=args.shapes, passes=args.passes)
     rc = r.recalibration is not None
     print(f"{'variant':>7} {'predicted':>10} {'measured':>9} {'error':>7}   {'predicted ms':>12} {'measured ms':>11} "
           f"{'error':>7}" + (f"   {'recalibrated':>12} {'error':>7}" if rc else ""))
@@ -63,7 +68,8 @@ def run(args) -> int:
     if rep is not None:
         print(f"  repeatability of this run's stopwatch: each variant's ratio from its even passes against its odd "
               f"passes differs by {100 * rep['rms']:.1f}% rms, within 5% on {100 * rep['within_5pct']:.0f}% of "
-              f"variants" + (" -- the +-5% figures above are at the limit of what this machine can judge"
+              f"variants" + (" -- the +-5% figures above are at the limit of what this machine can judge; more "
+                             f"passes pin the ratios down (--passes {max(12, 2 * (args.passes or 6))})"
                              if rep["within_5pct"] < 0.95 else ""))
     if rc:
         q = r.summary("error_recalibrated")

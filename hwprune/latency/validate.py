@@ -51,6 +51,7 @@ class ValidationResult:
     recalibration: Optional[dict] = None  # the calibration re-fitted from this run's measurements
     spinning: bool = False  # ORT workers spun during runs (a table profiled with --ort-spinning)
     shapes: list[dict] = field(default_factory=list)  # structured variants (``shapes``), not in the figures
+    passes: Optional[int] = None  # at least this many passes a variant (None: the default, 4; at least 8 for a model under 4 ms)
 
     def _errs(self, key: str) -> np.ndarray:
         return np.array([v[key] for v in self.variants], dtype=float)
@@ -91,7 +92,7 @@ class ValidationResult:
 
     def to_dict(self) -> dict:
         return {"model": self.model, "table": self.table, "backend": self.backend, "spinning": self.spinning,
-                "input_shape": self.input_shape,
+                "input_shape": self.input_shape, "passes": self.passes,
                 "samples": len(self.variants), "metric": "latency ratio to the unpruned model, timed side by side",
                 **self.summary("error"), "absolute_ms": self.summary("error_ms"),
                 "split_half": self.repeatability(),
@@ -156,6 +157,9 @@ def validate(loaded: LoadedModel, table_path: str, samples: int = 30, seed: int 
 
     if samples < 1:
         raise ConfigError(f"samples {samples} must be >= 1")
+    if passes is not None and passes < 1:
+        raise ConfigError(f"passes {passes} must be >= 1 (a variant's figure is the mean of the fastest half of its "
+                          "passes); leave it out for the default, 4 (at least 8 for a model under 4 ms)")
     t0 = time.perf_counter()
     table = LatencyTable.load(table_path)
     if align is None:  # the grid the table was profiled on
@@ -171,7 +175,7 @@ def validate(loaded: LoadedModel, table_path: str, samples: int = 30, seed: int 
     n_passes = model_passes(passes)
     rng = np.random.default_rng(seed)
     widths = [random_widths(graph.groups, rng, align, min_width) for _ in range(samples)]
-    res = ValidationResult(str(spec), table_path, table.backend, list(x.shape), spinning=meas.spinning)
+    res = ValidationResult(str(spec), table_path, table.backend, list(x.shape), spinning=meas.spinning, passes=passes)
     bar = None
     if progress:
         from tqdm import tqdm
