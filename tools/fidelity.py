@@ -70,8 +70,9 @@ def main(argv=None) -> int:
     ap.add_argument("--fresh", action="store_true", help="delete the table first (re-measure every unit)")
     ap.add_argument("--validate-only", action="store_true", help="reuse the table as it is; only validate")
     ap.add_argument("--passes", type=int, default=None,
-                    help="validation passes over the variants (default 4, 8 for a model under 4 ms); more pin the "
-                         "measured ratios down on a noisy machine (the split-half column says when it is needed)")
+                    help="time every validation variant in at least N passes (default 4; a model under 4 ms gets at "
+                         "least 8); more pin the measured ratios down on a noisy machine (the split-half column says "
+                         "when it is needed: under 95%% of halves within 5%%)")
     ap.add_argument("--plot", help="also write staircase and scatter PNGs to this folder")
     ap.add_argument("--shapes", action="store_true",
                     help="also time the structured variants of `hwprune validate --shapes` (early half cut, late "
