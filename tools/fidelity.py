@@ -113,7 +113,7 @@ def main(argv=None) -> int:
                      input_size=args.input_size, progress=True, shapes=args.shapes, passes=args.passes)
         d = r.to_dict()
         rec = [m for m in LatencyTable.load(table_path, check_device=False).models.values() if m["spec"] == spec][-1]
-        row = {"model": spec, "input_size": args.input_size, "passes": args.passes, "profile_seconds": round(prof_s, 1),
+        row = {"model": spec, "input_size": args.input_size, "profile_seconds": round(prof_s, 1),
                "validate_seconds": round(time.perf_counter() - t1, 1), "units": len(rec["units"]),
                "points_measured": rec.get("points_measured"), "full_ms": rec["full_ms"],
                "calibration": {k: rec["calibration"][k] for k in ("a", "b", "method")},
