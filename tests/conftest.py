@@ -35,29 +35,13 @@ def assert_ran(code: int, text: str, where: str = "") -> None:
 
 
 #: the modules that take longest (seconds summed over their tests, 2026-12-03, -n 2 on 2 cores):
-#: run first, so that with ``-n 2`` the last tests to finish are short ones (longest-first
-#: scheduling): the timing group below on one worker, the heaviest of the rest on the other; the
-#: order within a module and of the rest is kept
+#: run first, so that with ``-n 2`` the last tests to finish are short ones and neither worker
+#: idles while the other finishes a 60 s closed-loop test (longest-first scheduling); the order
+#: within a module and of the rest is kept
 HEAVY_FIRST = ("test_strategies_latency.py", "test_latency_cli.py", "test_docs_commands.py", "test_multi_budget.py",
                "test_executor.py", "test_aoti.py", "test_kill.py", "test_run.py", "test_recover.py")
-
-
-#: modules whose tests time models on ONNX Runtime (profile, validate, closed loop, bench): one
-#: xdist group, so with ``-n 2`` (``--dist loadgroup``, pyproject's addopts) they run one after
-#: another on one worker while the other worker runs everything else. Two 2-thread ONNX Runtime
-#: sessions timed at once on 2 cores read each other's load: on 2026-12-04 test_strategies_latency.py
-#: took 410 s of worker time in the suite (two timing tests at once) against 160 s alone, its closed
-#: loops re-searching on readings the other worker had slowed. Giving each timing test the whole
-#: machine (a cross-worker lock) cut the timing modules' time by 40-60% but idled the other worker
-#: (suite 1175 s against 1125 s); as one group beside the rest, the suite took 821 s
-TIMING = ("test_strategies_latency.py", "test_latency_cli.py", "test_docs_commands.py", "test_multi_budget.py",
-          "test_run.py", "test_cli_imagefolder.py", "test_bench.py", "test_int8.py", "test_heads.py",
-          "test_service.py", "test_lottery.py")
 
 
 def pytest_collection_modifyitems(config, items):
     rank = {name: i for i, name in enumerate(HEAVY_FIRST)}
     items.sort(key=lambda item: rank.get(os.path.basename(str(item.fspath)), len(rank)))  # stable
-    for item in items:
-        if os.path.basename(str(item.fspath)) in TIMING:
-            item.add_marker(pytest.mark.xdist_group("timing"))
