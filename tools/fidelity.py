@@ -54,6 +54,8 @@ def write_manifest(table_dir: str) -> None:
 
 
 def main(argv=None) -> int:
+    from hwprune_deploy.timing import FAST_MS, FAST_PASSES, MODEL_PASSES
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="+", default=["resnet18", "resnet50", "mobilenet_v2"])
     ap.add_argument("--input-size", type=int, default=224)
@@ -70,23 +72,29 @@ def main(argv=None) -> int:
     ap.add_argument("--fresh", action="store_true", help="delete the table first (re-measure every unit)")
     ap.add_argument("--validate-only", action="store_true", help="reuse the table as it is; only validate")
     ap.add_argument("--passes", type=int, default=None,
-                    help="time every validation variant in at least N passes (default 4; a model under 4 ms gets at "
-                         "least 8); more pin the measured ratios down on a noisy machine (the split-half column says "
-                         "when it is needed: under 95%% of halves within 5%%)")
+                    help=f"time every validation variant in at least N passes (default {MODEL_PASSES}; a model under "
+                         f"{FAST_MS:g} ms gets at least {FAST_PASSES}); more pin the measured ratios down on a noisy "
+                         "machine (the split-half column says when it is needed: under 95%% of halves within 5%%)")
     ap.add_argument("--plot", help="also write staircase and scatter PNGs to this folder")
     ap.add_argument("--shapes", action="store_true",
                     help="also time the structured variants of `hwprune validate --shapes` (early half cut, late "
                          "half cut, all cut) in the validation's passes and report them in a table of their own")
     args = ap.parse_args(argv)
 
+    from hwprune.errors import ConfigError
     from hwprune.jsonio import write_json
     from hwprune.latency import LatencyTable, ProfileConfig, profile, validate
     from hwprune.latency.profile import TABLE_DIR
+    from hwprune.latency.validate import check_passes
     from hwprune.models import load_model
 
     os.chdir(ROOT)
     if args.fresh and args.validate_only:
         ap.error("--fresh re-measures the table and --validate-only reuses it: pass one of them")
+    try:  # before --fresh deletes the table and minutes of profiling
+        check_passes(args.passes)
+    except ConfigError as e:
+        ap.error(str(e))
     from hwprune.latency.measure import Measurer
     from hwprune.latency.table import default_table_name
 

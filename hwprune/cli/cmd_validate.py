@@ -2,6 +2,8 @@
 ``--shapes`` on structured ones."""
 from __future__ import annotations
 
+from hwprune_deploy.timing import FAST_MS, FAST_PASSES, MODEL_PASSES
+
 from .common import add_model_args, load_from_args
 from .main import SUMMARIES
 
@@ -31,7 +33,8 @@ def register(sub) -> None:
                         "apart: random variants cut every layer by about the same share, a search does not, and a "
                         "table can price the one well and the other badly (docs/latency.md, 'Where a plan prunes')")
     p.add_argument("--passes", type=int, default=None, metavar="N",
-                   help="time every variant in at least N passes (default 4; a model under 4 ms gets at least 8); "
+                   help=f"time every variant in at least N passes (default {MODEL_PASSES}; a model under {FAST_MS:g} ms "
+                        f"gets at least {FAST_PASSES}); "
                         "a variant's figure is the mean of its fastest half. On a noisy machine, where the "
                         "repeatability line says the halves disagree, more passes (e.g. --passes 12) pin the "
                         "measured ratios down, at a proportional cost in time")
@@ -44,6 +47,7 @@ def register(sub) -> None:
 def run(args) -> int:
     from ..jsonio import write_json
     from ..latency import validate
+    from ..latency.measure import model_passes
 
     loaded = load_from_args(args)
     r = validate(loaded, args.table, samples=args.samples, seed=args.seed, align=args.align,
@@ -69,7 +73,7 @@ def run(args) -> int:
         print(f"  repeatability of this run's stopwatch: each variant's ratio from its even passes against its odd "
               f"passes differs by {100 * rep['rms']:.1f}% rms, within 5% on {100 * rep['within_5pct']:.0f}% of "
               f"variants" + (" -- the +-5% figures above are at the limit of what this machine can judge; more "
-                             f"passes pin the ratios down (--passes {max(12, 2 * (args.passes or 6))})"
+                             f"passes pin the ratios down (--passes {max(12, 2 * model_passes(args.passes))})"
                              if rep["within_5pct"] < 0.95 else ""))
     if rc:
         q = r.summary("error_recalibrated")

@@ -25,6 +25,7 @@ from ..errors import ConfigError
 from ..graph import ChannelGraph
 from ..models import LoadedModel
 from hwprune_deploy.runner import timing_ms
+from hwprune_deploy.timing import FAST_MS, FAST_PASSES, MODEL_PASSES
 
 from .calibration import calibration_set, fit_calibration, profiled_input_size
 from .measure import Measurer, build_variant, model_passes, random_widths, split_halves, table_spinning
@@ -135,6 +136,14 @@ def spread_order(samples: int, calibration: int) -> list[str]:
     return order + ["reference"]
 
 
+def check_passes(passes: Optional[int]) -> None:
+    """Refuse a ``passes`` below 1 (None: the default) before anything is measured or written."""
+    if passes is not None and passes < 1:
+        raise ConfigError(f"passes {passes} must be >= 1 (a variant's figure is the mean of the fastest half of its "
+                          f"passes); leave it out for the default, {MODEL_PASSES} (at least {FAST_PASSES} for a model "
+                          f"under {FAST_MS:g} ms)")
+
+
 def validate(loaded: LoadedModel, table_path: str, samples: int = 30, seed: int = 0, align: Optional[int] = None,
              min_width: int = 8, progress: bool = True, input_size: Optional[int] = None, threads: Optional[int] = None,
              chunk: int = 5, protocol=None, passes: Optional[int] = None, recalibrate: bool = True,
@@ -157,9 +166,7 @@ def validate(loaded: LoadedModel, table_path: str, samples: int = 30, seed: int 
 
     if samples < 1:
         raise ConfigError(f"samples {samples} must be >= 1")
-    if passes is not None and passes < 1:
-        raise ConfigError(f"passes {passes} must be >= 1 (a variant's figure is the mean of the fastest half of its "
-                          "passes); leave it out for the default, 4 (at least 8 for a model under 4 ms)")
+    check_passes(passes)
     t0 = time.perf_counter()
     table = LatencyTable.load(table_path)
     if align is None:  # the grid the table was profiled on
