@@ -98,6 +98,9 @@ class ChannelGroup:
     # q, k and v rows in the fused projection and its columns in the output projection)
     head_dim: int = 0
     attention: str = ""
+    # the conv groups of the grouped (not depthwise) convs among the members (lcm; 1 if none):
+    # each conv group's channels meet the grid on their own (see ``step``)
+    conv_groups: int = 1
 
     @property
     def layers(self) -> list[str]:
@@ -108,10 +111,21 @@ class ChannelGroup:
         """Width granularity: a multiple of ``align`` and of ``blocks``. A group no wider than
         one step is not pruned (its only grid width is its full width): a 16-channel group on a
         16 grid stays 16 -- 8 would drop the layer out of a blocked SIMD layout (ORT's NCHWc on
-        AVX-512), which costs more in the network than the channels save."""
+        AVX-512), which costs more in the network than the channels save.
+
+        A grouped conv's kernels see one conv group's channels at a time, so where the full width
+        gives every conv group a multiple of ``align`` channels, each conv group keeps a multiple
+        of ``align``: ORT runs a grouped conv in its blocked layout only when the input and output
+        channels *per conv group* are multiples of the NCHWc block. Measured on an AVX2 host
+        (block 8, 2026-12-04, ``tools/unit_check.py``): regnet_y_400mf's grouped convs cut from 8
+        to 4 channels per conv group each ran 50 us (14x14) to 290 us (56x56) *slower* in the
+        network, and cutting all seven made the model 0.34 ms slower, not faster."""
         if self.kind == "heads":  # one head is already d (64 on most ViTs) channels wide
             return 1
-        s = math.lcm(max(1, align), self.blocks)
+        a = max(1, align)
+        s = math.lcm(a, self.blocks)
+        if self.conv_groups > 1 and (self.width // self.conv_groups) % a == 0:
+            s = math.lcm(s, self.conv_groups * a)
         return s if s < self.width else self.width
 
     def candidate_widths(self, align: int = 8, min_width: int = 8, max_prune: float = 1.0) -> list[int]:
@@ -251,6 +265,7 @@ class ChannelGraph:
     # ------------------------------------------------------------------ construction helpers
     def _describe(self, g, ignored_mods) -> ChannelGroup | None:
         members, types, blocks, has_add, frozen, free = [], set(), 1, False, "", []
+        conv_groups = 1
         width = len(g[0].idxs)
         for item in g:
             dep = item.dep
@@ -287,6 +302,7 @@ class ChannelGraph:
                     types.add("dw")
                 if tp_compat.is_grouped_conv(mod):
                     blocks = math.lcm(blocks, mod.groups)
+                    conv_groups = math.lcm(conv_groups, mod.groups)
                     if [int(getattr(i, "idx", i)) for i in item.idxs] != list(range(width)):
                         frozen = frozen or f"grouped conv {self._name_of[mod]!r} is reached through an index map"
             elif isinstance(mod, torch.Tensor) and id(mod) in self._param_name:  # an unwrapped parameter
@@ -322,7 +338,8 @@ class ChannelGraph:
         if not frozen and width <= 1:
             frozen = "width 1"
         return ChannelGroup(name=name, width=width, kind=kind, members=members, blocks=blocks,
-                            prunable=not frozen, reason=frozen, free_params=tuple(dict.fromkeys(free)))
+                            prunable=not frozen, reason=frozen, free_params=tuple(dict.fromkeys(free)),
+                            conv_groups=conv_groups)
 
     def _heads_group(self, name, root, members, width, free) -> ChannelGroup | None:
         """The channels of a fused q/k/v projection (``qkv``: 3 x heads x head_dim outputs) as whole
