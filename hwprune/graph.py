@@ -128,6 +128,18 @@ class ChannelGroup:
             s = math.lcm(s, self.conv_groups * a)
         return s if s < self.width else self.width
 
+    def step_reason(self, align: int) -> str:
+        """Why :meth:`step` is coarser than ``align`` ("" where it is not): the conv groups or the
+        blocks (heads) every width must split into. For ``hwprune inspect``."""
+        s, a = self.step(align), max(1, align)
+        if self.kind == "heads" or s == a:
+            return ""
+        if self.conv_groups > 1 and (self.width // self.conv_groups) % a == 0:
+            why = f"{self.conv_groups} conv groups x {a}: each conv group stays a multiple of the grid"
+        else:
+            why = f"a multiple of {a} that splits into {self.blocks} equal blocks (conv groups / heads)"
+        return f"step {s} = {why}" + (" -- only the full width fits" if s == self.width else "")
+
     def candidate_widths(self, align: int = 8, min_width: int = 8, max_prune: float = 1.0) -> list[int]:
         """Widths on the hardware grid, ascending; always includes the full width. ``max_prune``:
         the largest fraction of the group's channels (or heads) a width may remove."""

@@ -198,12 +198,35 @@ def test_grouped_conv_widths_keep_each_conv_group_on_the_grid():
     grp = {g.name: g for g in ChannelGraph(m, x).groups}["b.0"]
     assert grp.conv_groups == 2 and grp.blocks == 2
     assert grp.candidate_widths(block) == [2 * block, 4 * block]  # 1 or 2 blocks per conv group
+    assert grp.step_reason(block).startswith(f"step {2 * block} = 2 conv groups x {block}")
     # conv groups already off the grid at full width (ResNeXt's 4 per group): any multiple of the grid
     narrow = {g.name: g for g in ChannelGraph(_GroupedBlock(32, 8).eval(), x).groups}["b.0"]
-    assert narrow.candidate_widths(8) == [8, 16, 24, 32]
+    assert narrow.candidate_widths(8) == [8, 16, 24, 32] and narrow.step_reason(8) == ""
     if not nchwc_block():
         pytest.skip("ORT's NCHWc layout is x86-only: the layout half of this test needs AVX/AVX-512")
     for w in grp.candidate_widths(block):
         assert _ort_runs_blocked(build_variant(m, x, {"b.0": w}), x), w
     # half a block per conv group: the old grid allowed it (a multiple of the block overall), ORT leaves the layout
     assert not _ort_runs_blocked(build_variant(m, x, {"b.0": block}), x)
+
+
+def test_inspect_says_why_a_grouped_conv_group_steps_coarser(tmp_path, capsys):
+    """`hwprune inspect` names the step and its cause next to the widths a grouped conv can take,
+    in its table and its JSON, so a group that never moves is not a mystery."""
+    import json
+
+    from hwprune.cli.main import main
+
+    src = tmp_path / "grouped.py"
+    src.write_text("import torch.nn as nn\n\n"
+                   "def make():\n"
+                   "    return nn.Sequential(nn.Conv2d(3, 64, 1), nn.ReLU(), nn.Conv2d(64, 64, 3, padding=1, groups=8),\n"
+                   "                         nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10))\n")
+    out = tmp_path / "groups.json"
+    assert main(["inspect", "--model", f"{src}:make", "--input-size", "16", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "64..64 (1); step 64 = 8 conv groups x 8" in text and "only the full width fits" in text
+    rows = {r["name"]: r for r in json.loads(out.read_text())["groups"]}
+    assert rows["2"]["conv_groups"] == 8 and rows["2"]["step"] == 64 and rows["2"]["candidate_widths"] == [64]
+    assert main(["inspect", "--model", f"{src}:make", "--input-size", "16", "--align", "4"]) == 0
+    assert "32..64 (2); step 32 = 8 conv groups x 4" in capsys.readouterr().out

@@ -50,10 +50,12 @@ def run(args) -> int:
     for g in graph.groups:
         share = 100.0 * sum(flops.get(m, 0) for m in g.layers) / total
         ws = g.candidate_widths(args.align, args.min_width)
-        grid = f"{ws[0]}..{ws[-1]} ({len(ws)})" if g.prunable else f"frozen: {g.reason}"
+        why = g.step_reason(args.align) if g.prunable else ""
+        grid = (f"{ws[0]}..{ws[-1]} ({len(ws)})" + (f"; {why}" if why else "")) if g.prunable else f"frozen: {g.reason}"
         print(f"{g.name:<44} {g.kind:<9} {g.width:>6} {len(g.layers):>6} {share:>6.1f}%  {grid}")
-        rows.append({"name": g.name, "kind": g.kind, "width": g.width, "blocks": g.blocks, "layers": g.layers,
-                     "flops_share": share / 100, "prunable": g.prunable, "candidate_widths": ws})
+        rows.append({"name": g.name, "kind": g.kind, "width": g.width, "blocks": g.blocks, "conv_groups": g.conv_groups,
+                     "layers": g.layers, "flops_share": share / 100, "prunable": g.prunable, "candidate_widths": ws,
+                     "step": g.step(args.align) if g.prunable else g.width, "step_reason": why})
     if args.json:
         from ..jsonio import write_json
 
