@@ -22,7 +22,8 @@ def add_model_args(p: argparse.ArgumentParser, default: str | None = None) -> No
 #: ``--align`` help of the commands that default it to the device's grid (:func:`resolve_align`)
 DEVICE_ALIGN_HELP = ("channel widths are multiples of this (default: on ort-cpu the CPU's NCHWc channel block -- 16 "
                      "with AVX-512, 8 with AVX2 -- since other widths leave ORT's blocked layout and pay reorders; "
-                     "8 otherwise)")
+                     "8 otherwise); a grouped conv whose conv groups are each a multiple of it at full width keeps "
+                     "them so (hwprune inspect shows every group's step)")
 
 
 def add_grid_args(p: argparse.ArgumentParser, align_default: int | None = 8, align_help: str | None = None) -> None:
