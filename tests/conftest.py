@@ -23,6 +23,20 @@ def cli():
     return run_cli
 
 
+def optimized_graph(data: bytes, tmp_path, name: str = "opt.onnx"):
+    """The graph ONNX Runtime really runs for the ONNX model ``data`` on this CPU: optimized at
+    ORT_ENABLE_ALL (fusions, NCHWc layout) and saved to ``tmp_path / name``."""
+    import onnx
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.optimized_model_filepath = os.path.join(str(tmp_path), name)
+    so.log_severity_level = 3
+    ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
+    return onnx.load(so.optimized_model_filepath).graph
+
+
 def assert_ran(code: int, text: str, where: str = "") -> None:
     """A pipeline command ran through: exit 0, or exit 3 with the closed loop's MISSED verdict printed.
     Tests that are not about the verdict use this: on a shared 2-core machine the other xdist worker can

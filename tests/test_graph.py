@@ -161,29 +161,19 @@ class _GroupedBlock(nn.Module):
         return self.c(self.b(self.a(x)))
 
 
-def _ort_runs_blocked(model: nn.Module, x: torch.Tensor) -> bool:
+def _ort_runs_blocked(model: nn.Module, x: torch.Tensor, tmp_path) -> bool:
     """Whether ORT's optimized graph (ORT_ENABLE_ALL, this CPU) runs the grouped conv in its blocked
     NCHWc layout: a Conv node of domain com.microsoft.nchwc with a group attribute > 1."""
-    import os
-    import tempfile
-
-    import onnx
-    import onnxruntime as ort
+    from conftest import optimized_graph
 
     from hwprune.onnx_export import onnx_bytes
 
-    with tempfile.TemporaryDirectory() as d:
-        so = ort.SessionOptions()
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        so.optimized_model_filepath = os.path.join(d, "opt.onnx")
-        so.log_severity_level = 3
-        ort.InferenceSession(onnx_bytes(model, x), so, providers=["CPUExecutionProvider"])
-        g = onnx.load(so.optimized_model_filepath).graph
+    g = optimized_graph(onnx_bytes(model, x), tmp_path)
     return any(n.domain == "com.microsoft.nchwc" and n.op_type == "Conv"
                and any(a.name == "group" and a.i > 1 for a in n.attribute) for n in g.node)
 
 
-def test_grouped_conv_widths_keep_each_conv_group_on_the_grid():
+def test_grouped_conv_widths_keep_each_conv_group_on_the_grid(tmp_path):
     """A grouped conv whose conv groups are each a multiple of the grid wide is only cut to widths
     that keep them so: ORT runs a grouped conv in its blocked layout only when the channels *per
     conv group* are multiples of the NCHWc block (regnet_y_400mf, 8 per group, cut to 4 per group
@@ -205,9 +195,9 @@ def test_grouped_conv_widths_keep_each_conv_group_on_the_grid():
     if not nchwc_block():
         pytest.skip("ORT's NCHWc layout is x86-only: the layout half of this test needs AVX/AVX-512")
     for w in grp.candidate_widths(block):
-        assert _ort_runs_blocked(build_variant(m, x, {"b.0": w}), x), w
+        assert _ort_runs_blocked(build_variant(m, x, {"b.0": w}), x, tmp_path), w
     # half a block per conv group: the old grid allowed it (a multiple of the block overall), ORT leaves the layout
-    assert not _ort_runs_blocked(build_variant(m, x, {"b.0": block}), x)
+    assert not _ort_runs_blocked(build_variant(m, x, {"b.0": block}), x, tmp_path)
 
 
 def test_inspect_says_why_a_grouped_conv_group_steps_coarser(tmp_path, capsys):

@@ -8,6 +8,7 @@ import onnx
 import pytest
 import torch
 
+from conftest import optimized_graph
 from hwprune.errors import ConfigError, ExportError
 from hwprune.models import load_model
 
@@ -19,17 +20,6 @@ def data():
     from hwprune.data import make_data
 
     return make_data("synthetic", input_size=SIZE, n_train=128, n_val=256, calib_size=128, batch_size=64)
-
-
-def optimized_graph(data: bytes, tmp_path, name="opt.onnx"):
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.optimized_model_filepath = str(tmp_path / name)
-    so.log_severity_level = 3
-    ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
-    return onnx.load(str(tmp_path / name)).graph
 
 
 @pytest.mark.parametrize("spec", ["tiny_resnet_synthetic", "tiny_resnet"])

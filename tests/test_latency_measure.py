@@ -4,6 +4,7 @@ import numpy as np
 import onnx
 import pytest
 
+from conftest import optimized_graph
 from hwprune.latency.micro import unit_onnx
 from hwprune.latency.profile import fit_calibration
 from hwprune.latency.units import UnitFamily
@@ -16,14 +17,7 @@ RES = UnitFamily("conv", 14, 14, act="relu", add=True)
 
 
 def optimized_ops(data: bytes, tmp_path) -> list[str]:
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.optimized_model_filepath = str(tmp_path / "opt.onnx")
-    so.log_severity_level = 3
-    ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
-    return [n.op_type for n in onnx.load(str(tmp_path / "opt.onnx")).graph.node]
+    return [n.op_type for n in optimized_graph(data, tmp_path).node]
 
 
 def test_kernel_time_leaves_out_layout_reorders_and_run_overhead(tmp_path):
