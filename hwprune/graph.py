@@ -124,9 +124,14 @@ class ChannelGroup:
             return 1
         a = max(1, align)
         s = math.lcm(a, self.blocks)
-        if self.conv_groups > 1 and (self.width // self.conv_groups) % a == 0:
+        if self._conv_groups_on_grid(a):
             s = math.lcm(s, self.conv_groups * a)
         return s if s < self.width else self.width
+
+    def _conv_groups_on_grid(self, align: int) -> bool:
+        """At full width, every conv group of the grouped convs among the members is a multiple of
+        ``align`` channels wide (and must stay so: :meth:`step`)."""
+        return self.conv_groups > 1 and (self.width // self.conv_groups) % align == 0
 
     def step_reason(self, align: int) -> str:
         """Why :meth:`step` is coarser than ``align`` ("" where it is not): the conv groups or the
@@ -134,7 +139,7 @@ class ChannelGroup:
         s, a = self.step(align), max(1, align)
         if self.kind == "heads" or s == a:
             return ""
-        if self.conv_groups > 1 and (self.width // self.conv_groups) % a == 0:
+        if self._conv_groups_on_grid(a):
             why = f"{self.conv_groups} conv groups x {a}: each conv group stays a multiple of the grid"
         else:
             why = f"a multiple of {a} that splits into {self.blocks} equal blocks (conv groups / heads)"
