@@ -106,9 +106,10 @@ class Backend:
 
     # ------------------------------------------------------------------ the device
     @classmethod
-    def default_grid(cls, fingerprint: Optional[dict] = None) -> int:
+    def default_grid(cls, fingerprint: Optional[dict] = None, precision: Optional[str] = None) -> int:
         """The channel multiple the device rewards (``--align`` default), for the device that
-        ``fingerprint`` describes (None: this machine). 8: fp16 tensor cores, SIMD."""
+        ``fingerprint`` describes (None: this machine) running ``precision`` (None: fp32). 8: fp16
+        tensor cores, SIMD."""
         return 8
 
     def fingerprint(self) -> dict:

@@ -45,16 +45,22 @@ class OrtCpuBackend(Backend):
         return f"backend {cls.name!r} is unavailable: {reason}. Install it: pip install onnxruntime"
 
     @classmethod
-    def default_grid(cls, fingerprint: Optional[dict] = None) -> int:
-        """The CPU's NCHWc channel block (16 with AVX-512F, 8 with AVX2; at least 8): a width off
-        that grid drops a conv out of ORT's blocked layout and adds reorders a unit measured
-        alone never shows."""
+    def default_grid(cls, fingerprint: Optional[dict] = None, precision: Optional[str] = None) -> int:
+        """fp32: the CPU's NCHWc channel block (16 with AVX-512F, 8 with AVX2; at least 8): a width
+        off that grid drops a conv out of ORT's blocked layout and adds reorders a unit measured
+        alone never shows. int8 on x86: at least 16, the channel block of MLAS's quantized kernels
+        (its AVX2 depthwise kernel runs 16 channels per vector step and the rest one by one; its
+        u8s8 GEMM packs 16 output channels per pass). On this AVX2 host a width 8 short of a
+        multiple of 16 cost mobilenet_v2 about what the multiple of 16 cost, or more (docs/latency.md,
+        "The int8 grid"; ``tools/int8_grid.py``)."""
         if fingerprint is None:
             from .ort import nchwc_block
 
             block = nchwc_block()
         else:
             block = int(fingerprint.get("nchwc_block") or 0)
+        if precision == "int8" and block:
+            return max(16, block)
         return max(8, block)
 
     def fingerprint(self) -> dict:

@@ -331,6 +331,11 @@ def test_preferred_align_follows_the_cpu_layout_block():
     assert preferred_align("ort-cpu", {}) == 8  # unknown CPU (or an older table): the common grid
     assert preferred_align("torch-cuda", {"nchwc_block": 16}) == 8  # a CPU layout says nothing about a GPU
     assert cpu_fingerprint()["nchwc_block"] == nchwc_block() in (0, 8, 16)
+    # int8: MLAS's quantized kernels work on 16 channels (AVX2 as well as AVX-512)
+    assert preferred_align("ort-cpu", {"nchwc_block": 8}, "int8") == 16
+    assert preferred_align("ort-cpu", {"nchwc_block": 16}, "int8") == 16
+    assert preferred_align("ort-cpu", {}, "int8") == 8  # unknown CPU: nothing known about its int8 kernels
+    assert preferred_align("torch-cuda", {"nchwc_block": 8}, "int8") == 8
 
 
 def test_prune_cli_hints_at_the_cpu_grid():
@@ -342,6 +347,9 @@ def test_prune_cli_hints_at_the_cpu_grid():
     assert grid_hint("ort-cpu", 2 * max(block, 8)) is None  # on the grid: nothing to say
     if block == 16:
         assert "--align 16" in grid_hint("ort-cpu", 8)
+    if block:  # x86: int8 widths want multiples of 16 whatever the fp32 block
+        assert "int8 kernels" in grid_hint("ort-cpu", 8, "int8") and "--align 16" in grid_hint("ort-cpu", 8, "int8")
+        assert grid_hint("ort-cpu", 16, "int8") is None and grid_hint("ort-cpu", 32, "int8") is None
 
 
 def test_profile_defaults_to_the_devices_grid(tmp_path):

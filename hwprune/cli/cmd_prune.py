@@ -314,7 +314,7 @@ def run(args) -> int:
         backend = _table_backend(args, bounds) or "ort-cpu"
     if backend in ("none", ""):
         backend = None
-    align = resolve_align(args.align, backend)
+    align = resolve_align(args.align, backend, args.precision)
     config = PruneConfig(strategy=args.strategy, ratio=args.ratio, criterion=args.criterion, align=align,
                          min_width=args.min_width, max_prune=args.max_prune, batch=args.batch, input_size=args.input_size,
                          ignore=tuple(args.ignore), seed=args.seed, budget=args.budget[0] if args.budget else None,
@@ -340,7 +340,7 @@ def run(args) -> int:
     # the data before the table: a wrong --data path or class count fails now, not after minutes of profiling
     data, evaluator, eval_words = make_evaluation(args, loaded, size)
     table = args.table
-    if any_latency and (hint := grid_hint(config.backend, config.align)):
+    if any_latency and (hint := grid_hint(config.backend, config.align, config.precision)):
         print(hint, file=sys.stderr)
     how = "given"
     if any(b.budget.is_latency and b.table is None for b in bounds):  # a latency budget on --table

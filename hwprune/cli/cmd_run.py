@@ -76,12 +76,12 @@ def run(args) -> int:
                        finetune_epochs=args.finetune_epochs,
                        train_epochs=args.train_epochs,
                        batches=args.batch, input_size=args.input_size, num_classes=args.num_classes,
-                       align=resolve_align(args.align, args.backend), min_width=args.min_width,
+                       align=resolve_align(args.align, args.backend, args.precision), min_width=args.min_width,
                        max_prune=args.max_prune, out=args.out,
                        quick=args.quick, n_train=args.n_train, n_val=args.n_val, seed=args.seed,
                        progress=not args.no_progress, aoti=args.aoti,
                        precision=args.precision)
-    if hint := grid_hint(config.backend, config.align):
+    if hint := grid_hint(config.backend, config.align, config.precision):
         print(hint, file=sys.stderr)
     rep = run_pipeline(config)
     print(summary_lines(rep))

@@ -21,8 +21,8 @@ def add_model_args(p: argparse.ArgumentParser, default: str | None = None) -> No
 
 #: ``--align`` help of the commands that default it to the device's grid (:func:`resolve_align`)
 DEVICE_ALIGN_HELP = ("channel widths are multiples of this (default: on ort-cpu the CPU's NCHWc channel block -- 16 "
-                     "with AVX-512, 8 with AVX2 -- since other widths leave ORT's blocked layout and pay reorders; "
-                     "8 otherwise); a grouped conv whose conv groups are each a multiple of it at full width keeps "
+                     "with AVX-512, 8 with AVX2 -- since other widths leave ORT's blocked layout and pay reorders, "
+                     "and 16 for --precision int8, the channel block of ORT's int8 kernels; 8 otherwise); a grouped conv whose conv groups are each a multiple of it at full width keeps "
                      "them so (hwprune inspect shows every group's step)")
 
 
@@ -60,27 +60,33 @@ def load_from_args(args) -> "LoadedModel":
     return load_model(args.model, weights=args.weights, kwargs=kwargs or None)
 
 
-def resolve_align(align: int | None, backend: str | None) -> int:
-    """``--align`` as given, else the device's grid as its backend names it (``default_grid`` in
-    the registry; on ``ort-cpu`` this CPU's NCHWc block, 16 with AVX-512; see
-    :func:`hwprune.latency.profile.preferred_align`), 8 for budgets that are not latency (no
-    device to ask) and names the registry does not know."""
+def resolve_align(align: int | None, backend: str | None, precision: str | None = None) -> int:
+    """``--align`` as given, else the device's grid at ``precision`` as its backend names it
+    (``default_grid`` in the registry; on ``ort-cpu`` this CPU's NCHWc block, 16 with AVX-512, and
+    16 for int8; see :func:`hwprune.latency.profile.preferred_align`), 8 for budgets that are not
+    latency (no device to ask) and names the registry does not know."""
     if align is not None:
         return align
     if backend is None:
         return 8
     from ..latency.profile import preferred_align
 
-    return preferred_align(backend, None)
+    return preferred_align(backend, None, precision)
 
 
-def grid_hint(backend: str | None, align: int) -> str | None:
-    """A one-line hint when ``align`` is off the CPU's ORT layout grid (None if it is on it)."""
+def grid_hint(backend: str | None, align: int, precision: str | None = None) -> str | None:
+    """A one-line hint when ``align`` is off the grid ORT's kernels reward on this CPU (the NCHWc
+    block for fp32, 16 channels for int8; None if it is on it)."""
     if backend not in (None, "ort-cpu"):
         return None
     from hwprune_deploy.ort import nchwc_block
 
     block = nchwc_block()
+    if block and precision == "int8" and align % max(16, block):
+        grid = max(16, block)
+        return (f"hint: ONNX Runtime's int8 kernels on this CPU work on {grid} channels at a time; widths on "
+                f"--align {align} that are not multiples of {grid} pay for the next multiple or more -- pass "
+                f"--align {grid} for widths the device rewards")
     if block and align % block:
         return (f"hint: this CPU runs ONNX Runtime convs in {block}-channel blocks (NCHWc); widths on --align "
                 f"{align} that are not multiples of {block} leave that layout and pay reorders -- pass --align "

@@ -244,15 +244,16 @@ def _measure_family(table: LatencyTable, fam_spec, cands: tuple[set, set], meas:
     fam.lower_to_envelope()
 
 
-def preferred_align(backend: str, fingerprint: Optional[dict]) -> int:
-    """The width grid a device rewards, as its backend names it (``default_grid``): on ``ort-cpu``
-    the CPU's NCHWc channel block (16 with AVX-512, 8 with AVX2), since a width off that grid drops
-    the conv out of ORT's blocked layout and adds reorders a unit measured alone never shows; 8
-    elsewhere (fp16 tensor cores, SIMD) and for a backend not registered here. ``fingerprint``:
-    the device's (a table's), None for this machine."""
+def preferred_align(backend: str, fingerprint: Optional[dict], precision: Optional[str] = None) -> int:
+    """The width grid a device rewards at ``precision``, as its backend names it (``default_grid``):
+    on ``ort-cpu`` the CPU's NCHWc channel block (16 with AVX-512, 8 with AVX2), since a width off
+    that grid drops the conv out of ORT's blocked layout and adds reorders a unit measured alone
+    never shows, and 16 for int8 (MLAS's quantized kernels work on 16 channels); 8 elsewhere (fp16
+    tensor cores, SIMD) and for a backend not registered here. ``fingerprint``: the device's (a
+    table's), None for this machine."""
     if backend not in list_backends():
         return 8
-    return int(backend_class(backend).default_grid(fingerprint))
+    return int(backend_class(backend).default_grid(fingerprint, precision))
 
 
 def profile(loaded: LoadedModel, config: ProfileConfig, progress: bool = True) -> str:
@@ -269,7 +270,7 @@ def profile(loaded: LoadedModel, config: ProfileConfig, progress: bool = True) -
     table = LatencyTable.load(path) if os.path.exists(path) else None
     if config.align is None:
         prior = table.protocol.get("align") if table is not None else None
-        config = dataclasses.replace(config, align=int(prior or preferred_align(config.backend, fp)))
+        config = dataclasses.replace(config, align=int(prior or preferred_align(config.backend, fp, config.precision)))
     x = example_input(loaded, config)
     graph = ChannelGraph(loaded.model, x, ignore=config.ignore)
     units = extract_units(graph, dtype=config.precision)
