@@ -52,7 +52,7 @@ class OrtCpuBackend(Backend):
         (its AVX2 depthwise kernel runs 16 channels per vector step and the rest one by one; its
         u8s8 GEMM packs 16 output channels per pass). On this AVX2 host a width 8 short of a
         multiple of 16 cost mobilenet_v2 about what the multiple of 16 cost, or more (docs/latency.md,
-        "The int8 grid"; ``tools/int8_grid.py``)."""
+        "The width grid is the device's"; ``tools/int8_grid.py``)."""
         if fingerprint is None:
             from .ort import nchwc_block
 

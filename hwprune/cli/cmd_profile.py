@@ -21,10 +21,10 @@ def register(sub) -> None:
     add_grid_args(p, align_default=None,
                   align_help="sample widths that are multiples of this (default: the device's grid -- on ort-cpu "
                              "the CPU's NCHWc channel block, 16 with AVX-512 and 8 with AVX2, since other widths "
-                             "leave ORT's blocked layout and pay reorders, and 16 for --precision int8, the channel block of "
-                             "ORT's int8 kernels; 8 on GPUs); a grouped conv whose conv "
-                             "groups are each a multiple of it at full width keeps them so (hwprune inspect shows "
-                             "every group's step)")
+                             "leave ORT's blocked layout and pay reorders, and 16 for --precision int8, the "
+                             "channel block of ORT's int8 kernels; 8 on GPUs); a grouped conv whose conv groups "
+                             "are each a multiple of it at full width keeps them so (hwprune inspect shows every "
+                             "group's step)")
     g = p.add_argument_group("profiling")
     g.add_argument("--backend", default="ort-cpu", choices=list_backends(),
                    help="a registered backend: " + " | ".join(list_backends()) + " (default ort-cpu)")

@@ -22,8 +22,9 @@ def add_model_args(p: argparse.ArgumentParser, default: str | None = None) -> No
 #: ``--align`` help of the commands that default it to the device's grid (:func:`resolve_align`)
 DEVICE_ALIGN_HELP = ("channel widths are multiples of this (default: on ort-cpu the CPU's NCHWc channel block -- 16 "
                      "with AVX-512, 8 with AVX2 -- since other widths leave ORT's blocked layout and pay reorders, "
-                     "and 16 for --precision int8, the channel block of ORT's int8 kernels; 8 otherwise); a grouped conv whose conv groups are each a multiple of it at full width keeps "
-                     "them so (hwprune inspect shows every group's step)")
+                     "and 16 for --precision int8, the channel block of ORT's int8 kernels; 8 otherwise); a "
+                     "grouped conv whose conv groups are each a multiple of it at full width keeps them so "
+                     "(hwprune inspect shows every group's step)")
 
 
 def add_grid_args(p: argparse.ArgumentParser, align_default: int | None = 8, align_help: str | None = None) -> None:
@@ -76,22 +77,21 @@ def resolve_align(align: int | None, backend: str | None, precision: str | None 
 
 def grid_hint(backend: str | None, align: int, precision: str | None = None) -> str | None:
     """A one-line hint when ``align`` is off the grid ORT's kernels reward on this CPU (the NCHWc
-    block for fp32, 16 channels for int8; None if it is on it)."""
+    block for fp32, 16 channels for int8: :func:`resolve_align`'s default; None if it is on it)."""
     if backend not in (None, "ort-cpu"):
         return None
     from hwprune_deploy.ort import nchwc_block
 
-    block = nchwc_block()
-    if block and precision == "int8" and align % max(16, block):
-        grid = max(16, block)
+    grid = resolve_align(None, "ort-cpu", precision)
+    if not nchwc_block() or align % grid == 0:
+        return None
+    if precision == "int8":
         return (f"hint: ONNX Runtime's int8 kernels on this CPU work on {grid} channels at a time; widths on "
                 f"--align {align} that are not multiples of {grid} pay for the next multiple or more -- pass "
                 f"--align {grid} for widths the device rewards")
-    if block and align % block:
-        return (f"hint: this CPU runs ONNX Runtime convs in {block}-channel blocks (NCHWc); widths on --align "
-                f"{align} that are not multiples of {block} leave that layout and pay reorders -- pass --align "
-                f"{block} for widths the device rewards")
-    return None
+    return (f"hint: this CPU runs ONNX Runtime convs in {grid}-channel blocks (NCHWc); widths on --align "
+            f"{align} that are not multiples of {grid} leave that layout and pay reorders -- pass --align "
+            f"{grid} for widths the device rewards")
 
 
 #: exit status of a command whose result missed its latency budget by measurement (prune and run alike)
