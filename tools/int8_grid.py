@@ -1,5 +1,6 @@
 """Does a width 8 short of a multiple of 16 save anything in int8? The evidence behind the int8
-grid of 16 on ort-cpu (``OrtCpuBackend.default_grid``; docs/latency.md, "The width grid is the device's").
+grid of 16 on ort-cpu (``OrtCpuBackend.default_grid``; docs/latency.md, "The width grid is the
+device's").
 
     python tools/int8_grid.py --model mobilenet_v2
     python tools/int8_grid.py --model resnet18 --groups layer1.0.conv1 layer2.0.conv1 --precision fp32 int8
