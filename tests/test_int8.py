@@ -266,3 +266,26 @@ def test_bench_times_fp32_and_int8_side_by_side():
     assert out["int8"]["scheme"]["format"] == "QDQ" and "pruned (int8)" in format_bench(out)
     with pytest.raises(ConfigError, match="int8 runs on --backend ort-cpu"):
         BenchConfig(int8=True, backend="torch-cpu")
+
+
+def test_int8_profile_samples_widths_on_the_int8_grid(tmp_path):
+    """No --align: an int8 table is sampled on the int8 kernels' grid (16 channels on x86, where
+    MLAS's int8 kernels work on 16 channels at a time, whatever the fp32 NCHWc block), every width
+    a unit was timed at is on it, and extending the table keeps it."""
+    from hwprune.latency import LatencyTable, ProfileConfig, profile
+    from hwprune.latency.profile import preferred_align
+    from hwprune_deploy.ort import nchwc_block
+
+    out = str(tmp_path / "q8.json")
+    profile(load_model("tiny_resnet", kwargs={"width": 16, "depth": 1}),
+            ProfileConfig.quick(precision="int8", input_size=16, out=out), progress=False)
+    t = LatencyTable.load(out)
+    grid = t.protocol["align"]
+    assert grid == preferred_align("ort-cpu", t.device, "int8")
+    if nchwc_block():  # x86: 16 even where fp32's block is 8 (AVX2)
+        assert grid == 16 and preferred_align("ort-cpu", t.device) == nchwc_block()
+    widths = {w for fam in t.families.values() for w in list(fam.cins)[1:] + list(fam.couts)[:-1]}
+    assert widths and all(w % grid == 0 for w in widths), widths  # full widths (3 in, 10 classes out) aside
+    profile(load_model("tiny_resnet", kwargs={"width": 16, "depth": 2}),
+            ProfileConfig.quick(precision="int8", input_size=16, out=out), progress=False)
+    assert LatencyTable.load(out).protocol["align"] == grid
