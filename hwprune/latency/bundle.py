@@ -21,7 +21,8 @@ from ..graph import ChannelGraph
 from ..models import LoadedModel
 from .micro import overhead_onnx, patternize_onnx, unit_contexts, unit_onnx
 from .measure import table_spinning
-from .profile import TABLE_DIR, ProfileConfig, axis_candidates, calibration_variants, example_input, store_calibration
+from .profile import (TABLE_DIR, ProfileConfig, axis_candidates, calibration_variants, example_input, preferred_align,
+                      store_calibration)
 from .sampling import spread_points
 from .table import Family, LatencyTable, default_table_name, now
 from .units import extract_units, model_key
@@ -34,10 +35,10 @@ def write_bundle(loaded: LoadedModel, config: ProfileConfig, path: str, points_p
     from ..onnx_export import onnx_bytes
     from .measure import build_variant
 
-    if config.align is None:  # the device is elsewhere: its NCHWc block is unknown here; 8 suits AVX2 and GPUs
+    if config.align is None:  # the device is elsewhere: its CPU is unknown here (8 suits AVX2 and GPUs)
         import dataclasses
 
-        config = dataclasses.replace(config, align=8)
+        config = dataclasses.replace(config, align=preferred_align(config.backend, {}, config.precision))
     x = example_input(loaded, config)
     graph = ChannelGraph(loaded.model, x, ignore=config.ignore)
     units = extract_units(graph, dtype=config.precision)
