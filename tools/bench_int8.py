@@ -26,6 +26,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from hwprune.bench import BenchConfig, measure_fp32_int8  # noqa: E402
+from hwprune.cli.common import resolve_align  # noqa: E402
 from hwprune.latency import ProfileConfig, profile  # noqa: E402
 from hwprune.models import load_model  # noqa: E402
 from hwprune.prune import PruneConfig, prune  # noqa: E402
@@ -35,17 +36,21 @@ from hwprune_deploy.runner import timing_ms  # noqa: E402
 
 def one_model(name: str, args) -> dict:
     loaded = load_model(name)
+    # each precision on its own grid unless --align says one: int8 on x86 wants 16 channels where fp32 on AVX2
+    # wants 8 (docs/latency.md, "The width grid is the device's"); PruneConfig's own default would be 8 for both
+    align = {prec: resolve_align(args.align, "ort-cpu", prec) for prec in ("fp32", "int8")}
     tables, t0 = {}, time.perf_counter()
     for prec in ("fp32", "int8"):
         path = os.path.join(args.tables, f"{name}-{args.size}-{prec}.json")
         if not os.path.exists(path):
             mk = ProfileConfig.quick if args.quick else ProfileConfig
-            profile(loaded, mk(precision=prec, input_size=args.size, threads=args.threads, out=path), progress=False)
+            profile(loaded, mk(precision=prec, input_size=args.size, threads=args.threads, align=align[prec], out=path),
+                    progress=False)
         tables[prec] = path
     profile_s = time.perf_counter() - t0
     res = {}
     for prec in ("fp32", "int8"):
-        cfg = PruneConfig(strategy=args.strategy, budget=args.budget, precision=prec, backend=None, align=args.align,
+        cfg = PruneConfig(strategy=args.strategy, budget=args.budget, precision=prec, backend=None, align=align[prec],
                           input_size=args.size, threads=args.threads, progress=False)
         res[prec] = prune(loaded, cfg, table=tables[prec])
     x = torch.randn(1, 3, args.size, args.size)
@@ -55,7 +60,7 @@ def one_model(name: str, args) -> dict:
     ref = timing_ms(t["unpruned (fp32)"])
     ms = {k: timing_ms(v) for k, v in t.items()}
     groups = res["fp32"].report.widths
-    return {"model": name, "profile_s": profile_s, "tables": tables, "ms": ms,
+    return {"model": name, "profile_s": profile_s, "tables": tables, "align": align, "ms": ms,
             "speedup": {k: ref / v for k, v in ms.items()},
             "int8": res["int8"].report.config.get("int8"),
             "widths": {g: {"full": w["before"], "fp32_search": w["after"],
@@ -65,7 +70,8 @@ def one_model(name: str, args) -> dict:
 def markdown(rows: list[dict], args, meta: dict) -> str:
     L = [f"# int8 vs fp32 pruning to {args.budget} of the fp32 unpruned latency", "",
          f"{meta['cpu']}, {args.threads} threads, batch 1, {args.size} px, strategy {args.strategy}, "
-         f"{'quick tables' if args.quick else 'full tables'}; int8: {meta['scheme']}. "
+         f"{'quick tables' if args.quick else 'full tables'}; channel grid "
+         f"{', '.join(sorted({f'{p} {a}' for r in rows for p, a in r['align'].items()}))}; int8: {meta['scheme']}. "
          f"VNNI: {meta['vnni']}. {args.note}", "",
          "| model | fp32 unpruned ms | int8 unpruned | int8 pruned (int8 search) | fp32 pruned (fp32 search) | "
          "int8, fp32-searched widths |", "|---|---|---|---|---|---|"]
@@ -90,7 +96,8 @@ def main() -> int:
     p.add_argument("--strategy", default="halp")
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--align", type=int, default=8)
+    p.add_argument("--align", type=int, default=None,
+                   help="channel grid of both searches (default: each precision's grid on this CPU, as hwprune prune)")
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--quick", action="store_true", help="quick tables (2 points per axis, no calibration variants)")
     p.add_argument("--tables", default="latency_tables/bench_int8", help="folder for the tables (reused when there)")
