@@ -24,7 +24,8 @@ from .models import LoadedModel
 from .prune_config import PruneConfig
 from .prune_report import LatencyReport, PruneReport  # noqa: F401 (re-exported)
 from .prune_steps import PruneResult, build_report, finetune_pruned  # noqa: F401 (PruneResult re-exported)
-from .search import SearchContext, make_context, reconstruct_model, run_search, seed_everything  # noqa: F401
+from .search import (SearchContext, make_context, reconstruct_model, run_search, seed_everything,  # noqa: F401
+                     with_default_align)
 
 __all__ = ["CONFIRM_BAND", "DRIFT_WARN", "MEASURE_STATISTIC", "LatencyReport", "PruneConfig", "PruneReport",
            "PruneResult", "SearchContext", "make_context", "measure_as", "measure_pair", "prune",
@@ -49,6 +50,7 @@ def prune(loaded: LoadedModel, config: PruneConfig, calib=None, table=None, eval
                           "them the wrong shape: cut the dense model, then add --sparsity 2:4 (one command does both)")
     if config.finetune_epochs and data is None:
         raise ConfigError("--finetune-epochs needs training data: pass --data synthetic (or imagefolder:PATH ...)")
+    config = with_default_align(config, table)
     if config.iterative > 1:
         from .iterative import prune_iterative
 

@@ -27,7 +27,9 @@ class PruneConfig:
     strategy: str = "uniform"
     ratio: Optional[float] = None
     criterion: str = "l1"
-    align: int = 8
+    # widths are multiples of this; None: the grid of the devices the budgets' tables describe, else this
+    # machine's for ``backend``, else 8 (hwprune.search.with_default_align; the CLI's --align default)
+    align: Optional[int] = None
     min_width: int = 8
     max_prune: float = 1.0  # no search removes more than this fraction of any group's channels
     batch: int = 1
@@ -60,7 +62,7 @@ class PruneConfig:
     def __post_init__(self):
         if self.ratio is not None and not (0.0 <= self.ratio < 1.0):
             raise ConfigError(f"ratio {self.ratio} is out of range; use a fraction of channels to remove in [0, 1), e.g. 0.5")
-        if self.align < 1:
+        if self.align is not None and self.align < 1:
             raise ConfigError(f"align {self.align} must be >= 1 (8 suits tensor cores and SIMD)")
         if self.min_width < 1:
             raise ConfigError(f"min-width {self.min_width} must be >= 1")

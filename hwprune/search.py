@@ -219,7 +219,27 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def with_default_align(config: PruneConfig, table=None) -> PruneConfig:
+    """``config`` with ``align`` decided when it is None, as ``hwprune prune`` decides ``--align``:
+    the grid of the devices the latency budgets are spent on (``table``, a path or loaded table,
+    and any ``@TABLE`` bound to a budget; each read from its fingerprint and profiled grid), else
+    this machine's grid for ``config.backend``, else 8 (:func:`hwprune.latency.profile.search_align`).
+    A user's own cost model in ``table`` says nothing of a grid."""
+    if config.align is not None:
+        return config
+    from dataclasses import replace
+
+    bounds = [b for b in config.budget_list() if b.budget.is_latency]
+    tables = [b.table or table for b in bounds] if bounds else []
+    tables = [t for t in tables if isinstance(t, str) or hasattr(t, "protocol")]
+    tables = list({id(t) if not isinstance(t, str) else t: t for t in tables}.values())
+    from .latency.profile import search_align
+
+    return replace(config, align=search_align(config.backend, config.precision, tables))
+
+
 def make_context(loaded: LoadedModel, config: PruneConfig, calib=None, table=None, evaluator=None) -> SearchContext:
+    config = with_default_align(config, table)
     size = config.input_size or loaded.input_size
     x = torch.randn(config.batch, 3, size, size, generator=torch.Generator().manual_seed(config.seed))
     graph = ChannelGraph(loaded.model, x, ignore=config.ignore)

@@ -14,6 +14,8 @@ from hwprune.latency.table import Family
 from hwprune.latency.units import UnitFamily, extract_units
 from hwprune.models import load_model
 
+COMMITTED = os.path.join(os.path.dirname(__file__), "..", "latency_tables", "amd-epyc-2c-ort-cpu-fp32-b1.json")
+
 TINY = {"width": 8, "depth": 1}
 
 
@@ -350,6 +352,74 @@ def test_prune_cli_hints_at_the_cpu_grid():
     if block:  # x86: int8 widths want multiples of 16 whatever the fp32 block
         assert "int8 kernels" in grid_hint("ort-cpu", 8, "int8") and "--align 16" in grid_hint("ort-cpu", 8, "int8")
         assert grid_hint("ort-cpu", 16, "int8") is None and grid_hint("ort-cpu", 32, "int8") is None
+
+
+def _table_as_if(tmp_path, name: str, block, align: int, precision: str = "fp32") -> str:
+    """The committed ORT CPU table (resnet18's record alone) rewritten as if profiled on a CPU whose
+    NCHWc block is ``block`` (None: a fingerprint without it, as older tables) at grid ``align``."""
+    import json
+
+    doc = json.loads(open(COMMITTED).read())
+    key = next(k for k, r in doc["models"].items() if r["spec"] == "resnet18")
+    doc["models"] = {key: doc["models"][key]}
+    doc["device"] = {k: v for k, v in doc["device"].items() if k != "nchwc_block"}
+    if block is not None:
+        doc["device"]["nchwc_block"] = block
+    doc["protocol"]["align"], doc["precision"] = align, precision
+    path = tmp_path / name
+    path.write_text(json.dumps(doc))
+    return str(path)
+
+
+def test_a_search_defaults_to_the_grid_of_the_tables_device(tmp_path):
+    """Without --align a search spends a table on the grid of the device the table was profiled on
+    (its fingerprint), not this machine's: a table from an AVX-512 host searches on 16 here, an
+    AVX2 one on 8 (16 in int8), and never on a grid finer than the table was profiled on; several
+    tables: a grid every device rewards."""
+    from hwprune.latency.profile import search_align, table_align
+
+    avx512 = _table_as_if(tmp_path, "avx512.json", 16, 16)
+    avx2 = _table_as_if(tmp_path, "avx2.json", 8, 8)
+    coarse = _table_as_if(tmp_path, "coarse.json", 8, 32)  # profiled on 32: its 8-grid widths are interpolated
+    old = _table_as_if(tmp_path, "old.json", None, 8)
+    assert table_align(avx512) == 16 and table_align(avx2) == 8 and table_align(coarse) == 32
+    assert table_align(old) == 8  # a fingerprint without the block: the common grid
+    assert table_align(_table_as_if(tmp_path, "avx2-int8.json", 8, 8, "int8")) == 16
+    assert table_align(avx2, "int8") == 16
+    assert search_align("ort-cpu", "fp32", [avx512, avx2]) == 16
+    assert search_align(None, "fp32", []) == 8
+    gpu = os.path.join(os.path.dirname(COMMITTED), "nvidia-h100-80gb-hbm3-torch-cuda-fp16-b32.json")
+    assert table_align(gpu) == 8
+
+
+def test_prune_spends_a_table_from_another_cpu_on_its_grid(tmp_path):
+    """`hwprune prune --table T` with T from an AVX-512 host: widths on 16 whatever this CPU's block,
+    a given --align off that grid gets the hint naming the table's device, and the library's
+    PruneConfig without align decides the same grid."""
+    import json
+
+    from hwprune.cli.main import main
+    from hwprune.models import load_model
+    from hwprune.prune import PruneConfig, prune
+
+    avx512 = _table_as_if(tmp_path, "avx512.json", 16, 16)
+    out = tmp_path / "p"
+    code = main(["prune", "--model", "resnet18", "--strategy", "uniform", "--budget", "0.6x", "--table", avx512,
+                 "--backend", "none", "--input-size", "224", "--out", str(out), "--quiet"])
+    assert code == 0
+    kept = json.loads((out / "plan.json").read_text())["kept"]  # group -> the channels it keeps
+    assert kept and all(len(ch) % 16 == 0 for ch in kept.values()), {g: len(ch) for g, ch in kept.items()}
+    assert json.loads((out / "report.json").read_text())["config"]["align"] == 16
+    from hwprune.cli.common import grid_hint
+
+    hint = grid_hint("ort-cpu", 8, "fp32", [avx512])
+    assert hint and "the table's device" in hint and "--align 16" in hint
+    assert grid_hint("ort-cpu", 16, "fp32", [avx512]) is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = prune(load_model("resnet18"), PruneConfig(strategy="uniform", budget="0.6x", progress=False), table=avx512)
+    assert res.report.config["align"] == 16
+    assert all(w["after"] % 16 == 0 for w in res.report.widths.values())
 
 
 def test_profile_defaults_to_the_devices_grid(tmp_path):

@@ -287,16 +287,23 @@ def run_sparsity_only(args) -> int:
     return 0
 
 
-def _table_backend(args, bounds) -> str | None:
+def _budget_tables(args, bounds) -> list:
+    """The tables the latency budgets are spent on (``@TABLE``, else ``--table``), loaded without
+    the other-device warning (it comes once, later), first budget's first; a missing file is left
+    out (it is reported, with its fix, where the search loads it)."""
+    from ..latency import LatencyTable
+
+    paths = [b.table or args.table for b in bounds if b.budget.is_latency]
+    paths = list(dict.fromkeys(p for p in paths if p and os.path.isfile(p)))
+    return [LatencyTable.load(p, check_device=False) for p in paths]
+
+
+def _table_backend(args, bounds, tables: list) -> str | None:
     """The backend of the table the first latency budget is spent on (``--table`` or ``@TABLE``):
     the closed loop measures where the table was measured unless --backend says otherwise (a
     torch-cuda table checked on ORT CPU would judge the budget on the wrong device)."""
-    from ..latency import LatencyTable
-
     path = next((b.table for b in bounds if b.budget.is_latency and b.table), None) or args.table
-    if not path or not os.path.isfile(path):
-        return None  # a missing --table is reported, with its fix, where the search loads it
-    return LatencyTable.load(path, check_device=False).backend  # the device warning comes once, later
+    return next((t.backend for t in tables if t.path == path), None)
 
 
 def run(args) -> int:
@@ -309,12 +316,14 @@ def run(args) -> int:
     bounds = parse_budgets(args.budget or [])
     check_tables_exist(bounds)  # a budget bound to a missing table fails before the model is loaded
     any_latency = any(b.budget.is_latency for b in bounds)
+    tables = _budget_tables(args, bounds)
     backend = args.backend
     if backend is None and any_latency:
-        backend = _table_backend(args, bounds) or "ort-cpu"
+        backend = _table_backend(args, bounds, tables) or "ort-cpu"
     if backend in ("none", ""):
         backend = None
-    align = resolve_align(args.align, backend, args.precision)
+    # the grid of the devices the budgets are spent on: a table profiled elsewhere speaks for its own device
+    align = resolve_align(args.align, backend, args.precision, tables)
     config = PruneConfig(strategy=args.strategy, ratio=args.ratio, criterion=args.criterion, align=align,
                          min_width=args.min_width, max_prune=args.max_prune, batch=args.batch, input_size=args.input_size,
                          ignore=tuple(args.ignore), seed=args.seed, budget=args.budget[0] if args.budget else None,
@@ -340,7 +349,7 @@ def run(args) -> int:
     # the data before the table: a wrong --data path or class count fails now, not after minutes of profiling
     data, evaluator, eval_words = make_evaluation(args, loaded, size)
     table = args.table
-    if any_latency and (hint := grid_hint(config.backend, config.align, config.precision)):
+    if any_latency and (hint := grid_hint(config.backend, config.align, config.precision, tables)):
         print(hint, file=sys.stderr)
     how = "given"
     if any(b.budget.is_latency and b.table is None for b in bounds):  # a latency budget on --table

@@ -70,18 +70,23 @@ def register(sub) -> None:
 def run(args) -> int:
     from ..pipeline import run_pipeline
 
+    tables = []
+    if args.table and os.path.isfile(args.table):  # a missing one is reported, with its fix, where it is read
+        from ..latency import LatencyTable
+
+        tables = [LatencyTable.load(args.table, check_device=False)]  # its device's grid, not this machine's
     config = RunConfig(model=args.model, weights=args.weights, data=args.data, budget=args.budget,
                        strategy=args.strategy, criterion=args.criterion, backend=args.backend, threads=args.threads,
                        spinning=args.ort_spinning, table=args.table, closed_loop_rounds=args.closed_loop_rounds,
                        finetune_epochs=args.finetune_epochs,
                        train_epochs=args.train_epochs,
                        batches=args.batch, input_size=args.input_size, num_classes=args.num_classes,
-                       align=resolve_align(args.align, args.backend, args.precision), min_width=args.min_width,
+                       align=resolve_align(args.align, args.backend, args.precision, tables), min_width=args.min_width,
                        max_prune=args.max_prune, out=args.out,
                        quick=args.quick, n_train=args.n_train, n_val=args.n_val, seed=args.seed,
                        progress=not args.no_progress, aoti=args.aoti,
                        precision=args.precision)
-    if hint := grid_hint(config.backend, config.align, config.precision):
+    if hint := grid_hint(config.backend, config.align, config.precision, tables):
         print(hint, file=sys.stderr)
     rep = run_pipeline(config)
     print(summary_lines(rep))

@@ -20,7 +20,8 @@ def add_model_args(p: argparse.ArgumentParser, default: str | None = None) -> No
 
 
 #: ``--align`` help of the commands that default it to the device's grid (:func:`resolve_align`)
-DEVICE_ALIGN_HELP = ("channel widths are multiples of this (default: on ort-cpu the CPU's NCHWc channel block -- 16 "
+DEVICE_ALIGN_HELP = ("channel widths are multiples of this (default: the grid of the device the table was profiled on, "
+                     "from its fingerprint, else this machine's: on ort-cpu the CPU's NCHWc channel block -- 16 "
                      "with AVX-512, 8 with AVX2 -- since other widths leave ORT's blocked layout and pay reorders, "
                      "and 16 for --precision int8, the channel block of ORT's int8 kernels; 8 otherwise); a "
                      "grouped conv whose conv groups are each a multiple of it at full width keeps them so "
@@ -61,37 +62,49 @@ def load_from_args(args) -> "LoadedModel":
     return load_model(args.model, weights=args.weights, kwargs=kwargs or None)
 
 
-def resolve_align(align: int | None, backend: str | None, precision: str | None = None) -> int:
-    """``--align`` as given, else the device's grid at ``precision`` as its backend names it
-    (``default_grid`` in the registry; on ``ort-cpu`` this CPU's NCHWc block, 16 with AVX-512, and
-    16 for int8; see :func:`hwprune.latency.profile.preferred_align`), 8 for budgets that are not
-    latency (no device to ask) and names the registry does not know."""
+def resolve_align(align: int | None, backend: str | None, precision: str | None = None, tables=()) -> int:
+    """``--align`` as given, else the device's grid at ``precision``: with ``tables`` (the tables
+    the budgets are spent on), the grid their devices reward, read from each table's fingerprint
+    and a multiple of the grid it was profiled on (a table profiled elsewhere speaks for that
+    device); else this machine's grid as ``backend`` names it (``default_grid`` in the registry; on
+    ``ort-cpu`` the CPU's NCHWc block, 16 with AVX-512, and 16 for int8); 8 for budgets that are
+    not latency (no device to ask) and names the registry does not know
+    (:func:`hwprune.latency.profile.search_align`)."""
     if align is not None:
         return align
-    if backend is None:
-        return 8
-    from ..latency.profile import preferred_align
+    from ..latency.profile import search_align
 
-    return preferred_align(backend, None, precision)
+    return search_align(backend, precision, tables)
 
 
-def grid_hint(backend: str | None, align: int, precision: str | None = None) -> str | None:
-    """A one-line hint when ``align`` is off the grid ORT's kernels reward on this CPU (the NCHWc
-    block for fp32, 16 channels for int8: :func:`resolve_align`'s default; None if it is on it)."""
+def grid_hint(backend: str | None, align: int, precision: str | None = None, tables=()) -> str | None:
+    """A one-line hint when ``align`` is off the grid ORT's kernels reward on the device (the NCHWc
+    block for fp32, 16 channels for int8: :func:`resolve_align`'s default, for the devices of
+    ``tables`` when given, else this CPU; None if it is on it or the grid is not known)."""
     if backend not in (None, "ort-cpu"):
         return None
-    from hwprune_deploy.ort import nchwc_block
+    tables = [t for t in tables if t is not None]
+    if tables:
+        from ..latency import as_table
 
-    grid = resolve_align(None, "ort-cpu", precision)
-    if not nchwc_block() or align % grid == 0:
+        if any(as_table(t, check_device=False).backend != "ort-cpu" for t in tables):
+            return None  # a GPU's grid is not a CPU layout
+        blocks = [int((as_table(t, check_device=False).device or {}).get("nchwc_block") or 0) for t in tables]
+        where = "the table's device" if len(tables) == 1 else "the tables' devices"
+    else:
+        from hwprune_deploy.ort import nchwc_block
+
+        blocks, where = [nchwc_block()], "this CPU"
+    grid = resolve_align(None, "ort-cpu", precision, tables)
+    if not all(blocks) or align % grid == 0:
         return None
     if precision == "int8":
-        return (f"hint: ONNX Runtime's int8 kernels on this CPU work on {grid} channels at a time; widths on "
+        return (f"hint: ONNX Runtime's int8 kernels on {where} work on {grid} channels at a time; widths on "
                 f"--align {align} that are not multiples of {grid} pay for the next multiple or more -- pass "
                 f"--align {grid} for widths the device rewards")
-    return (f"hint: this CPU runs ONNX Runtime convs in {grid}-channel blocks (NCHWc); widths on --align "
+    return (f"hint: {where} runs ONNX Runtime convs in {grid}-channel blocks (NCHWc); widths on --align "
             f"{align} that are not multiples of {grid} leave that layout and pay reorders -- pass --align "
-            f"{grid} for widths the device rewards")
+            f"{grid} (or leave it out) for widths the device rewards")
 
 
 #: exit status of a command whose result missed its latency budget by measurement (prune and run alike)

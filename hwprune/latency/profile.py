@@ -11,6 +11,8 @@ atomically after every family, so a killed run resumes (``resume=True``) without
 """
 from __future__ import annotations
 
+import functools
+import math
 import os
 import sys
 import time
@@ -254,6 +256,30 @@ def preferred_align(backend: str, fingerprint: Optional[dict], precision: Option
     if backend not in list_backends():
         return 8
     return int(backend_class(backend).default_grid(fingerprint, precision))
+
+
+def table_align(table, precision: Optional[str] = None) -> int:
+    """The width grid a search spending ``table`` (a path or a loaded table) defaults to: the grid
+    the table's *device* rewards at ``precision`` (default: the table's), from the fingerprint the
+    table carries -- a table profiled on another machine (a bundle measured on the device) speaks
+    for that machine, not this one -- and a multiple of the grid the table was profiled on, whose
+    other widths it interpolates instead of measuring."""
+    from .table import as_table
+
+    table = as_table(table, check_device=False)
+    grid = preferred_align(table.backend, table.device or {}, precision or table.precision)
+    return math.lcm(grid, int(table.protocol.get("align") or 1))
+
+
+def search_align(backend: Optional[str], precision: Optional[str] = None, tables=()) -> int:
+    """The default width grid of a search: with ``tables`` (paths or loaded tables, one per device
+    a budget is spent on), a grid every one of their devices rewards (the lcm of
+    :func:`table_align`); else this machine's grid for ``backend`` (:func:`preferred_align`); 8
+    with neither (a FLOPs or params budget: no device to ask)."""
+    tables = [t for t in tables if t is not None]
+    if tables:
+        return functools.reduce(math.lcm, (table_align(t, precision) for t in tables))
+    return 8 if backend is None else preferred_align(backend, None, precision)
 
 
 def profile(loaded: LoadedModel, config: ProfileConfig, progress: bool = True) -> str:
