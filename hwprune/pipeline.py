@@ -212,13 +212,24 @@ def _train_default(loaded: LoadedModel, data, epochs: int, config: RunConfig, ru
             + (f"; cached in {path}" if path else ""))
 
 
+def run_align(config: RunConfig) -> int:
+    """``config.align``, or when None the grid of the device the given table describes, else this
+    machine's for ``config.backend`` (:func:`hwprune.latency.profile.search_align`, as ``hwprune prune``)."""
+    if config.align is not None:
+        return config.align
+    from .latency.profile import search_align
+
+    given = [config.table] if config.table and os.path.isfile(config.table) else []
+    return search_align(config.backend, config.precision, given)
+
+
 def table_request(config: RunConfig, input_size: int):
     """What `hwprune run` asks of a latency table (:class:`hwprune.service.TableRequest`)."""
     from .service import TableRequest
 
     return TableRequest(backend=config.backend, threads=config.threads, batch=1, spinning=config.spinning,
                         precision=config.precision,
-                        align=config.align, min_width=config.min_width, input_size=input_size)
+                        align=run_align(config), min_width=config.min_width, input_size=input_size)
 
 
 def find_table(config: RunConfig, loaded: LoadedModel, input_size: int, folders=(TABLE_DIR,)) -> Optional[str]:
@@ -345,6 +356,7 @@ def run_pipeline(config: RunConfig) -> dict:
     from .outdir import check_output_dir, staged_output_dir
 
     check_output_dir(config.out)
+    config = dataclasses.replace(config, align=run_align(config))
     with staged_output_dir(config.out) as work:
         return _run_steps(config, Run(config), work)
 

@@ -30,7 +30,9 @@ class RunConfig:
     batches: tuple[int, ...] = (1, 8)
     input_size: Optional[int] = None
     num_classes: Optional[int] = None
-    align: int = 8
+    # widths are multiples of this; None: the device's grid -- the given table's device, else this machine's
+    # for ``backend`` (hwprune.latency.profile.search_align; the CLI's --align default)
+    align: Optional[int] = None
     min_width: int = 8
     max_prune: float = 1.0  # no search removes more than this fraction of any group (as PruneConfig)
     out: str = "hwprune_run"

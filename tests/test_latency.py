@@ -395,7 +395,7 @@ def test_a_search_defaults_to_the_grid_of_the_tables_device(tmp_path):
 def test_prune_spends_a_table_from_another_cpu_on_its_grid(tmp_path):
     """`hwprune prune --table T` with T from an AVX-512 host: widths on 16 whatever this CPU's block,
     a given --align off that grid gets the hint naming the table's device, and the library's
-    PruneConfig without align decides the same grid."""
+    PruneConfig and RunConfig without align decide the same grid."""
     import json
 
     from hwprune.cli.main import main
@@ -420,6 +420,12 @@ def test_prune_spends_a_table_from_another_cpu_on_its_grid(tmp_path):
         res = prune(load_model("resnet18"), PruneConfig(strategy="uniform", budget="0.6x", progress=False), table=avx512)
     assert res.report.config["align"] == 16
     assert all(w["after"] % 16 == 0 for w in res.report.widths.values())
+    from hwprune import pipeline  # hwprune run's library config decides the same way
+    from hwprune.latency.profile import preferred_align
+
+    assert pipeline.run_align(pipeline.RunConfig(table=avx512)) == 16
+    assert pipeline.run_align(pipeline.RunConfig()) == preferred_align("ort-cpu", None)
+    assert pipeline.run_align(pipeline.RunConfig(align=32, table=avx512)) == 32
 
 
 def test_profile_defaults_to_the_devices_grid(tmp_path):
