@@ -27,8 +27,12 @@ from .prune_config import PruneConfig
 from .search import SearchContext, run_search
 
 
+#: the key of the fp32 unpruned model in an int8 closed loop's measurement (:func:`measure_pair`)
+FP32_REF = "fp32 unpruned"
+
+
 def measure_pair(config: PruneConfig, models: dict[str, nn.Module], x: torch.Tensor, precision: str = "fp32",
-             spinning: bool = False) -> dict[str, Any]:
+             spinning: bool = False, fp32_reference: Optional[nn.Module] = None) -> dict[str, Any]:
     """Measure ``pruned`` against ``baseline`` the way the latency table was calibrated and is
     validated (:meth:`hwprune.latency.measure.Measurer.models`): the unpruned model in every
     chunk as the reference, >=4 passes (8 under 4 ms), the mean of the fastest half, the protocol statistic
@@ -36,10 +40,22 @@ def measure_pair(config: PruneConfig, models: dict[str, nn.Module], x: torch.Ten
     calibration was fitted with; with a different one (an unfiltered median of interleaved
     repeats) the two disagreed by several % on a busy 2-vCPU VM and the loop chased the gap.
     ``precision`` and ``spinning`` (ORT workers): as the table was measured (:func:`measure_as`).
-    Returns ``{"baseline": Timing, "pruned": Timing}``, ``baseline`` being the reference level."""
-    from .latency.measure import measure_against_baseline
+    Returns ``{"baseline": Timing, "pruned": Timing}``, ``baseline`` being the reference level.
 
-    return measure_against_baseline(config.backend, models, x, config.threads, precision, spinning=spinning)
+    ``fp32_reference`` (an int8 search whose budget is a share of the fp32 unpruned model): that
+    model as well, in fp32, timed in the same passes under :data:`FP32_REF`, the int8 ones
+    quantized as the int8 measurer quantizes them: the budget is then judged against the fp32
+    model as the machine runs it now, not through a fp32/int8 ratio read once before the search."""
+    from .latency.measure import Measurer, measure_against_baseline
+
+    if fp32_reference is None or precision != "int8":
+        return measure_against_baseline(config.backend, models, x, config.threads, precision, spinning=spinning)
+    from .onnx_export import onnx_bytes
+
+    int8 = Measurer(config.backend, config.threads, "int8", spinning=spinning)
+    prepared = {k: int8.prepare(m, x) for k, m in models.items()}
+    prepared[FP32_REF] = onnx_bytes(fp32_reference.eval(), x)
+    return Measurer(config.backend, config.threads, "fp32", spinning=spinning).models(prepared, x, reference="baseline")
 
 
 #: what the closed loop's milliseconds are (recorded in the report): the budget's estimator,
@@ -140,6 +156,10 @@ def close_loop(ctx: SearchContext, loaded: LoadedModel, config: PruneConfig, str
     x = ctx.example_input
     out = LoopOutcome(widths=widths, plan=None, pruned=None)  # type: ignore[arg-type]
     out.precision, out.spinning = measure_as(config, measured_table)
+    # an int8 search on a budget that is a share of the fp32 unpruned model: judged against that model, timed
+    # beside the result in every measurement (hwprune.int8_budget converted it once, for the search's target)
+    fp32_frac = ctx.artifacts.get("int8_fp32_fraction") if out.precision == "int8" else None
+    fp32_ref = loaded.model if fp32_frac else None
     kept: Optional[dict[str, Any]] = None  # the last result that met the budget, while a looser one is tried
     missed: Optional[float] = None  # the last loosened target whose plan missed: loosening stays below it
     while True:
@@ -148,7 +168,8 @@ def close_loop(ctx: SearchContext, loaded: LoadedModel, config: PruneConfig, str
         if not config.backend:
             return out
         pair = {"baseline": loaded.model, "pruned": out.pruned}
-        measured = measure_pair(config, pair, x, out.precision, out.spinning)
+        measured = measure_pair(config, pair, x, out.precision, out.spinning, fp32_ref)
+        fp32_t = measured.pop(FP32_REF, None)
         base_ms, got_ms = timing_ms(measured["baseline"]), timing_ms(measured["pruned"])
         if not out.steps and check_drift:  # the first measurement of the unpruned model
             out.drift = _table_drift(ctx, config, measured_table, base_ms)
@@ -160,6 +181,9 @@ def close_loop(ctx: SearchContext, loaded: LoadedModel, config: PruneConfig, str
             return out
         frac = ctx.budget.fraction()
         goal_ms = frac * base_ms if frac is not None else ctx.budget.value
+        if fp32_t is not None:
+            step["fp32_baseline_ms"] = timing_ms(fp32_t)
+            goal_ms = fp32_frac * step["fp32_baseline_ms"]
         step["goal_ms"] = goal_ms
         near = abs(got_ms / goal_ms - (1 + config.tolerance)) <= CONFIRM_BAND
         if near or (kept is not None and got_ms > goal_ms * (1 + config.tolerance)):
@@ -168,13 +192,17 @@ def close_loop(ctx: SearchContext, loaded: LoadedModel, config: PruneConfig, str
             # miss stands as measured -- except a loosened plan's miss, which would throw the
             # loosening away for the tighter plan kept: one slow reading under load must not do
             # that alone (a benchmark run kept a 0.37x plan for a 0.5x budget that way)
-            again = measure_pair(config, pair, x, out.precision, out.spinning)
+            again = measure_pair(config, pair, x, out.precision, out.spinning, fp32_ref)
+            fp32_again = again.pop(FP32_REF, None)
             readings = [(base_ms, got_ms), (timing_ms(again["baseline"]), timing_ms(again["pruned"]))]
             base_ms = sum(r[0] for r in readings) / 2
             got_ms = sum(r[1] for r in readings) / 2
             out.measured = {"baseline": mean_timing(measured["baseline"], again["baseline"]),
                             "pruned": mean_timing(measured["pruned"], again["pruned"])}
             goal_ms = frac * base_ms if frac is not None else ctx.budget.value
+            if fp32_again is not None:
+                step["fp32_baseline_ms"] = (step["fp32_baseline_ms"] + timing_ms(fp32_again)) / 2
+                goal_ms = fp32_frac * step["fp32_baseline_ms"]
             step.update(readings_ms=[list(r) for r in readings], baseline_ms=base_ms, measured_ms=got_ms,
                         goal_ms=goal_ms)
         out.steps.append(step)

@@ -2,11 +2,14 @@
 
 ``--budget 0.25x`` is a share of the *unpruned* latency. With ``--budget-ref fp32`` (the default:
 what the user runs today) that is the fp32 unpruned model; the int8 search spends an int8 table
-whose unpruned cost is the *int8* unpruned model, and the closed loop measures int8 against int8.
-So the budget is turned into a share of the int8 unpruned model by one side-by-side measurement
-of both unpruned models (quantized as every int8 measurement is, :mod:`hwprune_deploy.quant`):
-``0.25x of fp32 = 0.25 * fp32_ms / int8_ms x of int8``. A share at or above 1 means quantization
-alone meets the budget (nothing is pruned). ``--budget-ref int8`` takes the budget as given.
+whose unpruned cost is the *int8* unpruned model. So for the search the budget is turned into a
+share of the int8 unpruned model by one side-by-side measurement of both unpruned models
+(quantized as every int8 measurement is, :mod:`hwprune_deploy.quant`): ``0.25x of fp32 = 0.25 *
+fp32_ms / int8_ms x of int8``. A share at or above 1 means quantization alone meets the budget
+(nothing is pruned). The closed loop does not judge through that ratio: it times the fp32
+unpruned model beside the int8 ones in every measurement and checks the share of it
+(:func:`hwprune.closed_loop.measure_pair`), since the ratio drifts with the machine.
+``--budget-ref int8`` takes the budget as given.
 """
 from __future__ import annotations
 

@@ -37,6 +37,9 @@ class LatencyReport:
     table_drift: Optional[dict[str, Any]] = None
     budget_ms: Optional[float] = None
     met_budget: Optional[bool] = None
+    # an int8 search on a share of the fp32 unpruned model: that model, timed in fp32 beside the result
+    fp32_baseline_ms: Optional[float] = None
+    speedup_over_fp32: Optional[float] = None
 
     def to_dict(self) -> dict[str, Any]:
         return _drop_none(dataclasses.asdict(self))

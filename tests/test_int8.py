@@ -227,8 +227,9 @@ def test_int8_tables_are_named_and_kept_apart(int8_table):
 
 def test_prune_int8_spends_the_int8_table_and_measures_the_quantized_result(int8_table):
     """--precision int8 --budget 0.8x: the budget is a share of the fp32 unpruned model, turned into
-    a share of the int8 one by one side-by-side measurement; the closed loop measures the quantized
-    pruned model against the quantized unpruned one."""
+    a share of the int8 one by one side-by-side measurement for the search; the closed loop measures
+    the quantized pruned model beside the quantized unpruned one and the fp32 unpruned one, and
+    judges the budget against the fp32 model as measured in those passes."""
     from hwprune.prune import PruneConfig, prune
 
     res = prune(load_model("tiny_resnet_synthetic"),
@@ -241,11 +242,17 @@ def test_prune_int8_spends_the_int8_table_and_measures_the_quantized_result(int8
     assert float(q["effective_budget"].rstrip("x")) == pytest.approx(min(0.8 * q["ratio"], 1.0), rel=1e-4)
     lat = r["latency"]
     assert lat["precision"] == "int8" and lat["measured_ms"] > 0 and lat["baseline_ms"] > 0
+    # judged against the fp32 unpruned model timed in the same passes as the result, not through the ratio read once
+    for step in r["closed_loop"]:
+        assert step["fp32_baseline_ms"] > 0 and step["goal_ms"] == pytest.approx(0.8 * step["fp32_baseline_ms"])
+    assert lat["budget_ms"] == pytest.approx(0.8 * lat["fp32_baseline_ms"])
+    assert lat["speedup_over_fp32"] == pytest.approx(lat["fp32_baseline_ms"] / lat["measured_ms"])
+    assert lat["met_budget"] == (lat["measured_ms"] <= lat["budget_ms"] * 1.03)
     res2 = prune(load_model("tiny_resnet_synthetic"),
                  PruneConfig(strategy="uniform", budget="0.7x", precision="int8", budget_ref="int8", backend=None,
                              input_size=SIZE, progress=False), table=int8_table)
     r2 = res2.report.to_dict()
-    assert r2["config"]["int8"]["effective_budget"] == "0.7x"
+    assert r2["config"]["int8"]["effective_budget"] == "0.7x" and "fp32_baseline_ms" not in r2["latency"]
     assert r2["latency"]["predicted_ms"] <= 0.7 * r2["latency"]["baseline_predicted_ms"] * 1.001
 
 
