@@ -159,7 +159,7 @@ def close_loop(ctx: SearchContext, loaded: LoadedModel, config: PruneConfig, str
     # an int8 search on a budget that is a share of the fp32 unpruned model: judged against that model, timed
     # beside the result in every measurement (hwprune.int8_budget converted it once, for the search's target)
     fp32_frac = ctx.artifacts.get("int8_fp32_fraction") if out.precision == "int8" else None
-    fp32_ref = loaded.model if fp32_frac else None
+    ref_kw = {"fp32_reference": loaded.model} if fp32_frac else {}  # only then: measure_pair as before otherwise
     kept: Optional[dict[str, Any]] = None  # the last result that met the budget, while a looser one is tried
     missed: Optional[float] = None  # the last loosened target whose plan missed: loosening stays below it
     while True:
@@ -168,7 +168,7 @@ def close_loop(ctx: SearchContext, loaded: LoadedModel, config: PruneConfig, str
         if not config.backend:
             return out
         pair = {"baseline": loaded.model, "pruned": out.pruned}
-        measured = measure_pair(config, pair, x, out.precision, out.spinning, fp32_ref)
+        measured = measure_pair(config, pair, x, out.precision, out.spinning, **ref_kw)
         fp32_t = measured.pop(FP32_REF, None)
         base_ms, got_ms = timing_ms(measured["baseline"]), timing_ms(measured["pruned"])
         if not out.steps and check_drift:  # the first measurement of the unpruned model
@@ -192,7 +192,7 @@ def close_loop(ctx: SearchContext, loaded: LoadedModel, config: PruneConfig, str
             # miss stands as measured -- except a loosened plan's miss, which would throw the
             # loosening away for the tighter plan kept: one slow reading under load must not do
             # that alone (a benchmark run kept a 0.37x plan for a 0.5x budget that way)
-            again = measure_pair(config, pair, x, out.precision, out.spinning, fp32_ref)
+            again = measure_pair(config, pair, x, out.precision, out.spinning, **ref_kw)
             fp32_again = again.pop(FP32_REF, None)
             readings = [(base_ms, got_ms), (timing_ms(again["baseline"]), timing_ms(again["pruned"]))]
             base_ms = sum(r[0] for r in readings) / 2
