@@ -158,7 +158,7 @@ def close_loop(ctx: SearchContext, loaded: LoadedModel, config: PruneConfig, str
     out.precision, out.spinning = measure_as(config, measured_table)
     # an int8 search on a budget that is a share of the fp32 unpruned model: judged against that model, timed
     # beside the result in every measurement (hwprune.int8_budget converted it once, for the search's target)
-    fp32_frac = ctx.artifacts.get("int8_fp32_fraction") if out.precision == "int8" else None
+    fp32_frac = ctx.fp32_fraction if out.precision == "int8" else None
     ref_kw = {"fp32_reference": loaded.model} if fp32_frac else {}  # only then: measure_pair as before otherwise
     kept: Optional[dict[str, Any]] = None  # the last result that met the budget, while a looser one is tried
     missed: Optional[float] = None  # the last loosened target whose plan missed: loosening stays below it

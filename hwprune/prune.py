@@ -62,7 +62,7 @@ def prune(loaded: LoadedModel, config: PruneConfig, calib=None, table=None, eval
     if int8 is not None and "fp32_unpruned_ms" in int8:  # the closed loop judges against the fp32 model itself
         from .budget import parse_budget
 
-        ctx.artifacts["int8_fp32_fraction"] = parse_budget(int8["budget"]).fraction()
+        ctx.fp32_fraction = parse_budget(int8["budget"]).fraction()
     ctx.train = getattr(data, "train", None)
     if table is None and ctx.constraints and getattr(ctx.constraints[0].table, "path", None):
         table = ctx.constraints[0].table.path  # one budget bound to a table (0.5x@T) reads as --table T

@@ -63,7 +63,7 @@ def build_report(ctx: SearchContext, loaded: LoadedModel, config: PruneConfig, l
         search_seconds=search_seconds, evaluations=ctx.evaluations,
         cost={"unit": ctx.cost.unit, "baseline": ctx.baseline_cost, "predicted": predicted,
               "target": original_target, "final_target": ctx.target},
-        latency=latency, artifacts=sorted(k for k in ctx.artifacts if k not in ("smallest_cost", "int8_fp32_fraction")))
+        latency=latency, artifacts=sorted(k for k in ctx.artifacts if k != "smallest_cost"))
     if loop.devices is not None:
         return _devices_report(report, ctx, config, loop)
     if loop.measured is None:
@@ -83,8 +83,8 @@ def build_report(ctx: SearchContext, loaded: LoadedModel, config: PruneConfig, l
     if ctx.budget is not None and ctx.budget.is_latency:
         goal = loop.goal_ms  # close_loop sets it whenever it measured against a latency budget
         lat.budget_ms, lat.met_budget = goal, p_ms <= goal * (1 + config.tolerance)
-        if loop.precision == "int8" and ctx.artifacts.get("int8_fp32_fraction") and goal:  # goal = share x fp32
-            lat.fp32_baseline_ms = goal / ctx.artifacts["int8_fp32_fraction"]
+        if loop.precision == "int8" and ctx.fp32_fraction and goal:  # goal = share x fp32
+            lat.fp32_baseline_ms = goal / ctx.fp32_fraction
             lat.speedup_over_fp32 = lat.fp32_baseline_ms / max(p_ms, 1e-12)
         report.verdict = (f"measured {p_ms:.3f} ms meets the budget {goal:.3f} ms (+{100 * config.tolerance:.0f}% tolerance)"
                           if lat.met_budget else

@@ -71,6 +71,9 @@ class SearchContext:
     train: Optional[Iterable] = None  # the training loader, when the run has data (halp's importance)
     constraints: list[Constraint] = field(default_factory=list)  # every budget; [0] is cost/target (issue #20)
     executor: Any = None  # hwprune.executor.Executor for evaluate_many (None: local)
+    # an int8 search whose relative budget is a share of the fp32 unpruned model: that share, so the closed loop
+    # times the fp32 model beside the result and judges against it (hwprune.closed_loop; None: no such budget)
+    fp32_fraction: Optional[float] = None
 
     def scores(self, group: ChannelGroup) -> torch.Tensor:
         if group.name not in self._scores:
