@@ -233,7 +233,7 @@ def with_default_align(config: PruneConfig, table=None) -> PruneConfig:
     from dataclasses import replace
 
     bounds = [b for b in config.budget_list() if b.budget.is_latency]
-    tables = [b.table or table for b in bounds] if bounds else []
+    tables = [b.table or table for b in bounds]
     tables = [t for t in tables if isinstance(t, str) or hasattr(t, "protocol")]
     tables = list({id(t) if not isinstance(t, str) else t: t for t in tables}.values())
     from .latency.profile import search_align

@@ -26,7 +26,6 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from hwprune.bench import BenchConfig, measure_fp32_int8  # noqa: E402
-from hwprune.cli.common import resolve_align  # noqa: E402
 from hwprune.latency import ProfileConfig, profile  # noqa: E402
 from hwprune.models import load_model  # noqa: E402
 from hwprune.prune import PruneConfig, prune  # noqa: E402
@@ -36,21 +35,20 @@ from hwprune_deploy.runner import timing_ms  # noqa: E402
 
 def one_model(name: str, args) -> dict:
     loaded = load_model(name)
-    # each precision on its own grid unless --align says one: int8 on x86 wants 16 channels where fp32 on AVX2
-    # wants 8 (docs/latency.md, "The width grid is the device's"); PruneConfig's own default would be 8 for both
-    align = {prec: resolve_align(args.align, "ort-cpu", prec) for prec in ("fp32", "int8")}
+    # --align None: each precision on its own grid, as hwprune profile and prune decide it (int8 on x86 wants 16
+    # channels where fp32 on AVX2 wants 8: docs/latency.md, "The width grid is the device's")
     tables, t0 = {}, time.perf_counter()
     for prec in ("fp32", "int8"):
         path = os.path.join(args.tables, f"{name}-{args.size}-{prec}.json")
         if not os.path.exists(path):
             mk = ProfileConfig.quick if args.quick else ProfileConfig
-            profile(loaded, mk(precision=prec, input_size=args.size, threads=args.threads, align=align[prec], out=path),
+            profile(loaded, mk(precision=prec, input_size=args.size, threads=args.threads, align=args.align, out=path),
                     progress=False)
         tables[prec] = path
     profile_s = time.perf_counter() - t0
     res = {}
     for prec in ("fp32", "int8"):
-        cfg = PruneConfig(strategy=args.strategy, budget=args.budget, precision=prec, backend=None, align=align[prec],
+        cfg = PruneConfig(strategy=args.strategy, budget=args.budget, precision=prec, backend=None, align=args.align,
                           input_size=args.size, threads=args.threads, progress=False)
         res[prec] = prune(loaded, cfg, table=tables[prec])
     x = torch.randn(1, 3, args.size, args.size)
@@ -60,6 +58,7 @@ def one_model(name: str, args) -> dict:
     ref = timing_ms(t["unpruned (fp32)"])
     ms = {k: timing_ms(v) for k, v in t.items()}
     groups = res["fp32"].report.widths
+    align = {prec: r.report.config["align"] for prec, r in res.items()}
     return {"model": name, "profile_s": profile_s, "tables": tables, "align": align, "ms": ms,
             "speedup": {k: ref / v for k, v in ms.items()},
             "int8": res["int8"].report.config.get("int8"),

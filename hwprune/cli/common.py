@@ -83,13 +83,13 @@ def grid_hint(backend: str | None, align: int, precision: str | None = None, tab
     ``tables`` when given, else this CPU; None if it is on it or the grid is not known)."""
     if backend not in (None, "ort-cpu"):
         return None
-    tables = [t for t in tables if t is not None]
-    if tables:
-        from ..latency import as_table
+    from ..latency import as_table
 
-        if any(as_table(t, check_device=False).backend != "ort-cpu" for t in tables):
+    tables = [as_table(t, check_device=False) for t in tables if t is not None]
+    if tables:
+        if any(t.backend != "ort-cpu" for t in tables):
             return None  # a GPU's grid is not a CPU layout
-        blocks = [int((as_table(t, check_device=False).device or {}).get("nchwc_block") or 0) for t in tables]
+        blocks = [int((t.device or {}).get("nchwc_block") or 0) for t in tables]
         where = "the table's device" if len(tables) == 1 else "the tables' devices"
     else:
         from hwprune_deploy.ort import nchwc_block
