@@ -225,6 +225,30 @@ def test_int8_tables_are_named_and_kept_apart(int8_table):
                                                                input_size=SIZE), table=int8_table)
 
 
+def test_validate_checks_an_int8_table_on_the_grid_a_search_spends_it_on(int8_table):
+    """An int8 table profiled on 8 (as older tables and bundles are) is searched on the int8
+    kernels' 16 on x86 (table_align), so `validate` draws its variants there too: what is
+    validated is what a search spends, not the grid the table happened to be sampled on."""
+    from hwprune.latency import LatencyTable, validate
+    from hwprune.latency.profile import table_align
+    from hwprune_deploy.ort import nchwc_block
+    from hwprune_deploy.timing import Protocol
+
+    t = LatencyTable.load(int8_table)
+    assert t.protocol["align"] == 8
+    loaded = load_model("tiny_resnet_synthetic")
+    d = validate(loaded, int8_table, samples=3, seed=1, progress=False, passes=1, recalibrate=False,
+                 protocol=Protocol(warmup=1, repeats=2, min_repeat_ms=0.2)).to_dict()
+    grid = table_align(t)
+    assert d["align"] == grid and (grid == 16 or not nchwc_block())
+    from hwprune.graph import ChannelGraph
+
+    full = {g.name: g.width for g in ChannelGraph(loaded.model, torch.randn(1, 3, SIZE, SIZE)).prunable}
+    cut = [w for v in d["variants"] for k, w in v["widths"].items() if w != full[k]]
+    assert cut and all(w % grid == 0 for w in cut), cut
+    assert all(v["measured_ms"] > 0 and v["predicted_ms"] > 0 for v in d["variants"])
+
+
 def test_prune_int8_spends_the_int8_table_and_measures_the_quantized_result(int8_table):
     """--precision int8 --budget 0.8x: the budget is a share of the fp32 unpruned model, turned into
     a share of the int8 one by one side-by-side measurement for the search; the closed loop measures

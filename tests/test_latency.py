@@ -451,7 +451,10 @@ def test_validate_draws_variants_on_the_tables_grid(table_path):
     d = validate(tiny(), table_path, samples=2, seed=3, progress=False, passes=1, recalibrate=False,
                  protocol=Protocol(warmup=1, repeats=2, min_repeat_ms=0.2)).to_dict()
     assert d["recalibrated"] is None and "error_recalibrated" not in d["variants"][0]
-    align = t.protocol["align"]
+    from hwprune.latency.profile import table_align
+
+    align = d["align"]
+    assert align == table_align(t) and align % t.protocol["align"] == 0  # the grid a search spends it on
     for v in d["variants"]:
         assert all(w % align == 0 or w == full[k] for k, w in v["widths"].items())
 

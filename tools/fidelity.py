@@ -84,7 +84,7 @@ def main(argv=None) -> int:
     from hwprune.errors import ConfigError
     from hwprune.jsonio import write_json
     from hwprune.latency import LatencyTable, ProfileConfig, profile, validate
-    from hwprune.latency.profile import TABLE_DIR
+    from hwprune.latency.profile import TABLE_DIR, table_align
     from hwprune.latency.validate import check_passes
     from hwprune.models import load_model
 
@@ -121,7 +121,7 @@ def main(argv=None) -> int:
                      input_size=args.input_size, progress=True, shapes=args.shapes, passes=args.passes)
         d = r.to_dict()
         rec = [m for m in LatencyTable.load(table_path, check_device=False).models.values() if m["spec"] == spec][-1]
-        row = {"model": spec, "input_size": args.input_size, "profile_seconds": round(prof_s, 1),
+        row = {"model": spec, "input_size": args.input_size, "align": d["align"], "profile_seconds": round(prof_s, 1),
                "validate_seconds": round(time.perf_counter() - t1, 1), "units": len(rec["units"]),
                "points_measured": rec.get("points_measured"), "full_ms": rec["full_ms"],
                "calibration": {k: rec["calibration"][k] for k in ("a", "b", "method")},
@@ -161,7 +161,7 @@ def main(argv=None) -> int:
             done = {r["model"] for r in results}
             results = [r for r in old.get("results", []) if r["model"] not in done] + results
     summary = {"table": os.path.relpath(table_path, ROOT), "backend": args.backend, "precision": args.precision,
-               "threads": args.threads, "batch": args.batch, "align": table.protocol.get("align"),
+               "threads": args.threads, "batch": args.batch, "align": table_align(table),
                "device": table.device, "protocol": table.protocol, "samples": args.samples, "passes": args.passes,
                "total_seconds": round(sum(r["profile_seconds"] + r["validate_seconds"] for r in results), 1),
                "protocol_text": (PROTOCOL + (PROTOCOL_SPIN if args.ort_spinning else PROTOCOL_BLOCKED)
@@ -194,7 +194,8 @@ PROTOCOL = ("Units: every Conv2d/Linear with the ops ORT fuses into it (BN folde
             "calibration variants (keep ratios stratified over [0.1, 1], denser at the light end, seed stream 10000, disjoint from "
             "validation) timed by wall clock, interleaved (20 repeats of >= 10 ms, 10th percentile); prediction = "
             "sum(units) + a residual curve through them (running median of 3, rising with the sum). Validation: N "
-            "variants (seed 0), per group a width on the table's grid around a random global keep ratio in "
+            "variants (seed 0), per group a width on the grid a search spends the table on (its device's grid at "
+            "its precision, a multiple of the grid it was profiled on) around a random global keep ratio in "
             "[0.25, 1], channels really removed, exported to ONNX, timed by wall clock in >= 4 passes (different "
             "orders, chunks of 5 plus the unpruned model as a side-by-side reference that rescales each chunk; "
             "up to 6 while a variant's two fastest passes differ by > 3%; 8 for a variant under 4 ms), mean of the "

@@ -21,7 +21,9 @@ def register(sub) -> None:
     p.add_argument("--samples", type=int, default=30, help="random variants to draw (default 30)")
     p.add_argument("--seed", type=int, default=0, help="random seed of the variants (default 0)")
     p.add_argument("--align", type=int, default=None,
-                   help="width grid of the variants (default: the grid the table was profiled on)")
+                   help="width grid of the variants (default: the grid a search spends this table on -- its "
+                        "device's grid at its precision, never finer than the grid it was profiled on; e.g. 16 for an "
+                        "int8 table on x86 even if profiled on 8)")
     p.add_argument("--min-width", type=int, default=8, help="smallest width per group (default 8)")
     p.add_argument("--no-recalibrate", action="store_true",
                    help="do not also re-fit the table's calibration from its calibration variants timed alongside "
@@ -62,7 +64,7 @@ def run(args) -> int:
               (f"   {v['predicted_ratio_recalibrated']:>11.3f}x {100 * v['error_recalibrated']:>6.1f}%" if rc else ""))
     ab = r.summary("error_ms")
     spin = " (ORT workers spinning)" if r.spinning else ""
-    print(f"{r.model} on {r.backend}{spin}, {len(r.variants)} variants (latency as a ratio to the unpruned model, timed "
+    print(f"{r.model} on {r.backend}{spin}, {len(r.variants)} variants on a {r.align}-channel grid (latency as a ratio to the unpruned model, timed "
           f"side by side): median |error| {100 * r.median_abs_error:.1f}%, within +-5%: {100 * r.share_within(0.05):.0f}%, "
           f"within +-10%: {100 * r.share_within(0.10):.0f}%, max |error| {100 * r.max_abs_error:.1f}%")
     print(f"  in ms (unpruned: predicted {r.predicted_full_ms:.3f}, measured now {r.reference_ms:.3f}): median |error| "

@@ -53,6 +53,7 @@ class ValidationResult:
     spinning: bool = False  # ORT workers spun during runs (a table profiled with --ort-spinning)
     shapes: list[dict] = field(default_factory=list)  # structured variants (``shapes``), not in the figures
     passes: Optional[int] = None  # at least this many passes a variant (None: the default, 4; at least 8 for a model under 4 ms)
+    align: Optional[int] = None  # the width grid the variants were drawn on
 
     def _errs(self, key: str) -> np.ndarray:
         return np.array([v[key] for v in self.variants], dtype=float)
@@ -93,7 +94,7 @@ class ValidationResult:
 
     def to_dict(self) -> dict:
         return {"model": self.model, "table": self.table, "backend": self.backend, "spinning": self.spinning,
-                "input_shape": self.input_shape, "passes": self.passes,
+                "input_shape": self.input_shape, "passes": self.passes, "align": self.align,
                 "samples": len(self.variants), "metric": "latency ratio to the unpruned model, timed side by side",
                 **self.summary("error"), "absolute_ms": self.summary("error_ms"),
                 "split_half": self.repeatability(),
@@ -169,8 +170,10 @@ def validate(loaded: LoadedModel, table_path: str, samples: int = 30, seed: int 
     check_passes(passes)
     t0 = time.perf_counter()
     table = LatencyTable.load(table_path)
-    if align is None:  # the grid the table was profiled on
-        align = int(table.protocol.get("align") or 8)
+    if align is None:  # the grid a search spends this table on, so what is validated is what is searched
+        from .profile import table_align
+
+        align = table_align(table)
     spec = loaded.model_id.get("spec")
     if input_size is None:  # the resolution this model was profiled at, if the table has it
         input_size = profiled_input_size(table, loaded)
@@ -182,7 +185,8 @@ def validate(loaded: LoadedModel, table_path: str, samples: int = 30, seed: int 
     n_passes = model_passes(passes)
     rng = np.random.default_rng(seed)
     widths = [random_widths(graph.groups, rng, align, min_width) for _ in range(samples)]
-    res = ValidationResult(str(spec), table_path, table.backend, list(x.shape), spinning=meas.spinning, passes=passes)
+    res = ValidationResult(str(spec), table_path, table.backend, list(x.shape), spinning=meas.spinning, passes=passes,
+                           align=align)
     bar = None
     if progress:
         from tqdm import tqdm
