@@ -225,6 +225,35 @@ def test_int8_tables_are_named_and_kept_apart(int8_table):
                                                                input_size=SIZE), table=int8_table)
 
 
+def test_a_budget_bound_to_an_int8_table_is_refused_in_an_fp32_search(int8_table, tmp_path, capsys):
+    """`--budget 0.8x@INT8_TABLE` without --precision int8 would judge a float model on quantized
+    times: refused before the model is loaded, naming the budget and the flag -- alone, beside an
+    fp32 budget, and through the library (PruneConfig, where the CLI's check is not run)."""
+    import os
+
+    from hwprune.cli.main import main
+    from hwprune.prune import PruneConfig, prune
+
+    fp32 = os.path.join(os.path.dirname(__file__), "..", "latency_tables", "amd-epyc-2c-ort-cpu-fp32-b1.json")
+    for budgets in (["0.8x@" + int8_table], ["0.6x@" + fp32, "0.8x@" + int8_table]):
+        out = tmp_path / f"p{len(budgets)}"
+        argv = ["prune", "--model", "tiny_resnet_synthetic", "--input-size", str(SIZE), "--backend", "none",
+                "--out", str(out), "--quiet"]
+        for b in budgets:
+            argv += ["--budget", b]
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert f"budget '0.8x@{int8_table}'" in err and "holds int8 latencies" in err and "--precision int8" in err
+        assert "Traceback" not in err and not out.exists()
+    with pytest.raises(ConfigError, match="holds int8 latencies and this search is fp32"):
+        prune(load_model("tiny_resnet_synthetic"),
+              PruneConfig(strategy="uniform", budget="0.8x@" + int8_table, backend=None, input_size=SIZE,
+                          progress=False))
+    assert main(["prune", "--model", "tiny_resnet_synthetic", "--precision", "int8", "--budget", "0.8x@" + fp32,
+                 "--backend", "none", "--out", str(tmp_path / "q"), "--quiet"]) == 2
+    assert "an int8 search takes one budget without @TABLE" in capsys.readouterr().err
+
+
 def test_validate_checks_an_int8_table_on_the_grid_a_search_spends_it_on(int8_table):
     """An int8 table profiled on 8 (as older tables and bundles are) is searched on the int8
     kernels' 16 on x86 (table_align), so `validate` draws its variants there too: what is

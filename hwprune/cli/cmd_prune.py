@@ -298,6 +298,17 @@ def _budget_tables(args, bounds) -> list:
     return [LatencyTable.load(p, check_device=False) for p in paths]
 
 
+def _check_bound_precisions(args, bounds, tables: list) -> None:
+    """Every table a budget is bound to (``@TABLE``) holds latencies of this search's precision
+    (:func:`hwprune.service.check_bound_precision`); the search checks again for library users."""
+    from ..service import check_bound_precision
+
+    by_path = {t.path: t for t in tables}
+    for b in bounds:
+        if b.table is not None and b.table in by_path:
+            check_bound_precision(b.text, b.table, by_path[b.table].precision, args.precision)
+
+
 def _table_backend(args, bounds, tables: list) -> str | None:
     """The backend of the table the first latency budget is spent on (``--table`` or ``@TABLE``):
     the closed loop measures where the table was measured unless --backend says otherwise (a
@@ -317,6 +328,7 @@ def run(args) -> int:
     check_tables_exist(bounds)  # a budget bound to a missing table fails before the model is loaded
     any_latency = any(b.budget.is_latency for b in bounds)
     tables = _budget_tables(args, bounds)
+    _check_bound_precisions(args, bounds, tables)  # before the model is loaded
     backend = args.backend
     if backend is None and any_latency:
         backend = _table_backend(args, bounds, tables) or "ort-cpu"
