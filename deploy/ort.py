@@ -71,19 +71,56 @@ def nchwc_block() -> int:
     return 0
 
 
-def cpu_fingerprint() -> dict:
-    """What identifies this host for a latency table: CPU model, cores, runtime versions."""
-    import onnxruntime as ort
+#: instruction-set extensions that decide which kernels ONNX Runtime's MLAS runs (fp32 blocking,
+#: int8 dot products, bf16/AMX; on Arm the dot-product and matrix-multiply extensions)
+ISA_FLAGS = ("avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8",
+             "amx_bf16", "asimd", "asimddp", "i8mm", "sve", "bf16")
 
-    model = platform.processor() or ""
+
+def _cpuinfo() -> dict[str, str]:
+    """The first value of each field of /proc/cpuinfo (empty where there is none)."""
+    out: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
+                key, sep, value = line.partition(":")
+                if sep and key.strip() not in out:
+                    out[key.strip()] = value.strip()
     except OSError:
         pass
-    return {"cpu": model, "cores": os.cpu_count(), "machine": platform.machine(), "system": platform.system(),
-            "python": platform.python_version(), "onnxruntime": ort.__version__, "numpy": np.__version__,
-            "nchwc_block": nchwc_block()}
+    return out
+
+
+def cpu_id(info: dict[str, str] | None = None) -> str:
+    """The CPU's microarchitecture as /proc/cpuinfo numbers it -- x86 ``family F model M stepping
+    S``, Arm ``implementer I part P variant V`` -- or '' where unknown. Cloud VMs often name the CPU
+    only ``AMD EPYC`` whatever its generation, and generations differ most where the kernels differ
+    (int8 dot products): one VM type labelled so ran int8 resnet18 1.87x faster than fp32 one day
+    and 1.1x another (docs/latency.md), with nothing in the table to tell the two hosts apart."""
+    info = _cpuinfo() if info is None else info
+    if "cpu family" in info:
+        return f"family {info['cpu family']} model {info.get('model', '?')} stepping {info.get('stepping', '?')}"
+    if "CPU implementer" in info:
+        return (f"implementer {info['CPU implementer']} part {info.get('CPU part', '?')} "
+                f"variant {info.get('CPU variant', '?')}")
+    return ""
+
+
+def cpu_isa(info: dict[str, str] | None = None) -> list[str]:
+    """Which of :data:`ISA_FLAGS` this CPU has (x86 ``flags``, Arm ``Features``), sorted."""
+    info = _cpuinfo() if info is None else info
+    flags = set((info.get("flags") or info.get("Features") or "").split())
+    return sorted(flags & set(ISA_FLAGS))
+
+
+def cpu_fingerprint() -> dict:
+    """What identifies this host for a latency table: CPU model and microarchitecture (``cpu_id``,
+    compared between a table and this machine where both record it), the instruction-set
+    extensions the kernels use, cores, runtime versions."""
+    import onnxruntime as ort
+
+    info = _cpuinfo()
+    model = info.get("model name") or platform.processor() or ""
+    return {"cpu": model, "cpu_id": cpu_id(info), "isa": cpu_isa(info), "cores": os.cpu_count(),
+            "machine": platform.machine(), "system": platform.system(), "python": platform.python_version(),
+            "onnxruntime": ort.__version__, "numpy": np.__version__, "nchwc_block": nchwc_block()}

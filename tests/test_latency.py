@@ -220,6 +220,40 @@ def test_fingerprint_mismatch_warns_loudly(table_path, tmp_path):
         LatencyTable.load(table_path)  # same machine: silent
 
 
+def test_same_cpu_name_another_microarchitecture_is_another_device(table_path, tmp_path):
+    """Cloud VMs name the CPU "AMD EPYC" whatever its generation: a table records the
+    microarchitecture (cpu_id from /proc/cpuinfo) and the ISA extensions, and a table from another
+    generation under the same name is another device (warned; not reused by `hwprune run`); a table
+    from before cpu_id was recorded is judged by the name as before."""
+    from hwprune.service import TableRequest
+    from hwprune_deploy.ort import cpu_id, cpu_isa
+
+    d = json.loads(open(table_path).read())
+    here = d["device"]
+    if not here.get("cpu_id"):
+        pytest.skip("no /proc/cpuinfo microarchitecture on this machine")
+    assert here["cpu_id"] == cpu_id() and here["isa"] == cpu_isa()
+    assert cpu_id({"cpu family": "25", "model": "1", "stepping": "1"}) == "family 25 model 1 stepping 1"
+    assert cpu_isa({"flags": "fpu avx2 avx512f avx512_vnni sse4_2"}) == ["avx2", "avx512_vnni", "avx512f"]
+    other = dict(d, device={**here, "cpu_id": "family 99 model 1 stepping 0"})
+    p = tmp_path / "other-gen.json"
+    p.write_text(json.dumps(other))
+    with pytest.warns(TableMismatchWarning, match="cpu_id: table 'family 99"):
+        t = LatencyTable.load(str(p))
+    req = TableRequest(backend=t.backend, threads=int(here["threads"]), precision=t.precision, batch=t.batch,
+                       align=int(t.protocol["align"]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert req.why_not(t) == "measured on another device"
+        assert req.why_not(LatencyTable.load(table_path)) is None
+    old = dict(d, device={k: v for k, v in here.items() if k not in ("cpu_id", "isa")})
+    q = tmp_path / "old.json"
+    q.write_text(json.dumps(old))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        LatencyTable.load(str(q))  # recorded before cpu_id: the name decides, as before
+
+
 def test_atomic_save_leaves_no_partial_file(table_path, tmp_path):
     t = LatencyTable.load(table_path)
     target = tmp_path / "atomic.json"

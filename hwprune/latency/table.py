@@ -215,7 +215,10 @@ class LatencyTable:
                 current = get_backend(self.backend, threads=int(self.device.get("threads", 2))).fingerprint()
             except Exception:
                 return []
-        keys = ("cpu", "cores", "machine", "gpu", "driver", "onnxruntime", "tensorrt", "torch", "cuda", "threads")
+        # cpu_id: the microarchitecture behind a CPU name such as "AMD EPYC" (compared where both record it;
+        # tables from before 2026-12-05 do not)
+        keys = ("cpu", "cpu_id", "cores", "machine", "gpu", "driver", "onnxruntime", "tensorrt", "torch", "cuda",
+                "threads")
         diff = [f"{k}: table {self.device.get(k)!r} vs here {current.get(k)!r}" for k in keys
                 if k in self.device and k in current and self.device.get(k) != current.get(k)]
         if diff:
