@@ -64,9 +64,10 @@ def run(args) -> int:
               (f"   {v['predicted_ratio_recalibrated']:>11.3f}x {100 * v['error_recalibrated']:>6.1f}%" if rc else ""))
     ab = r.summary("error_ms")
     spin = " (ORT workers spinning)" if r.spinning else ""
-    print(f"{r.model} on {r.backend}{spin}, {len(r.variants)} variants on a {r.align}-channel grid (latency as a ratio to the unpruned model, timed "
-          f"side by side): median |error| {100 * r.median_abs_error:.1f}%, within +-5%: {100 * r.share_within(0.05):.0f}%, "
-          f"within +-10%: {100 * r.share_within(0.10):.0f}%, max |error| {100 * r.max_abs_error:.1f}%")
+    print(f"{r.model} on {r.backend}{spin}, {len(r.variants)} variants on a {r.align}-channel grid (latency as a "
+          f"ratio to the unpruned model, timed side by side): median |error| {100 * r.median_abs_error:.1f}%, "
+          f"within +-5%: {100 * r.share_within(0.05):.0f}%, within +-10%: {100 * r.share_within(0.10):.0f}%, "
+          f"max |error| {100 * r.max_abs_error:.1f}%")
     print(f"  in ms (unpruned: predicted {r.predicted_full_ms:.3f}, measured now {r.reference_ms:.3f}): median |error| "
           f"{100 * ab['median_abs_error']:.1f}%, within +-5%: {100 * ab['within_5pct']:.0f}%, within +-10%: "
           f"{100 * ab['within_10pct']:.0f}%, max |error| {100 * ab['max_abs_error']:.1f}%")
