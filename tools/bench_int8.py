@@ -68,7 +68,8 @@ def one_model(name: str, args) -> dict:
 
 def markdown(rows: list[dict], args, meta: dict) -> str:
     L = [f"# int8 vs fp32 pruning to {args.budget} of the fp32 unpruned latency", "",
-         f"{meta['cpu']}, {args.threads} threads, batch 1, {args.size} px, strategy {args.strategy}, "
+         f"{meta['cpu']}" + (f" ({meta['cpu_id']}; {' '.join(meta['isa'])})" if meta.get("cpu_id") else "")
+         + f", {args.threads} threads, batch 1, {args.size} px, strategy {args.strategy}, "
          f"{'quick tables' if args.quick else 'full tables'}; channel grid "
          f"{', '.join(sorted({f'{p} {a}' for r in rows for p, a in r['align'].items()}))}; int8: {meta['scheme']}. "
          f"VNNI: {meta['vnni']}. {args.note}", "",
@@ -106,7 +107,9 @@ def main() -> int:
     os.makedirs(args.tables, exist_ok=True)
     from hwprune_deploy.ort import cpu_fingerprint
 
-    meta = {"cpu": cpu_fingerprint().get("cpu") or platform.processor(), "vnni": has_vnni(), "scheme": scheme()}
+    fp = cpu_fingerprint()
+    meta = {"cpu": fp.get("cpu") or platform.processor(), "cpu_id": fp.get("cpu_id", ""), "isa": fp.get("isa", []),
+            "vnni": has_vnni(), "scheme": scheme()}
     rows = []
     from hwprune.errors import BudgetError
 
