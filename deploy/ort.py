@@ -55,20 +55,13 @@ def random_feed(session, batch: int | None = None, seed: int = 0) -> dict[str, n
     return feed
 
 
-def nchwc_block() -> int:
+def nchwc_block(info: dict[str, str] | None = None) -> int:
     """Channel block of ONNX Runtime's NCHWc layout on this CPU (MLAS: 16 with AVX-512F, 8 with
     AVX/AVX2; 0 where unknown, e.g. not x86 or no /proc/cpuinfo). A conv whose channel count is
     not a multiple of it stays in plain NCHW and ORT inserts layout reorders around it, which is
     why widths on this grid are the ones worth pruning to."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return 16 if "avx512f" in flags else 8 if ("avx2" in flags or "avx" in flags) else 0
-    except OSError:
-        pass
-    return 0
+    flags = cpu_flags(info)
+    return 16 if "avx512f" in flags else 8 if ("avx2" in flags or "avx" in flags) else 0
 
 
 #: instruction-set extensions that decide which kernels ONNX Runtime's MLAS runs (fp32 blocking,
@@ -78,17 +71,25 @@ ISA_FLAGS = ("avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vn
 
 
 def _cpuinfo() -> dict[str, str]:
-    """The first value of each field of /proc/cpuinfo (empty where there is none)."""
+    """The fields of the first processor in /proc/cpuinfo (empty where there is none)."""
     out: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
+                if not line.strip() and out:  # the end of the first processor's block
+                    break
                 key, sep, value = line.partition(":")
                 if sep and key.strip() not in out:
                     out[key.strip()] = value.strip()
     except OSError:
         pass
     return out
+
+
+def cpu_flags(info: dict[str, str] | None = None) -> set[str]:
+    """The CPU's feature flags (x86 ``flags``, Arm ``Features`` of /proc/cpuinfo; empty where unknown)."""
+    info = _cpuinfo() if info is None else info
+    return set((info.get("flags") or info.get("Features") or "").split())
 
 
 def cpu_id(info: dict[str, str] | None = None) -> str:
@@ -108,9 +109,7 @@ def cpu_id(info: dict[str, str] | None = None) -> str:
 
 def cpu_isa(info: dict[str, str] | None = None) -> list[str]:
     """Which of :data:`ISA_FLAGS` this CPU has (x86 ``flags``, Arm ``Features``), sorted."""
-    info = _cpuinfo() if info is None else info
-    flags = set((info.get("flags") or info.get("Features") or "").split())
-    return sorted(flags & set(ISA_FLAGS))
+    return sorted(cpu_flags(info) & set(ISA_FLAGS))
 
 
 def cpu_fingerprint() -> dict:
@@ -123,4 +122,4 @@ def cpu_fingerprint() -> dict:
     model = info.get("model name") or platform.processor() or ""
     return {"cpu": model, "cpu_id": cpu_id(info), "isa": cpu_isa(info), "cores": os.cpu_count(),
             "machine": platform.machine(), "system": platform.system(), "python": platform.python_version(),
-            "onnxruntime": ort.__version__, "numpy": np.__version__, "nchwc_block": nchwc_block()}
+            "onnxruntime": ort.__version__, "numpy": np.__version__, "nchwc_block": nchwc_block(info)}

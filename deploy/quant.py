@@ -40,15 +40,9 @@ REDUCE_RANGE = None
 def has_vnni() -> bool:
     """Does this CPU have VNNI (AVX-512 VNNI, AVX-VNNI or AMX): int8 dot products without the
     int16 saturation of AVX2's ``vpmaddubsw``?"""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return bool(flags & {"avx512_vnni", "avx_vnni", "amx_int8"})
-    except OSError:
-        pass
-    return False
+    from .ort import cpu_flags
+
+    return bool(cpu_flags() & {"avx512_vnni", "avx_vnni", "amx_int8"})
 
 
 def reduce_range() -> bool:
