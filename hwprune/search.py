@@ -298,7 +298,7 @@ def resolve_constraints(config: PruneConfig, graph, x, table=None) -> list[Const
             if bound.table is not None and hasattr(t, "precision"):  # --table is checked where it is given
                 from .service import check_bound_precision
 
-                check_bound_precision(bound.text, bound.table, t.precision, config.precision)
+                check_bound_precision(bound, t.precision, config.precision)
         try:
             cost = cost_model_for(bound.budget, graph, x, t)
         except TableError as e:

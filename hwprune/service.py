@@ -101,13 +101,14 @@ def spends(search_precision: str, table_precision: str) -> bool:
     return table_precision == search_precision or (search_precision == "fp32" and table_precision in HALF_PRECISIONS)
 
 
-def check_bound_precision(text: str, path: str, table_precision: str, search_precision: str) -> None:
-    """A budget bound to a table (``0.5x@T``) spends T's latencies, so T must be one this search
-    can spend (:func:`spends`): an fp32 search handed an int8 table would judge a float model on
-    the quantized model's times. ConfigError naming the budget and what to pass instead."""
+def check_bound_precision(bound, table_precision: str, search_precision: str) -> None:
+    """A budget bound to a table (``0.5x@T``, a :class:`hwprune.budget.BoundBudget`) spends T's
+    latencies, so T must be one this search can spend (:func:`spends`): an fp32 search handed an
+    int8 table would judge a float model on the quantized model's times. ConfigError naming the
+    budget and what to pass instead."""
     if spends(search_precision, table_precision):
         return
-    budget = text.partition("@")[0]
+    budget, path = bound.budget.text, bound.table
     if table_precision == "int8":
         fix = (f"an int8 search takes one budget on --table (hwprune prune --precision int8 --budget {budget} "
                f"--table {path}); to bind budgets to devices with @TABLE, profile fp32 tables of them")
@@ -116,7 +117,7 @@ def check_bound_precision(text: str, path: str, table_precision: str, search_pre
                f"int8 --budget {budget} --table INT8_TABLE; hwprune profile --precision int8 makes one)")
     else:
         fix = f"bind an {search_precision} table (hwprune profile --precision {search_precision})"
-    raise ConfigError(f"budget {text!r}: table {path!r} holds {table_precision} latencies and this search is "
+    raise ConfigError(f"budget {bound.text!r}: table {path!r} holds {table_precision} latencies and this search is "
                       f"{search_precision}: {fix}")
 
 

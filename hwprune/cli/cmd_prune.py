@@ -306,7 +306,7 @@ def _check_bound_precisions(args, bounds, tables: list) -> None:
     by_path = {t.path: t for t in tables}
     for b in bounds:
         if b.table is not None and b.table in by_path:
-            check_bound_precision(b.text, b.table, by_path[b.table].precision, args.precision)
+            check_bound_precision(b, by_path[b.table].precision, args.precision)
 
 
 def _table_backend(args, bounds, tables: list) -> str | None:
