@@ -85,6 +85,26 @@ def test_ray_maps_in_order_with_pinned_threads(cluster):
     assert cluster.is_initialized()  # joined the test's runtime, so closing leaves it up
 
 
+def test_a_worker_deserialises_the_shared_payload_once(cluster):
+    """The shared payload (an unpruned model and its evaluator) is fetched and unpickled once per
+    worker process, not once per task, and is uploaded once for several maps of the same payload:
+    each worker's first task finds it fresh, every later one finds the copy it already holds."""
+    ex = make_executor("ray")
+
+    def job(shared, x):
+        fresh = "seen" not in shared  # a probe only: real work must not change shared
+        shared["seen"] = True
+        return fresh, os.getpid()
+
+    payload = {"model": torch.zeros(1000)}
+    out = ex.map(job, list(range(8)), shared=payload) + ex.map(job, list(range(8)), shared=payload)
+    assert sum(f for f, _ in out) == len({pid for _, pid in out}) <= 2 + 1  # once per worker (Ray may add one)
+    assert "seen" not in payload  # workers hold their own copies, as Ray always gave them
+    out = ex.map(job, list(range(4)), shared={"model": torch.ones(10)})
+    assert sum(f for f, _ in out) == len({pid for _, pid in out})  # another payload: fresh again, once per worker
+    ex.close()
+
+
 def test_killed_worker_is_retried(cluster, tmp_path):
     """The first attempt of one task kills its worker process; Ray runs it again elsewhere."""
     marker = str(tmp_path / "killed-once")
