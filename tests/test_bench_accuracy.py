@@ -68,3 +68,51 @@ def test_strategy_names_carry_their_cap_and_steps():
         b.iterative_rows(0, 0.5, f"halp-it{P.recover_epochs + 1}", None, None, None, None, None, P, None)
     with pytest.raises(SystemExit, match="no iterative form"):
         b.cut(None, "flops-it2", 0.5, 0, None, None, None, P, 2)
+
+
+def test_seeds_run_as_ray_tasks_and_prune_the_one_unpruned_model(tmp_path):
+    """Issue #20: the benchmark's grid of runs on the executor. ``--executor ray`` runs each seed as
+    a Ray task on a local Ray runtime the tool starts (2 CPUs here, one a seed): the workers render
+    the task, read the driver's table from its content and prune the one unpruned model the driver
+    trained (``--base-seed 0``), so both seeds' unpruned rows are that model's, trained here the
+    same way. A Ray address that does not answer is refused before anything is trained."""
+    import argparse
+    import json
+    import subprocess
+
+    import pytest
+
+    pytest.importorskip("ray")
+    out = tmp_path / "ray"
+    common = ["--quick", "--n-train", "64", "--n-search", "64", "--base-epochs", "1", "--recover-epochs", "1",
+              "--strategies", "uniform", "--recipes", "ft", "--skip", "families,regularize,convergence"]
+    bad = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "bench_accuracy.py"), *common, "--out",
+                          str(tmp_path / "bad"), "--executor", "ray", "--ray-address", "127.0.0.1:9"],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "127.0.0.1:9 does not answer" in bad.stderr
+    assert not (tmp_path / "bad").exists()
+
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "bench_accuracy.py"), *common, "--seeds", "0,1",
+                        "--base-seed", "0", "--executor", "ray", "--cpus-per-run", "1", "--out", str(out)],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "2 seed(s) on Ray, 1 CPU(s) each" in r.stderr
+    done = json.loads((out / "results.json").read_text())
+    assert done["meta"]["executor"] == "ray" and done["meta"]["cpus_per_run"] == 1
+    got = {(x["seed"], x["strategy"], x["recipe"]): x for x in done["rows"]}
+    assert set(got) == {(s, st, rc) for s in (0, 1) for st, rc in
+                        (("unpruned", "trained"), ("uniform", "cut"), ("uniform", "ft"))}
+    for s in (0, 1):
+        assert got[(s, "uniform", "cut")]["latency_ratio"] < 0.7  # pruned, and measured by the worker
+    # the unpruned model, trained here exactly as the driver trained it (1 torch thread, seed 0)
+    b, threads = _bench(), torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        P = b.PRESETS["quick"]
+        P.n_train, P.n_search, P.base_epochs, P.base_seed = 64, 64, 1, 0
+        data = b.make_task("mosaic", P.n_train, P.n_val, n_search=P.n_search)
+        here = b.unpruned(0, P, data, argparse.Namespace(model="tiny_resnet"))
+        acc = b.top1(here.model, data.val)
+    finally:
+        torch.set_num_threads(threads)
+    assert got[(0, "unpruned", "trained")]["top1"] == got[(1, "unpruned", "trained")]["top1"] == acc

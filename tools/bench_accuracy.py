@@ -294,23 +294,72 @@ def recover_rows(seed, budget, strategy, pruned, base, data, P: Preset, threads,
     return rows
 
 
+def unpruned(seed: int, P: Preset, data, args):
+    """The unpruned model seed ``seed`` prunes: trained here with its own seed, or the one model of
+    ``P.base_seed`` (trained once, then copied)."""
+    bseed = seed if P.base_seed is None else P.base_seed
+    if bseed in BASES:  # one unpruned model shared by every seed (Preset.base_seed)
+        return copy.deepcopy(BASES[bseed])
+    torch.manual_seed(bseed)
+    loaded = load_model(f"hwprune.zoo:{args.model}", kwargs={"width": P.width})
+    loaded.input_size = 32
+    t0 = time.perf_counter()
+    train_(loaded.model, data, P.base_epochs, 0.1, bseed)
+    log(f"seed {seed}: unpruned model trained {P.base_epochs} epochs (seed {bseed}) in "
+        f"{time.perf_counter() - t0:.0f} s")
+    if P.base_seed is not None:
+        BASES[bseed] = copy.deepcopy(loaded)
+    return loaded
+
+
+@dataclass
+class SeedJob:
+    """What every seed's run shares, as one executor payload (``--executor ray``): the settings, the
+    task's spec (each worker renders the images itself, once: the executor keeps one payload per
+    worker process), the latency table's *content* (a worker on another node cannot read the
+    driver's path), and the unpruned model when every seed prunes the same one (trained once, by
+    the driver)."""
+
+    P: Preset
+    args: dict
+    table: bytes
+    base: object = None
+
+    def data(self):
+        if self.__dict__.get("_data") is None:
+            self.__dict__["_data"] = make_task(self.args["task"], self.P.n_train, self.P.n_val,
+                                               n_search=self.P.n_search)
+        return self.__dict__["_data"]
+
+    def table_path(self) -> str:
+        if self.__dict__.get("_table_path") is None:
+            import tempfile
+
+            fd, path = tempfile.mkstemp(prefix="hwprune-bench-table-", suffix=".json")
+            with os.fdopen(fd, "wb") as f:
+                f.write(self.table)
+            self.__dict__["_table_path"] = path
+        return self.__dict__["_table_path"]
+
+    def __getstate__(self):  # what a worker gets: not this process's rendered data or temp file
+        return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
+
+
+def seed_rows(job: SeedJob, seed: int) -> list[dict]:
+    """One work item of the grid: every row of seed ``seed`` (:func:`run_seed`), wherever it runs."""
+    torch.set_num_threads(job.args["torch_threads"])
+    PARTIAL.update(path=None, rows=[])  # the driver writes what comes back; workers do not share its partial.json
+    P = job.P
+    if job.base is not None:
+        BASES.setdefault(P.base_seed, job.base)
+    return run_seed(seed, P, job.data(), argparse.Namespace(**job.args), {"path": job.table_path()})
+
+
 def run_seed(seed: int, P: Preset, data, args, table_holder: dict) -> list[dict]:
     from hwprune.evaluate import make_evaluator
 
     rows: list[dict] = []
-    bseed = seed if P.base_seed is None else P.base_seed
-    if bseed in BASES:  # one unpruned model shared by every seed (Preset.base_seed)
-        loaded = copy.deepcopy(BASES[bseed])
-    else:
-        torch.manual_seed(bseed)
-        loaded = load_model(f"hwprune.zoo:{args.model}", kwargs={"width": P.width})
-        loaded.input_size = 32
-        t0 = time.perf_counter()
-        train_(loaded.model, data, P.base_epochs, 0.1, bseed)
-        log(f"seed {seed}: unpruned model trained {P.base_epochs} epochs (seed {bseed}) in "
-            f"{time.perf_counter() - t0:.0f} s")
-        if P.base_seed is not None:
-            BASES[bseed] = copy.deepcopy(loaded)
+    loaded = unpruned(seed, P, data, args)
     base = loaded.model
     if "path" not in table_holder:
         table_holder["path"] = get_table(loaded, args.out, args.threads, args.quick, args.model)
@@ -397,6 +446,36 @@ def families(seed, budget, plans, rows, base, loaded, data, P, args, table) -> l
         out.append(row(seed, budget, f"family:{mem.family}", "scratch-e", m, base, data, args.threads,
                        source_plan=best))
     return out
+
+
+def run_on_ray(P: Preset, data, args) -> list[dict]:
+    """Every seed as one Ray task holding ``--cpus-per-run`` CPUs (issue #20: the benchmark's grid on
+    the executor). The driver profiles the table and, with one unpruned model for every seed, trains
+    it first; each result is written to OUT/results.json as it arrives, in seed order."""
+    from hwprune.errors import ConfigError
+    from hwprune.executor import make_executor
+
+    cpus = args.cpus_per_run or args.threads
+    try:
+        ex = make_executor("ray", address=args.ray_address, worker_threads=cpus)
+    except ConfigError as e:
+        raise SystemExit(f"bench_accuracy: {e}") from None
+    try:
+        arch = load_model(f"hwprune.zoo:{args.model}", kwargs={"width": P.width})
+        arch.input_size = 32
+        with open(get_table(arch, args.out, args.threads, args.quick, args.model), "rb") as f:
+            table = f.read()
+        base = unpruned(P.seeds[0], P, data, args) if P.base_seed is not None else None
+        job = SeedJob(P, {k: v for k, v in vars(args).items()}, table, base)
+        log(f"{len(P.seeds)} seed(s) on Ray, {cpus} CPU(s) each")
+        rows = []
+        for seed, got in zip(P.seeds, ex.imap(seed_rows, P.seeds, shared=job)):
+            rows += got
+            log(f"seed {seed}: {len(got)} rows back from Ray")
+            write_json(os.path.join(args.out, "results.json"), {"rows": rows})  # partial results survive a kill
+        return rows
+    finally:
+        ex.close()
 
 
 # ------------------------------------------------------------------ report
@@ -541,9 +620,30 @@ def main(argv=None) -> int:
     ap.add_argument("--torch-threads", type=int, default=1,
                     help="PyTorch threads for training (default 1: on a shared machine OpenMP's spinning workers "
                          "slowed a 2-thread run many times over)")
+    ap.add_argument("--executor", choices=("local", "ray"), default="local",
+                    help="where the seeds run: local (one after another, here) or ray (one Ray task a seed: "
+                         "`pip install 'hwprune[ray]'`)")
+    ap.add_argument("--ray-address", help="with --executor ray: auto (a cluster started here with `ray start --head`) "
+                    "or HOST:PORT of its head; default: a Ray runtime on this machine only")
+    ap.add_argument("--cpus-per-run", type=int,
+                    help="with --executor ray: CPUs each seed's task holds (default: --threads, so that no two "
+                         "runs time their models on the same cores; give a whole node's CPUs for timings as "
+                         "clean as a local run's)")
     ap.add_argument("--render", action="store_true",
                     help="only re-write OUT/results.md and the plot from OUT/results.json (no training)")
     args = ap.parse_args(argv)
+    if args.executor == "local" and (args.ray_address or args.cpus_per_run):
+        ap.error("--ray-address and --cpus-per-run say where Ray runs the seeds: add --executor ray")
+    if args.cpus_per_run is not None and args.cpus_per_run < 1:
+        ap.error(f"--cpus-per-run {args.cpus_per_run}: give 1 or more")
+    if args.executor == "ray":
+        from hwprune.errors import ConfigError
+        from hwprune.executor import check_executor
+
+        try:  # before any data is rendered or model trained
+            check_executor("ray", args.ray_address)
+        except ConfigError as e:
+            ap.error(str(e))
     if args.render:
         with open(os.path.join(args.out, "results.json")) as f:
             done = json.load(f)
@@ -572,13 +672,17 @@ def main(argv=None) -> int:
         f"{time.perf_counter() - t0:.0f} s")
     rows, holder = [], {}
     PARTIAL["path"] = os.path.join(args.out, "partial.json")
-    for seed in P.seeds:
-        rows += run_seed(seed, P, data, args, holder)
-        write_json(os.path.join(args.out, "results.json"), {"rows": rows})  # partial results survive a kill
+    if args.executor == "local":
+        for seed in P.seeds:
+            rows += run_seed(seed, P, data, args, holder)
+            write_json(os.path.join(args.out, "results.json"), {"rows": rows})  # partial results survive a kill
+    else:
+        rows = run_on_ray(P, data, args)
     meta = {"preset": name, "task": args.task, "model": args.model, "width": P.width, "seeds": P.seeds, "n_train": P.n_train, "n_val": P.n_val,
             "base_epochs": P.base_epochs, "base_seed": P.base_seed, "n_search": P.n_search, "recover_epochs": P.recover_epochs, "reg_epochs": P.reg_epochs,
             "budgets": P.budgets, "strategies": P.strategies, "recipes": P.recipes, "threads": args.threads,
-            "seconds": time.perf_counter() - t0, "load_average": os.getloadavg()}
+            "seconds": time.perf_counter() - t0, "load_average": os.getloadavg(), "executor": args.executor,
+            "cpus_per_run": args.cpus_per_run if args.executor == "ray" else None}
     write_json(os.path.join(args.out, "results.json"), {"meta": meta, "rows": rows})
     write_report(rows, meta, args.out)
     log(f"done in {meta['seconds'] / 60:.1f} min: {args.out}/results.md")
