@@ -254,6 +254,38 @@ def test_same_cpu_name_another_microarchitecture_is_another_device(table_path, t
         LatencyTable.load(str(q))  # recorded before cpu_id: the name decides, as before
 
 
+def test_a_table_from_before_cpu_id_is_told_apart_by_its_nchwc_block(table_path, tmp_path):
+    """Tables recorded before cpu_id (the committed ones) still record ORT's NCHWc block, 16 on an
+    AVX-512 host and 8 on an AVX2 one: the layout the convolutions run in, and the channel grid the
+    search spends the table on. An "AMD EPYC" table with another block is another device (warned,
+    not reused by `hwprune run`, measured by no several-device search), whatever the name says."""
+    from hwprune.devices import reachable
+    from hwprune.service import TableRequest
+    from hwprune_deploy.ort import nchwc_block
+
+    d = json.loads(open(table_path).read())
+    here = {k: v for k, v in d["device"].items() if k not in ("cpu_id", "isa")}
+    assert here["nchwc_block"] == nchwc_block()
+    other = dict(d, device={**here, "nchwc_block": 24 - here["nchwc_block"]})  # 8 <-> 16
+    p = tmp_path / "other-block.json"
+    p.write_text(json.dumps(other))
+    with pytest.warns(TableMismatchWarning, match=f"nchwc_block: table {24 - here['nchwc_block']} vs here "
+                                                  f"{here['nchwc_block']}"):
+        t = LatencyTable.load(str(p))
+    req = TableRequest(backend=t.backend, threads=int(here["threads"]), precision=t.precision, batch=t.batch,
+                       align=int(t.protocol["align"]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert req.why_not(t) == "measured on another device"
+        ok, why = reachable(t)
+    assert not ok and "nchwc_block" in why
+    same = tmp_path / "same-block.json"
+    same.write_text(json.dumps(dict(d, device=here)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert reachable(LatencyTable.load(str(same))) == (True, None)
+
+
 def test_atomic_save_leaves_no_partial_file(table_path, tmp_path):
     t = LatencyTable.load(table_path)
     target = tmp_path / "atomic.json"

@@ -217,8 +217,8 @@ class LatencyTable:
                 return []
         # cpu_id: the microarchitecture behind a CPU name such as "AMD EPYC" (compared where both record it;
         # tables from before 2026-12-05 do not)
-        keys = ("cpu", "cpu_id", "cores", "machine", "gpu", "driver", "onnxruntime", "tensorrt", "torch", "cuda",
-                "threads")
+        keys = ("cpu", "cpu_id", "nchwc_block", "cores", "machine", "gpu", "driver", "onnxruntime", "tensorrt", "torch",
+                "cuda", "threads")
         diff = [f"{k}: table {self.device.get(k)!r} vs here {current.get(k)!r}" for k in keys
                 if k in self.device and k in current and self.device.get(k) != current.get(k)]
         if diff:
