@@ -331,17 +331,7 @@ class SeedJob:
                                                n_search=self.P.n_search)
         return self.__dict__["_data"]
 
-    def table_path(self) -> str:
-        if self.__dict__.get("_table_path") is None:
-            import tempfile
-
-            fd, path = tempfile.mkstemp(prefix="hwprune-bench-table-", suffix=".json")
-            with os.fdopen(fd, "wb") as f:
-                f.write(self.table)
-            self.__dict__["_table_path"] = path
-        return self.__dict__["_table_path"]
-
-    def __getstate__(self):  # what a worker gets: not this process's rendered data or temp file
+    def __getstate__(self):  # what a worker gets: not this process's rendered data
         return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
 
 
@@ -352,7 +342,13 @@ def seed_rows(job: SeedJob, seed: int) -> list[dict]:
     P = job.P
     if job.base is not None:
         BASES.setdefault(P.base_seed, job.base)
-    return run_seed(seed, P, job.data(), argparse.Namespace(**job.args), {"path": job.table_path()})
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="hwprune-bench-") as d:  # the table for this run, gone after it
+        path = os.path.join(d, "table.json")
+        with open(path, "wb") as f:
+            f.write(job.table)
+        return run_seed(seed, P, job.data(), argparse.Namespace(**job.args), {"path": path})
 
 
 def run_seed(seed: int, P: Preset, data, args, table_holder: dict) -> list[dict]:
