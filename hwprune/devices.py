@@ -72,6 +72,8 @@ def device_row(ctx: SearchContext, i: int, c: Constraint, widths: dict[str, int]
                            "predicted": predicted, "predicted_fraction": predicted / c.baseline}
     if c.budget.is_latency and hasattr(c.table, "backend"):
         row.update(_settings(c.table))
+        if row["precision"] == "int8" and c.budget.fraction() is not None:
+            row["budget_of"] = "int8 unpruned"  # --budget-ref int8: the share is of the quantized model there
     if reading is not None:
         b, p = timing_ms(reading["baseline"]), timing_ms(reading["pruned"])
         frac = c.budget.fraction()
@@ -155,8 +157,9 @@ def verdict(rows: list[dict[str, Any]], tolerance: float) -> str:
     parts = []
     for r in rows:
         if r["checked"] == "measured":
+            of = f" of {r['budget_of']}" if r.get("budget_of") else ""
             parts.append(f"{r['device']}: measured {r['measured_ms']:.3f} ms "
-                         f"{'meets' if r['met'] else 'MISSES'} {r['budget']} = {r['budget_ms']:.3f} ms")
+                         f"{'meets' if r['met'] else 'MISSES'} {r['budget']}{of} = {r['budget_ms']:.3f} ms")
         else:
             parts.append(f"{r['device']}: {r['checked']} {r['predicted']:.4g} {r['unit']} "
                          f"{'meets' if r['met'] else 'MISSES'} {r['budget']}")
@@ -174,7 +177,8 @@ def devices_markdown(rows: list[dict[str, Any]]) -> list[str]:
                 if unit == "flops" else f"{r['predicted'] / 1e6:.4f} M {unit}")
         meas = (f"{r['measured_ms']:.3f} ms (of {r['baseline_ms']:.3f})" if r.get("measured_ms") is not None
                 else r["checked"])
-        budget = r["budget"] + (f" = {r['budget_ms']:.3f} ms" if r.get("budget_ms") else "")
+        budget = (r["budget"] + (f" of {r['budget_of']}" if r.get("budget_of") else "")
+                  + (f" = {r['budget_ms']:.3f} ms" if r.get("budget_ms") else ""))
         L.append(f"| {r['device']} | {budget} | {pred} | {meas} | {'yes' if r['met'] else '**no**'} |")
     return L
 

@@ -97,7 +97,10 @@ class PruneConfig:
 
         check_precision(self.precision, self.backend, self.budget_ref)
         if self.precision == "int8" and (self.more_budgets or (self.budget and "@" in self.budget)):
-            raise ConfigError("--precision int8 takes one budget without @TABLE (the int8 table is found or profiled)")
+            raise ConfigError("--precision int8 takes one budget without @TABLE (the int8 table is found or profiled); "
+                              "for one model on several devices, some of them int8, leave --precision out and bind "
+                              "each device's table: --budget 0.5x@FP32_TABLE --budget 4ms@INT8_TABLE (or --budget-ref "
+                              "int8 for shares of the int8 unpruned model)")
         if self.closed_loop_rounds < 0:
             raise ConfigError(f"closed-loop rounds {self.closed_loop_rounds} must be >= 0")
         if not (0 <= self.spend_band < 1):

@@ -289,7 +289,8 @@ def resolve_constraints(config: PruneConfig, graph, x, table=None) -> list[Const
     from .errors import TableBatchError, TableError
 
     rows = []
-    for bound in config.budget_list():
+    bounds = config.budget_list()
+    for bound in bounds:
         t = bound.table if bound.table is not None else table
         if bound.budget.is_latency:
             from .latency import as_table
@@ -298,7 +299,8 @@ def resolve_constraints(config: PruneConfig, graph, x, table=None) -> list[Const
             if bound.table is not None and hasattr(t, "precision"):  # --table is checked where it is given
                 from .service import check_bound_precision
 
-                check_bound_precision(bound, t.precision, config.precision)
+                check_bound_precision(bound, t.precision, config.precision, several=len(bounds) > 1,
+                                      budget_ref=config.budget_ref)
         try:
             cost = cost_model_for(bound.budget, graph, x, t)
         except TableError as e:

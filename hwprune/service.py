@@ -101,17 +101,31 @@ def spends(search_precision: str, table_precision: str) -> bool:
     return table_precision == search_precision or (search_precision == "fp32" and table_precision in HALF_PRECISIONS)
 
 
-def check_bound_precision(bound, table_precision: str, search_precision: str) -> None:
+def check_bound_precision(bound, table_precision: str, search_precision: str, several: bool = False,
+                          budget_ref: str = "fp32") -> None:
     """A budget bound to a table (``0.5x@T``, a :class:`hwprune.budget.BoundBudget`) spends T's
     latencies, so T must be one this search can spend (:func:`spends`): an fp32 search handed an
-    int8 table would judge a float model on the quantized model's times. ConfigError naming the
-    budget and what to pass instead."""
+    int8 table as its one budget would judge a float model on the quantized model's times.
+
+    Among ``several`` budgets (one model for several devices) an int8 table is a device that runs
+    the pruned model quantized, and is measured so by the closed loop; its budget must then say
+    what it is of: milliseconds (``4ms@T``) or, with ``budget_ref='int8'`` (``--budget-ref int8``),
+    a share of the *int8* unpruned model there. A share of the fp32 unpruned model would need the
+    fp32/int8 ratio of each device, which a device that is not reachable from here cannot give.
+    ConfigError naming the budget and what to pass instead."""
     if spends(search_precision, table_precision):
         return
     budget, path = bound.budget.text, bound.table
+    if table_precision == "int8" and search_precision == "fp32" and several:
+        if bound.budget.is_latency and (bound.budget.fraction() is None or budget_ref == "int8"):
+            return
+        raise ConfigError(f"budget {bound.text!r}: {path!r} is an int8 device, and a share of the unpruned model there "
+                          "can be of its fp32 or its int8 form; pass --budget-ref int8 (a share of the int8 unpruned "
+                          f"model on that device) or a budget in ms (e.g. 4ms@{path})")
     if table_precision == "int8":
         fix = (f"an int8 search takes one budget on --table (hwprune prune --precision int8 --budget {budget} "
-               f"--table {path}); to bind budgets to devices with @TABLE, profile fp32 tables of them")
+               f"--table {path}); to bind int8 devices among several budgets, give each its own budget "
+               "(--budget 0.5x@FP32_TABLE --budget 4ms@INT8_TABLE)")
     elif search_precision == "int8":
         fix = (f"an int8 search takes one budget without @TABLE, spent on an int8 table (hwprune prune --precision "
                f"int8 --budget {budget} --table INT8_TABLE; hwprune profile --precision int8 makes one)")

@@ -243,8 +243,11 @@ def test_a_budget_bound_to_an_int8_table_is_refused_in_an_fp32_search(int8_table
             argv += ["--budget", b]
         assert main(argv) == 2
         err = capsys.readouterr().err
-        assert f"budget '0.8x@{int8_table}'" in err and "holds int8 latencies" in err and "--precision int8" in err
-        assert "Traceback" not in err and not out.exists()
+        assert f"budget '0.8x@{int8_table}'" in err and "Traceback" not in err and not out.exists()
+        if len(budgets) == 1:
+            assert "holds int8 latencies" in err and "--precision int8" in err
+        else:  # among several devices an int8 one is fine, but a share of its unpruned model must say which form
+            assert "is an int8 device" in err and "--budget-ref int8" in err and "4ms@" in err
     with pytest.raises(ConfigError, match="holds int8 latencies and this search is fp32"):
         prune(load_model("tiny_resnet_synthetic"),
               PruneConfig(strategy="uniform", budget="0.8x@" + int8_table, backend=None, input_size=SIZE,
@@ -252,6 +255,49 @@ def test_a_budget_bound_to_an_int8_table_is_refused_in_an_fp32_search(int8_table
     assert main(["prune", "--model", "tiny_resnet_synthetic", "--precision", "int8", "--budget", "0.8x@" + fp32,
                  "--backend", "none", "--out", str(tmp_path / "q"), "--quiet"]) == 2
     assert "an int8 search takes one budget without @TABLE" in capsys.readouterr().err
+
+
+def test_one_model_for_an_fp32_and_an_int8_device(int8_table, tmp_path):
+    """Several budgets, one of them bound to an int8 table: that device runs the pruned model
+    quantized. With --budget-ref int8 its 0.7x is a share of the int8 unpruned model there; the
+    search spends both tables on the int8 grid (16), and the closed loop measures the fp32 device in
+    fp32 and the int8 device quantized, one row each. A budget in ms needs no --budget-ref."""
+    import json
+    import subprocess
+    import sys
+    import warnings
+
+    from hwprune.latency import ProfileConfig, profile
+
+    fp32 = str(tmp_path / "t-fp32.json")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        profile(load_model("tiny_resnet_synthetic"), ProfileConfig.quick(input_size=SIZE, out=fp32, align=8),
+                progress=False)
+    out = tmp_path / "p"
+    r = subprocess.run([sys.executable, "-m", "hwprune", "prune", "--model", "tiny_resnet_synthetic", "--input-size",
+                        str(SIZE), "--strategy", "halp", "--budget", f"0.7x@{fp32}", "--budget", f"0.7x@{int8_table}",
+                        "--budget-ref", "int8", "--out", str(out), "--quiet"], capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode in (0, 3), r.stderr  # 3: a device measured over its budget on a busy machine
+    rep = json.loads((out / "report.json").read_text())
+    rows = rep["devices"]
+    assert [(d["precision"], d["checked"]) for d in rows] == [("fp32", "measured"), ("int8", "measured")]
+    assert "budget_of" not in rows[0] and rows[1]["budget_of"] == "int8 unpruned"
+    for d in rows:  # each device's budget is its share of its own unpruned model, measured beside the result
+        assert d["budget_ms"] == pytest.approx(0.7 * d["baseline_ms"])
+    assert rows[0]["baseline_ms"] != rows[1]["baseline_ms"]  # fp32 and quantized timings, not one measured twice
+    plan = json.loads((out / "plan.json").read_text())
+    assert plan["provenance"]["align"] == 16 and all(len(k) % 16 == 0 for k in plan["kept"].values())
+    assert "0.7x of int8 unpruned" in (out / "report.md").read_text()
+    from hwprune.prune import PruneConfig, make_context
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ctx = make_context(load_model("tiny_resnet_synthetic"),
+                           PruneConfig(budget=f"0.9x@{fp32}", more_budgets=(f"100ms@{int8_table}",), backend=None,
+                                       input_size=SIZE, align=16, progress=False))
+    assert [c.cost.unit for c in ctx.constraints] == ["ms", "ms"]
 
 
 def test_validate_checks_an_int8_table_on_the_grid_a_search_spends_it_on(int8_table):

@@ -86,7 +86,8 @@ def register(sub) -> None:
                         "(hwprune profile --backend torch-cuda --precision fp16), measured in that precision")
     g.add_argument("--budget-ref", default="fp32", choices=["fp32", "int8"],
                    help="int8: a relative budget (0.25x, 4speedup) is a share of the fp32 unpruned model (default: what "
-                        "runs today; timed beside the int8 result by the closed loop) or of the int8 unpruned model")
+                        "runs today; timed beside the int8 result by the closed loop) or of the int8 unpruned model. "
+                        "Among several budgets, a relative budget bound to an int8 table needs --budget-ref int8")
     g.add_argument("--ort-spinning", action="store_true",
                    help="ort-cpu: spend and check a table timed with ORT's worker threads spinning (as a deployment "
                         "with ORT's default session options runs); default: workers blocked, as tables are profiled")
@@ -306,7 +307,8 @@ def _check_bound_precisions(args, bounds, tables: list) -> None:
     by_path = {t.path: t for t in tables}
     for b in bounds:
         if b.table is not None and b.table in by_path:
-            check_bound_precision(b, by_path[b.table].precision, args.precision)
+            check_bound_precision(b, by_path[b.table].precision, args.precision, several=len(bounds) > 1,
+                                  budget_ref=args.budget_ref)
 
 
 def _table_backend(args, bounds, tables: list) -> str | None:
@@ -419,7 +421,8 @@ def run(args) -> int:
         print(f"against the fp32 unpruned model timed beside it: {lat.fp32_baseline_ms:.3f} -> "
               f"{lat.measured_ms:.3f} ms ({lat.speedup_over_fp32:.2f}x), the model the budget is a share of")
     for row in getattr(r, "devices", None) or []:
-        print(f"  {row['device']}: budget {row['budget']}, predicted {row['predicted']:.4g} {row['unit']}, "
+        of = f" of {row['budget_of']}" if row.get("budget_of") else ""
+        print(f"  {row['device']}: budget {row['budget']}{of}, predicted {row['predicted']:.4g} {row['unit']}, "
               + (f"measured {row['measured_ms']:.3f} ms (budget {row['budget_ms']:.3f} ms)" if row.get("measured_ms")
                  is not None else row["checked"]) + f": {'met' if row['met'] else 'MISSED'}")
     if (r.config or {}).get("int8", {}).get("note"):

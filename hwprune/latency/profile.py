@@ -276,9 +276,12 @@ def search_align(backend: Optional[str], precision: Optional[str] = None, tables
     a budget is spent on), a grid every one of their devices rewards (the lcm of
     :func:`table_align`); else this machine's grid for ``backend`` (:func:`preferred_align`); 8
     with neither (a FLOPs or params budget: no device to ask)."""
-    tables = [t for t in tables if t is not None]
-    if tables:
-        return functools.reduce(math.lcm, (table_align(t, precision) for t in tables))
+    from .table import as_table
+
+    tables = [as_table(t, check_device=False) for t in tables if t is not None]
+    if tables:  # an int8 table is a device that runs the model quantized, whatever the search's precision
+        return functools.reduce(math.lcm, (table_align(t, "int8" if t.precision == "int8" else precision)
+                                           for t in tables))
     return 8 if backend is None else preferred_align(backend, None, precision)
 
 
