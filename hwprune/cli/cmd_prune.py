@@ -414,7 +414,8 @@ def run(args) -> int:
         print(f"latency predicted {lat.baseline_predicted_ms:.3f} -> {lat.predicted_ms:.3f} ms "
               f"({lat.speedup_predicted:.2f}x, table {r.table})")
     if lat is not None and lat.measured_ms is not None:
-        print(f"latency measured on {lat.backend} ({lat.threads} threads): {lat.baseline_ms:.3f} -> "
+        prec = f" {lat.precision}" if lat.precision not in (None, "fp32") else ""  # int8: both models quantized
+        print(f"latency measured on {lat.backend}{prec} ({lat.threads} threads): {lat.baseline_ms:.3f} -> "
               f"{lat.measured_ms:.3f} ms ({lat.speedup_measured:.2f}x; p10 of repeats, side by side; "
               f"median {lat.measured_median_ms:.3f} ms)")
     if lat is not None and lat.fp32_baseline_ms is not None:
