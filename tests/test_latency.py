@@ -220,12 +220,23 @@ def test_fingerprint_mismatch_warns_loudly(table_path, tmp_path):
         LatencyTable.load(table_path)  # same machine: silent
 
 
+def _another_device(d: dict, device: dict, path, match: str):
+    """Table dict ``d`` saved at ``path`` with fingerprint ``device``: loaded (warned with ``match``)
+    and the request a `hwprune run` on this machine would make for it."""
+    from hwprune.service import TableRequest
+
+    path.write_text(json.dumps(dict(d, device=device)))
+    with pytest.warns(TableMismatchWarning, match=match):
+        t = LatencyTable.load(str(path))
+    return t, TableRequest(backend=t.backend, threads=int(device["threads"]), precision=t.precision, batch=t.batch,
+                           align=int(t.protocol["align"]))
+
+
 def test_same_cpu_name_another_microarchitecture_is_another_device(table_path, tmp_path):
     """Cloud VMs name the CPU "AMD EPYC" whatever its generation: a table records the
     microarchitecture (cpu_id from /proc/cpuinfo) and the ISA extensions, and a table from another
     generation under the same name is another device (warned; not reused by `hwprune run`); a table
     from before cpu_id was recorded is judged by the name as before."""
-    from hwprune.service import TableRequest
     from hwprune_deploy.ort import cpu_id, cpu_isa
 
     d = json.loads(open(table_path).read())
@@ -235,13 +246,8 @@ def test_same_cpu_name_another_microarchitecture_is_another_device(table_path, t
     assert here["cpu_id"] == cpu_id() and here["isa"] == cpu_isa()
     assert cpu_id({"cpu family": "25", "model": "1", "stepping": "1"}) == "family 25 model 1 stepping 1"
     assert cpu_isa({"flags": "fpu avx2 avx512f avx512_vnni sse4_2"}) == ["avx2", "avx512_vnni", "avx512f"]
-    other = dict(d, device={**here, "cpu_id": "family 99 model 1 stepping 0"})
-    p = tmp_path / "other-gen.json"
-    p.write_text(json.dumps(other))
-    with pytest.warns(TableMismatchWarning, match="cpu_id: table 'family 99"):
-        t = LatencyTable.load(str(p))
-    req = TableRequest(backend=t.backend, threads=int(here["threads"]), precision=t.precision, batch=t.batch,
-                       align=int(t.protocol["align"]))
+    t, req = _another_device(d, {**here, "cpu_id": "family 99 model 1 stepping 0"}, tmp_path / "other-gen.json",
+                             "cpu_id: table 'family 99")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         assert req.why_not(t) == "measured on another device"
@@ -260,20 +266,13 @@ def test_a_table_from_before_cpu_id_is_told_apart_by_its_nchwc_block(table_path,
     search spends the table on. An "AMD EPYC" table with another block is another device (warned,
     not reused by `hwprune run`, measured by no several-device search), whatever the name says."""
     from hwprune.devices import reachable
-    from hwprune.service import TableRequest
     from hwprune_deploy.ort import nchwc_block
 
     d = json.loads(open(table_path).read())
     here = {k: v for k, v in d["device"].items() if k not in ("cpu_id", "isa")}
     assert here["nchwc_block"] == nchwc_block()
-    other = dict(d, device={**here, "nchwc_block": 24 - here["nchwc_block"]})  # 8 <-> 16
-    p = tmp_path / "other-block.json"
-    p.write_text(json.dumps(other))
-    with pytest.warns(TableMismatchWarning, match=f"nchwc_block: table {24 - here['nchwc_block']} vs here "
-                                                  f"{here['nchwc_block']}"):
-        t = LatencyTable.load(str(p))
-    req = TableRequest(backend=t.backend, threads=int(here["threads"]), precision=t.precision, batch=t.batch,
-                       align=int(t.protocol["align"]))
+    t, req = _another_device(d, {**here, "nchwc_block": 24 - here["nchwc_block"]}, tmp_path / "other-block.json",
+                             f"nchwc_block: table {24 - here['nchwc_block']} vs here {here['nchwc_block']}")  # 8 <-> 16
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         assert req.why_not(t) == "measured on another device"
