@@ -31,6 +31,10 @@ budget/strategy/recipe) and OUT/accuracy_latency.png.
 
     nice -n 5 python tools/bench_accuracy.py --quick --out bench_out/accuracy_quick   # a few minutes
     nice -n 5 python tools/bench_accuracy.py --out bench_out/accuracy                 # ~90 min (estimate), 2 quiet cores
+    python tools/bench_accuracy.py --executor ray --ray-address auto --cpus-per-run 16   # one Ray task a seed
+
+With ``--executor ray`` each seed is a Ray task holding ``--cpus-per-run`` CPUs (default
+``--threads``, so no two runs time their models on the same cores); see docs/devices.md.
 """
 from __future__ import annotations
 
