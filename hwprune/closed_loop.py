@@ -78,16 +78,25 @@ def _table_drift(ctx: SearchContext, config: PruneConfig, table, base_ms: float)
     days later, and ratios at the heavily pruned end moved with it): say so, loudly, once."""
     if ctx.cost.unit != "ms" or not ctx.baseline_cost or getattr(table, "backend", None) != config.backend:
         return None
-    rel = base_ms / ctx.baseline_cost - 1
+    return drift_of(ctx.baseline_cost, base_ms, ctx.model_id.get("spec", "M"), table)
+
+
+def drift_of(predicted_ms: float, measured_ms: float, spec: str, table, device: str = "") -> Optional[dict]:
+    """The drift record (and a warning printed once) when the unpruned model measured ``measured_ms``
+    more than :data:`DRIFT_WARN` off the ``predicted_ms`` of ``table``; None within it. ``device``
+    names the device among several budgets."""
+    rel = measured_ms / predicted_ms - 1
     if abs(rel) <= DRIFT_WARN:
         return None
-    warning = (f"the table predicts the unpruned model at {ctx.baseline_cost:.3f} ms but it measured {base_ms:.3f} ms "
+    on = f" on {device}" if device else ""
+    warning = (f"the table predicts the unpruned model{on} at {predicted_ms:.3f} ms but it measured {measured_ms:.3f} ms "
                f"here ({100 * rel:+.0f}%): this machine is not in the state the table was profiled in, and ratios "
-               "at the heavily pruned end shift with it; recalibrate the table (`hwprune prune ... --recalibrate`, or "
-               f"`hwprune profile --model {ctx.model_id.get('spec', 'M')} --out {getattr(table, 'path', None) or 'TABLE'} "
-               "--recalibrate`: re-times the full model and the table's calibration variants, no re-profile) or profile it again")
+               "at the heavily pruned end shift with it -- a budget in ms is judged on today's speed; recalibrate the "
+               f"table (`hwprune prune ... --recalibrate`, or `hwprune profile --model {spec} --out "
+               f"{getattr(table, 'path', None) or 'TABLE'} --recalibrate`: re-times the full model and the table's "
+               "calibration variants, no re-profile) or profile it again")
     print(f"warning: {warning}", file=sys.stderr)
-    return {"predicted_full_ms": ctx.baseline_cost, "measured_full_ms": base_ms, "relative": rel, "warning": warning}
+    return {"predicted_full_ms": predicted_ms, "measured_full_ms": measured_ms, "relative": rel, "warning": warning}
 
 
 def measure_as(config: PruneConfig, table) -> tuple[str, bool]:

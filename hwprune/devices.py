@@ -22,7 +22,7 @@ from typing import Any, Callable, Optional
 
 from hwprune_deploy.runner import timing_ms
 
-from .closed_loop import CONFIRM_BAND, LoopOutcome, provenance
+from .closed_loop import CONFIRM_BAND, LoopOutcome, drift_of, provenance
 from .errors import HwpruneError
 from .latency.measure import mean_timing, measure_against_baseline, table_spinning
 from .plan import apply
@@ -96,7 +96,7 @@ def close_loop_devices(ctx: SearchContext, loaded, config, strategy: Callable, w
     x = ctx.example_input
     out = LoopOutcome(widths=widths, plan=None, pruned=None)  # type: ignore[arg-type]
     originals = [ctx.target_of(i) for i in range(len(ctx.constraints))]
-    reach = {}
+    reach, drift = {}, {}
     for i, c in enumerate(ctx.constraints):
         if not c.budget.is_latency:
             continue
@@ -121,6 +121,10 @@ def close_loop_devices(ctx: SearchContext, loaded, config, strategy: Callable, w
                     again = _measure(c.table, pair, x)  # near the line: measure again and pool, as one device
                     reading = {k: mean_timing(reading[k], again[k]) for k in ("baseline", "pruned")}
             row = device_row(ctx, i, c, out.widths, config.tolerance, reading, why, originals[i])
+            if reading is not None and i not in drift:  # the first reading of each device's unpruned model
+                drift[i] = drift_of(c.baseline, row["baseline_ms"], ctx.model_id.get("spec", "M"), c.table, c.label)
+            if drift.get(i):
+                row["table_drift"] = drift[i]
             rows.append(row)
             step["devices"].append({k: row.get(k) for k in ("device", "final_target", "predicted", "baseline_ms",
                                                             "measured_ms", "budget_ms", "met")})
@@ -191,6 +195,7 @@ def write_devices_markdown(path: str, report) -> None:
     L = [f"# hwprune prune: {spec}", "", f"Strategy **{report.strategy}**, seed {report.seed}, "
          f"{len(report.devices)} budgets, input {report.input_shape}.", "", f"Verdict: {report.verdict}.", "",
          "## Devices", "", *devices_markdown(report.devices), "",
+         *([f"Warning: {w}" for w in report.warnings] + [""] if report.warnings else []),
          f"FLOPs {report.before['flops'] / 1e9:.4f} -> {report.after['flops'] / 1e9:.4f} G "
          f"({report.flops_reduction:.2f}x fewer); params {report.before['params'] / 1e6:.3f} -> "
          f"{report.after['params'] / 1e6:.3f} M ({report.params_reduction:.2f}x fewer).", ""]

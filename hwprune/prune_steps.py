@@ -111,5 +111,6 @@ def _devices_report(report: PruneReport, ctx: SearchContext, config: PruneConfig
         lat.measured_median_ms = first["measured_median_ms"]
         lat.speedup_measured, lat.budget_ms, lat.met_budget = (first["speedup_measured"], first["budget_ms"],
                                                                first["met"])
+    report.warnings += [r["table_drift"]["warning"] for r in loop.devices if r.get("table_drift")]
     report.verdict = verdict(loop.devices, config.tolerance)
     return report
