@@ -255,6 +255,10 @@ def test_a_budget_bound_to_an_int8_table_is_refused_in_an_fp32_search(int8_table
     assert main(["prune", "--model", "tiny_resnet_synthetic", "--precision", "int8", "--budget", "0.8x@" + fp32,
                  "--backend", "none", "--out", str(tmp_path / "q"), "--quiet"]) == 2
     assert "an int8 search takes one budget without @TABLE" in capsys.readouterr().err
+    # --budget-ref int8 where no device is int8 would do nothing: said, not ignored
+    assert main(["prune", "--model", "tiny_resnet_synthetic", "--budget", "0.8x@" + fp32, "--budget", "50%flops",
+                 "--budget-ref", "int8", "--backend", "none", "--out", str(tmp_path / "r"), "--quiet"]) == 2
+    assert "--budget-ref int8 says what a relative budget on an int8 device is" in capsys.readouterr().err
 
 
 def test_one_model_for_an_fp32_and_an_int8_device(int8_table, tmp_path):

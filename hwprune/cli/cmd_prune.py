@@ -304,11 +304,18 @@ def _check_bound_precisions(args, bounds, tables: list) -> None:
     (:func:`hwprune.service.check_bound_precision`); the search checks again for library users."""
     from ..service import check_bound_precision
 
+    from ..errors import ConfigError
+
     by_path = {t.path: t for t in tables}
     for b in bounds:
         if b.table is not None and b.table in by_path:
             check_bound_precision(b, by_path[b.table].precision, args.precision, several=len(bounds) > 1,
                                   budget_ref=args.budget_ref)
+    if args.budget_ref == "int8" and args.precision != "int8" and not any(
+            b.table in by_path and by_path[b.table].precision == "int8" for b in bounds if b.table is not None):
+        raise ConfigError("--budget-ref int8 says what a relative budget on an int8 device is a share of, and this "
+                          "search has none: add --precision int8 (one device, int8), bind a budget to an int8 table "
+                          "(--budget 0.5x@INT8_TABLE among several), or drop --budget-ref")
 
 
 def _table_backend(args, bounds, tables: list) -> str | None:
