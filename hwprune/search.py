@@ -287,8 +287,9 @@ def resolve_constraints(config: PruneConfig, graph, x, table=None) -> list[Const
     the budget and the smallest reachable cost (every group at its minimum width)."""
     from .budget import check_reachable, cost_model_for, describe_unreachable, min_widths
     from .errors import TableBatchError, TableError
+    from .service import check_bound_precision, check_budget_ref
 
-    rows = []
+    rows, bound_precisions = [], []
     bounds = config.budget_list()
     for bound in bounds:
         t = bound.table if bound.table is not None else table
@@ -297,10 +298,9 @@ def resolve_constraints(config: PruneConfig, graph, x, table=None) -> list[Const
 
             t = as_table(t)
             if bound.table is not None and hasattr(t, "precision"):  # --table is checked where it is given
-                from .service import check_bound_precision
-
                 check_bound_precision(bound, t.precision, config.precision, several=len(bounds) > 1,
                                       budget_ref=config.budget_ref)
+                bound_precisions.append(t.precision)
         try:
             cost = cost_model_for(bound.budget, graph, x, t)
         except TableError as e:
@@ -311,6 +311,7 @@ def resolve_constraints(config: PruneConfig, graph, x, table=None) -> list[Const
                      "label": device_label(bound, t), "baseline": baseline,
                      "target": float(bound.budget.target(baseline)),
                      "smallest": float(cost.predict(min_widths(graph, config.align, config.min_width, config.max_prune)))})
+    check_budget_ref(bound_precisions, config.precision, config.budget_ref)
     if len(rows) == 1:
         r = rows[0]
         check_reachable(r["budget"], r["target"], r["baseline"], r["smallest"])

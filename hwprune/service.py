@@ -135,6 +135,16 @@ def check_bound_precision(bound, table_precision: str, search_precision: str, se
                       f"{search_precision}: {fix}")
 
 
+def check_budget_ref(bound_precisions, search_precision: str, budget_ref: str) -> None:
+    """``budget_ref='int8'`` (``--budget-ref int8``) says what a relative budget on an int8 device
+    is a share of; a search with no int8 device (not ``--precision int8``, no budget bound to an
+    int8 table: ``bound_precisions``) would ignore it. ConfigError with the three ways out."""
+    if budget_ref == "int8" and search_precision != "int8" and "int8" not in bound_precisions:
+        raise ConfigError("--budget-ref int8 says what a relative budget on an int8 device is a share of, and this "
+                          "search has none: add --precision int8 (one device, int8), bind a budget to an int8 table "
+                          "(--budget 0.5x@INT8_TABLE among several), or drop --budget-ref")
+
+
 def check_given_table(path: str, req: TableRequest) -> None:
     """A table the user named must have been timed the way the closed loop and bench will time."""
     from .latency import LatencyTable

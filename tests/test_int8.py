@@ -259,6 +259,10 @@ def test_a_budget_bound_to_an_int8_table_is_refused_in_an_fp32_search(int8_table
     assert main(["prune", "--model", "tiny_resnet_synthetic", "--budget", "0.8x@" + fp32, "--budget", "50%flops",
                  "--budget-ref", "int8", "--backend", "none", "--out", str(tmp_path / "r"), "--quiet"]) == 2
     assert "--budget-ref int8 says what a relative budget on an int8 device is" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="--budget-ref int8 says what a relative budget on an int8 device is"):
+        prune(load_model("tiny_resnet_synthetic"),  # the library's path, where the CLI's check is not run
+              PruneConfig(strategy="uniform", budget="50%flops", budget_ref="int8", backend=None, input_size=SIZE,
+                          progress=False))
 
 
 def test_one_model_for_an_fp32_and_an_int8_device(int8_table, tmp_path):

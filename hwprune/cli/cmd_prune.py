@@ -301,21 +301,16 @@ def _budget_tables(args, bounds) -> list:
 
 def _check_bound_precisions(args, bounds, tables: list) -> None:
     """Every table a budget is bound to (``@TABLE``) holds latencies of this search's precision
-    (:func:`hwprune.service.check_bound_precision`); the search checks again for library users."""
-    from ..service import check_bound_precision
-
-    from ..errors import ConfigError
+    (:func:`hwprune.service.check_bound_precision`), and ``--budget-ref int8`` has an int8 device
+    to apply to (:func:`hwprune.service.check_budget_ref`); the search checks both again for
+    library users."""
+    from ..service import check_bound_precision, check_budget_ref
 
     by_path = {t.path: t for t in tables}
-    for b in bounds:
-        if b.table is not None and b.table in by_path:
-            check_bound_precision(b, by_path[b.table].precision, args.precision, several=len(bounds) > 1,
-                                  budget_ref=args.budget_ref)
-    if args.budget_ref == "int8" and args.precision != "int8" and not any(
-            b.table in by_path and by_path[b.table].precision == "int8" for b in bounds if b.table is not None):
-        raise ConfigError("--budget-ref int8 says what a relative budget on an int8 device is a share of, and this "
-                          "search has none: add --precision int8 (one device, int8), bind a budget to an int8 table "
-                          "(--budget 0.5x@INT8_TABLE among several), or drop --budget-ref")
+    bound = [(b, by_path[b.table].precision) for b in bounds if b.table is not None and b.table in by_path]
+    for b, precision in bound:
+        check_bound_precision(b, precision, args.precision, several=len(bounds) > 1, budget_ref=args.budget_ref)
+    check_budget_ref([p for _, p in bound], args.precision, args.budget_ref)
 
 
 def _table_backend(args, bounds, tables: list) -> str | None:
