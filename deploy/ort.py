@@ -112,6 +112,14 @@ def cpu_isa(info: dict[str, str] | None = None) -> list[str]:
     return sorted(cpu_flags(info) & set(ISA_FLAGS))
 
 
+def cpu_detail(fingerprint: dict) -> str:
+    """``family 23 model 49 stepping 0; avx avx2 fma``: a fingerprint's microarchitecture and ISA
+    extensions, for reports that name the CPU ('' for one recorded before they were)."""
+    if not fingerprint.get("cpu_id"):
+        return ""
+    return f"{fingerprint['cpu_id']}; {' '.join(fingerprint.get('isa') or [])}"
+
+
 def cpu_fingerprint() -> dict:
     """What identifies this host for a latency table: CPU model and microarchitecture (``cpu_id``,
     compared between a table and this machine where both record it), the instruction-set

@@ -466,7 +466,7 @@ def run_on_ray(P: Preset, data, args) -> list[dict]:
         with open(get_table(arch, args.out, args.threads, args.quick, args.model), "rb") as f:
             table = f.read()
         base = unpruned(P.seeds[0], P, data, args) if P.base_seed is not None else None
-        job = SeedJob(P, {k: v for k, v in vars(args).items()}, table, base)
+        job = SeedJob(P, dict(vars(args)), table, base)
         log(f"{len(P.seeds)} seed(s) on Ray, {cpus} CPU(s) each")
         rows = []
         for seed, got in zip(P.seeds, ex.imap(seed_rows, P.seeds, shared=job)):

@@ -67,8 +67,11 @@ def one_model(name: str, args) -> dict:
 
 
 def markdown(rows: list[dict], args, meta: dict) -> str:
+    from hwprune_deploy.ort import cpu_detail
+
+    detail = cpu_detail(meta)  # meta records the fingerprint's cpu_id and isa
     L = [f"# int8 vs fp32 pruning to {args.budget} of the fp32 unpruned latency", "",
-         f"{meta['cpu']}" + (f" ({meta['cpu_id']}; {' '.join(meta['isa'])})" if meta.get("cpu_id") else "")
+         f"{meta['cpu']}" + (f" ({detail})" if detail else "")
          + f", {args.threads} threads, batch 1, {args.size} px, strategy {args.strategy}, "
          f"{'quick tables' if args.quick else 'full tables'}; channel grid "
          f"{', '.join(sorted({f'{p} {a}' for r in rows for p, a in r['align'].items()}))}; int8: {meta['scheme']}. "

@@ -241,9 +241,11 @@ def markdown(s: dict) -> str:
                  f"torch {dev.get('torch')}, {s.get('precision', 'fp32')}")
         head = f"# Latency-table fidelity ({s['backend']}, {s.get('precision', 'fp32')}, batch {s['batch']})"
     else:
-        where = (f"Device: {dev.get('cpu')} ({dev.get('cores')} cores"
-                 + (f"; {dev['cpu_id']}; {' '.join(dev.get('isa') or [])}" if dev.get("cpu_id") else "")
-                 + f"), onnxruntime {dev.get('onnxruntime')}")
+        from hwprune_deploy.ort import cpu_detail
+
+        detail = cpu_detail(dev)
+        where = (f"Device: {dev.get('cpu')} ({dev.get('cores')} cores{'; ' + detail if detail else ''}), "
+                 f"onnxruntime {dev.get('onnxruntime')}")
         head = f"# Latency-table fidelity ({s['backend']}, {s['threads']} threads, batch {s['batch']})"
     flags = ("" if (s["backend"], s.get("precision", "fp32"), s["batch"]) == ("ort-cpu", "fp32", 1) else
              f" --backend {s['backend']} --precision {s.get('precision', 'fp32')} --batch {s['batch']}")

@@ -423,9 +423,10 @@ def run(args) -> int:
     if lat is not None and lat.fp32_baseline_ms is not None:
         print(f"against the fp32 unpruned model timed beside it: {lat.fp32_baseline_ms:.3f} -> "
               f"{lat.measured_ms:.3f} ms ({lat.speedup_over_fp32:.2f}x), the model the budget is a share of")
+    from ..devices import budget_text
+
     for row in getattr(r, "devices", None) or []:
-        of = f" of {row['budget_of']}" if row.get("budget_of") else ""
-        print(f"  {row['device']}: budget {row['budget']}{of}, predicted {row['predicted']:.4g} {row['unit']}, "
+        print(f"  {row['device']}: budget {budget_text(row)}, predicted {row['predicted']:.4g} {row['unit']}, "
               + (f"measured {row['measured_ms']:.3f} ms (budget {row['budget_ms']:.3f} ms)" if row.get("measured_ms")
                  is not None else row["checked"]) + f": {'met' if row['met'] else 'MISSED'}")
     if (r.config or {}).get("int8", {}).get("note"):
