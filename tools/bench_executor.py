@@ -12,7 +12,10 @@ runs one candidate per CPU with one torch thread each (``--worker-threads``). Wi
 plans match only with ``--worker-threads`` equal to the local threads (see hwprune.executor).
 Candidates are scored by the data-free fidelity evaluator on ``--n-inputs`` random images
 (``--data synthetic`` scores adaptive-BN top-1 instead). Ray's workers are started (and import hwprune) before the clock starts: a one-off cost per
-cluster, recorded as ``ray_worker_startup_s``. Timings are only meaningful on an otherwise idle machine.
+cluster, recorded as ``ray_worker_startup_s``. Before the searches, one candidate's score is timed on 2
+torch threads and on 1 (``thread_scaling``: warm-up, median of 5): on a machine whose cores the
+local run already uses, two 1-thread workers win at most 2 / that gain. Timings are only
+meaningful on an otherwise idle machine.
 """
 from __future__ import annotations
 
@@ -27,6 +30,39 @@ def _warm(shared, x):
     import hwprune.prune  # noqa: F401
 
     return x
+
+
+def thread_scaling(loaded, size: int, calib, evaluator, seed: int, reconstruct: bool, repeats: int = 5) -> dict:
+    """What bounds Ray's ratio on a machine whose cores the local run already uses: one candidate's
+    score (the uniform 60%-FLOPs plan, as the searches score it) timed on 2 torch threads and on 1,
+    after a warm-up, median of ``repeats``. Two one-thread workers win at most 2 / gain."""
+    import statistics
+
+    import torch
+
+    from hwprune.executor import EvalShared, evaluate_candidate
+    from hwprune.prune import PruneConfig, make_context
+    from hwprune.strategies.uniform import uniform
+
+    ctx = make_context(loaded, PruneConfig(strategy="uniform", budget="60%flops", input_size=size, align=8,
+                                           seed=seed, progress=False))
+    item, shared = (ctx.plan_for(uniform(ctx)), reconstruct, 0), EvalShared(loaded.model, calib, evaluator, seed)
+    before, out = torch.get_num_threads(), {"reconstruct": reconstruct, "repeats": repeats}
+    try:
+        for threads in (2, 1):
+            torch.set_num_threads(threads)
+            evaluate_candidate(shared, item)  # warm-up
+            times = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                evaluate_candidate(shared, item)
+                times.append(time.perf_counter() - t0)
+            out[f"threads_{threads}_s"] = statistics.median(times)
+    finally:
+        torch.set_num_threads(before)
+    out["gain"] = out["threads_1_s"] / out["threads_2_s"]
+    out["ray_ceiling"] = 2 / out["gain"]
+    return out
 
 
 def main(argv=None) -> int:
@@ -74,6 +110,12 @@ def main(argv=None) -> int:
 
         data = make_data(args.data, input_size=size, batch_size=64, seed=args.seed, n_train=512, n_val=256)
         calib, evaluator = data.calib, make_evaluator("adaptive-bn", data, original=loaded.model)
+    scaling = [thread_scaling(loaded, size, calib, evaluator, args.seed, r) for r in ((False, True) if calib is not None
+                                                                                    else (False,))]
+    for sc in scaling:
+        print(f"one candidate{' (with reconstruction)' if sc['reconstruct'] else ''}: {sc['threads_2_s']:.3f} s on 2 "
+              f"torch threads, {sc['threads_1_s']:.3f} s on 1 ({sc['gain']:.2f}x): two 1-thread workers win at most "
+              f"{sc['ray_ceiling']:.2f}x", flush=True)
     ray.init(num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False)
     from hwprune.executor import make_executor
 
@@ -106,7 +148,7 @@ def main(argv=None) -> int:
             "evo_pop": args.evo_pop, "evo_gens": args.evo_gens, "options": extra,
             "worker_threads": args.worker_threads, "evaluator": "adaptive-bn" if args.data else
             f"fidelity on {args.n_inputs} random inputs", "torch_threads_local": torch.get_num_threads(),
-            "ray_worker_startup_s": warm_s}
+            "ray_worker_startup_s": warm_s, "thread_scaling": scaling}
     if args.out:
         with open(args.out, "w") as f:
             json.dump({"meta": meta, "rows": rows}, f, indent=2)
