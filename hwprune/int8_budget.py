@@ -72,11 +72,18 @@ def resolve_int8_budget(model: torch.nn.Module, config, x: torch.Tensor, spinnin
     info: dict[str, Any] = {"budget": config.budget, "budget_ref": config.budget_ref}
     if config.budget_ref == "int8":
         return config, {**info, "effective_budget": config.budget}
-    m = measure_int8_ratio(model, x, config.backend or "ort-cpu", config.threads, spinning)
-    share = budget.fraction() * m["ratio"]
-    effective = f"{min(share, 1.0):.6g}x"
-    info.update(m, share_of_int8=share, effective_budget=effective,
-                note=(f"budget {config.budget} of the fp32 unpruned model ({m['fp32_unpruned_ms']:.3f} ms) = "
-                      f"{share:.3f}x of the int8 unpruned model ({m['int8_unpruned_ms']:.3f} ms, measured side by side)"
-                      + ("; quantization alone meets it: nothing to prune" if share >= 1 else "")))
+    m = share_of_int8(budget, measure_int8_ratio(model, x, config.backend or "ort-cpu", config.threads, spinning))
+    effective = f"{min(m['share_of_int8'], 1.0):.6g}x"
+    info.update(m, effective_budget=effective)
     return dataclasses.replace(config, budget=effective), info
+
+
+def share_of_int8(budget, measured: dict[str, float]) -> dict[str, Any]:
+    """``measured`` (:func:`measure_int8_ratio`) with what the share ``budget`` of the fp32 unpruned
+    model is of the int8 one (``share_of_int8``, may exceed 1) and a ``note`` saying so."""
+    m, share = dict(measured), budget.fraction() * measured["ratio"]
+    m.update(share_of_int8=share,
+             note=(f"budget {budget.text} of the fp32 unpruned model ({m['fp32_unpruned_ms']:.3f} ms) = {share:.3f}x of "
+                   f"the int8 unpruned model ({m['int8_unpruned_ms']:.3f} ms, measured side by side)"
+                   + ("; quantization alone meets it: nothing to prune" if share >= 1 else "")))
+    return m

@@ -34,6 +34,11 @@ class Constraint:
     baseline: float
     smallest: float
     table: Any = None  # the table (path or LatencyTable) of a latency budget
+    # an int8 device whose budget is a share of its *fp32* unpruned model: that share (the closed loop times the
+    # fp32 model beside the result there and judges against it) and the side-by-side reading that turned it into
+    # the int8 table's target (hwprune.int8_budget.measure_int8_ratio); None for every other budget
+    fp32_fraction: Optional[float] = None
+    int8_ratio: Optional[dict[str, float]] = None
 
     def predict(self, widths: dict[str, int]) -> float:
         return float(self.cost.predict(widths))
@@ -299,7 +304,7 @@ def resolve_constraints(config: PruneConfig, graph, x, table=None) -> list[Const
             t = as_table(t)
             if bound.table is not None and hasattr(t, "precision"):  # --table is checked where it is given
                 check_bound_precision(bound, t.precision, config.precision, several=len(bounds) > 1,
-                                      budget_ref=config.budget_ref)
+                                      budget_ref=config.budget_ref, table=t)
                 bound_precisions.append(t.precision)
         try:
             cost = cost_model_for(bound.budget, graph, x, t)
@@ -307,10 +312,12 @@ def resolve_constraints(config: PruneConfig, graph, x, table=None) -> list[Const
             hint = "" if isinstance(e, TableBatchError) else " (is the table for another model?)"
             raise TableError(f"budget {bound.text!r}: {e}{hint}") from None
         baseline = float(cost.predict({}))
-        rows.append({"bound": bound, "budget": bound.budget, "cost": cost, "table": t,
-                     "label": device_label(bound, t), "baseline": baseline,
-                     "target": float(bound.budget.target(baseline)),
-                     "smallest": float(cost.predict(min_widths(graph, config.align, config.min_width, config.max_prune)))})
+        row = {"bound": bound, "budget": bound.budget, "cost": cost, "table": t, "label": device_label(bound, t),
+               "baseline": baseline, "target": float(bound.budget.target(baseline)),
+               "smallest": float(cost.predict(min_widths(graph, config.align, config.min_width, config.max_prune)))}
+        if len(bounds) > 1 and _fp32_share_on_int8(bound, t, config):
+            row.update(_int8_target(bound, t, graph.model, x, baseline))
+        rows.append(row)
     check_budget_ref(bound_precisions, config.precision, config.budget_ref)
     if len(rows) == 1:
         r = rows[0]
@@ -319,8 +326,33 @@ def resolve_constraints(config: PruneConfig, graph, x, table=None) -> list[Const
         raise BudgetError("these budgets cannot all be met: every group at its minimum width is the smallest "
                           "reachable on each device, and it misses at least one:\n" + describe_unreachable(rows)
                           + "\nRaise the marked budgets (or lower --min-width / --align, or --ignore fewer layers).")
-    return [Constraint(r["label"], r["budget"], r["cost"], r["target"], r["baseline"], r["smallest"], r["table"])
-            for r in rows]
+    return [Constraint(r["label"], r["budget"], r["cost"], r["target"], r["baseline"], r["smallest"], r["table"],
+                       r.get("fp32_fraction"), r.get("int8_ratio")) for r in rows]
+
+
+def _fp32_share_on_int8(bound, table, config: PruneConfig) -> bool:
+    """Is ``bound`` (one of several budgets) a share of the *fp32* unpruned model on an int8 device
+    of an fp32 search (``0.6x@INT8_TABLE`` without ``--budget-ref int8``)?"""
+    return bool(bound.table is not None and bound.budget.is_latency and bound.budget.fraction() is not None
+                and getattr(table, "precision", "fp32") == "int8" and config.precision == "fp32"
+                and config.budget_ref == "fp32")
+
+
+def _int8_target(bound, table, model, x, baseline: float) -> dict[str, Any]:
+    """The int8 table's target for a share of the fp32 unpruned model on that device, as the
+    single-device int8 search turns one (:mod:`hwprune.int8_budget`): the fp32 and the quantized
+    unpruned model timed side by side with the table's settings, ``share x fp32 = share * fp32_ms /
+    int8_ms x int8`` (at most 1: quantizing alone may meet it). The device is reachable (checked by
+    :func:`hwprune.service.check_bound_precision`)."""
+    import os
+
+    from .int8_budget import measure_int8_ratio, share_of_int8
+    from .latency.measure import table_spinning
+
+    m = share_of_int8(bound.budget, measure_int8_ratio(model, x, table.backend, int(table.device.get("threads", 2)),
+                                                       table_spinning(table)))
+    print(f"int8 device {os.path.basename(getattr(table, 'path', None) or table.backend)}: {m['note']}", file=sys.stderr)
+    return {"target": min(m["share_of_int8"], 1.0) * baseline, "fp32_fraction": bound.budget.fraction(), "int8_ratio": m}
 
 
 def run_search(strategy: Callable, ctx: SearchContext) -> dict[str, int]:

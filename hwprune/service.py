@@ -101,17 +101,42 @@ def spends(search_precision: str, table_precision: str) -> bool:
     return table_precision == search_precision or (search_precision == "fp32" and table_precision in HALF_PRECISIONS)
 
 
+def reachable(table) -> tuple[bool, Optional[str]]:
+    """(can this machine measure as ``table`` was measured, why not): its backend runs here and this
+    machine's fingerprint is the table's (:mod:`hwprune.devices`)."""
+    from .backends import get_backend
+    from .errors import HwpruneError
+
+    if not hasattr(table, "backend"):
+        return False, "no latency table"
+    try:
+        be = get_backend(table.backend, threads=int(table.device.get("threads", 2)), precision=table.precision)
+        current = be.fingerprint()
+    except HwpruneError as e:
+        return False, f"backend {table.backend} is not usable here: {str(e).splitlines()[0]}"
+    except Exception as e:  # a runtime that fails to start is just as unreachable
+        return False, f"backend {table.backend} failed to start here: {e}"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        diff = table.check_device(current)
+    if diff:
+        return False, "measured on another device (" + "; ".join(diff[:3]) + ")"
+    return True, None
+
+
 def check_bound_precision(bound, table_precision: str, search_precision: str, several: bool = False,
-                          budget_ref: str = "fp32") -> None:
+                          budget_ref: str = "fp32", table=None) -> None:
     """A budget bound to a table (``0.5x@T``, a :class:`hwprune.budget.BoundBudget`) spends T's
     latencies, so T must be one this search can spend (:func:`spends`): an fp32 search handed an
     int8 table as its one budget would judge a float model on the quantized model's times.
 
     Among ``several`` budgets (one model for several devices) an int8 table is a device that runs
     the pruned model quantized, and is measured so by the closed loop; its budget must then say
-    what it is of: milliseconds (``4ms@T``) or, with ``budget_ref='int8'`` (``--budget-ref int8``),
-    a share of the *int8* unpruned model there. A share of the fp32 unpruned model would need the
-    fp32/int8 ratio of each device, which a device that is not reachable from here cannot give.
+    what it is of: milliseconds (``4ms@T``); with ``budget_ref='int8'`` (``--budget-ref int8``) a
+    share of the *int8* unpruned model there; with the default ``fp32`` a share of the fp32
+    unpruned model there, which needs that device's fp32/int8 ratio: measured when this machine
+    can measure the device (``table``, the loaded table, is reachable:
+    :func:`reachable`), refused for one it cannot.
     ConfigError naming the budget and what to pass instead."""
     if spends(search_precision, table_precision):
         return
@@ -119,9 +144,15 @@ def check_bound_precision(bound, table_precision: str, search_precision: str, se
     if table_precision == "int8" and search_precision == "fp32" and several:
         if bound.budget.is_latency and (bound.budget.fraction() is None or budget_ref == "int8"):
             return
-        raise ConfigError(f"budget {bound.text!r}: {path!r} is an int8 device, and a share of the unpruned model there "
-                          "can be of its fp32 or its int8 form; pass --budget-ref int8 (a share of the int8 unpruned "
-                          f"model on that device) or a budget in ms (e.g. 4ms@{path})")
+        why = "no table given to check"
+        if table is not None:
+            ok, why = reachable(table)
+            if ok:
+                return  # its fp32/int8 ratio is measured here (hwprune.search.resolve_constraints)
+        raise ConfigError(f"budget {bound.text!r}: {path!r} is an int8 device that this machine cannot measure ({why}), "
+                          "so a share of its fp32 unpruned model (what a share means by default) cannot be turned into "
+                          "its int8 latencies; pass --budget-ref int8 (a share of the int8 unpruned model on that "
+                          f"device) or a budget in ms (e.g. 4ms@{path})")
     if table_precision == "int8":
         fix = (f"an int8 search takes one budget on --table (hwprune prune --precision int8 --budget {budget} "
                f"--table {path}); to bind int8 devices among several budgets, give each its own budget "

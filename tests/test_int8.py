@@ -229,13 +229,19 @@ def test_a_budget_bound_to_an_int8_table_is_refused_in_an_fp32_search(int8_table
     """`--budget 0.8x@INT8_TABLE` without --precision int8 would judge a float model on quantized
     times: refused before the model is loaded, naming the budget and the flag -- alone, beside an
     fp32 budget, and through the library (PruneConfig, where the CLI's check is not run)."""
+    import json
     import os
+    import warnings
 
     from hwprune.cli.main import main
-    from hwprune.prune import PruneConfig, prune
+    from hwprune.prune import PruneConfig, make_context, prune
 
     fp32 = os.path.join(os.path.dirname(__file__), "..", "latency_tables", "amd-epyc-2c-ort-cpu-fp32-b1.json")
-    for budgets in (["0.8x@" + int8_table], ["0.6x@" + fp32, "0.8x@" + int8_table]):
+    d = json.loads(open(int8_table).read())
+    elsewhere = str(tmp_path / "int8-elsewhere.json")  # an int8 device this machine cannot measure
+    with open(elsewhere, "w") as f:
+        json.dump(dict(d, device={**d["device"], "cpu": "Imaginary CPU 9000"}), f)
+    for budgets in (["0.8x@" + int8_table], ["0.6x@" + fp32, "0.8x@" + elsewhere]):
         out = tmp_path / f"p{len(budgets)}"
         argv = ["prune", "--model", "tiny_resnet_synthetic", "--input-size", str(SIZE), "--backend", "none",
                 "--out", str(out), "--quiet"]
@@ -243,11 +249,19 @@ def test_a_budget_bound_to_an_int8_table_is_refused_in_an_fp32_search(int8_table
             argv += ["--budget", b]
         assert main(argv) == 2
         err = capsys.readouterr().err
-        assert f"budget '0.8x@{int8_table}'" in err and "Traceback" not in err and not out.exists()
+        assert f"budget '{budgets[-1]}'" in err and "Traceback" not in err and not out.exists()
         if len(budgets) == 1:
             assert "holds int8 latencies" in err and "--precision int8" in err
-        else:  # among several devices an int8 one is fine, but a share of its unpruned model must say which form
-            assert "is an int8 device" in err and "--budget-ref int8" in err and "4ms@" in err
+        else:  # among several devices an int8 one is fine, but a share of its fp32 unpruned model needs its
+            # fp32/int8 ratio, which only a device this machine can measure gives
+            assert "is an int8 device that this machine cannot measure (measured on another device" in err
+            assert "--budget-ref int8" in err and "4ms@" in err
+    with pytest.raises(ConfigError, match="is an int8 device that this machine cannot measure"):  # the library's path
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            make_context(load_model("tiny_resnet_synthetic"),
+                         PruneConfig(budget="50%flops", more_budgets=(f"0.8x@{elsewhere}",), backend=None,
+                                     input_size=SIZE, align=16, progress=False))
     with pytest.raises(ConfigError, match="holds int8 latencies and this search is fp32"):
         prune(load_model("tiny_resnet_synthetic"),
               PruneConfig(strategy="uniform", budget="0.8x@" + int8_table, backend=None, input_size=SIZE,
@@ -306,6 +320,37 @@ def test_one_model_for_an_fp32_and_an_int8_device(int8_table, tmp_path):
                            PruneConfig(budget=f"0.9x@{fp32}", more_budgets=(f"100ms@{int8_table}",), backend=None,
                                        input_size=SIZE, align=16, progress=False))
     assert [c.cost.unit for c in ctx.constraints] == ["ms", "ms"]
+
+
+def test_a_share_of_the_fp32_unpruned_model_on_an_int8_device_of_this_machine(int8_table, tmp_path):
+    """Among several budgets, 0.7x bound to an int8 table of this machine (no --budget-ref) is a
+    share of the *fp32* unpruned model on that device, as a single-device int8 search takes it: the
+    fp32/int8 ratio is measured once to set the int8 table's target, and the closed loop times the
+    fp32 unpruned model beside the quantized ones in every reading and judges the result by it."""
+    import json
+    import warnings
+
+    from hwprune.devices import devices_markdown
+    from hwprune.prune import PruneConfig, prune
+
+    loaded = load_model("tiny_resnet_synthetic")
+    fp32 = "50%flops"  # the other budget: an exact count, so the int8 device decides what is measured
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = prune(loaded, PruneConfig(strategy="uniform", budget=fp32, more_budgets=(f"0.7x@{int8_table}",),
+                                        backend="ort-cpu", input_size=SIZE, align=16, progress=False,
+                                        closed_loop_rounds=1))
+    rep = res.report
+    q = rep.devices[1]
+    assert q["precision"] == "int8" and q["checked"] == "measured" and q["budget_of"] == "fp32 unpruned"
+    r = q["int8_ratio"]
+    assert r["ratio"] == pytest.approx(r["fp32_unpruned_ms"] / r["int8_unpruned_ms"])
+    assert q["target"] == pytest.approx(min(0.7 * r["ratio"], 1.0) * q["baseline_predicted"])
+    # judged against the fp32 unpruned model timed in the same passes, not the quantized one
+    assert q["budget_ms"] == pytest.approx(0.7 * q["fp32_baseline_ms"])
+    assert q["fp32_baseline_ms"] != q["baseline_ms"] and q["met"] == (q["measured_ms"] <= q["budget_ms"] * 1.03)
+    assert "| 0.7x of fp32 unpruned = " in devices_markdown(rep.devices)[3]
+    json.dumps(q)  # the row goes to report.json as it is
 
 
 def test_validate_checks_an_int8_table_on_the_grid_a_search_spends_it_on(int8_table):

@@ -265,7 +265,7 @@ def test_a_table_from_before_cpu_id_is_told_apart_by_its_nchwc_block(table_path,
     AVX-512 host and 8 on an AVX2 one: the layout the convolutions run in, and the channel grid the
     search spends the table on. An "AMD EPYC" table with another block is another device (warned,
     not reused by `hwprune run`, measured by no several-device search), whatever the name says."""
-    from hwprune.devices import reachable
+    from hwprune.service import reachable
     from hwprune_deploy.ort import nchwc_block
 
     d = json.loads(open(table_path).read())

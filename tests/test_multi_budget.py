@@ -262,19 +262,26 @@ def test_closed_loop_tightens_only_the_device_that_missed(tables, tmp_path):
         min(first[0]["final_target"], first[0]["predicted"]) * first[0]["budget_ms"] / first[0]["measured_ms"])
 
 
-def test_a_device_whose_unpruned_model_measures_far_off_its_table_is_warned(tables, tmp_path):
+def test_a_device_whose_unpruned_model_measures_far_off_its_table_is_warned(tables, tmp_path, monkeypatch):
     """Device A's table is made to predict everything at 0.3x of what it measured (a table from a
     machine three times faster, or this one under heavy load): the closed loop's first reading of
     A's unpruned model is far off, so A's row carries the drift and the report warns, naming A, as
-    the single-budget loop does. A budget in ms would be judged on today's speed."""
+    the single-budget loop does. A's budget is in ms and missed, so before judging, A is measured
+    again after a pause (twice: it stays slow) and judged by the reading with the fastest unpruned
+    model, at today's speed."""
+    import hwprune.closed_loop as loop_mod
+
     loaded, paths, budgets, ev = tables
     doc = json.loads(open(paths[0]).read())
     (key,) = doc["models"]
     doc["models"][key]["calibration"] = {"a": 0.3, "b": 0.0}
     fast = tmp_path / "fast.json"
     fast.write_text(json.dumps(doc))
-    cfg = PruneConfig(strategy="uniform", budget=f"0.9x@{fast}", more_budgets=(budgets[1],), align=16, progress=False,
-                      backend="ort-cpu", closed_loop_rounds=0)
+    full = make_context(loaded, PruneConfig(budget=f"0.99x@{fast}", align=16, progress=False)).baseline_cost
+    pauses = []
+    monkeypatch.setattr(loop_mod, "_pause", pauses.append)
+    cfg = PruneConfig(strategy="uniform", budget=f"{0.9 * full:.5f}ms@{fast}", more_budgets=(budgets[1],), align=16,
+                      progress=False, backend="ort-cpu", closed_loop_rounds=0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         rep = prune(loaded, cfg).report
@@ -283,3 +290,8 @@ def test_a_device_whose_unpruned_model_measures_far_off_its_table_is_warned(tabl
     assert a["table_drift"]["predicted_full_ms"] == pytest.approx(a["baseline_predicted"])
     assert any(w.startswith(f"the table predicts the unpruned model on {a['device']}") for w in rep.warnings)
     assert "a budget in ms is judged on today's speed" in a["table_drift"]["warning"]
+    settle = a["settle"]
+    assert len(settle["baseline_ms"]) == 3 and len(pauses) == 2 and not settle["settled"] and not a["met"]
+    assert a["baseline_ms"] == min(settle["baseline_ms"]) == settle["baseline_ms"][settle["kept"]]
+    assert a["measured_ms"] == settle["pruned_ms"][settle["kept"]]
+    assert rep.closed_loop[0]["devices"][0]["settle"] == settle and "settle" not in rep.devices[1]  # B: a share

@@ -371,3 +371,57 @@ def test_a_reading_near_the_line_is_measured_again_and_pooled(setup, monkeypatch
     first = res.report["closed_loop"][0]
     assert len(first["readings_ms"]) == 2 and calls[:2] == [calls[0], calls[1]]
     assert first["measured_ms"] == pytest.approx((calls[0] + calls[1]) / 2)
+
+
+def _loaded_device(full_ms: float, budget_ms: float, loaded_reads: int):
+    """A stand-in for the stopwatch (logic test): the first ``loaded_reads`` readings are taken on a
+    busy machine (the unpruned model at twice the table's ``full_ms``, the result 1.2x the budget),
+    later ones on an idle one (the unpruned model as the table says, the result 0.92x the budget)."""
+    from hwprune_deploy.timing import Timing
+
+    calls = []
+
+    def measure(config, models, x, precision="fp32", spinning=False):
+        busy = len(calls) < loaded_reads
+        base, ms = (2 * full_ms, 1.2 * budget_ms) if busy else (full_ms, 0.92 * budget_ms)
+        calls.append(ms)
+        return {"baseline": Timing(base, base, base, 0.0, 10, 1), "pruned": Timing(ms, ms, ms, 0.0, 10, 1)}
+
+    measure.calls = calls
+    return measure
+
+
+def test_a_miss_of_a_budget_in_ms_on_a_busy_machine_is_measured_again_after_a_pause(setup, monkeypatch):
+    """A budget in ms has no unpruned model to cancel load against: a result read while the
+    machine is busy (its unpruned model twice the table's) must not make the loop tighten. It is
+    measured again after a pause; the idle reading meets and is what the report holds. On a machine
+    that stays busy the loop measures twice more, then judges at that speed, tightening as before,
+    and does not pause again in later rounds. A share of the unpruned model never pauses (the other
+    logic tests count every reading)."""
+    import hwprune.closed_loop as loop_mod
+
+    loaded, path = setup
+    from hwprune.prune import make_context
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        full = make_context(loaded, PruneConfig(budget="0.6x", progress=False), table=path).baseline_cost
+    budget = f"{0.6 * full:.6f}ms"
+    pauses = []
+    monkeypatch.setattr(loop_mod, "_pause", pauses.append)
+    res, calls = _prune_on(setup, monkeypatch, budget, spend_band=0.0, dev=_loaded_device(full, 0.6 * full, 1))
+    loop, lat = res.report["closed_loop"], res.report["latency"]
+    assert len(loop) == 1 and len(calls) == 2 and pauses == [loop_mod.SETTLE_PAUSE_S], loop
+    settle = loop[0]["settle"]
+    assert settle["baseline_ms"] == pytest.approx([2 * full, full]) and settle["kept"] == 1 and settle["settled"]
+    assert lat["met_budget"] and lat["measured_ms"] == pytest.approx(0.92 * 0.6 * full)
+    assert "table_drift" not in res.report["latency"]  # the reading judged by is the table's speed
+
+    pauses.clear()
+    res, calls = _prune_on(setup, monkeypatch, budget, rounds=2, spend_band=0.0,
+                           dev=_loaded_device(full, 0.6 * full, 99))
+    loop = res.report["closed_loop"]
+    settle = loop[0]["settle"]
+    assert len(settle["baseline_ms"]) == 3 and not settle["settled"] and len(pauses) == 2
+    assert len(loop) >= 2 and loop[1]["target"] < loop[0]["target"] and not res.report["latency"]["met_budget"]
+    assert not any("settle" in s for s in loop[1:]) and len(calls) == len(loop) + 2

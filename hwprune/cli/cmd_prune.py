@@ -87,7 +87,9 @@ def register(sub) -> None:
     g.add_argument("--budget-ref", default="fp32", choices=["fp32", "int8"],
                    help="int8: a relative budget (0.25x, 4speedup) is a share of the fp32 unpruned model (default: what "
                         "runs today; timed beside the int8 result by the closed loop) or of the int8 unpruned model. "
-                        "Among several budgets, a relative budget bound to an int8 table needs --budget-ref int8")
+                        "Among several budgets the same holds for one bound to an int8 table (0.6x@INT8_TABLE): of the "
+                        "fp32 unpruned model on that device (its fp32/int8 ratio measured here, so the device must be "
+                        "this machine) or, with --budget-ref int8, of the int8 one")
     g.add_argument("--ort-spinning", action="store_true",
                    help="ort-cpu: spend and check a table timed with ORT's worker threads spinning (as a deployment "
                         "with ORT's default session options runs); default: workers blocked, as tables are profiled")
@@ -309,7 +311,8 @@ def _check_bound_precisions(args, bounds, tables: list) -> None:
     by_path = {t.path: t for t in tables}
     bound = [(b, by_path[b.table].precision) for b in bounds if b.table is not None and b.table in by_path]
     for b, precision in bound:
-        check_bound_precision(b, precision, args.precision, several=len(bounds) > 1, budget_ref=args.budget_ref)
+        check_bound_precision(b, precision, args.precision, several=len(bounds) > 1, budget_ref=args.budget_ref,
+                              table=by_path[b.table])
     check_budget_ref([p for _, p in bound], args.precision, args.budget_ref)
 
 
