@@ -55,3 +55,43 @@ def plot_pareto(pareto: dict[str, Any], path: str) -> str:
     ax.set_ylabel("accuracy (after reconstruction)" if pareto.get("reconstruct") else "accuracy")
     ax.legend(fontsize=8)
     return save_figure(fig, path)
+
+
+def plot_devices(rows: list[dict[str, Any]], path: str) -> str:
+    """One model, several budgets (hwprune.devices): per device, how much of its budget the pruned
+    model uses -- measured (solid: green met, red missed) where this machine measured it, and
+    what its table predicted or the exact count (hatched) -- against the budget line at 1."""
+    from matplotlib.patches import Patch
+
+    from .devices import budget_text
+
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(9, 0.9 + 0.8 * len(rows)))
+    labels, right = [], 1.25
+    for k, r in enumerate(rows):
+        y = len(rows) - 1 - k
+        measured = r.get("measured_ms") is not None and bool(r.get("budget_ms"))
+        pred = r["predicted"] / r["target"] if r.get("target") else None
+        if pred is not None:
+            yp, h = (y + 0.18, 0.34) if measured else (y, 0.5)
+            ax.barh(yp, pred, height=h, color="white", edgecolor="#7f7f7f", hatch="//")
+            note = "" if measured else f" ({r['checked']})"
+            ax.text(pred, yp, f" {pred:.2f}{note}", va="center", fontsize=8, color="#555555")
+            right = max(right, 1.35 * pred)
+        if measured:
+            got = r["measured_ms"] / r["budget_ms"]
+            ax.barh(y - 0.18, got, height=0.34, color="#2ca02c" if r["met"] else "#d62728")
+            ax.text(got, y - 0.18, f" {got:.2f} ({r['measured_ms']:.3g} of {r['budget_ms']:.3g} ms)", va="center",
+                    fontsize=8)
+            right = max(right, 1.35 * got)
+        labels.append(f"{r['device']}\n{budget_text(r)}")
+    ax.set_yticks(range(len(rows)))
+    ax.set_yticklabels(labels[::-1], fontsize=7)
+    ax.axvline(1.0, ls="--", color="black", lw=1)
+    ax.legend([ax.lines[-1], Patch(facecolor="white", edgecolor="#7f7f7f", hatch="//"), Patch(color="#2ca02c"),
+               Patch(color="#d62728")], ["budget", "predicted (table) / exact count", "measured, met",
+                                         "measured, missed"], fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
+    ax.set_xlim(0, right)
+    ax.set_xlabel("share of the device's budget used (1 = the budget)")
+    ax.set_title("one model, several devices", fontsize=10)
+    return save_figure(fig, path)

@@ -205,13 +205,17 @@ def test_cli_two_devices_writes_one_row_each(tables, tmp_path):
     out = tmp_path / "p"
     r = _cli("prune", "--model", "tiny_resnet", "--input-size", "32", "--strategy", "uniform", "--align", "16",
              "--budget", budgets[0], "--budget", budgets[1], "--budget", "80%flops", "--closed-loop-rounds", "0",
-             "--quiet", "--out", str(out))
+             "--quiet", "--plot", "--out", str(out))
     assert r.returncode in (0, 3), r.stderr  # 3: a device measured over its budget on a busy machine
     rep = json.loads((out / "report.json").read_text())
     assert [row["checked"] for row in rep["devices"]] == ["measured", "measured", "exact count"]
     md = (out / "report.md").read_text()
     assert md.count("| ort-cpu fp32 b1") == 2 and "| flops |" in md
     assert "tiny-1t.json" in r.stdout and "tiny-2t.json" in r.stdout
+    import matplotlib.image
+
+    png = matplotlib.image.imread(str(out / "devices.png"))  # each device's share of its budget, drawn
+    assert png.shape[0] > 250 and png.shape[1] > 900 and "devices.png" in r.stdout
 
 
 def test_cli_refuses_bad_budgets_before_writing(tables, tmp_path):

@@ -131,7 +131,9 @@ def register(sub) -> None:
                         "--finetune-epochs and `hwprune train` then fine-tune with the masks fixed. Alone (no "
                         "--ratio/--budget) it keeps every channel, and --model may be a checkpoint. Runs faster only "
                         "on sparse tensor cores: hwprune export --format tensorrt --sparse")
-    p.add_argument("--plot", action="store_true", help="write widths.png (and pareto.png for evolution)")
+    p.add_argument("--plot", action="store_true",
+                   help="write widths.png (and pareto.png for evolution; devices.png with several budgets: each "
+                        "device's share of its budget, measured and predicted)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
@@ -226,6 +228,11 @@ def write_outputs(folder: str, result, plot: bool = False) -> list[str]:
         if "pareto" in result.artifacts:
             plot_pareto(result.artifacts["pareto"], os.path.join(folder, "pareto.png"))
             written.append("pareto.png")
+        if getattr(r, "devices", None):
+            from ..search_plots import plot_devices
+
+            plot_devices(r.devices, os.path.join(folder, "devices.png"))
+            written.append("devices.png")
     if getattr(r, "devices", None):  # several budgets: report.md with one row per device
         from ..devices import write_devices_markdown
 
