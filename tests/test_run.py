@@ -107,7 +107,7 @@ def test_report_command_line_parses_back_to_the_same_config():
     assert argv[:2] == ["hwprune", "run"] and "--ort-spinning" in argv
     args = build_parser().parse_args(argv[1:])
     assert (args.ort_spinning, args.budget, args.batch, args.quick, args.seed, args.out) == \
-        (True, "0.6x", "1,4", True, 3, "o")
+        (True, ["0.6x"], "1,4", True, 3, "o")
 
 
 def test_run_takes_the_synthetic_data_sizes_as_prune_does():
@@ -131,3 +131,23 @@ def test_run_takes_the_synthetic_data_sizes_as_prune_does():
         pipeline.RunConfig(n_val=0)
     with pytest.raises(ConfigError, match=r"--n-train >= the batch size \(64\).*got 32 and 50"):
         make_data("synthetic", input_size=16, batch_size=64, n_train=32, n_val=50)
+
+
+def test_run_takes_one_budget_and_its_table_from_budget_at_table(tmp_path, capsys):
+    """`hwprune run` prunes for one device: ``--budget 0.6x@T`` is ``--budget 0.6x --table T``; a
+    second --budget (argparse once kept the last one silently, dropping the first) and a budget's
+    table that contradicts --table are refused before anything is written, naming the `prune` form."""
+    from hwprune.cli.cmd_run import one_budget
+    from hwprune.cli.main import main
+
+    assert one_budget(None, None, "0.5x") == ("0.5x", None)
+    assert one_budget(["0.6x@t.json"], None, "0.5x") == ("0.6x", "t.json")
+    assert one_budget(["4ms"], "t.json", "0.5x") == ("4ms", "t.json")
+    out = tmp_path / "r"
+    assert main(["run", "--budget", "0.5x@a.json", "--budget", "0.6x@b.json", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "takes one --budget (got --budget 0.5x@a.json --budget 0.6x@b.json)" in err
+    assert "hwprune prune --model M --budget 0.5x@a.json --budget 0.6x@b.json --out P" in err
+    assert main(["run", "--budget", "0.5x@a.json", "--table", "b.json", "--out", str(out)]) == 2
+    assert "names the table 'a.json' and --table 'b.json' another" in capsys.readouterr().err
+    assert not out.exists()

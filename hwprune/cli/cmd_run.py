@@ -26,7 +26,10 @@ def register(sub) -> None:
     p.add_argument("--weights", help="state_dict for --model (no downloads)")
     p.add_argument("--num-classes", type=int, help="classifier outputs, passed to the model factory")
     p.add_argument("--data", default=d.data, help="synthetic (default), imagefolder:PATH, cifar10:PATH, module:function")
-    p.add_argument("--budget", default=d.budget, help="latency budget: 0.5x (default), 12ms, 2.0speedup, 50%%flops")
+    p.add_argument("--budget", action="append", metavar="BUDGET[@TABLE]",
+                   help=f"latency budget: {d.budget} (default), 12ms, 2.0speedup, 50%%flops; BUDGET@TABLE spends "
+                        "that table (as --table). One device: for one model meeting budgets on several devices use "
+                        "`hwprune prune --budget 0.5x@A.json --budget 0.6x@B.json`")
     p.add_argument("--strategy", help="width search (default: halp if available, else netadapt)")
     p.add_argument("--criterion", default=d.criterion, help="channel importance criterion (default l1)")
     p.add_argument("--backend", default=d.backend, choices=list_backends(),
@@ -67,9 +70,34 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
+def one_budget(budgets: list[str] | None, table: str | None, default: str) -> tuple[str, str | None]:
+    """(budget, table) of `hwprune run`'s ``--budget`` values: one budget for one device, its table
+    given as ``BUDGET@TABLE`` or ``--table``. Several are a ConfigError naming them and the
+    ``hwprune prune`` form that meets them all with one model (before, argparse kept the last one
+    silently)."""
+    from ..budget import parse_bound_budget
+    from ..errors import ConfigError
+
+    budgets = budgets or [default]
+    if len(budgets) > 1:
+        given = " ".join(f"--budget {b}" for b in budgets)
+        raise ConfigError(f"hwprune run prunes for one device and takes one --budget (got {given}); for one model that "
+                          f"meets budgets on several devices run `hwprune prune --model M {given} --out P` (each "
+                          "latency budget bound to its device's table, BUDGET@TABLE), then `hwprune export --model "
+                          "P/pruned.pt --out P/model.onnx`")
+    bound = parse_bound_budget(budgets[0])
+    if bound.table is None:
+        return budgets[0], table
+    if table and os.path.abspath(table) != os.path.abspath(bound.table):
+        raise ConfigError(f"--budget {budgets[0]} names the table {bound.table!r} and --table {table!r} another; "
+                          "give one of them")
+    return bound.budget.text, bound.table
+
+
 def run(args) -> int:
     from ..pipeline import run_pipeline
 
+    args.budget, args.table = one_budget(args.budget, args.table, RunConfig.budget)
     tables = []
     if args.table and os.path.isfile(args.table):  # a missing one is reported, with its fix, where it is read
         from ..latency import LatencyTable
