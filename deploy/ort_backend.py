@@ -52,14 +52,17 @@ class OrtCpuBackend(Backend):
         (its AVX2 depthwise kernel runs 16 channels per vector step and the rest one by one; its
         u8s8 GEMM packs 16 output channels per pass). On this AVX2 host a width 8 short of a
         multiple of 16 cost mobilenet_v2 about what the multiple of 16 cost, or more (docs/latency.md,
-        "The width grid is the device's"; ``tools/int8_grid.py``)."""
+        "The width grid is the device's"; ``tools/int8_grid.py``). int8 on a device not known here
+        (a bundle's, ``fingerprint={}``) or without an NCHWc block: 16 as well, the int8 lanes of a
+        128-bit NEON or SSE register -- a bundle sampled on 8 put its points between the 16-multiples
+        an x86 int8 search spends, where the int8 kernels' staircase is."""
         if fingerprint is None:
             from .ort import nchwc_block
 
             block = nchwc_block()
         else:
             block = int(fingerprint.get("nchwc_block") or 0)
-        if precision == "int8" and block:
+        if precision == "int8":
             return max(16, block)
         return max(8, block)
 

@@ -359,7 +359,6 @@ def test_validate_checks_an_int8_table_on_the_grid_a_search_spends_it_on(int8_ta
     validated is what a search spends, not the grid the table happened to be sampled on."""
     from hwprune.latency import LatencyTable, validate
     from hwprune.latency.profile import table_align
-    from hwprune_deploy.ort import nchwc_block
     from hwprune_deploy.timing import Protocol
 
     t = LatencyTable.load(int8_table)
@@ -368,7 +367,7 @@ def test_validate_checks_an_int8_table_on_the_grid_a_search_spends_it_on(int8_ta
     d = validate(loaded, int8_table, samples=3, seed=1, progress=False, passes=1, recalibrate=False,
                  protocol=Protocol(warmup=1, repeats=2, min_repeat_ms=0.2)).to_dict()
     grid = table_align(t)
-    assert d["align"] == grid and (grid == 16 or not nchwc_block())
+    assert d["align"] == grid == 16
     from hwprune.graph import ChannelGraph
 
     full = {g.name: g.width for g in ChannelGraph(loaded.model, torch.randn(1, 3, SIZE, SIZE)).prunable}
@@ -441,8 +440,17 @@ def test_int8_profile_samples_widths_on_the_int8_grid(tmp_path):
     t = LatencyTable.load(out)
     grid = t.protocol["align"]
     assert grid == preferred_align("ort-cpu", t.device, "int8")
-    if nchwc_block():  # x86: 16 even where fp32's block is 8 (AVX2)
-        assert grid == 16 and preferred_align("ort-cpu", t.device) == nchwc_block()
+    assert grid == 16  # 16 even where fp32's block is 8 (AVX2)
+    if nchwc_block():
+        assert preferred_align("ort-cpu", t.device) == nchwc_block()
+    # a bundle for a device not known here samples int8 on 16 too (fp32 on 8, which suits AVX2 and GPUs)
+    from hwprune.latency.bundle import write_bundle
+
+    small = load_model("tiny_resnet", kwargs={"width": 16, "depth": 1})
+    assert write_bundle(small, ProfileConfig.quick(precision="int8", input_size=16), str(tmp_path / "q.zip"),
+                        points_per_axis=2)["align"] == 16
+    assert write_bundle(small, ProfileConfig.quick(input_size=16), str(tmp_path / "f.zip"),
+                        points_per_axis=2)["align"] == 8
     widths = {w for fam in t.families.values() for w in list(fam.cins)[1:] + list(fam.couts)[:-1]}
     assert widths and all(w % grid == 0 for w in widths), widths  # full widths (3 in, 10 classes out) aside
     profile(load_model("tiny_resnet", kwargs={"width": 16, "depth": 2}),
