@@ -218,6 +218,30 @@ def test_cli_two_devices_writes_one_row_each(tables, tmp_path):
     assert png.shape[0] > 250 and png.shape[1] > 900 and "devices.png" in r.stdout
 
 
+def test_recalibrate_re_times_every_bound_table_this_machine_can_measure(tables, tmp_path):
+    """--recalibrate with several budgets: each bound table of this machine is re-timed with its
+    own settings (units kept, history says so); a bound table of another device is left as it is
+    and the run says why (timing it here would write this machine's speed into it)."""
+    loaded, paths, budgets, ev = tables
+    copies = []
+    for i, (path, cpu) in enumerate([(paths[0], None), (paths[1], None), (paths[1], "Some Other CPU 9000")]):
+        d = json.loads(open(path).read())
+        if cpu:
+            d["device"]["cpu"] = cpu
+        copies.append(tmp_path / f"t{i}.json")
+        copies[-1].write_text(json.dumps(d))
+    before = [json.loads(c.read_text()) for c in copies]
+    r = _cli("prune", "--model", "tiny_resnet", "--input-size", "32", "--strategy", "uniform", "--align", "16",
+             "--budget", f"0.9x@{copies[0]}", "--budget", f"0.95x@{copies[1]}", "--budget", f"0.95x@{copies[2]}",
+             "--closed-loop-rounds", "0", "--recalibrate", "--quiet", "--out", str(tmp_path / "p"))
+    assert r.returncode in (0, 3), r.stderr
+    after = [json.loads(c.read_text()) for c in copies]
+    for i in (0, 1):
+        assert after[i]["history"][-1]["recalibrated"] is True and after[i]["families"] == before[i]["families"]
+        assert f"latency table {copies[i]} recalibrated" in r.stderr
+    assert after[2] == before[2] and f"latency table {copies[2]} not recalibrated: measured on another device" in r.stderr
+
+
 def test_cli_refuses_bad_budgets_before_writing(tables, tmp_path):
     loaded, paths, budgets, ev = tables
     base = ["prune", "--model", "tiny_resnet", "--input-size", "32", "--strategy", "halp", "--align", "16", "--quiet"]

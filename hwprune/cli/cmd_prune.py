@@ -97,7 +97,8 @@ def register(sub) -> None:
     g.add_argument("--recalibrate", action="store_true",
                    help="before searching, re-time an existing table's full model and calibration variants and re-fit "
                         "its residual curve (units kept; about 30 s for resnet50): for a table profiled hours ago on a "
-                        "machine that drifts (same as `hwprune profile --recalibrate`)")
+                        "machine that drifts (same as `hwprune profile --recalibrate`). With several budgets, every "
+                        "table a budget is bound to that this machine can measure, each with its own settings")
     g = p.add_argument_group("fine-tune")
     g.add_argument("--finetune-epochs", type=int, default=0, help="fine-tune the result for E epochs (needs --data)")
     g.add_argument("--finetune-lr", type=float, default=0.01)
@@ -331,6 +332,30 @@ def _table_backend(args, bounds, tables: list) -> str | None:
     return next((t.backend for t in tables if t.path == path), None)
 
 
+def _recalibrate_tables(args, loaded, table: str | None, bounds) -> None:
+    """``--recalibrate``: ``table`` (``--table``, with ``--threads``) and every table a budget is
+    bound to (``0.5x@T``, with its own settings) that this machine can measure; a bound table of
+    another device is left as it is, said so (timing it here would write this machine's speed into
+    that device's table)."""
+    from ..latency import LatencyTable
+    from ..latency.profile import recalibrate
+    from ..service import reachable
+
+    todo = [(table, args.threads)] if table is not None else []
+    for b in bounds:
+        if b.budget.is_latency and b.table is not None and b.table not in [t for t, _ in todo]:
+            ok, why = reachable(LatencyTable.load(b.table, check_device=False))
+            if ok:
+                todo.append((b.table, None))
+            else:
+                print(f"latency table {b.table} not recalibrated: {why}", file=sys.stderr)
+    for path, threads in todo:
+        rc = recalibrate(loaded, path, threads=threads, input_size=args.input_size)
+        named = f"{path} " if len(todo) > 1 else ""
+        print(f"latency table {named}recalibrated ({rc['variants']} calibration variants, {rc['seconds']:.1f} s): unpruned "
+              f"{rc['before']['full_ms']:.3f} -> {rc['after']['full_ms']:.3f} ms", file=sys.stderr)
+
+
 def run(args) -> int:
     from ..budget import check_tables_exist, parse_budgets
 
@@ -389,12 +414,8 @@ def run(args) -> int:
             print(f"latency table: {how} {table}", file=sys.stderr)
         else:
             check_given_table(table, req)
-    if args.recalibrate and table is not None and how != "profiled":  # a fresh profile is calibrated already
-        from ..latency.profile import recalibrate
-
-        rc = recalibrate(loaded, table, threads=args.threads, input_size=args.input_size)
-        print(f"latency table recalibrated ({rc['variants']} calibration variants, {rc['seconds']:.1f} s): unpruned "
-              f"{rc['before']['full_ms']:.3f} -> {rc['after']['full_ms']:.3f} ms", file=sys.stderr)
+    if args.recalibrate:
+        _recalibrate_tables(args, loaded, table if how != "profiled" else None, bounds)  # a fresh profile is calibrated
     if evaluator is None and args.strategy in ("sensitivity", "netadapt", "amc", "evolution"):
         import torch
 
