@@ -251,9 +251,9 @@ def close_loop(ctx: SearchContext, loaded: LoadedModel, config: PruneConfig, str
         measured = measure_pair(config, pair, x, out.precision, out.spinning, **ref_kw)
         fp32_t = measured.pop(FP32_REF, None)
         settled = None
-        if (not slow_machine and ctx.budget is not None and ctx.budget.is_latency and ctx.budget.fraction() is None and fp32_t is None
-                and timing_ms(measured["pruned"]) > ctx.budget.value * (1 + config.tolerance)
-                and check_drift and _same_backend(ctx, config, measured_table)):
+        in_ms = ctx.budget is not None and ctx.budget.is_latency and ctx.budget.fraction() is None
+        if (in_ms and not slow_machine and fp32_t is None and check_drift and _same_backend(ctx, config, measured_table)
+                and timing_ms(measured["pruned"]) > ctx.budget.value * (1 + config.tolerance)):
             # a miss of a budget in ms while the machine reads slow: measure again before tightening
             measured, settled = settle(lambda: measure_pair(config, pair, x, out.precision, out.spinning),
                                        measured, ctx.baseline_cost)

@@ -352,8 +352,8 @@ def _recalibrate_tables(args, loaded, table: str | None, bounds) -> None:
     for path, threads in todo:
         rc = recalibrate(loaded, path, threads=threads, input_size=args.input_size)
         named = f"{path} " if len(todo) > 1 else ""
-        print(f"latency table {named}recalibrated ({rc['variants']} calibration variants, {rc['seconds']:.1f} s): unpruned "
-              f"{rc['before']['full_ms']:.3f} -> {rc['after']['full_ms']:.3f} ms", file=sys.stderr)
+        print(f"latency table {named}recalibrated ({rc['variants']} calibration variants, {rc['seconds']:.1f} s): "
+              f"unpruned {rc['before']['full_ms']:.3f} -> {rc['after']['full_ms']:.3f} ms", file=sys.stderr)
 
 
 def run(args) -> int:
