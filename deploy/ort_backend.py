@@ -53,16 +53,18 @@ class OrtCpuBackend(Backend):
         u8s8 GEMM packs 16 output channels per pass). On this AVX2 host a width 8 short of a
         multiple of 16 cost mobilenet_v2 about what the multiple of 16 cost, or more (docs/latency.md,
         "The width grid is the device's"; ``tools/int8_grid.py``). int8 on a device not known here
-        (a bundle's, ``fingerprint={}``) or without an NCHWc block: 16 as well, the int8 lanes of a
-        128-bit NEON or SSE register -- a bundle sampled on 8 put its points between the 16-multiples
-        an x86 int8 search spends, where the int8 kernels' staircase is."""
+        (``fingerprint={}``: a bundle's, made before the device is seen): 16, x86's int8 grid -- a
+        bundle sampled on 8 put its points between the 16-multiples an x86 int8 search spends, where
+        the int8 kernels' staircase is, while 16 on a device that would take 8 only coarsens its grid.
+        A known CPU without an NCHWc block (not x86): 8, nothing being known of its int8 kernels."""
+        unknown = fingerprint is not None and not fingerprint
         if fingerprint is None:
             from .ort import nchwc_block
 
             block = nchwc_block()
         else:
             block = int(fingerprint.get("nchwc_block") or 0)
-        if precision == "int8":
+        if precision == "int8" and (block or unknown):
             return max(16, block)
         return max(8, block)
 

@@ -401,7 +401,8 @@ def test_preferred_align_follows_the_cpu_layout_block():
     # int8: MLAS's quantized kernels work on 16 channels (AVX2 as well as AVX-512)
     assert preferred_align("ort-cpu", {"nchwc_block": 8}, "int8") == 16
     assert preferred_align("ort-cpu", {"nchwc_block": 16}, "int8") == 16
-    assert preferred_align("ort-cpu", {}, "int8") == 8  # unknown CPU: nothing known about its int8 kernels
+    assert preferred_align("ort-cpu", {}, "int8") == 16  # a device not known here (a bundle's): x86's int8 grid
+    assert preferred_align("ort-cpu", {"cpu": "Neoverse-N1"}, "int8") == 8  # a known CPU without a block: not x86
     assert preferred_align("torch-cuda", {"nchwc_block": 8}, "int8") == 8
 
 
