@@ -292,7 +292,7 @@ def resolve_constraints(config: PruneConfig, graph, x, table=None) -> list[Const
     the budget and the smallest reachable cost (every group at its minimum width)."""
     from .budget import check_reachable, cost_model_for, describe_unreachable, min_widths
     from .errors import TableBatchError, TableError
-    from .service import check_bound_precision, check_budget_ref
+    from .service import check_bound_precision, check_budget_ref, fp32_share_on_int8
 
     rows, bound_precisions = [], []
     bounds = config.budget_list()
@@ -315,7 +315,8 @@ def resolve_constraints(config: PruneConfig, graph, x, table=None) -> list[Const
         row = {"bound": bound, "budget": bound.budget, "cost": cost, "table": t, "label": device_label(bound, t),
                "baseline": baseline, "target": float(bound.budget.target(baseline)),
                "smallest": float(cost.predict(min_widths(graph, config.align, config.min_width, config.max_prune)))}
-        if len(bounds) > 1 and _fp32_share_on_int8(bound, t, config):
+        if len(bounds) > 1 and bound.table is not None and fp32_share_on_int8(
+                bound.budget, getattr(t, "precision", "fp32"), config.precision, config.budget_ref):
             row.update(_int8_target(bound, t, graph.model, x, baseline))
         rows.append(row)
     check_budget_ref(bound_precisions, config.precision, config.budget_ref)
@@ -328,14 +329,6 @@ def resolve_constraints(config: PruneConfig, graph, x, table=None) -> list[Const
                           + "\nRaise the marked budgets (or lower --min-width / --align, or --ignore fewer layers).")
     return [Constraint(r["label"], r["budget"], r["cost"], r["target"], r["baseline"], r["smallest"], r["table"],
                        r.get("fp32_fraction"), r.get("int8_ratio")) for r in rows]
-
-
-def _fp32_share_on_int8(bound, table, config: PruneConfig) -> bool:
-    """Is ``bound`` (one of several budgets) a share of the *fp32* unpruned model on an int8 device
-    of an fp32 search (``0.6x@INT8_TABLE`` without ``--budget-ref int8``)?"""
-    return bool(bound.table is not None and bound.budget.is_latency and bound.budget.fraction() is not None
-                and getattr(table, "precision", "fp32") == "int8" and config.precision == "fp32"
-                and config.budget_ref == "fp32")
 
 
 def _int8_target(bound, table, model, x, baseline: float) -> dict[str, Any]:

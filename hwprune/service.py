@@ -124,6 +124,16 @@ def reachable(table) -> tuple[bool, Optional[str]]:
     return True, None
 
 
+def fp32_share_on_int8(budget, table_precision: str, search_precision: str, budget_ref: str) -> bool:
+    """Is ``budget``, spent on a table of ``table_precision`` in a ``search_precision`` search, a
+    share of the *fp32* unpruned model on an int8 device (``0.6x@INT8_TABLE`` among several budgets
+    without ``--budget-ref int8``)? Such a budget needs that device's fp32/int8 ratio: measured
+    (:func:`hwprune.search.resolve_constraints`) where the device is reachable, refused elsewhere
+    (:func:`check_bound_precision`)."""
+    return (table_precision == "int8" and search_precision == "fp32" and budget.is_latency
+            and budget.fraction() is not None and budget_ref == "fp32")
+
+
 def check_bound_precision(bound, table_precision: str, search_precision: str, several: bool = False,
                           budget_ref: str = "fp32", table=None) -> None:
     """A budget bound to a table (``0.5x@T``, a :class:`hwprune.budget.BoundBudget`) spends T's
@@ -142,8 +152,8 @@ def check_bound_precision(bound, table_precision: str, search_precision: str, se
         return
     budget, path = bound.budget.text, bound.table
     if table_precision == "int8" and search_precision == "fp32" and several:
-        if bound.budget.is_latency and (bound.budget.fraction() is None or budget_ref == "int8"):
-            return
+        if not fp32_share_on_int8(bound.budget, table_precision, search_precision, budget_ref):
+            return  # a budget in ms, or a share of the int8 unpruned model (--budget-ref int8)
         why = "no table given to check"
         if table is not None:
             ok, why = reachable(table)
