@@ -151,15 +151,14 @@ def settle(measure: Callable[[], dict[str, Any]], reading: dict[str, Any],
     one was kept."""
     if not loaded_reading(timing_ms(reading["baseline"]), predicted_full_ms):
         return reading, None
-    readings, best = [reading], 0
+    readings = [reading]
     for _ in range(SETTLE_TRIES):
         _pause(SETTLE_PAUSE_S)
         readings.append(measure())
-        b = [timing_ms(r["baseline"]) for r in readings]
-        best = min(range(len(b)), key=b.__getitem__)
-        if not loaded_reading(b[best], predicted_full_ms):
-            break
+        if not loaded_reading(timing_ms(readings[-1]["baseline"]), predicted_full_ms):
+            break  # the earlier ones were slow: this one is the fastest
     b = [timing_ms(r["baseline"]) for r in readings]
+    best = min(range(len(b)), key=b.__getitem__)
     done = {"baseline_ms": b, "pruned_ms": [timing_ms(r["pruned"]) for r in readings], "kept": best,
             "predicted_full_ms": predicted_full_ms, "settled": not loaded_reading(b[best], predicted_full_ms)}
     print(f"closed loop: the unpruned model read {b[0]:.3f} ms against the table's {predicted_full_ms:.3f} ms while "
