@@ -48,12 +48,13 @@ def assert_ran(code: int, text: str, where: str = "") -> None:
         f"{where} exited {code}:\n{text[-1500:]}"
 
 
-#: the modules that take longest (seconds summed over their tests, 2026-12-03, -n 2 on 2 cores):
+#: the modules that take longest (seconds summed over their tests, 2026-12-05 clean-clone CI, -n 2 on 2 cores):
 #: run first, so that with ``-n 2`` the last tests to finish are short ones and neither worker
 #: idles while the other finishes a 60 s closed-loop test (longest-first scheduling); the order
 #: within a module and of the rest is kept
-HEAVY_FIRST = ("test_strategies_latency.py", "test_latency_cli.py", "test_docs_commands.py", "test_multi_budget.py",
-               "test_executor.py", "test_aoti.py", "test_kill.py", "test_run.py", "test_recover.py")
+HEAVY_FIRST = ("test_strategies_latency.py", "test_docs_commands.py", "test_latency_cli.py", "test_bench_accuracy.py",
+               "test_multi_budget.py", "test_int8.py", "test_run.py", "test_models_timm.py", "test_recover.py",
+               "test_executor.py", "test_kill.py")
 
 
 def pytest_collection_modifyitems(config, items):
