@@ -51,6 +51,13 @@ def budget_text(row: dict[str, Any]) -> str:
     return row["budget"] + (f" of {row['budget_of']}" if row.get("budget_of") else "")
 
 
+def device_line(row: dict[str, Any]) -> str:
+    """One device on the terminal: budget, predicted, measured (or how it was checked), met."""
+    return (f"{row['device']}: budget {budget_text(row)}, predicted {row['predicted']:.4g} {row['unit']}, "
+            + (f"measured {row['measured_ms']:.3f} ms (budget {row['budget_ms']:.3f} ms)"
+               if row.get("measured_ms") is not None else row["checked"]) + f": {'met' if row['met'] else 'MISSED'}")
+
+
 def device_row(ctx: SearchContext, i: int, c: Constraint, widths: dict[str, int], tolerance: float,
                reading: Optional[dict] = None, why_not: Optional[str] = None,
                original_target: Optional[float] = None) -> dict[str, Any]:
@@ -173,9 +180,14 @@ def verdict(rows: list[dict[str, Any]], tolerance: float) -> str:
         else:
             parts.append(f"{r['device']}: {r['checked']} {r['predicted']:.4g} {r['unit']} "
                          f"{'meets' if r['met'] else 'MISSES'} {r['budget']}")
+    return f"{verdict_head(rows, tolerance)}: " + "; ".join(parts)
+
+
+def verdict_head(rows: list[dict[str, Any]], tolerance: float) -> str:
+    """The verdict without its per-device parts (where the rows follow, one line each)."""
     head = "all budgets met" if all(r["met"] for r in rows) else "MISSED on " + ", ".join(
         r["device"] for r in rows if not r["met"])
-    return f"{head} (+{100 * tolerance:.0f}% tolerance on measurements): " + "; ".join(parts)
+    return f"{head} (+{100 * tolerance:.0f}% tolerance on measurements)"
 
 
 def devices_markdown(rows: list[dict[str, Any]]) -> list[str]:

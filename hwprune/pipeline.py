@@ -280,8 +280,12 @@ def prune_step(config: RunConfig, run: Run, loaded: LoadedModel, data, table: Op
     fields = {f.name for f in dataclasses.fields(PruneConfig)}
     s = sizes(config)
     if strategy == FALLBACK_STRATEGY or "budget" not in fields:
+        if config.more_budgets:
+            raise ConfigError(f"the '{FALLBACK_STRATEGY}' fallback bisects one budget on one device; several budgets "
+                              f"({config.budget}, {', '.join(config.more_budgets)}) need a latency-aware strategy "
+                              f"(--strategy {' or '.join(PREFERRED_STRATEGIES)})")
         return bisect_uniform(config, run, loaded, input_size)
-    kw = {"strategy": strategy, "budget": config.budget, "criterion": config.criterion, "align": config.align,
+    kw = {"strategy": strategy, "budget": config.budget, "more_budgets": config.more_budgets, "criterion": config.criterion, "align": config.align,
           "min_width": config.min_width, "max_prune": config.max_prune, "input_size": input_size, "seed": config.seed,
           "backend": config.backend, "threads": config.threads, "progress": config.progress, "closed_loop_rounds": config.closed_loop_rounds,
           "finetune_epochs": config.finetune_epochs, "precision": config.precision,
@@ -291,8 +295,8 @@ def prune_step(config: RunConfig, run: Run, loaded: LoadedModel, data, table: Op
         return prune(loaded, pcfg, calib=data.calib, table=table, evaluator=evaluator, data=data)
     except BudgetError as e:
         budget = parse_budget(config.budget)
-        if not (budget.is_latency and budget.fraction() is not None and table is not None):
-            raise
+        if config.more_budgets or not (budget.is_latency and budget.fraction() is not None and table is not None):
+            raise  # several budgets: the bisection below knows one device only
         # The table says the budget is out of reach, but a table is a model of the device; when
         # its fixed remainder was measured under load it can be pessimistic. Ask the device.
         run.note(f"the latency table says budget {config.budget} is unreachable ({e}); falling back to "
@@ -408,7 +412,9 @@ def _run_steps(config: RunConfig, run: Run, work: str) -> dict:
     with run.step("prune") as st:
         strategy = choose_strategy(config, run)
         res = prune_step(config, run, loaded, data, table, evaluator, strategy, size)
-        st.detail = f"{strategy}, budget {config.budget}: FLOPs {res.report.flops_reduction:.2f}x fewer"
+        budgets = ", ".join((config.budget, *config.more_budgets))
+        st.detail = (f"{strategy}, budget{'s' if config.more_budgets else ''} {budgets}: FLOPs "
+                     f"{res.report.flops_reduction:.2f}x fewer")
     pruned = res.model.eval()
     acc = {"before": acc_before, "split": f"{config.data} val" + _images(getattr(data, "val", None))}
     rep_acc = res.report.accuracy or {}
@@ -528,6 +534,11 @@ def command_line(config: RunConfig) -> str:
             parts.append(flag)
         elif f.name == "batches":
             parts += ["--batch", ",".join(map(str, v))]
+        elif f.name == "more_budgets":
+            if config.budget == dv and "--budget" not in parts:  # the first budget is the default: name it first
+                parts += ["--budget", shlex.quote(config.budget)]
+            for b in v:
+                parts += ["--budget", shlex.quote(b)]
         else:
             parts += [flag, shlex.quote(str(v))]
     return " ".join(parts)

@@ -63,6 +63,9 @@ def make_report_dict(prune_report: Mapping[str, Any], bench: Optional[Mapping[st
         "accuracy": dict(accuracy) if accuracy else pr.get("accuracy"),
         "prune": {k: v for k, v in pr.items() if k not in ("widths",)},
     }
+    more = list((pr.get("config") or {}).get("more_budgets") or ())
+    if more:  # one model, several devices (issue #20): every budget as given, the first the run's device's
+        rep["budgets"] = [rep["budget"], *more]
     if bench:
         rep["backend"] = {"name": bench.get("backend"), "threads": bench.get("threads"),
                           "precision": bench.get("precision"), "spinning": bool(bench.get("spinning")),
@@ -272,6 +275,11 @@ def write_figures(rep: Mapping[str, Any], out_dir: str) -> list[str]:
     plt.close(fig)
     if rep.get("latency"):
         paths.append(summary_figure(rep, os.path.join(out_dir, "summary.png")))
+    devices = (rep.get("prune") or {}).get("devices")
+    if devices:  # several budgets: each device's share of its budget, measured or predicted
+        from .search_plots import plot_devices
+
+        paths.append(plot_devices(devices, os.path.join(out_dir, "devices.png")))
     return paths
 
 
@@ -287,7 +295,9 @@ def to_markdown(rep: Mapping[str, Any], figures: list[str]) -> str:
     spec = (rep.get("model") or {}).get("spec", "?")
     L = [f"# hwprune report: {spec}", ""]
     be = rep.get("backend") or {}
-    L.append(f"Strategy **{rep.get('strategy')}**" + (f", budget **{rep['budget']}**" if rep.get("budget") else "")
+    budget = (f", budgets **{', '.join(rep['budgets'])}**" if rep.get("budgets")
+              else f", budget **{rep['budget']}**" if rep.get("budget") else "")
+    L.append(f"Strategy **{rep.get('strategy')}**" + budget
              + (f"; measured on **{be.get('name')}** ({be.get('threads')} threads, {be.get('precision')}"
                 + (", ORT workers spinning" if be.get("spinning") else "") + ")" if be else "")
              + (f", input {rep['input_shape']}" if rep.get("input_shape") else "") + ".")

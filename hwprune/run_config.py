@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from .budget import parse_budget
+from .budget import check_tables_exist, parse_budget, parse_budgets
 from .errors import ConfigError
 
 
@@ -17,7 +17,10 @@ class RunConfig:
     model: str = "tiny_resnet_synthetic"
     weights: Optional[str] = None
     data: str = "synthetic"
-    budget: str = "0.5x"
+    budget: str = "0.5x"  # the run's device's budget (its table: ``table``, else found or profiled)
+    # further budgets, BUDGET@TABLE (or FLOPs/params): the one pruned model meets every one (issue #20;
+    # hwprune.devices); the run profiles, benches and exports for the first device
+    more_budgets: tuple[str, ...] = ()
     strategy: Optional[str] = None  # None: the first available of pipeline.PREFERRED_STRATEGIES
     criterion: str = "l1"
     backend: str = "ort-cpu"
@@ -51,6 +54,14 @@ class RunConfig:
         from .bench import parse_batches
 
         parse_budget(self.budget)
+        self.more_budgets = tuple(self.more_budgets)
+        if self.more_budgets:
+            if self.precision == "int8":
+                raise ConfigError("hwprune run --precision int8 takes one budget (the int8 table is found or "
+                                  "profiled); for one model on several devices, some of them int8, leave --precision "
+                                  "out and bind each device's table: --budget 0.5x --budget 4ms@INT8_TABLE")
+            bounds = parse_budgets([self.budget, *self.more_budgets])  # the same kind twice on one table: refused
+            check_tables_exist(bounds)  # before any model is trained or table profiled
         self.batches = parse_batches(self.batches)
         if self.threads < 1:
             raise ConfigError(f"threads {self.threads} must be >= 1")

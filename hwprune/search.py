@@ -280,7 +280,8 @@ def device_label(bound, table) -> str:
         return os.path.basename(t)
     if not hasattr(t, "backend"):
         return type(t).__name__
-    settings = f"{t.backend} {t.precision} b{t.batch} {t.device.get('threads', '?')} threads"
+    n = t.device.get("threads", "?")
+    settings = f"{t.backend} {t.precision} b{t.batch} {n} thread{'' if n == 1 else 's'}"
     settings += ", spinning" if table_spinning(t) else ""
     return f"{settings} ({os.path.basename(t.path)})" if getattr(t, "path", None) else settings
 

@@ -176,6 +176,31 @@ def check_bound_precision(bound, table_precision: str, search_precision: str, se
                       f"{search_precision}: {fix}")
 
 
+def budget_tables(bounds, default_table: Optional[str]) -> list:
+    """The tables the latency budgets ``bounds`` (:class:`hwprune.budget.BoundBudget`) are spent on
+    (``@TABLE``, else ``default_table``, the verb's --table), loaded without the other-device
+    warning (it comes once, later), first budget's first; a missing file is left out (it is
+    reported, with its fix, where the search loads it)."""
+    from .latency import LatencyTable
+
+    paths = [b.table or default_table for b in bounds if b.budget.is_latency]
+    paths = list(dict.fromkeys(p for p in paths if p and os.path.isfile(p)))
+    return [LatencyTable.load(p, check_device=False) for p in paths]
+
+
+def check_bound_precisions(bounds, tables: list, search_precision: str, budget_ref: str = "fp32") -> None:
+    """Before any model is loaded (``hwprune prune`` and ``hwprune run``): every table a budget is
+    bound to (``@TABLE``; ``tables`` from :func:`budget_tables`) holds latencies this search can
+    spend (:func:`check_bound_precision`), and ``budget_ref='int8'`` has an int8 device to apply
+    to (:func:`check_budget_ref`); the search checks both again for library users."""
+    by_path = {t.path: t for t in tables}
+    bound = [(b, by_path[b.table].precision) for b in bounds if b.table is not None and b.table in by_path]
+    for b, precision in bound:
+        check_bound_precision(b, precision, search_precision, several=len(bounds) > 1, budget_ref=budget_ref,
+                              table=by_path[b.table])
+    check_budget_ref([p for _, p in bound], search_precision, budget_ref)
+
+
 def check_budget_ref(bound_precisions, search_precision: str, budget_ref: str) -> None:
     """``budget_ref='int8'`` (``--budget-ref int8``) says what a relative budget on an int8 device
     is a share of; a search with no int8 device (not ``--precision int8``, no budget bound to an
@@ -184,6 +209,26 @@ def check_budget_ref(bound_precisions, search_precision: str, budget_ref: str) -
         raise ConfigError("--budget-ref int8 says what a relative budget on an int8 device is a share of, and this "
                           "search has none: add --precision int8 (one device, int8), bind a budget to an int8 table "
                           "(--budget 0.5x@INT8_TABLE among several), or drop --budget-ref")
+
+
+def measuring_threads(threads: Optional[int], table, backend: Optional[str], default: int = 2) -> int:
+    """The thread count a verb measures with: ``threads`` (``--threads``), else that of ``table``
+    (the table the closed loop checks against: ``--table`` or the first latency budget's
+    ``@TABLE``, loaded; None when there is none) where it was timed on ``backend``, else
+    ``default``. A ``--threads`` that contradicts that table is a ConfigError: the closed loop,
+    the bench and ``--recalibrate`` would time another device than the one the table describes
+    (before, a 1-thread table given to ``prune`` was checked and recalibrated at 2 threads)."""
+    own = None
+    if table is not None and getattr(table, "backend", None) == backend and "threads" in (table.device or {}):
+        own = int(table.device["threads"])
+    if threads is None:
+        return own or default
+    if own is not None and threads != own:
+        raise ConfigError(f"table {table.path!r} was profiled with {own} thread{'s' if own != 1 else ''} and --threads "
+                          f"is {threads}: the closed loop and bench would time another device than the table "
+                          f"describes; leave out --threads (the table's {own} is used) or profile a table with "
+                          f"--threads {threads}")
+    return threads
 
 
 def check_given_table(path: str, req: TableRequest) -> None:

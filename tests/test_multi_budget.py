@@ -323,3 +323,25 @@ def test_a_device_whose_unpruned_model_measures_far_off_its_table_is_warned(tabl
     assert a["baseline_ms"] == min(settle["baseline_ms"]) == settle["baseline_ms"][settle["kept"]]
     assert a["measured_ms"] == settle["pruned_ms"][settle["kept"]]
     assert rep.closed_loop[0]["devices"][0]["settle"] == settle and "settle" not in rep.devices[1]  # B: a share
+
+
+def test_threads_default_to_the_tables_and_a_contradicting_threads_is_refused(tables, tmp_path, capsys):
+    """The closed loop, bench and --recalibrate time as the table the first latency budget is spent
+    on was timed: without --threads its thread count is used (a 1-thread table was once checked and
+    recalibrated at the default 2 threads), and a --threads that contradicts it is refused before
+    any model is loaded, by `prune` and by `run` alike."""
+    from hwprune.cli.main import main
+    from hwprune.latency import LatencyTable
+    from hwprune.service import measuring_threads
+
+    one = LatencyTable.load(tables[1][0], check_device=False)  # tiny-1t.json
+    assert measuring_threads(None, one, "ort-cpu") == 1 and measuring_threads(1, one, "ort-cpu") == 1
+    assert measuring_threads(None, None, "ort-cpu") == 2 and measuring_threads(4, None, "ort-cpu") == 4
+    assert measuring_threads(3, one, "torch-cpu") == 3  # measured on another backend: the table says nothing
+    out = tmp_path / "p"
+    for argv in (["prune", "--model", "tiny_resnet", "--budget", f"0.9x@{one.path}"],
+                 ["prune", "--model", "tiny_resnet", "--budget", "0.9x", "--table", one.path],
+                 ["run", "--model", "tiny_resnet", "--budget", f"0.9x@{one.path}"]):
+        assert main([*argv, "--threads", "2", "--out", str(out)]) == 2
+        assert "was profiled with 1 thread and --threads is 2" in capsys.readouterr().err
+    assert not out.exists()

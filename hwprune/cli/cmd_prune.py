@@ -71,7 +71,8 @@ def register(sub) -> None:
     g.add_argument("--backend", default=None, choices=[*list_backends(), "none"],
                    help="measure the result on this backend (default: the backend the latency table was measured on, "
                         "ort-cpu when a table is found or profiled; 'none' to skip)")
-    g.add_argument("--threads", type=int, default=2, help="backend threads (default 2)")
+    g.add_argument("--threads", type=int, default=None,
+                   help="backend threads (default: those of the table the first latency budget is spent on, else 2)")
     g.add_argument("--closed-loop-rounds", type=int, default=3, help="re-searches when the measurement misses (default 3)")
     g.add_argument("--tolerance", type=float, default=0.03, help="allowed measured overshoot (default 0.03)")
     g.add_argument("--spend-band", type=float, default=0.10,
@@ -298,38 +299,13 @@ def run_sparsity_only(args) -> int:
     return 0
 
 
-def _budget_tables(args, bounds) -> list:
-    """The tables the latency budgets are spent on (``@TABLE``, else ``--table``), loaded without
-    the other-device warning (it comes once, later), first budget's first; a missing file is left
-    out (it is reported, with its fix, where the search loads it)."""
-    from ..latency import LatencyTable
-
-    paths = [b.table or args.table for b in bounds if b.budget.is_latency]
-    paths = list(dict.fromkeys(p for p in paths if p and os.path.isfile(p)))
-    return [LatencyTable.load(p, check_device=False) for p in paths]
-
-
-def _check_bound_precisions(args, bounds, tables: list) -> None:
-    """Every table a budget is bound to (``@TABLE``) holds latencies of this search's precision
-    (:func:`hwprune.service.check_bound_precision`), and ``--budget-ref int8`` has an int8 device
-    to apply to (:func:`hwprune.service.check_budget_ref`); the search checks both again for
-    library users."""
-    from ..service import check_bound_precision, check_budget_ref
-
-    by_path = {t.path: t for t in tables}
-    bound = [(b, by_path[b.table].precision) for b in bounds if b.table is not None and b.table in by_path]
-    for b, precision in bound:
-        check_bound_precision(b, precision, args.precision, several=len(bounds) > 1, budget_ref=args.budget_ref,
-                              table=by_path[b.table])
-    check_budget_ref([p for _, p in bound], args.precision, args.budget_ref)
-
-
-def _table_backend(args, bounds, tables: list) -> str | None:
-    """The backend of the table the first latency budget is spent on (``--table`` or ``@TABLE``):
-    the closed loop measures where the table was measured unless --backend says otherwise (a
-    torch-cuda table checked on ORT CPU would judge the budget on the wrong device)."""
-    path = next((b.table for b in bounds if b.budget.is_latency and b.table), None) or args.table
-    return next((t.backend for t in tables if t.path == path), None)
+def _primary_table(args, bounds, tables: list):
+    """The loaded table the first latency budget is spent on (``@TABLE``, else ``--table``; None
+    when there is none or it is not there yet): the closed loop measures where and as that table
+    was measured, unless --backend / --threads say otherwise (a torch-cuda table checked on ORT
+    CPU would judge the budget on the wrong device)."""
+    path = next((b.table or args.table for b in bounds if b.budget.is_latency), None)
+    return next((t for t in tables if t.path == path), None)
 
 
 def _recalibrate_tables(args, loaded, table: str | None, bounds) -> None:
@@ -358,6 +334,7 @@ def _recalibrate_tables(args, loaded, table: str | None, bounds) -> None:
 
 def run(args) -> int:
     from ..budget import check_tables_exist, parse_budgets
+    from ..service import budget_tables, check_bound_precisions, measuring_threads
 
     if args.sparsity:
         _check_sparsity(args)
@@ -366,13 +343,14 @@ def run(args) -> int:
     bounds = parse_budgets(args.budget or [])
     check_tables_exist(bounds)  # a budget bound to a missing table fails before the model is loaded
     any_latency = any(b.budget.is_latency for b in bounds)
-    tables = _budget_tables(args, bounds)
-    _check_bound_precisions(args, bounds, tables)  # before the model is loaded
-    backend = args.backend
+    tables = budget_tables(bounds, args.table)
+    check_bound_precisions(bounds, tables, args.precision, args.budget_ref)  # before the model is loaded
+    backend, primary = args.backend, _primary_table(args, bounds, tables)
     if backend is None and any_latency:
-        backend = _table_backend(args, bounds, tables) or "ort-cpu"
+        backend = getattr(primary, "backend", None) or "ort-cpu"
     if backend in ("none", ""):
         backend = None
+    args.threads = measuring_threads(args.threads, primary, backend)
     # the grid of the devices the budgets are spent on: a table profiled elsewhere speaks for its own device
     align = resolve_align(args.align, backend, args.precision, tables)
     config = PruneConfig(strategy=args.strategy, ratio=args.ratio, criterion=args.criterion, align=align,
@@ -448,18 +426,16 @@ def run(args) -> int:
               f"({lat.speedup_predicted:.2f}x, table {r.table})")
     if lat is not None and lat.measured_ms is not None:
         prec = f" {lat.precision}" if lat.precision not in (None, "fp32") else ""  # int8: both models quantized
-        print(f"latency measured on {lat.backend}{prec} ({lat.threads} threads): {lat.baseline_ms:.3f} -> "
+        print(f"latency measured on {lat.backend}{prec} ({lat.threads} thread{'s' if lat.threads != 1 else ''}): {lat.baseline_ms:.3f} -> "
               f"{lat.measured_ms:.3f} ms ({lat.speedup_measured:.2f}x; p10 of repeats, side by side; "
               f"median {lat.measured_median_ms:.3f} ms)")
     if lat is not None and lat.fp32_baseline_ms is not None:
         print(f"against the fp32 unpruned model timed beside it: {lat.fp32_baseline_ms:.3f} -> "
               f"{lat.measured_ms:.3f} ms ({lat.speedup_over_fp32:.2f}x), the model the budget is a share of")
-    from ..devices import budget_text
+    from ..devices import device_line
 
     for row in getattr(r, "devices", None) or []:
-        print(f"  {row['device']}: budget {budget_text(row)}, predicted {row['predicted']:.4g} {row['unit']}, "
-              + (f"measured {row['measured_ms']:.3f} ms (budget {row['budget_ms']:.3f} ms)" if row.get("measured_ms")
-                 is not None else row["checked"]) + f": {'met' if row['met'] else 'MISSED'}")
+        print(f"  {device_line(row)}")
     if (r.config or {}).get("int8", {}).get("note"):
         print(f"int8: {r.config['int8']['note']}")
     if r.verdict:

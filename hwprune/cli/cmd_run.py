@@ -21,20 +21,24 @@ def register(sub) -> None:
                                    "table from latency_tables/), prune to the budget, fine-tune if asked, export "
                                    "ONNX, bench baseline vs pruned side by side, write report.md/report.json/PNGs. "
                                    "With no arguments: tiny_resnet_synthetic (trained on the synthetic data), ONNX Runtime CPU with "
-                                   "2 threads, --budget 0.5x.")
+                                   "2 threads, --budget 0.5x. Several --budget values prune one model for "
+                                   "several devices (the first is the device this run profiles and benches).")
     p.add_argument("--model", default=d.model, help=f"model spec (default {d.model}, trained on the synthetic data)")
     p.add_argument("--weights", help="state_dict for --model (no downloads)")
     p.add_argument("--num-classes", type=int, help="classifier outputs, passed to the model factory")
     p.add_argument("--data", default=d.data, help="synthetic (default), imagefolder:PATH, cifar10:PATH, module:function")
     p.add_argument("--budget", action="append", metavar="BUDGET[@TABLE]",
                    help=f"latency budget: {d.budget} (default), 12ms, 2.0speedup, 50%%flops; BUDGET@TABLE spends "
-                        "that table (as --table). One device: for one model meeting budgets on several devices use "
-                        "`hwprune prune --budget 0.5x@A.json --budget 0.6x@B.json`")
+                        "that table (as --table). Repeat it for one model that meets budgets on several devices "
+                        "(--budget 0.5x --budget 0.6x@B.json --budget 4ms@C.json): the first is this run's device "
+                        "(profiled, benched), every one is met, each measured on its own device where this machine "
+                        "can run it (report.md: one row per device, devices.png)")
     p.add_argument("--strategy", help="width search (default: halp if available, else netadapt)")
     p.add_argument("--criterion", default=d.criterion, help="channel importance criterion (default l1)")
     p.add_argument("--backend", default=d.backend, choices=list_backends(),
                    help=f"where to profile, check and bench (default {d.backend})")
-    p.add_argument("--threads", type=int, default=d.threads, help="CPU threads (default 2)")
+    p.add_argument("--threads", type=int, default=None,
+                   help=f"CPU threads (default: the given table's, else {d.threads})")
     p.add_argument("--ort-spinning", action="store_true",
                    help="ort-cpu: profile the table, check the budget and bench with ORT's worker threads spinning, "
                         "as a deployment with ORT's default session options runs (default: workers blocked; "
@@ -70,40 +74,50 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def one_budget(budgets: list[str] | None, table: str | None, default: str) -> tuple[str, str | None]:
-    """(budget, table) of `hwprune run`'s ``--budget`` values: one budget for one device, its table
-    given as ``BUDGET@TABLE`` or ``--table``. Several are a ConfigError naming them and the
-    ``hwprune prune`` form that meets them all with one model (before, argparse kept the last one
-    silently)."""
+def split_budgets(budgets: list[str] | None, table: str | None,
+                  default: str) -> tuple[str, str | None, tuple[str, ...]]:
+    """(budget, table, more budgets) of `hwprune run`'s ``--budget`` values. The first budget is
+    the run's device: its table is ``BUDGET@TABLE`` or ``--table`` (else found or profiled), and
+    the run benches there. Further budgets (``0.6x@B.json``, ``4ms@C.json``, ``50%flops``) are
+    met by the same pruned model, each measured on its own device where this machine reaches it
+    (:mod:`hwprune.devices`), as `hwprune prune` with several budgets does."""
     from ..budget import parse_bound_budget
     from ..errors import ConfigError
 
     budgets = budgets or [default]
-    if len(budgets) > 1:
-        given = " ".join(f"--budget {b}" for b in budgets)
-        raise ConfigError(f"hwprune run prunes for one device and takes one --budget (got {given}); for one model that "
-                          f"meets budgets on several devices run `hwprune prune --model M {given} --out P` (each "
-                          "latency budget bound to its device's table, BUDGET@TABLE), then `hwprune export --model "
-                          "P/pruned.pt --out P/model.onnx`")
     bound = parse_bound_budget(budgets[0])
+    more = tuple(budgets[1:])
     if bound.table is None:
-        return budgets[0], table
+        return budgets[0], table, more
     if table and os.path.abspath(table) != os.path.abspath(bound.table):
         raise ConfigError(f"--budget {budgets[0]} names the table {bound.table!r} and --table {table!r} another; "
                           "give one of them")
-    return bound.budget.text, bound.table
+    return bound.budget.text, bound.table, more
 
 
 def run(args) -> int:
     from ..pipeline import run_pipeline
 
-    args.budget, args.table = one_budget(args.budget, args.table, RunConfig.budget)
+    args.budget, args.table, more = split_budgets(args.budget, args.table, RunConfig.budget)
     tables = []
-    if args.table and os.path.isfile(args.table):  # a missing one is reported, with its fix, where it is read
+    if more and args.precision != "int8":  # several devices (int8: one, RunConfig says): bound tables there and
+        # of a precision this run spends, before any work
+        from ..budget import check_tables_exist, parse_budgets
+        from ..service import budget_tables, check_bound_precisions
+
+        bounds = parse_budgets([args.budget, *more])
+        check_tables_exist(bounds)
+        tables = budget_tables(bounds, args.table)
+        check_bound_precisions(bounds, tables, args.precision)
+    elif args.table and os.path.isfile(args.table):  # a missing one is reported, with its fix, where it is read
         from ..latency import LatencyTable
 
         tables = [LatencyTable.load(args.table, check_device=False)]  # its device's grid, not this machine's
-    config = RunConfig(model=args.model, weights=args.weights, data=args.data, budget=args.budget,
+    from ..service import measuring_threads
+
+    run_table = next((t for t in tables if args.table and t.path == args.table), None)
+    args.threads = measuring_threads(args.threads, run_table, args.backend, RunConfig.threads)
+    config = RunConfig(model=args.model, weights=args.weights, data=args.data, budget=args.budget, more_budgets=more,
                        strategy=args.strategy, criterion=args.criterion, backend=args.backend, threads=args.threads,
                        spinning=args.ort_spinning, table=args.table, closed_loop_rounds=args.closed_loop_rounds,
                        finetune_epochs=args.finetune_epochs,
@@ -124,8 +138,10 @@ def run(args) -> int:
 def summary_lines(rep: dict) -> str:
     L = []
     acc = rep.get("accuracy") or {}
-    L.append(f"model {rep['model'].get('spec')}, strategy {rep.get('strategy')}, budget {rep.get('budget')}, "
-             f"backend {rep['backend']['name']} ({rep['backend']['threads']} threads"
+    budget = f"budgets {', '.join(rep['budgets'])}" if rep.get("budgets") else f"budget {rep.get('budget')}"
+    L.append(f"model {rep['model'].get('spec')}, strategy {rep.get('strategy')}, {budget}, "
+             f"backend {rep['backend']['name']} ({rep['backend']['threads']} thread"
+             + ("s" if rep['backend']['threads'] != 1 else "")
              + (", workers spinning" if rep['backend'].get('spinning') else "") + ")")
     L.append(f"FLOPs {rep['flops']['reduction']:.2f}x fewer, params {rep['params']['reduction']:.2f}x fewer")
     if acc.get("before") is not None:
@@ -140,7 +156,13 @@ def summary_lines(rep: dict) -> str:
         L.append(f"AOTInductor packages ({aoti['device']}): {aoti['speedup']:.2f}x measured speedup, pruned package "
                  f"{aoti['packages']['pruned']['path']}")
     verdict = (rep.get("prune") or {}).get("verdict")
-    if verdict:
+    devices = (rep.get("prune") or {}).get("devices")
+    if devices:  # several budgets: the verdict's head, then one line per device
+        from ..devices import device_line, verdict_head
+
+        L.append(f"budget: {verdict_head(devices, rep['prune']['config']['tolerance'])}")
+        L += [f"  {device_line(row)}" for row in devices]
+    elif verdict:
         L.append(f"budget: {verdict}")
     p = rep.get("predicted") or {}
     if p.get("speedup"):

@@ -116,5 +116,8 @@ def budget_exit_code(prune_report) -> int:
     (``prune_report``: a :class:`hwprune.prune_report.PruneReport`, or its JSON form)."""
     met = getattr(prune_report, "met_budget", None)
     if met is None and isinstance(prune_report, dict):
-        met = (prune_report.get("latency") or {}).get("met_budget")
+        if prune_report.get("devices"):  # several budgets: every device measured met its own (PruneReport.met_budget)
+            met = all(r["met"] for r in prune_report["devices"] if r.get("checked") == "measured")
+        else:
+            met = (prune_report.get("latency") or {}).get("met_budget")
     return EXIT_BUDGET_MISSED if met is False else 0
