@@ -1,7 +1,7 @@
 """Several budgets at once (issue #20): parsing BUDGET@TABLE, the multi-dimensional knapsack against
 brute force, strategies meeting every budget on two real ORT CPU tables of this machine (1 and 2
 threads, quickly profiled here), the closed loop measuring both devices and reporting a third one
-(a table from another machine) as predicted only, and the refusals."""
+(a table from another machine) as predicted only, the same through `hwprune run`, and the refusals."""
 import json
 import os
 import subprocess
@@ -11,6 +11,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from conftest import assert_ran
 
 from hwprune.budget import BoundBudget, parse_bound_budget, parse_budgets
 from hwprune.errors import BudgetError, ConfigError, TableError
@@ -345,3 +346,55 @@ def test_threads_default_to_the_tables_and_a_contradicting_threads_is_refused(ta
         assert main([*argv, "--threads", "2", "--out", str(out)]) == 2
         assert "was profiled with 1 thread and --threads is 2" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_run_with_several_budgets_meets_each_on_its_own_device(tables, tmp_path, cli, capsys):
+    """Issue #20 through `hwprune run`: ``--budget`` repeated is one model for several devices. The
+    first budget is the run's device (``BUDGET@TABLE`` or --table, profiled or reused otherwise;
+    benched and exported there), every budget is met, each measured on its own device where this
+    machine reaches it (two ORT tables of this machine, 2 and 1 threads) and predicted only where
+    not (a copy relabelled as another CPU). report.md has one row per device, devices.png shows
+    them, and report.json's command line gives every budget back. Refused before any work: a
+    budget's table that contradicts --table, one that does not exist, several with --precision int8."""
+    from hwprune.cli.cmd_run import split_budgets
+    from hwprune.cli.main import main
+
+    assert split_budgets(None, None, "0.5x") == ("0.5x", None, ())
+    assert split_budgets(["0.6x@t.json"], None, "0.5x") == ("0.6x", "t.json", ())
+    assert split_budgets(["4ms", "0.7x@b.json", "50%flops"], "t.json", "0.5x") == ("4ms", "t.json",
+                                                                                   ("0.7x@b.json", "50%flops"))
+    out = tmp_path / "r"
+    assert main(["run", "--budget", "0.5x@a.json", "--table", "b.json", "--out", str(out)]) == 2
+    assert "names the table 'a.json' and --table 'b.json' another" in capsys.readouterr().err
+    assert main(["run", "--budget", "0.5x", "--budget", "0.6x@missing.json", "--out", str(out)]) == 2
+    assert "bound to table 'missing.json', which does not exist" in capsys.readouterr().err
+    assert main(["run", "--precision", "int8", "--budget", "0.5x", "--budget", "4ms@b.json", "--out", str(out)]) == 2
+    assert "--precision int8 takes one budget" in capsys.readouterr().err
+    assert not out.exists()
+
+    paths = dict(zip((1, 2), tables[1]))  # tiny-1t.json, tiny-2t.json
+    d = json.loads(open(paths[1]).read())
+    d["device"]["cpu"] = "Some Other CPU 9000"
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps(d))
+    f1, f2 = (float(b.split("x@")[0]) for b in tables[2])  # reachable on each table (the fixture)
+    given = [f"{f2}x", f"{f1}x@{paths[1]}", f"0.9x@{other}"]
+    proc = cli("run", "--quick", "--model", "tiny_resnet", "--input-size", "32", "--align", "16", "--table", paths[2],
+               *[a for b in given for a in ("--budget", b)], "--batch", "1", "--finetune-epochs", "0", "--no-progress",
+               "--out", str(out), cwd=str(tmp_path), check=False)
+    assert_ran(proc.returncode, proc.stdout + proc.stderr, "run with several budgets")
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["budgets"] == given
+    rows = rep["prune"]["devices"]
+    assert [r["checked"] for r in rows] == ["measured", "measured", "predicted only"]
+    assert [r["threads"] for r in rows[:2]] == [2, 1] and "another device" in rows[2]["not_measured"]
+    for r, f in zip(rows, (f2, f1)):  # each measured with its own table's settings, against its own unpruned model
+        assert r["measured_ms"] > 0 and r["budget_ms"] == pytest.approx(f * r["baseline_ms"])
+    assert proc.returncode == (0 if all(r["met"] for r in rows[:2]) else 3)
+    assert rep["latency"]["1"]["speedup"] > 0 and rep["backend"]["threads"] == 2  # benched on the run's device
+    md = (out / "report.md").read_text()
+    assert "## Devices" in md and all(f"| {r['device']} | {r['budget']}" in md for r in rows) and "predicted only" in md
+    assert "devices.png" in " ".join(rep["files"]["figures"]) and (out / "devices.png").is_file()
+    assert f"--budget {given[1]}" in rep["commands"][0] and f"--table {paths[2]}" in rep["commands"][0]
+    for r in rows:
+        assert f"{r['device']}: budget {r['budget']}" in proc.stdout

@@ -2,7 +2,6 @@
 import json
 import os
 
-import pytest
 from conftest import assert_ran
 
 
@@ -132,65 +131,3 @@ def test_run_takes_the_synthetic_data_sizes_as_prune_does():
         pipeline.RunConfig(n_val=0)
     with pytest.raises(ConfigError, match=r"--n-train >= the batch size \(64\).*got 32 and 50"):
         make_data("synthetic", input_size=16, batch_size=64, n_train=32, n_val=50)
-
-
-def test_run_with_several_budgets_meets_each_on_its_own_device(tmp_path, cli, capsys):
-    """Issue #20 through `hwprune run`: ``--budget`` repeated is one model for several devices. The
-    first budget is the run's device (``BUDGET@TABLE`` or --table, profiled or reused otherwise;
-    benched and exported there), every budget is met, each measured on its own device where this
-    machine reaches it (two ORT tables of this machine, 2 and 1 threads) and predicted only where
-    not (a copy relabelled as another CPU). report.md has one row per device, devices.png shows
-    them, and report.json's command line gives every budget back. Refused before any work: a
-    budget's table that contradicts --table, one that does not exist, several with --precision int8."""
-    import warnings
-
-    from hwprune.cli.cmd_run import split_budgets
-    from hwprune.cli.main import main
-    from hwprune.latency import ProfileConfig, profile
-    from hwprune.models import load_model
-
-    assert split_budgets(None, None, "0.5x") == ("0.5x", None, ())
-    assert split_budgets(["0.6x@t.json"], None, "0.5x") == ("0.6x", "t.json", ())
-    assert split_budgets(["4ms", "0.7x@b.json", "50%flops"], "t.json", "0.5x") == ("4ms", "t.json",
-                                                                                   ("0.7x@b.json", "50%flops"))
-    out = tmp_path / "r"
-    assert main(["run", "--budget", "0.5x@a.json", "--table", "b.json", "--out", str(out)]) == 2
-    assert "names the table 'a.json' and --table 'b.json' another" in capsys.readouterr().err
-    assert main(["run", "--budget", "0.5x", "--budget", "0.6x@missing.json", "--out", str(out)]) == 2
-    assert "bound to table 'missing.json', which does not exist" in capsys.readouterr().err
-    assert main(["run", "--precision", "int8", "--budget", "0.5x", "--budget", "4ms@b.json", "--out", str(out)]) == 2
-    assert "--precision int8 takes one budget" in capsys.readouterr().err
-    assert not out.exists()
-
-    loaded = load_model("tiny_resnet")
-    paths = {}
-    for threads in (2, 1):
-        paths[threads] = str(tmp_path / f"tiny-{threads}t.json")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            profile(loaded, ProfileConfig.quick(backend="ort-cpu", threads=threads, out=paths[threads], align=16,
-                                                max_points_per_axis=2, input_size=32), progress=False)
-    d = json.loads(open(paths[1]).read())
-    d["device"]["cpu"] = "Some Other CPU 9000"
-    other = tmp_path / "other.json"
-    other.write_text(json.dumps(d))
-    proc = cli("run", "--quick", "--model", "tiny_resnet", "--input-size", "32", "--align", "16", "--table", paths[2],
-               "--budget", "0.85x", "--budget", f"0.85x@{paths[1]}", "--budget", f"0.9x@{other}", "--batch", "1",
-               "--finetune-epochs", "0", "--no-progress", "--out", str(out), cwd=str(tmp_path), check=False)
-    assert_ran(proc.returncode, proc.stdout + proc.stderr, "run with several budgets")
-    rep = json.loads((out / "report.json").read_text())
-    assert rep["budgets"] == ["0.85x", f"0.85x@{paths[1]}", f"0.9x@{other}"]
-    rows = rep["prune"]["devices"]
-    assert [r["checked"] for r in rows] == ["measured", "measured", "predicted only"]
-    assert [r["threads"] for r in rows[:2]] == [2, 1] and "another device" in rows[2]["not_measured"]
-    for r in rows[:2]:  # each measured with its own table's settings, judged against its own unpruned model
-        assert r["measured_ms"] > 0 and r["budget_ms"] == pytest.approx(0.85 * r["baseline_ms"])
-    assert proc.returncode == (0 if all(r["met"] for r in rows[:2]) else 3)
-    assert rep["latency"]["1"]["speedup"] > 0  # benched on the run's device, as with one budget
-    md = (out / "report.md").read_text()
-    assert "## Devices" in md and md.count("| 0.8") >= 2 and "predicted only" in md
-    assert "devices.png" in " ".join(rep["files"]["figures"]) and (out / "devices.png").is_file()
-    assert f"--budget 0.85x@{paths[1]}" in rep["commands"][0] and f"--table {paths[2]}" in rep["commands"][0]
-    for r in rows:
-        assert f"{r['device']}: budget {r['budget']}" in proc.stdout
-
