@@ -306,6 +306,8 @@ def to_markdown(rep: Mapping[str, Any], figures: list[str]) -> str:
         L += ["", f"Budget check by measurement (prune's closed loop): {verdict}."]
     for n in rep.get("notes", []) or []:
         L += ["", f"> {n}"]
+    for w in (rep.get("prune") or {}).get("warnings") or []:  # the prune step's (table drift, a device not here)
+        L += ["", f"> **warning:** {w}"]
     devices = (rep.get("prune") or {}).get("devices")
     if devices:  # several budgets (issue #20): one row per device
         from .devices import devices_markdown

@@ -28,7 +28,8 @@ def test_write_report_files_and_content(tmp_path, result):
     layers = ["stem.0", "layers.0.conv1", "fc"]
     breakdown = {"before": {k: 0.1 * (i + 1) for i, k in enumerate(layers)},
                  "after": {k: 0.05 * (i + 1) for i, k in enumerate(layers)}}
-    rep = write_report(str(tmp_path), res.report.to_dict(), b, breakdown=breakdown, accuracy={"before": 0.9, "after": 0.8},
+    pr = {**res.report.to_dict(), "warnings": ["the table drifted"]}  # the prune step's warnings reach report.md
+    rep = write_report(str(tmp_path), pr, b, breakdown=breakdown, accuracy={"before": 0.9, "after": 0.8},
                        extra={"notes": ["a note"]})
     names = sorted(os.listdir(tmp_path))
     assert {"report.md", "report.json", "latency_throughput.png", "width_profile.png", "latency_breakdown.png",
@@ -42,7 +43,7 @@ def test_write_report_files_and_content(tmp_path, result):
     assert on_disk["flops"]["reduction"] > 1 and on_disk["accuracy"]["before"] == 0.9
     md = (tmp_path / "report.md").read_text()
     for s in ("FLOPs", "params", "top-1", "speedup", "Width profile", "Where the time goes", "a note",
-              "![summary.png](summary.png)"):
+              "> **warning:** the table drifted", "![summary.png](summary.png)"):
         assert s in md, s
 
 
