@@ -122,9 +122,10 @@ def _not_measurable_here(ctx: SearchContext, config: PruneConfig, table) -> tupl
     A share of the unpruned model (``0.5x``) is still measured here, beside the unpruned model: the
     ratio on this machine is a proxy for the table's device (the tests of every strategy meet 0.5x
     so with the committed tables of an AVX-512 host of this VM type on an AVX2 one, another device
-    by fingerprint), where the several-budget loop reports such a device as predicted only. int8
-    keeps its own path (:mod:`hwprune.int8_budget` measures the fp32/int8 ratio before the search)."""
-    if (ctx.multi or not config.backend or config.precision == "int8" or ctx.cost.unit != "ms"
+    by fingerprint), where the several-budget loop reports such a device as predicted only. The
+    same holds for int8 (``--precision int8``): ms off, a share measured here (its fp32/int8
+    ratio too, :mod:`hwprune.int8_budget`)."""
+    if (ctx.multi or not config.backend or ctx.cost.unit != "ms"
             or ctx.budget is None or ctx.budget.fraction() is not None
             or getattr(table, "backend", None) != config.backend):
         return config, None  # a share (0.5x) is judged against the unpruned model timed beside it: a proxy here

@@ -376,6 +376,29 @@ def test_validate_checks_an_int8_table_on_the_grid_a_search_spends_it_on(int8_ta
     assert all(v["measured_ms"] > 0 and v["predicted_ms"] > 0 for v in d["variants"])
 
 
+def test_an_int8_budget_in_ms_on_another_machines_table_is_predicted_only(int8_table, tmp_path):
+    """--precision int8 with a budget in ms on an int8 table of a device this machine cannot measure:
+    the closed loop is off (it would time the quantized model here and judge that device's
+    milliseconds by it), as for fp32; the verdict says not measured and the report warns."""
+    import json
+    import warnings
+
+    from hwprune.prune import PruneConfig, prune
+
+    d = json.loads(open(int8_table).read())
+    d["device"]["cpu"] = "Some Other CPU 9000"
+    other = tmp_path / "other-int8.json"
+    other.write_text(json.dumps(d))
+    base_ms = next(iter(d["models"].values()))["full_ms"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        r = prune(load_model("tiny_resnet_synthetic"),
+                  PruneConfig(strategy="uniform", budget=f"{0.8 * base_ms:.4f}ms", precision="int8", backend="ort-cpu",
+                              input_size=SIZE, closed_loop_rounds=0, progress=False), table=str(other)).report
+    assert r.latency.measured_ms is None and r.met_budget is None and r.verdict.startswith("not measured")
+    assert any("cannot measure" in w and "another device" in w for w in r.warnings)
+
+
 def test_prune_int8_spends_the_int8_table_and_measures_the_quantized_result(int8_table):
     """--precision int8 --budget 0.8x: the budget is a share of the fp32 unpruned model, turned into
     a share of the int8 one by one side-by-side measurement for the search; the closed loop measures
