@@ -351,3 +351,44 @@ def close_loop(ctx: SearchContext, loaded: LoadedModel, config: PruneConfig, str
               f"re-searching with the table target tightened {ctx.target:.3f} -> {new_target:.3f} ms",
               file=sys.stderr)
         out.widths = _search_at(ctx, strategy, new_target, out)
+
+
+def not_measurable_here(ctx: SearchContext, config: PruneConfig, table) -> tuple[PruneConfig, Optional[str]]:
+    """One budget in ms spent on a table of a device this machine cannot measure (its fingerprint
+    is another machine's, :func:`hwprune.service.reachable`): the closed loop would time *this*
+    machine and judge the other device's milliseconds by it (a 4 ms budget of a Jetson table met
+    on a workstation), so it is turned off and the result is checked by the table's prediction
+    only, said on stderr and in the report -- as a device among several budgets is
+    (:mod:`hwprune.devices`). Returns (config, the warning or None).
+
+    A share of the unpruned model (``0.5x``) is still measured here, beside the unpruned model: the
+    ratio on this machine is a proxy for the table's device (the tests of every strategy meet 0.5x
+    so with the committed tables of an AVX-512 host of this VM type on an AVX2 one, another device
+    by fingerprint), where the several-budget loop reports such a device as predicted only. The
+    same holds for int8 (``--precision int8``): ms off, a share measured here (its fp32/int8
+    ratio too, :mod:`hwprune.int8_budget`)."""
+    if (ctx.multi or not config.backend or ctx.cost.unit != "ms"
+            or ctx.budget is None or ctx.budget.fraction() is not None
+            or getattr(table, "backend", None) != config.backend):
+        return config, None  # a share (0.5x) is judged against the unpruned model timed beside it: a proxy here
+    from dataclasses import replace
+
+    from .service import reachable
+
+    ok, why = reachable(table)
+    if ok:
+        return config, None
+    warning = (f"the latency table {getattr(table, 'path', None) or ''} describes a device this machine cannot measure, "
+               f"{why}: the result is checked by the table's prediction only, not by the closed loop here (it would "
+               "time this machine); time it on that device (hwprune export, then hwprune-deploy bench there) or prune "
+               "against a table of this machine (hwprune profile)")
+    print(f"warning: {warning}", file=sys.stderr)
+    return replace(config, backend=None), warning
+
+
+def mark_not_measured(report, predicted: float, target: float, warning: str) -> None:
+    """The verdict and warning of a result :func:`not_measurable_here` kept from the closed loop."""
+    met = predicted <= target * (1 + 1e-9)
+    report.verdict = (f"not measured (the table's device is not this machine): predicted {predicted:.3f} ms "
+                      f"{'meets' if met else 'MISSES'} the budget's {target:.3f} ms on that device")
+    report.warnings.append(warning)

@@ -88,6 +88,12 @@ def prune_iterative(loaded: LoadedModel, config, calib=None, table=None, evaluat
     t0 = time.perf_counter()
     ctx0 = make_context(loaded, config, calib, table, evaluator)
     base, final = ctx0.baseline_cost, ctx0.target
+    if table is None and ctx0.constraints and getattr(ctx0.constraints[0].table, "path", None):
+        table = ctx0.constraints[0].table.path  # one budget bound to a table (0.5x@T) reads as --table T, as one-shot
+    from .closed_loop import mark_not_measured, not_measurable_here
+
+    # a budget in ms on another machine's table: the last step is not measured here (as a one-shot prune)
+    config_last, elsewhere = not_measurable_here(ctx0, config, as_table(table, check_device=False) if table is not None else None)
     targets = step_targets(base, final, config.iterative)
     current = copy.deepcopy(loaded.model)
     kept = {g.name: list(range(g.width)) for g in ctx0.graph.groups}
@@ -111,11 +117,11 @@ def prune_iterative(loaded: LoadedModel, config, calib=None, table=None, evaluat
         step: dict[str, Any] = {"step": k, "target": target, "fraction_of_unpruned": target / base,
                                 "predicted_before": cur, "predicted": ctx.predict(widths)}
         if last:
-            ctx.config = config  # the closed loop's tolerance, rounds and backend are the user's
+            ctx.config = config_last  # the closed loop's tolerance, rounds and backend are the user's
             ctx.budget = ctx0.budget  # the goal: a fraction of the *unpruned* model, measured
             # measured as a one-shot prune is (the table's precision and worker mode), without the
             # drift check (the context's baseline here is the current network's)
-            loop = close_loop(ctx, loaded, config, strategy, widths, table, as_table(table, check_device=False),
+            loop = close_loop(ctx, loaded, config_last, strategy, widths, table, as_table(table, check_device=False),
                               cut_from=current, check_drift=False)
             plan = loop.plan
             step["predicted"] = ctx.predict(loop.widths)
@@ -145,8 +151,10 @@ def prune_iterative(loaded: LoadedModel, config, calib=None, table=None, evaluat
     model.load_state_dict(current.state_dict())  # the composed plan is the same architecture
     loop.plan, loop.pruned = final_plan, model
     loop.widths = {g: len(v) for g, v in kept.items()}
-    report = build_report(ctx, loaded, config, loop, final, search_s + loop.search_seconds, None)
+    report = build_report(ctx, loaded, config_last, loop, final, search_s + loop.search_seconds, None)
     _fix_report(report, ctx0, loop.widths, base, time.perf_counter() - t0)
+    if elsewhere:
+        mark_not_measured(report, ctx0.predict(loop.widths), final, elsewhere)
     report.iterative = {"steps": len(targets), "schedule": "geometric: baseline * (target/baseline)**(k/K)",
                         "epochs_between": config.iterative_epochs, "history": steps}
     if evaluator is not None:

@@ -15,12 +15,10 @@ target scaled by budget/measured, and says so plainly if it still misses.
 from __future__ import annotations
 
 import copy
-import sys
 import time
-from typing import Optional
 
-from .closed_loop import (CONFIRM_BAND, DRIFT_WARN, MEASURE_STATISTIC, close_loop, measure_as,  # noqa: F401
-                          measure_pair)
+from .closed_loop import (CONFIRM_BAND, DRIFT_WARN, MEASURE_STATISTIC, close_loop, mark_not_measured,  # noqa: F401
+                          measure_as, measure_pair, not_measurable_here)
 from .errors import ConfigError
 from .models import LoadedModel
 from .prune_config import PruneConfig
@@ -111,39 +109,6 @@ def _int8_config(loaded: LoadedModel, config: PruneConfig, table):
     return resolve_int8_budget(loaded.model, config, x, spinning=spinning)
 
 
-def _not_measurable_here(ctx: SearchContext, config: PruneConfig, table) -> tuple[PruneConfig, Optional[str]]:
-    """One budget in ms spent on a table of a device this machine cannot measure (its fingerprint
-    is another machine's, :func:`hwprune.service.reachable`): the closed loop would time *this*
-    machine and judge the other device's milliseconds by it (a 4 ms budget of a Jetson table met
-    on a workstation), so it is turned off and the result is checked by the table's prediction
-    only, said on stderr and in the report -- as a device among several budgets is
-    (:mod:`hwprune.devices`). Returns (config, the warning or None).
-
-    A share of the unpruned model (``0.5x``) is still measured here, beside the unpruned model: the
-    ratio on this machine is a proxy for the table's device (the tests of every strategy meet 0.5x
-    so with the committed tables of an AVX-512 host of this VM type on an AVX2 one, another device
-    by fingerprint), where the several-budget loop reports such a device as predicted only. The
-    same holds for int8 (``--precision int8``): ms off, a share measured here (its fp32/int8
-    ratio too, :mod:`hwprune.int8_budget`)."""
-    if (ctx.multi or not config.backend or ctx.cost.unit != "ms"
-            or ctx.budget is None or ctx.budget.fraction() is not None
-            or getattr(table, "backend", None) != config.backend):
-        return config, None  # a share (0.5x) is judged against the unpruned model timed beside it: a proxy here
-    from dataclasses import replace
-
-    from .service import reachable
-
-    ok, why = reachable(table)
-    if ok:
-        return config, None
-    warning = (f"the latency table {getattr(table, 'path', None) or ''} describes a device this machine cannot measure, "
-               f"{why}: the result is checked by the table's prediction only, not by the closed loop here (it would "
-               "time this machine); time it on that device (hwprune export, then hwprune-deploy bench there) or prune "
-               "against a table of this machine (hwprune profile)")
-    print(f"warning: {warning}", file=sys.stderr)
-    return replace(config, backend=None), warning
-
-
 def _search_and_check(ctx: SearchContext, loaded: LoadedModel, config: PruneConfig, strategy, table, evaluator,
                       data, t0: float) -> PruneResult:
     original_target = ctx.target
@@ -154,7 +119,7 @@ def _search_and_check(ctx: SearchContext, loaded: LoadedModel, config: PruneConf
         from .latency import as_table
 
         measured_table = as_table(table)
-    config, elsewhere = _not_measurable_here(ctx, config, measured_table)
+    config, elsewhere = not_measurable_here(ctx, config, measured_table)
     if ctx.multi:  # several budgets: every reachable device is measured (hwprune.devices)
         from .devices import close_loop_devices
 
@@ -163,11 +128,7 @@ def _search_and_check(ctx: SearchContext, loaded: LoadedModel, config: PruneConf
         loop = close_loop(ctx, loaded, config, strategy, widths, table, measured_table)
     report = build_report(ctx, loaded, config, loop, original_target, search_s + loop.search_seconds, measured_table)
     if elsewhere:
-        met = ctx.predict(loop.widths) <= ctx.target * (1 + 1e-9)
-        report.verdict = (f"not measured (the table's device is not this machine): predicted "
-                          f"{ctx.predict(loop.widths):.3f} ms {'meets' if met else 'MISSES'} the budget's "
-                          f"{ctx.target:.3f} ms on that device")
-        report.warnings.append(elsewhere)
+        mark_not_measured(report, ctx.predict(loop.widths), ctx.target, elsewhere)
     if evaluator is not None:  # an evaluator may recalibrate BN in place: never let it touch the user's model
         report.accuracy = {"before": float(evaluator(copy.deepcopy(loaded.model))),
                            "after": float(evaluator(loop.pruned))}

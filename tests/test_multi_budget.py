@@ -423,3 +423,11 @@ def test_one_budget_on_another_machines_table_is_predicted_only(tables, tmp_path
     assert r.latency.predicted_ms <= frac * base_ms * (1 + 1e-3)
     assert any("cannot measure" in w and "another device" in w for w in r.warnings)
     assert share.latency.measured_ms is not None and not any("cannot measure" in w for w in share.warnings)
+    from hwprune.data import make_data  # --iterative 2: its last step is not measured here either
+
+    data = make_data("synthetic", input_size=32, n_train=32, n_val=32, calib_size=32, batch_size=32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        it = prune(loaded, PruneConfig(budget=f"{frac * base_ms:.4f}ms@{other}", iterative=2, **common),
+                   data=data).report
+    assert it.latency.measured_ms is None and it.verdict.startswith("not measured") and it.iterative["steps"] == 2
