@@ -70,11 +70,11 @@ def compose(kept_total: dict[str, list[int]], plan: PruningPlan) -> dict[str, li
 
 def prune_iterative(loaded: LoadedModel, config, calib=None, table=None, evaluator=None, data=None):
     """:func:`hwprune.prune.prune` in ``config.iterative`` steps (see module doc)."""
-    from .closed_loop import close_loop, provenance
+    from .closed_loop import close_loop, mark_not_measured, not_measurable_here, provenance
     from .latency import as_table
     from .prune_steps import PruneResult, build_report, finetune_pruned
     from .recover import RecoverConfig, recover
-    from .search import make_context, run_search, seed_everything
+    from .search import make_context, primary_table, run_search, seed_everything
     from .strategies import STRATEGIES
 
     if getattr(config, "more_budgets", ()):
@@ -88,12 +88,10 @@ def prune_iterative(loaded: LoadedModel, config, calib=None, table=None, evaluat
     t0 = time.perf_counter()
     ctx0 = make_context(loaded, config, calib, table, evaluator)
     base, final = ctx0.baseline_cost, ctx0.target
-    if table is None and ctx0.constraints and getattr(ctx0.constraints[0].table, "path", None):
-        table = ctx0.constraints[0].table.path  # one budget bound to a table (0.5x@T) reads as --table T, as one-shot
-    from .closed_loop import mark_not_measured, not_measurable_here
-
+    table = primary_table(ctx0, table)  # 0.5x@T reads as --table T, as in a one-shot prune
+    measured_table = as_table(table, check_device=False)  # the last step's loop measures as it was measured
     # a budget in ms on another machine's table: the last step is not measured here (as a one-shot prune)
-    config_last, elsewhere = not_measurable_here(ctx0, config, as_table(table, check_device=False) if table is not None else None)
+    config_last, elsewhere = not_measurable_here(ctx0, config, measured_table)
     targets = step_targets(base, final, config.iterative)
     current = copy.deepcopy(loaded.model)
     kept = {g.name: list(range(g.width)) for g in ctx0.graph.groups}
@@ -121,7 +119,7 @@ def prune_iterative(loaded: LoadedModel, config, calib=None, table=None, evaluat
             ctx.budget = ctx0.budget  # the goal: a fraction of the *unpruned* model, measured
             # measured as a one-shot prune is (the table's precision and worker mode), without the
             # drift check (the context's baseline here is the current network's)
-            loop = close_loop(ctx, loaded, config_last, strategy, widths, table, as_table(table, check_device=False),
+            loop = close_loop(ctx, loaded, config_last, strategy, widths, table, measured_table,
                               cut_from=current, check_drift=False)
             plan = loop.plan
             step["predicted"] = ctx.predict(loop.widths)

@@ -24,8 +24,8 @@ from .models import LoadedModel
 from .prune_config import PruneConfig
 from .prune_report import LatencyReport, PruneReport  # noqa: F401 (re-exported)
 from .prune_steps import PruneResult, build_report, finetune_pruned  # noqa: F401 (PruneResult re-exported)
-from .search import (SearchContext, make_context, reconstruct_model, run_search, seed_everything,  # noqa: F401
-                     with_default_align)
+from .search import (SearchContext, make_context, primary_table, reconstruct_model, run_search,  # noqa: F401
+                     seed_everything, with_default_align)
 
 __all__ = ["CONFIRM_BAND", "DRIFT_WARN", "MEASURE_STATISTIC", "LatencyReport", "PruneConfig", "PruneReport",
            "PruneResult", "SearchContext", "make_context", "measure_as", "measure_pair", "prune",
@@ -64,8 +64,7 @@ def prune(loaded: LoadedModel, config: PruneConfig, calib=None, table=None, eval
 
         ctx.fp32_fraction = parse_budget(int8["budget"]).fraction()
     ctx.train = getattr(data, "train", None)
-    if table is None and ctx.constraints and getattr(ctx.constraints[0].table, "path", None):
-        table = ctx.constraints[0].table.path  # one budget bound to a table (0.5x@T) reads as --table T
+    table = primary_table(ctx, table)  # one budget bound to a table (0.5x@T) reads as --table T
     from .executor import make_executor
 
     ctx.executor = make_executor(config.executor, config.ray_address, config.worker_threads)

@@ -286,6 +286,15 @@ def device_label(bound, table) -> str:
     return f"{settings} ({os.path.basename(t.path)})" if getattr(t, "path", None) else settings
 
 
+def primary_table(ctx, table):
+    """The table a search's closed loop and plan read: ``table`` (``--table``), else the one the first
+    budget is bound to (``0.5x@T`` reads as ``--table T``), else None -- for the one-shot prune and
+    the iterative one alike."""
+    if table is None and ctx.constraints and getattr(ctx.constraints[0].table, "path", None):
+        return ctx.constraints[0].table.path
+    return table
+
+
 def resolve_constraints(config: PruneConfig, graph, x, table=None) -> list[Constraint]:
     """Every budget of ``config`` resolved on ``graph``: a budget bound to a table (``0.5x@T``) is
     spent on that table, one without ``@`` on ``table`` (``--table``). A table for another model is

@@ -176,29 +176,29 @@ def check_bound_precision(bound, table_precision: str, search_precision: str, se
                       f"{search_precision}: {fix}")
 
 
-def budget_tables(bounds, default_table: Optional[str]) -> list:
-    """The tables the latency budgets ``bounds`` (:class:`hwprune.budget.BoundBudget`) are spent on
-    (``@TABLE``, else ``default_table``, the verb's --table), loaded without the other-device
-    warning (it comes once, later), first budget's first; a missing file is left out (it is
-    reported, with its fix, where the search loads it)."""
+def budget_tables(bounds, default_table: Optional[str], search_precision: str, budget_ref: str = "fp32") -> list:
+    """Before any model is loaded (``hwprune prune`` and ``hwprune run``), the tables the latency
+    budgets ``bounds`` (:class:`hwprune.budget.BoundBudget`) are spent on (``@TABLE``, else
+    ``default_table``, the verb's --table), loaded without the other-device warning (it comes once,
+    later), first budget's first. A budget bound to a missing table is a ConfigError
+    (:func:`hwprune.budget.check_tables_exist`); a missing --table is left out (it is reported, with
+    its fix, where it is read). Every bound table must hold latencies this search can spend
+    (:func:`check_bound_precision`), and ``budget_ref='int8'`` needs an int8 device to apply to
+    (:func:`check_budget_ref`); the search checks both again for library users."""
+    from .budget import check_tables_exist
     from .latency import LatencyTable
 
+    check_tables_exist(bounds)
     paths = [b.table or default_table for b in bounds if b.budget.is_latency]
     paths = list(dict.fromkeys(p for p in paths if p and os.path.isfile(p)))
-    return [LatencyTable.load(p, check_device=False) for p in paths]
-
-
-def check_bound_precisions(bounds, tables: list, search_precision: str, budget_ref: str = "fp32") -> None:
-    """Before any model is loaded (``hwprune prune`` and ``hwprune run``): every table a budget is
-    bound to (``@TABLE``; ``tables`` from :func:`budget_tables`) holds latencies this search can
-    spend (:func:`check_bound_precision`), and ``budget_ref='int8'`` has an int8 device to apply
-    to (:func:`check_budget_ref`); the search checks both again for library users."""
+    tables = [LatencyTable.load(p, check_device=False) for p in paths]
     by_path = {t.path: t for t in tables}
     bound = [(b, by_path[b.table].precision) for b in bounds if b.table is not None and b.table in by_path]
     for b, precision in bound:
         check_bound_precision(b, precision, search_precision, several=len(bounds) > 1, budget_ref=budget_ref,
                               table=by_path[b.table])
     check_budget_ref([p for _, p in bound], search_precision, budget_ref)
+    return tables
 
 
 def check_budget_ref(bound_precisions, search_precision: str, budget_ref: str) -> None:

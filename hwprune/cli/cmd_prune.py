@@ -333,18 +333,17 @@ def _recalibrate_tables(args, loaded, table: str | None, bounds) -> None:
 
 
 def run(args) -> int:
-    from ..budget import check_tables_exist, parse_budgets
-    from ..service import budget_tables, check_bound_precisions, measuring_threads
+    from ..budget import parse_budgets
+    from ..service import budget_tables, measuring_threads
 
     if args.sparsity:
         _check_sparsity(args)
         if args.ratio is None and args.budget is None:
             return run_sparsity_only(args)
     bounds = parse_budgets(args.budget or [])
-    check_tables_exist(bounds)  # a budget bound to a missing table fails before the model is loaded
     any_latency = any(b.budget.is_latency for b in bounds)
-    tables = budget_tables(bounds, args.table)
-    check_bound_precisions(bounds, tables, args.precision, args.budget_ref)  # before the model is loaded
+    # a budget bound to a missing table or one of a precision this search cannot spend: before the model is loaded
+    tables = budget_tables(bounds, args.table, args.precision, args.budget_ref)
     backend, primary = args.backend, _primary_table(args, bounds, tables)
     if backend is None and any_latency:
         backend = getattr(primary, "backend", None) or "ort-cpu"

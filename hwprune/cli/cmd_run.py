@@ -102,13 +102,10 @@ def run(args) -> int:
     tables = []
     if more and args.precision != "int8":  # several devices (int8: one, RunConfig says): bound tables there and
         # of a precision this run spends, before any work
-        from ..budget import check_tables_exist, parse_budgets
-        from ..service import budget_tables, check_bound_precisions
+        from ..budget import parse_budgets
+        from ..service import budget_tables
 
-        bounds = parse_budgets([args.budget, *more])
-        check_tables_exist(bounds)
-        tables = budget_tables(bounds, args.table)
-        check_bound_precisions(bounds, tables, args.precision)
+        tables = budget_tables(parse_budgets([args.budget, *more]), args.table, args.precision)
     elif args.table and os.path.isfile(args.table):  # a missing one is reported, with its fix, where it is read
         from ..latency import LatencyTable
 
