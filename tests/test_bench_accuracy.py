@@ -85,7 +85,8 @@ def test_seeds_run_as_ray_tasks_and_prune_the_one_unpruned_model(tmp_path):
     pytest.importorskip("ray")
     out = tmp_path / "ray"
     common = ["--quick", "--n-train", "64", "--n-search", "64", "--base-epochs", "1", "--recover-epochs", "1",
-              "--strategies", "uniform", "--recipes", "ft", "--skip", "families,regularize,convergence"]
+              "--strategies", "uniform", "--recipes", "ft", "--skip", "families,regularize,convergence",
+              "--budgets", "0.65"]  # above the quick table's floor of this 16-wide net (0.39-0.56x across hosts)
     bad = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "bench_accuracy.py"), *common, "--out",
                           str(tmp_path / "bad"), "--executor", "ray", "--ray-address", "127.0.0.1:9"],
                          capture_output=True, text=True)
@@ -103,7 +104,7 @@ def test_seeds_run_as_ray_tasks_and_prune_the_one_unpruned_model(tmp_path):
     assert set(got) == {(s, st, rc) for s in (0, 1) for st, rc in
                         (("unpruned", "trained"), ("uniform", "cut"), ("uniform", "ft"))}
     for s in (0, 1):
-        assert got[(s, "uniform", "cut")]["latency_ratio"] < 0.7  # pruned, and measured by the worker
+        assert got[(s, "uniform", "cut")]["latency_ratio"] < 0.8  # pruned, and measured by the worker
     # the unpruned model, trained here exactly as the driver trained it (1 torch thread, seed 0)
     b, threads = _bench(), torch.get_num_threads()
     torch.set_num_threads(1)
@@ -133,6 +134,7 @@ def test_recipe_variants_runs_are_the_same_on_ray_as_here(tmp_path):
     for ex in ("local", "ray"):
         r = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "recipe_variants.py"), "--table", str(table),
                             "--n-train", "256", "--base-epochs", "1", "--recover-epochs", "1", "--seeds", "0,1",
+                            "--budget", "0.65",  # above the quick table's floor (0.39-0.56x across hosts)
                             "--strategies", "uniform", "--recipes", "ft,kd", "--executor", ex,
                             "--out", str(tmp_path / f"{ex}.json")], capture_output=True, text=True, timeout=600)
         assert r.returncode == 0, r.stderr[-3000:]

@@ -24,6 +24,7 @@ from hwprune.latency import LatencyTable, ProfileConfig, profile
 from hwprune.models import load_model
 from hwprune.plan import PruningPlan, apply, example_input
 from hwprune.prune import PruneConfig, prune
+from hwprune.search import with_default_align
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -47,10 +48,13 @@ def setup(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("family")
     loaded = load_model("tiny_resnet")
     table = profile(loaded, ProfileConfig.quick(input_size=32, out=str(tmp / "t.json")), progress=False)
-    floor = _smallest_fraction(loaded, table, "ms")
+    # the grid prune picks for this table (16 on an AVX-512 host's NCHWc block, 8 on an AVX2 one): the floor on it
+    align = with_default_align(PruneConfig(budget="0.9x", input_size=32), table).align
+    floor = _smallest_fraction(loaded, table, "ms", align)
     assert floor < 0.6, f"the quick table's floor is {floor:.3f}x: too high to place three budgets above it"
     b = [f"{math.ceil((floor + d) * 100) / 100:.2f}x" for d in (0.05, 0.15, 0.35)]
-    result = prune(loaded, PruneConfig(strategy="global", budget=b[2], input_size=32, progress=False), table=table)
+    result = prune(loaded, PruneConfig(strategy="global", budget=b[2], input_size=32, progress=False, align=align),
+                   table=table)
     plan_path = str(tmp / "plan.json")
     result.plan.save(plan_path)
     return {"tmp": tmp, "loaded": loaded, "table": table, "plan": plan_path, "source": result.plan, "b": b}

@@ -26,7 +26,8 @@ def tiny():
 @pytest.fixture(scope="module")
 def table_path(tmp_path_factory):
     out = str(tmp_path_factory.mktemp("lat") / "t.json")
-    # align 8 explicitly: at the device's default (16 on AVX-512) this tiny net has 2 prunable groups
+    # align 8 explicitly (here and for validate, whose default is the device grid): at the device's default
+    # (16 on AVX-512) this tiny net has 2 prunable groups and a random variant can snap back to full width
     return profile(tiny(), ProfileConfig.quick(input_size=16, out=out, calib_variants=2, align=8), progress=False)
 
 
@@ -296,7 +297,7 @@ def test_atomic_save_leaves_no_partial_file(table_path, tmp_path):
 def test_validate_reports_errors(table_path):
     from hwprune_deploy.timing import Protocol
 
-    r = validate(tiny(), table_path, samples=3, seed=1, progress=False, passes=1,
+    r = validate(tiny(), table_path, samples=3, seed=1, align=8, progress=False, passes=1,
                  protocol=Protocol(warmup=1, repeats=3, min_repeat_ms=0.5))
     d = r.to_dict()
     assert d["samples"] == 3 and len(d["variants"]) == 3
@@ -338,7 +339,7 @@ def test_validate_reports_its_own_stopwatchs_repeatability(table_path):
     import numpy as np
     from hwprune_deploy.timing import Protocol
 
-    d = validate(tiny(), table_path, samples=3, seed=2, progress=False, passes=4, recalibrate=False,
+    d = validate(tiny(), table_path, samples=3, seed=2, align=8, progress=False, passes=4, recalibrate=False,
                  protocol=Protocol(warmup=1, repeats=3, min_repeat_ms=0.5)).to_dict()
     halves = [v["split_half"] for v in d["variants"]]
     assert all(h is not None and abs(h) < 1 for h in halves), halves  # two estimates of one ratio
@@ -530,7 +531,7 @@ def test_validate_shapes_times_structured_variants_apart(table_path):
     but reported apart, each with the table's and the units' ratio."""
     from hwprune_deploy.timing import Protocol
 
-    d = validate(tiny(), table_path, samples=2, seed=3, progress=False, passes=1, recalibrate=False, shapes=True,
+    d = validate(tiny(), table_path, samples=2, seed=3, align=8, progress=False, passes=1, recalibrate=False, shapes=True,
                  protocol=Protocol(warmup=1, repeats=2, min_repeat_ms=0.2)).to_dict()
     assert d["samples"] == 2 and len(d["variants"]) == 2  # the figures stay the random variants'
     shapes = {v["name"]: v for v in d["shapes"]}

@@ -220,9 +220,11 @@ def cut(loaded, strategy: str, budget: float, seed: int, table: str, data, evalu
         if strategy == "halp":  # halp's own floor (halp_max_prune, 0.625) set to F too: halp-mp1 is uncapped halp
             options["halp_max_prune"] = max_prune
     if strategy != "flops":
+        # align 8: the grid the table is profiled on (get_table), on every host -- the default would be the
+        # device's (16 on AVX-512), where this 16-wide net's groups have one width left and 0.5x is unreachable
         cfg = PruneConfig(strategy=strategy, budget=f"{budget}x", seed=seed, backend="ort-cpu", threads=threads,
                           closed_loop_rounds=2, progress=False, options=options, max_prune=max_prune,
-                          iterative=steps, iterative_epochs=1, distill=distill)
+                          iterative=steps, iterative_epochs=1, distill=distill, align=8)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return prune(loaded, cfg, table=table, **common), {}

@@ -102,6 +102,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--table", required=True, help="the benchmark's tiny_resnet table (bench_accuracy writes OUT/table.json)")
     ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--budget", type=float, default=0.5,
+                    help="the latency budget, a fraction of the unpruned model (default 0.5, the benchmark's first)")
     ap.add_argument("--strategies", default="uniform,halp")
     ap.add_argument("--recipes", default=",".join(RECIPES))
     ap.add_argument("--out", default=None, help="write every run here as JSON")
@@ -143,8 +145,8 @@ def main(argv=None) -> int:
     ev = make_evaluator("adaptive-bn", search)
     runs, cuts = [], {}
     for strategy in args.strategies.split(","):
-        cfg = PruneConfig(strategy=strategy, budget="0.5x", seed=0, progress=False, options=dict(P.options),
-                          closed_loop_rounds=0)
+        cfg = PruneConfig(strategy=strategy, budget=f"{args.budget}x", seed=0, progress=False, options=dict(P.options),
+                          closed_loop_rounds=0, align=8)  # the table's grid on every host (bench_accuracy.cut)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             cuts[strategy] = prune(loaded, cfg, table=args.table, calib=data.calib, evaluator=ev, data=data).model
