@@ -14,6 +14,7 @@ batch size), so a report can put measured speedup next to predicted.
 from __future__ import annotations
 
 import sys
+import warnings
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Sequence
 
@@ -164,6 +165,23 @@ def load_table(table):
 
 # ------------------------------------------------------------------------------------ the verb
 
+def _other_device(table, config: BenchConfig, backend) -> Optional[str]:
+    """A note when ``table`` was not measured as this bench measures: another backend, or the
+    fingerprint of another device or another thread count (:meth:`LatencyTable.check_device`). Its
+    predictions are then that device's milliseconds, set beside this machine's."""
+    if getattr(table, "backend", config.backend) != config.backend:
+        return (f"the table is of backend {table.backend} and this bench measured {config.backend}: its predictions "
+                "are that backend's")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        diff = table.check_device(backend.fingerprint()) if hasattr(table, "check_device") else []
+    if not diff:
+        return None
+    return ("the table describes another device or setting (" + "; ".join(diff[:3]) + "): its predictions are "
+            "that device's milliseconds, the measurements this machine's; profile this machine (hwprune profile) "
+            "to compare them, or bench on the table's device (hwprune export, then hwprune-deploy bench there)")
+
+
 def bench(models: Mapping[str, LoadedModel], config: BenchConfig, table=None, progress: bool = True) -> dict:
     """Measure ``models`` side by side at every batch size; the first model is the reference
     ("A") for speedups. Returns a JSON-able dict (rows, speedup per batch, predictions)."""
@@ -189,6 +207,9 @@ def bench(models: Mapping[str, LoadedModel], config: BenchConfig, table=None, pr
                 notes.append(f"{k}: no prediction ({why})")
         from .latency.measure import table_spinning
 
+        other = _other_device(table, config, backend)
+        if other:
+            notes.append(other)
         if config.spinning and not table_spinning(table):
             notes.append("the table was profiled with ORT's workers blocked; spinning runs small models faster "
                          "than it predicts (README: Spinning)")

@@ -151,3 +151,33 @@ def test_cli_bench_times_exported_onnx_files_as_they_are(tmp_path, capsys):
     assert main(["prune", "--model", str(base), "--ratio", "0.5", "--out", str(tmp_path / "p")]) == 2
     err = capsys.readouterr().err
     assert "is an exported file, not a PyTorch model" in err and "hwprune bench" in err
+
+
+def test_bench_says_when_its_table_describes_another_device():
+    """A table's predictions set beside this machine's measurements are compared like with like
+    only when the table was measured as the bench measures: a table whose fingerprint names another
+    CPU, or another thread count, gets a note naming the difference (report.md shows it under
+    predicted vs measured); this machine's own fingerprint gets none."""
+    import os
+    import warnings
+
+    from hwprune.bench import make_bench_backend
+    from hwprune.latency import LatencyTable
+
+    path = os.path.join(os.path.dirname(__file__), "..", "latency_tables", "amd-epyc-2c-ort-cpu-fp32-b1.json")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        table = LatencyTable.load(path)
+    cfg = BenchConfig(backend="ort-cpu", threads=1, batches=(1,), input_size=32, **FAST)
+    here = make_bench_backend(cfg).fingerprint()
+    m = load_model("tiny_resnet")
+    other = lambda res: [n for n in res["table"]["notes"] if "another device" in n]  # noqa: E731
+
+    table.device = dict(here)
+    assert other(bench({"a": m, "b": m}, cfg, table=table, progress=False)) == []
+    table.device = {**here, "cpu": "Some Other CPU"}
+    notes = other(bench({"a": m, "b": m}, cfg, table=table, progress=False))
+    assert len(notes) == 1 and "cpu: table 'Some Other CPU'" in notes[0] and "hwprune profile" in notes[0]
+    table.device = {**here, "threads": 2}
+    notes = other(bench({"a": m, "b": m}, cfg, table=table, progress=False))
+    assert len(notes) == 1 and "threads: table 2 vs here 1" in notes[0]
