@@ -386,6 +386,32 @@ def not_measurable_here(ctx: SearchContext, config: PruneConfig, table) -> tuple
     return replace(config, backend=None), warning
 
 
+def proxy_here(ctx: SearchContext, config: PruneConfig, table) -> Optional[str]:
+    """One budget that is a share of the unpruned model (``0.5x``) spent on a table of another
+    device whose backend runs here: the closed loop measures the pruned/unpruned ratio on *this*
+    machine as a proxy for that device's (:func:`hwprune.service.how_measured`, the rule several
+    budgets follow too). Returns the warning the report carries, or None where the loop measures
+    the table's own device (or nothing)."""
+    if (ctx.multi or not config.backend or ctx.cost.unit != "ms" or ctx.budget is None
+            or ctx.budget.fraction() is None or getattr(table, "backend", None) != config.backend):
+        return None
+    from .service import how_measured
+
+    how, why = how_measured(table, share=True)
+    if how != "proxy":
+        return None
+    return (f"the latency table {getattr(table, 'path', None) or ''} describes another device, {why}: the share "
+            f"{ctx.budget.text} was measured on this machine, pruned beside unpruned, as a proxy for that device's "
+            "ratio; time it there (hwprune export, then hwprune-deploy bench) or prune against a table of this machine")
+
+
+def mark_proxy(report, warning: str) -> None:
+    """The verdict and warning of a result measured here as a proxy (:func:`proxy_here`)."""
+    if report.verdict:
+        report.verdict += " (on this machine, a proxy for the table's device)"
+    report.warnings.append(warning)
+
+
 def mark_not_measured(report, predicted: float, target: float, warning: str) -> None:
     """The verdict and warning of a result :func:`not_measurable_here` kept from the closed loop."""
     met = predicted <= target * (1 + 1e-9)

@@ -7,7 +7,10 @@ device is *reachable* when that backend runs here and this machine's fingerprint
 (two ORT CPU tables of this machine with 1 and 2 threads are two reachable devices; a table from a
 Jetson is not). Reachable devices are measured side by side with the unpruned model exactly as the
 single-budget loop does (:func:`hwprune.latency.measure.measure_against_baseline`, the table's own
-settings); the others are reported as predicted only. FLOPs and params budgets are exact counts.
+settings). A share of the unpruned model (``0.6x@B``) on a table of another device whose backend
+runs here is measured here as a proxy for that device's ratio, as one such budget is, and says so
+(:func:`hwprune.service.how_measured`); the others are reported as predicted only. FLOPs and
+params budgets are exact counts.
 
 While a measured device misses its budget (beyond ``tolerance``), its target is tightened by
 measured/goal -- from what the table said of the missed result, as the single loop does -- and the
@@ -28,7 +31,7 @@ from .closed_loop import (CONFIRM_BAND, FP32_REF, LoopOutcome, drift_of, measure
 from .latency.measure import mean_timing, measure_against_baseline, table_spinning
 from .plan import apply
 from .search import Constraint, SearchContext, run_search
-from .service import reachable
+from .service import how_measured
 
 
 def _settings(table) -> dict[str, Any]:
@@ -54,14 +57,19 @@ def budget_text(row: dict[str, Any]) -> str:
 def device_line(row: dict[str, Any]) -> str:
     """One device on the terminal: budget, predicted, measured (or how it was checked), met."""
     return (f"{row['device']}: budget {budget_text(row)}, predicted {row['predicted']:.4g} {row['unit']}, "
-            + (f"measured {row['measured_ms']:.3f} ms (budget {row['budget_ms']:.3f} ms)"
+            + (f"measured {row['measured_ms']:.3f} ms (budget {row['budget_ms']:.3f} ms){_proxy(row)}"
                if row.get("measured_ms") is not None else row["checked"]) + f": {'met' if row['met'] else 'MISSED'}")
+
+
+def _proxy(row: dict[str, Any]) -> str:
+    return " on this machine, a proxy for that device" if row.get("proxy") else ""
 
 
 def device_row(ctx: SearchContext, i: int, c: Constraint, widths: dict[str, int], tolerance: float,
                reading: Optional[dict] = None, why_not: Optional[str] = None,
                original_target: Optional[float] = None) -> dict[str, Any]:
-    """One device of the report: budget, predicted, measured (None when not reachable), met."""
+    """One device of the report: budget, predicted, measured (None when not reachable), met. A
+    reading with ``why_not`` was taken here as a proxy for the table's device (``row["proxy"]``)."""
     predicted = ctx.predict_on(i, widths)
     row: dict[str, Any] = {"device": c.label, "budget": c.budget.text, "unit": c.cost.unit,
                            "table": getattr(c.table, "path", None) if c.budget.is_latency else None,
@@ -85,6 +93,8 @@ def device_row(ctx: SearchContext, i: int, c: Constraint, widths: dict[str, int]
         row.update(baseline_ms=b, measured_ms=p, measured_median_ms=reading["pruned"].median_ms,
                    speedup_measured=b / max(p, 1e-12), budget_ms=goal, met=p <= goal * (1 + tolerance),
                    checked="measured")
+        if why_not:
+            row["proxy"] = why_not
     else:
         row.update(met=predicted <= c.target * (1 + 1e-9), measured_ms=None,
                    checked="exact count" if not c.budget.is_latency else "predicted only")
@@ -106,8 +116,9 @@ def close_loop_devices(ctx: SearchContext, loaded, config, strategy: Callable, w
             continue
         if not config.backend:
             reach[i] = (False, "closed loop off (--backend none)")
-        else:
-            reach[i] = reachable(c.table)
+        else:  # a share on another device whose backend runs here: measured here as a proxy (row["proxy"])
+            how, why = how_measured(c.table, share=c.budget.fraction() is not None and c.fp32_fraction is None)
+            reach[i] = (how is not None, why)
     while True:
         first = ctx.constraints[0].table  # the plan's table: the first budget's (bound or --table)
         out.plan = ctx.plan_for(out.widths, provenance={**provenance(ctx, config, getattr(first, "path", table)),
@@ -131,7 +142,8 @@ def close_loop_devices(ctx: SearchContext, loaded, config, strategy: Callable, w
                     again = _measure(c, pair, x)  # near the line: measure again and pool, as one device
                     reading = {k: mean_timing(reading[k], again[k]) for k in reading}
             row = device_row(ctx, i, c, out.widths, config.tolerance, reading, why, originals[i])
-            if reading is not None and i not in drift:  # the first reading of each device's unpruned model
+            if reading is not None and i not in drift and not why:  # the first reading of each device's unpruned
+                # model, where it is that device (a proxy reading is this machine's, not meant to match the table)
                 drift[i] = drift_of(c.baseline, row["baseline_ms"], ctx.model_id.get("spec", "M"), c.table, c.label)
             if drift.get(i):
                 row["table_drift"] = drift[i]
@@ -176,7 +188,7 @@ def verdict(rows: list[dict[str, Any]], tolerance: float) -> str:
     for r in rows:
         if r["checked"] == "measured":
             parts.append(f"{r['device']}: measured {r['measured_ms']:.3f} ms "
-                         f"{'meets' if r['met'] else 'MISSES'} {budget_text(r)} = {r['budget_ms']:.3f} ms")
+                         f"{'meets' if r['met'] else 'MISSES'} {budget_text(r)} = {r['budget_ms']:.3f} ms{_proxy(r)}")
         else:
             parts.append(f"{r['device']}: {r['checked']} {r['predicted']:.4g} {r['unit']} "
                          f"{'meets' if r['met'] else 'MISSES'} {r['budget']}")
@@ -197,8 +209,8 @@ def devices_markdown(rows: list[dict[str, Any]]) -> list[str]:
         unit = r["unit"]
         pred = (f"{r['predicted']:.3f} ms" if unit == "ms" else f"{r['predicted'] / 1e9:.4f} G{unit}"
                 if unit == "flops" else f"{r['predicted'] / 1e6:.4f} M {unit}")
-        meas = (f"{r['measured_ms']:.3f} ms (of {r['baseline_ms']:.3f})" if r.get("measured_ms") is not None
-                else r["checked"])
+        meas = (f"{r['measured_ms']:.3f} ms (of {r['baseline_ms']:.3f}" + (", here: proxy" if r.get("proxy") else "")
+                + ")" if r.get("measured_ms") is not None else r["checked"])
         budget = budget_text(r) + (f" = {r['budget_ms']:.3f} ms" if r.get("budget_ms") else "")
         L.append(f"| {r['device']} | {budget} | {pred} | {meas} | {'yes' if r['met'] else '**no**'} |")
     return L

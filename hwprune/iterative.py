@@ -70,7 +70,7 @@ def compose(kept_total: dict[str, list[int]], plan: PruningPlan) -> dict[str, li
 
 def prune_iterative(loaded: LoadedModel, config, calib=None, table=None, evaluator=None, data=None):
     """:func:`hwprune.prune.prune` in ``config.iterative`` steps (see module doc)."""
-    from .closed_loop import close_loop, mark_not_measured, not_measurable_here, provenance
+    from .closed_loop import close_loop, mark_not_measured, mark_proxy, not_measurable_here, provenance, proxy_here
     from .latency import as_table
     from .prune_steps import PruneResult, build_report, finetune_pruned
     from .recover import RecoverConfig, recover
@@ -153,6 +153,8 @@ def prune_iterative(loaded: LoadedModel, config, calib=None, table=None, evaluat
     _fix_report(report, ctx0, loop.widths, base, time.perf_counter() - t0)
     if elsewhere:
         mark_not_measured(report, ctx0.predict(loop.widths), final, elsewhere)
+    elif loop.measured is not None and (proxy := proxy_here(ctx0, config_last, measured_table)):
+        mark_proxy(report, proxy)
     report.iterative = {"steps": len(targets), "schedule": "geometric: baseline * (target/baseline)**(k/K)",
                         "epochs_between": config.iterative_epochs, "history": steps}
     if evaluator is not None:

@@ -18,7 +18,7 @@ import copy
 import time
 
 from .closed_loop import (CONFIRM_BAND, DRIFT_WARN, MEASURE_STATISTIC, close_loop, mark_not_measured,  # noqa: F401
-                          measure_as, measure_pair, not_measurable_here)
+                          mark_proxy, measure_as, measure_pair, not_measurable_here, proxy_here)
 from .errors import ConfigError
 from .models import LoadedModel
 from .prune_config import PruneConfig
@@ -119,15 +119,18 @@ def _search_and_check(ctx: SearchContext, loaded: LoadedModel, config: PruneConf
 
         measured_table = as_table(table)
     config, elsewhere = not_measurable_here(ctx, config, measured_table)
+    proxy = None if elsewhere else proxy_here(ctx, config, measured_table)  # a share on another device's table
     if ctx.multi:  # several budgets: every reachable device is measured (hwprune.devices)
         from .devices import close_loop_devices
 
         loop = close_loop_devices(ctx, loaded, config, strategy, widths, table)
-    else:
-        loop = close_loop(ctx, loaded, config, strategy, widths, table, measured_table)
+    else:  # no drift check against another device's table: this machine is not meant to read as it predicts
+        loop = close_loop(ctx, loaded, config, strategy, widths, table, measured_table, check_drift=proxy is None)
     report = build_report(ctx, loaded, config, loop, original_target, search_s + loop.search_seconds, measured_table)
     if elsewhere:
         mark_not_measured(report, ctx.predict(loop.widths), ctx.target, elsewhere)
+    elif proxy and loop.measured is not None:
+        mark_proxy(report, proxy)
     if evaluator is not None:  # an evaluator may recalibrate BN in place: never let it touch the user's model
         report.accuracy = {"before": float(evaluator(copy.deepcopy(loaded.model))),
                            "after": float(evaluator(loop.pruned))}

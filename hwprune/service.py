@@ -104,24 +104,41 @@ def spends(search_precision: str, table_precision: str) -> bool:
 def reachable(table) -> tuple[bool, Optional[str]]:
     """(can this machine measure as ``table`` was measured, why not): its backend runs here and this
     machine's fingerprint is the table's (:mod:`hwprune.devices`)."""
+    how, why = how_measured(table)
+    return how == "here", why
+
+
+def how_measured(table, share: bool = False) -> tuple[Optional[str], Optional[str]]:
+    """How a budget spent on ``table`` is checked by measurement on this machine, and why not fully:
+
+    - ``("here", None)``: the table's device is this machine (:func:`reachable`);
+    - ``("proxy", why)``: ``share`` (a budget that is a share of the unpruned model, ``0.5x``) and
+      the table's backend runs here but its fingerprint is another device's: the pruned/unpruned
+      ratio is measured here, side by side, as a proxy for that device's -- said in the verdict;
+    - ``(None, why)``: not measurable here (a budget in ms on another device, or a backend that
+      does not run here): checked by the table's prediction only.
+
+    One rule for one budget and several (:func:`hwprune.closed_loop.proxy_here`,
+    :func:`hwprune.devices.close_loop_devices`)."""
     from .backends import get_backend
     from .errors import HwpruneError
 
     if not hasattr(table, "backend"):
-        return False, "no latency table"
+        return None, "no latency table"
     try:
         be = get_backend(table.backend, threads=int(table.device.get("threads", 2)), precision=table.precision)
         current = be.fingerprint()
     except HwpruneError as e:
-        return False, f"backend {table.backend} is not usable here: {str(e).splitlines()[0]}"
+        return None, f"backend {table.backend} is not usable here: {str(e).splitlines()[0]}"
     except Exception as e:  # a runtime that fails to start is just as unreachable
-        return False, f"backend {table.backend} failed to start here: {e}"
+        return None, f"backend {table.backend} failed to start here: {e}"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         diff = table.check_device(current)
     if diff:
-        return False, "measured on another device (" + "; ".join(diff[:3]) + ")"
-    return True, None
+        why = "measured on another device (" + "; ".join(diff[:3]) + ")"
+        return ("proxy" if share else None), why
+    return "here", None
 
 
 def fp32_share_on_int8(budget, table_precision: str, search_precision: str, budget_ref: str) -> bool:

@@ -95,7 +95,10 @@ def recalibrate(loaded: LoadedModel, table_path: str, threads: Optional[int] = N
     common factor (see :func:`hwprune.latency.validate.validate`), so ~30 s of whole-model timing
     before a search is cheaper than a fresh profile. Returns the calibration before and after."""
     t0 = time.perf_counter()
-    table = LatencyTable.load(table_path)
+    table = LatencyTable.load(table_path, check_device=False)
+    meas = Measurer(table.backend, threads or int(table.device.get("threads", 2)), table.precision,
+                    spinning=table_spinning(table))
+    _check_same_hardware(table, table_path, meas.threads)
     spec = loaded.model_id.get("spec")
     if input_size is None:
         input_size = profiled_input_size(table, loaded)
@@ -106,8 +109,6 @@ def recalibrate(loaded: LoadedModel, table_path: str, threads: Optional[int] = N
     widths = calibration_set(table, graph, int(table.protocol.get("align") or 8),
                              int(table.protocol.get("min_width") or 8))
     variants = {"full": {}, **{f"calib{i}": w for i, w in enumerate(widths)}}
-    meas = Measurer(table.backend, threads or int(table.device.get("threads", 2)), table.precision,
-                    spinning=table_spinning(table))
     timings = _time_variants(meas, loaded, x, variants, passes)
     store_calibration(table, rec, variants, {k: timing_ms(t) for k, t in timings.items()})
     seconds = round(time.perf_counter() - t0, 1)
@@ -117,6 +118,31 @@ def recalibrate(loaded: LoadedModel, table_path: str, threads: Optional[int] = N
     table.save(table_path)
     return {"before": before, "after": {k: rec.get(k) for k in ("full_ms", "remainder_ms")} |
             {"calibration": rec["calibration"]}, "seconds": seconds, "variants": len(widths)}
+
+
+#: fingerprint fields that name the hardware (:meth:`LatencyTable.check_device` compares runtime
+#: versions and threads too): a table whose hardware is not this machine's is not re-timed here
+HARDWARE_KEYS = ("cpu", "cpu_id", "nchwc_block", "cores", "machine", "gpu")
+
+
+def _check_same_hardware(table: LatencyTable, table_path: str, threads: int) -> None:
+    """Refuse to recalibrate a table of other hardware: re-timing it here would write this
+    machine's speed into that device's table (another runtime version or thread count is what a
+    recalibration is for, and passes)."""
+    import warnings
+
+    from ..backends import get_backend
+    from ..errors import ConfigError
+
+    current = get_backend(table.backend, threads=threads, precision=table.precision).fingerprint()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        diff = table.check_device(current)
+    hw = [d for d in diff if d.split(":")[0] in HARDWARE_KEYS]
+    if hw:
+        raise ConfigError(f"latency table {table_path} describes other hardware ({'; '.join(hw[:3])}): recalibrating "
+                          "it here would write this machine's speed into that device's table; profile this machine "
+                          "into a new table (hwprune profile --out NEW.json), or recalibrate on the table's device")
 
 
 MIN_SLOPE = 0.05  # d(predicted) / d(units sum) at least this; launch-bound GPU models sit near 0.15
