@@ -91,13 +91,14 @@ def recalibrate(loaded: LoadedModel, table_path: str, threads: Optional[int] = N
                 input_size: Optional[int] = None) -> dict:
     """Bring a table's calibration for ``loaded`` to the machine as it is now: re-time the full
     model and the table's own calibration variants (side by side, as :func:`~hwprune.latency.profile.profile` does) and
-    re-fit the residual curve; units are kept. A shared machine drifts over hours, and not by a
+    re-fit the residual curve; units are kept. Whole models are timed with the protocol the table
+    records (:func:`_model_protocol`), in the default number of passes. A shared machine drifts over hours, and not by a
     common factor (see :func:`hwprune.latency.validate.validate`), so ~30 s of whole-model timing
     before a search is cheaper than a fresh profile. Returns the calibration before and after."""
     t0 = time.perf_counter()
     table = LatencyTable.load(table_path, check_device=False)
     meas = Measurer(table.backend, threads or int(table.device.get("threads", 2)), table.precision,
-                    spinning=table_spinning(table))
+                    model_protocol=_model_protocol(table), spinning=table_spinning(table))
     _check_same_hardware(table, table_path, meas.threads)
     spec = loaded.model_id.get("spec")
     if input_size is None:
@@ -118,6 +119,16 @@ def recalibrate(loaded: LoadedModel, table_path: str, threads: Optional[int] = N
     table.save(table_path)
     return {"before": before, "after": {k: rec.get(k) for k in ("full_ms", "remainder_ms")} |
             {"calibration": rec["calibration"]}, "seconds": seconds, "variants": len(widths)}
+
+
+def _model_protocol(table: LatencyTable):
+    """The whole-model protocol ``table`` was profiled with (a quick table's is short), so a
+    recalibration times as the profile did; None (the default protocol) where it records none."""
+    from hwprune_deploy.timing import Protocol
+
+    rec = (table.protocol or {}).get("model") or {}
+    keys = ("warmup", "repeats", "min_repeat_ms", "statistic")
+    return Protocol(**{k: rec[k] for k in keys}) if all(k in rec for k in keys) else None
 
 
 #: fingerprint fields that name the hardware (:meth:`LatencyTable.check_device` compares runtime
