@@ -123,18 +123,26 @@ def test_prune_ratio_with_table_reports_predicted_latency(tmp_path, capsys):
     assert f"latency predicted {lat['baseline_predicted_ms']:.3f} -> {lat['predicted_ms']:.3f} ms" in capsys.readouterr().out
 
 
-def test_prune_measures_on_the_tables_backend(tmp_path, capsys):
+@pytest.fixture(scope="module")
+def torch_cpu_table(tmp_path_factory):
+    """A quick torch-cpu table of tiny_resnet at 16 px (read, never written, by the tests below)."""
+    from hwprune.latency import ProfileConfig, profile
+    from hwprune.models import load_model
+
+    return profile(load_model("tiny_resnet"), ProfileConfig.quick(backend="torch-cpu", input_size=16, align=8,
+                                                                  out=str(tmp_path_factory.mktemp("tc") / "t.json")),
+                   progress=False)
+
+
+def test_prune_measures_on_the_tables_backend(tmp_path, capsys, torch_cpu_table):
     """A budget spent on a torch-cpu table is checked on torch-cpu, not on the ORT CPU default: the
     closed loop measures where the table was measured unless --backend says otherwise (before, a GPU
     table's budget was judged on ORT CPU). The budget is one any model meets (a quick torch-cpu
     table on CI's busy cores once read this model at 180 ms, and 0.9x was out of its reach): what
     is checked is where the loop measured, not how far it pruned."""
     from hwprune.cli.main import main
-    from hwprune.latency import ProfileConfig, profile
-    from hwprune.models import load_model
 
-    table = profile(load_model("tiny_resnet"), ProfileConfig.quick(backend="torch-cpu", input_size=16, align=8,
-                                                                   out=str(tmp_path / "t.json")), progress=False)
+    table = torch_cpu_table
     out = tmp_path / "o"
     assert main(["prune", "--model", "tiny_resnet", "--input-size", "16", "--budget", "60000ms", "--align", "8",
                  "--table", table, "--out", str(out), "--quiet", "--closed-loop-rounds", "1"]) == 0
@@ -148,7 +156,7 @@ def test_prune_measures_on_the_tables_backend(tmp_path, capsys):
     assert json.loads((out2 / "report.json").read_text())["latency"]["backend"] == "ort-cpu"
 
 
-def test_a_float_search_spends_a_half_precision_gpu_table(tmp_path, capsys):
+def test_a_float_search_spends_a_half_precision_gpu_table(tmp_path, capsys, torch_cpu_table):
     """A GPU table profiled in fp16 (hwprune profile --backend torch-cuda --precision fp16) is spent
     by the default (fp32, float) search, as the closed loop already checks such a table in its own
     precision; before, prune refused it ("holds fp16 latencies and this search is fp32") and an fp16
@@ -156,12 +164,8 @@ def test_a_float_search_spends_a_half_precision_gpu_table(tmp_path, capsys):
     here: a real torch-cpu table relabelled fp16 stands in for the table, with --backend none
     (nothing is measured, so nothing is passed off as an fp16 measurement)."""
     from hwprune.cli.main import main
-    from hwprune.latency import ProfileConfig, profile
-    from hwprune.models import load_model
 
-    table = profile(load_model("tiny_resnet"), ProfileConfig.quick(backend="torch-cpu", input_size=16, align=8,
-                                                                   out=str(tmp_path / "t.json")), progress=False)
-    doc = json.loads(open(table).read())
+    doc = json.loads(open(torch_cpu_table).read())
     doc["precision"] = "fp16"
     half = tmp_path / "fp16.json"
     half.write_text(json.dumps(doc))
