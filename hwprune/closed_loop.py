@@ -400,9 +400,12 @@ def proxy_here(ctx: SearchContext, config: PruneConfig, table) -> Optional[str]:
     how, why = how_measured(table, share=True)
     if how != "proxy":
         return None
-    return (f"the latency table {getattr(table, 'path', None) or ''} describes another device, {why}: the share "
-            f"{ctx.budget.text} was measured on this machine, pruned beside unpruned, as a proxy for that device's "
-            "ratio; time it there (hwprune export, then hwprune-deploy bench) or prune against a table of this machine")
+    warning = (f"the latency table {getattr(table, 'path', None) or ''} describes another device, {why}: the share "
+               f"{ctx.budget.text} is measured on this machine, pruned beside unpruned, as a proxy for that device's "
+               "ratio; time it there (hwprune export, then hwprune-deploy bench) or prune against a table of this "
+               "machine")
+    print(f"warning: {warning}", file=sys.stderr)
+    return warning
 
 
 def mark_proxy(report, warning: str) -> None:
