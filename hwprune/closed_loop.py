@@ -353,70 +353,58 @@ def close_loop(ctx: SearchContext, loaded: LoadedModel, config: PruneConfig, str
         out.widths = _search_at(ctx, strategy, new_target, out)
 
 
-def not_measurable_here(ctx: SearchContext, config: PruneConfig, table) -> tuple[PruneConfig, Optional[str]]:
-    """One budget in ms spent on a table of a device this machine cannot measure (its fingerprint
-    is another machine's, :func:`hwprune.service.reachable`): the closed loop would time *this*
-    machine and judge the other device's milliseconds by it (a 4 ms budget of a Jetson table met
-    on a workstation), so it is turned off and the result is checked by the table's prediction
-    only, said on stderr and in the report -- as a device among several budgets is
-    (:mod:`hwprune.devices`). Returns (config, the warning or None).
+def where_measured(ctx: SearchContext, config: PruneConfig, table) -> tuple[PruneConfig, Optional[str], Optional[str]]:
+    """Where one budget's closed loop can measure what ``table`` predicts, by the rule several
+    budgets follow too (:func:`hwprune.service.how_measured`). Returns (config, not measured,
+    proxy): the two warnings (said on stderr; the caller puts them in the report), at most one set.
 
-    A share of the unpruned model (``0.5x``) is still measured here, beside the unpruned model: the
-    ratio on this machine is a proxy for the table's device (the tests of every strategy meet 0.5x
-    so with the committed tables of an AVX-512 host of this VM type on an AVX2 one, another device
-    by fingerprint), where the several-budget loop reports such a device as predicted only. The
-    same holds for int8 (``--precision int8``): ms off, a share measured here (its fp32/int8
+    - A budget **in ms** on a table of a device this machine cannot measure (its fingerprint is
+      another machine's): the loop would time *this* machine and judge the other device's
+      milliseconds by it (a 4 ms budget of a Jetson table met on a workstation), so it is turned
+      off (``config.backend`` None) and the result is checked by the table's prediction only
+      (:func:`mark_not_measured`).
+    - A **share** of the unpruned model (``0.5x``) on such a table whose backend runs here is
+      measured here, pruned beside unpruned, as a proxy for that device's ratio (the tests of every
+      strategy meet 0.5x so with the committed tables of an AVX-512 EPYC on other hosts), and the
+      verdict says so (:func:`mark_proxy`); no drift check then.
+
+    The same holds for int8 (``--precision int8``): ms off, a share measured here (its fp32/int8
     ratio too, :mod:`hwprune.int8_budget`)."""
-    if (ctx.multi or not config.backend or ctx.cost.unit != "ms"
-            or ctx.budget is None or ctx.budget.fraction() is not None
+    if (ctx.multi or not config.backend or ctx.cost.unit != "ms" or ctx.budget is None
             or getattr(table, "backend", None) != config.backend):
-        return config, None  # a share (0.5x) is judged against the unpruned model timed beside it: a proxy here
+        return config, None, None
     from dataclasses import replace
 
-    from .service import reachable
+    from .service import how_measured
 
-    ok, why = reachable(table)
-    if ok:
-        return config, None
-    warning = (f"the latency table {getattr(table, 'path', None) or ''} describes a device this machine cannot measure, "
+    share = ctx.budget.fraction() is not None
+    how, why = how_measured(table, share=share)
+    if how == "here" or (how is None and share):  # a share on a backend that does not run here: left to the loop
+        return config, None, None
+    path = getattr(table, "path", None) or ""
+    if how == "proxy":
+        warning = (f"the latency table {path} describes another device, {why}: the share {ctx.budget.text} is "
+                   "measured on this machine, pruned beside unpruned, as a proxy for that device's ratio; time it "
+                   "there (hwprune export, then hwprune-deploy bench) or prune against a table of this machine")
+        print(f"warning: {warning}", file=sys.stderr)
+        return config, None, warning
+    warning = (f"the latency table {path} describes a device this machine cannot measure, "
                f"{why}: the result is checked by the table's prediction only, not by the closed loop here (it would "
                "time this machine); time it on that device (hwprune export, then hwprune-deploy bench there) or prune "
                "against a table of this machine (hwprune profile)")
     print(f"warning: {warning}", file=sys.stderr)
-    return replace(config, backend=None), warning
-
-
-def proxy_here(ctx: SearchContext, config: PruneConfig, table) -> Optional[str]:
-    """One budget that is a share of the unpruned model (``0.5x``) spent on a table of another
-    device whose backend runs here: the closed loop measures the pruned/unpruned ratio on *this*
-    machine as a proxy for that device's (:func:`hwprune.service.how_measured`, the rule several
-    budgets follow too). Returns the warning the report carries, or None where the loop measures
-    the table's own device (or nothing)."""
-    if (ctx.multi or not config.backend or ctx.cost.unit != "ms" or ctx.budget is None
-            or ctx.budget.fraction() is None or getattr(table, "backend", None) != config.backend):
-        return None
-    from .service import how_measured
-
-    how, why = how_measured(table, share=True)
-    if how != "proxy":
-        return None
-    warning = (f"the latency table {getattr(table, 'path', None) or ''} describes another device, {why}: the share "
-               f"{ctx.budget.text} is measured on this machine, pruned beside unpruned, as a proxy for that device's "
-               "ratio; time it there (hwprune export, then hwprune-deploy bench) or prune against a table of this "
-               "machine")
-    print(f"warning: {warning}", file=sys.stderr)
-    return warning
+    return replace(config, backend=None), warning, None
 
 
 def mark_proxy(report, warning: str) -> None:
-    """The verdict and warning of a result measured here as a proxy (:func:`proxy_here`)."""
+    """The verdict and warning of a result measured here as a proxy (:func:`where_measured`)."""
     if report.verdict:
         report.verdict += " (on this machine, a proxy for the table's device)"
     report.warnings.append(warning)
 
 
 def mark_not_measured(report, predicted: float, target: float, warning: str) -> None:
-    """The verdict and warning of a result :func:`not_measurable_here` kept from the closed loop."""
+    """The verdict and warning of a result :func:`where_measured` kept from the closed loop."""
     met = predicted <= target * (1 + 1e-9)
     report.verdict = (f"not measured (the table's device is not this machine): predicted {predicted:.3f} ms "
                       f"{'meets' if met else 'MISSES'} the budget's {target:.3f} ms on that device")

@@ -70,7 +70,7 @@ def compose(kept_total: dict[str, list[int]], plan: PruningPlan) -> dict[str, li
 
 def prune_iterative(loaded: LoadedModel, config, calib=None, table=None, evaluator=None, data=None):
     """:func:`hwprune.prune.prune` in ``config.iterative`` steps (see module doc)."""
-    from .closed_loop import close_loop, mark_not_measured, mark_proxy, not_measurable_here, provenance, proxy_here
+    from .closed_loop import close_loop, mark_not_measured, mark_proxy, provenance, where_measured
     from .latency import as_table
     from .prune_steps import PruneResult, build_report, finetune_pruned
     from .recover import RecoverConfig, recover
@@ -90,8 +90,8 @@ def prune_iterative(loaded: LoadedModel, config, calib=None, table=None, evaluat
     base, final = ctx0.baseline_cost, ctx0.target
     table = primary_table(ctx0, table)  # 0.5x@T reads as --table T, as in a one-shot prune
     measured_table = as_table(table, check_device=False)  # the last step's loop measures as it was measured
-    # a budget in ms on another machine's table: the last step is not measured here (as a one-shot prune)
-    config_last, elsewhere = not_measurable_here(ctx0, config, measured_table)
+    # another machine's table: a budget in ms is not measured in the last step, a share is, as a proxy (as one-shot)
+    config_last, elsewhere, proxy = where_measured(ctx0, config, measured_table)
     targets = step_targets(base, final, config.iterative)
     current = copy.deepcopy(loaded.model)
     kept = {g.name: list(range(g.width)) for g in ctx0.graph.groups}
@@ -153,7 +153,7 @@ def prune_iterative(loaded: LoadedModel, config, calib=None, table=None, evaluat
     _fix_report(report, ctx0, loop.widths, base, time.perf_counter() - t0)
     if elsewhere:
         mark_not_measured(report, ctx0.predict(loop.widths), final, elsewhere)
-    elif loop.measured is not None and (proxy := proxy_here(ctx0, config_last, measured_table)):
+    elif proxy and loop.measured is not None:
         mark_proxy(report, proxy)
     report.iterative = {"steps": len(targets), "schedule": "geometric: baseline * (target/baseline)**(k/K)",
                         "epochs_between": config.iterative_epochs, "history": steps}

@@ -18,7 +18,7 @@ import copy
 import time
 
 from .closed_loop import (CONFIRM_BAND, DRIFT_WARN, MEASURE_STATISTIC, close_loop, mark_not_measured,  # noqa: F401
-                          mark_proxy, measure_as, measure_pair, not_measurable_here, proxy_here)
+                          mark_proxy, measure_as, measure_pair, where_measured)
 from .errors import ConfigError
 from .models import LoadedModel
 from .prune_config import PruneConfig
@@ -118,8 +118,7 @@ def _search_and_check(ctx: SearchContext, loaded: LoadedModel, config: PruneConf
         from .latency import as_table
 
         measured_table = as_table(table)
-    config, elsewhere = not_measurable_here(ctx, config, measured_table)
-    proxy = None if elsewhere else proxy_here(ctx, config, measured_table)  # a share on another device's table
+    config, elsewhere, proxy = where_measured(ctx, config, measured_table)  # another device's table: ms off, share proxy
     if ctx.multi:  # several budgets: every reachable device is measured (hwprune.devices)
         from .devices import close_loop_devices
 

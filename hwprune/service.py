@@ -118,7 +118,7 @@ def how_measured(table, share: bool = False) -> tuple[Optional[str], Optional[st
     - ``(None, why)``: not measurable here (a budget in ms on another device, or a backend that
       does not run here): checked by the table's prediction only.
 
-    One rule for one budget and several (:func:`hwprune.closed_loop.proxy_here`,
+    One rule for one budget and several (:func:`hwprune.closed_loop.where_measured`,
     :func:`hwprune.devices.close_loop_devices`)."""
     from .backends import get_backend
     from .errors import HwpruneError

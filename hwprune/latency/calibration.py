@@ -99,7 +99,7 @@ def recalibrate(loaded: LoadedModel, table_path: str, threads: Optional[int] = N
     table = LatencyTable.load(table_path, check_device=False)
     meas = Measurer(table.backend, threads or int(table.device.get("threads", 2)), table.precision,
                     model_protocol=_model_protocol(table), spinning=table_spinning(table))
-    _check_same_hardware(table, table_path, meas.threads)
+    _check_same_hardware(table, table_path)
     spec = loaded.model_id.get("spec")
     if input_size is None:
         input_size = profiled_input_size(table, loaded)
@@ -136,19 +136,18 @@ def _model_protocol(table: LatencyTable):
 HARDWARE_KEYS = ("cpu", "cpu_id", "nchwc_block", "cores", "machine", "gpu")
 
 
-def _check_same_hardware(table: LatencyTable, table_path: str, threads: int) -> None:
+def _check_same_hardware(table: LatencyTable, table_path: str) -> None:
     """Refuse to recalibrate a table of other hardware: re-timing it here would write this
     machine's speed into that device's table (another runtime version or thread count is what a
-    recalibration is for, and passes)."""
+    recalibration is for, and passes). The table's own check against this machine's fingerprint
+    (:meth:`LatencyTable.check_device`), its hardware fields only."""
     import warnings
 
-    from ..backends import get_backend
     from ..errors import ConfigError
 
-    current = get_backend(table.backend, threads=threads, precision=table.precision).fingerprint()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        diff = table.check_device(current)
+        diff = table.check_device()
     hw = [d for d in diff if d.split(":")[0] in HARDWARE_KEYS]
     if hw:
         raise ConfigError(f"latency table {table_path} describes other hardware ({'; '.join(hw[:3])}): recalibrating "
