@@ -85,16 +85,17 @@ def test_seeds_run_as_ray_tasks_and_prune_the_one_unpruned_model(tmp_path):
     pytest.importorskip("ray")
     out = tmp_path / "ray"
     common = ["--quick", "--n-train", "64", "--n-search", "64", "--base-epochs", "1", "--recover-epochs", "1",
-              "--strategies", "uniform", "--recipes", "ft", "--skip", "families,regularize,convergence",
-              "--budgets", "0.65"]  # above the quick table's floor of this 16-wide net (0.39-0.56x across hosts)
+              "--strategies", "uniform", "--recipes", "ft", "--skip", "families,regularize,convergence"]
     bad = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "bench_accuracy.py"), *common, "--out",
                           str(tmp_path / "bad"), "--executor", "ray", "--ray-address", "127.0.0.1:9"],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "127.0.0.1:9 does not answer" in bad.stderr
     assert not (tmp_path / "bad").exists()
 
+    budget = _table_and_budget(out)[1]  # the tool reuses OUT/table.json
     r = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "bench_accuracy.py"), *common, "--seeds", "0,1",
-                        "--base-seed", "0", "--executor", "ray", "--cpus-per-run", "1", "--out", str(out)],
+                        "--budgets", str(budget), "--base-seed", "0", "--executor", "ray", "--cpus-per-run", "1",
+                        "--out", str(out)],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "2 seed(s) on Ray, 1 CPU(s) each" in r.stderr
@@ -104,7 +105,7 @@ def test_seeds_run_as_ray_tasks_and_prune_the_one_unpruned_model(tmp_path):
     assert set(got) == {(s, st, rc) for s in (0, 1) for st, rc in
                         (("unpruned", "trained"), ("uniform", "cut"), ("uniform", "ft"))}
     for s in (0, 1):
-        assert got[(s, "uniform", "cut")]["latency_ratio"] < 0.8  # pruned, and measured by the worker
+        assert got[(s, "uniform", "cut")]["latency_ratio"] < budget + 0.15  # pruned, and measured by the worker
     # the unpruned model, trained here exactly as the driver trained it (1 torch thread, seed 0)
     b, threads = _bench(), torch.get_num_threads()
     torch.set_num_threads(1)
@@ -128,13 +129,12 @@ def test_recipe_variants_runs_are_the_same_on_ray_as_here(tmp_path):
     import pytest
 
     pytest.importorskip("ray")
-    table = tmp_path / "table.json"
-    _bench().get_table(_tiny16(), str(tmp_path), 2, True)
+    table, budget = _table_and_budget(tmp_path)
     out = {}
     for ex in ("local", "ray"):
         r = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "recipe_variants.py"), "--table", str(table),
                             "--n-train", "256", "--base-epochs", "1", "--recover-epochs", "1", "--seeds", "0,1",
-                            "--budget", "0.65",  # above the quick table's floor (0.39-0.56x across hosts)
+                            "--budget", str(budget),
                             "--strategies", "uniform", "--recipes", "ft,kd", "--executor", ex,
                             "--out", str(tmp_path / f"{ex}.json")], capture_output=True, text=True, timeout=600)
         assert r.returncode == 0, r.stderr[-3000:]
@@ -144,6 +144,20 @@ def test_recipe_variants_runs_are_the_same_on_ray_as_here(tmp_path):
     for a, b in zip(sorted(out["local"], key=key), sorted(out["ray"], key=key)):
         assert (a["val"], a["search"], a["weights"]) == (b["val"], b["search"], b["weights"])
     assert len({r["weights"] for r in out["local"]}) == 4  # the seeds and recipes did train differently
+
+
+def _table_and_budget(out) -> tuple[str, float]:
+    """The tools' quick table of the 16-wide net, profiled into ``out`` as they profile it (they
+    reuse ``out/table.json``), and a budget halfway between its floor (every group at its grid
+    minimum) and the unpruned model, at least 0.65x: such a table is mostly fixed cost, and its
+    floor read 0.39-0.73x across hosts and loads, so a fixed 0.5x or 0.65x was sometimes out of reach."""
+    from hwprune.prune import PruneConfig, make_context
+
+    loaded = _tiny16()
+    path = _bench().get_table(loaded, str(out), 2, True)
+    ctx = make_context(loaded, PruneConfig(budget="0.99x", align=8, input_size=32, progress=False), table=path)
+    floor = ctx.artifacts["smallest_cost"] / ctx.baseline_cost
+    return path, max(0.65, round((floor + 1) / 2 + 0.01, 2))
 
 
 def _tiny16():
