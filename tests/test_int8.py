@@ -2,6 +2,7 @@
 quantized graph ORT really runs, the int8 export's accuracy check, int8 tables kept apart from fp32.
 Real ORT sessions, real exported and quantized files, the shipped trained model; small sizes."""
 import collections
+import math
 
 import numpy as np
 import onnx
@@ -279,6 +280,18 @@ def test_a_budget_bound_to_an_int8_table_is_refused_in_an_fp32_search(int8_table
                           progress=False))
 
 
+def _floor(table: str, align: int = 16, min_width: int = 8) -> float:
+    """The table's latency of every group at its grid minimum over the unpruned model's, at SIZE px."""
+    from hwprune.family import WidthLadder
+    from hwprune.graph import ChannelGraph
+    from hwprune.latency import LatencyTable
+    from hwprune.plan import example_input
+
+    graph = ChannelGraph(load_model("tiny_resnet_synthetic").model, example_input((1, 3, SIZE, SIZE)))
+    cost = LatencyTable.load(table).cost_model(graph)
+    return cost.predict(WidthLadder(graph.prunable, {}, align, min_width).widths(0)) / cost.predict({})
+
+
 def test_one_model_for_an_fp32_and_an_int8_device(int8_table, tmp_path):
     """Several budgets, one of them bound to an int8 table: that device runs the pruned model
     quantized. With --budget-ref int8 its 0.7x is a share of the int8 unpruned model there; the
@@ -296,22 +309,25 @@ def test_one_model_for_an_fp32_and_an_int8_device(int8_table, tmp_path):
         warnings.simplefilter("ignore")
         profile(load_model("tiny_resnet_synthetic"), ProfileConfig.quick(input_size=SIZE, out=fp32, align=8),
                 progress=False)
+    # the share: 0.7x, or halfway between the higher of the two tables' floors on the int8 grid and the
+    # unpruned model -- the quick int8 table's floor read 0.72x once on a loaded AVX-512 host
+    share = max(0.7, math.ceil(((max(_floor(fp32), _floor(int8_table)) + 1) / 2) * 100) / 100)
     out = tmp_path / "p"
     r = subprocess.run([sys.executable, "-m", "hwprune", "prune", "--model", "tiny_resnet_synthetic", "--input-size",
-                        str(SIZE), "--strategy", "halp", "--budget", f"0.7x@{fp32}", "--budget", f"0.7x@{int8_table}",
-                        "--budget-ref", "int8", "--out", str(out), "--quiet"], capture_output=True, text=True,
-                       timeout=600)
+                        str(SIZE), "--strategy", "halp", "--budget", f"{share}x@{fp32}", "--budget",
+                        f"{share}x@{int8_table}", "--budget-ref", "int8", "--out", str(out), "--quiet"],
+                       capture_output=True, text=True, timeout=600)
     assert r.returncode in (0, 3), r.stderr  # 3: a device measured over its budget on a busy machine
     rep = json.loads((out / "report.json").read_text())
     rows = rep["devices"]
     assert [(d["precision"], d["checked"]) for d in rows] == [("fp32", "measured"), ("int8", "measured")]
     assert "budget_of" not in rows[0] and rows[1]["budget_of"] == "int8 unpruned"
     for d in rows:  # each device's budget is its share of its own unpruned model, measured beside the result
-        assert d["budget_ms"] == pytest.approx(0.7 * d["baseline_ms"])
+        assert d["budget_ms"] == pytest.approx(share * d["baseline_ms"])
     assert rows[0]["baseline_ms"] != rows[1]["baseline_ms"]  # fp32 and quantized timings, not one measured twice
     plan = json.loads((out / "plan.json").read_text())
     assert plan["provenance"]["align"] == 16 and all(len(k) % 16 == 0 for k in plan["kept"].values())
-    assert "0.7x of int8 unpruned" in (out / "report.md").read_text()
+    assert f"{share}x of int8 unpruned" in (out / "report.md").read_text()
     from hwprune.prune import PruneConfig, make_context
 
     with warnings.catch_warnings():
@@ -422,12 +438,13 @@ def test_prune_int8_spends_the_int8_table_and_measures_the_quantized_result(int8
     assert lat["budget_ms"] == pytest.approx(0.8 * lat["fp32_baseline_ms"])
     assert lat["speedup_over_fp32"] == pytest.approx(lat["fp32_baseline_ms"] / lat["measured_ms"])
     assert lat["met_budget"] == (lat["measured_ms"] <= lat["budget_ms"] * 1.03)
+    share = max(0.7, math.ceil((_floor(int8_table) + 1) / 2 * 100) / 100)  # above the int8 grid's floor
     res2 = prune(load_model("tiny_resnet_synthetic"),
-                 PruneConfig(strategy="uniform", budget="0.7x", precision="int8", budget_ref="int8", backend=None,
+                 PruneConfig(strategy="uniform", budget=f"{share}x", precision="int8", budget_ref="int8", backend=None,
                              input_size=SIZE, progress=False), table=int8_table)
     r2 = res2.report.to_dict()
-    assert r2["config"]["int8"]["effective_budget"] == "0.7x" and "fp32_baseline_ms" not in r2["latency"]
-    assert r2["latency"]["predicted_ms"] <= 0.7 * r2["latency"]["baseline_predicted_ms"] * 1.001
+    assert r2["config"]["int8"]["effective_budget"] == f"{share}x" and "fp32_baseline_ms" not in r2["latency"]
+    assert r2["latency"]["predicted_ms"] <= share * r2["latency"]["baseline_predicted_ms"] * 1.001
 
 
 def test_bench_times_fp32_and_int8_side_by_side():
