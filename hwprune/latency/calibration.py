@@ -170,21 +170,73 @@ def _nondecreasing(y: list[float]) -> list[float]:
     return [m for m, n in blocks for _ in range(int(n))]
 
 
-def fit_calibration(sums: dict[str, float], measured: dict[str, float]) -> dict:
+WINDOWS = (3, 5, 7, 9)  # running-median widths fit_calibration chooses among (3 alone below 2k+1 points)
+WINDOW_TOLERANCE = 0.02  # a wider window must cut the leave-one-out error by more than this to be chosen
+
+
+def _residual_curve(xs: np.ndarray, rs: np.ndarray, window: int) -> tuple[list[float], list[float]]:
+    """Knots (units sum, residual) of the curve through residuals ``rs`` at sorted sums ``xs``: a
+    running median of ``window`` neighbours (narrower near the ends, the two ends kept as
+    measured), made to rise at least MIN_SLOPE x as fast as the units sum (pool-adjacent-violators
+    on ``y - MIN_SLOPE * x``, so a smaller model is always predicted a little faster, never tied
+    with a bigger one); equal sums (identical variants) collapse to one knot."""
+    n, h = len(xs), window // 2
+    smooth = [float(rs[i]) if i in (0, n - 1) else float(np.median(rs[i - min(h, i, n - 1 - i):i + min(h, i, n - 1 - i) + 1]))
+              for i in range(n)]
+    fitted = [z + MIN_SLOPE * float(a) for z, a in
+              zip(_nondecreasing([float(a + r - MIN_SLOPE * a) for a, r in zip(xs, smooth)]), xs)]
+    ux: list[float] = []
+    ur: list[float] = []
+    for a, f in zip(xs, fitted):
+        if ux and a - ux[-1] <= 1e-9:
+            continue
+        ux.append(float(a))
+        ur.append(f - float(a))
+    return ux, ur
+
+
+def _leave_one_out(xs: np.ndarray, rs: np.ndarray, full: int, window: int) -> float:
+    """Mean absolute relative error of the curve of ``window`` at each calibration variant, fitted
+    without it (index ``full``, the unpruned model, always stays in: every ratio is read against it)."""
+    from .table import TableCostModel
+
+    errs = []
+    for i in range(len(xs)):
+        if i == full:
+            continue
+        keep = np.arange(len(xs)) != i
+        ux, ur = _residual_curve(xs[keep], rs[keep], window)
+        cm = TableCostModel([], {"calibration": {"correction": {"units_ms": ux, "residual_ms": ur}}})
+        y = xs[i] + rs[i]
+        errs.append(abs(cm.from_units(float(xs[i])) / y - 1) if y > 0 else 0.0)
+    return float(np.mean(errs))
+
+
+def fit_calibration(sums: dict[str, float], measured: dict[str, float], window: Optional[int] = None) -> dict:
     """How a model's measured latency relates to the sum of its units, from the full model and
     the calibration variants (never the validation set).
 
     ``correction``: what the units miss -- per-call overhead, pooling/reshape glue, scheduling
     between nodes, and the cache state of weights a network streams from DRAM that a micro-model
     finds in cache -- as a curve of the residual ``measured - units_sum`` over ``units_sum``: a
-    running median of three neighbours (a variant caught by a burst of load on a shared machine
-    cannot bend it; the two ends are kept as measured -- a two-point median would drag the
+    running median of ``window`` neighbours (a variant caught by a burst of load on a shared
+    machine cannot bend it; the two ends are kept as measured -- a two-point median would drag the
     lightest variant's residual towards its neighbour's), linear between them, flat above the
     largest, shrinking to 0 below the smallest if negative. The residual is not a constant
     fraction of the sum, and a single line through all variants cannot follow it at both ends
     (with a line, resnet18's lightest variants were over-predicted by 5-6% on this CPU).
     ``predict = units_sum + correction``, made to rise with the units sum (pool-adjacent-violators
     on ``y - 0.05 x``) so marginal costs keep their sign and no pruned variant ties the full model.
+
+    ``window`` is chosen per table by leave-one-out cross-validation (Stone 1974) among
+    :data:`WINDOWS`: each calibration variant predicted from a curve fitted without it, the
+    narrowest window within :data:`WINDOW_TOLERANCE` of the lowest mean error wins
+    (``loo_error``: each window's error). Where the residual has a feature a few variants wide,
+    3 or 5 keeps it; where it is scatter around a smooth trend, a wider window stops the curve
+    following one variant's idiosyncrasy. Replayed on 41 recorded fits, the share of validation variants
+    within +-5% rose in 7 and fell in 1: an Intel Xeon resnet18 table went from 93% to 100%
+    (docs/latency.md, ``tools/calibration_cv.py``). A window k needs 2k+1 points; where only 3 is left, it is used without cross-validation.
+    A given ``window`` is used as it is (``tools/calibration_cv.py`` replays the fixed 3 beside the choice).
 
     ``a, b``: the robust line ``measured = a * units_sum + b`` (Theil-Sen: median of pairwise
     slopes, then median intercept; Sen 1968), kept for reports and for fewer than three points,
@@ -198,20 +250,20 @@ def fit_calibration(sums: dict[str, float], measured: dict[str, float]) -> dict:
     y = np.array([measured[k] for k in keys])
     order = np.argsort(x)
     xs, rs = x[order], (y - x)[order]
-    smooth = [float(np.median(rs[i - 1:i + 2])) if 0 < i < len(xs) - 1 else float(rs[i]) for i in range(len(xs))]
-    # rising at least MIN_SLOPE x as fast as the units sum: PAV on y - MIN_SLOPE * x, so a
-    # smaller model is always predicted (a little) faster, never tied with a bigger one
-    fitted = [z + MIN_SLOPE * float(a) for z, a in
-              zip(_nondecreasing([float(a + r - MIN_SLOPE * a) for a, r in zip(xs, smooth)]), xs)]
-    ux: list[float] = []
-    ur: list[float] = []
-    for a, f in zip(xs, fitted):  # equal sums (identical variants) collapse to one knot
-        if ux and a - ux[-1] <= 1e-9:
-            continue
-        ux.append(float(a))
-        ur.append(f - float(a))
-    out = {"correction": {"units_ms": ux, "residual_ms": ur},
-           "method": "units + residual curve (running median of 3) over full + calibration variants"}
+    windows = [w for w in WINDOWS if w == WINDOWS[0] or 2 * w + 1 <= len(xs)]
+    loo = {}
+    if window is None and len(windows) > 1:
+        full = int(np.where(order == keys.index("full"))[0][0])
+        loo = {w: _leave_one_out(xs, rs, full, w) for w in windows}
+        best = min(loo.values())
+        window = min(w for w in windows if loo[w] <= best * (1 + WINDOW_TOLERANCE))
+    elif window is None:
+        window = WINDOWS[0]
+    ux, ur = _residual_curve(xs, rs, window)
+    chosen = f"running median of {window}" + (", chosen by leave-one-out" if loo else "")
+    out = {"correction": {"units_ms": ux, "residual_ms": ur}, "window": window,
+           **({"loo_error": {str(w): e for w, e in loo.items()}} if loo else {}),
+           "method": f"units + residual curve ({chosen}) over full + calibration variants"}
     span = x.max() - x.min()
     slopes = [(y[j] - y[i]) / (x[j] - x[i]) for i in range(len(x)) for j in range(i + 1, len(x))
               if abs(x[j] - x[i]) > 0.05 * span]
