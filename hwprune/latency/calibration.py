@@ -233,8 +233,8 @@ def fit_calibration(sums: dict[str, float], measured: dict[str, float], window: 
     narrowest window within :data:`WINDOW_TOLERANCE` of the lowest mean error wins
     (``loo_error``: each window's error). Where the residual has a feature a few variants wide,
     3 or 5 keeps it; where it is scatter around a smooth trend, a wider window stops the curve
-    following one variant's idiosyncrasy. Replayed on 41 recorded fits, the share of validation variants
-    within +-5% rose in 7 and fell in 1: an Intel Xeon resnet18 table went from 93% to 100%
+    following one variant's idiosyncrasy. Replayed on 47 recorded fits, the share of validation variants
+    within +-5% rose in 9 and fell in 2: an Intel Xeon resnet18 table went from 93% to 100%
     (docs/latency.md, ``tools/calibration_cv.py``). A window k needs 2k+1 points; where only 3 is left, it is used without cross-validation.
     A given ``window`` is used as it is (``tools/calibration_cv.py`` replays the fixed 3 beside the choice).
 
