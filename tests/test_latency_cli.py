@@ -26,6 +26,8 @@ def quick_table(tmp_path_factory):
     p = run_cli("profile", *TINY, "--quick", "--align", "8", "--calib-variants", "3", "--no-progress",
                 "--out", str(root / "t.json"), "--plot", str(root / "plots"))
     assert "latency table written to" in p.stdout and "plots" in p.stdout
+    # full + 3 variants: too few points to cross-validate the curve's width (a window k needs 2k+1)
+    assert "+ residual curve (running median of 3)" in p.stdout, p.stdout
     return root
 
 
@@ -113,6 +115,7 @@ def test_validate_cli_prints_errors_and_plots(cli, tmp_path, quick_table):
     p = cli("validate", *TINY, "--table", str(table), "--samples", "2", "--no-progress", "--shapes", "--passes", "9",
             "--json", str(tmp_path / "v.json"), "--plot", str(tmp_path / "plots"))
     assert "median |error|" in p.stdout and "within +-5%" in p.stdout and "recalibrated (residual curve" in p.stdout
+    assert "timed alongside, running median of 3)" in p.stdout
     assert "structured variants" in p.stdout and "late x0.25" in p.stdout and "worst: " in p.stdout
     d = json.loads((tmp_path / "v.json").read_text())
     assert d["samples"] == 2 and len(d["shapes"]) == 6 and d["passes"] == 9

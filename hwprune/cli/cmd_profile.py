@@ -105,7 +105,7 @@ def run(args) -> int:
           f"({args.threads} threads) in {dt:.1f} s: {len(rec['units'])} units, {rec.get('points_measured', 0)} points "
           f"measured; full model {rec['full_ms']:.3f} ms, units {rec['units_full_ms']:.3f} ms, "
           f"calibration a={rec['calibration']['a']:.3f} b={rec['calibration']['b']:.3f} ms"
-          + (" + residual curve" if rec["calibration"].get("correction") else ""))
+          + (_curve(rec["calibration"]) if rec["calibration"].get("correction") else ""))
     ms = rec.get("machine_state")
     if ms:
         dev, n = ms["attempts"][ms["kept"]]["deviation"], len(ms["attempts"])
@@ -164,3 +164,10 @@ def _maybe_plot(args, path: str) -> None:
 
         files = plot_table(path, args.plot)
         print(f"wrote {len(files)} plots to {args.plot}")
+
+
+def _curve(cal: dict) -> str:
+    """`` + residual curve (running median of 9, chosen by leave-one-out)`` for a fitted calibration."""
+    w = cal.get("window")
+    how = f" (running median of {w}{', chosen by leave-one-out' if cal.get('loo_error') else ''})" if w else ""
+    return f" + residual curve{how}"
