@@ -112,7 +112,8 @@ def replay(report_path: str) -> list[dict]:
 
 
 def markdown(rows: list[dict]) -> str:
-    out = ["| run | model | fit | window | within 5%: 3 -> chosen | median abs err | max abs err |", "|---|---|---|---|---|---|---|"]
+    out = ["| run | model | fit | window | within 5%: 3 -> chosen | median abs err | max abs err |",
+           "|---|---|---|---|---|---|---|"]
     for w in rows:
         a, b = w["fixed3"], w["chosen"]
         run = os.path.dirname(w["report"]).split("/")[-1] + "/" + os.path.basename(w["report"])[:-5]
@@ -130,8 +131,8 @@ def markdown(rows: list[dict]) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-                                 epilog=__doc__.split("\n\n", 1)[1])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", action="append", help="glob of fidelity report JSONs, relative to the repository "
                     f"(repeatable; default: {', '.join(DEFAULT_RUNS)})")
     ap.add_argument("--json", help="write the rows here")

@@ -81,8 +81,9 @@ def run(args) -> int:
     if rc:
         q = r.summary("error_recalibrated")
         w = r.recalibration.get("window")
+        width = f", running median of {w}" if w else ""
         print(f"  recalibrated (residual curve re-fitted from the table's {len(r.recalibration['variants'])} calibration "
-              f"variants timed alongside{f', running median of {w}' if w else ''}): median |error| {100 * q['median_abs_error']:.1f}%, within +-5%: "
+              f"variants timed alongside{width}): median |error| {100 * q['median_abs_error']:.1f}%, within +-5%: "
               f"{100 * q['within_5pct']:.0f}%, within +-10%: {100 * q['within_10pct']:.0f}%, max |error| "
               f"{100 * q['max_abs_error']:.1f}%")
     elif not args.no_recalibrate:

@@ -181,8 +181,8 @@ def _residual_curve(xs: np.ndarray, rs: np.ndarray, window: int) -> tuple[list[f
     on ``y - MIN_SLOPE * x``, so a smaller model is always predicted a little faster, never tied
     with a bigger one); equal sums (identical variants) collapse to one knot."""
     n, h = len(xs), window // 2
-    smooth = [float(rs[i]) if i in (0, n - 1) else float(np.median(rs[i - min(h, i, n - 1 - i):i + min(h, i, n - 1 - i) + 1]))
-              for i in range(n)]
+    reach = [min(h, i, n - 1 - i) for i in range(n)]  # 0 at the ends: kept as measured
+    smooth = [float(np.median(rs[i - r:i + r + 1])) for i, r in enumerate(reach)]
     fitted = [z + MIN_SLOPE * float(a) for z, a in
               zip(_nondecreasing([float(a + r - MIN_SLOPE * a) for a, r in zip(xs, smooth)]), xs)]
     ux: list[float] = []
@@ -233,10 +233,11 @@ def fit_calibration(sums: dict[str, float], measured: dict[str, float], window: 
     narrowest window within :data:`WINDOW_TOLERANCE` of the lowest mean error wins
     (``loo_error``: each window's error). Where the residual has a feature a few variants wide,
     3 or 5 keeps it; where it is scatter around a smooth trend, a wider window stops the curve
-    following one variant's idiosyncrasy. Replayed on 47 recorded fits, the share of validation variants
-    within +-5% rose in 9 and fell in 2: an Intel Xeon resnet18 table went from 93% to 100%
-    (docs/latency.md, ``tools/calibration_cv.py``). A window k needs 2k+1 points; where only 3 is left, it is used without cross-validation.
-    A given ``window`` is used as it is (``tools/calibration_cv.py`` replays the fixed 3 beside the choice).
+    following one variant's idiosyncrasy. Replayed on 47 recorded fits, the share of validation
+    variants within +-5% rose in 9 and fell in 2: an Intel Xeon resnet18 table went from 93% to
+    100% (docs/latency.md, ``tools/calibration_cv.py``). A window k needs 2k+1 points; where only
+    3 is left, it is used without cross-validation. A given ``window`` is used as it is
+    (``tools/calibration_cv.py`` replays the fixed 3 beside the choice).
 
     ``a, b``: the robust line ``measured = a * units_sum + b`` (Theil-Sen: median of pairwise
     slopes, then median intercept; Sen 1968), kept for reports and for fewer than three points,
