@@ -280,16 +280,22 @@ def test_a_budget_bound_to_an_int8_table_is_refused_in_an_fp32_search(int8_table
                           progress=False))
 
 
-def _floor(table: str, align: int = 16, min_width: int = 8) -> float:
-    """The table's latency of every group at its grid minimum over the unpruned model's, at SIZE px."""
-    from hwprune.family import WidthLadder
-    from hwprune.graph import ChannelGraph
-    from hwprune.latency import LatencyTable
-    from hwprune.plan import example_input
+def _floor(table: str, align: int = 16) -> float:
+    """The smallest share of the unpruned model ``table`` reaches at SIZE px on grid ``align``
+    (every group at its minimum width), as the search computes it -- the floor it refuses a budget
+    below."""
+    import warnings
 
-    graph = ChannelGraph(load_model("tiny_resnet_synthetic").model, example_input((1, 3, SIZE, SIZE)))
-    cost = LatencyTable.load(table).cost_model(graph)
-    return cost.predict(WidthLadder(graph.prunable, {}, align, min_width).widths(0)) / cost.predict({})
+    from hwprune.latency import LatencyTable
+    from hwprune.prune import PruneConfig, make_context
+
+    int8 = LatencyTable.load(table, check_device=False).precision == "int8"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ctx = make_context(load_model("tiny_resnet_synthetic"),
+                           PruneConfig(budget="0.99x", align=align, input_size=SIZE, backend=None, progress=False,
+                                       **({"precision": "int8", "budget_ref": "int8"} if int8 else {})), table=table)
+    return ctx.artifacts["smallest_cost"] / ctx.baseline_cost
 
 
 def test_one_model_for_an_fp32_and_an_int8_device(int8_table, tmp_path):
